@@ -1,0 +1,1 @@
+"""Likeness command line: dev stack, tiny model, tokens."""

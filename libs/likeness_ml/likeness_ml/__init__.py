@@ -1,0 +1,1 @@
+"""Likeness GPU library: base-model loading and the tiny offline Stable Diffusion pipeline."""

@@ -1,0 +1,1 @@
+"""Likeness gateway: the public REST API."""

@@ -1,0 +1,1 @@
+"""Likeness ingest: sanitizes uploaded photos."""

@@ -1,0 +1,1 @@
+"""Likeness renderer: styled headshots from base model + subject LoRA."""

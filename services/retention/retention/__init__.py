@@ -1,0 +1,1 @@
+"""Likeness retention: subject lifecycle and crypto-shredding."""

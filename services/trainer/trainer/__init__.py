@@ -1,0 +1,1 @@
+"""Likeness trainer: per-subject LoRA training."""
