@@ -1,1 +1,1 @@
-"""Likeness shared platform library: config, envelope crypto, Vault keys, S3 store, bus, telemetry, contracts."""
+"""Likeness shared platform library: config, envelope crypto, keys, store, bus, telemetry, contracts."""

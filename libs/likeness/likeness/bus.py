@@ -1,0 +1,249 @@
+"""NATS JetStream: the domain event stream, work queues, KV buckets, trace context in headers.
+
+Subjects carry ids only (`evt.<tenant>.<subject>.<name>`, `job.<kind>.<tenant>.<subject>`); payloads are
+protobuf messages whose type is named in the `Likeness-Type` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from google.protobuf.message import Message
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from opentelemetry import propagate
+
+EVENTS_STREAM = "LIKENESS_EVENTS"
+AUDIT_STREAM = "LIKENESS_AUDIT"
+TRAIN_STREAM = "LIKENESS_JOBS_TRAIN"
+RENDER_STREAM = "LIKENESS_JOBS_RENDER"
+TYPE_HEADER = "Likeness-Type"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+M = TypeVar("M", bound=Message)
+
+DAY = 24 * 3600.0
+STREAMS = (
+    StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=["evt.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        duplicate_window=120.0,
+        discard=DiscardPolicy.OLD,
+    ),
+    StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=["audit.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=6 * 365 * DAY,
+    ),
+    StreamConfig(
+        name=TRAIN_STREAM,
+        subjects=["job.train.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=600.0,
+    ),
+    StreamConfig(
+        name=RENDER_STREAM,
+        subjects=["job.render.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=600.0,
+    ),
+)
+
+
+def event_subject(tenant: str, subject_id: str, name: str) -> str:
+    return f"evt.{tenant}.{subject_id}.{name}"
+
+
+def subject_events_filter(tenant: str, subject_id: str) -> str:
+    return f"evt.{tenant}.{subject_id}.>"
+
+
+def job_subject(kind: str, tenant: str, subject_id: str) -> str:
+    return f"job.{kind}.{tenant}.{subject_id}"
+
+
+def audit_subject(tenant: str, action: str) -> str:
+    return f"audit.{tenant}.{action}"
+
+
+def message_type(message: Message) -> str:
+    return message.DESCRIPTOR.full_name
+
+
+def decode(msg: Msg, cls: type[M]) -> M:
+    expected = cls.DESCRIPTOR.full_name
+    actual = (msg.headers or {}).get(TYPE_HEADER)
+    if actual != expected:
+        raise ValueError(f"expected {expected}, got {actual}")
+    message = cls()
+    message.ParseFromString(msg.data)
+    return message
+
+
+def trace_headers() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    url: str
+    name: str
+
+
+class Bus:
+    """One NATS connection per process, its JetStream context and the KV buckets it uses."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self._kv: dict[str, KeyValue] = {}
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        nc = await nats.connect(
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+        )
+        return cls(nc, nc.jetstream())
+
+    async def ensure_streams(self) -> None:
+        """Creates the streams or updates their configuration (idempotent; any service may run it)."""
+        for config in STREAMS:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+
+    async def kv(self, bucket: str, history: int = 1) -> KeyValue:
+        if bucket not in self._kv:
+            try:
+                self._kv[bucket] = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                config = KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+                self._kv[bucket] = await self.js.create_key_value(config)
+        return self._kv[bucket]
+
+    async def publish(self, subject: str, message: Message, msg_id: str | None = None) -> None:
+        headers = {TYPE_HEADER: message_type(message), **trace_headers()}
+        if msg_id is not None:
+            headers[MSG_ID_HEADER] = msg_id
+        await self.js.publish(subject, message.SerializeToString(), headers=headers)
+
+    async def purge_subject_events(self, tenant: str, subject_id: str) -> int:
+        info = await self.js.stream_info(EVENTS_STREAM)
+        before = info.state.messages
+        await self.js.purge_stream(EVENTS_STREAM, subject=subject_events_filter(tenant, subject_id))
+        after = (await self.js.stream_info(EVENTS_STREAM)).state.messages
+        return max(0, before - after)
+
+    async def work_queue(self, stream: str, durable: str, ack_wait: float, max_deliver: int) -> WorkQueue:
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=64,
+        )
+        filter_subject = next(c.subjects[0] for c in STREAMS if c.name == stream and c.subjects)
+        subscription = await self.js.pull_subscribe(
+            filter_subject, durable=durable, stream=stream, config=config
+        )
+        return WorkQueue(subscription)
+
+    async def watch_events(self, filter_subject: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
+        """Delivers new events matching the filter to this process (every replica gets its own copy)."""
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                await handler(msg)
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.ack()
+
+        await self.js.subscribe(
+            filter_subject,
+            stream=EVENTS_STREAM,
+            cb=on_message,
+            deliver_policy=DeliverPolicy.NEW,
+            manual_ack=True,
+            inactive_threshold=60.0,
+        )
+
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def close(self) -> None:
+        """Drains: finishes in-flight callbacks and flushes publishes before closing (used on SIGTERM)."""
+        if not self.nc.is_closed:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.drain()
+
+
+class WorkQueue:
+    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+        self._subscription = subscription
+
+    async def next(self, timeout: float = 5.0) -> Msg | None:
+        try:
+            messages = await self._subscription.fetch(1, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return None
+        return messages[0] if messages else None
+
+    async def messages(self, stop: asyncio.Event, timeout: float = 2.0) -> AsyncIterator[Msg]:
+        while not stop.is_set():
+            msg = await self.next(timeout)
+            if msg is not None:
+                yield msg
+
+
+async def kv_get(kv: KeyValue, key: str, cls: type[M]) -> tuple[M, int] | None:
+    """The record and its revision (for compare-and-set), or None."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    message = cls()
+    message.ParseFromString(entry.value)
+    return message, int(entry.revision or 0)
+
+
+async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
+    try:
+        return list(await kv.keys(filters=[prefix + ">"]))
+    except nats.js.errors.NoKeysError:
+        return []

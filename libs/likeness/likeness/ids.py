@@ -1,0 +1,36 @@
+"""Identifiers: random, sortable by creation time, safe as NATS subject tokens and S3 key segments."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_PREFIXES = ("sub", "pho", "trn", "ren", "img", "era", "job")
+ID_PATTERN = re.compile(r"^(?:" + "|".join(_PREFIXES) + r")_[0-9a-hjkmnp-tv-z]{26}$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    """A ULID-shaped id (48-bit millisecond time, 80 random bits) with a kind prefix, e.g. `sub_01j...`."""
+    if prefix not in _PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    millis = time.time_ns() // 1_000_000
+    return f"{prefix}_{_encode(millis, 10)}{_encode(secrets.randbits(80), 16)}"
+
+
+def is_valid_id(value: str, prefix: str) -> bool:
+    return value.startswith(prefix + "_") and ID_PATTERN.match(value) is not None
+
+
+def is_valid_tenant(value: str) -> bool:
+    return TENANT_PATTERN.match(value) is not None

@@ -1,0 +1,176 @@
+"""Per-subject keys in Vault Transit: create, data keys, batch decrypt, destroy (cryptographic erase).
+
+Every subject has one Transit key, `likeness-subject-<subject_id>` (aes256-gcm96, not exportable, no
+plaintext backup, deletion allowed). Blobs are encrypted with their own data key, wrapped by it; once
+the key is destroyed the wrapped data keys (and so every copy of every blob) can never be unwrapped.
+
+hvac is synchronous: async callers run these methods in a thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import hvac
+import hvac.exceptions
+import requests
+
+from likeness.config import CommonSettings
+from likeness.envelope import DataKey
+
+KEY_PREFIX = "likeness-subject-"
+
+
+class KeyError_(Exception):
+    """Base of the key errors (named so it never shadows the builtin KeyError)."""
+
+
+class KeyDestroyed(KeyError_):
+    """The subject's key no longer exists: their data is cryptographically erased."""
+
+
+class VaultUnavailable(KeyError_):
+    """Vault could not be reached or failed; the operation may be retried."""
+
+
+class KeyAccessDenied(KeyError_):
+    """This service's Vault policy does not allow the operation."""
+
+
+def key_name(subject_id: str) -> str:
+    return f"{KEY_PREFIX}{subject_id}"
+
+
+def _key_version(wrapped: str) -> int:
+    # Transit ciphertexts look like "vault:v3:..." where 3 is the key version that wrapped them.
+    try:
+        return int(wrapped.split(":", 2)[1].removeprefix("v"))
+    except (IndexError, ValueError) as exc:
+        raise KeyError_("malformed wrapped data key") from exc
+
+
+class _Translate:
+    """Maps hvac/requests failures to our distinct errors, without leaking response bodies."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if exc is None:
+            return False
+        if isinstance(exc, hvac.exceptions.Forbidden):
+            raise KeyAccessDenied(f"Vault denied {self.operation}") from exc
+        if isinstance(exc, hvac.exceptions.InvalidPath):
+            raise KeyDestroyed(f"{self.operation}: key not found") from exc
+        if isinstance(exc, hvac.exceptions.InvalidRequest) and "not found" in str(exc):
+            raise KeyDestroyed(f"{self.operation}: key not found") from exc
+        if isinstance(exc, requests.exceptions.RequestException | hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"Vault unreachable during {self.operation}") from exc
+        if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway):
+            raise VaultUnavailable(f"Vault failed during {self.operation}") from exc
+        if isinstance(exc, hvac.exceptions.VaultError):
+            raise KeyError_(f"Vault refused {self.operation}") from exc
+        return False
+
+
+class SubjectKeys:
+    def __init__(self, client: hvac.Client, mount: str = "transit") -> None:
+        self._client = client
+        self._mount = mount
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> SubjectKeys:
+        client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout_seconds)
+        if settings.vault_auth == "kubernetes":
+            jwt = Path(settings.vault_kubernetes_token_path).read_text().strip()
+            with _Translate("kubernetes login"):
+                client.auth.kubernetes.login(role=settings.vault_role, jwt=jwt)
+        else:
+            client.token = settings.vault_token.get_secret_value()
+        return cls(client, settings.vault_transit_mount)
+
+    @property
+    def _transit(self) -> hvac.api.secrets_engines.Transit:
+        return self._client.secrets.transit
+
+    def create(self, subject_id: str) -> str:
+        name = key_name(subject_id)
+        with _Translate("create key"):
+            self._transit.create_key(
+                name,
+                key_type="aes256-gcm96",
+                exportable=False,
+                allow_plaintext_backup=False,
+                mount_point=self._mount,
+            )
+            self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
+        return name
+
+    def exists(self, subject_id: str) -> bool:
+        try:
+            with _Translate("read key"):
+                self._transit.read_key(key_name(subject_id), mount_point=self._mount)
+        except KeyDestroyed:
+            return False
+        return True
+
+    def data_key(self, subject_id: str) -> DataKey:
+        """A fresh 256-bit data key: plaintext for this process only, wrapped for the envelope header."""
+        name = key_name(subject_id)
+        with _Translate("data key"):
+            response = self._transit.generate_data_key(name, key_type="plaintext", mount_point=self._mount)
+        data = response["data"]
+        wrapped = str(data["ciphertext"])
+        return DataKey(
+            plaintext=base64.b64decode(data["plaintext"]),
+            wrapped=wrapped,
+            key_name=name,
+            key_version=_key_version(wrapped),
+        )
+
+    def unwrap(self, subject_id: str, wrapped_keys: Sequence[str]) -> list[bytes]:
+        """Unwraps many data keys in one round trip (`batch_input`)."""
+        if not wrapped_keys:
+            return []
+        name = key_name(subject_id)
+        batch = [{"ciphertext": wrapped} for wrapped in wrapped_keys]
+        with _Translate("decrypt"):
+            response = self._transit.decrypt_data(
+                name, ciphertext="", batch_input=batch, mount_point=self._mount
+            )
+        results = response["data"]["batch_results"]
+        failed = [r for r in results if r.get("error")]
+        if failed:
+            message = str(failed[0]["error"])
+            if "not found" in message:
+                raise KeyDestroyed("decrypt: key not found")
+            raise KeyError_("Vault could not unwrap a data key")
+        return [base64.b64decode(r["plaintext"]) for r in results]
+
+    def destroy(self, subject_id: str) -> bool:
+        """Deletes the subject's key. Returns False when it was already gone (idempotent)."""
+        name = key_name(subject_id)
+        try:
+            with _Translate("destroy key"):
+                self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
+                self._transit.delete_key(name, mount_point=self._mount)
+        except KeyDestroyed:
+            return False
+        return True
+
+    def is_available(self) -> bool:
+        try:
+            status = self._client.sys.read_health_status(method="GET")
+        except (requests.exceptions.RequestException, hvac.exceptions.VaultError):
+            return False
+        if isinstance(status, dict):
+            return not status.get("sealed", False)
+        return bool(getattr(status, "ok", False))

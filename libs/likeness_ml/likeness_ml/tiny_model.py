@@ -1,0 +1,154 @@
+"""A tiny random-weight Stable Diffusion 1.x pipeline, written like a real one so it loads the same way.
+
+Real weights cannot be downloaded in development and CI, so tests and the dev stack use this: the same
+classes and directory layout as SD 1.5 (``StableDiffusionPipeline.save_pretrained``), loaded with the same
+``from_pretrained`` call, but with diffusers-test-sized configs (≈2M parameters, 64x64 images) so CPU
+training and rendering take seconds. The same seed always gives byte-identical files, pinned by a
+``likeness-tiny.json`` manifest of sha256 digests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from likeness_ml.digests import directory_digests
+from likeness_ml.tiny_tokenizer import END_OF_TEXT, MODEL_MAX_LENGTH, START_OF_TEXT, tiny_vocabulary
+
+TINY_MANIFEST_NAME = "likeness-tiny.json"
+TINY_MANIFEST_FORMAT = "likeness-tiny/1"
+
+_LATENT_SIZE = 32  # x2 VAE downscale (two blocks) => 64x64 images
+_TEXT_WIDTH = 32
+
+
+def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """The tiny pipeline in memory. Each component draws from its own seeded RNG, in a fixed order."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = _tiny_unet()
+        torch.manual_seed(seed + 1)
+        vae = _tiny_vae()
+        tokenizer = _tiny_tokenizer()
+        torch.manual_seed(seed + 2)
+        text_encoder = _tiny_text_encoder(tokenizer)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=_sd15_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def write_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """Write the tiny pipeline (plus tokenizer vocab/merges and the manifest) to out_dir; returns out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_tiny_pipeline(seed).save_pretrained(out_dir, safe_serialization=True)
+    # transformers 5 saves only tokenizer.json; the classic files keep the directory loadable by any
+    # CLIPTokenizer (and document the vocabulary in the form CLIP ships it).
+    vocabulary = tiny_vocabulary()
+    (out_dir / "tokenizer" / "vocab.json").write_text(vocabulary.vocab_json(), encoding="utf-8")
+    (out_dir / "tokenizer" / "merges.txt").write_text(vocabulary.merges_txt(), encoding="utf-8")
+    manifest = {
+        "format": TINY_MANIFEST_FORMAT,
+        "seed": seed,
+        "files": directory_digests(out_dir, exclude={TINY_MANIFEST_NAME}),
+    }
+    (out_dir / TINY_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def read_tiny_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of a tiny pipeline directory, or None when path is not one."""
+    try:
+        manifest = json.loads((path / TINY_MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != TINY_MANIFEST_FORMAT:
+        return None
+    return manifest
+
+
+def is_tiny_model(path: Path) -> bool:
+    return read_tiny_manifest(path) is not None
+
+
+def _tiny_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=_LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=_TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _tiny_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        sample_size=_LATENT_SIZE * 2,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=32,
+    )
+
+
+def _tiny_tokenizer() -> CLIPTokenizer:
+    vocabulary = tiny_vocabulary()
+    return CLIPTokenizer(
+        vocab=dict(vocabulary.vocab),
+        merges=list(vocabulary.merges),
+        bos_token=START_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        pad_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        model_max_length=MODEL_MAX_LENGTH,
+    )
+
+
+def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=_TEXT_WIDTH,
+        intermediate_size=37,
+        projection_dim=_TEXT_WIDTH,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        layer_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def _sd15_scheduler() -> PNDMScheduler:
+    # Stable Diffusion 1.5's own scheduler config, so the noise schedule matches the real base model.
+    return PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )

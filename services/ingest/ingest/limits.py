@@ -1,0 +1,49 @@
+"""The numbers that decide whether an uploaded photo is usable, in one frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SanitizeLimits:
+    """Limits applied by :func:`ingest.sanitize.sanitize`, checked in this order.
+
+    max_bytes: largest upload accepted (25 MiB); checked before anything is parsed -> ``file_too_large``.
+    max_pixels: largest declared width x height (50 MP); read from the header before any pixel is
+        decoded -> ``image_too_large``. Pillow's own decompression-bomb guard stays on as a second line.
+    min_side: smallest accepted shorter side in pixels (256) -> ``image_too_small``.
+    detection_max_side: faces are searched on a copy whose longest side is at most this (800 px);
+        boxes are mapped back to full resolution. Detection upsamples once, so faces down to about
+        40 px in that copy are still found (and can be reported as too small rather than missing).
+    min_face_score: HOG detector confidence a detection needs to count as a face (0.5). Clear frontal
+        faces score about 0.8-2; clothing patches and patterns that look a little like a face stay below.
+    min_face_fraction: smallest face accepted, as the face box side over the photo's shorter side (0.1)
+        -> ``face_too_small``. Smaller faces elsewhere in the photo (bystanders) are ignored.
+    crop_size: side of the square training crop written out (512 px).
+    crop_face_fraction: share of the crop's side taken by the face box (0.45), which leaves room for the
+        hair above and the shoulders below: a head-and-shoulders framing.
+    """
+
+    max_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    min_side: int = 256
+    detection_max_side: int = 800
+    min_face_score: float = 0.5
+    min_face_fraction: float = 0.1
+    crop_size: int = 512
+    crop_face_fraction: float = 0.45
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels", "min_side", "detection_max_side", "crop_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0.0 <= self.min_face_fraction < 1.0:
+            raise ValueError("min_face_fraction must be in [0, 1)")
+        if not 0.0 < self.crop_face_fraction <= 1.0:
+            raise ValueError("crop_face_fraction must be in (0, 1]")
+        if self.min_side * self.min_side > self.max_pixels:
+            raise ValueError("min_side squared must not exceed max_pixels")
+
+
+DEFAULT_LIMITS = SanitizeLimits()
