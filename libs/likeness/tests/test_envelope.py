@@ -7,7 +7,7 @@ import hmac
 import itertools
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -293,12 +293,13 @@ def test_error_messages_carry_no_key_or_plaintext() -> None:
     blob = seal_bytes(secret, KEY, CONTEXT, chunk_size=4)
     wrong = os.urandom(32)
     failures: list[EnvelopeError] = []
-    for attempt in (
+    attempts: list[Callable[[], bytes]] = [
         lambda: open_bytes(blob, wrong, CONTEXT),
         lambda: open_bytes(blob[:-1], KEY.plaintext, CONTEXT),
         lambda: open_bytes(blob + b"x", KEY.plaintext, CONTEXT),
         lambda: open_bytes(blob[: header_length(blob)], KEY.plaintext, CONTEXT),
-    ):
+    ]
+    for attempt in attempts:
         with pytest.raises(EnvelopeError) as caught:
             attempt()
         failures.append(caught.value)
@@ -329,7 +330,8 @@ def test_layout_matches_the_documented_format() -> None:
         return body[position - n : position]
 
     def text() -> str:
-        return take(struct.unpack(">H", take(2))[0]).decode()
+        length: int = struct.unpack(">H", take(2))[0]
+        return take(length).decode()
 
     assert text() == "likeness-objects"
     assert struct.unpack(">I", take(4))[0] == 3

@@ -1,0 +1,461 @@
+"""The real backing servers on loopback: NATS JetStream, SeaweedFS S3 and OpenBao (the Vault API).
+
+`start_infra(state_dir)` starts all three on free 127.0.0.1 ports with every data dir and log under
+`state_dir`, waits until each really works (JetStream on, the bucket made with versioning, transit
+mounted) and returns an `Infra` whose `endpoints.as_env()` is what our services read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from likeness_cli.ports import LOOPBACK, free_port, wait_until_closed
+from likeness_cli.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary
+
+S3_BUCKET = "likeness-data"
+S3_REGION = "us-east-1"
+TRANSIT_MOUNT = "transit"
+DEFAULT_STARTUP_TIMEOUT = 30.0
+
+# SeaweedFS derives some gRPC ports as HTTP port + 10000 no matter what it is told (the embedded
+# maintenance worker dials the admin server that way), so every gRPC port is pinned at that offset.
+_WEED_GRPC_OFFSET = 10000
+# OpenBao's dev listener also opens a cluster port at API port + 1.
+_BAO_CLUSTER_OFFSET = 1
+# Unix socket paths must stay below ~108 bytes.
+_MAX_SOCKET_PATH = 100
+
+NATS = "nats"
+S3 = "s3"
+VAULT = "vault"
+
+
+class InfraStartError(RuntimeError):
+    """A server did not come up (the message names it and quotes the end of its log)."""
+
+
+@dataclass(frozen=True)
+class InfraEndpoints:
+    """Where the servers are and how to authenticate to them."""
+
+    nats_url: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+    s3_region: str
+    vault_addr: str
+    vault_token: str
+    nats_store_dir: Path
+    s3_data_dir: Path
+
+    def as_env(self) -> dict[str, str]:
+        """The environment our services read their infrastructure settings from."""
+        return {
+            "LIKENESS_NATS_URL": self.nats_url,
+            "LIKENESS_S3_ENDPOINT": self.s3_endpoint,
+            "LIKENESS_S3_ACCESS_KEY": self.s3_access_key,
+            "LIKENESS_S3_SECRET_KEY": self.s3_secret_key,
+            "LIKENESS_S3_BUCKET": self.s3_bucket,
+            "LIKENESS_S3_REGION": self.s3_region,
+            "LIKENESS_VAULT_ADDR": self.vault_addr,
+            "LIKENESS_VAULT_TOKEN": self.vault_token,
+            "LIKENESS_VAULT_AUTH": "token",
+            "LIKENESS_ENV": "development",
+        }
+
+
+@dataclass(frozen=True)
+class _NatsPorts:
+    client: int
+    monitor: int
+
+
+@dataclass(frozen=True)
+class _WeedPorts:
+    master: int
+    volume: int
+    filer: int
+    s3: int
+    admin: int
+
+    def all(self) -> list[int]:
+        http = [self.master, self.volume, self.filer, self.s3, self.admin]
+        return http + [port + _WEED_GRPC_OFFSET for port in http]
+
+
+def _private_file(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(path, 0o600)
+
+
+def _env_without(*prefixes: str) -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+
+
+class Infra:
+    """NATS, SeaweedFS and OpenBao processes with fixed ports, state and logs under one directory.
+
+    Ports are chosen once, so a server stopped with `stop_<name>()` comes back on the same address
+    with `start_<name>()` (for fault tests). OpenBao runs in dev mode and keeps everything in memory:
+    after `start_vault()` transit is mounted again but all earlier keys are gone.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        die_with_parent: bool = True,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.log_dir = self.state_dir / "logs"
+        self.startup_timeout = startup_timeout
+        self._die_with_parent = die_with_parent
+
+        self.nats_store_dir = self.state_dir / "nats"
+        self.s3_data_dir = self.state_dir / "s3"
+        self._s3_identities = self.state_dir / "s3-identities.json"
+        self._weed_config_dir = self.state_dir / "s3-config"
+        self._socket_dir = self._choose_socket_dir()
+
+        self._nats_ports = _NatsPorts(client=free_port(), monitor=free_port())
+        self._weed_ports = _WeedPorts(
+            master=free_port(also_free=[_WEED_GRPC_OFFSET]),
+            volume=free_port(also_free=[_WEED_GRPC_OFFSET]),
+            filer=free_port(also_free=[_WEED_GRPC_OFFSET]),
+            s3=free_port(also_free=[_WEED_GRPC_OFFSET]),
+            admin=free_port(also_free=[_WEED_GRPC_OFFSET]),
+        )
+        self._vault_port = free_port(also_free=[_BAO_CLUSTER_OFFSET])
+
+        self._s3_access_key = "likeness-" + secrets.token_hex(6)
+        self._s3_secret_key = secrets.token_urlsafe(30)
+        self._vault_token = "dev-" + secrets.token_urlsafe(24)
+
+        self.nats = self._nats_process()
+        self.s3 = self._weed_process()
+        self.vault = self._bao_process()
+        self._stopped = False
+
+    # ----------------------------------------------------------------------------------------- public
+
+    @property
+    def endpoints(self) -> InfraEndpoints:
+        return InfraEndpoints(
+            nats_url=f"nats://{LOOPBACK}:{self._nats_ports.client}",
+            s3_endpoint=f"http://{LOOPBACK}:{self._weed_ports.s3}",
+            s3_access_key=self._s3_access_key,
+            s3_secret_key=self._s3_secret_key,
+            s3_bucket=S3_BUCKET,
+            s3_region=S3_REGION,
+            vault_addr=f"http://{LOOPBACK}:{self._vault_port}",
+            vault_token=self._vault_token,
+            nats_store_dir=self.nats_store_dir,
+            s3_data_dir=self.s3_data_dir,
+        )
+
+    @property
+    def processes(self) -> dict[str, ManagedProcess]:
+        return {NATS: self.nats, S3: self.s3, VAULT: self.vault}
+
+    @property
+    def nats_monitor_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._nats_ports.monitor}"
+
+    def ports(self) -> dict[str, list[int]]:
+        """Every port each server listens on (for checks that they are released after a stop)."""
+        return {
+            NATS: [self._nats_ports.client, self._nats_ports.monitor],
+            S3: self._weed_ports.all(),
+            VAULT: [self._vault_port, self._vault_port + _BAO_CLUSTER_OFFSET],
+        }
+
+    def start(self) -> None:
+        """Start all servers (in parallel) and wait until each works; on failure stop them all."""
+        self._stopped = False
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._spawn_nats()
+            self._spawn_s3()
+            self._spawn_vault()
+            self._wait_nats()
+            self._wait_s3()
+            self._wait_vault()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop every server (SIGTERM, SIGKILL after `grace`). Idempotent."""
+        for process in (self.vault, self.s3, self.nats):
+            process.stop(grace)
+        self._stopped = True
+        if self._socket_dir.parent != self.state_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def stop_nats(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        self.nats.stop(grace)
+
+    def start_nats(self) -> None:
+        self._spawn_nats()
+        self._wait_nats()
+
+    def stop_s3(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        self.s3.stop(grace)
+
+    def start_s3(self) -> None:
+        self._spawn_s3()
+        self._wait_s3()
+
+    def stop_vault(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        self.vault.stop(grace)
+
+    def start_vault(self) -> None:
+        """Bring OpenBao back on the same address with the same root token; its old keys are gone."""
+        self._spawn_vault()
+        self._wait_vault()
+
+    def stop_server(self, name: str, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop one server by name ("nats", "s3" or "vault")."""
+        {NATS: self.stop_nats, S3: self.stop_s3, VAULT: self.stop_vault}[name](grace)
+
+    def start_server(self, name: str) -> None:
+        """Start one stopped server again by name ("nats", "s3" or "vault")."""
+        {NATS: self.start_nats, S3: self.start_s3, VAULT: self.start_vault}[name]()
+
+    def wait_released(self, timeout: float = 10.0) -> list[int]:
+        """After stop(): wait until no port of ours accepts connections; returns any still open."""
+        return wait_until_closed([port for ports in self.ports().values() for port in ports], timeout)
+
+    def s3_client(self, secret_key: str | None = None) -> Any:
+        """A `minio.Minio` client for our S3 (optionally with a different secret, to test refusals)."""
+        from minio import Minio
+
+        return Minio(
+            f"{LOOPBACK}:{self._weed_ports.s3}",
+            access_key=self._s3_access_key,
+            secret_key=self._s3_secret_key if secret_key is None else secret_key,
+            secure=False,
+            region=S3_REGION,
+        )
+
+    def vault_client(self) -> Any:
+        """An authenticated `hvac.Client` for our OpenBao."""
+        import hvac
+
+        return hvac.Client(url=self.endpoints.vault_addr, token=self._vault_token, timeout=5)
+
+    def __enter__(self) -> Infra:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------------------------------- processes
+
+    def _choose_socket_dir(self) -> Path:
+        preferred = self.state_dir / "run"
+        if len(str(preferred / "filer.sock")) <= _MAX_SOCKET_PATH:
+            return preferred
+        return Path(tempfile.mkdtemp(prefix="likeness-"))
+
+    def _nats_process(self) -> ManagedProcess:
+        argv = [
+            find_binary("nats-server"),
+            "-js",
+            "-a", LOOPBACK,
+            "-p", str(self._nats_ports.client),
+            "-m", str(self._nats_ports.monitor),
+            "-sd", str(self.nats_store_dir),
+        ]  # fmt: skip
+        return ManagedProcess(
+            NATS, argv, self.log_dir / "nats.log", cwd=self.state_dir, die_with_parent=self._die_with_parent
+        )
+
+    def _weed_process(self) -> ManagedProcess:
+        ports = self._weed_ports
+        options = {
+            "dir": self.s3_data_dir,
+            "ip": LOOPBACK,
+            "ip.bind": LOOPBACK,
+            "master.port": ports.master,
+            "master.port.grpc": ports.master + _WEED_GRPC_OFFSET,
+            "master.telemetry": "false",
+            "volume.port": ports.volume,
+            "volume.port.grpc": ports.volume + _WEED_GRPC_OFFSET,
+            "filer.port": ports.filer,
+            "filer.port.grpc": ports.filer + _WEED_GRPC_OFFSET,
+            "filer.localSocket": self._socket_dir / "filer.sock",
+            "s3.port": ports.s3,
+            "s3.port.grpc": ports.s3 + _WEED_GRPC_OFFSET,
+            "s3.port.iceberg": 0,
+            "s3.port.lance": 0,
+            "s3.config": self._s3_identities,
+            "s3.localSocket": self._socket_dir / "s3.sock",
+            "webdav": "false",
+            "admin.ui": "false",
+            "admin.port": ports.admin,
+            "admin.port.grpc": ports.admin + _WEED_GRPC_OFFSET,
+        }
+        argv = [
+            find_binary("weed"),
+            # glog writes files to /tmp unless told to log to stderr only (which goes to our log file).
+            "-logtostderr",
+            f"-config_dir={self._weed_config_dir}",
+            "mini",
+            *(f"-{key}={value}" for key, value in options.items()),
+        ]
+        # AWS_* in our environment would be taken as fallback admin credentials: never inherit them.
+        return ManagedProcess(
+            S3,
+            argv,
+            self.log_dir / "s3.log",
+            env=_env_without("AWS_"),
+            cwd=self.state_dir,
+            die_with_parent=self._die_with_parent,
+        )
+
+    def _bao_process(self) -> ManagedProcess:
+        argv = [
+            find_binary("bao"),
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            f"-dev-listen-address={LOOPBACK}:{self._vault_port}",
+        ]
+        # The root token goes in through the environment so it does not show up in `ps`.
+        env = _env_without("BAO_", "VAULT_") | {"BAO_DEV_ROOT_TOKEN_ID": self._vault_token}
+        return ManagedProcess(
+            VAULT, argv, self.log_dir / "vault.log", env=env, cwd=self.state_dir, die_with_parent=self._die_with_parent
+        )
+
+    def _spawn_nats(self) -> None:
+        self.nats_store_dir.mkdir(parents=True, exist_ok=True)
+        self.nats.start()
+
+    def _spawn_s3(self) -> None:
+        for path in (self.s3_data_dir, self._weed_config_dir, self._socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        for stale_socket in ("filer.sock", "s3.sock"):
+            (self._socket_dir / stale_socket).unlink(missing_ok=True)
+        identities = {
+            "identities": [
+                {
+                    "name": "likeness",
+                    "credentials": [{"accessKey": self._s3_access_key, "secretKey": self._s3_secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        _private_file(self._s3_identities, json.dumps(identities, indent=2))
+        self.s3.start()
+
+    def _spawn_vault(self) -> None:
+        self.vault.start()
+
+    # ----------------------------------------------------------------------------------------- readiness
+
+    def _wait(self, process: ManagedProcess, what: str, probe: Callable[[], str | None]) -> None:
+        """Call `probe` until it returns None (ready) or the timeout passes; it returns why not yet."""
+        deadline = time.monotonic() + self.startup_timeout
+        reason = "not started"
+        while True:
+            if not process.running:
+                raise InfraStartError(
+                    f"{process.name} ({what}) exited with code {process.returncode} before it was ready\n"
+                    f"--- last lines of {process.log_path} ---\n{process.log_tail()}"
+                )
+            try:
+                outcome = probe()
+            except Exception as error:  # keep polling: a server coming up refuses in many ways
+                outcome = f"{type(error).__name__}: {error}"
+            if outcome is None:
+                return
+            reason = outcome
+            if time.monotonic() > deadline:
+                raise InfraStartError(
+                    f"{process.name} ({what}) was not ready within {self.startup_timeout:.0f}s: {reason}\n"
+                    f"--- last lines of {process.log_path} ---\n{process.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _wait_nats(self) -> None:
+        def probe() -> str | None:
+            health = httpx.get(f"{self.nats_monitor_url}/healthz", timeout=2.0)
+            if health.status_code != 200:
+                return f"/healthz answered {health.status_code}: {health.text.strip()}"
+            # The INFO line every client gets first tells whether JetStream is on for clients.
+            with socket.create_connection((LOOPBACK, self._nats_ports.client), timeout=2.0) as conn:
+                first_line = conn.makefile("rb").readline().decode()
+            if not first_line.startswith("INFO "):
+                return f"unexpected greeting {first_line[:80]!r}"
+            if not json.loads(first_line[5:]).get("jetstream"):
+                return "JetStream is not enabled"
+            return None
+
+        self._wait(self.nats, f"nats://{LOOPBACK}:{self._nats_ports.client}", probe)
+
+    def _wait_s3(self) -> None:
+        def probe() -> str | None:
+            from minio.commonconfig import ENABLED
+            from minio.versioningconfig import VersioningConfig
+
+            client = self.s3_client()
+            if not client.bucket_exists(S3_BUCKET):
+                client.make_bucket(S3_BUCKET)
+            if client.get_bucket_versioning(S3_BUCKET).status != ENABLED:
+                client.set_bucket_versioning(S3_BUCKET, VersioningConfig(ENABLED))
+                return "versioning was just enabled, checking again"
+            return None
+
+        self._wait(self.s3, self.endpoints.s3_endpoint, probe)
+
+    def _wait_vault(self) -> None:
+        def probe() -> str | None:
+            health = httpx.get(f"{self.endpoints.vault_addr}/v1/sys/health", timeout=2.0)
+            if health.status_code != 200:
+                return f"/v1/sys/health answered {health.status_code}"
+            client = self.vault_client()
+            mounts = client.sys.list_mounted_secrets_engines()["data"]
+            if f"{TRANSIT_MOUNT}/" not in mounts:
+                client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+                return "transit was just mounted, checking again"
+            return None
+
+        self._wait(self.vault, self.endpoints.vault_addr, probe)
+
+
+def start_infra(
+    state_dir: Path,
+    *,
+    die_with_parent: bool = True,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+) -> Infra:
+    """Start NATS JetStream, SeaweedFS S3 and OpenBao under `state_dir` and wait until all work.
+
+    With `die_with_parent` (the default, for tests) the servers are killed by the kernel if this
+    process dies without stopping them; `likeness dev up` turns it off so the servers outlive it.
+    """
+    infra = Infra(state_dir, die_with_parent=die_with_parent, startup_timeout=startup_timeout)
+    infra.start()
+    return infra

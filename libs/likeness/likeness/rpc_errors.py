@@ -1,0 +1,29 @@
+"""One convention for errors across gRPC: a status plus a stable machine code in trailing metadata.
+
+Services abort with `await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "...")`; the
+gateway reads `error_code(exc)` and turns it into `{"error": {"code", "message"}}` with the right HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import grpc
+
+CODE_METADATA_KEY = "likeness-error-code"
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[object, object], status: grpc.StatusCode, code: str, message: str
+) -> NoReturn:
+    context.set_trailing_metadata(((CODE_METADATA_KEY, code),))
+    await context.abort(status, message)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+def error_code(exc: grpc.aio.AioRpcError) -> str | None:
+    metadata: Any = exc.trailing_metadata() or ()  # grpc's stubs type the pairs loosely
+    for key, value in metadata:
+        if key == CODE_METADATA_KEY:
+            return value.decode() if isinstance(value, bytes) else value
+    return None

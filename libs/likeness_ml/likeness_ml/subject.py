@@ -1,0 +1,12 @@
+"""How the trained person is named in prompts: a rare token bound to a class noun (DreamBooth).
+
+"ohwx" is split by CLIP into sub-word pieces that carry almost no prior meaning, so the LoRA can bind the
+subject's identity to it without fighting an existing concept (unlike "sks", which is a rifle to SD 1.5).
+"""
+
+from __future__ import annotations
+
+INSTANCE_TOKEN = "ohwx"
+CLASS_NOUN = "person"
+SUBJECT_PHRASE = f"{INSTANCE_TOKEN} {CLASS_NOUN}"
+INSTANCE_PROMPT = f"a photo of {SUBJECT_PHRASE}"

@@ -1,0 +1,107 @@
+"""Untrusted bytes to an upright 8-bit sRGB image, with every size check done before pixels are decoded."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from PIL import ExifTags, Image
+
+from ingest.formats import ImageFormat, open_image, sniff_format
+from ingest.limits import SanitizeLimits
+from ingest.srgb import to_srgb_rgb
+from ingest.verdicts import ReasonCode, RejectedInput
+
+# Formats where several frames mean an animation. A JPEG with extra frames is an MPO (phones store depth
+# and HDR gain maps that way) and a HEIF may hold several images; for both we use the primary image.
+_ANIMATABLE = frozenset({ImageFormat.PNG, ImageFormat.WEBP})
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image
+    """Upright (EXIF orientation applied), 8-bit RGB sRGB, in a fresh buffer with an empty ``info``."""
+    source_format: ImageFormat
+
+
+def decode_image(data: bytes, limits: SanitizeLimits) -> DecodedImage:
+    """Decode an upload, or raise :class:`RejectedInput` saying why it cannot be used.
+
+    Order matters: bytes are counted before parsing, the format is sniffed before a decoder is chosen,
+    and the declared pixel count is checked from the header before ``load()`` allocates the pixels.
+    """
+    if len(data) > limits.max_bytes:
+        raise RejectedInput(ReasonCode.FILE_TOO_LARGE)
+    image_format = sniff_format(data)
+    if image_format is None:
+        raise RejectedInput(ReasonCode.UNSUPPORTED_FORMAT, "magic bytes not in the allow-list")
+
+    image = _open_header(data, image_format)
+    try:
+        with image:
+            _check_header(image, image_format, limits)
+            image.load()
+            rgb = to_srgb_rgb(_upright(image))
+    except RejectedInput:
+        raise
+    except Exception as error:
+        # Truncated data, bad checksums, broken codecs: Pillow and its plugins raise many types here
+        # (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError...).
+        raise RejectedInput(ReasonCode.CORRUPT_IMAGE, type(error).__name__) from None
+    # to_srgb_rgb always returns a new, loaded image, detached from the file; Pillow copies ``info``
+    # (EXIF, ICC, XMP, comments) along through conversions, so drop it here. The encoder later copies
+    # the pixels into a fresh buffer as well; this just keeps metadata from travelling at all.
+    rgb.info.clear()
+    return DecodedImage(image=rgb, source_format=image_format)
+
+
+def _open_header(data: bytes, image_format: ImageFormat) -> Image.Image:
+    # Pillow warns (or errors, past twice its MAX_IMAGE_PIXELS) when a header declares a huge image;
+    # the warning is made an error so such a file stops here. Our own, lower max_pixels check follows
+    # in _check_header and does not depend on this (catch_warnings is process-global state).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return open_image(data, image_format)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise RejectedInput(ReasonCode.IMAGE_TOO_LARGE, "decompression bomb guard") from None
+        except Exception as error:
+            raise RejectedInput(ReasonCode.CORRUPT_IMAGE, type(error).__name__) from None
+
+
+def _check_header(image: Image.Image, image_format: ImageFormat, limits: SanitizeLimits) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise RejectedInput(ReasonCode.CORRUPT_IMAGE, "empty dimensions")
+    if width * height > limits.max_pixels:
+        raise RejectedInput(ReasonCode.IMAGE_TOO_LARGE, f"{width}x{height}")
+    if min(width, height) < limits.min_side:
+        raise RejectedInput(ReasonCode.IMAGE_TOO_SMALL, f"{width}x{height}")
+    if image_format in _ANIMATABLE and getattr(image, "n_frames", 1) > 1:
+        raise RejectedInput(ReasonCode.UNSUPPORTED_FORMAT, "animated image")
+
+
+# What ImageOps.exif_transpose does, without its copy of the whole image when there is nothing to turn.
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; an EXIF block too broken to read is treated as 'no rotation'.
+
+    (pillow-heif applies HEIF's own rotation while decoding and resets the EXIF tag, so HEIC is not
+    turned twice.)
+    """
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a malformed EXIF block must not make a readable photo unusable
+        orientation = 1
+    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
