@@ -153,7 +153,6 @@ class Infra:
         self.nats = self._nats_process()
         self.s3 = self._weed_process()
         self.vault = self._bao_process()
-        self._stopped = False
 
     # ----------------------------------------------------------------------------------------- public
 
@@ -188,9 +187,16 @@ class Infra:
             VAULT: [self._vault_port, self._vault_port + _BAO_CLUSTER_OFFSET],
         }
 
+    def main_ports(self) -> dict[str, int]:
+        """The port clients use, per server."""
+        return {NATS: self._nats_ports.client, S3: self._weed_ports.s3, VAULT: self._vault_port}
+
+    def leftover_files(self) -> list[Path]:
+        """Files outside `state_dir` the servers may leave behind (to delete after they stopped)."""
+        return self._weed_grpc_sockets()
+
     def start(self) -> None:
         """Start all servers (in parallel) and wait until each works; on failure stop them all."""
-        self._stopped = False
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._spawn_nats()
@@ -207,7 +213,7 @@ class Infra:
         """Stop every server (SIGTERM, SIGKILL after `grace`). Idempotent."""
         for process in (self.vault, self.s3, self.nats):
             process.stop(grace)
-        self._stopped = True
+        self._remove_weed_grpc_sockets()
         if self._socket_dir.parent != self.state_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
@@ -220,6 +226,7 @@ class Infra:
 
     def stop_s3(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         self.s3.stop(grace)
+        self._remove_weed_grpc_sockets()
 
     def start_s3(self) -> None:
         self._spawn_s3()
@@ -247,14 +254,21 @@ class Infra:
 
     def s3_client(self, secret_key: str | None = None) -> Any:
         """A `minio.Minio` client for our S3 (optionally with a different secret, to test refusals)."""
+        import urllib3
         from minio import Minio
 
+        # Few, quick retries: the default client retries a refused connection for seconds.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=2.0, read=10.0),
+            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]),
+        )
         return Minio(
             f"{LOOPBACK}:{self._weed_ports.s3}",
             access_key=self._s3_access_key,
             secret_key=self._s3_secret_key if secret_key is None else secret_key,
             secure=False,
             region=S3_REGION,
+            http_client=http,
         )
 
     def vault_client(self) -> Any:
@@ -346,7 +360,12 @@ class Infra:
         # The root token goes in through the environment so it does not show up in `ps`.
         env = _env_without("BAO_", "VAULT_") | {"BAO_DEV_ROOT_TOKEN_ID": self._vault_token}
         return ManagedProcess(
-            VAULT, argv, self.log_dir / "vault.log", env=env, cwd=self.state_dir, die_with_parent=self._die_with_parent
+            VAULT,
+            argv,
+            self.log_dir / "vault.log",
+            env=env,
+            cwd=self.state_dir,
+            die_with_parent=self._die_with_parent,
         )
 
     def _spawn_nats(self) -> None:
@@ -358,6 +377,7 @@ class Infra:
             path.mkdir(parents=True, exist_ok=True)
         for stale_socket in ("filer.sock", "s3.sock"):
             (self._socket_dir / stale_socket).unlink(missing_ok=True)
+        self._remove_weed_grpc_sockets()
         identities = {
             "identities": [
                 {
@@ -369,6 +389,24 @@ class Infra:
         }
         _private_file(self._s3_identities, json.dumps(identities, indent=2))
         self.s3.start()
+
+    def _weed_grpc_sockets(self) -> list[Path]:
+        # SeaweedFS also serves each gRPC port on a Unix socket at a fixed /tmp path named after the
+        # port (not configurable in this version) and leaves some behind; ours are known by port.
+        ports = self._weed_ports
+        components = {"master": ports.master, "volume": ports.volume, "filer": ports.filer}
+        components |= {"s3": ports.s3, "admin": ports.admin}
+        tmp = Path("/tmp")  # noqa: S108 - hardcoded in SeaweedFS, not $TMPDIR
+        return [
+            tmp / f"seaweedfs-{name}-grpc-{port + _WEED_GRPC_OFFSET}.sock"
+            for name, port in components.items()
+        ]
+
+    def _remove_weed_grpc_sockets(self) -> None:
+        if self.s3.running:
+            return
+        for path in self._weed_grpc_sockets():
+            path.unlink(missing_ok=True)
 
     def _spawn_vault(self) -> None:
         self.vault.start()

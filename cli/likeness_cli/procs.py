@@ -89,7 +89,8 @@ def is_alive(pid: int, start_ticks: int | None) -> bool:
     return True
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Send `sig` to the process group led by `pid` (all our processes lead one), else to `pid`."""
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, sig)
@@ -104,11 +105,11 @@ def terminate_recorded(pid: int, start_ticks: int | None, grace: float = DEFAULT
     SIGKILL after `grace` seconds. Returns False if it was not running (anymore)."""
     if not is_alive(pid, start_ticks):
         return False
-    _signal_group(pid, signal.SIGTERM)
+    signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while is_alive(pid, start_ticks):
         if time.monotonic() > deadline:
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             kill_deadline = time.monotonic() + 5.0
             while is_alive(pid, start_ticks) and time.monotonic() < kill_deadline:
                 time.sleep(0.05)
@@ -183,20 +184,25 @@ class ManagedProcess:
             return True
         return result is not None
 
+    def terminate(self) -> None:
+        """Ask the process (group) to stop without waiting; `stop()` then waits for it."""
+        if self._popen is not None and self._popen.poll() is None:
+            signal_group(self._popen.pid, signal.SIGTERM)
+
     def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """SIGTERM the process group, SIGKILL after `grace` seconds. Idempotent."""
         popen = self._popen
         if popen is None or popen.returncode is not None:
             return
         pid = popen.pid
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while not self._exited_unreaped(pid):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         # Whatever is left in the group (the leader after the grace, or helpers it forked) is killed.
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         popen.wait()
 
     def log_tail(self, lines: int = 40) -> str:

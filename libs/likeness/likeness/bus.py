@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,6 +37,8 @@ EVENTS_STREAM = "LIKENESS_EVENTS"
 AUDIT_STREAM = "LIKENESS_AUDIT"
 TRAIN_STREAM = "LIKENESS_JOBS_TRAIN"
 RENDER_STREAM = "LIKENESS_JOBS_RENDER"
+log = logging.getLogger(__name__)
+
 TYPE_HEADER = "Likeness-Type"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -86,6 +89,10 @@ def subject_events_filter(tenant: str, subject_id: str) -> str:
 
 def job_subject(kind: str, tenant: str, subject_id: str) -> str:
     return f"job.{kind}.{tenant}.{subject_id}"
+
+
+def subject_erased_filter() -> str:
+    return "evt.*.*.subject.erased"
 
 
 def audit_subject(tenant: str, action: str) -> str:
@@ -182,16 +189,39 @@ class Bus:
         )
         return WorkQueue(subscription)
 
-    async def watch_events(self, filter_subject: str, handler: Callable[[Msg], Awaitable[None]]) -> None:
-        """Delivers new events matching the filter to this process (every replica gets its own copy)."""
+    async def watch_events(
+        self, filter_subject: str, handler: Callable[[Msg], Awaitable[None]], durable: str | None = None
+    ) -> None:
+        """Delivers events matching the filter to `handler`.
+
+        With `durable`, replicas of one service share a durable consumer (each event handled once, also
+        the ones published while the service was down). Without it, every process gets its own copy of new
+        events (workers cancelling their own jobs). A failing handler leaves the event for redelivery.
+        """
 
         async def on_message(msg: Msg) -> None:
             try:
                 await handler(msg)
-            finally:
+            except Exception:
+                log.exception("event handler failed; will be redelivered")
                 with contextlib.suppress(nats.errors.Error):
-                    await msg.ack()
+                    await msg.nak(delay=1.0)
+                return
+            with contextlib.suppress(nats.errors.Error):
+                await msg.ack()
 
+        if durable is not None:
+            config = ConsumerConfig(ack_wait=30.0, max_deliver=20, filter_subject=filter_subject)
+            await self.js.subscribe(
+                filter_subject,
+                queue=durable,
+                durable=durable,
+                stream=EVENTS_STREAM,
+                cb=on_message,
+                manual_ack=True,
+                config=config,
+            )
+            return
         await self.js.subscribe(
             filter_subject,
             stream=EVENTS_STREAM,

@@ -16,8 +16,13 @@ class SanitizeLimits:
     detection_max_side: faces are searched on a copy whose longest side is at most this (800 px);
         boxes are mapped back to full resolution. Detection upsamples once, so faces down to about
         40 px in that copy are still found (and can be reported as too small rather than missing).
-    min_face_score: HOG detector confidence a detection needs to count as a face (0.5). Clear frontal
-        faces score about 0.8-2; clothing patches and patterns that look a little like a face stay below.
+    min_proposal_score: HOG detector score a detection needs to be considered at all (0.0, dlib's own
+        default). Clear frontal faces score about 0.3-2; so do some clothing patches and patterns,
+        which is why each proposal is confirmed.
+    min_face_confidence: CNN detector confidence that confirms a proposal as a face (0.3). Real faces
+        score about 0.7-1.1 there; HOG's false proposals get no CNN detection at all.
+    max_face_proposals: at most this many proposals are confirmed per photo (6, about 0.1 s each), which
+        bounds the time a photo full of face-like patterns can cost.
     min_face_fraction: smallest face accepted, as the face box side over the photo's shorter side (0.1)
         -> ``face_too_small``. Smaller faces elsewhere in the photo (bystanders) are ignored.
     crop_size: side of the square training crop written out (512 px).
@@ -29,13 +34,15 @@ class SanitizeLimits:
     max_pixels: int = 50_000_000
     min_side: int = 256
     detection_max_side: int = 800
-    min_face_score: float = 0.5
+    min_proposal_score: float = 0.0
+    min_face_confidence: float = 0.3
+    max_face_proposals: int = 6
     min_face_fraction: float = 0.1
     crop_size: int = 512
     crop_face_fraction: float = 0.45
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "min_side", "detection_max_side", "crop_size"):
+        for name in ("max_bytes", "max_pixels", "min_side", "detection_max_side", "crop_size", "max_face_proposals"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.min_face_fraction < 1.0:

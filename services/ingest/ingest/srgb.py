@@ -45,7 +45,9 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     if mode == "1":
         return _keep_icc(image, image.convert("L"))
     if mode == "P":
-        has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
+        has_alpha = "transparency" in image.info or (
+            image.palette is not None and image.palette.mode == "RGBA"
+        )
         return _keep_icc(image, image.convert("RGBA" if has_alpha else "RGB"))
     if mode in ("PA", "RGBa", "La"):
         return _keep_icc(image, image.convert("RGBA" if mode != "La" else "LA"))

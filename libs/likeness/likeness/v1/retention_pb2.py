@@ -25,45 +25,45 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blikeness/v1/retention.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x07\x43onsent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12,\n\x08given_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x11RetentionSchedule\x12\x13\n\x0bphotos_days\x18\x01 \x01(\x05\x12%\n\x1dphotos_deleted_after_training\x18\x02 \x01(\x08\x12\x13\n\x0bmodels_days\x18\x03 \x01(\x05\x12\x14\n\x0crenders_days\x18\x04 \x01(\x05\x12\x17\n\x0finactivity_days\x18\x05 \x01(\x05\"\x9e\x02\n\x07Subject\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.likeness.v1.SubjectStatus\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07\x63onsent\x18\x05 \x01(\x0b\x32\x14.likeness.v1.Consent\x12\x31\n\tretention\x18\x06 \x01(\x0b\x32\x1e.likeness.v1.RetentionSchedule\x12\x12\n\nerasure_id\x18\x07 \x01(\t\x12-\n\tdelete_by\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12OpenSubjectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12%\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x14.likeness.v1.Consent\"<\n\x13OpenSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Subject\"7\n\x11GetSubjectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\";\n\x12GetSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Subject\"H\n\x13\x45raseSubjectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\r\n\x05\x63\x61use\x18\x03 \x01(\t\"=\n\x14\x45raseSubjectResponse\x12%\n\x07\x65rasure\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Erasure\"7\n\x11GetErasureRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nerasure_id\x18\x02 \x01(\t\";\n\x12GetErasureResponse\x12%\n\x07\x65rasure\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Erasure\"\xdf\x03\n\x07\x45rasure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x14\n\x0csubject_hmac\x18\x03 \x01(\t\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.likeness.v1.ErasureStatus\x12\r\n\x05\x63\x61use\x18\x05 \x01(\t\x12\x10\n\x08key_name\x18\x06 \x01(\t\x12\x30\n\x0crequested_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10key_destroyed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fobjects_deleted\x18\n \x01(\x03\x12\x15\n\rbytes_deleted\x18\x0b \x01(\x03\x12\x17\n\x0frecords_deleted\x18\x0c \x01(\x03\x12\x15\n\revents_purged\x18\r \x01(\x03\x12\x35\n\x11\x62\x61\x63kups_expire_by\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0f \x01(\t\x12\x10\n\x08\x61ttempts\x18\x10 \x01(\x05\"\x0e\n\x0cSweepRequest\"A\n\rSweepResponse\x12\x17\n\x0fsubjects_erased\x18\x01 \x01(\x05\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x05*\x81\x01\n\rSubjectStatus\x12\x1e\n\x1aSUBJECT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SUBJECT_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16SUBJECT_STATUS_ERASING\x10\x02\x12\x19\n\x15SUBJECT_STATUS_ERASED\x10\x03*\x8b\x01\n\rErasureStatus\x12\x1e\n\x1a\x45RASURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RASURE_STATUS_PENDING\x10\x01\x12 \n\x1c\x45RASURE_STATUS_KEY_DESTROYED\x10\x02\x12\x1c\n\x18\x45RASURE_STATUS_COMPLETED\x10\x03\x32\x97\x03\n\x10RetentionService\x12P\n\x0bOpenSubject\x12\x1f.likeness.v1.OpenSubjectRequest\x1a .likeness.v1.OpenSubjectResponse\x12M\n\nGetSubject\x12\x1e.likeness.v1.GetSubjectRequest\x1a\x1f.likeness.v1.GetSubjectResponse\x12S\n\x0c\x45raseSubject\x12 .likeness.v1.EraseSubjectRequest\x1a!.likeness.v1.EraseSubjectResponse\x12M\n\nGetErasure\x12\x1e.likeness.v1.GetErasureRequest\x1a\x1f.likeness.v1.GetErasureResponse\x12>\n\x05Sweep\x12\x19.likeness.v1.SweepRequest\x1a\x1a.likeness.v1.SweepResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blikeness/v1/retention.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x07\x43onsent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12,\n\x08given_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x11RetentionSchedule\x12\x13\n\x0bphotos_days\x18\x01 \x01(\x05\x12%\n\x1dphotos_deleted_after_training\x18\x02 \x01(\x08\x12\x13\n\x0bmodels_days\x18\x03 \x01(\x05\x12\x14\n\x0crenders_days\x18\x04 \x01(\x05\x12\x17\n\x0finactivity_days\x18\x05 \x01(\x05\"\xef\x02\n\x07Subject\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.likeness.v1.SubjectStatus\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07\x63onsent\x18\x05 \x01(\x0b\x32\x14.likeness.v1.Consent\x12\x31\n\tretention\x18\x06 \x01(\x0b\x32\x1e.likeness.v1.RetentionSchedule\x12\x12\n\nerasure_id\x18\x07 \x01(\t\x12-\n\tdelete_by\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x65xternal_ref_hmac\x18\t \x01(\t\x12\x34\n\x10last_activity_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12OpenSubjectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12%\n\x07\x63onsent\x18\x03 \x01(\x0b\x32\x14.likeness.v1.Consent\"<\n\x13OpenSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Subject\"7\n\x11GetSubjectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\";\n\x12GetSubjectResponse\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Subject\"H\n\x13\x45raseSubjectRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\r\n\x05\x63\x61use\x18\x03 \x01(\t\"=\n\x14\x45raseSubjectResponse\x12%\n\x07\x65rasure\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Erasure\"7\n\x11GetErasureRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nerasure_id\x18\x02 \x01(\t\";\n\x12GetErasureResponse\x12%\n\x07\x65rasure\x18\x01 \x01(\x0b\x32\x14.likeness.v1.Erasure\"\xdf\x03\n\x07\x45rasure\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x14\n\x0csubject_hmac\x18\x03 \x01(\t\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.likeness.v1.ErasureStatus\x12\r\n\x05\x63\x61use\x18\x05 \x01(\t\x12\x10\n\x08key_name\x18\x06 \x01(\t\x12\x30\n\x0crequested_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10key_destroyed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fobjects_deleted\x18\n \x01(\x03\x12\x15\n\rbytes_deleted\x18\x0b \x01(\x03\x12\x17\n\x0frecords_deleted\x18\x0c \x01(\x03\x12\x15\n\revents_purged\x18\r \x01(\x03\x12\x35\n\x11\x62\x61\x63kups_expire_by\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0f \x01(\t\x12\x10\n\x08\x61ttempts\x18\x10 \x01(\x05\"\x0e\n\x0cSweepRequest\"A\n\rSweepResponse\x12\x17\n\x0fsubjects_erased\x18\x01 \x01(\x05\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x05*\x81\x01\n\rSubjectStatus\x12\x1e\n\x1aSUBJECT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SUBJECT_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16SUBJECT_STATUS_ERASING\x10\x02\x12\x19\n\x15SUBJECT_STATUS_ERASED\x10\x03*\x8b\x01\n\rErasureStatus\x12\x1e\n\x1a\x45RASURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RASURE_STATUS_PENDING\x10\x01\x12 \n\x1c\x45RASURE_STATUS_KEY_DESTROYED\x10\x02\x12\x1c\n\x18\x45RASURE_STATUS_COMPLETED\x10\x03\x32\x97\x03\n\x10RetentionService\x12P\n\x0bOpenSubject\x12\x1f.likeness.v1.OpenSubjectRequest\x1a .likeness.v1.OpenSubjectResponse\x12M\n\nGetSubject\x12\x1e.likeness.v1.GetSubjectRequest\x1a\x1f.likeness.v1.GetSubjectResponse\x12S\n\x0c\x45raseSubject\x12 .likeness.v1.EraseSubjectRequest\x1a!.likeness.v1.EraseSubjectResponse\x12M\n\nGetErasure\x12\x1e.likeness.v1.GetErasureRequest\x1a\x1f.likeness.v1.GetErasureResponse\x12>\n\x05Sweep\x12\x19.likeness.v1.SweepRequest\x1a\x1a.likeness.v1.SweepResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'likeness.v1.retention_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBJECTSTATUS']._serialized_start=1714
-  _globals['_SUBJECTSTATUS']._serialized_end=1843
-  _globals['_ERASURESTATUS']._serialized_start=1846
-  _globals['_ERASURESTATUS']._serialized_end=1985
+  _globals['_SUBJECTSTATUS']._serialized_start=1795
+  _globals['_SUBJECTSTATUS']._serialized_end=1924
+  _globals['_ERASURESTATUS']._serialized_start=1927
+  _globals['_ERASURESTATUS']._serialized_end=2066
   _globals['_CONSENT']._serialized_start=77
   _globals['_CONSENT']._serialized_end=173
   _globals['_RETENTIONSCHEDULE']._serialized_start=176
   _globals['_RETENTIONSCHEDULE']._serialized_end=323
   _globals['_SUBJECT']._serialized_start=326
-  _globals['_SUBJECT']._serialized_end=612
-  _globals['_OPENSUBJECTREQUEST']._serialized_start=614
-  _globals['_OPENSUBJECTREQUEST']._serialized_end=711
-  _globals['_OPENSUBJECTRESPONSE']._serialized_start=713
-  _globals['_OPENSUBJECTRESPONSE']._serialized_end=773
-  _globals['_GETSUBJECTREQUEST']._serialized_start=775
-  _globals['_GETSUBJECTREQUEST']._serialized_end=830
-  _globals['_GETSUBJECTRESPONSE']._serialized_start=832
-  _globals['_GETSUBJECTRESPONSE']._serialized_end=891
-  _globals['_ERASESUBJECTREQUEST']._serialized_start=893
-  _globals['_ERASESUBJECTREQUEST']._serialized_end=965
-  _globals['_ERASESUBJECTRESPONSE']._serialized_start=967
-  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1028
-  _globals['_GETERASUREREQUEST']._serialized_start=1030
-  _globals['_GETERASUREREQUEST']._serialized_end=1085
-  _globals['_GETERASURERESPONSE']._serialized_start=1087
-  _globals['_GETERASURERESPONSE']._serialized_end=1146
-  _globals['_ERASURE']._serialized_start=1149
-  _globals['_ERASURE']._serialized_end=1628
-  _globals['_SWEEPREQUEST']._serialized_start=1630
-  _globals['_SWEEPREQUEST']._serialized_end=1644
-  _globals['_SWEEPRESPONSE']._serialized_start=1646
-  _globals['_SWEEPRESPONSE']._serialized_end=1711
-  _globals['_RETENTIONSERVICE']._serialized_start=1988
-  _globals['_RETENTIONSERVICE']._serialized_end=2395
+  _globals['_SUBJECT']._serialized_end=693
+  _globals['_OPENSUBJECTREQUEST']._serialized_start=695
+  _globals['_OPENSUBJECTREQUEST']._serialized_end=792
+  _globals['_OPENSUBJECTRESPONSE']._serialized_start=794
+  _globals['_OPENSUBJECTRESPONSE']._serialized_end=854
+  _globals['_GETSUBJECTREQUEST']._serialized_start=856
+  _globals['_GETSUBJECTREQUEST']._serialized_end=911
+  _globals['_GETSUBJECTRESPONSE']._serialized_start=913
+  _globals['_GETSUBJECTRESPONSE']._serialized_end=972
+  _globals['_ERASESUBJECTREQUEST']._serialized_start=974
+  _globals['_ERASESUBJECTREQUEST']._serialized_end=1046
+  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1048
+  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1109
+  _globals['_GETERASUREREQUEST']._serialized_start=1111
+  _globals['_GETERASUREREQUEST']._serialized_end=1166
+  _globals['_GETERASURERESPONSE']._serialized_start=1168
+  _globals['_GETERASURERESPONSE']._serialized_end=1227
+  _globals['_ERASURE']._serialized_start=1230
+  _globals['_ERASURE']._serialized_end=1709
+  _globals['_SWEEPREQUEST']._serialized_start=1711
+  _globals['_SWEEPREQUEST']._serialized_end=1725
+  _globals['_SWEEPRESPONSE']._serialized_start=1727
+  _globals['_SWEEPRESPONSE']._serialized_end=1792
+  _globals['_RETENTIONSERVICE']._serialized_start=2069
+  _globals['_RETENTIONSERVICE']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

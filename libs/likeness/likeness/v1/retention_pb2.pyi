@@ -127,11 +127,15 @@ class Subject(_message.Message):
     RETENTION_FIELD_NUMBER: _builtins.int
     ERASURE_ID_FIELD_NUMBER: _builtins.int
     DELETE_BY_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REF_HMAC_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVITY_AT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     id: _builtins.str
     status: Global___SubjectStatus.ValueType
     erasure_id: _builtins.str
     """Set once erasure has started."""
+    external_ref_hmac: _builtins.str
+    """The tenant's external_ref as a keyed HMAC: lets a tenant find its subject without us holding the ref."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -142,6 +146,8 @@ class Subject(_message.Message):
     def delete_by(self) -> _timestamp_pb2.Timestamp:
         """The hard deadline for the whole subject, whatever the schedule says."""
 
+    @_builtins.property
+    def last_activity_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -153,10 +159,12 @@ class Subject(_message.Message):
         retention: Global___RetentionSchedule | None = ...,
         erasure_id: _builtins.str = ...,
         delete_by: _timestamp_pb2.Timestamp | None = ...,
+        external_ref_hmac: _builtins.str = ...,
+        last_activity_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "created_at", b"created_at", "delete_by", b"delete_by", "retention", b"retention"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "created_at", b"created_at", "delete_by", b"delete_by", "last_activity_at", b"last_activity_at", "retention", b"retention"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "created_at", b"created_at", "delete_by", b"delete_by", "erasure_id", b"erasure_id", "id", b"id", "retention", b"retention", "status", b"status", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "created_at", b"created_at", "delete_by", b"delete_by", "erasure_id", b"erasure_id", "external_ref_hmac", b"external_ref_hmac", "id", b"id", "last_activity_at", b"last_activity_at", "retention", b"retention", "status", b"status", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,52 @@
+"""The tiny base model for development: written by likeness_ml (imported lazily: it pulls in torch)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+
+
+class ModelError(RuntimeError):
+    """The tiny model could not be written."""
+
+
+def write_tiny_model(out_dir: Path, seed: int | None = None) -> Path:
+    """Write the tiny diffusion pipeline to `out_dir` with likeness_ml.tiny_model.write_tiny_pipeline."""
+    try:
+        module = importlib.import_module("likeness_ml.tiny_model")
+    except ImportError as error:
+        raise ModelError(
+            f"cannot import likeness_ml.tiny_model ({error}); is libs/likeness_ml installed?"
+        ) from error
+    write = module.write_tiny_pipeline
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if seed is None:
+        write(out_dir)
+    else:
+        write(out_dir, seed=seed)
+    return out_dir
+
+
+def ensure_tiny_model(models_dir: Path) -> Path:
+    """`models_dir/tiny`, written on first use.
+
+    It is written to a scratch folder and renamed into place, so an existing `tiny` is always complete
+    (an interrupted write leaves only a scratch folder, removed next time).
+    """
+    target = models_dir / "tiny"
+    if target.is_dir():
+        return target
+    scratch = models_dir / f".tiny.partial-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        write_tiny_model(scratch)
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not target.is_dir():  # else another process won the race with a complete model
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target

@@ -1,0 +1,538 @@
+"""The local dev stack: the infrastructure servers plus our five services as background processes.
+
+`DevStack.start(project_dir)` is what `likeness dev up` runs, and what end-to-end tests run in a tmp dir:
+state, logs and the tiny model live in `<project_dir>/.likeness/`, the processes are recorded in
+`.likeness/stack.json` so `likeness dev down` (another process) can stop them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from likeness_cli import health
+from likeness_cli.health import Probe
+from likeness_cli.infra import NATS, S3, VAULT, Infra, start_infra
+from likeness_cli.models import ensure_tiny_model
+from likeness_cli.ports import LOOPBACK, free_port
+from likeness_cli.procs import (
+    DEFAULT_GRACE_SECONDS,
+    ManagedProcess,
+    is_alive,
+    read_log_tail,
+    signal_group,
+    terminate_recorded,
+)
+from likeness_cli.stackfile import (
+    read_stack_file,
+    remove_stack_files,
+    state_dir_of,
+    write_dev_env,
+    write_stack_file,
+)
+from likeness_cli.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
+
+DEFAULT_SERVICE_TIMEOUT = 180.0
+
+
+class StackError(RuntimeError):
+    """The dev stack could not be started (the message says which process and quotes its log)."""
+
+
+class StackSettings(BaseSettings):
+    """Settings of the `likeness dev` commands themselves."""
+
+    model_config = SettingsConfigDict(env_prefix="LIKENESS_", extra="ignore")
+
+    base_model: str | None = None
+    """A base model (folder or hub id) for trainer and renderer instead of the tiny one."""
+    stack_timeout: float = DEFAULT_SERVICE_TIMEOUT
+    """Seconds to wait for all services to be healthy."""
+
+
+class ServiceKind(StrEnum):
+    GRPC = "grpc"
+    HTTP = "http"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    """Process name: log file, stack.json entry."""
+    module: str
+    args: tuple[str, ...]
+    kind: ServiceKind
+    needs_model: bool = False
+
+    @property
+    def address_env(self) -> str:
+        """The gateway's setting for this service's address (gRPC services only)."""
+        return f"LIKENESS_{self.module.upper()}_ADDR"
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("retention", "retention", ("serve",), ServiceKind.GRPC),
+    ServiceSpec("ingest", "ingest", ("serve",), ServiceKind.GRPC),
+    ServiceSpec("trainer", "trainer", ("serve",), ServiceKind.GRPC, needs_model=True),
+    ServiceSpec("trainer-worker", "trainer", ("work",), ServiceKind.WORKER, needs_model=True),
+    ServiceSpec("renderer", "renderer", ("serve",), ServiceKind.GRPC, needs_model=True),
+    ServiceSpec("renderer-worker", "renderer", ("work",), ServiceKind.WORKER, needs_model=True),
+    ServiceSpec("gateway", "gateway", (), ServiceKind.HTTP),
+)
+SERVICE_NAMES = tuple(spec.name for spec in SERVICES)
+
+
+@dataclass
+class ServiceProcess:
+    """One running service with its ports."""
+
+    spec: ServiceSpec
+    process: ManagedProcess
+    metrics_port: int
+    grpc_port: int | None = None
+    http_port: int | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def address(self) -> str:
+        """host:port of the gRPC server (gRPC services only)."""
+        if self.grpc_port is None:
+            raise StackError(f"{self.name} has no gRPC port")
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.metrics_port}"
+
+    @property
+    def probe(self) -> tuple[Probe, int]:
+        if self.grpc_port is not None:
+            return Probe.GRPC, self.grpc_port
+        if self.http_port is not None:
+            return Probe.READYZ, self.http_port
+        return Probe.HEALTHZ, self.metrics_port
+
+    def record(self) -> dict[str, Any]:
+        probe, port = self.probe
+        return self.process.record() | {
+            "kind": self.spec.kind.value,
+            "probe": probe.value,
+            "probe_port": port,
+        }
+
+
+def _wait_healthy(services: Sequence[ServiceProcess], timeout: float) -> None:
+    """Wait until every service answers its health probe; raise StackError naming the first that fails."""
+    deadline = time.monotonic() + timeout
+    pending = {service.name: service for service in services}
+    reasons: dict[str, str] = {}
+    while pending:
+        for name, service in list(pending.items()):
+            if not service.process.running:
+                raise StackError(
+                    f"{name} exited with code {service.process.returncode} before it was healthy\n"
+                    f"--- last lines of {service.process.log_path} ---\n{service.process.log_tail()}"
+                )
+            probe, port = service.probe
+            reason = health.check(probe, port)
+            if reason is None:
+                del pending[name]
+            else:
+                reasons[name] = reason
+        if pending and time.monotonic() > deadline:
+            name, service = next(iter(pending.items()))
+            others = f" (also not healthy: {', '.join(list(pending)[1:])})" if len(pending) > 1 else ""
+            raise StackError(
+                f"{name} was not healthy within {timeout:.0f}s: {reasons.get(name, 'no answer')}{others}\n"
+                f"--- last lines of {service.process.log_path} ---\n{service.process.log_tail()}"
+            )
+        if pending:
+            time.sleep(0.25)
+
+
+def _stop_processes(processes: Sequence[ManagedProcess], grace: float) -> None:
+    # Ask all to stop at once so their shutdowns overlap, then wait for (or kill) each.
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.stop(grace)
+
+
+class DevStack:
+    """A running dev stack; create it with `DevStack.start(...)`, end it with `.stop()`."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        infra: Infra,
+        *,
+        owns_infra: bool,
+        infra_only: bool,
+        jwt_secret: str,
+        hmac_secret: str,
+    ) -> None:
+        self.project_dir = project_dir
+        self.state_dir = state_dir_of(project_dir)
+        self.log_dir = self.state_dir / "logs"
+        self.infra = infra
+        self.infra_only = infra_only
+        self.jwt_secret = jwt_secret
+        self.hmac_secret = hmac_secret
+        self.services: dict[str, ServiceProcess] = {}
+        self.base_model: str | None = None
+        self.stack_id = uuid.uuid4().hex
+        self._owns_infra = owns_infra
+        self._stopped = False
+
+    # ------------------------------------------------------------------------------------------ start
+
+    @classmethod
+    def start(
+        cls,
+        project_dir: Path,
+        *,
+        infra_only: bool = False,
+        services: Sequence[str] | None = None,
+        base_model: str | Path | None = None,
+        timeout: float | None = None,
+        die_with_parent: bool = True,
+        extra_env: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        infra: Infra | None = None,
+        reset: bool = False,
+    ) -> DevStack:
+        """Start the stack with its state in `project_dir/.likeness/` and wait until all are healthy.
+
+        services: names from SERVICE_NAMES to start (default all). base_model: for trainer and renderer
+        (default: $LIKENESS_BASE_MODEL, else the tiny model, written once). extra_env / service_env:
+        added to every / one service's environment, last (they win). infra: use these running servers
+        instead of starting new ones (they are then not stopped with the stack). reset: delete the NATS
+        and S3 data of earlier runs first. die_with_parent: the kernel kills the processes if this one
+        dies (tests); `likeness dev up` turns it off so they outlive it.
+        """
+        settings = StackSettings()
+        project_dir = project_dir.resolve()
+        state_dir = state_dir_of(project_dir)
+        _refuse_if_running(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if reset and infra is None:
+            for data in ("nats", "s3"):
+                shutil.rmtree(state_dir / data, ignore_errors=True)
+        wanted = _choose_services(services)
+
+        owns_infra = infra is None
+        if infra is None:
+            infra = start_infra(state_dir, die_with_parent=die_with_parent)
+        stack = cls(
+            project_dir,
+            infra,
+            owns_infra=owns_infra,
+            infra_only=infra_only,
+            jwt_secret=secrets.token_urlsafe(32),
+            hmac_secret=secrets.token_urlsafe(32),
+        )
+        try:
+            stack._write_records()
+            if not infra_only:
+                if any(spec.needs_model for spec in wanted):
+                    stack.base_model = _resolve_base_model(base_model, settings, state_dir)
+                stack._spawn_services(wanted, die_with_parent, extra_env or {}, service_env or {})
+                stack._write_records()
+                _wait_healthy(list(stack.services.values()), timeout or settings.stack_timeout)
+            stack._write_records(dev_env=True)
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _spawn_services(
+        self,
+        wanted: Sequence[ServiceSpec],
+        die_with_parent: bool,
+        extra_env: Mapping[str, str],
+        service_env: Mapping[str, Mapping[str, str]],
+    ) -> None:
+        planned: list[ServiceProcess] = []
+        for spec in wanted:
+            service = ServiceProcess(
+                spec=spec,
+                process=ManagedProcess(spec.name, [], self.log_dir / f"{spec.name}.log"),
+                metrics_port=free_port(),
+                grpc_port=free_port() if spec.kind is ServiceKind.GRPC else None,
+                http_port=free_port() if spec.kind is ServiceKind.HTTP else None,
+            )
+            planned.append(service)
+        addresses = {service.spec.address_env: service.address for service in planned if service.grpc_port}
+        for service in planned:
+            service.env = self._service_env(service, addresses) | dict(extra_env)
+            service.env |= dict(service_env.get(service.name, {}))
+            service.process = ManagedProcess(
+                service.name,
+                [sys.executable, "-m", service.spec.module, *service.spec.args],
+                self.log_dir / f"{service.name}.log",
+                env=service.env,
+                cwd=self.project_dir,
+                die_with_parent=die_with_parent,
+            )
+            self.services[service.name] = service
+            service.process.start()
+
+    def _service_env(self, service: ServiceProcess, addresses: Mapping[str, str]) -> dict[str, str]:
+        env = dict(os.environ) | self.infra.endpoints.as_env()
+        env |= {
+            "LIKENESS_HMAC_SECRET": self.hmac_secret,
+            "LIKENESS_METRICS_PORT": str(service.metrics_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if service.grpc_port is not None:
+            env["LIKENESS_GRPC_PORT"] = str(service.grpc_port)
+        if service.spec.needs_model and self.base_model is not None:
+            env["LIKENESS_BASE_MODEL"] = self.base_model
+        if service.spec.kind is ServiceKind.HTTP:
+            env |= dict(addresses)
+            env["LIKENESS_HTTP_PORT"] = str(service.http_port)
+            env["LIKENESS_JWT_DEV_SECRET"] = self.jwt_secret
+        return env
+
+    # ------------------------------------------------------------------------------------------ use
+
+    @property
+    def gateway_url(self) -> str:
+        gateway = self.services.get("gateway")
+        if gateway is None or gateway.http_port is None:
+            raise StackError("this stack has no gateway (started infra-only or without it)")
+        return f"http://{LOOPBACK}:{gateway.http_port}"
+
+    def mint_token(
+        self,
+        tenant: str = DEV_TENANT,
+        scopes: Sequence[str] = ALL_SCOPES,
+        subject: str | None = None,
+        ttl_seconds: int = 3600,
+    ) -> str:
+        """A dev JWT the gateway of this stack accepts (default: tenant "dev" with every scope)."""
+        return mint_dev_token(self.jwt_secret, tenant, scopes, subject=subject, ttl_seconds=ttl_seconds)
+
+    def dev_env(self) -> dict[str, str]:
+        """What dev.env holds: the infra settings, secrets, service addresses, gateway URL, a dev token."""
+        env = self.infra.endpoints.as_env()
+        env |= {
+            "LIKENESS_JWT_DEV_SECRET": self.jwt_secret,
+            "LIKENESS_HMAC_SECRET": self.hmac_secret,
+            "LIKENESS_DEV_TOKEN": self.mint_token(ttl_seconds=7 * 24 * 3600),
+        }
+        if self.base_model is not None:
+            env["LIKENESS_BASE_MODEL"] = self.base_model
+        for service in self.services.values():
+            if service.grpc_port is not None:
+                env[service.spec.address_env] = service.address
+        if "gateway" in self.services:
+            env["LIKENESS_GATEWAY_URL"] = self.gateway_url
+        return env
+
+    def stop_service(self, name: str, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop one service (for fault tests); `start_service` brings it back on the same ports."""
+        self.services[name].process.stop(grace)
+
+    def start_service(self, name: str, timeout: float | None = None) -> None:
+        service = self.services[name]
+        service.process.start()
+        self._write_records()
+        _wait_healthy([service], timeout or StackSettings().stack_timeout)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        """The end of a service's or server's log."""
+        if name in self.services:
+            return self.services[name].process.log_tail(lines)
+        return self.infra.processes[name].log_tail(lines)
+
+    # ------------------------------------------------------------------------------------------ stop
+
+    def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop the services (gateway first), then the servers if this stack started them. Idempotent."""
+        processes = [service.process for service in reversed(self.services.values())]
+        _stop_processes(processes, grace)
+        if self._owns_infra:
+            self.infra.stop(grace)
+        if not self._stopped and _recorded_stack_id(self.state_dir) == self.stack_id:
+            remove_stack_files(self.state_dir)
+        self._stopped = True
+
+    def __enter__(self) -> DevStack:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------------------ records
+
+    def _write_records(self, *, dev_env: bool = False) -> None:
+        processes: list[dict[str, Any]] = []
+        if self._owns_infra:
+            ports = self.infra.main_ports()
+            for name, process in self.infra.processes.items():
+                if process.pid is not None:
+                    probe = {"kind": "infra", "probe": Probe.TCP.value, "probe_port": ports[name]}
+                    processes.append(process.record() | probe)
+        processes += [
+            service.record() for service in self.services.values() if service.process.pid is not None
+        ]
+        record: dict[str, Any] = {
+            "stack_id": self.stack_id,
+            "project_dir": str(self.project_dir),
+            "state_dir": str(self.state_dir),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "infra_only": self.infra_only,
+            "processes": processes,
+            "leftover_files": [str(path) for path in self.infra.leftover_files()] if self._owns_infra else [],
+            "jwt_dev_secret": self.jwt_secret,
+            "env": self.infra.endpoints.as_env(),
+        }
+        if "gateway" in self.services:
+            record["gateway_url"] = self.gateway_url
+        write_stack_file(self.state_dir, record)
+        if dev_env:
+            write_dev_env(self.state_dir, self.dev_env())
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _choose_services(names: Sequence[str] | None) -> list[ServiceSpec]:
+    if names is None:
+        return list(SERVICES)
+    unknown = sorted(set(names) - set(SERVICE_NAMES))
+    if unknown:
+        raise StackError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICE_NAMES)}")
+    return [spec for spec in SERVICES if spec.name in names]
+
+
+def _resolve_base_model(explicit: str | Path | None, settings: StackSettings, state_dir: Path) -> str:
+    if explicit is not None:
+        return str(explicit)
+    if settings.base_model:
+        return settings.base_model
+    return str(ensure_tiny_model(state_dir / "models"))
+
+
+def _recorded_stack_id(state_dir: Path) -> str | None:
+    try:
+        record = read_stack_file(state_dir)
+    except RuntimeError:
+        return None
+    return None if record is None else str(record.get("stack_id"))
+
+
+def _alive_records(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        entry for entry in record.get("processes", []) if is_alive(entry["pid"], entry.get("start_ticks"))
+    ]
+
+
+def _refuse_if_running(state_dir: Path) -> None:
+    record = read_stack_file(state_dir)
+    if record is None:
+        return
+    alive = _alive_records(record)
+    if alive:
+        names = ", ".join(entry["name"] for entry in alive)
+        raise StackError(
+            f"a dev stack is already running in {state_dir} ({names}); run `likeness dev down` first"
+        )
+    remove_stack_files(state_dir)  # left over from a stack that died without `dev down`
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int
+    alive: bool
+    problem: str | None
+    log: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.alive and self.problem is None
+
+
+def stack_status(project_dir: Path) -> tuple[dict[str, Any], list[ProcessStatus]] | None:
+    """The recorded stack of `project_dir` and how each of its processes is doing (None: no stack)."""
+    record = read_stack_file(state_dir_of(project_dir))
+    if record is None:
+        return None
+    statuses = []
+    for entry in record.get("processes", []):
+        alive = is_alive(entry["pid"], entry.get("start_ticks"))
+        problem = health.check(Probe(entry["probe"]), int(entry["probe_port"])) if alive else "not running"
+        statuses.append(ProcessStatus(entry["name"], entry["pid"], alive, problem, entry.get("log", "")))
+    return record, statuses
+
+
+def stop_recorded_stack(project_dir: Path, grace: float = DEFAULT_GRACE_SECONDS) -> list[str] | None:
+    """Stop every process recorded in `project_dir/.likeness/stack.json` (services first, then the servers)
+    and remove the stack files. Returns the names of the processes that were still running (None: no stack).
+    """
+    state_dir = state_dir_of(project_dir)
+    record = read_stack_file(state_dir)
+    if record is None:
+        return None
+    entries: list[dict[str, Any]] = list(record.get("processes", []))
+    services = [entry for entry in reversed(entries) if entry.get("kind") != "infra"]
+    servers = [entry for entry in reversed(entries) if entry.get("kind") == "infra"]
+    stopped: list[str] = []
+    for group in (services, servers):
+        alive = [entry for entry in group if is_alive(entry["pid"], entry.get("start_ticks"))]
+        _terminate_many(alive, grace)
+        stopped += [entry["name"] for entry in alive]
+    for leftover in record.get("leftover_files", []):
+        Path(leftover).unlink(missing_ok=True)
+    remove_stack_files(state_dir)
+    return stopped
+
+
+def _terminate_many(entries: Sequence[Mapping[str, Any]], grace: float) -> None:
+    # Ask all to stop at once so their shutdowns overlap, then wait for (or kill) each.
+    for entry in entries:
+        signal_group(entry["pid"], signal.SIGTERM)
+    for entry in entries:
+        terminate_recorded(entry["pid"], entry.get("start_ticks"), grace)
+
+
+def recorded_log_tail(entry: Mapping[str, Any], lines: int = 20) -> str:
+    return read_log_tail(Path(entry.get("log", "")), lines)
+
+
+__all__ = [
+    "NATS",
+    "S3",
+    "SERVICES",
+    "SERVICE_NAMES",
+    "VAULT",
+    "DevStack",
+    "ProcessStatus",
+    "ServiceProcess",
+    "StackError",
+    "stack_status",
+    "stop_recorded_stack",
+]

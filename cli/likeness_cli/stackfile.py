@@ -1,0 +1,102 @@
+"""Where a dev stack keeps its state (`<project>/.likeness/`) and the files other commands read:
+`stack.json` (processes to stop, secrets to mint tokens with) and `dev.env` (settings to run a service
+by hand). Both hold secrets and are written readable by their owner only."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STATE_DIRNAME = ".likeness"
+STACK_FILENAME = "stack.json"
+DEV_ENV_FILENAME = "dev.env"
+STACK_FILE_VERSION = 1
+
+
+class StackFileError(RuntimeError):
+    """stack.json or dev.env is missing or unreadable."""
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The git work tree containing `start` (default: the current directory), else `start` itself."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
+
+
+def state_dir_of(project_dir: Path) -> Path:
+    return project_dir / STATE_DIRNAME
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(scratch, path)
+
+
+def write_stack_file(state_dir: Path, record: Mapping[str, Any]) -> Path:
+    path = state_dir / STACK_FILENAME
+    write_private(path, json.dumps({"version": STACK_FILE_VERSION, **record}, indent=2) + "\n")
+    return path
+
+
+def read_stack_file(state_dir: Path) -> dict[str, Any] | None:
+    """The recorded stack, or None if there is none."""
+    path = state_dir / STACK_FILENAME
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise StackFileError(f"cannot read {path}: {error}") from error
+    if not isinstance(record, dict) or record.get("version") != STACK_FILE_VERSION:
+        raise StackFileError(f"{path} is not a stack file this version of likeness understands")
+    return record
+
+
+def _quote(value: str) -> str:
+    if value and all(char.isalnum() or char in "-_./:@+=," for char in value):
+        return value
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def write_dev_env(state_dir: Path, env: Mapping[str, str]) -> Path:
+    """KEY=value lines, loadable with `set -a; . .likeness/dev.env` or any dotenv reader."""
+    path = state_dir / DEV_ENV_FILENAME
+    lines = ["# Written by `likeness dev up`; removed by `likeness dev down`. Holds secrets: do not share."]
+    lines += [f"{key}={_quote(value)}" for key, value in sorted(env.items())]
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
+def read_dev_env(state_dir: Path) -> dict[str, str]:
+    """The variables in dev.env (empty if there is none)."""
+    path = state_dir / DEV_ENV_FILENAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1].replace("'\\''", "'")
+        env[key.strip()] = value
+    return env
+
+
+def remove_stack_files(state_dir: Path) -> None:
+    for name in (STACK_FILENAME, DEV_ENV_FILENAME):
+        (state_dir / name).unlink(missing_ok=True)

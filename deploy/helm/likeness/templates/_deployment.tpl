@@ -1,0 +1,234 @@
+{{/*
+The Deployment of one workload. Input: dict root, service, role (see _helpers.tpl).
+Three kinds share it:
+  http   the gateway: REST on LIKENESS_HTTP_PORT, probes GET /healthz and /readyz
+  grpc   a gRPC API (`python -m <service> serve`): native grpc probes on the grpc.health.v1 service
+  worker a GPU worker (`python -m <service> work`): a GPU, GPU nodes, a memory-backed /tmp, the base model
+         read-only, no API port; probes GET /healthz on the metrics port
+Renders nothing for a workload whose values say enabled: false.
+*/}}
+{{- define "likeness.deployment" -}}
+{{- $root := .root -}}
+{{- $w := fromYaml (include "likeness.workload" .) -}}
+{{- $svc := index $root.Values .service -}}
+{{- $pod := ternary (index $svc (default "" .role)) $svc (not (empty .role)) -}}
+{{- $ctx := dict "root" $root "component" $w.component -}}
+{{- if or (not (hasKey $pod "enabled")) $pod.enabled }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "likeness.componentName" $ctx }}
+  labels:
+    {{- include "likeness.labels" $ctx | nindent 4 }}
+spec:
+  replicas: {{ $pod.replicas }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "likeness.selectorLabels" $ctx | nindent 6 }}
+  {{- if eq $w.kind "worker" }}
+  strategy:
+    # A spare GPU for a surge pod is rare: replace workers one at a time instead.
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 0
+      maxUnavailable: 1
+  {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "likeness.labels" $ctx | nindent 8 }}
+      annotations:
+        # Roll the pods when the shared configuration changes.
+        checksum/config: {{ include (print $root.Template.BasePath "/common-configmap.yaml") $root | sha256sum }}
+        {{- with $pod.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "likeness.serviceAccountName" . }}
+      # The Vault token is projected explicitly below; nothing here talks to the Kubernetes API.
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        {{- include "likeness.podSecurityContext" . | nindent 8 }}
+      terminationGracePeriodSeconds: {{ $pod.terminationGracePeriodSeconds }}
+      {{- with $pod.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $pod.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $pod.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $pod.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $pod.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: {{ .service }}
+          image: {{ include "likeness.image" . | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command: ["python", "-m", {{ .service | quote }}]
+          {{- if ne $w.kind "http" }}
+          args: [{{ default "serve" .role | quote }}]
+          {{- end }}
+          ports:
+            {{- if eq $w.kind "http" }}
+            - name: http
+              containerPort: {{ $svc.httpPort }}
+              protocol: TCP
+            {{- else if eq $w.kind "grpc" }}
+            - name: grpc
+              containerPort: {{ $svc.grpcPort }}
+              protocol: TCP
+            {{- end }}
+            - name: metrics
+              containerPort: {{ $root.Values.config.metricsPort }}
+              protocol: TCP
+          envFrom:
+            - configMapRef:
+                name: {{ include "likeness.componentName" (dict "root" $root "component" "config") }}
+          env:
+            {{- include "likeness.sharedEnv" . | nindent 12 }}
+            {{- if eq $w.kind "http" }}
+            - name: LIKENESS_HTTP_PORT
+              value: {{ $svc.httpPort | quote }}
+            {{- range $name := list "retention" "ingest" "trainer" "renderer" }}
+            - name: LIKENESS_{{ upper $name }}_ADDR
+              value: {{ include "likeness.grpcAddress" (dict "root" $root "service" $name) | quote }}
+            {{- end }}
+            - name: LIKENESS_JWKS_URL
+              value: {{ $svc.auth.jwksUrl | quote }}
+            - name: LIKENESS_JWT_ISSUER
+              value: {{ $svc.auth.issuer | quote }}
+            - name: LIKENESS_JWT_AUDIENCE
+              value: {{ $svc.auth.audience | quote }}
+            {{- else if eq $w.kind "grpc" }}
+            - name: LIKENESS_GRPC_PORT
+              value: {{ $svc.grpcPort | quote }}
+            {{- end }}
+            {{- if has .service (list "trainer" "renderer") }}
+            # One settings class per service: both roles carry it, only workers mount the weights.
+            - name: LIKENESS_BASE_MODEL
+              value: {{ $root.Values.baseModel.mountPath | quote }}
+            {{- end }}
+            {{- with $pod.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          resources:
+            {{- $resources := deepCopy (default dict $pod.resources) }}
+            {{- if eq $w.kind "worker" }}
+            {{- $gpu := dict $pod.gpu.resourceName (int $pod.gpu.count) }}
+            {{- $_ := set $resources "requests" (merge (deepCopy $gpu) (default dict $resources.requests)) }}
+            {{- $_ := set $resources "limits" (merge (deepCopy $gpu) (default dict $resources.limits)) }}
+            {{- end }}
+            {{- toYaml $resources | nindent 12 }}
+          securityContext:
+            {{- include "likeness.containerSecurityContext" . | nindent 12 }}
+          {{- include "likeness.probes" (dict "kind" $w.kind "pod" $pod "grpcPort" $svc.grpcPort) | nindent 10 }}
+          volumeMounts:
+            {{- include "likeness.vaultTokenMount" . | nindent 12 }}
+            {{- if eq $w.kind "worker" }}
+            # The only writable path: RAM, so no plaintext ever reaches a disk.
+            - name: scratch
+              mountPath: /tmp
+            - name: base-model
+              mountPath: {{ $root.Values.baseModel.mountPath }}
+              {{- with $root.Values.baseModel.subPath }}
+              subPath: {{ . }}
+              {{- end }}
+              readOnly: true
+            {{- end }}
+      volumes:
+        {{- include "likeness.vaultTokenVolume" $root | nindent 8 }}
+        {{- if eq $w.kind "worker" }}
+        - name: scratch
+          emptyDir:
+            medium: Memory
+            sizeLimit: {{ $pod.scratch.sizeLimit }}
+        - name: base-model
+          persistentVolumeClaim:
+            claimName: {{ $root.Values.baseModel.existingClaim }}
+            readOnly: true
+        {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Startup, liveness and readiness probes of a container. Input: dict kind, pod (its values), grpcPort.
+A grpc probe takes a port number, never a port name.
+*/}}
+{{- define "likeness.probes" -}}
+{{- if eq .kind "http" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 2
+  failureThreshold: 30
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 2
+{{- else if eq .kind "grpc" -}}
+startupProbe:
+  grpc:
+    port: {{ .grpcPort }}
+  periodSeconds: 2
+  failureThreshold: 30
+livenessProbe:
+  grpc:
+    port: {{ .grpcPort }}
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  grpc:
+    port: {{ .grpcPort }}
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 2
+{{- else -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 10
+  failureThreshold: {{ div (add .pod.startupTimeoutSeconds 9) 10 }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 15
+  timeoutSeconds: 5
+  failureThreshold: 4
+readinessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 3
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,42 @@
+"""The ingest process: the gRPC API, plus dropping a subject's photo records when they are erased."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from likeness.bus import decode, subject_erased_filter
+from likeness.runtime import Platform, run_grpc_service
+from likeness.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from nats.aio.msg import Msg
+
+from ingest.config import IngestSettings, get_settings
+from ingest.records import PhotoRecords
+from ingest.service import IngestServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+
+
+def register_with(settings: IngestSettings) -> Callable[[Platform, grpc.aio.Server], Awaitable[None]]:
+    async def register(platform: Platform, server: grpc.aio.Server) -> None:
+        records = await PhotoRecords.open(platform.bus)
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server(
+            IngestServicer(platform, records, settings), server
+        )
+
+        async def on_erased(msg: Msg) -> None:
+            event = decode(msg, events_pb2.SubjectErased)
+            removed = await records.purge_subject(event.tenant, event.subject_id)
+            log.info("photo records purged", extra={"erasure_id": event.erasure_id, "records": removed})
+
+        await platform.bus.watch_events(subject_erased_filter(), on_erased, durable="ingest-erasures")
+
+    return register
+
+
+def main() -> None:
+    settings = get_settings()
+    asyncio.run(run_grpc_service(settings, "ingest", [SERVICE_NAME], register_with(settings)))

@@ -1,0 +1,277 @@
+"""DreamBooth-LoRA training of one subject on the resident base pipeline, entirely in memory.
+
+The method is diffusers' ``examples/dreambooth/train_dreambooth_lora.py`` (UNet-only LoRA on the attention
+projections, epsilon/v-prediction MSE, AdamW on LoRA params, no prior preservation), cut into small typed
+functions and with what is constant over a job hoisted out of the loop: the photos' VAE latent
+distributions (and their mirror images) and the instance-prompt embedding are computed once.
+
+The pipeline is shared between jobs, so ``train_lora`` always takes the adapter off again (even when a
+callback raises), and the result is serialized to bytes in memory: photos and LoRA never touch disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F  # noqa: N812 (torch convention)
+from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.training_utils import cast_training_params
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from PIL import ImageOps
+
+from likeness_ml.base_model import native_resolution
+from likeness_ml.lora_adapters import has_lora, remove_lora
+from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
+from trainer.presets import TrainConfig
+
+__all__ = [
+    "StepReport",
+    "TrainResult",
+    "TrainTimings",
+    "add_training_lora",
+    "remove_lora",
+    "train_lora",
+]
+
+TRAINING_ADAPTER = "likeness_training"
+_VAE_CHUNK = 4
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int  # steps completed so far (1-based)
+    total_steps: int
+    loss: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TrainTimings:
+    prepare_s: float  # image preprocessing, VAE encoding, prompt encoding, adapter setup
+    train_s: float
+    serialize_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    lora_safetensors: bytes  # empty when cancelled: a half-trained LoRA is never handed out
+    metadata: LoraMetadata
+    losses: list[float]
+    steps_done: int
+    cancelled: bool
+    timings: TrainTimings
+
+
+@dataclass(frozen=True)
+class LatentPool:
+    """Per training view (each photo and its mirror image): the VAE posterior's mean and std, fp32."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.mean.shape[0])
+
+
+def train_lora(
+    pipe: StableDiffusionPipeline,
+    images: Sequence[PIL.Image.Image],
+    config: TrainConfig,
+    on_step: Callable[[StepReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a subject LoRA on images; the pipeline is left exactly as it was (no adapter attached)."""
+    if not images:
+        raise ValueError("no training images")
+    started = time.perf_counter()
+    unet = pipe.unet
+    if has_lora(unet):
+        remove_lora(unet)  # a clean base model is the precondition; never train on top of someone else
+    for frozen in (pipe.vae, pipe.text_encoder, unet):
+        frozen.requires_grad_(False)
+    resolution = config.resolution or native_resolution(pipe)
+    pool = encode_latent_pool(pipe, images, resolution)
+    prompt_embeds = encode_prompt(pipe, config.instance_prompt)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    metadata = LoraMetadata(
+        rank=config.rank,
+        alpha=config.alpha,
+        base_family=config.base_family,
+        subject_phrase=config.subject_phrase,
+    )
+    losses: list[float] = []
+    cancelled = False
+    add_training_lora(unet, config)
+    try:
+        parameters = [p for p in unet.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            parameters, lr=config.learning_rate, weight_decay=config.adam_weight_decay, betas=(0.9, 0.999)
+        )
+        # One CPU generator draws everything random in the loop, so runs are reproducible from config.seed
+        # (and draw the same noise on CPU and GPU).
+        generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        batches = _batch_indices(len(pool), config.batch_size, generator)
+        prepared = time.perf_counter()
+        with _training_mode(unet, config.gradient_checkpointing):
+            for step in range(config.steps):
+                if should_stop is not None and should_stop():
+                    cancelled = True
+                    break
+                loss = training_step(
+                    unet, noise_scheduler, pool, prompt_embeds, next(batches), generator, optimizer, config
+                )
+                losses.append(loss)
+                if on_step is not None:
+                    on_step(StepReport(step + 1, config.steps, loss, time.perf_counter() - started))
+        trained = time.perf_counter()
+        lora_safetensors = b"" if cancelled else serialize_lora(unet_lora_state_dict(unet), metadata)
+    finally:
+        remove_lora(unet)
+    finished = time.perf_counter()
+    return TrainResult(
+        lora_safetensors=lora_safetensors,
+        metadata=metadata,
+        losses=losses,
+        steps_done=len(losses),
+        cancelled=cancelled,
+        timings=TrainTimings(
+            prepare_s=prepared - started, train_s=trained - prepared, serialize_s=finished - trained
+        ),
+    )
+
+
+def add_training_lora(unet: UNet2DConditionModel, config: TrainConfig) -> None:
+    """Inject trainable LoRA layers (fp32, seeded init) into the UNet's attention projections."""
+    lora_config = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        init_lora_weights="gaussian",  # A ~ N(0, 1/r), B = 0: training starts exactly at the base model
+        target_modules=list(LORA_TARGET_MODULES),
+    )
+    cuda_devices = [unet.device] if unet.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        unet.add_adapter(lora_config, adapter_name=TRAINING_ADAPTER)
+    # The base weights may be bf16; the trainable ones must be fp32 for AdamW (autocast does the rest).
+    cast_training_params(unet, dtype=torch.float32)
+
+
+def unet_lora_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    """The trained adapter in diffusers' key format, which ``load_lora_weights`` understands."""
+    peft_state_dict = get_peft_model_state_dict(unet, adapter_name=TRAINING_ADAPTER)
+    state_dict: dict[str, torch.Tensor] = convert_state_dict_to_diffusers(peft_state_dict)
+    return state_dict
+
+
+def training_step(
+    unet: UNet2DConditionModel,
+    noise_scheduler: DDPMScheduler,
+    pool: LatentPool,
+    prompt_embeds: torch.Tensor,
+    batch: torch.Tensor,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+) -> float:
+    device = unet.device
+    mean, std = pool.mean[batch], pool.std[batch]
+    # Sample the cached posterior, as the reference script's latent_dist.sample() does every step.
+    latents = (mean + std * torch.randn(mean.shape, generator=generator)).to(device)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator
+    ).to(device)
+    noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    encoder_hidden_states = prompt_embeds.expand(latents.shape[0], -1, -1)
+    with _autocast(device):
+        prediction = unet(noisy_latents, timesteps, encoder_hidden_states=encoder_hidden_states).sample
+    loss = F.mse_loss(prediction.float(), target.float(), reduction="mean")
+    loss.backward()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach().item())
+
+
+@torch.no_grad()
+def encode_latent_pool(
+    pipe: StableDiffusionPipeline, images: Sequence[PIL.Image.Image], resolution: int
+) -> LatentPool:
+    """VAE posteriors of every photo and its horizontal flip (the reference script's only augmentation)."""
+    pixels = torch.stack([image_to_tensor(image, resolution) for image in images])
+    views = torch.cat([pixels, torch.flip(pixels, dims=[3])])
+    vae = pipe.vae
+    means: list[torch.Tensor] = []
+    stds: list[torch.Tensor] = []
+    for chunk in views.split(_VAE_CHUNK):
+        posterior = vae.encode(chunk.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        means.append(posterior.mean.float().cpu())
+        stds.append(posterior.std.float().cpu())
+    # Fold the latent scaling into the distribution: scale * (mean + std * eps) = scale*mean + scale*std*eps.
+    shift = vae.config.shift_factor or 0.0
+    scale = float(vae.config.scaling_factor)
+    return LatentPool(mean=(torch.cat(means) - shift) * scale, std=torch.cat(stds) * scale)
+
+
+@torch.no_grad()
+def encode_prompt(pipe: StableDiffusionPipeline, prompt: str) -> torch.Tensor:
+    """The text encoder's last hidden state for prompt, shape (1, tokens, width)."""
+    tokens = pipe.tokenizer(
+        prompt,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    hidden: torch.Tensor = pipe.text_encoder(tokens.input_ids.to(pipe.text_encoder.device))[0]
+    return hidden
+
+
+def image_to_tensor(image: PIL.Image.Image, resolution: int) -> torch.Tensor:
+    """RGB, resized on the short side and center-cropped to resolution², scaled to [-1, 1], CHW fp32."""
+    square = ImageOps.fit(image.convert("RGB"), (resolution, resolution), PIL.Image.Resampling.BILINEAR)
+    array = np.asarray(square, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _batch_indices(pool_size: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches of view indices: a fresh seeded shuffle per epoch (so every view is seen)."""
+    pending: list[int] = []
+    while True:
+        while len(pending) < batch_size:
+            pending.extend(torch.randperm(pool_size, generator=generator).tolist())
+        yield torch.tensor(pending[:batch_size])
+        del pending[:batch_size]
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _training_mode(unet: UNet2DConditionModel, gradient_checkpointing: bool) -> Iterator[None]:
+    """UNet in train mode (and optionally checkpointed) for the loop only; eval mode again afterwards."""
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    try:
+        yield
+    finally:
+        unet.eval()
+        if gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
