@@ -328,6 +328,8 @@ class Infra:
             "s3.localSocket": self._socket_dir / "s3.sock",
             "webdav": "false",
             "admin.ui": "false",
+            # Nothing to drain in dev: stop at once instead of waiting out the pre-stop delay.
+            "volume.preStopSeconds": 0,
             "admin.port": ports.admin,
             "admin.port.grpc": ports.admin + _WEED_GRPC_OFFSET,
         }

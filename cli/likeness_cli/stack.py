@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import shutil
+import signal
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -219,6 +219,7 @@ class DevStack:
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         infra: Infra | None = None,
         reset: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> DevStack:
         """Start the stack with its state in `project_dir/.likeness/` and wait until all are healthy.
 
@@ -227,8 +228,9 @@ class DevStack:
         added to every / one service's environment, last (they win). infra: use these running servers
         instead of starting new ones (they are then not stopped with the stack). reset: delete the NATS
         and S3 data of earlier runs first. die_with_parent: the kernel kills the processes if this one
-        dies (tests); `likeness dev up` turns it off so they outlive it.
+        dies (tests); `likeness dev up` turns it off so they outlive it. progress: told what happens.
         """
+        say = progress or (lambda message: None)
         settings = StackSettings()
         project_dir = project_dir.resolve()
         state_dir = state_dir_of(project_dir)
@@ -241,6 +243,7 @@ class DevStack:
 
         owns_infra = infra is None
         if infra is None:
+            say("starting NATS JetStream, SeaweedFS S3 and OpenBao")
             infra = start_infra(state_dir, die_with_parent=die_with_parent)
         stack = cls(
             project_dir,
@@ -254,9 +257,11 @@ class DevStack:
             stack._write_records()
             if not infra_only:
                 if any(spec.needs_model for spec in wanted):
-                    stack.base_model = _resolve_base_model(base_model, settings, state_dir)
+                    stack.base_model = _resolve_base_model(base_model, settings, state_dir, say)
+                say(f"starting {', '.join(spec.name for spec in wanted)}")
                 stack._spawn_services(wanted, die_with_parent, extra_env or {}, service_env or {})
                 stack._write_records()
+                say("waiting until every service is healthy")
                 _wait_healthy(list(stack.services.values()), timeout or settings.stack_timeout)
             stack._write_records(dev_env=True)
         except BaseException:
@@ -428,11 +433,15 @@ def _choose_services(names: Sequence[str] | None) -> list[ServiceSpec]:
     return [spec for spec in SERVICES if spec.name in names]
 
 
-def _resolve_base_model(explicit: str | Path | None, settings: StackSettings, state_dir: Path) -> str:
+def _resolve_base_model(
+    explicit: str | Path | None, settings: StackSettings, state_dir: Path, say: Callable[[str], None]
+) -> str:
     if explicit is not None:
         return str(explicit)
     if settings.base_model:
         return settings.base_model
+    if not (state_dir / "models" / "tiny").is_dir():
+        say(f"writing the tiny base model to {state_dir / 'models' / 'tiny'} (once)")
     return str(ensure_tiny_model(state_dir / "models"))
 
 

@@ -36,7 +36,7 @@ def load_pipeline(path: Path, device: torch.device | None = None) -> StableDiffu
     device = device or select_device()
     pipe = StableDiffusionPipeline.from_pretrained(
         path,
-        torch_dtype=dtype_for(device),
+        dtype=dtype_for(device),
         local_files_only=True,  # never reach for the Hub: the weights are provisioned, pinned files
         use_safetensors=True,  # never unpickle
     )

@@ -6,11 +6,16 @@ import math
 
 from PIL import Image
 
-from ingest.faces import FaceBox, FaceLandmarks
+from ingest.faces import FaceLandmarks
 
-# Where the face box centre sits, as a share of the crop's height from the top. Below the middle leaves
+# Where the face centre sits, as a share of the crop's height from the top. Below the middle leaves
 # space for the hair above and the shoulders below.
-_FACE_CENTRE_FROM_TOP = 0.45
+_FACE_CENTRE_FROM_TOP = 0.47
+# Face size (about brow to chin, as wide as dlib's detector boxes) from landmark distances, and how far
+# the eyes sit above the face's centre; measured on dlib's 5-point landmarks of frontal faces.
+_FACE_PER_EYE_DISTANCE = 2.2
+_FACE_PER_EYES_TO_NOSE = 3.0
+_EYES_ABOVE_FACE_CENTRE = 0.2
 # Pixels kept clear of the photo's border so the resampling filter never reads outside it.
 _BORDER_GUARD = 1.0
 _WHITE = (255, 255, 255)
@@ -18,33 +23,42 @@ _WHITE = (255, 255, 255)
 
 def aligned_face_crop(
     image: Image.Image,
-    face: FaceBox,
     landmarks: FaceLandmarks,
     *,
     size: int,
     face_fraction: float,
 ) -> Image.Image:
-    """A square RGB crop of ``size`` px with the eyes level and the face box ``face_fraction`` of its side.
+    """A square RGB crop of ``size`` px with the eyes level and the face ``face_fraction`` of its side.
 
-    Near the photo's border the crop window is moved (and, if the photo is too small for it, shrunk)
-    rather than padded, so the crop never contains invented pixels; the face is then off-centre or larger.
+    Position, scale and angle come from the landmarks only: detector boxes of one face jump by 15 % in
+    size between similar photos, the eye and nose points do not. Near the photo's border the crop
+    window is moved (and, if the photo is too small for it, shrunk) rather than padded, so the crop never
+    contains invented pixels; the face is then off-centre or larger.
     """
     # Landmarks are pixel indices (centre of pixel i at i); Pillow's transforms use continuous
-    # coordinates (pixel i spans [i, i + 1]), like the face box edges.
+    # coordinates (pixel i spans [i, i + 1]).
     left_eye_x, left_eye_y = (v + 0.5 for v in landmarks.eye_on_image_left)
     right_eye_x, right_eye_y = (v + 0.5 for v in landmarks.eye_on_image_right)
+    nose_x, nose_y = (v + 0.5 for v in landmarks.nose)
     angle = math.atan2(right_eye_y - left_eye_y, right_eye_x - left_eye_x)
     cos_a, sin_a = math.cos(angle), math.sin(angle)
+    # The crop's own "down" direction in the photo is (-sin, cos).
+
+    eyes_x, eyes_y = (left_eye_x + right_eye_x) / 2, (left_eye_y + right_eye_y) / 2
+    eye_distance = math.hypot(right_eye_x - left_eye_x, right_eye_y - left_eye_y)
+    eyes_to_nose = math.hypot(nose_x - eyes_x, nose_y - eyes_y)
+    # Turning the head shortens the eye distance, tilting it the eyes-to-nose one; the larger estimate
+    # is the one the pose did not shrink.
+    face_size = max(_FACE_PER_EYE_DISTANCE * eye_distance, _FACE_PER_EYES_TO_NOSE * eyes_to_nose)
+
     # An axis-aligned box that contains the crop square turned by ``angle`` has this many times its side.
     extent = abs(cos_a) + abs(sin_a)
-
-    side = face.side / face_fraction
+    side = face_size / face_fraction
     side = min(side, (min(image.size) - 2 * _BORDER_GUARD) / extent)
-    face_x, face_y = face.centre
-    # Move from the face centre to the crop centre along the crop's own "down" direction (-sin, cos).
-    drop = (0.5 - _FACE_CENTRE_FROM_TOP) * side
-    centre_x = face_x - sin_a * drop
-    centre_y = face_y + cos_a * drop
+    # From the eyes down to the face centre, then on down to the crop centre.
+    drop = _EYES_ABOVE_FACE_CENTRE * face_size + (0.5 - _FACE_CENTRE_FROM_TOP) * side
+    centre_x = eyes_x - sin_a * drop
+    centre_y = eyes_y + cos_a * drop
     half_extent = side * extent / 2
     margin = half_extent + _BORDER_GUARD
     centre_x = min(max(centre_x, margin), image.width - margin)

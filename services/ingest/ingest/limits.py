@@ -42,7 +42,14 @@ class SanitizeLimits:
     crop_face_fraction: float = 0.45
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "min_side", "detection_max_side", "crop_size", "max_face_proposals"):
+        for name in (
+            "max_bytes",
+            "max_pixels",
+            "min_side",
+            "detection_max_side",
+            "crop_size",
+            "max_face_proposals",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.min_face_fraction < 1.0:

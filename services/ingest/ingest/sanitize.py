@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from PIL import Image
+
 from ingest.crop import aligned_face_crop
 from ingest.decode import decode_image
 from ingest.encode import clean_png
@@ -19,17 +21,13 @@ def sanitize(data: bytes, limits: SanitizeLimits, analyzer: FaceAnalyzer) -> San
     try:
         decoded = decode_image(data, limits)
         image = decoded.image
-        face = _the_one_face(
-            analyzer.detect(image, max_side=limits.detection_max_side, min_score=limits.min_face_score),
-            image.size,
-            limits,
-        )
+        face = _find_subject(analyzer, image, limits)
     except RejectedInput as rejection:
         return rejected(rejection.code, limits)
 
     description = analyzer.describe(image, face)
     crop = aligned_face_crop(
-        image, face, description.landmarks, size=limits.crop_size, face_fraction=limits.crop_face_fraction
+        image, description.landmarks, size=limits.crop_size, face_fraction=limits.crop_face_fraction
     )
     return Accepted(
         png=clean_png(crop),
@@ -45,18 +43,29 @@ def sanitize(data: bytes, limits: SanitizeLimits, analyzer: FaceAnalyzer) -> San
     )
 
 
-def _the_one_face(faces: list[FaceBox], size: tuple[int, int], limits: SanitizeLimits) -> FaceBox:
-    """The subject's face, or why there is none.
+def _find_subject(analyzer: FaceAnalyzer, image: Image.Image, limits: SanitizeLimits) -> FaceBox:
+    """The one face this photo is about, or why there is none.
 
-    Faces smaller than ``min_face_fraction`` do not count as a second person (bystanders far behind);
-    if only such faces exist, the subject is too far away.
+    Only faces of at least ``min_face_fraction`` count as a second person: bystanders far behind the
+    subject are ignored. When the only faces are smaller than that, the subject is too far away.
+    At most ``max_face_proposals`` proposals are confirmed, large ones first.
     """
-    if not faces:
-        raise RejectedInput(ReasonCode.NO_FACE)
-    shorter_side = min(size)
-    large_enough = [face for face in faces if face.side / shorter_side >= limits.min_face_fraction]
-    if len(large_enough) > 1:
-        raise RejectedInput(ReasonCode.MULTIPLE_FACES, f"{len(large_enough)} faces")
-    if not large_enough:
+    proposals = analyzer.detect(
+        image, max_side=limits.detection_max_side, min_score=limits.min_proposal_score
+    )
+    shorter_side = min(image.size)
+    large = [face for face in proposals if face.side / shorter_side >= limits.min_face_fraction]
+    small = [face for face in proposals if face.side / shorter_side < limits.min_face_fraction]
+    budget = limits.max_face_proposals
+
+    def is_face(face: FaceBox) -> bool:
+        return analyzer.confirm(image, face, min_confidence=limits.min_face_confidence)
+
+    confirmed = [face for face in large[:budget] if is_face(face)]
+    if len(confirmed) > 1:
+        raise RejectedInput(ReasonCode.MULTIPLE_FACES, f"{len(confirmed)} faces")
+    if confirmed:
+        return confirmed[0]
+    if any(is_face(face) for face in small[: budget - len(large[:budget])]):
         raise RejectedInput(ReasonCode.FACE_TOO_SMALL)
-    return large_enough[0]
+    raise RejectedInput(ReasonCode.NO_FACE)

@@ -40,7 +40,6 @@ component: {{ if .role }}{{ printf "%s-%s" .service .role }}{{ else }}{{ .servic
 kind: {{ if eq .service "gateway" }}http{{ else if eq .role "work" }}worker{{ else }}grpc{{ end }}
 {{- end -}}
 
-{{/* The values block of one workload: .Values.<service>, or .Values.<service>.<role>, as YAML. */}}
 {{/* Name of a component's resources: "<fullname>-<component>". Input: dict root, component. */}}
 {{- define "likeness.componentName" -}}
 {{- printf "%s-%s" (include "likeness.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}

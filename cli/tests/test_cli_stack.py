@@ -1,0 +1,158 @@
+"""The dev stack machinery: ports, settings, health probes, records and `dev down`, with stand-in services.
+
+The real services are exercised by the end-to-end tests; here small stand-ins (put first on PYTHONPATH,
+so `python -m retention` etc. run them) serve the same health endpoints, so these tests pin what the
+stack gives each service and how it waits, whatever state the services are in. The servers are real.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from likeness_cli.infra import Infra
+from likeness_cli.procs import is_alive
+from likeness_cli.stack import SERVICE_NAMES, DevStack, StackError, stop_recorded_stack
+from likeness_cli.stackfile import read_dev_env, read_stack_file
+
+pytestmark = pytest.mark.integration
+
+STANDIN = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    from concurrent import futures
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if os.environ.get("STANDIN_FAIL"):
+        print("stand-in refuses to start: " + os.environ["STANDIN_FAIL"], flush=True)
+        sys.exit(3)
+    paths = {"/healthz", "/metrics"}
+    servers = []
+
+    def http(port, ok_paths):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200 if self.path in ok_paths else 404)
+                self.end_headers()
+            def log_message(self, *args):
+                pass
+        server = ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    http(os.environ["LIKENESS_METRICS_PORT"], {"/healthz", "/metrics"})
+    if "LIKENESS_HTTP_PORT" in os.environ:
+        http(os.environ["LIKENESS_HTTP_PORT"], {"/readyz", "/healthz"})
+    if "LIKENESS_GRPC_PORT" in os.environ:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = health.HealthServicer()
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        server.add_insecure_port("127.0.0.1:" + os.environ["LIKENESS_GRPC_PORT"])
+        server.start()
+    print("stand-in up:", sys.argv, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("standins")
+    (root / "standin_service.py").write_text(STANDIN)
+    for module in ("retention", "ingest", "trainer", "renderer", "gateway"):
+        (root / module).mkdir()
+        (root / module / "__init__.py").write_text("")
+        (root / module / "__main__.py").write_text("import standin_service  # noqa: F401\n")
+    return root
+
+
+def test_every_service_gets_its_settings_and_dev_down_stops_all(
+    tmp_path: Path, standins: Path, infra: Infra
+) -> None:
+    stack = DevStack.start(
+        tmp_path, infra=infra, base_model="/models/stand-in", extra_env={"PYTHONPATH": str(standins)}, timeout=60
+    )
+    try:
+        assert set(stack.services) == set(SERVICE_NAMES)
+        gateway_env = stack.services["gateway"].env
+        for name in ("retention", "ingest", "trainer", "renderer"):
+            assert gateway_env[f"LIKENESS_{name.upper()}_ADDR"] == stack.services[name].address
+        assert gateway_env["LIKENESS_JWT_DEV_SECRET"] == stack.jwt_secret
+        metrics_ports = set()
+        for service in stack.services.values():
+            env = service.env
+            assert env["LIKENESS_NATS_URL"] == infra.endpoints.nats_url
+            assert env["LIKENESS_HMAC_SECRET"] == stack.hmac_secret and len(stack.hmac_secret) >= 32
+            assert ("LIKENESS_GRPC_PORT" in env) == (service.spec.kind == "grpc")
+            assert (env.get("LIKENESS_BASE_MODEL") == "/models/stand-in") == service.spec.needs_model
+            metrics_ports.add(env["LIKENESS_METRICS_PORT"])
+            assert (tmp_path / ".likeness" / "logs" / f"{service.name}.log").is_file()
+        assert len(metrics_ports) == len(stack.services)
+
+        assert httpx.get(f"{stack.gateway_url}/readyz").status_code == 200
+        claims = jwt.decode(stack.mint_token(), stack.jwt_secret, algorithms=["HS256"], audience="likeness")
+        assert claims["tenant"] == "dev"
+
+        dev_env = read_dev_env(tmp_path / ".likeness")
+        assert dev_env["LIKENESS_GATEWAY_URL"] == stack.gateway_url
+        assert jwt.decode(dev_env["LIKENESS_DEV_TOKEN"], stack.jwt_secret, algorithms=["HS256"], audience="likeness")
+        assert dev_env["LIKENESS_S3_SECRET_KEY"] == infra.endpoints.s3_secret_key
+        assert (tmp_path / ".likeness" / "dev.env").stat().st_mode & 0o077 == 0
+
+        record = read_stack_file(tmp_path / ".likeness")
+        assert record is not None
+        recorded = {entry["name"]: entry for entry in record["processes"]}
+        assert set(recorded) == set(SERVICE_NAMES)  # the servers belong to the `infra` fixture, not this stack
+
+        with pytest.raises(StackError, match="already running"):
+            DevStack.start(tmp_path, infra=infra)
+
+        assert stop_recorded_stack(tmp_path) is not None  # what `likeness dev down` runs
+        assert not any(is_alive(entry["pid"], entry["start_ticks"]) for entry in recorded.values())
+        assert read_stack_file(tmp_path / ".likeness") is None
+        assert infra.nats.running  # not ours to stop
+    finally:
+        stack.stop()
+
+
+def test_a_service_that_fails_is_named_and_the_rest_is_stopped(
+    tmp_path: Path, standins: Path, infra: Infra
+) -> None:
+    with pytest.raises(StackError) as failure:
+        DevStack.start(
+            tmp_path,
+            infra=infra,
+            services=["retention", "ingest"],
+            extra_env={"PYTHONPATH": str(standins)},
+            service_env={"ingest": {"STANDIN_FAIL": "no camera"}},
+            timeout=60,
+        )
+    message = str(failure.value)
+    assert message.startswith("ingest exited with code 3")
+    assert "no camera" in message  # the end of its log
+    assert read_stack_file(tmp_path / ".likeness") is None
+    assert (tmp_path / ".likeness" / "logs" / "retention.log").is_file()  # started, then stopped with the rest
+
+
+def test_unknown_services_are_refused(tmp_path: Path, infra: Infra) -> None:
+    with pytest.raises(StackError, match="unknown service"):
+        DevStack.start(tmp_path, infra=infra, services=["retention", "billing"])
+
+
+def test_records_survive_as_json(tmp_path: Path, standins: Path, infra: Infra) -> None:
+    with DevStack.start(
+        tmp_path, infra=infra, services=["retention"], extra_env={"PYTHONPATH": str(standins)}, timeout=60
+    ) as stack:
+        record = json.loads((tmp_path / ".likeness" / "stack.json").read_text())
+        assert record["stack_id"] == stack.stack_id
+        assert record["processes"][0]["probe"] == "grpc"
+    assert not (tmp_path / ".likeness" / "stack.json").exists()

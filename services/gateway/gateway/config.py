@@ -1,0 +1,65 @@
+"""The gateway's settings (`LIKENESS_*` environment variables), read once through `get_settings()`.
+
+In production the gateway verifies tokens only against the tenant identity provider's public keys
+(JWKS): it refuses to start without them, and refuses a development signing secret.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, model_validator
+
+from likeness.config import CommonSettings
+
+DEV_ISSUER = "likeness-dev"
+MIB = 1024 * 1024
+
+
+class GatewaySettings(CommonSettings):
+    service_name: str = "gateway"
+    http_port: int = 8080
+
+    #: Backends as host:port (plaintext on loopback in dev; mutual TLS comes from the mesh in a cluster).
+    retention_addr: str = "127.0.0.1:50051"
+    ingest_addr: str = "127.0.0.1:50052"
+    trainer_addr: str = "127.0.0.1:50053"
+    renderer_addr: str = "127.0.0.1:50054"
+    grpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: An upload streams at the client's pace, so its call gets a longer deadline than a lookup.
+    upload_timeout_seconds: float = Field(default=120.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    #: HS256 secret for tokens minted by `likeness token` (development only).
+    jwt_dev_secret: SecretStr = SecretStr("")
+    #: The identity provider's public keys: a URL (fetched and cached) or a JWKS file (e.g. a mounted secret).
+    jwks_url: str = ""
+    jwks_file: str = ""
+    jwt_issuer: str = DEV_ISSUER
+    jwt_audience: str = "likeness"
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    max_upload_bytes: int = Field(default=25 * MIB, gt=0)
+    max_files_per_request: int = Field(default=20, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_development_auth_in_production(self) -> GatewaySettings:
+        if not self.is_production:
+            return self
+        problems: list[str] = []
+        if not (self.jwks_url or self.jwks_file):
+            problems.append("set LIKENESS_JWKS_URL or LIKENESS_JWKS_FILE")
+        if self.jwks_url and not self.jwks_url.startswith("https://"):
+            problems.append("LIKENESS_JWKS_URL must use https://")
+        if self.jwt_dev_secret.get_secret_value():
+            problems.append("LIKENESS_JWT_DEV_SECRET is for development only")
+        if self.jwt_issuer in ("", DEV_ISSUER):
+            problems.append("set LIKENESS_JWT_ISSUER to the identity provider's issuer")
+        if problems:
+            raise ValueError("refusing production settings: " + "; ".join(problems))
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()

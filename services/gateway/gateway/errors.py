@@ -1,0 +1,135 @@
+"""One error shape for every failure: `{"error": {"code": "<machine_code>", "message": "<for humans>"}}`.
+
+gRPC failures of the backends map to HTTP statuses here; the service's own machine code (trailing
+metadata `likeness-error-code`) is passed on when it sent one. Server-side failures say nothing about
+their cause to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.schemas import ErrorResponse
+from likeness.rpc_errors import error_code
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def not_found() -> ApiError:
+    """The one answer for anything the caller may not see, so existence cannot be probed."""
+    return ApiError(404, "not_found", "No such resource.")
+
+
+def subject_erased() -> ApiError:
+    return ApiError(410, "subject_erased", "This subject has been erased.")
+
+
+def envelope(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+#: gRPC status -> (HTTP status, default machine code).
+_GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.NOT_FOUND: (404, "not_found"),
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_argument"),
+    grpc.StatusCode.FAILED_PRECONDITION: (409, "failed_precondition"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_denied"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "resource_exhausted"),
+    grpc.StatusCode.UNAVAILABLE: (503, "unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (503, "unavailable"),
+}
+
+
+def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
+    mapped = _GRPC_TO_HTTP.get(exc.code())
+    if mapped is None:
+        log.error("backend call failed", extra={"grpc_status": exc.code().name})
+        return ApiError(500, "internal", "Something went wrong on our side.")
+    status, default_code = mapped
+    if status == 503:
+        log.warning("backend unavailable", extra={"grpc_status": exc.code().name})
+        return ApiError(503, default_code, "A backend service is unavailable; try again shortly.")
+    return ApiError(status, error_code(exc) or default_code, exc.details() or default_code.replace("_", " "))
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return envelope(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _on_grpc_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    return await _on_api_error(request, from_grpc(exc))
+
+
+async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
+    message = "No such resource." if exc.status_code == 404 else str(exc.detail)
+    return envelope(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return envelope(422, "invalid_request", _validation_message(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Unexpected exceptions are answered by the request middleware (it owns the response headers)."""
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, _on_grpc_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, invalid or expired bearer token (`unauthenticated`)",
+    403: "The token lacks the route's scope (`insufficient_scope`)",
+    404: "No such resource, or not visible to this token (`not_found`)",
+    409: "Conflict with the resource's state",
+    410: "The subject is being or has been erased (`subject_erased`)",
+    413: "Too large: `file_too_large` or `too_many_files`",
+    415: "Not multipart/form-data (`unsupported_media_type`)",
+    422: "The request does not validate (`invalid_request`)",
+    429: "Rate or quota exceeded",
+    500: "Internal error (`internal`)",
+    503: "A backend is unavailable (`unavailable`)",
+}
+COMMON = (401, 403, 422, 500, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting the error envelope for these statuses (plus the common ones)."""
+    return {
+        status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]}
+        for status in sorted({*COMMON, *statuses})
+    }

@@ -1,0 +1,302 @@
+"""The v1 API's JSON bodies (snake_case; timestamps ISO 8601 UTC; enums lower-case), with examples."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["unspecified", "queued", "running", "succeeded", "failed", "cancelled"]
+SubjectStatus = Literal["unspecified", "active", "erasing", "erased"]
+PhotoStatus = Literal["unspecified", "accepted", "rejected"]
+ErasureStatus = Literal["unspecified", "pending", "key_destroyed", "completed"]
+
+SUBJECT_ID = "sub_01jbz3k7q8m2x4v6n9p0r5t7wy"
+PHOTO_ID = "pho_01jbz3m2a4c6e8g0j2k4m6p8rt"
+TRAINING_ID = "trn_01jbz3p5b7d9f1h3k5m7q9s1vw"
+RENDER_ID = "ren_01jbz3r8c0e2g4j6m8p0s2v4xy"
+IMAGE_ID = "img_01jbz3t1d3f5h7k9n1q3t5w7za"
+ERASURE_ID = "era_01jbz3w4e6g8j0m2p4r6v8y0bc"
+WHEN = "2025-01-02T03:04:05Z"
+
+
+def _example(**values: object) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [values]})
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code", examples=["not_found"])
+    message: str = Field(description="A sentence for humans; may change", examples=["No such resource."])
+
+
+class ErrorResponse(BaseModel):
+    model_config = _example(error={"code": "subject_erased", "message": "This subject has been erased."})
+    error: ErrorBody
+
+
+class Reason(BaseModel):
+    code: str
+    message: str
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int
+
+
+# Subjects
+
+
+class ConsentIn(BaseModel):
+    purpose: str = Field(min_length=1, max_length=200, examples=["professional_headshots"])
+    policy_version: str = Field(min_length=1, max_length=64, examples=["2025-01"])
+
+
+class CreateSubjectRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"external_ref": "user-4711", "consent": {"purpose": "headshots", "policy_version": "2025-01"}}
+            ]
+        },
+    )
+    external_ref: str | None = Field(
+        default=None, max_length=256, description="Your own reference; stored only as a keyed HMAC"
+    )
+    consent: ConsentIn
+
+
+class Consent(BaseModel):
+    purpose: str
+    policy_version: str
+    given_at: datetime | None
+
+
+class Retention(BaseModel):
+    photos_days: int = Field(description="Days photos are kept (0: the tenant default)")
+    photos_deleted_after_training: bool
+    models_days: int
+    renders_days: int
+    inactivity_days: int
+
+
+class Subject(BaseModel):
+    model_config = _example(
+        id=SUBJECT_ID,
+        status="active",
+        created_at=WHEN,
+        consent={"purpose": "headshots", "policy_version": "2025-01", "given_at": WHEN},
+        retention={
+            "photos_days": 30,
+            "photos_deleted_after_training": True,
+            "models_days": 90,
+            "renders_days": 90,
+            "inactivity_days": 180,
+        },
+        delete_by="2025-07-01T03:04:05Z",
+    )
+    id: str
+    status: SubjectStatus
+    created_at: datetime | None
+    consent: Consent | None
+    retention: Retention
+    delete_by: datetime | None = Field(description="Hard deadline for the whole subject")
+
+
+# Photos
+
+
+class Photo(BaseModel):
+    model_config = _example(
+        id=PHOTO_ID,
+        status="accepted",
+        reasons=[],
+        width=1024,
+        height=1024,
+        scores={"sharpness": 0.91, "exposure": 0.84},
+        created_at=WHEN,
+    )
+    id: str
+    status: PhotoStatus
+    reasons: list[Reason]
+    width: int | None = Field(description="Size of the stored crop (accepted photos only)")
+    height: int | None
+    scores: dict[str, float] | None = Field(description="Quality scores to coach the person")
+    created_at: datetime | None
+
+
+class UploadedPhoto(Photo):
+    model_config = _example(
+        id=PHOTO_ID,
+        filename="selfie-1.jpg",
+        status="rejected",
+        reasons=[{"code": "no_face", "message": "No face was found in this photo."}],
+        width=None,
+        height=None,
+        scores=None,
+        created_at=WHEN,
+    )
+    filename: str | None = Field(description="As sent by the client; echoed here only, never stored")
+
+
+class UploadResult(BaseModel):
+    photos: list[UploadedPhoto]
+
+
+class PhotoList(BaseModel):
+    photos: list[Photo]
+
+
+# Trainings and renders
+
+
+class CreateTrainingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"steps": 800}]})
+    steps: int | None = Field(default=None, ge=1, le=10000, description="Absent: the preset's default")
+
+
+class JobAccepted(BaseModel):
+    model_config = _example(id=TRAINING_ID, status="queued")
+    id: str
+    status: JobStatus
+
+
+class Training(BaseModel):
+    model_config = _example(
+        id=TRAINING_ID,
+        subject_id=SUBJECT_ID,
+        status="running",
+        progress={"step": 120, "total_steps": 800},
+        error=None,
+        created_at=WHEN,
+        updated_at=WHEN,
+    )
+    id: str
+    subject_id: str
+    status: JobStatus
+    progress: Progress
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class CreateRenderRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"training_id": TRAINING_ID, "styles": ["corporate"], "images_per_style": 2, "seed": 7}]
+        },
+    )
+    training_id: str = Field(max_length=64)
+    styles: list[str] = Field(min_length=1, max_length=16, description="Style ids from GET /v1/styles")
+    images_per_style: int = Field(default=2, ge=1, le=8)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Absent: random")
+
+
+class RenderedImage(BaseModel):
+    id: str
+    style: str
+    seed: int
+    url: str = Field(examples=[f"/v1/renders/{RENDER_ID}/images/{IMAGE_ID}"])
+
+
+class Render(BaseModel):
+    model_config = _example(
+        id=RENDER_ID,
+        subject_id=SUBJECT_ID,
+        training_id=TRAINING_ID,
+        status="succeeded",
+        styles=["corporate"],
+        images_per_style=1,
+        progress={"step": 1, "total_steps": 1},
+        images=[
+            {"id": IMAGE_ID, "style": "corporate", "seed": 7, "url": f"/v1/renders/{RENDER_ID}/images/{IMAGE_ID}"}
+        ],
+        error=None,
+        created_at=WHEN,
+        updated_at=WHEN,
+    )
+    id: str
+    subject_id: str
+    training_id: str
+    status: JobStatus
+    styles: list[str]
+    images_per_style: int
+    progress: Progress
+    images: list[RenderedImage]
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class Style(BaseModel):
+    id: str
+    name: str
+    description: str
+
+
+class StyleList(BaseModel):
+    model_config = _example(
+        styles=[{"id": "corporate", "name": "Corporate", "description": "Neutral backdrop, business attire"}]
+    )
+    styles: list[Style]
+
+
+# Erasure
+
+
+class ErasureAccepted(BaseModel):
+    model_config = _example(erasure_id=ERASURE_ID, status="pending")
+    erasure_id: str
+    status: ErasureStatus
+
+
+class Erasure(BaseModel):
+    model_config = _example(
+        id=ERASURE_ID,
+        tenant="acme",
+        subject_hmac="4f1c...e9",
+        status="completed",
+        cause="request",
+        key_name="likeness-subject-" + SUBJECT_ID,
+        requested_at=WHEN,
+        key_destroyed_at=WHEN,
+        completed_at=WHEN,
+        objects_deleted=42,
+        bytes_deleted=73400320,
+        records_deleted=9,
+        events_purged=57,
+        backups_expire_by="2025-01-09T03:04:05Z",
+        last_error=None,
+        attempts=1,
+    )
+    id: str
+    tenant: str
+    subject_hmac: str = Field(description="The subject as a keyed HMAC; the receipt holds nothing personal")
+    status: ErasureStatus
+    cause: str
+    key_name: str
+    requested_at: datetime | None
+    key_destroyed_at: datetime | None
+    completed_at: datetime | None
+    objects_deleted: int
+    bytes_deleted: int
+    records_deleted: int
+    events_purged: int
+    backups_expire_by: datetime | None = Field(description="Vault snapshots hold the destroyed key until then")
+    last_error: str | None
+    attempts: int
+
+
+# Health
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    backends: dict[str, bool]

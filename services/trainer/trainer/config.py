@@ -1,0 +1,25 @@
+"""Trainer settings (both roles): the base model, the work queue's timing, progress cadence."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from likeness.config import CommonSettings
+
+
+class TrainerSettings(CommonSettings):
+    service_name: str = "trainer"
+    #: Directory of the base Stable Diffusion pipeline (diffusers layout), loaded once per worker.
+    base_model: Path = Path(".likeness/models/tiny")
+    #: Seconds JetStream waits for an ack before redelivering; heartbeats go out at a third of it.
+    ack_wait_seconds: float = 60.0
+    max_deliver: int = 3
+    #: Progress events at most this often (every step would flood the bus on a fast GPU).
+    progress_interval_seconds: float = 1.0
+    max_steps: int = 10_000
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> TrainerSettings:
+    return TrainerSettings()

@@ -1,0 +1,120 @@
+"""TrainerService (the `serve` role): accepts trainings onto the work queue and reports on them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from likeness import ids
+from likeness.bus import job_subject
+from likeness.jobs import TERMINAL, JobRecords
+from likeness.rpc_errors import abort
+from likeness.runtime import Platform
+from likeness.timeutil import now_timestamp
+from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
+
+from trainer.config import TrainerSettings
+
+Context = grpc.aio.ServicerContext[object, object]
+JS = common_pb2.JobStatus
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(
+        self, platform: Platform, records: JobRecords[trainer_pb2.Training], settings: TrainerSettings
+    ) -> None:
+        self.platform = platform
+        self.records = records
+        self.settings = settings
+
+    async def SubmitTraining(
+        self, request: trainer_pb2.SubmitTrainingRequest, context: Context
+    ) -> trainer_pb2.SubmitTrainingResponse:
+        if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
+            await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
+        if not request.photo_ids or not all(ids.is_valid_id(p, "pho") for p in request.photo_ids):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid_photos",
+                "Accepted photo ids are required.",
+            )
+        if not 0 <= request.steps <= self.settings.max_steps:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid_steps",
+                f"steps must be 0..{self.settings.max_steps}.",
+            )
+        now = now_timestamp()
+        training = trainer_pb2.Training(
+            id=ids.new_id("trn"),
+            tenant=request.tenant,
+            subject_id=request.subject_id,
+            status=JS.JOB_STATUS_QUEUED,
+            photo_ids=list(request.photo_ids),
+            created_at=now,
+            updated_at=now,
+            progress=common_pb2.Progress(step=0, total_steps=request.steps),
+        )
+        await self.records.create(training)
+        job = jobs_pb2.TrainJob(
+            training_id=training.id,
+            tenant=training.tenant,
+            subject_id=training.subject_id,
+            photo_ids=training.photo_ids,
+            steps=request.steps,
+        )
+        # The job id doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
+        await self.platform.bus.publish(
+            job_subject("train", training.tenant, training.subject_id), job, msg_id=training.id
+        )
+        return trainer_pb2.SubmitTrainingResponse(training=training)
+
+    async def _require(self, tenant: str, training_id: str, context: Context) -> trainer_pb2.Training:
+        found = None
+        if ids.is_valid_tenant(tenant) and ids.is_valid_id(training_id, "trn"):
+            found = await self.records.get(tenant, training_id)
+        if found is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
+        return found[0]
+
+    async def GetTraining(
+        self, request: trainer_pb2.GetTrainingRequest, context: Context
+    ) -> trainer_pb2.GetTrainingResponse:
+        return trainer_pb2.GetTrainingResponse(
+            training=await self._require(request.tenant, request.training_id, context)
+        )
+
+    async def CancelTraining(
+        self, request: trainer_pb2.CancelTrainingRequest, context: Context
+    ) -> trainer_pb2.CancelTrainingResponse:
+        await self._require(request.tenant, request.training_id, context)
+
+        def cancel(training: trainer_pb2.Training) -> bool:
+            if training.status in TERMINAL:
+                return False
+            # A queued job is skipped when a worker picks it up; a running one stops within one step.
+            training.status = JS.JOB_STATUS_CANCELLED
+            training.error = "cancelled on request"
+            return True
+
+        updated = await self.records.mutate(request.tenant, request.training_id, cancel)
+        if updated is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
+        return trainer_pb2.CancelTrainingResponse(training=updated)
+
+    async def WatchTraining(
+        self, request: trainer_pb2.WatchTrainingRequest, context: Context
+    ) -> AsyncIterator[trainer_pb2.WatchTrainingResponse]:
+        last = b""
+        while True:
+            training = await self._require(request.tenant, request.training_id, context)
+            encoded = training.SerializeToString(deterministic=True)
+            if encoded != last:
+                last = encoded
+                yield trainer_pb2.WatchTrainingResponse(training=training)
+            if training.status in TERMINAL:
+                return
+            await asyncio.sleep(0.5)
