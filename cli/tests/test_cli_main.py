@@ -44,7 +44,9 @@ def test_dev_up_infra_only_then_status_token_and_down(tmp_path: Path) -> None:
         assert again.returncode != EXIT_OK
         assert "already running" in again.stderr
 
-        token = _likeness("dev", "token", "--tenant", "acme", "--scopes", "photos:read renders:read", project=tmp_path)
+        token = _likeness(
+            "dev", "token", "--tenant", "acme", "--scopes", "photos:read renders:read", project=tmp_path
+        )
         assert token.returncode == EXIT_OK, token.stderr
         claims = jwt.decode(
             token.stdout.strip(), env["LIKENESS_JWT_DEV_SECRET"], algorithms=["HS256"], audience="likeness"
@@ -67,11 +69,17 @@ def test_token_without_a_stack_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_token_reads_the_secret_from_dev_env(tmp_path: Path) -> None:
-    write_dev_env(tmp_path / ".likeness", {"LIKENESS_JWT_DEV_SECRET": "s3cr3t-with-'quote' and space"})
+    write_dev_env(
+        tmp_path / ".likeness",
+        {"LIKENESS_JWT_DEV_SECRET": "s3cr3t-with-'quote' and space, long enough for HS256"},
+    )
     result = _likeness("dev", "token", "--subject", "u1", "--project-dir", str(tmp_path), project=tmp_path)
     assert result.returncode == EXIT_OK, result.stderr
     claims = jwt.decode(
-        result.stdout.strip(), "s3cr3t-with-'quote' and space", algorithms=["HS256"], audience="likeness"
+        result.stdout.strip(),
+        "s3cr3t-with-'quote' and space, long enough for HS256",
+        algorithms=["HS256"],
+        audience="likeness",
     )
     assert claims["tenant"] == "dev" and claims["sub"] == "u1"
     assert len(str(claims["scope"]).split()) == 9

@@ -79,7 +79,11 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
     tmp_path: Path, standins: Path, infra: Infra
 ) -> None:
     stack = DevStack.start(
-        tmp_path, infra=infra, base_model="/models/stand-in", extra_env={"PYTHONPATH": str(standins)}, timeout=60
+        tmp_path,
+        infra=infra,
+        base_model="/models/stand-in",
+        extra_env={"PYTHONPATH": str(standins)},
+        timeout=60,
     )
     try:
         assert set(stack.services) == set(SERVICE_NAMES)
@@ -104,14 +108,18 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
 
         dev_env = read_dev_env(tmp_path / ".likeness")
         assert dev_env["LIKENESS_GATEWAY_URL"] == stack.gateway_url
-        assert jwt.decode(dev_env["LIKENESS_DEV_TOKEN"], stack.jwt_secret, algorithms=["HS256"], audience="likeness")
+        assert jwt.decode(
+            dev_env["LIKENESS_DEV_TOKEN"], stack.jwt_secret, algorithms=["HS256"], audience="likeness"
+        )
         assert dev_env["LIKENESS_S3_SECRET_KEY"] == infra.endpoints.s3_secret_key
         assert (tmp_path / ".likeness" / "dev.env").stat().st_mode & 0o077 == 0
 
         record = read_stack_file(tmp_path / ".likeness")
         assert record is not None
         recorded = {entry["name"]: entry for entry in record["processes"]}
-        assert set(recorded) == set(SERVICE_NAMES)  # the servers belong to the `infra` fixture, not this stack
+        assert set(recorded) == set(
+            SERVICE_NAMES
+        )  # the servers belong to the `infra` fixture, not this stack
 
         with pytest.raises(StackError, match="already running"):
             DevStack.start(tmp_path, infra=infra)
@@ -140,7 +148,9 @@ def test_a_service_that_fails_is_named_and_the_rest_is_stopped(
     assert message.startswith("ingest exited with code 3")
     assert "no camera" in message  # the end of its log
     assert read_stack_file(tmp_path / ".likeness") is None
-    assert (tmp_path / ".likeness" / "logs" / "retention.log").is_file()  # started, then stopped with the rest
+    assert (
+        tmp_path / ".likeness" / "logs" / "retention.log"
+    ).is_file()  # started, then stopped with the rest
 
 
 def test_unknown_services_are_refused(tmp_path: Path, infra: Infra) -> None:

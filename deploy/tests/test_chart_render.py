@@ -206,7 +206,9 @@ def test_only_a_vault_token_is_projected(scenario: tuple[str, Rendered]) -> None
         (token,) = [volume for volume in spec["volumes"] if "projected" in volume]
         (source,) = token["projected"]["sources"]
         assert set(source) == {"serviceAccountToken"}
-        assert source["serviceAccountToken"].get("audience") == (None if name == "restricted-callers" else "vault")
+        assert source["serviceAccountToken"].get("audience") == (
+            None if name == "restricted-callers" else "vault"
+        )
         assert source["serviceAccountToken"]["expirationSeconds"] <= 3600
         mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
         assert mounts[token["name"]]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -260,7 +262,7 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: tuple[str, Rendered]) ->
             assert container["args"] == ["work"]
             assert {port["name"] for port in container["ports"]} == {"metrics"}
             claim = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
-            assert claim and claim[0]["persistentVolumeClaim"]["claimName"] == "likeness-base-model"
+            assert [v["persistentVolumeClaim"]["claimName"] for v in claim] == ["likeness-base-model"]
             assert doc["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
         else:
             assert gpu_request is None
@@ -275,10 +277,10 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: tuple[str, Rendered]) ->
 
 SECRET_NAME = re.compile(r"SECRET|ACCESS_KEY|PASSWORD|TOKEN|PRIVATE", re.IGNORECASE)
 COMMON_ENV = {
-    "LIKENESS_ENV", "LIKENESS_LOG_LEVEL", "LIKENESS_METRICS_PORT", "LIKENESS_NATS_URL", "LIKENESS_S3_ENDPOINT",
-    "LIKENESS_S3_BUCKET", "LIKENESS_S3_REGION", "LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY",
-    "LIKENESS_VAULT_ADDR", "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_ROLE", "LIKENESS_VAULT_TRANSIT_MOUNT",
-    "LIKENESS_HMAC_SECRET",
+    "LIKENESS_ENV", "LIKENESS_LOG_LEVEL", "LIKENESS_METRICS_PORT", "LIKENESS_NATS_URL",
+    "LIKENESS_S3_ENDPOINT", "LIKENESS_S3_BUCKET", "LIKENESS_S3_REGION", "LIKENESS_S3_ACCESS_KEY",
+    "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_ADDR", "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_ROLE",
+    "LIKENESS_VAULT_TRANSIT_MOUNT", "LIKENESS_HMAC_SECRET",
 }  # fmt: skip
 
 
@@ -362,9 +364,16 @@ def test_labels_are_consistent(scenario: tuple[str, Rendered]) -> None:
         assert selector["app.kubernetes.io/component"] == component(doc)
         assert matches(selector, doc["spec"]["template"]["metadata"]["labels"])
         assert doc["spec"]["template"]["metadata"]["labels"] == doc["metadata"]["labels"]
-    pods = {component(doc): doc["spec"]["template"]["metadata"]["labels"] for doc in rendered.of_kind("Deployment")}
+    pods = {
+        component(doc): doc["spec"]["template"]["metadata"]["labels"]
+        for doc in rendered.of_kind("Deployment")
+    }
     for budget in rendered.of_kind("PodDisruptionBudget"):
-        selected = [kind for kind, labels in pods.items() if matches(budget["spec"]["selector"]["matchLabels"], labels)]
+        selected = [
+            kind
+            for kind, labels in pods.items()
+            if matches(budget["spec"]["selector"]["matchLabels"], labels)
+        ]
         assert selected == [component(budget)]
         assert budget["spec"]["maxUnavailable"] == 1
 
@@ -374,7 +383,9 @@ def test_labels_are_consistent(scenario: tuple[str, Rendered]) -> None:
 
 def test_images_follow_the_values(scenario: tuple[str, Rendered]) -> None:
     name, rendered = scenario
-    images = {component(doc): pod_spec(doc)["containers"][0]["image"] for doc in rendered.of_kind("Deployment")}
+    images = {
+        component(doc): pod_spec(doc)["containers"][0]["image"] for doc in rendered.of_kind("Deployment")
+    }
     if name == "custom-images-no-networkpolicy":
         assert images["gateway"] == "ghcr.io/acme/custom/gateway:9.9.9"
         assert images["ingest"] == f"ghcr.io/acme/custom/ingest@{DIGEST}"
@@ -427,7 +438,9 @@ def test_network_policies_admit_only_the_callers(scenario: tuple[str, Rendered])
             peers = admitted.pop("http")
             if name == "restricted-callers":
                 assert peers is not None
-                assert peers[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress"}
+                assert peers[0]["namespaceSelector"]["matchLabels"] == {
+                    "kubernetes.io/metadata.name": "ingress"
+                }
                 assert peers[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway-test"
             else:
                 assert peers is None

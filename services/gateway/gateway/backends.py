@@ -40,7 +40,7 @@ class Backends:
     renderer: RendererServiceAsyncStub
     channels: dict[str, grpc.aio.Channel]
     timeout: float
-    upload_timeout: float
+    stream_timeout: float
     readiness_timeout: float
 
     @classmethod
@@ -60,7 +60,7 @@ class Backends:
             renderer=renderer_pb2_grpc.RendererServiceStub(channels["renderer"]),
             channels=channels,
             timeout=settings.grpc_timeout_seconds,
-            upload_timeout=settings.upload_timeout_seconds,
+            stream_timeout=settings.stream_timeout_seconds,
             readiness_timeout=settings.readiness_timeout_seconds,
         )
 

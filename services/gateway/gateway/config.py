@@ -26,8 +26,8 @@ class GatewaySettings(CommonSettings):
     trainer_addr: str = "127.0.0.1:50053"
     renderer_addr: str = "127.0.0.1:50054"
     grpc_timeout_seconds: float = Field(default=10.0, gt=0)
-    #: An upload streams at the client's pace, so its call gets a longer deadline than a lookup.
-    upload_timeout_seconds: float = Field(default=120.0, gt=0)
+    #: Uploads and image downloads stream at the client's pace, so they get a longer deadline than a lookup.
+    stream_timeout_seconds: float = Field(default=120.0, gt=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
 
     #: HS256 secret for tokens minted by `likeness token` (development only).

@@ -16,5 +16,6 @@ def clean_png(image: Image.Image) -> bytes:
     rgb = image.convert("RGB")
     fresh = Image.frombytes("RGB", rgb.size, rgb.tobytes())
     buffer = io.BytesIO()
-    fresh.save(buffer, format="PNG", compress_level=6)
+    # Level 3 is about 3x faster than the default 6 for 6 % larger files on photo crops.
+    fresh.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

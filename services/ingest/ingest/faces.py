@@ -25,9 +25,10 @@ _LANDMARKS_MODEL = "shape_predictor_5_face_landmarks.dat"
 _EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 _CONFIRM_MODEL = "mmod_human_face_detector.dat"
 
-# One upsampling step lets HOG find faces down to about 40 px in the detection copy instead of 80 px,
-# so a small face is reported as "too small" rather than "no face".
-_DETECTION_UPSAMPLE = 1
+# HOG's window is 80 px: the detection copy is scaled so that the smallest face that must be found is
+# this size in it, a little over the window. One upsampling step (small_faces) halves the smallest face
+# found, at about four times the cost.
+_DETECT_FACE_SIDE = 90
 # The CNN detector finds faces of about 80 px and up; the region around a proposal (twice the box side)
 # is resized to this, making the proposed face about 75 px: large enough, and cheap to scan.
 _CONFIRM_REGION_SIDE = 150
@@ -140,12 +141,27 @@ class FaceAnalyzer:
         with self._lock:
             self._load()
 
-    def detect(self, image: Image.Image, *, max_side: int, min_score: float) -> list[FaceBox]:
+    def detect(
+        self,
+        image: Image.Image,
+        *,
+        min_face_fraction: float,
+        min_score: float,
+        max_pixels: int,
+        small_faces: bool = False,
+    ) -> list[FaceBox]:
         """HOG face proposals scoring at least ``min_score``, best first, in ``image``'s pixel coordinates.
 
-        Proposals are cheap and can be wrong; :meth:`confirm` each one that matters.
+        HOG runs on a copy scaled (never enlarged, at most ``max_pixels``) so that a face of
+        ``min_face_fraction`` of the shorter side spans about 90 px, just over HOG's window. With
+        ``small_faces`` the copy is upsampled once and faces down to about half that size are proposed
+        too, at about four times the cost. Proposals are cheap and can be wrong: :meth:`confirm` each one
+        that matters.
         """
-        scale = min(1.0, max_side / max(image.size))
+        width, height = image.size
+        scale = min(1.0, math.sqrt(max_pixels / (width * height)))
+        if min_face_fraction > 0:
+            scale = min(scale, _DETECT_FACE_SIDE / (min_face_fraction * min(width, height)))
         if scale < 1.0:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -154,7 +170,7 @@ class FaceAnalyzer:
         pixels = np.array(small.convert("RGB"), dtype=np.uint8)
         with self._lock:
             self._load()
-            rectangles, scores, _ = self._detector.run(pixels, _DETECTION_UPSAMPLE, min_score)
+            rectangles, scores, _ = self._detector.run(pixels, 1 if small_faces else 0, min_score)
         sx = image.width / small.width
         sy = image.height / small.height
         faces = [

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SanitizeLimits:
-    """Limits applied by :func:`ingest.sanitize.sanitize`, checked in this order.
+    """Limits applied by :func:`ingest.sanitize.sanitize`, checked in this order (defaults in brackets).
 
     max_bytes: largest upload accepted (25 MiB); checked before anything is parsed -> ``file_too_large``.
     max_pixels: largest declared width x height (50 MP); read from the header before any pixel is
         decoded -> ``image_too_large``. Pillow's own decompression-bomb guard stays on as a second line.
     min_side: smallest accepted shorter side in pixels (256) -> ``image_too_small``.
-    detection_max_side: faces are searched on a copy whose longest side is at most this (800 px);
-        boxes are mapped back to full resolution. Detection upsamples once, so faces down to about
-        40 px in that copy are still found (and can be reported as too small rather than missing).
+    detection_max_pixels: faces are searched on a reduced copy of at most this many pixels (2 MP),
+        scaled so that a face of ``min_face_fraction`` is just large enough for dlib's HOG detector
+        (about 900 px on the shorter side at the defaults); boxes are mapped back to full resolution.
+        When that finds no face, a slower pass looks for faces down to half that size, so a small face
+        is reported as too small rather than missing.
     min_proposal_score: HOG detector score a detection needs to be considered at all (0.0, dlib's own
         default). Clear frontal faces score about 0.3-2; so do some clothing patches and patterns,
         which is why each proposal is confirmed.
@@ -33,7 +35,7 @@ class SanitizeLimits:
     max_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
     min_side: int = 256
-    detection_max_side: int = 800
+    detection_max_pixels: int = 2_000_000
     min_proposal_score: float = 0.0
     min_face_confidence: float = 0.3
     max_face_proposals: int = 6
@@ -46,7 +48,7 @@ class SanitizeLimits:
             "max_bytes",
             "max_pixels",
             "min_side",
-            "detection_max_side",
+            "detection_max_pixels",
             "crop_size",
             "max_face_proposals",
         ):

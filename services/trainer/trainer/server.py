@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 from likeness.bus import decode, subject_erased_filter
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
 
-def _register_with(settings: TrainerSettings):  # type: ignore[no-untyped-def]
+def _register_with(settings: TrainerSettings) -> Callable[[Platform, grpc.aio.Server], Awaitable[None]]:
     async def register(platform: Platform, server: grpc.aio.Server) -> None:
         records = await open_trainings(platform.bus)
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(

@@ -1,0 +1,59 @@
+"""Entry points of the renderer's two roles: `serve` (gRPC API) and `work` (GPU worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from likeness.bus import decode, subject_erased_filter
+from likeness.runtime import Platform, run_grpc_service, run_worker
+from likeness.v1 import events_pb2, renderer_pb2, renderer_pb2_grpc
+from nats.aio.msg import Msg
+
+from renderer.config import RendererSettings, get_settings
+from renderer.records import open_renders
+from renderer.service import RendererServicer
+from renderer.styles import load_styles
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"].full_name
+
+
+def _register_with(settings: RendererSettings) -> Callable[[Platform, grpc.aio.Server], Awaitable[None]]:
+    async def register(platform: Platform, server: grpc.aio.Server) -> None:
+        records = await open_renders(platform.bus)
+        servicer = RendererServicer(platform, records, load_styles(), settings)
+        renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
+
+        async def on_erased(msg: Msg) -> None:
+            event = decode(msg, events_pb2.SubjectErased)
+            removed = await records.purge_subject(event.tenant, event.subject_id)
+            log.info("render records purged", extra={"erasure_id": event.erasure_id, "records": removed})
+
+        await platform.bus.watch_events(subject_erased_filter(), on_erased, durable="renderer-erasures")
+
+    return register
+
+
+def serve() -> None:
+    settings = get_settings()
+    asyncio.run(run_grpc_service(settings, "renderer", [SERVICE_NAME], _register_with(settings)))
+
+
+def work() -> None:
+    from renderer import worker  # torch and diffusers load only in the worker role
+
+    settings = get_settings()
+    started = asyncio.Event()
+
+    async def run(platform: Platform, stop: asyncio.Event) -> None:
+        records = await open_renders(platform.bus)
+        render_worker = await asyncio.to_thread(
+            worker.RenderWorker, platform, records, load_styles(), settings
+        )
+        started.set()
+        await render_worker.run(stop)
+
+    asyncio.run(run_worker(settings, "renderer-worker", run, started.is_set))
