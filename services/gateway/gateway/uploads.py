@@ -1,0 +1,166 @@
+"""Photo uploads: from the request body straight into ingest.SanitizePhoto calls, in memory only.
+
+Each file part becomes one client-streaming call (a header, then chunks of at most 256 KiB) that is fed
+as the part's bytes arrive, so the gateway holds at most one chunk per file and never a whole photo.
+Limits are checked while streaming. Calls run in parallel with the rest of the upload; their verdicts
+are collected at the end. The client's filename is echoed in the answer only: ingest never sees it and
+it is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+from python_multipart.exceptions import MultipartParseError
+
+from gateway import convert, schemas
+from gateway.backends import Backends
+from gateway.errors import ApiError
+from gateway.multipart_stream import FileData, FileEnded, FileStarted, MultipartEvents, form_boundary
+from likeness.v1 import ingest_pb2
+
+if TYPE_CHECKING:
+    SanitizeCall = grpc.aio.StreamUnaryCall[ingest_pb2.SanitizePhotoRequest, ingest_pb2.SanitizePhotoResponse]
+
+CHUNK_BYTES = 256 * 1024
+#: Room for part headers and boundaries on top of the files themselves.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_file_bytes: int
+    max_files: int
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_files * self.max_file_bytes + FORM_OVERHEAD_BYTES
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB"
+
+
+class PhotoUpload:
+    """One file part on its way into one SanitizePhoto call."""
+
+    def __init__(self, call: SanitizeCall, filename: str | None, number: int, limits: UploadLimits) -> None:
+        self.call = call
+        self.filename = filename
+        self.number = number
+        self.limits = limits
+        self.size = 0
+        self._pending = bytearray()
+        self._closed = False
+
+    async def begin(self, tenant: str, subject_id: str, content_type: str) -> None:
+        header = ingest_pb2.PhotoUploadHeader(tenant=tenant, subject_id=subject_id, content_type=content_type)
+        await self._send(ingest_pb2.SanitizePhotoRequest(header=header))
+
+    async def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limits.max_file_bytes:
+            raise ApiError(
+                413,
+                "file_too_large",
+                f"File {self.number} is larger than {_mib(self.limits.max_file_bytes)}; the files before it "
+                "were processed (list the subject's photos to see them).",
+            )
+        self._pending += data
+        while len(self._pending) >= CHUNK_BYTES:
+            await self._send(ingest_pb2.SanitizePhotoRequest(chunk=bytes(self._pending[:CHUNK_BYTES])))
+            del self._pending[:CHUNK_BYTES]
+
+    async def end(self) -> None:
+        if self._pending:
+            await self._send(ingest_pb2.SanitizePhotoRequest(chunk=bytes(self._pending)))
+            self._pending.clear()
+        if not self._closed:
+            await self.call.done_writing()
+
+    async def verdict(self) -> schemas.UploadedPhoto:
+        response = await self.call
+        return convert.uploaded_photo(response.photo, self.filename)
+
+    def cancel(self) -> None:
+        self._pending.clear()
+        self.call.cancel()
+
+    async def _send(self, message: ingest_pb2.SanitizePhotoRequest) -> None:
+        if self._closed:
+            return
+        try:
+            await self.call.write(message)
+        except asyncio.InvalidStateError:
+            # Ingest answered before the end (e.g. it already rejected the file): the rest is not needed.
+            self._closed = True
+
+
+async def receive_photos(
+    body: AsyncIterator[bytes],
+    content_type: str | None,
+    content_length: str | None,
+    backends: Backends,
+    tenant: str,
+    subject_id: str,
+    limits: UploadLimits,
+) -> list[schemas.UploadedPhoto]:
+    boundary = form_boundary(content_type)
+    if boundary is None:
+        raise ApiError(415, "unsupported_media_type", "Send photos as multipart/form-data with `file` parts.")
+    if not boundary:
+        raise ApiError(400, "invalid_multipart", "The multipart/form-data content type has no boundary.")
+    if content_length is not None and content_length.isdigit() and int(content_length) > limits.max_body_bytes:
+        raise ApiError(413, "payload_too_large", f"The request is larger than {_mib(limits.max_body_bytes)}.")
+
+    uploads: list[PhotoUpload] = []
+    try:
+        await _stream_parts(body, MultipartEvents(boundary), backends, tenant, subject_id, limits, uploads)
+        if not uploads:
+            raise ApiError(400, "no_files", "The request has no `file` parts.")
+        return [await upload.verdict() for upload in uploads]
+    except BaseException:
+        for upload in uploads:
+            upload.cancel()
+        raise
+
+
+async def _stream_parts(
+    body: AsyncIterator[bytes],
+    events: MultipartEvents,
+    backends: Backends,
+    tenant: str,
+    subject_id: str,
+    limits: UploadLimits,
+    uploads: list[PhotoUpload],
+) -> None:
+    current: PhotoUpload | None = None
+    received = 0
+    async for chunk in body:
+        received += len(chunk)
+        if received > limits.max_body_bytes:
+            raise ApiError(413, "payload_too_large", f"The request is larger than {_mib(limits.max_body_bytes)}.")
+        try:
+            parsed = events.feed(chunk)
+        except MultipartParseError:
+            raise ApiError(400, "invalid_multipart", "The multipart/form-data body is malformed.") from None
+        for event in parsed:
+            if isinstance(event, FileStarted):
+                if len(uploads) >= limits.max_files:
+                    raise ApiError(413, "too_many_files", f"Send at most {limits.max_files} files per request.")
+                call = backends.ingest.SanitizePhoto(timeout=backends.stream_timeout)
+                current = PhotoUpload(call, event.filename, len(uploads) + 1, limits)
+                uploads.append(current)
+                await current.begin(tenant, subject_id, event.content_type)
+            elif isinstance(event, FileData) and current is not None:
+                await current.write(event.data)
+            elif isinstance(event, FileEnded) and current is not None:
+                await current.end()
+                current = None
+        if events.finished:
+            return
+    raise ApiError(400, "invalid_multipart", "The multipart/form-data body ended before its closing boundary.")
