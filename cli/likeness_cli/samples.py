@@ -35,7 +35,7 @@ _STORE_FOR_ORIENTATION: dict[int, Image.Transpose] = {
 def _astronaut_pixels() -> bytes:
     from skimage import data  # imported lazily: scikit-image is slow to import and only needed here
 
-    pixels = np.ascontiguousarray(data.astronaut(), dtype=np.uint8)
+    pixels = np.ascontiguousarray(data.astronaut(), dtype=np.uint8)  # type: ignore[no-untyped-call]
     return pixels.tobytes()
 
 
@@ -59,7 +59,7 @@ def _rotate_and_trim(image: Image.Image, degrees: float, trim: int) -> Image.Ima
 
 def _tint(image: Image.Image, red: float, blue: float) -> Image.Image:
     pixels = np.asarray(image, dtype=np.float32) * np.array([red, 1.0, blue], dtype=np.float32)
-    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="RGB")
+    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
 
 
 _LANCZOS = Image.Resampling.LANCZOS
@@ -133,9 +133,8 @@ def no_face_photo() -> bytes:
     from skimage import data
 
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(data.coffee(), dtype=np.uint8), mode="RGB").save(
-        buffer, format="JPEG", quality=90
-    )
+    coffee = np.ascontiguousarray(data.coffee(), dtype=np.uint8)  # type: ignore[no-untyped-call]
+    Image.fromarray(coffee).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

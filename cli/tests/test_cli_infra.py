@@ -9,11 +9,10 @@ from pathlib import Path
 
 import nats
 import pytest
-from minio.error import S3Error
-
 from likeness_cli.infra import S3_BUCKET, Infra, InfraStartError
 from likeness_cli.ports import is_listening
 from likeness_cli.procs import is_alive
+from minio.error import S3Error
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +67,9 @@ def test_bucket_keeps_every_version(infra: Infra) -> None:
     key = f"test/{uuid.uuid4().hex}"
     first = client.put_object(S3_BUCKET, key, io.BytesIO(b"one"), 3)
     second = client.put_object(S3_BUCKET, key, io.BytesIO(b"two"), 3)
-    assert first.version_id and second.version_id and first.version_id != second.version_id
+    assert first.version_id
+    assert second.version_id
+    assert first.version_id != second.version_id
     versions = {item.version_id for item in client.list_objects(S3_BUCKET, prefix=key, include_version=True)}
     assert versions == {first.version_id, second.version_id}
 
@@ -105,7 +106,8 @@ def test_one_server_restarts_and_everything_stops_and_frees_its_ports(tmp_path: 
 
         infra.stop_vault()
         assert not any(is_listening(port) for port in ports["vault"])
-        assert is_listening(infra.main_ports()["nats"]) and is_listening(infra.main_ports()["s3"])
+        assert is_listening(infra.main_ports()["nats"])
+        assert is_listening(infra.main_ports()["s3"])
         infra.start_vault()  # same address, same token; dev mode forgot the old keys but mounts transit again
         assert "transit/" in infra.vault_client().sys.list_mounted_secrets_engines()["data"]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import jwt
 import pytest
-
 from likeness_cli.main import EXIT_NOT_RUNNING, EXIT_OK, build_parser
 from likeness_cli.procs import is_alive
 from likeness_cli.stackfile import read_dev_env, read_stack_file, write_dev_env
@@ -51,7 +50,8 @@ def test_dev_up_infra_only_then_status_token_and_down(tmp_path: Path) -> None:
         claims = jwt.decode(
             token.stdout.strip(), env["LIKENESS_JWT_DEV_SECRET"], algorithms=["HS256"], audience="likeness"
         )
-        assert claims["tenant"] == "acme" and claims["scope"] == "photos:read renders:read"
+        assert claims["tenant"] == "acme"
+        assert claims["scope"] == "photos:read renders:read"
     finally:
         down = _likeness("dev", "down", project=tmp_path)
     assert down.returncode == EXIT_OK, down.stderr
@@ -81,7 +81,8 @@ def test_token_reads_the_secret_from_dev_env(tmp_path: Path) -> None:
         algorithms=["HS256"],
         audience="likeness",
     )
-    assert claims["tenant"] == "dev" and claims["sub"] == "u1"
+    assert claims["tenant"] == "dev"
+    assert claims["sub"] == "u1"
     assert len(str(claims["scope"]).split()) == 9
 
 
@@ -97,4 +98,5 @@ def test_usage_errors_exit_2() -> None:
         build_parser().parse_args(["model", "tiny"])  # --out is required
     assert usage.value.code == 2
     args = build_parser().parse_args(["model", "tiny", "--out", "x", "--seed", "7"])
-    assert args.seed == 7 and args.out == Path("x")
+    assert args.seed == 7
+    assert args.out == Path("x")

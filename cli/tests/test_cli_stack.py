@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-
 from likeness_cli.infra import Infra
 from likeness_cli.procs import is_alive
 from likeness_cli.stack import SERVICE_NAMES, DevStack, StackError, stop_recorded_stack
@@ -95,7 +94,8 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
         for service in stack.services.values():
             env = service.env
             assert env["LIKENESS_NATS_URL"] == infra.endpoints.nats_url
-            assert env["LIKENESS_HMAC_SECRET"] == stack.hmac_secret and len(stack.hmac_secret) >= 32
+            assert env["LIKENESS_HMAC_SECRET"] == stack.hmac_secret
+            assert len(stack.hmac_secret) >= 32
             assert ("LIKENESS_GRPC_PORT" in env) == (service.spec.kind == "grpc")
             assert (env.get("LIKENESS_BASE_MODEL") == "/models/stand-in") == service.spec.needs_model
             metrics_ports.add(env["LIKENESS_METRICS_PORT"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jwt
 import pytest
-
 from likeness_cli.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER, mint_dev_token, parse_scopes
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -26,9 +25,11 @@ def test_claims_round_trip() -> None:
     assert claims["tenant"] == "acme"
     assert claims["scope"] == "photos:read photos:write"
     assert claims["sub"] == "user-1"
-    assert isinstance(claims["iat"], int) and isinstance(claims["exp"], int)
+    assert isinstance(claims["iat"], int)
+    assert isinstance(claims["exp"], int)
     assert claims["exp"] - claims["iat"] == 600
-    assert isinstance(claims["jti"], str) and claims["jti"]
+    assert isinstance(claims["jti"], str)
+    assert claims["jti"]
 
 
 def test_subject_only_when_given_and_every_token_is_unique() -> None:

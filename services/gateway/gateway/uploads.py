@@ -67,8 +67,8 @@ class PhotoUpload:
             raise ApiError(
                 413,
                 "file_too_large",
-                f"File {self.number} is larger than {_mib(self.limits.max_file_bytes)}; the files before it "
-                "were processed (list the subject's photos to see them).",
+                f"File {self.number} is larger than {_mib(self.limits.max_file_bytes)}. Earlier files of this "
+                "request may have been stored: list the subject's photos to see which.",
             )
         self._pending += data
         while len(self._pending) >= CHUNK_BYTES:

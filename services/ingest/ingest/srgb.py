@@ -38,10 +38,10 @@ def _eight_bit(image: Image.Image) -> Image.Image:
         # 16-bit greyscale (PNG) arrives as I;16 or I; Pillow's own convert("L") clips instead of scaling.
         values = np.asarray(image).astype(np.int64)
         scaled = (np.clip(values, 0, 65535) * 255 + 32767) // 65535
-        return _keep_icc(image, Image.fromarray(scaled.astype(np.uint8), mode="L"))
+        return _keep_icc(image, Image.fromarray(scaled.astype(np.uint8)))
     if mode == "F":
         values = np.asarray(image)
-        return _keep_icc(image, Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), mode="L"))
+        return _keep_icc(image, Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8)))
     if mode == "1":
         return _keep_icc(image, image.convert("L"))
     if mode == "P":

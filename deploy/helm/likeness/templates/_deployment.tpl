@@ -130,7 +130,7 @@ spec:
             {{- $resources := deepCopy (default dict $pod.resources) }}
             {{- if eq $w.kind "worker" }}
             {{- $gpu := dict $pod.gpu.resourceName (int $pod.gpu.count) }}
-            
+            {{- $_ := set $resources "requests" (merge (deepCopy $gpu) (default dict $resources.requests)) }}
             {{- $_ := set $resources "limits" (merge (deepCopy $gpu) (default dict $resources.limits)) }}
             {{- end }}
             {{- toYaml $resources | nindent 12 }}

@@ -1,0 +1,82 @@
+"""`likeness demo`: runs the journey against the running dev stack and writes `out/`.
+
+`out/` gets the decrypted headshots (the tenant's copy, which is what a client app would receive), an
+`index.html` contact sheet and the erasure record. Nothing of this is kept by the stack itself.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+import shutil
+import time
+from pathlib import Path
+
+from likeness_cli.journey import GatewayClient, JourneyResult, run_journey
+from likeness_cli.samples import sample_photos
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def run_demo(project_dir: Path, out_dir: Path, images_per_style: int = 4) -> JourneyResult:
+    env = read_env_file(project_dir / ".likeness" / "dev.env")
+    client = GatewayClient(env["LIKENESS_GATEWAY_URL"], env["LIKENESS_DEV_TOKEN"])
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+
+    try:
+        result = run_journey(client, sample_photos(), images_per_style=images_per_style, say=say)
+    finally:
+        client.close()
+    write_output(out_dir, result)
+    say(f"wrote {out_dir / 'index.html'} with {len(result.images)} headshots and the erasure record")
+    return result
+
+
+def write_output(out_dir: Path, result: JourneyResult) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / "images").mkdir(parents=True)
+    tiles = []
+    for n, image in enumerate(result.images, start=1):
+        extension = mimetypes.guess_extension(image.content_type) or ".png"
+        name = f"images/{n:02d}-{image.style}-{image.seed}{extension}"
+        (out_dir / name).write_bytes(image.data)
+        tiles.append(
+            f'<figure><img src="{html.escape(name)}" alt="AI-generated headshot">'
+            f"<figcaption>{html.escape(image.style)} · seed {image.seed}</figcaption></figure>"
+        )
+    (out_dir / "erasure.json").write_text(json.dumps(result.erasure, indent=2) + "\n")
+    accepted = sum(p["status"] == "accepted" for p in result.photos)
+    styles = len({i.style for i in result.images})
+    checks = "".join(f"<li>{html.escape(k)}: HTTP {v}</li>" for k, v in result.after_erasure.items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Likeness demo</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); gap: 1rem; }}
+figure {{ margin: 0; }} img {{ width: 100%; image-rendering: pixelated; border-radius: 6px; }}
+figcaption {{ font-size: .85rem; color: #555; }} pre {{ background: #f5f5f5; padding: 1rem; overflow: auto; }}
+</style></head><body>
+<h1>Likeness demo: {len(result.images)} AI-generated headshots</h1>
+<p>Subject <code>{html.escape(result.subject_id)}</code>: {accepted} photos accepted, LoRA trained
+({html.escape(str(result.training.get("progress")))}), {len(result.images)} images in {styles} styles.
+Every image is marked as AI-generated.</p>
+<div class="grid">{"".join(tiles)}</div>
+<h2>Erasure record</h2>
+<p>The subject was then erased: their Vault key destroyed first, then every object, record and event.</p>
+<ul>{checks}</ul>
+<pre>{html.escape(json.dumps(result.erasure, indent=2))}</pre>
+</body></html>
+"""
+    (out_dir / "index.html").write_text(page)

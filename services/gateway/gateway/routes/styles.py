@@ -1,0 +1,18 @@
+"""The curated style catalog (there are no free-form prompts)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gateway import convert, schemas
+from gateway.deps import Backends, RendersRead
+from gateway.errors import error_responses
+from likeness.v1 import renderer_pb2
+
+router = APIRouter(tags=["renders"])
+
+
+@router.get("/v1/styles", summary="List the styles a render can use", responses=error_responses())
+async def list_styles(principal: RendersRead, backends: Backends) -> schemas.StyleList:
+    response = await backends.renderer.ListStyles(renderer_pb2.ListStylesRequest(), timeout=backends.timeout)
+    return schemas.StyleList(styles=[convert.style(style) for style in response.styles])
