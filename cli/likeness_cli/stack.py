@@ -95,6 +95,19 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("gateway", "gateway", (), ServiceKind.HTTP),
 )
 SERVICE_NAMES = tuple(spec.name for spec in SERVICES)
+_PER_STACK_KEYS = frozenset(
+    {
+        "LIKENESS_GRPC_PORT",
+        "LIKENESS_METRICS_PORT",
+        "LIKENESS_HTTP_PORT",
+        "LIKENESS_HMAC_SECRET",
+        "LIKENESS_JWT_DEV_SECRET",
+        "LIKENESS_BASE_MODEL",
+        "LIKENESS_GATEWAY_URL",
+        "LIKENESS_DEV_TOKEN",
+        *(spec.address_env for spec in SERVICES if spec.kind is ServiceKind.GRPC),
+    }
+)
 
 
 @dataclass
@@ -302,7 +315,10 @@ class DevStack:
             service.process.start()
 
     def _service_env(self, service: ServiceProcess, addresses: Mapping[str, str]) -> dict[str, str]:
-        env = dict(os.environ) | self.infra.endpoints.as_env()
+        # Settings that belong to one stack (ports, addresses, secrets) are never inherited: a shell
+        # that loaded an old dev.env must not hand a stale value to a service we did not set it for.
+        env = {key: value for key, value in os.environ.items() if key not in _PER_STACK_KEYS}
+        env |= self.infra.endpoints.as_env()
         env |= {
             "LIKENESS_HMAC_SECRET": self.hmac_secret,
             "LIKENESS_METRICS_PORT": str(service.metrics_port),

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import nats
 import pytest
+from minio.error import S3Error
+
 from likeness_cli.infra import S3_BUCKET, Infra, InfraStartError
 from likeness_cli.ports import is_listening
 from likeness_cli.procs import is_alive
-from minio.error import S3Error
 
 pytestmark = pytest.mark.integration
 

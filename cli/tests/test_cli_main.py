@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+
 from likeness_cli.main import EXIT_NOT_RUNNING, EXIT_OK, build_parser
 from likeness_cli.procs import is_alive
 from likeness_cli.stackfile import read_dev_env, read_stack_file, write_dev_env

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+
 from likeness_cli.infra import Infra
 from likeness_cli.procs import is_alive
 from likeness_cli.stack import SERVICE_NAMES, DevStack, StackError, stop_recorded_stack
@@ -75,8 +76,9 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_service_gets_its_settings_and_dev_down_stops_all(
-    tmp_path: Path, standins: Path, infra: Infra
+    tmp_path: Path, standins: Path, infra: Infra, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LIKENESS_HTTP_PORT", "1")  # as if a shell had loaded an old dev.env
     stack = DevStack.start(
         tmp_path,
         infra=infra,
@@ -98,6 +100,7 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
             assert len(stack.hmac_secret) >= 32
             assert ("LIKENESS_GRPC_PORT" in env) == (service.spec.kind == "grpc")
             assert (env.get("LIKENESS_BASE_MODEL") == "/models/stand-in") == service.spec.needs_model
+            assert ("LIKENESS_HTTP_PORT" in env) == (service.name == "gateway")
             metrics_ports.add(env["LIKENESS_METRICS_PORT"])
             assert (tmp_path / ".likeness" / "logs" / f"{service.name}.log").is_file()
         assert len(metrics_ports) == len(stack.services)
@@ -158,11 +161,18 @@ def test_unknown_services_are_refused(tmp_path: Path, infra: Infra) -> None:
         DevStack.start(tmp_path, infra=infra, services=["retention", "billing"])
 
 
-def test_records_survive_as_json(tmp_path: Path, standins: Path, infra: Infra) -> None:
+def test_a_stopped_service_comes_back_on_its_port(tmp_path: Path, standins: Path, infra: Infra) -> None:
     with DevStack.start(
         tmp_path, infra=infra, services=["retention"], extra_env={"PYTHONPATH": str(standins)}, timeout=60
     ) as stack:
+        retention = stack.services["retention"]
+        first_pid = retention.process.pid
+        stack.stop_service("retention")
+        assert not retention.process.running
+        stack.start_service("retention", timeout=60)
+        assert retention.process.pid != first_pid
         record = json.loads((tmp_path / ".likeness" / "stack.json").read_text())
         assert record["stack_id"] == stack.stack_id
+        assert record["processes"][0]["pid"] == retention.process.pid
         assert record["processes"][0]["probe"] == "grpc"
     assert not (tmp_path / ".likeness" / "stack.json").exists()

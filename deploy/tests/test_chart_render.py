@@ -282,6 +282,11 @@ COMMON_ENV = {
     "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_ADDR", "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_ROLE",
     "LIKENESS_VAULT_TRANSIT_MOUNT", "LIKENESS_HMAC_SECRET",
 }  # fmt: skip
+SECRET_REFERENCES = {
+    "LIKENESS_S3_ACCESS_KEY": {"name": "likeness-s3", "key": "access-key"},
+    "LIKENESS_S3_SECRET_KEY": {"name": "likeness-s3", "key": "secret-key"},
+    "LIKENESS_HMAC_SECRET": {"name": "likeness-hmac", "key": "hmac-secret"},
+}
 
 
 def test_no_secret_value_is_inlined(scenario: tuple[str, Rendered]) -> None:
@@ -295,6 +300,11 @@ def test_no_secret_value_is_inlined(scenario: tuple[str, Rendered]) -> None:
                 if SECRET_NAME.search(entry["name"]):
                     assert "value" not in entry, entry["name"]
                     assert set(entry["valueFrom"]) == {"secretKeyRef"}, entry["name"]
+            references = {
+                name: entry["valueFrom"]["secretKeyRef"] for name, entry in env_of(container).items()
+                if "valueFrom" in entry
+            }  # fmt: skip
+            assert references == SECRET_REFERENCES
 
 
 def test_every_process_gets_the_shared_configuration(scenario: tuple[str, Rendered]) -> None:

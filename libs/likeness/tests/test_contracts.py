@@ -23,10 +23,12 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_proto.py"), str(tmp_path)], check=True)
     fresh = tmp_path / "likeness" / "v1"
     generated = sorted(p.name for p in fresh.iterdir())
-    committed = sorted(p.name for p in COMMITTED.iterdir() if p.name != "__init__.py" and p.suffix in {".py", ".pyi"})
+    stubs = (p for p in COMMITTED.iterdir() if p.name != "__init__.py" and p.suffix in {".py", ".pyi"})
+    committed = sorted(p.name for p in stubs)
     assert generated == committed, "stub files differ: run `make proto`"
     _, mismatch, errors = filecmp.cmpfiles(fresh, COMMITTED, generated, shallow=False)
-    assert not mismatch and not errors, f"stale stubs {mismatch + errors}: run `make proto`"
+    assert not mismatch, f"stale stubs {mismatch}: run `make proto`"
+    assert not errors, f"unreadable stubs {errors}"
 
 
 def test_buf_lint_is_clean() -> None:

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from likeness.envelope import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,

@@ -44,7 +44,10 @@ def unauthenticated(message: str, *, token_given: bool = True) -> ApiError:
 def insufficient_scope(scope: str) -> ApiError:
     challenge = f'Bearer realm="likeness", error="insufficient_scope", scope="{scope}"'
     return ApiError(
-        403, "insufficient_scope", f"This token lacks the {scope} scope.", headers={"WWW-Authenticate": challenge}
+        403,
+        "insufficient_scope",
+        f"This token lacks the {scope} scope.",
+        headers={"WWW-Authenticate": challenge},
     )
 
 

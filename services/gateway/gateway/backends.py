@@ -1,4 +1,4 @@
-"""The four gRPC services behind the gateway: one channel and stub each, opened at startup, closed at shutdown."""
+"""The four gRPC backends: a channel and stub each, opened at startup, closed at shutdown."""
 
 from __future__ import annotations
 
@@ -52,7 +52,10 @@ class Backends:
             "trainer": settings.trainer_addr,
             "renderer": settings.renderer_addr,
         }
-        channels = {name: grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS) for name, addr in addresses.items()}
+        channels = {
+            name: grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+            for name, addr in addresses.items()
+        }
         return cls(
             retention=retention_pb2_grpc.RetentionServiceStub(channels["retention"]),
             ingest=ingest_pb2_grpc.IngestServiceStub(channels["ingest"]),

@@ -103,7 +103,10 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
         progress=progress(value.progress),
         images=[
             schemas.RenderedImage(
-                id=image.id, style=image.style, seed=image.seed, url=f"/v1/renders/{value.id}/images/{image.id}"
+                id=image.id,
+                style=image.style,
+                seed=image.seed,
+                url=f"/v1/renders/{value.id}/images/{image.id}",
             )
             for image in value.images
         ],

@@ -1,4 +1,4 @@
-"""Dependencies for the routes, as `Annotated` aliases: who is calling (with the route's scope), and the backends.
+"""Route dependencies as `Annotated` aliases: who is calling (with the route's scope), and the backends.
 
 A route asks for its scope by its principal's type, e.g. `principal: PhotosWrite`; the check runs before
 the route touches anything, so a token without the scope learns nothing about the resource.

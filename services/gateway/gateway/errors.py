@@ -69,7 +69,12 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     return ApiError(status, error_code(exc) or default_code, exc.details() or default_code.replace("_", " "))
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -128,7 +133,7 @@ COMMON = (401, 403, 422, 500, 503)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries documenting the error envelope for these statuses (plus the common ones)."""
+    """OpenAPI `responses` documenting the error envelope for these statuses (plus the common ones)."""
     return {
         status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]}
         for status in sorted({*COMMON, *statuses})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,7 @@ ERASURE_ID = "era_01jbz3w4e6g8j0m2p4r6v8y0bc"
 WHEN = "2025-01-02T03:04:05Z"
 
 
-def _example(**values: object) -> ConfigDict:
+def _example(**values: Any) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [values]})
 
 
@@ -58,7 +58,10 @@ class CreateSubjectRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"external_ref": "user-4711", "consent": {"purpose": "headshots", "policy_version": "2025-01"}}
+                {
+                    "external_ref": "user-4711",
+                    "consent": {"purpose": "headshots", "policy_version": "2025-01"},
+                }
             ]
         },
     )
@@ -186,7 +189,9 @@ class CreateRenderRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"training_id": TRAINING_ID, "styles": ["corporate"], "images_per_style": 2, "seed": 7}]
+            "examples": [
+                {"training_id": TRAINING_ID, "styles": ["corporate"], "images_per_style": 2, "seed": 7}
+            ]
         },
     )
     training_id: str = Field(max_length=64)
@@ -212,7 +217,12 @@ class Render(BaseModel):
         images_per_style=1,
         progress={"step": 1, "total_steps": 1},
         images=[
-            {"id": IMAGE_ID, "style": "corporate", "seed": 7, "url": f"/v1/renders/{RENDER_ID}/images/{IMAGE_ID}"}
+            {
+                "id": IMAGE_ID,
+                "style": "corporate",
+                "seed": 7,
+                "url": f"/v1/renders/{RENDER_ID}/images/{IMAGE_ID}",
+            }
         ],
         error=None,
         created_at=WHEN,
@@ -285,7 +295,9 @@ class Erasure(BaseModel):
     bytes_deleted: int
     records_deleted: int
     events_purged: int
-    backups_expire_by: datetime | None = Field(description="Vault snapshots hold the destroyed key until then")
+    backups_expire_by: datetime | None = Field(
+        description="Vault snapshots hold the destroyed key until then"
+    )
     last_error: str | None
     attempts: int
 

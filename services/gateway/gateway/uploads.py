@@ -67,8 +67,8 @@ class PhotoUpload:
             raise ApiError(
                 413,
                 "file_too_large",
-                f"File {self.number} is larger than {_mib(self.limits.max_file_bytes)}. Earlier files of this "
-                "request may have been stored: list the subject's photos to see which.",
+                f"File {self.number} is larger than {_mib(self.limits.max_file_bytes)}. Earlier files "
+                "of this request may have been stored: list the subject's photos to see which.",
             )
         self._pending += data
         while len(self._pending) >= CHUNK_BYTES:
@@ -114,7 +114,11 @@ async def receive_photos(
         raise ApiError(415, "unsupported_media_type", "Send photos as multipart/form-data with `file` parts.")
     if not boundary:
         raise ApiError(400, "invalid_multipart", "The multipart/form-data content type has no boundary.")
-    if content_length is not None and content_length.isdigit() and int(content_length) > limits.max_body_bytes:
+    if (
+        content_length is not None
+        and content_length.isdigit()
+        and int(content_length) > limits.max_body_bytes
+    ):
         raise ApiError(413, "payload_too_large", f"The request is larger than {_mib(limits.max_body_bytes)}.")
 
     uploads: list[PhotoUpload] = []
@@ -143,7 +147,9 @@ async def _stream_parts(
     async for chunk in body:
         received += len(chunk)
         if received > limits.max_body_bytes:
-            raise ApiError(413, "payload_too_large", f"The request is larger than {_mib(limits.max_body_bytes)}.")
+            raise ApiError(
+                413, "payload_too_large", f"The request is larger than {_mib(limits.max_body_bytes)}."
+            )
         try:
             parsed = events.feed(chunk)
         except MultipartParseError:
@@ -151,8 +157,10 @@ async def _stream_parts(
         for event in parsed:
             if isinstance(event, FileStarted):
                 if len(uploads) >= limits.max_files:
-                    raise ApiError(413, "too_many_files", f"Send at most {limits.max_files} files per request.")
-                call = backends.ingest.SanitizePhoto(timeout=backends.stream_timeout)
+                    raise ApiError(
+                        413, "too_many_files", f"Send at most {limits.max_files} files per request."
+                    )
+                call = backends.ingest.SanitizePhoto(None, timeout=backends.stream_timeout)
                 current = PhotoUpload(call, event.filename, len(uploads) + 1, limits)
                 uploads.append(current)
                 await current.begin(tenant, subject_id, event.content_type)
@@ -163,4 +171,6 @@ async def _stream_parts(
                 current = None
         if events.finished:
             return
-    raise ApiError(400, "invalid_multipart", "The multipart/form-data body ended before its closing boundary.")
+    raise ApiError(
+        400, "invalid_multipart", "The multipart/form-data body ended before its closing boundary."
+    )

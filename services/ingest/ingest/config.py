@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from likeness.config import CommonSettings
-
 from ingest.limits import SanitizeLimits
+from likeness.config import CommonSettings
 
 
 class IngestSettings(CommonSettings):

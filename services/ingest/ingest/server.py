@@ -7,14 +7,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from likeness.bus import decode, subject_erased_filter
-from likeness.runtime import Platform, run_grpc_service
-from likeness.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 from nats.aio.msg import Msg
 
 from ingest.config import IngestSettings, get_settings
 from ingest.records import PhotoRecords
 from ingest.service import IngestServicer
+from likeness.bus import decode, subject_erased_filter
+from likeness.runtime import Platform, run_grpc_service
+from likeness.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name

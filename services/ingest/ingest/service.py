@@ -8,6 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+
+from ingest.config import IngestSettings
+from ingest.faces import FaceAnalyzer
+from ingest.records import PhotoRecords
+from ingest.sanitize import sanitize
+from ingest.verdicts import Accepted, ReasonCode, SanitizeResult, rejected
 from likeness import ids
 from likeness.bus import event_subject
 from likeness.keys import KeyDestroyed, VaultUnavailable
@@ -18,12 +24,6 @@ from likeness.sealed import ObjectRef
 from likeness.store import StoreError
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
-
-from ingest.config import IngestSettings
-from ingest.faces import FaceAnalyzer
-from ingest.records import PhotoRecords
-from ingest.sanitize import sanitize
-from ingest.verdicts import Accepted, ReasonCode, SanitizeResult, rejected
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 import grpc
+
 from likeness import ids
 from likeness.bus import job_subject
 from likeness.jobs import JobRecords
@@ -18,7 +19,6 @@ from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing, StoreError
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
-
 from renderer.config import RendererSettings
 from renderer.styles import Style
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.aio.msg import Msg
+
 from likeness import ids
 from likeness.bus import RENDER_STREAM, decode, event_subject, subject_erased_filter
 from likeness.jobs import TERMINAL, CancelFlag, JobRecords, running_heartbeat
@@ -21,8 +23,6 @@ from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_format import read_lora_metadata
-from nats.aio.msg import Msg
-
 from renderer.config import RendererSettings
 from renderer.generation import render
 from renderer.marking import encode_marked_png

@@ -24,7 +24,6 @@ from likeness.runtime import Platform
 from likeness.store import StoreError
 from likeness.timeutil import from_timestamp, now_timestamp, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2
-
 from retention.config import RetentionSettings
 from retention.records import RetentionRecords
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from nats.js.kv import KeyValue
+
 from likeness.bus import Bus, kv_get, kv_keys
 from likeness.v1 import retention_pb2
-from nats.js.kv import KeyValue
 
 SUBJECTS_BUCKET = "subjects"
 ERASURES_BUCKET = "erasures"

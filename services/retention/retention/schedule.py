@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from likeness.v1 import retention_pb2
-
 from retention.config import RetentionSettings
 
 

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
+
 from likeness.runtime import Platform, run_grpc_service
 from likeness.v1 import retention_pb2, retention_pb2_grpc
-
 from retention.config import RetentionSettings, get_settings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import grpc
+
 from likeness import ids
 from likeness.audit import AuditTrail
 from likeness.bus import event_subject
@@ -15,7 +16,6 @@ from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import from_timestamp, now_timestamp, to_timestamp, utcnow
 from likeness.v1 import events_pb2, retention_pb2, retention_pb2_grpc
-
 from retention.config import RetentionSettings
 from retention.erasure import Eraser, new_erasure_record
 from retention.records import RetentionRecords

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F  # noqa: N812 (torch convention)
+import torch.nn.functional as F
 from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers

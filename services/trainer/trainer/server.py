@@ -7,11 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
+from nats.aio.msg import Msg
+
 from likeness.bus import decode, subject_erased_filter
 from likeness.runtime import Platform, run_grpc_service, run_worker
 from likeness.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
-from nats.aio.msg import Msg
-
 from trainer.config import TrainerSettings, get_settings
 from trainer.records import open_trainings
 from trainer.service import TrainerServicer

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+
 from likeness import ids
 from likeness.bus import job_subject
 from likeness.jobs import TERMINAL, JobRecords
@@ -13,7 +14,6 @@ from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
-
 from trainer.config import TrainerSettings
 
 Context = grpc.aio.ServicerContext[object, object]

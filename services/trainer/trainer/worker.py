@@ -14,6 +14,8 @@ import time
 from dataclasses import replace
 
 import PIL.Image
+from nats.aio.msg import Msg
+
 from likeness.bus import TRAIN_STREAM, decode, event_subject, subject_erased_filter
 from likeness.jobs import TERMINAL, CancelFlag, JobRecords, running_heartbeat
 from likeness.keys import KeyDestroyed
@@ -23,8 +25,6 @@ from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, trainer_pb2
 from likeness_ml.base_model import detect_family, load_pipeline
-from nats.aio.msg import Msg
-
 from trainer.config import TrainerSettings
 from trainer.lora_training import StepReport, TrainResult, train_lora
 from trainer.presets import preset_for

@@ -21,5 +21,7 @@ async def get_erasure(erasure_id: str, principal: SubjectsErase, backends: Backe
         if subject.erasure_id != erasure_id:
             raise not_found()
     request = retention_pb2.GetErasureRequest(tenant=principal.tenant, erasure_id=erasure_id)
-    erasure = (await access.hide_missing(backends.retention.GetErasure(request, timeout=backends.timeout))).erasure
+    erasure = (
+        await access.hide_missing(backends.retention.GetErasure(request, timeout=backends.timeout))
+    ).erasure
     return convert.erasure(erasure)

@@ -58,7 +58,9 @@ async def erase_subject(
     subject_id: str, principal: SubjectsErase, backends: Backends, response: Response
 ) -> schemas.ErasureAccepted:
     await access.live_subject(backends, principal, subject_id)
-    request = retention_pb2.EraseSubjectRequest(tenant=principal.tenant, subject_id=subject_id, cause="request")
+    request = retention_pb2.EraseSubjectRequest(
+        tenant=principal.tenant, subject_id=subject_id, cause="request"
+    )
     erasure = (await backends.retention.EraseSubject(request, timeout=backends.timeout)).erasure
     response.headers["Location"] = f"/v1/erasures/{erasure.id}"
     return schemas.ErasureAccepted(

@@ -55,7 +55,11 @@ async def get_training(training_id: str, principal: TrainingsRead, backends: Bac
     summary="Cancel a training",
     responses=error_responses(404, 409, 410),
 )
-async def cancel_training(training_id: str, principal: TrainingsWrite, backends: Backends) -> schemas.Training:
+async def cancel_training(
+    training_id: str, principal: TrainingsWrite, backends: Backends
+) -> schemas.Training:
     await access.owned_training(backends, principal, training_id)
     request = trainer_pb2.CancelTrainingRequest(tenant=principal.tenant, training_id=training_id)
-    return convert.training((await backends.trainer.CancelTraining(request, timeout=backends.timeout)).training)
+    return convert.training(
+        (await backends.trainer.CancelTraining(request, timeout=backends.timeout)).training
+    )

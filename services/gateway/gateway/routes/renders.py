@@ -1,0 +1,133 @@
+"""Renders: styled headshots from a subject's succeeded training, and their images streamed through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+
+from gateway import access, convert, schemas
+from gateway.deps import Backends, RendersRead, RendersWrite
+from gateway.errors import ApiError, error_responses, not_found
+from likeness.ids import is_valid_id
+from likeness.v1 import common_pb2, renderer_pb2, trainer_pb2
+
+router = APIRouter(tags=["renders"])
+
+#: What an image may be served as; anything else goes out as opaque bytes.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+
+
+def _training_not_found() -> ApiError:
+    return ApiError(404, "training_not_found", "No such training for this subject.")
+
+
+async def _succeeded_training(
+    backends: Backends, tenant: str, subject_id: str, training_id: str
+) -> trainer_pb2.Training:
+    if not is_valid_id(training_id, "trn"):
+        raise _training_not_found()
+    request = trainer_pb2.GetTrainingRequest(tenant=tenant, training_id=training_id)
+    try:
+        training = (await backends.trainer.GetTraining(request, timeout=backends.timeout)).training
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise _training_not_found() from None
+        raise
+    if training.subject_id != subject_id:
+        raise _training_not_found()
+    if training.status != common_pb2.JOB_STATUS_SUCCEEDED:
+        raise ApiError(409, "training_not_ready", "The training has not succeeded (yet).")
+    return training
+
+
+async def _check_styles(backends: Backends, styles: list[str]) -> None:
+    catalog = await backends.renderer.ListStyles(renderer_pb2.ListStylesRequest(), timeout=backends.timeout)
+    unknown = sorted(set(styles) - {style.id for style in catalog.styles})
+    if unknown:
+        raise ApiError(
+            400, "unknown_style", f"Unknown styles: {', '.join(unknown)[:200]} (see GET /v1/styles)."
+        )
+
+
+@router.post(
+    "/v1/subjects/{subject_id}/renders",
+    status_code=202,
+    summary="Render headshots in curated styles from a succeeded training",
+    responses=error_responses(400, 404, 409, 410, 429),
+)
+async def create_render(
+    subject_id: str,
+    body: schemas.CreateRenderRequest,
+    principal: RendersWrite,
+    backends: Backends,
+    response: Response,
+) -> schemas.JobAccepted:
+    await access.live_subject(backends, principal, subject_id)
+    await _succeeded_training(backends, principal.tenant, subject_id, body.training_id)
+    styles = list(dict.fromkeys(body.styles))
+    await _check_styles(backends, styles)
+    request = renderer_pb2.SubmitRenderRequest(
+        tenant=principal.tenant,
+        subject_id=subject_id,
+        training_id=body.training_id,
+        styles=styles,
+        images_per_style=body.images_per_style,
+        seed=body.seed,
+    )
+    render = (await backends.renderer.SubmitRender(request, timeout=backends.timeout)).render
+    response.headers["Location"] = f"/v1/renders/{render.id}"
+    return schemas.JobAccepted(id=render.id, status=convert.job_status(render.status))
+
+
+@router.get(
+    "/v1/renders/{render_id}", summary="Read a render and its images", responses=error_responses(404, 410)
+)
+async def get_render(render_id: str, principal: RendersRead, backends: Backends) -> schemas.Render:
+    return convert.render(await access.owned_render(backends, principal, render_id))
+
+
+@router.get(
+    "/v1/renders/{render_id}/images/{image_id}",
+    summary="Download one rendered image (streamed, never cached)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image"},
+        **error_responses(404, 410),
+    },
+)
+async def get_image(
+    render_id: str, image_id: str, principal: RendersRead, backends: Backends
+) -> StreamingResponse:
+    render = await access.owned_render(backends, principal, render_id)
+    if not is_valid_id(image_id, "img") or image_id not in {image.id for image in render.images}:
+        raise not_found()
+    request = renderer_pb2.FetchImageRequest(tenant=principal.tenant, render_id=render_id, image_id=image_id)
+    call = backends.renderer.FetchImage(request, timeout=backends.stream_timeout)
+    messages = call.__aiter__()
+    # The first message is read before answering, so a failure still gets a proper error response.
+    try:
+        first = await access.hide_missing(anext(messages))
+    except StopAsyncIteration:
+        raise ApiError(500, "internal", "Something went wrong on our side.") from None
+    if first.WhichOneof("part") != "info":
+        call.cancel()
+        raise ApiError(500, "internal", "Something went wrong on our side.")
+    content_type = (
+        first.info.content_type if first.info.content_type in IMAGE_TYPES else "application/octet-stream"
+    )
+    return StreamingResponse(_chunks(call, messages), media_type=content_type)
+
+
+async def _chunks(
+    call: grpc.aio.UnaryStreamCall[renderer_pb2.FetchImageRequest, renderer_pb2.FetchImageResponse],
+    messages: AsyncIterator[renderer_pb2.FetchImageResponse],
+) -> AsyncIterator[bytes]:
+    try:
+        async for message in messages:
+            if message.WhichOneof("part") == "chunk":
+                yield message.chunk
+    finally:
+        call.cancel()  # the client went away early, or the stream is done (then this is a no-op)

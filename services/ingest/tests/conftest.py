@@ -1,0 +1,196 @@
+"""Shared fixtures for the ingest tests: one warmed face analyzer, default limits, and photo builders.
+
+Photos are derived from scikit-image's public-domain astronaut portrait (see likeness_cli.samples), built
+in memory; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ingest.faces import FaceAnalyzer
+from ingest.limits import SanitizeLimits
+from ingest.sanitize import sanitize
+from ingest.verdicts import SanitizeResult
+from likeness_cli.samples import astronaut
+
+Encode = Callable[..., bytes]
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> FaceAnalyzer:
+    face_analyzer = FaceAnalyzer()
+    face_analyzer.warm_up()
+    return face_analyzer
+
+
+@pytest.fixture(scope="session")
+def limits() -> SanitizeLimits:
+    return SanitizeLimits()
+
+
+@pytest.fixture(scope="session")
+def run_sanitize(analyzer: FaceAnalyzer, limits: SanitizeLimits) -> Callable[[bytes], SanitizeResult]:
+    def run(data: bytes) -> SanitizeResult:
+        return sanitize(data, limits, analyzer)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def portrait() -> Image.Image:
+    """The astronaut, upright, 1024x1024: a photo ingest must accept."""
+    return astronaut().resize((1024, 1024), Image.Resampling.LANCZOS)
+
+
+def _encode(image: Image.Image, image_format: str = "JPEG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    if image_format == "JPEG":
+        options.setdefault("quality", 90)
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def encode() -> Encode:
+    """encode(image, "JPEG" | "PNG" | "WEBP" | "HEIF" | ..., **pillow_save_options) -> bytes"""
+    return _encode
+
+
+@pytest.fixture(scope="session")
+def portrait_jpeg(portrait: Image.Image) -> bytes:
+    return _encode(portrait)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _raw_png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes | None) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    idat = zlib.compress(rows if rows is not None else b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="session")
+def png_with_header() -> Callable[[int, int], bytes]:
+    """A PNG whose IHDR declares width x height RGB but whose data is a few bytes: a decompression bomb."""
+
+    def build(width: int, height: int) -> bytes:
+        return _raw_png(width, height, 8, 2, None)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def png_rgb16() -> Callable[[np.ndarray[Any, Any]], bytes]:
+    """A 16-bit-per-channel RGB PNG (which Pillow cannot write) from an HxWx3 uint16 array."""
+
+    def build(pixels: np.ndarray[Any, Any]) -> bytes:
+        height, width, _ = pixels.shape
+        big_endian = pixels.astype(">u2")
+        rows = b"".join(b"\0" + big_endian[y].tobytes() for y in range(height))
+        return _raw_png(width, height, 16, 2, rows)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def png_chunk_types() -> Callable[[bytes], list[str]]:
+    """The chunk types of a PNG, in order; fails if anything follows IEND."""
+
+    def parse(data: bytes) -> list[str]:
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        offset, kinds = 8, []
+        while offset < len(data):
+            (length,) = struct.unpack(">I", data[offset : offset + 4])
+            kinds.append(data[offset + 4 : offset + 8].decode("ascii"))
+            offset += 12 + length
+            if kinds[-1] == "IEND":
+                break
+        assert offset == len(data), "bytes after IEND"
+        return kinds
+
+    return parse
+
+
+# --- ICC profiles -------------------------------------------------------------------------------------
+# A minimal ICC v2 matrix/TRC RGB profile, so a test can give pixels a colour space that is clearly not
+# sRGB. Colorants are D50-adapted XYZ, as ICC wants.
+SRGB_RED = (0.4361, 0.2225, 0.0139)
+SRGB_GREEN = (0.3851, 0.7169, 0.0971)
+SRGB_BLUE = (0.1431, 0.0606, 0.7141)
+
+
+def _s15fixed16(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ " + b"\0" * 4 + _s15fixed16(x) + _s15fixed16(y) + _s15fixed16(z)
+
+
+def _gamma_tag(gamma: float) -> bytes:
+    return b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", round(gamma * 256)) + b"\0\0"
+
+
+def _description_tag(text: str) -> bytes:
+    ascii_text = text.encode("ascii") + b"\0"
+    return b"desc" + b"\0" * 4 + struct.pack(">I", len(ascii_text)) + ascii_text + b"\0" * 78
+
+
+def _rgb_icc_profile(
+    red: tuple[float, float, float], green: tuple[float, float, float], blue: tuple[float, float, float]
+) -> bytes:
+    tags = [
+        (b"desc", _description_tag("likeness test profile")),
+        (b"cprt", b"text" + b"\0" * 4 + b"none\0"),
+        (b"wtpt", _xyz_tag(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", _xyz_tag(*red)),
+        (b"gXYZ", _xyz_tag(*green)),
+        (b"bXYZ", _xyz_tag(*blue)),
+        (b"rTRC", _gamma_tag(2.2)),
+        (b"gTRC", _gamma_tag(2.2)),
+        (b"bTRC", _gamma_tag(2.2)),
+    ]
+    first_offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for signature, body in tags:
+        data += b"\0" * (-(first_offset + len(data)) % 4)
+        table += signature + struct.pack(">II", first_offset + len(data), len(body))
+        data += body
+    size = 128 + len(table) + len(data)
+    header = (
+        struct.pack(">I", size)
+        + b"\0" * 4
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 28
+        + _s15fixed16(0.9642)
+        + _s15fixed16(1.0)
+        + _s15fixed16(0.8249)
+        + b"\0" * 48
+    )
+    assert len(header) == 128
+    return header + table + data
+
+
+@pytest.fixture(scope="session")
+def swapped_icc_profile() -> bytes:
+    """An RGB profile whose red colorant is sRGB's green and whose green is sRGB's red."""
+    return _rgb_icc_profile(SRGB_GREEN, SRGB_RED, SRGB_BLUE)

@@ -1,0 +1,35 @@
+"""Cross-service tests run the real stack: NATS, SeaweedFS S3 and OpenBao, and all five services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from likeness_cli.journey import GatewayClient
+from likeness_cli.stack import DevStack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    project = tmp_path_factory.mktemp("project")
+    started = DevStack.start(
+        Path(project),
+        progress=lambda line: print(f"[stack] {line}", flush=True),
+        # The tiny model needs only a few sampler steps; training length comes from the tiny preset.
+        extra_env={"LIKENESS_INFERENCE_STEPS": "4"},
+    )
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def gateway(stack: DevStack) -> Iterator[GatewayClient]:
+    client = GatewayClient(stack.gateway_url, stack.mint_token())
+    try:
+        yield client
+    finally:
+        client.close()
