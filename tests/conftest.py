@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from likeness_cli.infra import Infra
 from likeness_cli.journey import GatewayClient
 from likeness_cli.stack import DevStack
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, infra: Infra) -> Iterator[DevStack]:
     project = tmp_path_factory.mktemp("project")
     started = DevStack.start(
         Path(project),
+        infra=infra,
         progress=lambda line: print(f"[stack] {line}", flush=True),
         # The tiny model needs only a few sampler steps; training length comes from the tiny preset.
         extra_env={"LIKENESS_INFERENCE_STEPS": "4"},

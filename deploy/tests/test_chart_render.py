@@ -269,6 +269,8 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: tuple[str, Rendered]) ->
             assert "nodeSelector" not in spec
         if kind.startswith(("trainer", "renderer")):
             assert env_of(container)["LIKENESS_BASE_MODEL"]["value"] == "/models/base"
+        visible = env_of(container).get("NVIDIA_VISIBLE_DEVICES", {}).get("value")
+        assert visible == ("void" if kind in ("trainer-serve", "renderer-serve") else None), kind
     if name == "workers-disabled":
         assert not set(WORKERS) & set(deployments)
 

@@ -273,7 +273,18 @@ async def kv_get(kv: KeyValue, key: str, cls: type[M]) -> tuple[M, int] | None:
 
 
 async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
+    """Keys starting with `prefix` (a whole token prefix such as "tenant." or ""), filtered by the server.
+
+    nats-py's `KeyValue.keys(filters=...)` matches substrings client-side after reading every key, so a
+    server-side wildcard watch is used instead.
+    """
+    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True, meta_only=True)
+    keys: list[str] = []
     try:
-        return list(await kv.keys(filters=[prefix + ">"]))
-    except nats.js.errors.NoKeysError:
-        return []
+        async for entry in watcher:
+            if entry is None:
+                break
+            keys.append(entry.key)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return keys

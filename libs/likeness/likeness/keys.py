@@ -157,13 +157,12 @@ class SubjectKeys:
 
     def destroy(self, subject_id: str) -> bool:
         """Deletes the subject's key. Returns False when it was already gone (idempotent)."""
-        name = key_name(subject_id)
-        try:
-            with _Translate("destroy key"):
-                self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
-                self._transit.delete_key(name, mount_point=self._mount)
-        except KeyDestroyed:
+        if not self.exists(subject_id):
             return False
+        name = key_name(subject_id)
+        with _Translate("destroy key"):
+            self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
+            self._transit.delete_key(name, mount_point=self._mount)
         return True
 
     def is_available(self) -> bool:

@@ -37,10 +37,13 @@ photorealistic skin texture pores film grain color graded editorial magazine vog
 ugly deformed blurry lowres low bad anatomy extra fingers hands limbs missing watermark text logo
 signature cropped out frame jpeg artifacts noisy oversaturated cartoon painting drawing illustration
 render cgi 3d plastic doll disfigured mutated duplicate cross eyed asymmetric distorted
+agent art calm collared colored composed crew crisp even expression eyes fine flat gentle genuine harsh
+large neck over painted passport photography plain shadows simple slight softly style stylish subtle
+tailored turn without
 ohwx sks person
 """
 
-# Enough merges for every corpus word to become one token (the corpus needs ~620).
+# Enough merges for every corpus word to become one token (the corpus needs ~680).
 _MERGE_COUNT = 1000
 
 

@@ -18,7 +18,12 @@ def _pillow_bytes(image_format: str, **options: object) -> bytes:
 
 @pytest.mark.parametrize(
     ("image_format", "expected"),
-    [("JPEG", ImageFormat.JPEG), ("PNG", ImageFormat.PNG), ("WEBP", ImageFormat.WEBP), ("HEIF", ImageFormat.HEIF)],
+    [
+        ("JPEG", ImageFormat.JPEG),
+        ("PNG", ImageFormat.PNG),
+        ("WEBP", ImageFormat.WEBP),
+        ("HEIF", ImageFormat.HEIF),
+    ],
 )
 def test_accepted_formats_are_recognised_by_their_bytes(image_format: str, expected: ImageFormat) -> None:
     assert sniff_format(_pillow_bytes(image_format)) is expected

@@ -122,6 +122,12 @@ spec:
             # One settings class per service: both roles carry it, only workers mount the weights.
             - name: LIKENESS_BASE_MODEL
               value: {{ $root.Values.baseModel.mountPath | quote }}
+            {{- if eq $w.kind "grpc" }}
+            # The CUDA base image says NVIDIA_VISIBLE_DEVICES=all; on a node whose default runtime is
+            # nvidia that would expose every GPU to the serve role, which requests none.
+            - name: NVIDIA_VISIBLE_DEVICES
+              value: "void"
+            {{- end }}
             {{- end }}
             {{- with $pod.extraEnv }}
             {{- toYaml . | nindent 12 }}

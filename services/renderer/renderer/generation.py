@@ -1,0 +1,94 @@
+"""Rendering one person's headshots: base pipeline + their LoRA (from bytes) + a catalog style.
+
+The pipeline is resident and shared by every job, so ``render`` leaves it exactly as it found it: the LoRA
+is always unloaded and the scheduler restored in a ``finally``. The next person's images carry nothing of
+the last (tests check bit-identical outputs against a pipeline that never saw a LoRA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import PIL.Image
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UniPCMultistepScheduler,
+)
+from diffusers.configuration_utils import FrozenDict
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from likeness_ml.base_model import native_resolution
+from likeness_ml.lora_adapters import attach_lora, detach_lora, has_lora
+from renderer.styles import SchedulerName, Style
+
+SUBJECT_ADAPTER = "likeness_subject"
+
+_SCHEDULERS: dict[SchedulerName, Callable[[FrozenDict], SchedulerMixin]] = {
+    "dpmpp_2m": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2
+    ),
+    "dpmpp_2m_karras": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+    ),
+    "euler_a": lambda config: EulerAncestralDiscreteScheduler.from_config(config),
+    "euler": lambda config: EulerDiscreteScheduler.from_config(config),
+    "ddim": lambda config: DDIMScheduler.from_config(config),
+    "unipc": lambda config: UniPCMultistepScheduler.from_config(config),
+}
+
+
+def make_scheduler(name: SchedulerName, base_config: FrozenDict) -> SchedulerMixin:
+    """A fresh sampler of the named kind on the base model's noise schedule (betas, prediction type)."""
+    return _SCHEDULERS[name](base_config)
+
+
+def render(
+    pipe: StableDiffusionPipeline,
+    lora_safetensors: bytes | None,
+    style: Style,
+    seeds: Sequence[int],
+    subject_phrase: str,
+    num_inference_steps: int | None = None,
+    resolution: int | None = None,
+) -> list[PIL.Image.Image]:
+    """One image per seed, in seed order, from a single batched pipeline call.
+
+    lora_safetensors: the subject LoRA as produced by the trainer (None renders the bare base model).
+    num_inference_steps: overrides the style's step count (tests and the tiny model need only a few).
+    resolution: image side in pixels; default the base model's native resolution.
+    """
+    if not seeds:
+        return []
+    count = len(seeds)
+    base_scheduler = pipe.scheduler
+    if has_lora(pipe.unet) or has_lora(pipe.text_encoder):
+        detach_lora(pipe)  # never render on top of a leftover adapter
+    try:
+        if lora_safetensors is not None:
+            attach_lora(pipe, lora_safetensors, SUBJECT_ADAPTER)
+        pipe.scheduler = make_scheduler(style.scheduler, base_scheduler.config)
+        # One generator per image, on the CPU: an image depends only on its own seed (not on its batch
+        # neighbours), and the same seed draws the same starting noise on any device.
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        size = resolution or native_resolution(pipe)
+        with torch.inference_mode():
+            output = pipe(
+                prompt=[style.prompt(subject_phrase)] * count,
+                negative_prompt=[style.negative_prompt] * count,
+                num_inference_steps=num_inference_steps or style.steps,
+                guidance_scale=style.guidance_scale,
+                generator=generators,
+                height=size,
+                width=size,
+                output_type="pil",
+            )
+        images: list[PIL.Image.Image] = list(output.images)
+        return images
+    finally:
+        pipe.scheduler = base_scheduler
+        detach_lora(pipe)
