@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from pathlib import Path
@@ -15,17 +14,16 @@ class ModelError(RuntimeError):
 def write_tiny_model(out_dir: Path, seed: int | None = None) -> Path:
     """Write the tiny diffusion pipeline to `out_dir` with likeness_ml.tiny_model.write_tiny_pipeline."""
     try:
-        module = importlib.import_module("likeness_ml.tiny_model")
+        from likeness_ml.tiny_model import write_tiny_pipeline  # imported here: it pulls in torch
     except ImportError as error:
         raise ModelError(
             f"cannot import likeness_ml.tiny_model ({error}); is libs/likeness_ml installed?"
         ) from error
-    write = module.write_tiny_pipeline
     out_dir.mkdir(parents=True, exist_ok=True)
     if seed is None:
-        write(out_dir)
+        write_tiny_pipeline(out_dir)
     else:
-        write(out_dir, seed=seed)
+        write_tiny_pipeline(out_dir, seed=seed)
     return out_dir
 
 

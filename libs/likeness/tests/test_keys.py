@@ -62,7 +62,7 @@ def test_a_key_of_another_subject_cannot_unwrap(keys: SubjectKeys) -> None:
     keys.create(owner)
     keys.create(other)
     wrapped = keys.data_key(owner).wrapped
-    with pytest.raises(KeyError_, match="decrypt|unwrap") as caught:
+    with pytest.raises(KeyError_, match=r"decrypt|unwrap") as caught:
         keys.unwrap(other, [wrapped])
     assert not isinstance(caught.value, KeyDestroyed)
 

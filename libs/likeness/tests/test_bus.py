@@ -1,0 +1,131 @@
+"""The bus against a real NATS JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import nats.js.errors
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from likeness.bus import (
+    EVENTS_STREAM,
+    TRAIN_STREAM,
+    Bus,
+    decode,
+    event_subject,
+    job_subject,
+    kv_get,
+    kv_keys,
+)
+from likeness.config import CommonSettings
+from likeness.v1 import events_pb2, jobs_pb2
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def bus(settings: CommonSettings) -> AsyncIterator[Bus]:
+    connected = await Bus.connect(settings.nats_url, "test")
+    await connected.ensure_streams()
+    yield connected
+    await connected.close()
+
+
+def _subject_id() -> str:
+    return f"sub_{uuid.uuid4().hex[:20]}"
+
+
+async def test_msg_id_deduplicates_a_retried_publish(bus: Bus) -> None:
+    tenant, subject = "test", _subject_id()
+    job = jobs_pb2.TrainJob(training_id=f"trn_{uuid.uuid4().hex}", tenant=tenant, subject_id=subject)
+    for _ in range(3):
+        await bus.publish(job_subject("train", tenant, subject), job, msg_id=job.training_id)
+    info = await bus.js.stream_info(TRAIN_STREAM, subjects_filter=job_subject("train", tenant, subject))
+    assert info.state.subjects == {job_subject("train", tenant, subject): 1}
+    queue = await bus.work_queue(TRAIN_STREAM, f"test-{uuid.uuid4().hex[:8]}", ack_wait=30, max_deliver=2)
+    received = None
+    for _ in range(20):  # other tests may have queued jobs too: find ours
+        msg = await queue.next(timeout=2)
+        assert msg is not None
+        decoded = decode(msg, jobs_pb2.TrainJob)
+        await msg.ack()
+        if decoded.training_id == job.training_id:
+            received = decoded
+            break
+    assert received == job
+
+
+async def test_decode_checks_the_declared_type(bus: Bus) -> None:
+    tenant, subject = "test", _subject_id()
+    sub = await bus.js.subscribe(event_subject(tenant, subject, ">"), stream=EVENTS_STREAM)
+    await bus.publish(
+        event_subject(tenant, subject, "subject.opened"), events_pb2.SubjectOpened(tenant=tenant)
+    )
+    msg = await sub.next_msg(timeout=5)
+    assert decode(msg, events_pb2.SubjectOpened).tenant == tenant
+    with pytest.raises(ValueError, match="expected"):
+        decode(msg, events_pb2.SubjectErased)
+    await sub.unsubscribe()
+
+
+async def test_trace_context_travels_in_headers(bus: Bus) -> None:
+    trace.set_tracer_provider(TracerProvider())
+    tenant, subject = "test", _subject_id()
+    sub = await bus.js.subscribe(event_subject(tenant, subject, ">"), stream=EVENTS_STREAM)
+    with trace.get_tracer("test").start_as_current_span("publish") as span:
+        await bus.publish(event_subject(tenant, subject, "x"), events_pb2.SubjectOpened(tenant=tenant))
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    msg = await sub.next_msg(timeout=5)
+    assert trace_id in (msg.headers or {}).get("traceparent", "")
+    await sub.unsubscribe()
+
+
+async def test_purging_a_subjects_events_leaves_others(bus: Bus) -> None:
+    tenant, erased, kept = "test", _subject_id(), _subject_id()
+    for subject in (erased, kept):
+        for name in ("subject.opened", "photo.accepted"):
+            await bus.publish(event_subject(tenant, subject, name), events_pb2.SubjectOpened(tenant=tenant))
+    assert await bus.purge_subject_events(tenant, erased) == 2
+    info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=f"evt.{tenant}.*.>")
+    remaining = info.state.subjects or {}
+    assert not any(erased in key for key in remaining)
+    assert sum(count for key, count in remaining.items() if kept in key) == 2
+
+
+async def test_kv_compare_and_set_and_prefix_listing(bus: Bus) -> None:
+    kv = await bus.kv(f"test-{uuid.uuid4().hex[:8]}")
+    record = events_pb2.SubjectOpened(tenant="a")
+    revision = await kv.put("a.sub_1", record.SerializeToString())
+    await kv.put("a.sub_2", record.SerializeToString())
+    await kv.put("b.sub_3", record.SerializeToString())
+    assert sorted(await kv_keys(kv, "a.")) == ["a.sub_1", "a.sub_2"]
+    found = await kv_get(kv, "a.sub_1", events_pb2.SubjectOpened)
+    assert found == (record, revision)
+    await kv.update("a.sub_1", b"", last=revision)
+    with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+        await kv.update("a.sub_1", b"", last=revision)
+    await kv.purge("a.sub_2")
+    assert await kv_keys(kv, "a.") == ["a.sub_1"]
+    assert await kv_get(kv, "a.sub_2", events_pb2.SubjectOpened) is None
+
+
+async def test_durable_event_watch_sees_events_published_while_away(bus: Bus) -> None:
+    tenant, subject = "test", _subject_id()
+    await bus.publish(
+        event_subject(tenant, subject, "subject.erased"), events_pb2.SubjectErased(subject_id=subject)
+    )
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(msg: nats.aio.msg.Msg) -> None:
+        event = decode(msg, events_pb2.SubjectErased)
+        if event.subject_id == subject:
+            await seen.put(event.subject_id)
+
+    await bus.watch_events(
+        event_subject(tenant, subject, "subject.erased"), handler, durable=f"t{uuid.uuid4().hex[:8]}"
+    )
+    assert await asyncio.wait_for(seen.get(), timeout=5) == subject

@@ -1,0 +1,220 @@
+"""The authorization matrix: every route against every kind of token the gateway must refuse (or accept)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from conftest import OTHER_TENANT, SECRET, UPLOAD_HEADERS, World, multipart_body
+from likeness.ids import new_id
+from likeness_cli.tokens import ALL_SCOPES
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    scope: str
+    ok: int
+    #: Whether the route reaches a resource of a subject (so other tenants and subjects must get a 404).
+    owned: bool = True
+
+    def url(self, world: World) -> str:
+        return self.path.format(
+            sub=world.subject,
+            trn=world.training,
+            ren=world.render,
+            img=world.image,
+            era=world.erasure,
+        )
+
+    def body(self, world: World) -> dict[str, Any]:
+        if self.path.endswith("/photos") and self.method == "POST":
+            return {"content": multipart_body([("a.jpg", b"\xff\xd8\xff\xe0x")]), "headers": UPLOAD_HEADERS}
+        if self.path == "/v1/subjects":
+            return {"json": {"consent": {"purpose": "headshots", "policy_version": "1"}}}
+        if self.path.endswith("/renders"):
+            return {"json": {"training_id": world.done_training, "styles": ["corporate"]}}
+        if self.path.endswith("/trainings"):
+            return {"json": {}}
+        return {}
+
+
+ROUTES = [
+    Route("POST", "/v1/subjects", "subjects:write", 201, owned=False),
+    Route("GET", "/v1/subjects/{sub}", "subjects:read", 200),
+    Route("POST", "/v1/subjects/{sub}/photos", "photos:write", 200),
+    Route("GET", "/v1/subjects/{sub}/photos", "photos:read", 200),
+    Route("POST", "/v1/subjects/{sub}/trainings", "trainings:write", 202),
+    Route("GET", "/v1/trainings/{trn}", "trainings:read", 200),
+    Route("POST", "/v1/trainings/{trn}/cancel", "trainings:write", 202),
+    Route("POST", "/v1/subjects/{sub}/renders", "renders:write", 202),
+    Route("GET", "/v1/renders/{ren}", "renders:read", 200),
+    Route("GET", "/v1/renders/{ren}/images/{img}", "renders:read", 200),
+    Route("GET", "/v1/styles", "renders:read", 200, owned=False),
+    Route("DELETE", "/v1/subjects/{sub}", "subjects:erase", 202),
+    Route("GET", "/v1/erasures/{era}", "subjects:erase", 200),
+]
+IDS = [f"{route.method} {route.path}" for route in ROUTES]
+
+
+async def call(client: httpx.AsyncClient, route: Route, world: World, token: str | None) -> httpx.Response:
+    arguments = route.body(world)
+    headers = dict(arguments.pop("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return await client.request(route.method, route.url(world), headers=headers, **arguments)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json() == {"error": {"code": code, "message": response.json()["error"]["message"]}}
+    assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+async def test_a_tenant_token_with_the_scope_is_served(client, world, token, route) -> None:
+    response = await call(client, route, world, token(scopes=[route.scope]))
+    assert response.status_code == route.ok, response.text
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+async def test_no_token_is_unauthenticated(client, world, route) -> None:
+    response = await call(client, route, world, None)
+    assert_error(response, 401, "unauthenticated")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+@pytest.mark.parametrize(
+    "bad_token",
+    [
+        "not-a-jwt",
+        "a.b.c",
+        jwt.encode({"tenant": "acme"}, "x" * 32, algorithm="HS256"),  # no exp, iss, aud
+        jwt.encode({"tenant": "acme", "scope": " ".join(ALL_SCOPES)}, None, algorithm="none"),
+    ],
+    ids=["garbage", "three-dots", "missing-claims", "alg-none"],
+)
+async def test_a_malformed_token_is_unauthenticated(client, world, route, bad_token) -> None:
+    response = await call(client, route, world, bad_token)
+    assert_error(response, 401, "unauthenticated")
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+async def test_an_expired_token_is_unauthenticated(client, world, token, route) -> None:
+    response = await call(client, route, world, token(ttl_seconds=-120))  # beyond the 30 s leeway
+    assert_error(response, 401, "unauthenticated")
+    assert "expired" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+async def test_a_token_with_a_wrong_signature_is_unauthenticated(client, world, token, route) -> None:
+    response = await call(client, route, world, token(secret="another-secret-" + SECRET))
+    assert_error(response, 401, "unauthenticated")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+async def test_a_token_without_the_route_scope_is_forbidden(client, world, token, route) -> None:
+    others = [scope for scope in ALL_SCOPES if scope != route.scope]
+    response = await call(client, route, world, token(scopes=others))
+    assert_error(response, 403, "insufficient_scope")
+    assert route.scope in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.owned], ids=[i for r, i in zip(ROUTES, IDS) if r.owned])
+async def test_another_tenant_sees_nothing(client, world, token, route, fakes) -> None:
+    response = await call(client, route, world, token(tenant=OTHER_TENANT))
+    assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.owned], ids=[i for r, i in zip(ROUTES, IDS) if r.owned])
+async def test_an_end_user_token_sees_nothing_of_another_subject(client, world, token, route) -> None:
+    response = await call(client, route, world, token(subject=world.other_subject))
+    assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.owned], ids=[i for r, i in zip(ROUTES, IDS) if r.owned])
+async def test_an_end_user_token_of_a_subject_unknown_anywhere_sees_nothing(client, world, token, route) -> None:
+    response = await call(client, route, world, token(subject=new_id("sub")))
+    assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r.owned and "era" not in r.path], ids=[i for r, i in zip(ROUTES, IDS) if r.owned and "era" not in i]
+)
+async def test_an_end_user_token_is_served_for_its_own_subject(client, world, token, route) -> None:
+    response = await call(client, route, world, token(subject=world.subject))
+    assert response.status_code == route.ok, response.text
+
+
+async def test_an_end_user_can_read_the_receipt_of_their_own_erasure(client, world, token) -> None:
+    response = await client.get(
+        f"/v1/erasures/{world.erasure}", headers={"Authorization": f"Bearer {token(subject=world.erased_subject)}"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == world.erasure
+
+
+async def test_an_end_user_token_cannot_open_subjects(client, token) -> None:
+    route = ROUTES[0]
+    response = await client.post(
+        route.path,
+        json={"consent": {"purpose": "headshots", "policy_version": "1"}},
+        headers={"Authorization": f"Bearer {token(subject=new_id('sub'))}"},
+    )
+    assert_error(response, 403, "insufficient_scope")
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/v1/subjects/{}", "sub"),
+        ("/v1/subjects/{}/photos", "sub"),
+        ("/v1/trainings/{}", "trn"),
+        ("/v1/renders/{}", "ren"),
+        ("/v1/erasures/{}", "era"),
+    ],
+)
+@pytest.mark.parametrize("bad_id", ["x", "sub_short", "SUB_01JBZ3K7Q8M2X4V6N9P0R5T7WY", "../etc", "era_" + "u" * 26])
+async def test_malformed_path_ids_answer_not_found(client, auth, path, kind, bad_id) -> None:
+    response = await client.get(path.format(bad_id), headers=auth())
+    assert_error(response, 404, "not_found")
+
+
+async def test_well_formed_ids_of_the_wrong_kind_answer_not_found(client, auth, world) -> None:
+    response = await client.get(f"/v1/trainings/{world.render}", headers=auth())
+    assert_error(response, 404, "not_found")
+    response = await client.get(f"/v1/renders/{world.render}/images/{world.photo}", headers=auth())
+    assert_error(response, 404, "not_found")
+
+
+async def test_a_token_naming_no_valid_tenant_is_unauthenticated(client) -> None:
+    claims = {"iss": "likeness-dev", "aud": "likeness", "iat": 0, "exp": 2**40, "tenant": "Not A Tenant!"}
+    bad = jwt.encode({**claims, "scope": "renders:read"}, SECRET, algorithm="HS256")
+    response = await client.get("/v1/styles", headers={"Authorization": f"Bearer {bad}"})
+    assert_error(response, 401, "unauthenticated")
+
+
+async def test_a_token_whose_subject_is_no_subject_id_is_unauthenticated(client) -> None:
+    claims = {"iss": "likeness-dev", "aud": "likeness", "iat": 0, "exp": 2**40, "tenant": "acme"}
+    bad = jwt.encode({**claims, "scope": "renders:read", "sub": "alice"}, SECRET, algorithm="HS256")
+    response = await client.get("/v1/styles", headers={"Authorization": f"Bearer {bad}"})
+    assert_error(response, 401, "unauthenticated")
+
+
+@pytest.mark.parametrize(("claim", "value"), [("iss", "someone-else"), ("aud", "another-api")])
+async def test_a_token_for_another_issuer_or_audience_is_unauthenticated(client, claim, value) -> None:
+    claims = {"iss": "likeness-dev", "aud": "likeness", "iat": 0, "exp": 2**40, "tenant": "acme"}
+    bad = jwt.encode({**claims, "scope": "renders:read", claim: value}, SECRET, algorithm="HS256")
+    response = await client.get("/v1/styles", headers={"Authorization": f"Bearer {bad}"})
+    assert_error(response, 401, "unauthenticated")
+
+
+async def test_a_non_bearer_authorization_is_unauthenticated(client) -> None:
+    response = await client.get("/v1/styles", headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"})
+    assert_error(response, 401, "unauthenticated")
