@@ -119,7 +119,8 @@ def _dev_status(args: argparse.Namespace) -> int:
     print(f"{'NAME':<17} {'PID':>8}  {'STATE':<10} DETAIL")
     for process in processes:
         state = "healthy" if process.healthy else ("unhealthy" if process.alive else "stopped")
-        print(f"{process.name:<17} {process.pid:>8}  {state:<10} {process.problem or ''}")
+        detail = "" if process.healthy else f"{process.problem}  (log: {_relative(Path(process.log))})"
+        print(f"{process.name:<17} {process.pid:>8}  {state:<10} {detail}")
     if "gateway_url" in record:
         print(f"\ngateway: {record['gateway_url']}")
     if not any(process.alive for process in processes):

@@ -33,7 +33,6 @@ from likeness_cli.procs import (
     DEFAULT_GRACE_SECONDS,
     ManagedProcess,
     is_alive,
-    read_log_tail,
     signal_group,
     terminate_recorded,
 )
@@ -247,12 +246,12 @@ class DevStack:
         settings = StackSettings()
         project_dir = project_dir.resolve()
         state_dir = state_dir_of(project_dir)
+        wanted = _choose_services(services)
         _refuse_if_running(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         if reset and infra is None:
             for data in ("nats", "s3"):
                 shutil.rmtree(state_dir / data, ignore_errors=True)
-        wanted = _choose_services(services)
 
         owns_infra = infra is None
         if infra is None:
@@ -542,10 +541,6 @@ def _terminate_many(entries: Sequence[Mapping[str, Any]], grace: float) -> None:
         signal_group(entry["pid"], signal.SIGTERM)
     for entry in entries:
         terminate_recorded(entry["pid"], entry.get("start_ticks"), grace)
-
-
-def recorded_log_tail(entry: Mapping[str, Any], lines: int = 20) -> str:
-    return read_log_tail(Path(entry.get("log", "")), lines)
 
 
 __all__ = [

@@ -485,6 +485,16 @@ def test_helm_test_pod_can_be_turned_off(chart: helm.Chart) -> None:
     assert not render(chart, {"tests": {"enabled": False}}).hooks
 
 
+def test_an_external_gateway_service_publishes_no_metrics(chart: helm.Chart) -> None:
+    values = {"gateway": {"service": {"type": "LoadBalancer", "port": 443, "annotations": {"a": "b"}}}}
+    service = render(chart, values).by_name("Service")[f"{PREFIX}-gateway"]
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 443, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert service["metadata"]["annotations"] == {"a": "b"}
+
+
 def test_names_follow_overrides(chart: helm.Chart) -> None:
     rendered = render(chart, {"fullnameOverride": "lk"})
     assert "lk-trainer-work" in rendered.by_name("Deployment")

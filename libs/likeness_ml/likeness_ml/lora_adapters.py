@@ -12,7 +12,7 @@ from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from likeness_ml.base_model import detect_family
-from likeness_ml.lora_format import LoraMetadata, parse_lora
+from likeness_ml.lora_format import LoraMetadata, diffusers_adapter_metadata, parse_lora
 
 
 def has_lora(model: torch.nn.Module) -> bool:
@@ -30,7 +30,7 @@ def remove_lora(unet: UNet2DConditionModel) -> None:
 
 
 def attach_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes, adapter_name: str) -> LoraMetadata:
-    """Load serialized LoRA bytes into pipe's UNet as the only active adapter, scaled by its alpha/rank."""
+    """Load serialized LoRA bytes into pipe's UNet as its active adapter, with the trained rank and alpha."""
     state_dict, metadata = parse_lora(lora_safetensors)
     family = detect_family(pipe)
     if metadata.base_family != family:
@@ -39,12 +39,20 @@ def attach_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes, adapter_
     # diffusers loads LoRAs with assign=True (low_cpu_mem_usage): the tensors become the parameters, so
     # they must already have the UNet's device and dtype.
     state_dict = {key: value.to(device=unet.device, dtype=unet.dtype) for key, value in state_dict.items()}
-    pipe.load_lora_weights(state_dict, adapter_name=adapter_name)
-    # From an in-memory dict diffusers cannot see our header, so it infers lora_alpha (it assumes alpha =
-    # rank). Re-weight the adapter so the effective scale is the trained alpha/rank, whatever was inferred.
+    # This is load_lora_weights' UNet half. Calling it directly lets us pass the adapter metadata: from an
+    # in-memory dict load_lora_weights cannot see our header and would assume alpha == rank. (Our LoRAs
+    # have no text-encoder half, so the other half would only log a warning.)
+    pipe.load_lora_into_unet(
+        state_dict,
+        network_alphas=None,
+        unet=unet,
+        adapter_name=adapter_name,
+        metadata=diffusers_adapter_metadata(metadata),
+        _pipeline=pipe,
+    )
     loaded = unet.peft_config[adapter_name]
-    inferred_scale = float(loaded.lora_alpha) / float(loaded.r)
-    unet.set_adapters([adapter_name], weights=[metadata.scale / inferred_scale])
+    if loaded.r != metadata.rank or float(loaded.lora_alpha) != metadata.alpha:
+        raise RuntimeError("LoRA loaded with a different rank/alpha than it was trained with")
     return metadata
 
 

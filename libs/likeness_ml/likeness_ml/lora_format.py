@@ -82,25 +82,32 @@ def read_lora_metadata(data: bytes) -> LoraMetadata:
         raise ValueError(f"not a Likeness LoRA (missing {missing})") from None
 
 
-def _header(metadata: LoraMetadata) -> dict[str, str]:
-    target_modules = sorted(metadata.target_modules)
-    # diffusers' own adapter metadata, so that diffusers tooling reading these bytes gets rank and alpha
-    # right too (keys are LoraConfig kwargs, prefixed like the tensors).
-    peft_config = {
+def diffusers_adapter_metadata(metadata: LoraMetadata) -> dict[str, object]:
+    """diffusers' LoRA adapter metadata: LoraConfig kwargs prefixed like the tensors (``unet.r``, ...).
+
+    Passed as ``metadata=`` to diffusers' loaders it fixes the adapter's rank and alpha exactly, instead of
+    diffusers inferring them from tensor shapes (which assumes alpha == rank).
+    """
+    return {
         f"{_UNET_PREFIX}.r": metadata.rank,
         f"{_UNET_PREFIX}.lora_alpha": metadata.alpha,
-        f"{_UNET_PREFIX}.target_modules": target_modules,
+        f"{_UNET_PREFIX}.target_modules": sorted(metadata.target_modules),
         f"{_UNET_PREFIX}.init_lora_weights": "gaussian",
     }
+
+
+def _header(metadata: LoraMetadata) -> dict[str, str]:
     return {
         "format": "pt",
-        _DIFFUSERS_METADATA_KEY: json.dumps(peft_config, indent=2, sort_keys=True),
+        # Where diffusers' save_lora_weights puts the same information, so diffusers tooling reading these
+        # bytes gets rank and alpha right too.
+        _DIFFUSERS_METADATA_KEY: json.dumps(diffusers_adapter_metadata(metadata), indent=2, sort_keys=True),
         "likeness.format": LORA_FORMAT,
         "likeness.rank": str(metadata.rank),
         "likeness.alpha": repr(float(metadata.alpha)),
         "likeness.base_family": metadata.base_family,
         "likeness.subject_phrase": metadata.subject_phrase,
-        "likeness.target_modules": json.dumps(target_modules),
+        "likeness.target_modules": json.dumps(sorted(metadata.target_modules)),
     }
 
 

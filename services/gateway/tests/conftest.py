@@ -438,8 +438,7 @@ class World:
 UPLOAD_HEADERS = {"Content-Type": "multipart/form-data; boundary=likeness-test-boundary"}
 
 
-@pytest_asyncio.fixture
-async def world(
+async def build_world(
     client: httpx.AsyncClient, auth: AuthFactory, new_subject: SubjectFactory, fakes: Fakes
 ) -> World:
     headers = auth()
@@ -479,3 +478,17 @@ async def world(
         erased_subject=erased_subject,
         erasure=response.json()["erasure_id"],
     )
+
+
+@pytest_asyncio.fixture
+async def world(client: httpx.AsyncClient, auth: AuthFactory, new_subject: SubjectFactory, fakes: Fakes) -> World:
+    """A fresh world, for tests that change it."""
+    return await build_world(client, auth, new_subject, fakes)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def shared_world(
+    client: httpx.AsyncClient, auth: AuthFactory, new_subject: SubjectFactory, fakes: Fakes
+) -> World:
+    """One world for the whole session, for tests that only read it (or are refused before any change)."""
+    return await build_world(client, auth, new_subject, fakes)

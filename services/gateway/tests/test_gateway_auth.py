@@ -8,9 +8,16 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import OTHER_TENANT, SECRET, UPLOAD_HEADERS, World, multipart_body
 from likeness.ids import new_id
 from likeness_cli.tokens import ALL_SCOPES
+
+OTHER_TENANT = "globex"
+DEV_SECRET = "gateway-tests-secret-0123456789abcdef"  # the one conftest configures
+BOUNDARY = "matrix-boundary"
+ONE_PHOTO = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+    f"Content-Type: image/jpeg\r\n\r\n"
+).encode() + b"\xff\xd8\xff\xe0x\r\n" + f"--{BOUNDARY}--\r\n".encode()
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,7 @@ class Route:
     #: Whether the route reaches a resource of a subject (so other tenants and subjects must get a 404).
     owned: bool = True
 
-    def url(self, world: World) -> str:
+    def url(self, world: Any) -> str:
         return self.path.format(
             sub=world.subject,
             trn=world.training,
@@ -31,9 +38,10 @@ class Route:
             era=world.erasure,
         )
 
-    def body(self, world: World) -> dict[str, Any]:
+    def body(self, world: Any) -> dict[str, Any]:
         if self.path.endswith("/photos") and self.method == "POST":
-            return {"content": multipart_body([("a.jpg", b"\xff\xd8\xff\xe0x")]), "headers": UPLOAD_HEADERS}
+            content_type = f"multipart/form-data; boundary={BOUNDARY}"
+            return {"content": ONE_PHOTO, "headers": {"Content-Type": content_type}}
         if self.path == "/v1/subjects":
             return {"json": {"consent": {"purpose": "headshots", "policy_version": "1"}}}
         if self.path.endswith("/renders"):
@@ -61,7 +69,7 @@ ROUTES = [
 IDS = [f"{route.method} {route.path}" for route in ROUTES]
 
 
-async def call(client: httpx.AsyncClient, route: Route, world: World, token: str | None) -> httpx.Response:
+async def call(client: httpx.AsyncClient, route: Route, world: Any, token: str | None) -> httpx.Response:
     arguments = route.body(world)
     headers = dict(arguments.pop("headers", {}))
     if token is not None:
@@ -82,8 +90,8 @@ async def test_a_tenant_token_with_the_scope_is_served(client, world, token, rou
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=IDS)
-async def test_no_token_is_unauthenticated(client, world, route) -> None:
-    response = await call(client, route, world, None)
+async def test_no_token_is_unauthenticated(client, shared_world, route) -> None:
+    response = await call(client, route, shared_world, None)
     assert_error(response, 401, "unauthenticated")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
@@ -99,48 +107,48 @@ async def test_no_token_is_unauthenticated(client, world, route) -> None:
     ],
     ids=["garbage", "three-dots", "missing-claims", "alg-none"],
 )
-async def test_a_malformed_token_is_unauthenticated(client, world, route, bad_token) -> None:
-    response = await call(client, route, world, bad_token)
+async def test_a_malformed_token_is_unauthenticated(client, shared_world, route, bad_token) -> None:
+    response = await call(client, route, shared_world, bad_token)
     assert_error(response, 401, "unauthenticated")
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=IDS)
-async def test_an_expired_token_is_unauthenticated(client, world, token, route) -> None:
-    response = await call(client, route, world, token(ttl_seconds=-120))  # beyond the 30 s leeway
+async def test_an_expired_token_is_unauthenticated(client, shared_world, token, route) -> None:
+    response = await call(client, route, shared_world, token(ttl_seconds=-120))  # beyond the 30 s leeway
     assert_error(response, 401, "unauthenticated")
     assert "expired" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=IDS)
-async def test_a_token_with_a_wrong_signature_is_unauthenticated(client, world, token, route) -> None:
-    response = await call(client, route, world, token(secret="another-secret-" + SECRET))
+async def test_a_token_with_a_wrong_signature_is_unauthenticated(client, shared_world, token, route) -> None:
+    response = await call(client, route, shared_world, token(secret="another-secret-" + DEV_SECRET))
     assert_error(response, 401, "unauthenticated")
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=IDS)
-async def test_a_token_without_the_route_scope_is_forbidden(client, world, token, route) -> None:
+async def test_a_token_without_the_route_scope_is_forbidden(client, shared_world, token, route) -> None:
     others = [scope for scope in ALL_SCOPES if scope != route.scope]
-    response = await call(client, route, world, token(scopes=others))
+    response = await call(client, route, shared_world, token(scopes=others))
     assert_error(response, 403, "insufficient_scope")
     assert route.scope in response.headers["WWW-Authenticate"]
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.owned], ids=[i for r, i in zip(ROUTES, IDS) if r.owned])
-async def test_another_tenant_sees_nothing(client, world, token, route, fakes) -> None:
-    response = await call(client, route, world, token(tenant=OTHER_TENANT))
+async def test_another_tenant_sees_nothing(client, shared_world, token, route, fakes) -> None:
+    response = await call(client, route, shared_world, token(tenant=OTHER_TENANT))
     assert_error(response, 404, "not_found")
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.owned], ids=[i for r, i in zip(ROUTES, IDS) if r.owned])
-async def test_an_end_user_token_sees_nothing_of_another_subject(client, world, token, route) -> None:
-    response = await call(client, route, world, token(subject=world.other_subject))
+async def test_an_end_user_token_sees_nothing_of_another_subject(client, shared_world, token, route) -> None:
+    response = await call(client, route, shared_world, token(subject=shared_world.other_subject))
     assert_error(response, 404, "not_found")
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.owned], ids=[i for r, i in zip(ROUTES, IDS) if r.owned])
-async def test_an_end_user_token_of_a_subject_unknown_anywhere_sees_nothing(client, world, token, route) -> None:
-    response = await call(client, route, world, token(subject=new_id("sub")))
+async def test_an_end_user_token_of_a_subject_unknown_anywhere_sees_nothing(client, shared_world, token, route) -> None:
+    response = await call(client, route, shared_world, token(subject=new_id("sub")))
     assert_error(response, 404, "not_found")
 
 
@@ -186,23 +194,23 @@ async def test_malformed_path_ids_answer_not_found(client, auth, path, kind, bad
     assert_error(response, 404, "not_found")
 
 
-async def test_well_formed_ids_of_the_wrong_kind_answer_not_found(client, auth, world) -> None:
-    response = await client.get(f"/v1/trainings/{world.render}", headers=auth())
+async def test_well_formed_ids_of_the_wrong_kind_answer_not_found(client, auth, shared_world) -> None:
+    response = await client.get(f"/v1/trainings/{shared_world.render}", headers=auth())
     assert_error(response, 404, "not_found")
-    response = await client.get(f"/v1/renders/{world.render}/images/{world.photo}", headers=auth())
+    response = await client.get(f"/v1/renders/{shared_world.render}/images/{shared_world.photo}", headers=auth())
     assert_error(response, 404, "not_found")
 
 
 async def test_a_token_naming_no_valid_tenant_is_unauthenticated(client) -> None:
     claims = {"iss": "likeness-dev", "aud": "likeness", "iat": 0, "exp": 2**40, "tenant": "Not A Tenant!"}
-    bad = jwt.encode({**claims, "scope": "renders:read"}, SECRET, algorithm="HS256")
+    bad = jwt.encode({**claims, "scope": "renders:read"}, DEV_SECRET, algorithm="HS256")
     response = await client.get("/v1/styles", headers={"Authorization": f"Bearer {bad}"})
     assert_error(response, 401, "unauthenticated")
 
 
 async def test_a_token_whose_subject_is_no_subject_id_is_unauthenticated(client) -> None:
     claims = {"iss": "likeness-dev", "aud": "likeness", "iat": 0, "exp": 2**40, "tenant": "acme"}
-    bad = jwt.encode({**claims, "scope": "renders:read", "sub": "alice"}, SECRET, algorithm="HS256")
+    bad = jwt.encode({**claims, "scope": "renders:read", "sub": "alice"}, DEV_SECRET, algorithm="HS256")
     response = await client.get("/v1/styles", headers={"Authorization": f"Bearer {bad}"})
     assert_error(response, 401, "unauthenticated")
 
@@ -210,7 +218,7 @@ async def test_a_token_whose_subject_is_no_subject_id_is_unauthenticated(client)
 @pytest.mark.parametrize(("claim", "value"), [("iss", "someone-else"), ("aud", "another-api")])
 async def test_a_token_for_another_issuer_or_audience_is_unauthenticated(client, claim, value) -> None:
     claims = {"iss": "likeness-dev", "aud": "likeness", "iat": 0, "exp": 2**40, "tenant": "acme"}
-    bad = jwt.encode({**claims, "scope": "renders:read", claim: value}, SECRET, algorithm="HS256")
+    bad = jwt.encode({**claims, "scope": "renders:read", claim: value}, DEV_SECRET, algorithm="HS256")
     response = await client.get("/v1/styles", headers={"Authorization": f"Bearer {bad}"})
     assert_error(response, 401, "unauthenticated")
 

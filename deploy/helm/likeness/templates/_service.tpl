@@ -1,6 +1,7 @@
 {{/*
 The Service in front of a service's API: the gateway's REST port, or the gRPC port of ingest, retention and
-the serve role of trainer and renderer. It also exposes the metrics port for scraping. GPU workers have none.
+the serve role of trainer and renderer, plus the metrics port for scraping (not on a gateway Service of
+type NodePort or LoadBalancer). GPU workers have none.
 Input: dict root, service.
 */}}
 {{- define "likeness.service" -}}
@@ -36,8 +37,11 @@ spec:
       targetPort: grpc
       protocol: TCP
     {{- end }}
+    {{- /* Never publish metrics through a gateway Service that leaves the cluster. */}}
+    {{- if or (not $isGateway) (eq $svc.service.type "ClusterIP") }}
     - name: metrics
       port: {{ $root.Values.config.metricsPort }}
       targetPort: metrics
       protocol: TCP
+    {{- end }}
 {{- end -}}

@@ -1,0 +1,252 @@
+"""Photo uploads stream from the request body into ingest, within limits, and never through a file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+BOUNDARY = "likeness-test-boundary"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+JPEG = b"\xff\xd8\xff\xe0"
+CHUNK_LIMIT = 256 * 1024
+MAX_UPLOAD_BYTES = 1024 * 1024  # as conftest configures the shared client
+MAX_FILES = 4
+
+
+def photo(size: int, fill: int = 7) -> bytes:
+    return JPEG + bytes([fill]) * (size - len(JPEG))
+
+
+def error_code(response: Any) -> str:
+    code: str = response.json()["error"]["code"]
+    return code
+
+
+async def test_several_files_are_streamed_to_ingest_in_bounded_chunks(
+    client, auth, new_subject, multipart, fakes
+) -> None:
+    subject = await new_subject()
+    files = [("front.jpg", photo(600_000, 1)), ("side.jpg", photo(300_000, 2)), ("notes.txt", b"not a photo")]
+    before = len(fakes.ingest.uploads)
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+    )
+    assert response.status_code == 200, response.text
+    answered = response.json()["photos"]
+    assert [p["filename"] for p in answered] == ["front.jpg", "side.jpg", "notes.txt"]
+    assert [p["status"] for p in answered] == ["accepted", "accepted", "rejected"]
+    assert answered[2]["reasons"] == [{"code": "unsupported_format", "message": "Not a photo we can read."}]
+    assert answered[0]["width"] == 512 and answered[2]["width"] is None
+    assert all(p["id"].startswith("pho_") for p in answered)
+
+    received = fakes.ingest.uploads[before:]
+    assert len(received) == 3
+    for upload, (filename, data) in zip(received, files, strict=True):
+        assert (upload.header.tenant, upload.header.subject_id) == ("acme", subject)
+        assert upload.header.content_type == "image/jpeg"
+        assert filename.encode() not in upload.header.SerializeToString()
+        assert all(0 < len(chunk) <= CHUNK_LIMIT for chunk in upload.chunks)
+        assert b"".join(upload.chunks) == data
+    assert len(received[0].chunks) == 3  # 600 kB in 256 KiB chunks
+
+    listed = await client.get(f"/v1/subjects/{subject}/photos", headers=auth())
+    assert listed.status_code == 200
+    assert [p["id"] for p in listed.json()["photos"]] == [p["id"] for p in answered]
+    assert "filename" not in listed.json()["photos"][0]
+
+
+async def test_chunks_reach_ingest_before_the_upload_has_finished(client, auth, new_subject, multipart, fakes) -> None:
+    """If the gateway buffered the body, ingest would see nothing until the end and this would time out."""
+    subject = await new_subject()
+    body = multipart([("big.jpg", photo(900_000))])
+    split = 600_000
+    fakes.ingest.chunk_arrived.clear()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield body[:split]
+        await asyncio.wait_for(fakes.ingest.chunk_arrived.wait(), timeout=10)
+        yield body[split:]
+
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos", content=slow_body(), headers={**auth(), **MULTIPART}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["photos"][0]["status"] == "accepted"
+
+
+async def test_a_file_over_the_limit_is_refused_while_streaming(client, auth, new_subject, multipart, fakes) -> None:
+    subject = await new_subject()
+    before = len(fakes.ingest.uploads)
+    files = [("ok.jpg", photo(1000)), ("huge.jpg", photo(MAX_UPLOAD_BYTES + 1))]
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+    )
+    assert response.status_code == 413
+    assert error_code(response) == "file_too_large"
+    huge = fakes.ingest.uploads[before + 1]
+    assert sum(map(len, huge.chunks)) <= MAX_UPLOAD_BYTES  # the excess never went on
+
+
+async def test_a_file_of_exactly_the_limit_is_accepted(client, auth, new_subject, multipart) -> None:
+    subject = await new_subject()
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos",
+        content=multipart([("max.jpg", photo(MAX_UPLOAD_BYTES))]),
+        headers={**auth(), **MULTIPART},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_too_many_files_are_refused(client, auth, new_subject, multipart, fakes) -> None:
+    subject = await new_subject()
+    before = len(fakes.ingest.uploads)
+    files = [(f"{n}.jpg", photo(100)) for n in range(MAX_FILES + 1)]
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+    )
+    assert response.status_code == 413
+    assert error_code(response) == "too_many_files"
+    assert len(fakes.ingest.uploads) - before == MAX_FILES  # the extra file never reached ingest
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(b'{"file": "x"}', "application/json"), (b"file=x", "application/x-www-form-urlencoded"), (b"x", None)],
+)
+async def test_a_body_that_is_not_multipart_is_unsupported(client, auth, new_subject, content, content_type) -> None:
+    subject = await new_subject()
+    headers = auth() if content_type is None else {**auth(), "Content-Type": content_type}
+    response = await client.post(f"/v1/subjects/{subject}/photos", content=content, headers=headers)
+    assert response.status_code == 415
+    assert error_code(response) == "unsupported_media_type"
+
+
+async def test_a_form_without_file_parts_has_no_files(client, auth, new_subject) -> None:
+    subject = await new_subject()
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="comment"\r\n\r\nhello\r\n--{BOUNDARY}--\r\n'
+    ).encode()
+    response = await client.post(f"/v1/subjects/{subject}/photos", content=body, headers={**auth(), **MULTIPART})
+    assert response.status_code == 400
+    assert error_code(response) == "no_files"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"--likeness-test-boundary\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc", MULTIPART),
+        (b"garbage without any boundary", MULTIPART),
+        (b"", {"Content-Type": "multipart/form-data"}),
+    ],
+    ids=["truncated", "garbage", "no-boundary"],
+)
+async def test_a_malformed_multipart_body_is_a_bad_request(client, auth, new_subject, body, content_type) -> None:
+    subject = await new_subject()
+    response = await client.post(f"/v1/subjects/{subject}/photos", content=body, headers={**auth(), **content_type})
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_multipart"
+
+
+async def test_a_declared_length_beyond_every_limit_is_refused_before_reading(client, auth, new_subject) -> None:
+    subject = await new_subject()
+
+    async def endless() -> AsyncIterator[bytes]:
+        raise AssertionError("the body must not be read")
+        yield b""  # pragma: no cover
+
+    too_long = str(MAX_FILES * MAX_UPLOAD_BYTES + 2 * 1024 * 1024)
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos",
+        content=endless(),
+        headers={**auth(), **MULTIPART, "Content-Length": too_long},
+    )
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+
+
+class WriteOpens:
+    """Records every file opened for writing (audit hooks cannot be removed, so this one can be switched off)."""
+
+    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def __init__(self) -> None:
+        self.active = False
+        self.seen: list[str] = []
+        sys.addaudithook(self.hook)
+
+    def hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.active:
+            return
+        if event == "open":
+            path, mode, flags = args
+            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(
+                (flags or 0) & self.WRITE_FLAGS
+            )
+            if writes:
+                self.seen.append(str(path))
+        elif event in ("tempfile.mkstemp", "tempfile.mkdtemp", "os.mkdir"):
+            self.seen.append(f"{event}:{args[0]}")
+
+
+@pytest.fixture(scope="module")
+def write_opens() -> WriteOpens:
+    return WriteOpens()
+
+
+async def test_an_upload_never_opens_a_file_for_writing(make_client, auth, multipart, write_opens) -> None:
+    # The hook must be able to fail: a temporary file is exactly what Starlette's form parsing would create.
+    write_opens.active = True
+    with tempfile.TemporaryFile():
+        pass
+    write_opens.active = False
+    assert write_opens.seen, "the audit hook does not see files opened for writing"
+    write_opens.seen.clear()
+
+    # Files well past Starlette's 1 MB spooling threshold, in a gateway that allows them.
+    async with make_client(max_upload_bytes=4 * 1024 * 1024) as big_client:
+        body = {"consent": {"purpose": "headshots", "policy_version": "1"}}
+        subject = (await big_client.post("/v1/subjects", json=body, headers=auth())).json()["id"]
+        content = multipart([("a.jpg", photo(3 * 1024 * 1024)), ("b.jpg", photo(2 * 1024 * 1024))])
+        write_opens.active = True
+        try:
+            response = await big_client.post(
+                f"/v1/subjects/{subject}/photos", content=content, headers={**auth(), **MULTIPART}
+            )
+        finally:
+            write_opens.active = False
+    assert response.status_code == 200, response.text
+    assert [p["status"] for p in response.json()["photos"]] == ["accepted", "accepted"]
+    assert write_opens.seen == []
+
+
+async def test_uploads_to_an_erased_subject_are_gone(client, auth, world, multipart) -> None:
+    response = await client.post(
+        f"/v1/subjects/{world.erased_subject}/photos",
+        content=multipart([("a.jpg", photo(100))]),
+        headers={**auth(), **MULTIPART},
+    )
+    assert response.status_code == 410
+    assert error_code(response) == "subject_erased"
+    response = await client.get(f"/v1/subjects/{world.erased_subject}/photos", headers=auth())
+    assert response.status_code == 410
+
+
+async def test_filenames_are_cleaned_and_kept_out_of_ingest(client, auth, new_subject, fakes) -> None:
+    subject = await new_subject()
+    name = "C:\\Users\\ana\\Pictures\\añа-selfie.jpg"
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: image/heic\r\n\r\n"
+    ).encode() + photo(10) + f"\r\n--{BOUNDARY}--\r\n".encode()
+    response = await client.post(f"/v1/subjects/{subject}/photos", content=body, headers={**auth(), **MULTIPART})
+    assert response.status_code == 200, response.text
+    assert response.json()["photos"][0]["filename"] == "añа-selfie.jpg"
+    header = fakes.ingest.uploads[-1].header
+    assert header.content_type == "image/heic"
+    assert b"selfie" not in header.SerializeToString()
