@@ -192,8 +192,9 @@ class Infra:
         return {NATS: self._nats_ports.client, S3: self._weed_ports.s3, VAULT: self._vault_port}
 
     def leftover_files(self) -> list[Path]:
-        """Files outside `state_dir` the servers may leave behind (to delete after they stopped)."""
-        return self._weed_grpc_sockets()
+        """Files and folders outside `state_dir` the servers may leave behind (delete after stopping)."""
+        outside = [] if self._socket_dir.parent == self.state_dir else [self._socket_dir]
+        return self._weed_grpc_sockets() + outside
 
     def start(self) -> None:
         """Start all servers (in parallel) and wait until each works; on failure stop them all."""

@@ -164,6 +164,20 @@ def _model_tiny(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from likeness_cli.demo import run_demo
+    from likeness_cli.journey import JourneyError
+
+    try:
+        run_demo(_project_dir(args), args.out, images_per_style=args.images_per_style)
+    except JourneyError as error:
+        raise CliError(f"the journey failed: {error}") from error
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 
@@ -209,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--out", type=Path, required=True, help="output folder")
     tiny.add_argument("--seed", type=int, help="seed of the random weights")
     tiny.set_defaults(handler=_model_tiny)
+
+    demo = commands.add_parser(
+        "demo", parents=[where], help="run the journey against the running dev stack and write a contact sheet"
+    )
+    demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
+    demo.add_argument("--images-per-style", type=int, default=4, help="images per style (default: 4)")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

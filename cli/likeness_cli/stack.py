@@ -529,8 +529,11 @@ def stop_recorded_stack(project_dir: Path, grace: float = DEFAULT_GRACE_SECONDS)
         alive = [entry for entry in group if is_alive(entry["pid"], entry.get("start_ticks"))]
         _terminate_many(alive, grace)
         stopped += [entry["name"] for entry in alive]
-    for leftover in record.get("leftover_files", []):
-        Path(leftover).unlink(missing_ok=True)
+    for leftover in map(Path, record.get("leftover_files", [])):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
     remove_stack_files(state_dir)
     return stopped
 

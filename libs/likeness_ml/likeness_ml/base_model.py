@@ -33,9 +33,12 @@ def enable_tf32() -> None:
 
 def load_pipeline(path: Path, device: torch.device | None = None) -> StableDiffusionPipeline:
     """Load a local diffusers SD pipeline for inference/training on device (default: select_device())."""
+    if not path.is_dir():
+        # Checked here: diffusers would take a missing local path for a Hub repo id.
+        raise FileNotFoundError(f"base model directory not found: {path}")
     device = device or select_device()
     pipe = StableDiffusionPipeline.from_pretrained(
-        path,
+        str(path),
         dtype=dtype_for(device),
         local_files_only=True,  # never reach for the Hub: the weights are provisioned, pinned files
         use_safetensors=True,  # never unpickle

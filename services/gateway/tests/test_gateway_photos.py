@@ -89,8 +89,8 @@ async def test_a_file_over_the_limit_is_refused_while_streaming(client, auth, ne
     )
     assert response.status_code == 413
     assert error_code(response) == "file_too_large"
-    huge = fakes.ingest.uploads[before + 1]
-    assert sum(map(len, huge.chunks)) <= MAX_UPLOAD_BYTES  # the excess never went on
+    # The calls are cancelled, so ingest may have seen some of it, but never more than the limit.
+    assert all(sum(map(len, upload.chunks)) <= MAX_UPLOAD_BYTES for upload in fakes.ingest.uploads[before:])
 
 
 async def test_a_file_of_exactly_the_limit_is_accepted(client, auth, new_subject, multipart) -> None:
@@ -112,7 +112,8 @@ async def test_too_many_files_are_refused(client, auth, new_subject, multipart, 
     )
     assert response.status_code == 413
     assert error_code(response) == "too_many_files"
-    assert len(fakes.ingest.uploads) - before == MAX_FILES  # the extra file never reached ingest
+    # The extra file never reached ingest (the others were cancelled, so some may not have either).
+    assert len(fakes.ingest.uploads) - before <= MAX_FILES
 
 
 @pytest.mark.parametrize(

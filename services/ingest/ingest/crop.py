@@ -49,7 +49,7 @@ def aligned_face_crop(
     eyes_to_nose = math.hypot(nose_x - eyes_x, nose_y - eyes_y)
     # Turning the head shortens the eye distance, tilting it the eyes-to-nose one; the larger estimate
     # is the one the pose did not shrink.
-    face_size = max(_FACE_PER_EYE_DISTANCE * eye_distance, _FACE_PER_EYES_TO_NOSE * eyes_to_nose)
+    face_size = max(_FACE_PER_EYE_DISTANCE * eye_distance, _FACE_PER_EYES_TO_NOSE * eyes_to_nose, 1.0)
 
     # An axis-aligned box that contains the crop square turned by ``angle`` has this many times its side.
     extent = abs(cos_a) + abs(sin_a)

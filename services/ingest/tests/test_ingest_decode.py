@@ -217,3 +217,26 @@ def test_decoded_image_carries_no_metadata(
     assert decoded.mode == "RGB"
     assert decoded.info == {}
     assert len(decoded.getexif()) == 0
+
+
+def test_heic_orientation_is_applied_once(limits: SanitizeLimits, encode: Encode) -> None:
+    # pillow-heif applies HEIF's own rotation and resets the EXIF tag; turning again would be wrong.
+    upright = _quadrants()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(upright.transpose(STORED_FOR[6]), "HEIF", exif=exif.tobytes(), quality=95)
+    decoded = decode_image(data, limits).image
+    assert decoded.size == upright.size
+    red, green, blue = decoded.getpixel((50, 50))  # type: ignore[misc]
+    assert red > 240
+    assert max(green, blue) < 15
+
+
+def test_multi_picture_jpeg_uses_its_primary_image(limits: SanitizeLimits) -> None:
+    # Phones store depth maps and HDR gain maps as extra JPEG frames (MPO): not an animation.
+    buffer = io.BytesIO()
+    primary, extra = Image.new("RGB", (300, 300), (250, 0, 0)), Image.new("RGB", (300, 300), (0, 0, 250))
+    primary.save(buffer, format="MPO", save_all=True, append_images=[extra])
+    decoded = decode_image(buffer.getvalue(), limits)
+    assert decoded.source_format is ImageFormat.JPEG
+    assert decoded.image.getpixel((5, 5))[0] > 240  # type: ignore[index]

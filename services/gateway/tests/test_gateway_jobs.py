@@ -1,0 +1,268 @@
+"""Subjects, trainings, renders, images and erasure through the gateway: the flow and its error codes."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import pytest
+from likeness.v1 import common_pb2, ingest_pb2
+
+BOUNDARY = "likeness-test-boundary"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def error_code(response: Any) -> str:
+    assert set(response.json()) == {"error"}, response.text
+    code: str = response.json()["error"]["code"]
+    return code
+
+
+def assert_iso(value: str) -> None:
+    assert ISO_UTC.match(value), value
+    datetime.fromisoformat(value)
+
+
+async def test_opening_and_reading_a_subject(client, auth, fakes) -> None:
+    body = {"external_ref": "user-4711", "consent": {"purpose": "headshots", "policy_version": "2025-01"}}
+    response = await client.post("/v1/subjects", json=body, headers=auth())
+    assert response.status_code == 201, response.text
+    subject = response.json()
+    assert subject["id"].startswith("sub_") and subject["status"] == "active"
+    assert response.headers["Location"] == f"/v1/subjects/{subject['id']}"
+    assert_iso(subject["created_at"])
+    assert subject["retention"]["photos_days"] == 30
+    assert subject["consent"]["policy_version"] == "2025-01"
+    opened = fakes.retention.opened[-1]
+    assert (opened.tenant, opened.external_ref, opened.consent.purpose) == ("acme", "user-4711", "headshots")
+    assert opened.consent.HasField("given_at")
+
+    read = await client.get(f"/v1/subjects/{subject['id']}", headers=auth())
+    assert read.status_code == 200
+    assert read.json() == subject
+
+
+async def test_training_needs_accepted_photos(client, auth, new_subject, multipart, fakes) -> None:
+    subject = await new_subject()
+    response = await client.post(f"/v1/subjects/{subject}/trainings", headers=auth())
+    assert response.status_code == 409
+    assert error_code(response) == "no_accepted_photos"
+
+    await client.post(
+        f"/v1/subjects/{subject}/photos", content=multipart([("x.txt", b"text")]), headers={**auth(), **MULTIPART}
+    )
+    response = await client.post(f"/v1/subjects/{subject}/trainings", json={}, headers=auth())
+    assert response.status_code == 409
+    assert error_code(response) == "no_accepted_photos"
+
+
+async def test_training_submits_only_accepted_photos(client, auth, new_subject, multipart, fakes) -> None:
+    subject = await new_subject()
+    files = [("a.jpg", b"\xff\xd8\xff\xe0a"), ("b.txt", b"text"), ("c.jpg", b"\xff\xd8\xff\xe0c")]
+    uploaded = await client.post(
+        f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+    )
+    accepted = [p["id"] for p in uploaded.json()["photos"] if p["status"] == "accepted"]
+    response = await client.post(f"/v1/subjects/{subject}/trainings", json={"steps": 300}, headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    training_id = response.json()["id"]
+    assert response.headers["Location"] == f"/v1/trainings/{training_id}"
+    submitted = fakes.trainer.submitted[-1]
+    assert (submitted.tenant, submitted.subject_id, submitted.steps) == ("acme", subject, 300)
+    assert list(submitted.photo_ids) == accepted
+
+    training = (await client.get(f"/v1/trainings/{training_id}", headers=auth())).json()
+    assert training["id"] == training_id and training["subject_id"] == subject
+    assert training["status"] == "queued"
+    assert training["progress"] == {"step": 0, "total_steps": 300}
+    assert training["error"] is None
+    assert_iso(training["created_at"])
+    assert_iso(training["updated_at"])
+
+
+@pytest.mark.parametrize("steps", [0, 10001, "many"])
+async def test_training_steps_are_validated(client, auth, world, steps) -> None:
+    response = await client.post(f"/v1/subjects/{world.subject}/trainings", json={"steps": steps}, headers=auth())
+    assert response.status_code == 422
+    assert error_code(response) == "invalid_request"
+    assert "steps" in response.json()["error"]["message"]
+
+
+async def test_cancelling_a_training(client, auth, world) -> None:
+    response = await client.post(f"/v1/trainings/{world.training}/cancel", headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "cancelled"
+    again = await client.post(f"/v1/trainings/{world.training}/cancel", headers=auth())
+    assert again.status_code == 409
+    assert error_code(again) == "training_finished"  # the service's own code is passed on
+
+
+async def test_a_failed_training_reports_its_error(client, auth, world, fakes) -> None:
+    record = fakes.trainer.trainings[("acme", world.training)]
+    record.status = common_pb2.JOB_STATUS_FAILED
+    record.error = "out of memory"
+    training = (await client.get(f"/v1/trainings/{world.training}", headers=auth())).json()
+    assert (training["status"], training["error"]) == ("failed", "out of memory")
+
+
+async def test_rendering_requires_a_succeeded_training(client, auth, world) -> None:
+    body = {"training_id": world.training, "styles": ["corporate"]}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 409
+    assert error_code(response) == "training_not_ready"
+
+
+async def test_rendering_requires_a_training_of_the_same_subject(client, auth, world, new_subject) -> None:
+    other = await new_subject()
+    body = {"training_id": world.done_training, "styles": ["corporate"]}
+    response = await client.post(f"/v1/subjects/{other}/renders", json=body, headers=auth())
+    assert response.status_code == 404
+    assert error_code(response) == "training_not_found"
+
+
+@pytest.mark.parametrize("training_id", ["trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "not-an-id"])
+async def test_rendering_from_an_unknown_training(client, auth, world, training_id) -> None:
+    body = {"training_id": training_id, "styles": ["corporate"]}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 404
+    assert error_code(response) == "training_not_found"
+
+
+async def test_rendering_only_curated_styles(client, auth, world) -> None:
+    body = {"training_id": world.done_training, "styles": ["corporate", "a pirate on the moon"]}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 400
+    assert error_code(response) == "unknown_style"
+    assert "pirate" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"styles": ["corporate"]},
+        {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": []},
+        {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"] * 17},
+        {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"], "images_per_style": 9},
+        {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"], "prompt": "anything"},
+    ],
+    ids=["no-training", "no-styles", "too-many-styles", "too-many-images", "free-form-prompt"],
+)
+async def test_render_requests_are_validated(client, auth, world, body) -> None:
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 422
+    assert error_code(response) == "invalid_request"
+
+
+async def test_submitting_a_render(client, auth, world, fakes) -> None:
+    body = {"training_id": world.done_training, "styles": ["studio", "corporate", "studio"]}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    submitted = fakes.renderer.submitted[-1]
+    assert list(submitted.styles) == ["studio", "corporate"]
+    assert (submitted.images_per_style, submitted.HasField("seed")) == (2, False)
+
+    body = {"training_id": world.done_training, "styles": ["studio"], "images_per_style": 3, "seed": 42}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 202
+    assert (fakes.renderer.submitted[-1].images_per_style, fakes.renderer.submitted[-1].seed) == (3, 42)
+
+
+async def test_reading_a_render(client, auth, world) -> None:
+    render = (await client.get(f"/v1/renders/{world.render}", headers=auth())).json()
+    assert render["id"] == world.render
+    assert (render["subject_id"], render["training_id"]) == (world.subject, world.done_training)
+    assert render["status"] == "succeeded"
+    assert render["images"] == [
+        {
+            "id": world.image,
+            "style": "corporate",
+            "seed": 7,
+            "url": f"/v1/renders/{world.render}/images/{world.image}",
+        }
+    ]
+
+
+async def test_images_stream_through_uncached(client, auth, world) -> None:
+    response = await client.get(f"/v1/renders/{world.render}/images/{world.image}", headers=auth())
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.content == world.image_bytes
+    assert len(world.image_bytes) > 3 * 64 * 1024  # it really came in several chunks
+
+
+async def test_an_image_of_another_render_is_not_found(client, auth, world, fakes) -> None:
+    response = await client.get(f"/v1/renders/{world.render}/images/img_01jbz3t1d3f5h7k9n1q3t5w7za", headers=auth())
+    assert response.status_code == 404
+    assert error_code(response) == "not_found"
+
+
+async def test_styles_are_listed(client, auth) -> None:
+    response = await client.get("/v1/styles", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["styles"][0] == {
+        "id": "corporate",
+        "name": "Corporate",
+        "description": "Neutral grey backdrop",
+    }
+
+
+async def test_erasing_a_subject(client, auth, world, fakes) -> None:
+    response = await client.delete(f"/v1/subjects/{world.subject}", headers=auth())
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["erasure_id"].startswith("era_") and accepted["status"] == "pending"
+    assert response.headers["Location"] == f"/v1/erasures/{accepted['erasure_id']}"
+
+    receipt = (await client.get(f"/v1/erasures/{accepted['erasure_id']}", headers=auth())).json()
+    assert set(receipt) == {
+        "id",
+        "tenant",
+        "subject_hmac",
+        "status",
+        "cause",
+        "key_name",
+        "requested_at",
+        "key_destroyed_at",
+        "completed_at",
+        "objects_deleted",
+        "bytes_deleted",
+        "records_deleted",
+        "events_purged",
+        "backups_expire_by",
+        "last_error",
+        "attempts",
+    }
+    assert (receipt["status"], receipt["cause"], receipt["attempts"]) == ("pending", "request", 1)
+    assert_iso(receipt["requested_at"])
+    assert receipt["key_destroyed_at"] is None and receipt["completed_at"] is None
+
+
+async def test_an_erased_subject_is_gone_everywhere(client, auth, world, multipart) -> None:
+    await client.delete(f"/v1/subjects/{world.subject}", headers=auth())
+    calls = [
+        ("GET", f"/v1/subjects/{world.subject}", {}),
+        ("DELETE", f"/v1/subjects/{world.subject}", {}),
+        ("GET", f"/v1/subjects/{world.subject}/photos", {}),
+        ("POST", f"/v1/subjects/{world.subject}/trainings", {"json": {}}),
+        ("POST", f"/v1/subjects/{world.subject}/renders", {"json": {"training_id": world.done_training, "styles": ["studio"]}}),
+        ("GET", f"/v1/trainings/{world.training}", {}),
+        ("POST", f"/v1/trainings/{world.training}/cancel", {}),
+        ("GET", f"/v1/renders/{world.render}", {}),
+        ("GET", f"/v1/renders/{world.render}/images/{world.image}", {}),
+    ]
+    for method, url, arguments in calls:
+        response = await client.request(method, url, headers=auth(), **arguments)
+        assert response.status_code == 410, f"{method} {url}: {response.text}"
+        assert error_code(response) == "subject_erased"
+
+
+async def test_photos_listing_passes_the_verdicts(client, auth, world, fakes) -> None:
+    photos = (await client.get(f"/v1/subjects/{world.subject}/photos", headers=auth())).json()["photos"]
+    assert [p["id"] for p in photos] == [world.photo]
+    assert photos[0]["status"] == "accepted" and photos[0]["scores"] == {"sharpness": 0.9}
+    assert fakes.ingest.photos[("acme", world.subject)][0].status == ingest_pb2.PHOTO_STATUS_ACCEPTED
