@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(handler=_model_tiny)
 
     demo = commands.add_parser(
-        "demo", parents=[where], help="run the journey against the running dev stack and write a contact sheet"
+        "demo", parents=[where], help="run the journey on the running dev stack, write a contact sheet"
     )
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     demo.add_argument("--images-per-style", type=int, default=4, help="images per style (default: 4)")
