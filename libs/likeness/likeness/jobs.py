@@ -84,7 +84,7 @@ class JobRecords(Generic[R]):
 def _identity(record: Message) -> tuple[str, str, str]:
     """(tenant, id, subject_id) of a Training or Render record."""
     fields = record.DESCRIPTOR.fields_by_name
-    assert {"tenant", "id", "subject_id"} <= fields.keys(), "not a job record"
+    assert {"tenant", "id", "subject_id"} <= set(fields), "not a job record"
     values = {name: str(getattr(record, name)) for name in ("tenant", "id", "subject_id")}
     return values["tenant"], values["id"], values["subject_id"]
 

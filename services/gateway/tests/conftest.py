@@ -25,7 +25,6 @@ from gateway.app import create_app
 from gateway.backends import SERVICE_NAMES
 from gateway.config import GatewaySettings
 from likeness.ids import new_id
-from likeness_cli.tokens import ALL_SCOPES, mint_dev_token
 from likeness.rpc_errors import abort
 from likeness.v1 import (
     common_pb2,
@@ -38,7 +37,7 @@ from likeness.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-
+from likeness_cli.tokens import ALL_SCOPES, mint_dev_token
 
 SECRET = "gateway-tests-secret-0123456789abcdef"
 TENANT = "acme"
@@ -150,7 +149,10 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
         assert upload is not None
         data = b"".join(upload.chunks)
         photo = ingest_pb2.Photo(
-            id=new_id("pho"), tenant=upload.header.tenant, subject_id=upload.header.subject_id, created_at=now()
+            id=new_id("pho"),
+            tenant=upload.header.tenant,
+            subject_id=upload.header.subject_id,
+            created_at=now(),
         )
         if data.startswith(JPEG_MAGIC):
             photo.status = ingest_pb2.PHOTO_STATUS_ACCEPTED
@@ -158,7 +160,9 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
             photo.scores["sharpness"] = 0.9
         else:
             photo.status = ingest_pb2.PHOTO_STATUS_REJECTED
-            photo.reasons.append(common_pb2.Reason(code="unsupported_format", message="Not a photo we can read."))
+            photo.reasons.append(
+                common_pb2.Reason(code="unsupported_format", message="Not a photo we can read.")
+            )
         self.photos.setdefault((photo.tenant, photo.subject_id), []).append(photo)
         return ingest_pb2.SanitizePhotoResponse(photo=photo)
 
@@ -195,7 +199,9 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         return training
 
     async def GetTraining(self, request: trainer_pb2.GetTrainingRequest, context: Context) -> Any:
-        return trainer_pb2.GetTrainingResponse(training=await self._find(request.tenant, request.training_id, context))
+        return trainer_pb2.GetTrainingResponse(
+            training=await self._find(request.tenant, request.training_id, context)
+        )
 
     async def CancelTraining(self, request: trainer_pb2.CancelTrainingRequest, context: Context) -> Any:
         training = await self._find(request.tenant, request.training_id, context)
@@ -258,7 +264,9 @@ class FakeRenderer(renderer_pb2_grpc.RendererServiceServicer):
 
     async def FetchImage(self, request: renderer_pb2.FetchImageRequest, context: Context) -> Any:
         render = self.renders.get((request.tenant, request.render_id))
-        info = next((image for image in render.images if image.id == request.image_id), None) if render else None
+        info = (
+            next((image for image in render.images if image.id == request.image_id), None) if render else None
+        )
         if info is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "image_not_found", "no such image")
         yield renderer_pb2.FetchImageResponse(info=info)
@@ -280,7 +288,9 @@ class Fakes:
     health: dict[str, HealthServicer]
 
     async def set_serving(self, name: str, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         await self.health[name].set(SERVICE_NAMES[name], status)
 
 
@@ -481,7 +491,9 @@ async def build_world(
 
 
 @pytest_asyncio.fixture
-async def world(client: httpx.AsyncClient, auth: AuthFactory, new_subject: SubjectFactory, fakes: Fakes) -> World:
+async def world(
+    client: httpx.AsyncClient, auth: AuthFactory, new_subject: SubjectFactory, fakes: Fakes
+) -> World:
     """A fresh world, for tests that change it."""
     return await build_world(client, auth, new_subject, fakes)
 

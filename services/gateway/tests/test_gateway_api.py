@@ -1,4 +1,4 @@
-"""The API's cross-cutting contract: error envelope, gRPC status mapping, headers, health, metrics, logs, OpenAPI."""
+"""Cross-cutting contract: error envelope, gRPC status mapping, headers, health, metrics, logs, OpenAPI."""
 
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 def assert_envelope(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
     assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
 
 
 async def test_unknown_routes_answer_the_envelope(client, auth) -> None:
@@ -89,7 +91,12 @@ def test_unavailable_backends_are_503_without_their_details(status) -> None:
 
 @pytest.mark.parametrize(
     "status",
-    [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.DATA_LOSS],
+    [
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.DATA_LOSS,
+    ],
 )
 def test_other_grpc_errors_are_internal_without_details(status) -> None:
     mapped = from_grpc(rpc_error(status, "leaky_code", details="stack trace with secrets"))
@@ -106,7 +113,9 @@ def test_other_grpc_errors_are_internal_without_details(status) -> None:
         (grpc.StatusCode.UNKNOWN, 500, "internal"),  # the servicer raised: its message must not leak
     ],
 )
-async def test_backend_failures_reach_the_client_as_envelopes(client, auth, new_subject, fakes, status, http, code):
+async def test_backend_failures_reach_the_client_as_envelopes(
+    client, auth, new_subject, fakes, status, http, code
+):
     subject = await new_subject()
     fakes.retention.failures[subject] = (status, code)
     try:
@@ -191,10 +200,13 @@ async def test_metrics_count_route_templates_never_ids(client, auth, shared_worl
     assert 'route="/v1/subjects/{subject_id}",status="200"' in text
     assert 'route="unmatched"' in text
     assert "likeness_gateway_request_duration_seconds_bucket" in text
-    assert "sub_" not in text and "acme" not in text
+    assert "sub_" not in text
+    assert "acme" not in text
 
 
-async def test_log_lines_carry_the_request_id_and_nothing_personal(client, auth, new_subject, multipart) -> None:
+async def test_log_lines_carry_the_request_id_and_nothing_personal(
+    client, auth, new_subject, multipart
+) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter("gateway"))
@@ -218,16 +230,21 @@ async def test_log_lines_carry_the_request_id_and_nothing_personal(client, auth,
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     lines = [line for line in lines if line["logger"] != "httpx"]
     access = [line for line in lines if line.get("route") == "/v1/subjects/{subject_id}/photos"]
-    assert access and access[-1]["request_id"] == response.headers["X-Request-Id"]
+    assert access
+    assert access[-1]["request_id"] == response.headers["X-Request-Id"]
     assert access[-1]["status"] == 200
     text = json.dumps(lines)
-    assert subject not in text and "anna-smith" not in text and "pixels" not in text
+    assert subject not in text
+    assert "anna-smith" not in text
+    assert "pixels" not in text
 
 
 def test_openapi_documents_every_route_and_its_errors(client) -> None:
     app = create_app(GatewaySettings(jwt_dev_secret="x" * 40))
     schema = app.openapi()
-    documented = {(method.upper(), path) for path, operations in schema["paths"].items() for method in operations}
+    documented = {
+        (method.upper(), path) for path, operations in schema["paths"].items() for method in operations
+    }
     modules = (subjects, photos, trainings, renders, styles, erasures, health)
     routes = {
         (method, route.path)
@@ -263,9 +280,14 @@ def test_openapi_documents_every_route_and_its_errors(client) -> None:
         if path.startswith("/v1/"):
             assert {"401", "403", "500", "503"} <= set(errors), (method, path)
             [requirement] = operation["security"]
-            assert list(requirement) == ["HTTPBearer"] and len(requirement["HTTPBearer"]) == 1  # the route's scope
+            assert list(requirement) == ["HTTPBearer"]
+            assert len(requirement["HTTPBearer"]) == 1
         for status, body in errors.items():
-            assert body["content"]["application/json"]["schema"]["$ref"] == envelope_ref, (method, path, status)
+            assert body["content"]["application/json"]["schema"]["$ref"] == envelope_ref, (
+                method,
+                path,
+                status,
+            )
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     upload = schema["paths"]["/v1/subjects/{subject_id}/photos"]["post"]

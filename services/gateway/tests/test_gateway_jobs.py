@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+
 from likeness.v1 import common_pb2, ingest_pb2
 
 BOUNDARY = "likeness-test-boundary"
@@ -30,7 +31,8 @@ async def test_opening_and_reading_a_subject(client, auth, fakes) -> None:
     response = await client.post("/v1/subjects", json=body, headers=auth())
     assert response.status_code == 201, response.text
     subject = response.json()
-    assert subject["id"].startswith("sub_") and subject["status"] == "active"
+    assert subject["id"].startswith("sub_")
+    assert subject["status"] == "active"
     assert response.headers["Location"] == f"/v1/subjects/{subject['id']}"
     assert_iso(subject["created_at"])
     assert subject["retention"]["photos_days"] == 30
@@ -51,7 +53,9 @@ async def test_training_needs_accepted_photos(client, auth, new_subject, multipa
     assert error_code(response) == "no_accepted_photos"
 
     await client.post(
-        f"/v1/subjects/{subject}/photos", content=multipart([("x.txt", b"text")]), headers={**auth(), **MULTIPART}
+        f"/v1/subjects/{subject}/photos",
+        content=multipart([("x.txt", b"text")]),
+        headers={**auth(), **MULTIPART},
     )
     response = await client.post(f"/v1/subjects/{subject}/trainings", json={}, headers=auth())
     assert response.status_code == 409
@@ -75,7 +79,8 @@ async def test_training_submits_only_accepted_photos(client, auth, new_subject, 
     assert list(submitted.photo_ids) == accepted
 
     training = (await client.get(f"/v1/trainings/{training_id}", headers=auth())).json()
-    assert training["id"] == training_id and training["subject_id"] == subject
+    assert training["id"] == training_id
+    assert training["subject_id"] == subject
     assert training["status"] == "queued"
     assert training["progress"] == {"step": 0, "total_steps": 300}
     assert training["error"] is None
@@ -85,7 +90,9 @@ async def test_training_submits_only_accepted_photos(client, auth, new_subject, 
 
 @pytest.mark.parametrize("steps", [0, 10001, "many"])
 async def test_training_steps_are_validated(client, auth, world, steps) -> None:
-    response = await client.post(f"/v1/subjects/{world.subject}/trainings", json={"steps": steps}, headers=auth())
+    response = await client.post(
+        f"/v1/subjects/{world.subject}/trainings", json={"steps": steps}, headers=auth()
+    )
     assert response.status_code == 422
     assert error_code(response) == "invalid_request"
     assert "steps" in response.json()["error"]["message"]
@@ -196,7 +203,9 @@ async def test_images_stream_through_uncached(client, auth, world) -> None:
 
 
 async def test_an_image_of_another_render_is_not_found(client, auth, world, fakes) -> None:
-    response = await client.get(f"/v1/renders/{world.render}/images/img_01jbz3t1d3f5h7k9n1q3t5w7za", headers=auth())
+    response = await client.get(
+        f"/v1/renders/{world.render}/images/img_01jbz3t1d3f5h7k9n1q3t5w7za", headers=auth()
+    )
     assert response.status_code == 404
     assert error_code(response) == "not_found"
 
@@ -215,7 +224,8 @@ async def test_erasing_a_subject(client, auth, world, fakes) -> None:
     response = await client.delete(f"/v1/subjects/{world.subject}", headers=auth())
     assert response.status_code == 202, response.text
     accepted = response.json()
-    assert accepted["erasure_id"].startswith("era_") and accepted["status"] == "pending"
+    assert accepted["erasure_id"].startswith("era_")
+    assert accepted["status"] == "pending"
     assert response.headers["Location"] == f"/v1/erasures/{accepted['erasure_id']}"
 
     receipt = (await client.get(f"/v1/erasures/{accepted['erasure_id']}", headers=auth())).json()
@@ -239,7 +249,8 @@ async def test_erasing_a_subject(client, auth, world, fakes) -> None:
     }
     assert (receipt["status"], receipt["cause"], receipt["attempts"]) == ("pending", "request", 1)
     assert_iso(receipt["requested_at"])
-    assert receipt["key_destroyed_at"] is None and receipt["completed_at"] is None
+    assert receipt["key_destroyed_at"] is None
+    assert receipt["completed_at"] is None
 
 
 async def test_an_erased_subject_is_gone_everywhere(client, auth, world, multipart) -> None:
@@ -249,7 +260,11 @@ async def test_an_erased_subject_is_gone_everywhere(client, auth, world, multipa
         ("DELETE", f"/v1/subjects/{world.subject}", {}),
         ("GET", f"/v1/subjects/{world.subject}/photos", {}),
         ("POST", f"/v1/subjects/{world.subject}/trainings", {"json": {}}),
-        ("POST", f"/v1/subjects/{world.subject}/renders", {"json": {"training_id": world.done_training, "styles": ["studio"]}}),
+        (
+            "POST",
+            f"/v1/subjects/{world.subject}/renders",
+            {"json": {"training_id": world.done_training, "styles": ["studio"]}},
+        ),
         ("GET", f"/v1/trainings/{world.training}", {}),
         ("POST", f"/v1/trainings/{world.training}/cancel", {}),
         ("GET", f"/v1/renders/{world.render}", {}),
@@ -264,5 +279,6 @@ async def test_an_erased_subject_is_gone_everywhere(client, auth, world, multipa
 async def test_photos_listing_passes_the_verdicts(client, auth, world, fakes) -> None:
     photos = (await client.get(f"/v1/subjects/{world.subject}/photos", headers=auth())).json()["photos"]
     assert [p["id"] for p in photos] == [world.photo]
-    assert photos[0]["status"] == "accepted" and photos[0]["scores"] == {"sharpness": 0.9}
+    assert photos[0]["status"] == "accepted"
+    assert photos[0]["scores"] == {"sharpness": 0.9}
     assert fakes.ingest.photos[("acme", world.subject)][0].status == ingest_pb2.PHOTO_STATUS_ACCEPTED

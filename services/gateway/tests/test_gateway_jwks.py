@@ -80,9 +80,13 @@ def bearer(value: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("key", "algorithm", "kid"), [(RSA_KEY, "RS256", "rsa-1"), (EC_KEY, "ES256", "ec-1")], ids=["RS256", "ES256"]
+    ("key", "algorithm", "kid"),
+    [(RSA_KEY, "RS256", "rsa-1"), (EC_KEY, "ES256", "ec-1")],
+    ids=["RS256", "ES256"],
 )
-async def test_identity_provider_tokens_verify_against_a_jwks_file(make_client, jwks_file, key, algorithm, kid):
+async def test_identity_provider_tokens_verify_against_a_jwks_file(
+    make_client, jwks_file, key, algorithm, kid
+):
     async with make_client(jwks_file=jwks_file, jwt_dev_secret="", jwt_issuer=ISSUER) as client:
         response = await client.get("/v1/styles", headers=bearer(idp_token(key, algorithm, kid)))
     assert response.status_code == 200, response.text
@@ -97,7 +101,9 @@ async def test_identity_provider_tokens_verify_against_a_jwks_url(make_client, j
 
 
 async def test_an_unreachable_jwks_url_is_unavailable_not_unauthenticated(make_client):
-    async with make_client(jwks_url="http://127.0.0.1:9/jwks.json", jwt_dev_secret="", jwt_issuer=ISSUER) as client:
+    async with make_client(
+        jwks_url="http://127.0.0.1:9/jwks.json", jwt_dev_secret="", jwt_issuer=ISSUER
+    ) as client:
         response = await client.get("/v1/styles", headers=bearer(idp_token()))
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
@@ -119,7 +125,14 @@ def _forged_hs256_with_the_public_key() -> str:
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": "likeness", "iat": now, "exp": now + 600, "tenant": "acme", "scope": "renders:read"}
+    claims = {
+        "iss": ISSUER,
+        "aud": "likeness",
+        "iat": now,
+        "exp": now + 600,
+        "tenant": "acme",
+        "scope": "renders:read",
+    }
     payload = b64(json.dumps(claims).encode())
     signature = b64(hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest())
     return f"{header}.{payload}.{signature}"
@@ -185,7 +198,11 @@ def test_production_refuses_development_auth(overrides: dict[str, Any], complain
 
 def test_development_defaults() -> None:
     settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
-    assert (settings.http_port, settings.jwt_issuer, settings.jwt_audience) == (8080, "likeness-dev", "likeness")
+    assert (settings.http_port, settings.jwt_issuer, settings.jwt_audience) == (
+        8080,
+        "likeness-dev",
+        "likeness",
+    )
     assert settings.max_upload_bytes == 25 * 1024 * 1024
     assert settings.max_files_per_request == 20
     assert settings.jwt_leeway_seconds == 30

@@ -23,6 +23,7 @@ from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_format import read_lora_metadata
+from likeness_ml.tiny_model import is_tiny_model
 from renderer.config import RendererSettings
 from renderer.generation import render
 from renderer.marking import encode_marked_png
@@ -30,6 +31,7 @@ from renderer.styles import Style
 
 log = logging.getLogger(__name__)
 JS = common_pb2.JobStatus
+TINY_MODEL_STEPS = 6
 
 
 class JobCancelled(Exception):
@@ -49,6 +51,9 @@ class RenderWorker:
         self.styles = styles
         self.settings = settings
         self.pipe = load_pipeline(settings.base_model)
+        # The tiny dev model draws noise whatever the sampler does: a few steps are enough there.
+        tiny_default = TINY_MODEL_STEPS if is_tiny_model(settings.base_model) else None
+        self.inference_steps = settings.inference_steps or tiny_default
         self._current: tuple[str, str, CancelFlag] | None = None
 
     async def on_subject_erased(self, msg: Msg) -> None:
@@ -127,7 +132,7 @@ class RenderWorker:
                 raise JobCancelled
             style = self.styles[style_id]
             seeds = [job.seed + style_index * 1000 + i for i in range(job.images_per_style)]
-            steps = self.settings.inference_steps or None
+            steps = self.inference_steps
             images = await asyncio.to_thread(render, self.pipe, lora, style, seeds, phrase, steps)
             produced = []
             for seed, image in zip(seeds, images, strict=True):

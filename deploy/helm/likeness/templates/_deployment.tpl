@@ -1,10 +1,11 @@
 {{/*
 The Deployment of one workload. Input: dict root, service, role (see _helpers.tpl).
 Three kinds share it:
-  http   the gateway: REST on LIKENESS_HTTP_PORT, probes GET /healthz and /readyz
+  http   the gateway: REST on LIKENESS_HTTP_PORT, probes GET /healthz (liveness) and /readyz (readiness)
   grpc   a gRPC API (`python -m <service> serve`): native grpc probes on the grpc.health.v1 service
   worker a GPU worker (`python -m <service> work`): a GPU, GPU nodes, a memory-backed /tmp, the base model
-         read-only, no API port; probes GET /healthz on the metrics port
+         read-only, no API port; readiness GET /healthz on the metrics port
+(liveness: see likeness.probes)
 Renders nothing for a workload whose values say enabled: false.
 */}}
 {{- define "likeness.deployment" -}}
@@ -173,7 +174,11 @@ spec:
 
 {{/*
 Startup, liveness and readiness probes of a container. Input: dict kind, pod (its values), grpcPort.
-A grpc probe takes a port number, never a port name.
+Readiness (and startup) follow the service's own health: the gRPC health service, or /healthz and /readyz,
+which turn NOT_SERVING / 503 while NATS, S3 or Vault is unreachable. Liveness must not: restarting every
+pod during a dependency outage fixes nothing (and would drop the GPU workers' resident pipelines), so
+liveness of gRPC services and workers asks /metrics on the metrics port, which answers whenever the
+process's event loop does. A grpc probe takes a port number, never a port name.
 */}}
 {{- define "likeness.probes" -}}
 {{- if eq .kind "http" -}}
@@ -204,8 +209,9 @@ startupProbe:
   periodSeconds: 2
   failureThreshold: 30
 livenessProbe:
-  grpc:
-    port: {{ .grpcPort }}
+  httpGet:
+    path: /metrics
+    port: metrics
   periodSeconds: 10
   timeoutSeconds: 2
   failureThreshold: 3
@@ -224,7 +230,7 @@ startupProbe:
   failureThreshold: {{ div (add .pod.startupTimeoutSeconds 9) 10 }}
 livenessProbe:
   httpGet:
-    path: /healthz
+    path: /metrics
     port: metrics
   periodSeconds: 15
   timeoutSeconds: 5

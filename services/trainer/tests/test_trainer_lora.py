@@ -1,0 +1,262 @@
+"""DreamBooth-LoRA training on the tiny pipeline: it learns, is reproducible, stoppable, leaves no trace."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+from likeness_ml.base_model import load_pipeline
+from likeness_ml.lora_adapters import attach_lora, detach_lora, has_lora, remove_lora
+from likeness_ml.lora_format import read_lora_metadata
+from likeness_ml.tiny_model import write_tiny_pipeline
+from trainer.lora_training import (
+    StepReport,
+    add_training_lora,
+    encode_latent_pool,
+    encode_prompt,
+    train_lora,
+    training_step,
+)
+from trainer.presets import PRESETS, TrainConfig, preset_for, steps_for
+
+# 32 px (16x16 latents) instead of the tiny model's native 64 px: 4x cheaper steps, same code path.
+FAST = TrainConfig(
+    steps=3, rank=4, alpha=8, learning_rate=1e-2, base_family="tiny", resolution=32, batch_size=2, seed=0
+)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory: pytest.TempPathFactory) -> StableDiffusionPipeline:
+    return load_pipeline(write_tiny_pipeline(tmp_path_factory.mktemp("tiny-model")), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[PIL.Image.Image]:
+    """Synthetic "selfies": a skin-toned oval on a per-photo background, non-square like real uploads."""
+    rng = np.random.default_rng(0)
+    images = []
+    for index in range(3):
+        height, width = 80, 64
+        yy, xx = np.mgrid[:height, :width]
+        pixels = np.empty((height, width, 3), dtype=np.float32)
+        pixels[:] = (40 + 60 * index, 160 - 30 * index, 200)
+        face = ((yy - 38) / 22) ** 2 + ((xx - 32 - 3 * index) / 16) ** 2 < 1
+        pixels[face] = (224, 172, 140)
+        pixels += rng.normal(0, 6, pixels.shape)
+        images.append(PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+    return images
+
+
+def _unet_output(pipe: StableDiffusionPipeline) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(11)
+    sample = torch.randn((1, 4, 16, 16), generator=generator)
+    context = torch.randn((1, 77, 32), generator=generator)
+    with torch.no_grad():
+        output: torch.Tensor = pipe.unet(sample, torch.tensor([400]), encoder_hidden_states=context).sample
+    return output
+
+
+def test_loss_falls_on_a_fixed_batch(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+    # Same views, noise and timesteps every step (the generator is re-seeded), so the loss measures pure
+    # optimisation progress instead of sampling noise: it must fall clearly, not by luck.
+    config = replace(FAST, learning_rate=3e-2, batch_size=4)
+    pool = encode_latent_pool(pipe, photos, config.resolution or 64)
+    prompt_embeds = encode_prompt(pipe, config.instance_prompt)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    add_training_lora(pipe.unet, config)
+    try:
+        optimizer = torch.optim.AdamW([p for p in pipe.unet.parameters() if p.requires_grad], lr=3e-2)
+        batch = torch.arange(4)
+        losses = [
+            training_step(
+                pipe.unet, scheduler, pool, prompt_embeds, batch, torch.Generator().manual_seed(5), optimizer, config
+            )
+            for _ in range(25)
+        ]
+    finally:
+        remove_lora(pipe.unet)
+    assert all(math.isfinite(loss) for loss in losses)
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+
+
+def test_reports_every_step(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+    reports: list[StepReport] = []
+    result = train_lora(pipe, photos, replace(FAST, steps=4), on_step=reports.append)
+    assert [report.step for report in reports] == [1, 2, 3, 4]
+    assert all(report.total_steps == 4 for report in reports)
+    assert [report.loss for report in reports] == result.losses
+    assert all(math.isfinite(loss) for loss in result.losses)
+    assert result.steps_done == 4 and not result.cancelled
+    assert result.timings.train_s >= 0 and result.timings.prepare_s >= 0
+
+
+def test_same_seed_gives_identical_lora_bytes(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+    first = train_lora(pipe, photos, FAST)
+    second = train_lora(pipe, photos, FAST)
+    other_seed = train_lora(pipe, photos, replace(FAST, seed=1))
+    assert first.lora_safetensors == second.lora_safetensors
+    assert first.losses == second.losses
+    assert other_seed.lora_safetensors != first.lora_safetensors
+
+
+def test_metadata_has_rank_alpha_family_and_subject(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    result = train_lora(pipe, photos, FAST)
+    metadata = read_lora_metadata(result.lora_safetensors)
+    assert (metadata.rank, metadata.alpha, metadata.base_family) == (4, 8.0, "tiny")
+    assert metadata.subject_phrase == FAST.subject_phrase
+    assert metadata == result.metadata
+
+
+def test_should_stop_cancels_within_one_step(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+    reports: list[StepReport] = []
+    result = train_lora(
+        pipe, photos, replace(FAST, steps=50), on_step=reports.append, should_stop=lambda: len(reports) >= 2
+    )
+    assert result.cancelled
+    assert result.steps_done == 2
+    assert result.lora_safetensors == b""
+    assert not has_lora(pipe.unet)
+
+
+def test_unet_is_clean_and_unchanged_after_training(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    before = _unet_output(pipe)
+    train_lora(pipe, photos, FAST)
+    assert not has_lora(pipe.unet)
+    assert not pipe.unet.training
+    assert not any(parameter.requires_grad for parameter in pipe.unet.parameters())
+    assert torch.equal(_unet_output(pipe), before)
+
+
+def test_unet_is_clean_even_when_a_callback_fails(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+    def explode(_: StepReport) -> None:
+        raise RuntimeError("progress sink down")
+
+    with pytest.raises(RuntimeError, match="progress sink down"):
+        train_lora(pipe, photos, FAST, on_step=explode)
+    assert not has_lora(pipe.unet)
+    assert not pipe.unet.training
+
+
+def test_trained_lora_loads_into_the_pipeline_and_changes_it(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    before = _unet_output(pipe)
+    result = train_lora(pipe, photos, FAST)
+    attach_lora(pipe, result.lora_safetensors, "subject")
+    try:
+        assert not torch.equal(_unet_output(pipe), before)
+    finally:
+        detach_lora(pipe)
+    assert torch.equal(_unet_output(pipe), before)
+
+
+def test_gradient_checkpointing_gives_the_same_lora(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+    plain = train_lora(pipe, photos, replace(FAST, steps=2))
+    checkpointed = train_lora(pipe, photos, replace(FAST, steps=2, gradient_checkpointing=True))
+    assert not pipe.unet.is_gradient_checkpointing
+    torch.testing.assert_close(checkpointed.losses, plain.losses)
+
+
+# --- privacy: nothing is written while training or rendering ---------------------------------------
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_WRITE_EVENTS = {"tempfile.mkstemp", "tempfile.mkdtemp", "os.rename", "os.replace", "shutil.copyfile", "os.truncate"}
+_writes: list[tuple[str, Any]] = []
+_watching = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if not _watching:
+        return
+    if event == "open":
+        path, mode, flags = args
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & _WRITE_FLAGS
+        ):
+            _writes.append((event, path))
+    elif event in _WRITE_EVENTS:
+        _writes.append((event, args))
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed; it only records while _watching
+
+
+@contextmanager
+def _no_disk_writes() -> Iterator[None]:
+    global _watching
+    _writes.clear()
+    _watching = True
+    try:
+        yield
+    finally:
+        _watching = False
+    assert _writes == []
+
+
+def test_no_file_is_written_while_training_and_rendering(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    with _no_disk_writes():
+        result = train_lora(pipe, photos, FAST)
+        attach_lora(pipe, result.lora_safetensors, "subject")
+        try:
+            images = pipe(
+                FAST.instance_prompt,
+                num_inference_steps=2,
+                generator=torch.Generator().manual_seed(0),
+                output_type="pil",
+            ).images
+        finally:
+            detach_lora(pipe)
+    assert images[0].size == (64, 64)
+
+
+def test_audit_hook_catches_writes(tmp_path: Path) -> None:
+    # The privacy test above can only pass meaningfully if the hook sees real writes.
+    with pytest.raises(AssertionError), _no_disk_writes():
+        (tmp_path / "leak.bin").write_bytes(b"x")
+
+
+# --- presets -----------------------------------------------------------------------------------------
+
+
+def test_steps_scale_with_photos_within_bounds() -> None:
+    for family, preset in PRESETS.items():
+        counts = [steps_for(n, family) for n in range(1, 60)]
+        assert counts == sorted(counts)
+        assert min(counts) == preset.min_steps and max(counts) == preset.max_steps
+    assert steps_for(10, "sd15") == 1000
+
+
+def test_presets_match_their_base_family() -> None:
+    assert preset_for("sd15").config.resolution == 512
+    assert preset_for("sdxl").config.resolution == 1024
+    assert preset_for("tiny").config.resolution is None  # native
+    assert all(preset.config.base_family == family for family, preset in PRESETS.items())
+    config = preset_for("sd15").config_for(photo_count=12, seed=42)
+    assert (config.steps, config.seed, config.rank) == (1200, 42, 16)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"rank": 0}, {"alpha": 0}, {"learning_rate": 0}, {"batch_size": 0}, {"resolution": 30}, {"instance_prompt": "x"}],
+)
+def test_config_rejects_invalid_values(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        replace(FAST, **changes)
