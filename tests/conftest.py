@@ -35,3 +35,12 @@ def gateway(stack: DevStack) -> Iterator[GatewayClient]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def gateway_module(stack: DevStack) -> Iterator[GatewayClient]:
+    client = GatewayClient(stack.gateway_url, stack.mint_token())
+    try:
+        yield client
+    finally:
+        client.close()

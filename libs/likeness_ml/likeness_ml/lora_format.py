@@ -36,6 +36,8 @@ class LoraMetadata:
     target_modules: tuple[str, ...] = LORA_TARGET_MODULES
 
     def __post_init__(self) -> None:
+        # Order carries no meaning; sorted makes equal metadata compare (and serialize) equal.
+        object.__setattr__(self, "target_modules", tuple(sorted(self.target_modules)))
         if self.rank < 1 or not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"invalid LoRA rank/alpha: {self.rank}/{self.alpha}")
 
@@ -53,7 +55,7 @@ def serialize_lora(unet_lora_state_dict: Mapping[str, torch.Tensor], metadata: L
         f"{_UNET_PREFIX}.{key}": tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
         for key, tensor in unet_lora_state_dict.items()
     }
-    return safetensors.torch.save(tensors, metadata=_header(metadata))
+    return _with_sorted_metadata(safetensors.torch.save(tensors, metadata=_header(metadata)))
 
 
 def parse_lora(data: bytes) -> tuple[dict[str, torch.Tensor], LoraMetadata]:
@@ -91,7 +93,7 @@ def diffusers_adapter_metadata(metadata: LoraMetadata) -> dict[str, object]:
     return {
         f"{_UNET_PREFIX}.r": metadata.rank,
         f"{_UNET_PREFIX}.lora_alpha": metadata.alpha,
-        f"{_UNET_PREFIX}.target_modules": sorted(metadata.target_modules),
+        f"{_UNET_PREFIX}.target_modules": list(metadata.target_modules),
         f"{_UNET_PREFIX}.init_lora_weights": "gaussian",
     }
 
@@ -107,8 +109,26 @@ def _header(metadata: LoraMetadata) -> dict[str, str]:
         "likeness.alpha": repr(float(metadata.alpha)),
         "likeness.base_family": metadata.base_family,
         "likeness.subject_phrase": metadata.subject_phrase,
-        "likeness.target_modules": json.dumps(sorted(metadata.target_modules)),
+        "likeness.target_modules": json.dumps(metadata.target_modules),
     }
+
+
+def _with_sorted_metadata(data: bytes) -> bytes:
+    """The same safetensors payload with its metadata map in sorted key order.
+
+    safetensors writes ``__metadata__`` from a Rust HashMap, whose order is random per call, so identical
+    LoRAs would serialize to different bytes. Tensor offsets are relative to the end of the header, so the
+    header can be rewritten freely; the tensor entries keep safetensors' own order.
+    """
+    (length,) = _HEADER_LENGTH.unpack_from(data)
+    start = _HEADER_LENGTH.size
+    header = json.loads(data[start : start + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    tensors = {key: value for key, value in header.items() if key != "__metadata__"}
+    text = json.dumps({"__metadata__": header["__metadata__"], **tensors}, separators=(",", ":"))
+    encoded = text.encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header to 8-byte alignment with spaces
+    return _HEADER_LENGTH.pack(len(encoded)) + encoded + data[start + length :]
 
 
 def _read_safetensors_header(data: bytes) -> dict[str, str]:

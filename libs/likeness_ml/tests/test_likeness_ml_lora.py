@@ -53,11 +53,19 @@ def _lora_with_reference_output(pipe: StableDiffusionPipeline, family: str = "ti
 def test_round_trip_keeps_tensors_and_metadata(tiny_pipe: StableDiffusionPipeline) -> None:
     data, _ = _lora_with_reference_output(tiny_pipe)
     state_dict, metadata = parse_lora(data)
-    assert metadata == LoraMetadata(RANK, ALPHA, "tiny", "ohwx person", tuple(sorted(LORA_TARGET_MODULES)))
+    assert metadata == LoraMetadata(RANK, ALPHA, "tiny", "ohwx person", LORA_TARGET_MODULES)
+    assert metadata.target_modules == ("to_k", "to_out.0", "to_q", "to_v")
     assert metadata.scale == ALPHA / RANK
     assert read_lora_metadata(data) == metadata
     assert state_dict and all(key.startswith("unet.") and ".lora." in key for key in state_dict)
     assert all(tensor.dtype is torch.float32 and tensor.device.type == "cpu" for tensor in state_dict.values())
+
+
+def test_serialization_is_byte_deterministic(tiny_pipe: StableDiffusionPipeline) -> None:
+    # safetensors writes its metadata map in random order; serialize_lora must not.
+    state_dict, metadata = parse_lora(_lora_with_reference_output(tiny_pipe)[0])
+    unprefixed = {key.removeprefix("unet."): value for key, value in state_dict.items()}
+    assert len({serialize_lora(unprefixed, metadata) for _ in range(10)}) == 1
 
 
 def test_header_carries_diffusers_adapter_metadata(tiny_pipe: StableDiffusionPipeline) -> None:

@@ -148,6 +148,13 @@ class UploadResult(BaseModel):
     photos: list[UploadedPhoto]
 
 
+class RejectedUpload(BaseModel):
+    """422: no photo of the upload was usable; the error names why, the photos say it per file."""
+
+    error: ErrorBody
+    photos: list[UploadedPhoto]
+
+
 class PhotoList(BaseModel):
     photos: list[Photo]
 

@@ -272,3 +272,16 @@ async def test_filenames_are_cleaned_and_kept_out_of_ingest(client, auth, new_su
     header = fakes.ingest.uploads[-1].header
     assert header.content_type == "image/heic"
     assert b"selfie" not in header.SerializeToString()
+
+
+async def test_an_upload_with_no_usable_photo_is_a_4xx_naming_the_reason(
+    client, auth, new_subject, multipart
+) -> None:
+    subject = await new_subject()
+    files = [("drawing.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>"), ("notes.txt", b"not a photo")]
+    response = await client.post(
+        f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+    )
+    assert response.status_code == 422, response.text
+    assert error_code(response) == "unsupported_format"
+    assert [p["status"] for p in response.json()["photos"]] == ["rejected", "rejected"]

@@ -71,14 +71,17 @@ def _unet_output(pipe: StableDiffusionPipeline) -> torch.Tensor:
 def test_loss_falls_on_a_fixed_batch(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
     # Same views, noise and timesteps every step (the generator is re-seeded), so the loss measures pure
     # optimisation progress instead of sampling noise: it must fall clearly, not by luck.
-    config = replace(FAST, learning_rate=3e-2, batch_size=4)
+    # (alpha = rank: with the LoRA scale at 1 this LR converges smoothly on the tiny UNet.)
+    config = replace(FAST, rank=4, alpha=4, learning_rate=2e-2, batch_size=2)
     pool = encode_latent_pool(pipe, photos, config.resolution or 64)
     prompt_embeds = encode_prompt(pipe, config.instance_prompt)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     add_training_lora(pipe.unet, config)
     try:
-        optimizer = torch.optim.AdamW([p for p in pipe.unet.parameters() if p.requires_grad], lr=3e-2)
-        batch = torch.arange(4)
+        optimizer = torch.optim.AdamW(
+            [p for p in pipe.unet.parameters() if p.requires_grad], lr=config.learning_rate
+        )
+        batch = torch.arange(config.batch_size)
         losses = [
             training_step(
                 pipe.unet, scheduler, pool, prompt_embeds, batch, torch.Generator().manual_seed(5), optimizer, config
