@@ -1,0 +1,152 @@
+"""The retention service in-process against the real NATS, S3 and OpenBao servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from likeness.keys import SubjectKeys, key_name
+from likeness.objects import photo_key
+from likeness.runtime import Platform
+from likeness.sealed import ObjectRef
+from likeness.v1 import retention_pb2, retention_pb2_grpc
+from likeness_cli.infra import Infra
+from retention.config import RetentionSettings
+from retention.records import RetentionRecords
+from retention.service import RetentionServicer
+
+pytestmark = pytest.mark.integration
+ES = retention_pb2.ErasureStatus
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def service(
+    infra: Infra,
+) -> AsyncIterator[tuple[retention_pb2_grpc.RetentionServiceStub, Platform, Any]]:
+    env = infra.endpoints.as_env()
+    values = {key.removeprefix("LIKENESS_").lower(): value for key, value in env.items()}
+    settings = RetentionSettings.model_validate(
+        {**values, "erasure_retry_initial_seconds": 0.2, "erasure_retry_max_seconds": 0.5}
+    )
+    platform = await Platform.connect(settings, "retention-test")
+    servicer = RetentionServicer(platform, await RetentionRecords.open(platform.bus), settings)
+    server = grpc.aio.server()
+    retention_pb2_grpc.add_RetentionServiceServicer_to_server(servicer, server)
+    port = _free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield retention_pb2_grpc.RetentionServiceStub(channel), platform, servicer
+    await channel.close()
+    await server.stop(0)
+    await platform.close()
+
+
+CONSENT = retention_pb2.Consent(purpose="headshots", policy_version="2026-01")
+
+
+async def _erasure(stub: retention_pb2_grpc.RetentionServiceStub, erasure_id: str) -> retention_pb2.Erasure:
+    request = retention_pb2.GetErasureRequest(tenant="acme", erasure_id=erasure_id)
+    return (await stub.GetErasure(request)).erasure
+
+
+async def test_open_creates_the_key_and_hides_the_external_ref(service: Any) -> None:
+    stub, platform, _ = service
+    request = retention_pb2.OpenSubjectRequest(tenant="acme", external_ref="employee-4711", consent=CONSENT)
+    subject = (await stub.OpenSubject(request)).subject
+    assert subject.status == retention_pb2.SUBJECT_STATUS_ACTIVE
+    assert subject.consent.given_at.seconds > 0
+    assert subject.delete_by.seconds > subject.created_at.seconds
+    assert await asyncio.to_thread(platform.keys.exists, subject.id)
+    stored = (await platform.bus.kv("subjects")).get(f"acme.{subject.id}")
+    raw = (await stored).value
+    assert b"employee-4711" not in raw, "the tenant's reference is kept only as a keyed HMAC"
+    got = (
+        await stub.GetSubject(retention_pb2.GetSubjectRequest(tenant="acme", subject_id=subject.id))
+    ).subject
+    assert got.external_ref_hmac == "", "the HMAC stays inside retention"
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (retention_pb2.OpenSubjectRequest(tenant="Bad Tenant!", consent=CONSENT), "invalid_tenant"),
+        (retention_pb2.OpenSubjectRequest(tenant="acme"), "consent_required"),
+    ],
+)
+async def test_open_refuses_bad_input(
+    service: Any, request_: retention_pb2.OpenSubjectRequest, code: str
+) -> None:
+    stub, _, _ = service
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.OpenSubject(request_)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("likeness-error-code", code) in tuple(caught.value.trailing_metadata() or ())
+
+
+async def test_another_tenant_cannot_see_the_subject(service: Any) -> None:
+    stub, _, _ = service
+    subject = (
+        await stub.OpenSubject(retention_pb2.OpenSubjectRequest(tenant="acme", consent=CONSENT))
+    ).subject
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetSubject(retention_pb2.GetSubjectRequest(tenant="other", subject_id=subject.id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_erasure_waits_for_vault_and_never_reports_done_early(service: Any, infra: Infra) -> None:
+    stub, platform, _ = service
+    subject = (
+        await stub.OpenSubject(retention_pb2.OpenSubjectRequest(tenant="acme", consent=CONSENT))
+    ).subject
+    ref = ObjectRef("acme", subject.id, photo_key("acme", subject.id, "pho_x"), "photo")
+    await asyncio.to_thread(platform.sealed.put, ref, b"pixels")
+
+    infra.stop_vault()
+    try:
+        request = retention_pb2.EraseSubjectRequest(tenant="acme", subject_id=subject.id)
+        erasure = (await stub.EraseSubject(request)).erasure
+        again = (await stub.EraseSubject(request)).erasure
+        assert again.id == erasure.id, "erasing twice is one erasure"
+        for _ in range(50):
+            erasure = await _erasure(stub, erasure.id)
+            if erasure.attempts >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert erasure.status == ES.ERASURE_STATUS_PENDING, "nothing is done before the key is destroyed"
+        assert erasure.attempts >= 2
+        assert "VaultUnavailable" in erasure.last_error
+        assert await asyncio.to_thread(platform.store.list_current, f"t/acme/s/{subject.id}/"), (
+            "objects untouched"
+        )
+    finally:
+        infra.start_vault()
+
+    for _ in range(100):
+        erasure = await _erasure(stub, erasure.id)
+        if erasure.status == ES.ERASURE_STATUS_COMPLETED:
+            break
+        await asyncio.sleep(0.1)
+    assert erasure.status == ES.ERASURE_STATUS_COMPLETED
+    assert erasure.key_destroyed_at.seconds > 0
+    assert erasure.objects_deleted == 1
+    assert erasure.key_name == key_name(subject.id)
+    assert erasure.backups_expire_by.seconds > erasure.key_destroyed_at.seconds
+    keys = SubjectKeys.from_settings(platform.settings)
+    assert not await asyncio.to_thread(keys.exists, subject.id)
+    record = (
+        await stub.GetSubject(retention_pb2.GetSubjectRequest(tenant="acme", subject_id=subject.id))
+    ).subject
+    assert record.status == retention_pb2.SUBJECT_STATUS_ERASED
+    assert not record.HasField("consent"), "the tombstone keeps ids and status only"
