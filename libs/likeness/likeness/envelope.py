@@ -287,20 +287,20 @@ def _seal_chunks(
 ) -> Iterator[bytes]:
     yield header_bytes
     header_digest = hashlib.sha256(header_bytes).digest()
-    pending = bytearray()
+    source = _Source(pieces)
     index = 0
-    for piece in pieces:
-        pending += piece
-        # Strictly more than a chunk buffered means this chunk is certainly not the final one.
-        while len(pending) > chunk_size:
-            if index >= MAX_CHUNKS - 1:
-                raise ValueError("plaintext needs too many chunks for this chunk size")
-            yield aead.encrypt(
-                _nonce(nonce_base, index), pending[:chunk_size], _chunk_aad(header_digest, index, False)
-            )
-            del pending[:chunk_size]
-            index += 1
-    yield aead.encrypt(_nonce(nonce_base, index), bytes(pending), _chunk_aad(header_digest, index, True))
+    chunk = source.read_view(chunk_size)
+    # One chunk of lookahead tells whether the current chunk is the final one.
+    while True:
+        following = source.read_view(chunk_size)
+        final = not following
+        if not final and index >= MAX_CHUNKS - 1:
+            raise ValueError("plaintext needs too many chunks for this chunk size")
+        yield aead.encrypt(_nonce(nonce_base, index), chunk, _chunk_aad(header_digest, index, final))
+        if final:
+            return
+        chunk = following
+        index += 1
 
 
 def seal_bytes(
@@ -317,36 +317,46 @@ def seal_bytes(
 
 
 class _Source:
-    """Reads exact byte counts out of an iterator of arbitrarily sized pieces."""
+    """Reads exact byte counts out of an iterator of arbitrarily sized pieces.
 
-    def __init__(self, pieces: Iterator[bytes]) -> None:
+    `read_view` hands out slices of the current piece without copying whenever the piece holds enough,
+    so sealing or opening one large blob copies each byte only where it must (into the cipher's output).
+    """
+
+    def __init__(self, pieces: Iterator[bytes | memoryview]) -> None:
         self._pieces = pieces
-        self._buffer = bytearray()
-        self._exhausted = False
+        self._view = memoryview(b"")
 
-    def _fill(self, size: int) -> None:
-        while len(self._buffer) < size and not self._exhausted:
-            try:
-                self._buffer += next(self._pieces)
-            except StopIteration:
-                self._exhausted = True
+    def _next_piece(self) -> bool:
+        for piece in self._pieces:
+            if piece:
+                self._view = memoryview(piece)
+                return True
+        return False
+
+    def read_view(self, size: int) -> bytes | memoryview:
+        """Up to ``size`` bytes; fewer only at the end of the stream."""
+        if len(self._view) >= size:
+            out, self._view = self._view[:size], self._view[size:]
+            return out
+        assembled = bytearray(self._view)
+        self._view = memoryview(b"")
+        while len(assembled) < size and self._next_piece():
+            need = size - len(assembled)
+            assembled += self._view[:need]
+            self._view = self._view[need:]
+        return bytes(assembled)
 
     def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes; fewer only at the end of the stream."""
-        self._fill(size)
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return out
+        return bytes(self.read_view(size))
 
     def at_end(self) -> bool:
-        self._fill(1)
-        return not self._buffer
+        return not self._view and not self._next_piece()
 
-    def rest(self) -> Iterator[bytes]:
-        if self._buffer:
-            leftover = bytes(self._buffer)
-            self._buffer.clear()
-            yield leftover
+    def rest(self) -> Iterator[bytes | memoryview]:
+        if self._view:
+            leftover, self._view = self._view, memoryview(b"")
+            yield leftover  # a view, not a copy: the rest of a large blob is handed on as it is
         yield from self._pieces
 
 
@@ -381,7 +391,7 @@ class _Cursor:
             raise MalformedEnvelope("unexpected bytes at the end of the header")
 
 
-def read_header(stream: Iterable[bytes] | bytes) -> tuple[EnvelopeHeader, Iterator[bytes]]:
+def read_header(stream: Iterable[bytes] | bytes) -> tuple[EnvelopeHeader, Iterator[bytes | memoryview]]:
     """Parse and validate the envelope header; return it with the rest of the stream (the chunks).
 
     Only the header bytes are consumed from ``stream`` (plus whatever the piece holding its end carried,
@@ -447,7 +457,7 @@ def _context_differences(actual: ObjectContext, expected: ObjectContext) -> list
 
 def open_stream(
     header: EnvelopeHeader,
-    rest: Iterable[bytes],
+    rest: Iterable[bytes | memoryview],
     plaintext_key: bytes,
     expected: ObjectContext,
 ) -> Iterator[bytes]:
@@ -481,7 +491,7 @@ def _open_chunks(
     header_digest = hashlib.sha256(header_bytes).digest()
     full_size = header.chunk_size + TAG_SIZE
 
-    def decrypt(segment: bytes, index: int, final: bool) -> bytes | None:
+    def decrypt(segment: bytes | memoryview, index: int, final: bool) -> bytes | None:
         try:
             return aead.decrypt(
                 _nonce(header.nonce_base, index), segment, _chunk_aad(header_digest, index, final)
@@ -491,7 +501,7 @@ def _open_chunks(
 
     index = 0
     while True:
-        segment = source.read(full_size)
+        segment = source.read_view(full_size)
         if not segment:
             raise TruncatedEnvelope("stream ended before the final chunk")
         if index >= MAX_CHUNKS or len(segment) < TAG_SIZE:

@@ -1,4 +1,4 @@
-"""Loading the resident base model (one per worker process) and facts about it that trainers/renderers need."""
+"""Loading the resident base model (one per worker process), and facts about it for trainers and renderers."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def dtype_for(device: torch.device) -> torch.dtype:
 
 
 def enable_tf32() -> None:
-    """Let fp32 matmuls/convolutions (LoRA params, the optimizer, the scheduler maths) use TF32 tensor cores."""
+    """Let fp32 matmuls and convolutions (LoRA params, optimizer, scheduler maths) use TF32 tensor cores."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 

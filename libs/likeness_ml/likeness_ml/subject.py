@@ -6,7 +6,7 @@ subject's identity to it without fighting an existing concept (unlike "sks", whi
 
 from __future__ import annotations
 
-INSTANCE_TOKEN = "ohwx"
+INSTANCE_TOKEN = "ohwx"  # noqa: S105 (a prompt token, not a secret)
 CLASS_NOUN = "person"
 SUBJECT_PHRASE = f"{INSTANCE_TOKEN} {CLASS_NOUN}"
 INSTANCE_PROMPT = f"a photo of {SUBJECT_PHRASE}"

@@ -9,6 +9,7 @@ depends only on the code, never on the machine or the process, so the files are 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class TinyVocabulary:
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character map (so BPE never sees whitespace/control bytes)."""
+    """GPT-2/CLIP's reversible byte -> printable char map, so BPE never sees whitespace/control bytes."""
     printable = [
         *range(ord("!"), ord("~") + 1),
         *range(ord("¡"), ord("¬") + 1),
@@ -92,7 +93,7 @@ def _learn_merges(words: list[str], symbols: dict[int, str], limit: int) -> list
     while len(merges) < limit:
         pairs: Counter[tuple[str, str]] = Counter()
         for pieces, count in spelled.items():
-            for left, right in zip(pieces, pieces[1:], strict=False):
+            for left, right in itertools.pairwise(pieces):
                 pairs[(left, right)] += count
         if not pairs:
             break

@@ -34,7 +34,9 @@ def _unet_output(pipe: StableDiffusionPipeline) -> torch.Tensor:
     return output
 
 
-def _lora_with_reference_output(pipe: StableDiffusionPipeline, family: str = "tiny") -> tuple[bytes, torch.Tensor]:
+def _lora_with_reference_output(
+    pipe: StableDiffusionPipeline, family: str = "tiny"
+) -> tuple[bytes, torch.Tensor]:
     """A random (non-zero) LoRA as bytes, plus the UNet output while PEFT itself had it attached."""
     config = LoraConfig(
         r=RANK, lora_alpha=ALPHA, init_lora_weights=False, target_modules=list(LORA_TARGET_MODULES)
@@ -43,7 +45,9 @@ def _lora_with_reference_output(pipe: StableDiffusionPipeline, family: str = "ti
     pipe.unet.add_adapter(config, adapter_name="reference")
     try:
         reference = _unet_output(pipe)
-        state_dict = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name="reference"))
+        state_dict = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(pipe.unet, adapter_name="reference")
+        )
         data = serialize_lora(state_dict, LoraMetadata(RANK, ALPHA, family, "ohwx person"))
     finally:
         remove_lora(pipe.unet)
@@ -57,8 +61,11 @@ def test_round_trip_keeps_tensors_and_metadata(tiny_pipe: StableDiffusionPipelin
     assert metadata.target_modules == ("to_k", "to_out.0", "to_q", "to_v")
     assert metadata.scale == ALPHA / RANK
     assert read_lora_metadata(data) == metadata
-    assert state_dict and all(key.startswith("unet.") and ".lora." in key for key in state_dict)
-    assert all(tensor.dtype is torch.float32 and tensor.device.type == "cpu" for tensor in state_dict.values())
+    assert state_dict
+    assert all(key.startswith("unet.") and ".lora." in key for key in state_dict)
+    assert all(
+        tensor.dtype is torch.float32 and tensor.device.type == "cpu" for tensor in state_dict.values()
+    )
 
 
 def test_serialization_is_byte_deterministic(tiny_pipe: StableDiffusionPipeline) -> None:

@@ -34,9 +34,11 @@ def test_manifest_lists_the_sha256_of_every_file(tiny_model_dir: Path) -> None:
     manifest = read_tiny_manifest(tiny_model_dir)
     assert manifest is not None
     assert manifest["files"] == directory_digests(tiny_model_dir, exclude={TINY_MANIFEST_NAME})
-    assert {"unet/diffusion_pytorch_model.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt"} <= set(
-        manifest["files"]
-    )
+    assert {
+        "unet/diffusion_pytorch_model.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+    } <= set(manifest["files"])
     assert is_tiny_model(tiny_model_dir)
 
 
@@ -48,13 +50,23 @@ def test_is_tiny_model_rejects_other_directories(tmp_path: Path) -> None:
     assert not is_tiny_model(tmp_path)
 
 
-def test_offline_tokenizer_files_alone_make_a_working_clip_tokenizer(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_offline_tokenizer_files_alone_make_a_working_clip_tokenizer(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     # Only the classic vocab.json + merges.txt (what older transformers releases read).
     for name in ("vocab.json", "merges.txt"):
         (tmp_path / name).write_bytes((tiny_model_dir / "tokenizer" / name).read_bytes())
     tokenizer = CLIPTokenizer(vocab=str(tmp_path / "vocab.json"), merges=str(tmp_path / "merges.txt"))
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("A photo of OHWX person").input_ids)
-    assert tokens == ["<|startoftext|>", "a</w>", "photo</w>", "of</w>", "ohwx</w>", "person</w>", "<|endoftext|>"]
+    assert tokens == [
+        "<|startoftext|>",
+        "a</w>",
+        "photo</w>",
+        "of</w>",
+        "ohwx</w>",
+        "person</w>",
+        "<|endoftext|>",
+    ]
 
 
 def test_tokenizer_falls_back_to_bytes_for_unknown_text(tiny_model_dir: Path) -> None:

@@ -73,7 +73,7 @@ def render(
             attach_lora(pipe, lora_safetensors, SUBJECT_ADAPTER)
         pipe.scheduler = make_scheduler(style.scheduler, base_scheduler.config)
         # One generator per image, on the CPU: an image depends only on its own seed (not on its batch
-        # neighbours), and the same seed draws the same starting noise on any device.
+        # neighbours, up to float rounding), and a seed draws the same starting noise on any device.
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
         size = resolution or native_resolution(pipe)
         with torch.inference_mode():

@@ -57,7 +57,9 @@ def _random_lora(pipe: StableDiffusionPipeline, seed: int) -> bytes:
     torch.manual_seed(seed)
     pipe.unet.add_adapter(config, adapter_name="made_in_test")
     try:
-        state_dict = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name="made_in_test"))
+        state_dict = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(pipe.unet, adapter_name="made_in_test")
+        )
     finally:
         remove_lora(pipe.unet)
     # Random LoRA weights are huge compared with trained ones; damp them so images stay in range.
@@ -95,8 +97,10 @@ def test_every_style_prompts_for_the_subject(style: Style) -> None:
     assert "{subject}" in style.prompt_template
     prompt = style.prompt(SUBJECT_PHRASE)
     assert SUBJECT_PHRASE in prompt
-    assert "{" not in prompt and "}" not in prompt
-    assert style.attire in prompt and style.background in prompt
+    assert "{" not in prompt
+    assert "}" not in prompt
+    assert style.attire in prompt
+    assert style.background in prompt
     # CLIP reads 77 tokens; roughly one per word or punctuation mark, so stay well below.
     for text in (prompt, style.negative_prompt):
         assert len(re.findall(r"\w+|[^\w\s]", text)) <= 65
@@ -140,7 +144,10 @@ def test_same_seed_gives_the_same_image(pipe: StableDiffusionPipeline, lora: byt
     again = render(pipe, lora, style, [7, 8], SUBJECT_PHRASE, num_inference_steps=STEPS)
     alone = render(pipe, lora, style, [8], SUBJECT_PHRASE, num_inference_steps=STEPS)
     assert _same(batch, again)
-    assert _same(batch[1:], alone)  # an image depends on its seed, not on its batch neighbours
+    # An image depends on its seed, not on its batch neighbours (up to float rounding: a different batch
+    # size takes different CPU kernels).
+    difference = np.abs(_pixels(batch)[1].astype(int) - _pixels(alone)[0].astype(int))
+    assert difference.max() <= 2
 
 
 def test_lora_changes_the_output(pipe: StableDiffusionPipeline, lora: bytes) -> None:
@@ -158,7 +165,8 @@ def test_after_a_lora_render_the_pipeline_is_bit_identical_to_an_untouched_one(
     reference = render(untouched, None, style, [4, 5], SUBJECT_PHRASE, num_inference_steps=STEPS)
     scheduler = pipe.scheduler
     render(pipe, lora, style, [4, 5], SUBJECT_PHRASE, num_inference_steps=STEPS)
-    assert not has_lora(pipe.unet) and not has_lora(pipe.text_encoder)
+    assert not has_lora(pipe.unet)
+    assert not has_lora(pipe.text_encoder)
     assert pipe.scheduler is scheduler
     assert _same(render(pipe, None, style, [4, 5], SUBJECT_PHRASE, num_inference_steps=STEPS), reference)
 
@@ -172,10 +180,10 @@ def test_next_person_gets_nothing_of_the_last(pipe: StableDiffusionPipeline, lor
 
 
 def test_pipeline_is_clean_after_a_failed_render(pipe: StableDiffusionPipeline, lora: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="divisible by 8"):
         render(pipe, lora, get_style("resume"), [1], SUBJECT_PHRASE, num_inference_steps=STEPS, resolution=60)
     assert not has_lora(pipe.unet)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="safetensors"):
         render(pipe, b"not a lora", get_style("resume"), [1], SUBJECT_PHRASE, num_inference_steps=STEPS)
     assert not has_lora(pipe.unet)
 
@@ -183,7 +191,14 @@ def test_pipeline_is_clean_after_a_failed_render(pipe: StableDiffusionPipeline, 
 # --- privacy: nothing is written while rendering ---------------------------------------------------
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_WRITE_EVENTS = {"tempfile.mkstemp", "tempfile.mkdtemp", "os.rename", "os.replace", "shutil.copyfile", "os.truncate"}
+_WRITE_EVENTS = {
+    "tempfile.mkstemp",
+    "tempfile.mkdtemp",
+    "os.rename",
+    "os.replace",
+    "shutil.copyfile",
+    "os.truncate",
+}
 _writes: list[tuple[str, Any]] = []
 _watching = False
 

@@ -84,7 +84,14 @@ def test_loss_falls_on_a_fixed_batch(pipe: StableDiffusionPipeline, photos: list
         batch = torch.arange(config.batch_size)
         losses = [
             training_step(
-                pipe.unet, scheduler, pool, prompt_embeds, batch, torch.Generator().manual_seed(5), optimizer, config
+                pipe.unet,
+                scheduler,
+                pool,
+                prompt_embeds,
+                batch,
+                torch.Generator().manual_seed(5),
+                optimizer,
+                config,
             )
             for _ in range(25)
         ]
@@ -101,11 +108,15 @@ def test_reports_every_step(pipe: StableDiffusionPipeline, photos: list[PIL.Imag
     assert all(report.total_steps == 4 for report in reports)
     assert [report.loss for report in reports] == result.losses
     assert all(math.isfinite(loss) for loss in result.losses)
-    assert result.steps_done == 4 and not result.cancelled
-    assert result.timings.train_s >= 0 and result.timings.prepare_s >= 0
+    assert result.steps_done == 4
+    assert not result.cancelled
+    assert result.timings.train_s >= 0
+    assert result.timings.prepare_s >= 0
 
 
-def test_same_seed_gives_identical_lora_bytes(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+def test_same_seed_gives_identical_lora_bytes(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
     first = train_lora(pipe, photos, FAST)
     second = train_lora(pipe, photos, FAST)
     other_seed = train_lora(pipe, photos, replace(FAST, seed=1))
@@ -124,7 +135,9 @@ def test_metadata_has_rank_alpha_family_and_subject(
     assert metadata == result.metadata
 
 
-def test_should_stop_cancels_within_one_step(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+def test_should_stop_cancels_within_one_step(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
     reports: list[StepReport] = []
     result = train_lora(
         pipe, photos, replace(FAST, steps=50), on_step=reports.append, should_stop=lambda: len(reports) >= 2
@@ -146,7 +159,9 @@ def test_unet_is_clean_and_unchanged_after_training(
     assert torch.equal(_unet_output(pipe), before)
 
 
-def test_unet_is_clean_even_when_a_callback_fails(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+def test_unet_is_clean_even_when_a_callback_fails(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
     def explode(_: StepReport) -> None:
         raise RuntimeError("progress sink down")
 
@@ -169,7 +184,9 @@ def test_trained_lora_loads_into_the_pipeline_and_changes_it(
     assert torch.equal(_unet_output(pipe), before)
 
 
-def test_gradient_checkpointing_gives_the_same_lora(pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]) -> None:
+def test_gradient_checkpointing_gives_the_same_lora(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
     plain = train_lora(pipe, photos, replace(FAST, steps=2))
     checkpointed = train_lora(pipe, photos, replace(FAST, steps=2, gradient_checkpointing=True))
     assert not pipe.unet.is_gradient_checkpointing
@@ -179,7 +196,14 @@ def test_gradient_checkpointing_gives_the_same_lora(pipe: StableDiffusionPipelin
 # --- privacy: nothing is written while training or rendering ---------------------------------------
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_WRITE_EVENTS = {"tempfile.mkstemp", "tempfile.mkdtemp", "os.rename", "os.replace", "shutil.copyfile", "os.truncate"}
+_WRITE_EVENTS = {
+    "tempfile.mkstemp",
+    "tempfile.mkdtemp",
+    "os.rename",
+    "os.replace",
+    "shutil.copyfile",
+    "os.truncate",
+}
 _writes: list[tuple[str, Any]] = []
 _watching = False
 
@@ -243,7 +267,8 @@ def test_steps_scale_with_photos_within_bounds() -> None:
     for family, preset in PRESETS.items():
         counts = [steps_for(n, family) for n in range(1, 60)]
         assert counts == sorted(counts)
-        assert min(counts) == preset.min_steps and max(counts) == preset.max_steps
+        assert min(counts) == preset.min_steps
+        assert max(counts) == preset.max_steps
     assert steps_for(10, "sd15") == 1000
 
 
@@ -258,8 +283,15 @@ def test_presets_match_their_base_family() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"rank": 0}, {"alpha": 0}, {"learning_rate": 0}, {"batch_size": 0}, {"resolution": 30}, {"instance_prompt": "x"}],
+    [
+        {"rank": 0},
+        {"alpha": 0},
+        {"learning_rate": 0},
+        {"batch_size": 0},
+        {"resolution": 30},
+        {"instance_prompt": "x"},
+    ],
 )
 def test_config_rejects_invalid_values(changes: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"required|multiple of 8|must contain"):
         replace(FAST, **changes)

@@ -198,7 +198,7 @@ def training_step(
     with _autocast(device):
         prediction = unet(noisy_latents, timesteps, encoder_hidden_states=encoder_hidden_states).sample
     loss = F.mse_loss(prediction.float(), target.float(), reduction="mean")
-    loss.backward()
+    torch.autograd.backward(loss)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
     optimizer.step()
@@ -216,7 +216,7 @@ def encode_latent_pool(
     vae = pipe.vae
     means: list[torch.Tensor] = []
     stds: list[torch.Tensor] = []
-    for chunk in views.split(_VAE_CHUNK):
+    for chunk in torch.split(views, _VAE_CHUNK):
         posterior = vae.encode(chunk.to(device=vae.device, dtype=vae.dtype)).latent_dist
         means.append(posterior.mean.float().cpu())
         stds.append(posterior.std.float().cpu())

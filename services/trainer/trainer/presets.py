@@ -30,8 +30,16 @@ class TrainConfig:
     adam_weight_decay: float = 1e-2
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.rank < 1 or self.alpha <= 0 or self.learning_rate <= 0 or self.batch_size < 1:
-            raise ValueError("steps >= 0, rank >= 1, alpha > 0, learning_rate > 0 and batch_size >= 1 required")
+        if (
+            self.steps < 0
+            or self.rank < 1
+            or self.alpha <= 0
+            or self.learning_rate <= 0
+            or self.batch_size < 1
+        ):
+            raise ValueError(
+                "steps >= 0, rank >= 1, alpha > 0, learning_rate > 0 and batch_size >= 1 required"
+            )
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             raise ValueError("resolution must be a positive multiple of 8")
         if self.subject_phrase not in self.instance_prompt:
@@ -57,7 +65,8 @@ class Preset:
 
 
 PRESETS: dict[BaseFamily, Preset] = {
-    # SD 1.5 at 512 px: rank 16 is enough to hold a face, and the LoRA stays small (~3.2M params, ~13 MB as fp32).
+    # SD 1.5 at 512 px: rank 16 is enough to hold a face, and the LoRA stays small (~3.2M params,
+    # ~13 MB as fp32).
     "sd15": Preset(
         config=TrainConfig(
             steps=800, rank=16, alpha=16, learning_rate=1e-4, base_family="sd15", resolution=512
