@@ -6,7 +6,7 @@ cached `get_settings()`. In production the settings refuse development secrets a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import SecretStr, model_validator
@@ -51,13 +51,18 @@ class CommonSettings(BaseSettings):
     metrics_port: int = 9464
     otlp_endpoint: str = ""
 
+    #: Whether this service talks to S3 and Vault (the gateway does not: it holds no storage rights).
+    uses_storage: ClassVar[bool] = True
+
     @model_validator(mode="after")
     def _refuse_development_values_in_production(self) -> CommonSettings:
         if self.env != "production":
             return self
         problems: list[str] = []
-        secrets = {"hmac_secret": self.hmac_secret, "s3_secret_key": self.s3_secret_key}
-        if self.vault_auth == "token":
+        secrets = {"hmac_secret": self.hmac_secret}
+        if self.uses_storage:
+            secrets["s3_secret_key"] = self.s3_secret_key
+        if self.uses_storage and self.vault_auth == "token":
             secrets["vault_token"] = self.vault_token
         for name, value in secrets.items():
             if value.get_secret_value().strip().lower() in DEVELOPMENT_SECRETS:
@@ -65,6 +70,8 @@ class CommonSettings(BaseSettings):
         if len(self.hmac_secret.get_secret_value()) < 32:
             problems.append("LIKENESS_HMAC_SECRET must be at least 32 characters")
         for name, schemes in SECURE_SCHEMES.items():
+            if name != "nats_url" and not self.uses_storage:
+                continue
             url = urlparse(getattr(self, name))
             if url.scheme not in schemes:
                 problems.append(

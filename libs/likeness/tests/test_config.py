@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from pydantic import ValidationError
 
@@ -51,3 +53,13 @@ def test_production_token_auth_refuses_the_dev_token() -> None:
 def test_environment_variables_use_the_likeness_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIKENESS_S3_BUCKET", "from-env")
     assert CommonSettings().s3_bucket == "from-env"
+
+
+def test_a_service_without_storage_is_not_asked_for_storage_secrets() -> None:
+    class NoStorage(CommonSettings):
+        uses_storage: ClassVar[bool] = False
+
+    values = {k: v for k, v in PRODUCTION.items() if k not in {"s3_secret_key", "s3_endpoint", "vault_addr"}}
+    assert NoStorage.model_validate(values).is_production
+    with pytest.raises(ValidationError, match="LIKENESS_S3_ENDPOINT"):
+        CommonSettings.model_validate(values)

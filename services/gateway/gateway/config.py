@@ -7,6 +7,7 @@ In production the gateway verifies tokens only against the tenant identity provi
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -17,6 +18,9 @@ MIB = 1024 * 1024
 
 
 class GatewaySettings(CommonSettings):
+    # No S3 or Vault rights: bytes come from the services that own them.
+    uses_storage: ClassVar[bool] = False
+
     service_name: str = "gateway"
     http_port: int = 8080
 
