@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -16,9 +17,11 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from likeness.bus import kv_get, kv_keys
+from likeness.bus import decode, kv_get, kv_keys, subject_erased_filter
+from likeness.keys import KeyDestroyed
+from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
-from likeness.v1 import common_pb2
+from likeness.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,101 @@ async def running_heartbeat(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class JobCancelled(Exception):
+    """The job was cancelled on request or its subject was erased; nothing more of it may be written."""
+
+
+class PermanentJobFailure(Exception):
+    """A failure that retrying cannot fix; its message goes on the record, so it names nothing personal."""
+
+
+J = TypeVar("J", bound=Message)
+
+
+class QueueWorker(ABC, Generic[J, R]):
+    """One job at a time from a work queue, shared by the trainer and renderer workers.
+
+    Per message: skip it if its record is gone or terminal (erased, cancelled while queued, or finished
+    by an earlier delivery); otherwise run it with `in_progress()` heartbeats that also poll for a
+    cancellation; ack after the durable write; `term()` when cancelled or failed for good; `nak()` with a
+    growing delay for a transient failure until MaxDeliver, then fail the job with a reason.
+    """
+
+    job_type: type[J]
+    stream: str
+    durable: str
+
+    def __init__(self, platform: Platform, records: JobRecords[R], ack_wait: float, max_deliver: int) -> None:
+        self.platform = platform
+        self.records = records
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self._current: tuple[str, str, CancelFlag] | None = None  # (tenant, subject, flag) of the running job
+
+    @abstractmethod
+    def identify(self, job: J) -> tuple[str, str, str]:
+        """(tenant, subject_id, job_id) of a job message."""
+
+    @abstractmethod
+    async def run_job(self, job: J, flag: CancelFlag) -> None:
+        """Does the work; raises JobCancelled as soon as `flag` is set (the GPU loop polls it)."""
+
+    @abstractmethod
+    async def finish(self, job: J, status: common_pb2.JobStatus.ValueType, reason: str) -> None:
+        """Records a cancelled or failed end and announces it."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        queue = await self.platform.bus.work_queue(
+            self.stream, self.durable, ack_wait=self.ack_wait, max_deliver=self.max_deliver
+        )
+        await self.platform.bus.watch_events(subject_erased_filter(), self.on_subject_erased)
+        async for msg in queue.messages(stop):
+            await self.handle(msg)
+
+    async def on_subject_erased(self, msg: Msg) -> None:
+        event = decode(msg, events_pb2.SubjectErased)
+        if self._current and self._current[:2] == (event.tenant, event.subject_id):
+            self._current[2].set("subject erased")
+
+    async def handle(self, msg: Msg) -> None:
+        job = decode(msg, self.job_type)
+        tenant, subject_id, job_id = self.identify(job)
+        found = await self.records.get(tenant, job_id)
+        if found is None or getattr(found[0], "status") in TERMINAL:  # noqa: B009 - R is a job record
+            await msg.ack()
+            return
+        flag = CancelFlag()
+        self._current = (tenant, subject_id, flag)
+        try:
+            async with running_heartbeat(
+                msg, self.ack_wait / 3, lambda: self._poll_cancelled(tenant, job_id, flag)
+            ):
+                await self.run_job(job, flag)
+            await msg.ack()
+        except (JobCancelled, KeyDestroyed):
+            await self.finish(job, JS.JOB_STATUS_CANCELLED, flag.reason or "subject erased")
+            await msg.term()
+        except PermanentJobFailure as failure:
+            await self.finish(job, JS.JOB_STATUS_FAILED, str(failure))
+            await msg.term()
+        except Exception as exc:
+            deliveries = msg.metadata.num_delivered or 1
+            log.exception("job failed", extra={"job_id": job_id, "delivery": deliveries})
+            if deliveries >= self.max_deliver:
+                await self.finish(
+                    job, JS.JOB_STATUS_FAILED, f"failed after {deliveries} attempts ({type(exc).__name__})"
+                )
+                await msg.term()
+            else:
+                await msg.nak(delay=2.0 * deliveries)
+        finally:
+            self._current = None
+
+    async def _poll_cancelled(self, tenant: str, job_id: str, flag: CancelFlag) -> None:
+        found = await self.records.get(tenant, job_id)
+        if found is None:
+            flag.set("subject erased")
+        elif getattr(found[0], "status") == JS.JOB_STATUS_CANCELLED:  # noqa: B009
+            flag.set("cancelled on request")

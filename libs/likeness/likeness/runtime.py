@@ -8,14 +8,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+from nats.aio.msg import Msg
 
-from likeness.bus import Bus
+from likeness.bus import Bus, decode, subject_erased_filter
 from likeness.config import CommonSettings
 from likeness.grpc_server import GrpcServer, install_shutdown_handlers
 from likeness.keys import SubjectKeys
 from likeness.sealed import SealedObjects
 from likeness.store import ObjectStore
 from likeness.telemetry import MetricsServer, setup_logging, setup_tracing
+from likeness.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,21 @@ async def run_worker(settings: CommonSettings, name: str, work: Work, ready: Cal
     finally:
         await metrics.stop()
         await platform.close()
+
+
+PurgeSubject = Callable[[str, str], Awaitable[int]]
+
+
+async def purge_records_on_erasure(platform: Platform, service: str, purge: PurgeSubject) -> None:
+    """Drops this service's KV records of a subject when `subject.erased` arrives.
+
+    A durable consumer shared by the service's replicas: each erasure is handled once, including the ones
+    announced while the service was down.
+    """
+
+    async def on_erased(msg: Msg) -> None:
+        event = decode(msg, events_pb2.SubjectErased)
+        removed = await purge(event.tenant, event.subject_id)
+        log.info("records purged", extra={"erasure_id": event.erasure_id, "records": removed})
+
+    await platform.bus.watch_events(subject_erased_filter(), on_erased, durable=f"{service}-erasures")

@@ -7,14 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from nats.aio.msg import Msg
 
 from ingest.config import IngestSettings, get_settings
 from ingest.records import PhotoRecords
 from ingest.service import IngestServicer
-from likeness.bus import decode, subject_erased_filter
-from likeness.runtime import Platform, run_grpc_service
-from likeness.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from likeness.runtime import Platform, purge_records_on_erasure, run_grpc_service
+from likeness.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
@@ -27,12 +25,7 @@ def register_with(settings: IngestSettings) -> Callable[[Platform, grpc.aio.Serv
             IngestServicer(platform, records, settings), server
         )
 
-        async def on_erased(msg: Msg) -> None:
-            event = decode(msg, events_pb2.SubjectErased)
-            removed = await records.purge_subject(event.tenant, event.subject_id)
-            log.info("photo records purged", extra={"erasure_id": event.erasure_id, "records": removed})
-
-        await platform.bus.watch_events(subject_erased_filter(), on_erased, durable="ingest-erasures")
+        await purge_records_on_erasure(platform, "ingest", records.purge_subject)
 
     return register
 

@@ -7,11 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from nats.aio.msg import Msg
 
-from likeness.bus import decode, subject_erased_filter
-from likeness.runtime import Platform, run_grpc_service, run_worker
-from likeness.v1 import events_pb2, renderer_pb2, renderer_pb2_grpc
+from likeness.runtime import Platform, purge_records_on_erasure, run_grpc_service, run_worker
+from likeness.v1 import renderer_pb2, renderer_pb2_grpc
 from renderer.config import RendererSettings, get_settings
 from renderer.records import open_renders
 from renderer.service import RendererServicer
@@ -27,12 +25,7 @@ def _register_with(settings: RendererSettings) -> Callable[[Platform, grpc.aio.S
         servicer = RendererServicer(platform, records, load_styles(), settings)
         renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
 
-        async def on_erased(msg: Msg) -> None:
-            event = decode(msg, events_pb2.SubjectErased)
-            removed = await records.purge_subject(event.tenant, event.subject_id)
-            log.info("render records purged", extra={"erasure_id": event.erasure_id, "records": removed})
-
-        await platform.bus.watch_events(subject_erased_filter(), on_erased, durable="renderer-erasures")
+        await purge_records_on_erasure(platform, "renderer", records.purge_subject)
 
     return register
 

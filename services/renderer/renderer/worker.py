@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from nats.aio.msg import Msg
-
 from likeness import ids
-from likeness.bus import RENDER_STREAM, decode, event_subject, subject_erased_filter
-from likeness.jobs import TERMINAL, CancelFlag, JobRecords, running_heartbeat
-from likeness.keys import KeyDestroyed
+from likeness.bus import RENDER_STREAM, event_subject
+from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
 from likeness.objects import lora_key, render_image_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
@@ -34,11 +31,11 @@ JS = common_pb2.JobStatus
 TINY_MODEL_STEPS = 6
 
 
-class JobCancelled(Exception):
-    pass
+class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
+    job_type = jobs_pb2.RenderJob
+    stream = RENDER_STREAM
+    durable = "renderer-workers"
 
-
-class RenderWorker:
     def __init__(
         self,
         platform: Platform,
@@ -46,76 +43,28 @@ class RenderWorker:
         styles: dict[str, Style],
         settings: RendererSettings,
     ) -> None:
-        self.platform = platform
-        self.records = records
+        super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
         self.styles = styles
         self.settings = settings
         self.pipe = load_pipeline(settings.base_model)
         # The tiny dev model draws noise whatever the sampler does: a few steps are enough there.
         tiny_default = TINY_MODEL_STEPS if is_tiny_model(settings.base_model) else None
         self.inference_steps = settings.inference_steps or tiny_default
-        self._current: tuple[str, str, CancelFlag] | None = None
 
-    async def on_subject_erased(self, msg: Msg) -> None:
-        event = decode(msg, events_pb2.SubjectErased)
-        if self._current and self._current[:2] == (event.tenant, event.subject_id):
-            self._current[2].set("subject erased")
+    def identify(self, job: jobs_pb2.RenderJob) -> tuple[str, str, str]:
+        return job.tenant, job.subject_id, job.render_id
 
-    async def run(self, stop: asyncio.Event) -> None:
-        queue = await self.platform.bus.work_queue(
-            RENDER_STREAM,
-            "renderer-workers",
-            ack_wait=self.settings.ack_wait_seconds,
-            max_deliver=self.settings.max_deliver,
-        )
-        await self.platform.bus.watch_events(subject_erased_filter(), self.on_subject_erased)
-        async for msg in queue.messages(stop):
-            await self.handle(msg)
-
-    async def handle(self, msg: Msg) -> None:
-        job = decode(msg, jobs_pb2.RenderJob)
-        found = await self.records.get(job.tenant, job.render_id)
-        if found is None or found[0].status in TERMINAL:
-            await msg.ack()
-            return
-        flag = CancelFlag()
-        self._current = (job.tenant, job.subject_id, flag)
-        try:
-            async with running_heartbeat(
-                msg, self.settings.ack_wait_seconds / 3, lambda: self._check_erased(job, flag)
-            ):
-                await self._run_job(job, flag)
-            await msg.ack()
-        except (JobCancelled, KeyDestroyed):
-            await self._finish(job, JS.JOB_STATUS_CANCELLED, flag.reason or "subject erased")
-            await msg.term()
-        except ObjectMissing:
-            await self._finish(job, JS.JOB_STATUS_FAILED, "the training's model is not available")
-            await msg.term()
-        except Exception as exc:
-            deliveries = msg.metadata.num_delivered or 1
-            log.exception("render failed", extra={"render_id": job.render_id, "delivery": deliveries})
-            if deliveries >= self.settings.max_deliver:
-                await self._finish(
-                    job,
-                    JS.JOB_STATUS_FAILED,
-                    f"render failed after {deliveries} attempts ({type(exc).__name__})",
-                )
-                await msg.term()
-            else:
-                await msg.nak(delay=2.0 * deliveries)
-        finally:
-            self._current = None
-
-    async def _check_erased(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
-        if await self.records.get(job.tenant, job.render_id) is None:
-            flag.set("subject erased")
-
-    async def _run_job(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
+    async def run_job(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
         lora_ref = ObjectRef(
             job.tenant, job.subject_id, lora_key(job.tenant, job.subject_id, job.training_id), "lora"
         )
-        lora = await asyncio.to_thread(self.platform.sealed.get, lora_ref)
+        try:
+            lora = await asyncio.to_thread(self.platform.sealed.get, lora_ref)
+        except ObjectMissing as missing:
+            raise PermanentJobFailure("the training's model is not available") from missing
+        await self._render(job, flag, lora)
+
+    async def _render(self, job: jobs_pb2.RenderJob, flag: CancelFlag, lora: bytes) -> None:
         phrase = read_lora_metadata(lora).subject_phrase
 
         def mark_running(record: renderer_pb2.Render) -> bool:
@@ -153,7 +102,7 @@ class RenderWorker:
             done += len(produced)
             await self._record_images(job, produced, done)
         del lora
-        await self._finish(job, JS.JOB_STATUS_SUCCEEDED, "")
+        await self.finish(job, JS.JOB_STATUS_SUCCEEDED, "")
         event = events_pb2.RenderCompleted(
             tenant=job.tenant,
             subject_id=job.subject_id,
@@ -179,7 +128,7 @@ class RenderWorker:
         if await self.records.mutate(job.tenant, job.render_id, add) is None:
             raise JobCancelled
 
-    async def _finish(
+    async def finish(
         self, job: jobs_pb2.RenderJob, status: common_pb2.JobStatus.ValueType, reason: str
     ) -> None:
         def finish(record: renderer_pb2.Render) -> bool:

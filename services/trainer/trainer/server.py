@@ -7,11 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from nats.aio.msg import Msg
 
-from likeness.bus import decode, subject_erased_filter
-from likeness.runtime import Platform, run_grpc_service, run_worker
-from likeness.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
+from likeness.runtime import Platform, purge_records_on_erasure, run_grpc_service, run_worker
+from likeness.v1 import trainer_pb2, trainer_pb2_grpc
 from trainer.config import TrainerSettings, get_settings
 from trainer.records import open_trainings
 from trainer.service import TrainerServicer
@@ -27,12 +25,7 @@ def _register_with(settings: TrainerSettings) -> Callable[[Platform, grpc.aio.Se
             TrainerServicer(platform, records, settings), server
         )
 
-        async def on_erased(msg: Msg) -> None:
-            event = decode(msg, events_pb2.SubjectErased)
-            removed = await records.purge_subject(event.tenant, event.subject_id)
-            log.info("training records purged", extra={"erasure_id": event.erasure_id, "records": removed})
-
-        await platform.bus.watch_events(subject_erased_filter(), on_erased, durable="trainer-erasures")
+        await purge_records_on_erasure(platform, "trainer", records.purge_subject)
 
     return register
 

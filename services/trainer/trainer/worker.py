@@ -14,11 +14,9 @@ import time
 from dataclasses import replace
 
 import PIL.Image
-from nats.aio.msg import Msg
 
-from likeness.bus import TRAIN_STREAM, decode, event_subject, subject_erased_filter
-from likeness.jobs import TERMINAL, CancelFlag, JobRecords, running_heartbeat
-from likeness.keys import KeyDestroyed
+from likeness.bus import TRAIN_STREAM, event_subject
+from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, QueueWorker
 from likeness.objects import lora_key, photo_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
@@ -33,77 +31,24 @@ log = logging.getLogger(__name__)
 JS = common_pb2.JobStatus
 
 
-class JobCancelled(Exception):
-    pass
+class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
+    job_type = jobs_pb2.TrainJob
+    stream = TRAIN_STREAM
+    durable = "trainer-workers"
 
-
-class TrainingWorker:
     def __init__(
         self, platform: Platform, records: JobRecords[trainer_pb2.Training], settings: TrainerSettings
     ) -> None:
-        self.platform = platform
-        self.records = records
+        super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
         self.settings = settings
         self.pipe = load_pipeline(settings.base_model)
         self.family = detect_family(self.pipe)
         self.preset = preset_for(self.family)
-        self._current: tuple[str, str, CancelFlag] | None = None  # (tenant, subject, flag) of the running job
 
-    async def on_subject_erased(self, msg: Msg) -> None:
-        event = decode(msg, events_pb2.SubjectErased)
-        if self._current and self._current[:2] == (event.tenant, event.subject_id):
-            self._current[2].set("subject erased")
+    def identify(self, job: jobs_pb2.TrainJob) -> tuple[str, str, str]:
+        return job.tenant, job.subject_id, job.training_id
 
-    async def run(self, stop: asyncio.Event) -> None:
-        queue = await self.platform.bus.work_queue(
-            TRAIN_STREAM,
-            "trainer-workers",
-            ack_wait=self.settings.ack_wait_seconds,
-            max_deliver=self.settings.max_deliver,
-        )
-        await self.platform.bus.watch_events(subject_erased_filter(), self.on_subject_erased)
-        async for msg in queue.messages(stop):
-            await self.handle(msg)
-
-    async def handle(self, msg: Msg) -> None:
-        job = decode(msg, jobs_pb2.TrainJob)
-        found = await self.records.get(job.tenant, job.training_id)
-        if found is None or found[0].status in TERMINAL:
-            await msg.ack()  # erased, cancelled while queued, or already done by an earlier delivery
-            return
-        flag = CancelFlag()
-        self._current = (job.tenant, job.subject_id, flag)
-        try:
-            async with running_heartbeat(
-                msg, self.settings.ack_wait_seconds / 3, lambda: self._check_cancelled(job, flag)
-            ):
-                await self._run_job(job, flag)
-            await msg.ack()
-        except (JobCancelled, KeyDestroyed) as exc:
-            await self._finish_cancelled(job, flag.reason or "subject erased")
-            log.info("training stopped", extra={"training_id": job.training_id, "why": type(exc).__name__})
-            await msg.term()
-        except Exception as exc:
-            deliveries = msg.metadata.num_delivered or 1
-            log.exception("training failed", extra={"training_id": job.training_id, "delivery": deliveries})
-            if deliveries >= self.settings.max_deliver:
-                await self._finish_failed(
-                    job, f"training failed after {deliveries} attempts ({type(exc).__name__})"
-                )
-                await msg.term()
-            else:
-                await msg.nak(delay=2.0 * deliveries)
-        finally:
-            self._current = None
-
-    async def _check_cancelled(self, job: jobs_pb2.TrainJob, flag: CancelFlag) -> None:
-        found = await self.records.get(job.tenant, job.training_id)
-        if found is None:
-            flag.set("subject erased")
-        elif found[0].status == JS.JOB_STATUS_CANCELLED:
-            flag.set("cancelled on request")
-
-    async def _run_job(self, job: jobs_pb2.TrainJob, flag: CancelFlag) -> None:
+    async def run_job(self, job: jobs_pb2.TrainJob, flag: CancelFlag) -> None:
         started = time.monotonic()
         images = await asyncio.to_thread(self._load_photos, job)
         config = self.preset.config_for(len(images))
@@ -173,13 +118,7 @@ class TrainingWorker:
             msg_id=f"{job.training_id}.completed",
         )
 
-    async def _finish_cancelled(self, job: jobs_pb2.TrainJob, reason: str) -> None:
-        await self._finish(job, JS.JOB_STATUS_CANCELLED, reason)
-
-    async def _finish_failed(self, job: jobs_pb2.TrainJob, reason: str) -> None:
-        await self._finish(job, JS.JOB_STATUS_FAILED, reason)
-
-    async def _finish(
+    async def finish(
         self, job: jobs_pb2.TrainJob, status: common_pb2.JobStatus.ValueType, reason: str
     ) -> None:
         def finish(training: trainer_pb2.Training) -> bool:
