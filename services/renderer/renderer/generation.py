@@ -1,13 +1,15 @@
 """Rendering one person's headshots: base pipeline + their LoRA (from bytes) + a catalog style.
 
-The pipeline is resident and shared by every job, so ``render`` leaves it exactly as it found it: the LoRA
+The pipeline is resident and shared by every job, so rendering leaves it exactly as it found it: the LoRA
 is always unloaded and the scheduler restored in a ``finally``. The next person's images carry nothing of
-the last (tests check bit-identical outputs against a pipeline that never saw a LoRA).
+the last (tests check bit-identical outputs against a pipeline that never saw a LoRA). A pipeline serves
+one job at a time: none of this is safe to call concurrently on the same pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import PIL.Image
 import torch
@@ -56,22 +58,45 @@ def render(
     num_inference_steps: int | None = None,
     resolution: int | None = None,
 ) -> list[PIL.Image.Image]:
-    """One image per seed, in seed order, from a single batched pipeline call.
+    """One image per seed, in seed order: attach the LoRA, generate, always detach.
 
     lora_safetensors: the subject LoRA as produced by the trainer (None renders the bare base model).
     num_inference_steps: overrides the style's step count (tests and the tiny model need only a few).
     resolution: image side in pixels; default the base model's native resolution.
+    To render several styles for one person with a single LoRA load, use ``subject_lora`` + ``generate``.
     """
-    if not seeds:
-        return []
-    count = len(seeds)
-    base_scheduler = pipe.scheduler
+    with subject_lora(pipe, lora_safetensors):
+        return generate(pipe, style, seeds, subject_phrase, num_inference_steps, resolution)
+
+
+@contextlib.contextmanager
+def subject_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes | None) -> Iterator[None]:
+    """The subject's LoRA attached to pipe for the duration of the block, and unloaded whatever happens."""
     if has_lora(pipe.unet) or has_lora(pipe.text_encoder):
         detach_lora(pipe)  # never render on top of a leftover adapter
     try:
         if lora_safetensors is not None:
             attach_lora(pipe, lora_safetensors, SUBJECT_ADAPTER)
-        pipe.scheduler = make_scheduler(style.scheduler, base_scheduler.config)
+        yield
+    finally:
+        detach_lora(pipe)
+
+
+def generate(
+    pipe: StableDiffusionPipeline,
+    style: Style,
+    seeds: Sequence[int],
+    subject_phrase: str,
+    num_inference_steps: int | None = None,
+    resolution: int | None = None,
+) -> list[PIL.Image.Image]:
+    """One image per seed with whatever adapter pipe carries, from a single batched pipeline call."""
+    if not seeds:
+        return []
+    count = len(seeds)
+    base_scheduler = pipe.scheduler
+    pipe.scheduler = make_scheduler(style.scheduler, base_scheduler.config)
+    try:
         # One generator per image, on the CPU: an image depends only on its own seed (not on its batch
         # neighbours, up to float rounding), and a seed draws the same starting noise on any device.
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
@@ -91,4 +116,3 @@ def render(
         return images
     finally:
         pipe.scheduler = base_scheduler
-        detach_lora(pipe)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import PIL.Image
+
 from likeness import ids
 from likeness.bus import RENDER_STREAM, event_subject
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
@@ -22,7 +24,7 @@ from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_format import read_lora_metadata
 from likeness_ml.tiny_model import is_tiny_model
 from renderer.config import RendererSettings
-from renderer.generation import render
+from renderer.generation import generate, subject_lora
 from renderer.marking import encode_marked_png
 from renderer.styles import Style
 
@@ -76,31 +78,23 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         if await self.records.mutate(job.tenant, job.render_id, mark_running) is None:
             raise JobCancelled
         done = 0
-        for style_index, style_id in enumerate(job.styles):
-            if flag.is_set():
-                raise JobCancelled
-            style = self.styles[style_id]
-            seeds = [job.seed + style_index * 1000 + i for i in range(job.images_per_style)]
-            steps = self.inference_steps
-            images = await asyncio.to_thread(render, self.pipe, lora, style, seeds, phrase, steps)
-            produced = []
-            for seed, image in zip(seeds, images, strict=True):
-                png = encode_marked_png(image)
-                image_id = ids.new_id("img")
-                ref = ObjectRef(
-                    job.tenant,
-                    job.subject_id,
-                    render_image_key(job.tenant, job.subject_id, job.render_id, image_id),
-                    "render",
+        # The LoRA is attached once for every style of the job and always detached afterwards, so the next
+        # person's images carry nothing of this one.
+        with subject_lora(self.pipe, lora):
+            for style_index, style_id in enumerate(job.styles):
+                if flag.is_set():
+                    raise JobCancelled
+                seeds = [job.seed + style_index * 1000 + i for i in range(job.images_per_style)]
+                style = self.styles[style_id]
+                images = await asyncio.to_thread(
+                    generate, self.pipe, style, seeds, phrase, self.inference_steps
                 )
-                await asyncio.to_thread(self.platform.sealed.put, ref, png)
-                produced.append(
-                    renderer_pb2.RenderedImage(
-                        id=image_id, style=style_id, seed=seed, content_type="image/png", size_bytes=len(png)
-                    )
-                )
-            done += len(produced)
-            await self._record_images(job, produced, done)
+                produced = [
+                    await self._store_image(job, style_id, seed, image)
+                    for seed, image in zip(seeds, images, strict=True)
+                ]
+                done += len(produced)
+                await self._record_images(job, produced, done)
         del lora
         await self.finish(job, JS.JOB_STATUS_SUCCEEDED, "")
         event = events_pb2.RenderCompleted(
@@ -114,6 +108,19 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             event_subject(job.tenant, job.subject_id, "render.completed"),
             event,
             msg_id=f"{job.render_id}.completed",
+        )
+
+    async def _store_image(
+        self, job: jobs_pb2.RenderJob, style_id: str, seed: int, image: PIL.Image.Image
+    ) -> renderer_pb2.RenderedImage:
+        png = encode_marked_png(image)
+        image_id = ids.new_id("img")
+        key = render_image_key(job.tenant, job.subject_id, job.render_id, image_id)
+        await asyncio.to_thread(
+            self.platform.sealed.put, ObjectRef(job.tenant, job.subject_id, key, "render"), png
+        )
+        return renderer_pb2.RenderedImage(
+            id=image_id, style=style_id, seed=seed, content_type="image/png", size_bytes=len(png)
         )
 
     async def _record_images(

@@ -25,7 +25,7 @@ from likeness_ml.lora_adapters import has_lora, remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
 from likeness_ml.subject import SUBJECT_PHRASE
 from likeness_ml.tiny_model import write_tiny_pipeline
-from renderer.generation import make_scheduler, render
+from renderer.generation import generate, make_scheduler, render, subject_lora
 from renderer.styles import Style, get_style, load_styles
 
 STEPS = 3  # the tiny model needs only a few sampler steps
@@ -177,6 +177,16 @@ def test_next_person_gets_nothing_of_the_last(pipe: StableDiffusionPipeline, lor
     fresh = render(pipe, other, style, [6], SUBJECT_PHRASE, num_inference_steps=STEPS)
     render(pipe, lora, style, [6], SUBJECT_PHRASE, num_inference_steps=STEPS)
     assert _same(render(pipe, other, style, [6], SUBJECT_PHRASE, num_inference_steps=STEPS), fresh)
+
+
+def test_one_lora_load_can_serve_several_styles(pipe: StableDiffusionPipeline, lora: bytes) -> None:
+    styles = [get_style("linkedin"), get_style("startup_casual")]
+    with subject_lora(pipe, lora):
+        assert has_lora(pipe.unet)
+        together = [generate(pipe, style, [9], SUBJECT_PHRASE, num_inference_steps=STEPS) for style in styles]
+    assert not has_lora(pipe.unet)
+    for style, images in zip(styles, together, strict=True):
+        assert _same(images, render(pipe, lora, style, [9], SUBJECT_PHRASE, num_inference_steps=STEPS))
 
 
 def test_pipeline_is_clean_after_a_failed_render(pipe: StableDiffusionPipeline, lora: bytes) -> None:

@@ -7,6 +7,7 @@ distributions (and their mirror images) and the instance-prompt embedding are co
 
 The pipeline is shared between jobs, so ``train_lora`` always takes the adapter off again (even when a
 callback raises), and the result is serialized to bytes in memory: photos and LoRA never touch disk.
+A pipeline serves one job at a time: training is not safe to run concurrently with anything on it.
 """
 
 from __future__ import annotations
