@@ -46,16 +46,21 @@ async def test_msg_id_deduplicates_a_retried_publish(bus: Bus) -> None:
         await bus.publish(job_subject("train", tenant, subject), job, msg_id=job.training_id)
     info = await bus.js.stream_info(TRAIN_STREAM, subjects_filter=job_subject("train", tenant, subject))
     assert info.state.subjects == {job_subject("train", tenant, subject): 1}
-    queue = await bus.work_queue(TRAIN_STREAM, f"test-{uuid.uuid4().hex[:8]}", ack_wait=30, max_deliver=2)
+    durable = f"test-{uuid.uuid4().hex[:8]}"
+    queue = await bus.work_queue(TRAIN_STREAM, durable, ack_wait=30, max_deliver=2)
     received = None
-    for _ in range(20):  # other tests may have queued jobs too: find ours
-        msg = await queue.next(timeout=2)
-        assert msg is not None
-        decoded = decode(msg, jobs_pb2.TrainJob)
-        await msg.ack()
-        if decoded.training_id == job.training_id:
-            received = decoded
-            break
+    try:
+        for _ in range(20):  # other tests may have queued jobs too: find ours
+            msg = await queue.next(timeout=2)
+            assert msg is not None
+            decoded = decode(msg, jobs_pb2.TrainJob)
+            await msg.ack()
+            if decoded.training_id == job.training_id:
+                received = decoded
+                break
+    finally:
+        # A work-queue stream admits one consumer per filter: leave the place to the real trainer workers.
+        await bus.js.delete_consumer(TRAIN_STREAM, durable)
     assert received == job
 
 
