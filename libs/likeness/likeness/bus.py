@@ -132,6 +132,7 @@ class Bus:
         self.nc = nc
         self.js = js
         self._kv: dict[str, KeyValue] = {}
+        self._pull_subscriptions: list[JetStreamContext.PullSubscription] = []
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
@@ -142,6 +143,7 @@ class Bus:
             reconnect_time_wait=0.5,
             connect_timeout=5,
             allow_reconnect=True,
+            drain_timeout=10,
         )
         return cls(nc, nc.jetstream())
 
@@ -183,10 +185,12 @@ class Bus:
             max_deliver=max_deliver,
             max_ack_pending=64,
         )
-        filter_subject = next(c.subjects[0] for c in STREAMS if c.name == stream and c.subjects)
+        subjects = (await self.js.stream_info(stream)).config.subjects or [">"]
+        filter_subject = subjects[0]
         subscription = await self.js.pull_subscribe(
             filter_subject, durable=durable, stream=stream, config=config
         )
+        self._pull_subscriptions.append(subscription)
         return WorkQueue(subscription)
 
     async def watch_events(
@@ -236,9 +240,15 @@ class Bus:
 
     async def close(self) -> None:
         """Drains: finishes in-flight callbacks and flushes publishes before closing (used on SIGTERM)."""
-        if not self.nc.is_closed:
+        if self.nc.is_closed:
+            return
+        # A pull subscription never drains by itself (nothing is in flight on it between fetches), so it
+        # is closed first; otherwise drain() waits out its whole timeout.
+        for subscription in self._pull_subscriptions:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
-                await self.nc.drain()
+                await subscription.unsubscribe()
+        with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+            await self.nc.drain()
 
 
 class WorkQueue:

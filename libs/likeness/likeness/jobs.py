@@ -16,6 +16,7 @@ import nats.js.errors
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
+from opentelemetry import propagate, trace
 
 from likeness.bus import decode, kv_get, kv_keys, subject_erased_filter
 from likeness.keys import KeyDestroyed
@@ -24,6 +25,7 @@ from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("likeness.jobs")
 
 JS = common_pb2.JobStatus
 TERMINAL = frozenset({JS.JOB_STATUS_SUCCEEDED, JS.JOB_STATUS_FAILED, JS.JOB_STATUS_CANCELLED})
@@ -198,30 +200,33 @@ class QueueWorker(ABC, Generic[J, R]):
             return
         flag = CancelFlag()
         self._current = (tenant, subject_id, flag)
-        try:
-            async with running_heartbeat(
-                msg, self.ack_wait / 3, lambda: self._poll_cancelled(tenant, job_id, flag)
-            ):
-                await self.run_job(job, flag)
-            await msg.ack()
-        except (JobCancelled, KeyDestroyed):
-            await self.finish(job, JS.JOB_STATUS_CANCELLED, flag.reason or "subject erased")
-            await msg.term()
-        except PermanentJobFailure as failure:
-            await self.finish(job, JS.JOB_STATUS_FAILED, str(failure))
-            await msg.term()
-        except Exception as exc:
-            deliveries = msg.metadata.num_delivered or 1
-            log.exception("job failed", extra={"job_id": job_id, "delivery": deliveries})
-            if deliveries >= self.max_deliver:
-                await self.finish(
-                    job, JS.JOB_STATUS_FAILED, f"failed after {deliveries} attempts ({type(exc).__name__})"
-                )
+        # The job continues the trace of the request that queued it (traceparent in the message headers).
+        parent = propagate.extract(dict(msg.headers or {}))
+        attributes = {"likeness.job_id": job_id}
+        with _tracer.start_as_current_span(f"{self.durable} job", context=parent, attributes=attributes):
+            try:
+                async with running_heartbeat(
+                    msg, self.ack_wait / 3, lambda: self._poll_cancelled(tenant, job_id, flag)
+                ):
+                    await self.run_job(job, flag)
+                await msg.ack()
+            except (JobCancelled, KeyDestroyed):
+                await self.finish(job, JS.JOB_STATUS_CANCELLED, flag.reason or "subject erased")
                 await msg.term()
-            else:
-                await msg.nak(delay=2.0 * deliveries)
-        finally:
-            self._current = None
+            except PermanentJobFailure as failure:
+                await self.finish(job, JS.JOB_STATUS_FAILED, str(failure))
+                await msg.term()
+            except Exception as exc:
+                deliveries = msg.metadata.num_delivered or 1
+                log.exception("job failed", extra={"job_id": job_id, "delivery": deliveries})
+                if deliveries >= self.max_deliver:
+                    reason = f"failed after {deliveries} attempts ({type(exc).__name__})"
+                    await self.finish(job, JS.JOB_STATUS_FAILED, reason)
+                    await msg.term()
+                else:
+                    await msg.nak(delay=2.0 * deliveries)
+            finally:
+                self._current = None
 
     async def _poll_cancelled(self, tenant: str, job_id: str, flag: CancelFlag) -> None:
         found = await self.records.get(tenant, job_id)
