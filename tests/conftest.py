@@ -20,7 +20,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, infra: Infra) -> Iterator[De
         infra=infra,
         progress=lambda line: print(f"[stack] {line}", flush=True),
         # The tiny model needs only a few sampler steps; training length comes from the tiny preset.
-        extra_env={"LIKENESS_INFERENCE_STEPS": "4"},
+        # Two photos are enough to exercise a training here (production wants 4: the gateway's default).
+        extra_env={"LIKENESS_INFERENCE_STEPS": "4", "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2"},
     )
     try:
         yield started

@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     demo.add_argument("--images-per-style", type=int, default=4, help="images per style (default: 4)")
     demo.set_defaults(handler=_demo)
+
+    # Commands whose modules live beside their features (each adds its own subparsers).
+    from likeness_cli import receipts, verify_image
+
+    receipts.register(commands)
+    verify_image.register(commands)
     return parser
 
 

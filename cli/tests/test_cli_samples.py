@@ -9,13 +9,21 @@ import pytest
 from PIL import ExifTags, Image
 
 from ingest.faces import FaceAnalyzer, embedding_distance
-from ingest.limits import SanitizeLimits
+from ingest.limits import SanitizeLimits, SubjectRules
 from ingest.sanitize import sanitize
+from ingest.subject_checks import subject_problem
+from ingest.templates import FaceTemplate
 from ingest.verdicts import Accepted, ReasonCode, Rejected
-from likeness_cli.samples import no_face_photo, sample_photos, two_faces_photo, write_sample_photos
+from likeness_cli.samples import (
+    DISTINCT_SAMPLES,
+    no_face_photo,
+    other_person_photo,
+    sample_photos,
+    two_faces_photo,
+    write_sample_photos,
+)
 
 EXPECTED_FORMAT = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
-DISTINCT_SAMPLES = 8
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +38,48 @@ def samples() -> list[tuple[str, bytes]]:
     return sample_photos(DISTINCT_SAMPLES)
 
 
-def test_every_sample_is_accepted_with_default_limits(
+def test_every_sample_is_accepted_with_default_limits_all_for_one_subject(
     samples: list[tuple[str, bytes]], analyzer: FaceAnalyzer
 ) -> None:
-    limits = SanitizeLimits()
-    embeddings = []
+    limits, rules = SanitizeLimits(), SubjectRules()
+    embeddings, stored = [], []
     for name, data in samples:
         result = sanitize(data, limits, analyzer)
         assert isinstance(result, Accepted), (name, result)
         assert min(result.source_width, result.source_height) >= limits.min_side
+        # The demo uploads them all for one person: none may be a duplicate of another or "someone else".
+        assert subject_problem(result.embedding, result.perceptual_hash, stored, rules) is None, name
+        # With room to spare: framings at least twice the duplicate distance apart.
+        assert all(
+            result.perceptual_hash.distance(t.perceptual_hash or 0) > 2 * rules.max_duplicate_distance
+            for t in stored
+        ), name
+        stored.append(FaceTemplate(result.embedding, result.perceptual_hash.value))
         embeddings.append(result.embedding)
     # One person throughout, as dlib measures it.
     assert max(embedding_distance(embeddings[0], other) for other in embeddings[1:]) < 0.6
+
+
+def test_samples_past_the_distinct_ones_are_duplicates_of_them(analyzer: FaceAnalyzer) -> None:
+    first, repeat = sample_photos(DISTINCT_SAMPLES + 1)[::DISTINCT_SAMPLES]
+    results = [sanitize(data, SanitizeLimits(), analyzer) for _, data in (first, repeat)]
+    assert all(isinstance(r, Accepted) for r in results)
+    original, again = (r for r in results if isinstance(r, Accepted))
+    stored = [FaceTemplate(original.embedding, original.perceptual_hash.value)]
+    assert (
+        subject_problem(again.embedding, again.perceptual_hash, stored, SubjectRules())
+        is ReasonCode.DUPLICATE
+    )
+
+
+def test_the_other_person_is_accepted_alone_and_is_someone_else(
+    samples: list[tuple[str, bytes]], analyzer: FaceAnalyzer
+) -> None:
+    other = sanitize(other_person_photo(), SanitizeLimits(), analyzer)
+    astronaut = sanitize(samples[0][1], SanitizeLimits(), analyzer)
+    assert isinstance(other, Accepted)
+    assert isinstance(astronaut, Accepted)
+    assert embedding_distance(other.embedding, astronaut.embedding) > 0.7
 
 
 def test_names_formats_and_default_count(samples: list[tuple[str, bytes]]) -> None:

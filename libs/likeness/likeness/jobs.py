@@ -1,10 +1,15 @@
 """Pieces every job service (trainer, renderer) shares: job records in KV with compare-and-set, status
-helpers, heartbeats on work-queue messages, and the cancellation flag a GPU loop polls between steps."""
+helpers, heartbeats on work-queue messages, and the cancellation flag a GPU loop polls between steps.
+
+A running job learns of its cancellation at once: the worker watches the job's KV record (CancelTraining
+and CancelRender write it; an erasure purges it) and subscribes to `subject.erased`; the heartbeat's poll
+of the record is only the backstop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -15,6 +20,7 @@ import nats.errors
 import nats.js.errors
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 
@@ -36,6 +42,9 @@ STATUS_NAMES = {
     JS.JOB_STATUS_FAILED: "failed",
     JS.JOB_STATUS_CANCELLED: "cancelled",
 }
+#: The reasons a CancelFlag carries (and `finish` receives): the person asked, or the person is gone.
+CANCELLED_ON_REQUEST = "cancelled on request"
+SUBJECT_ERASED = "subject erased"
 
 
 R = TypeVar("R", bound=Message)
@@ -76,6 +85,25 @@ class JobRecords(Generic[R]):
             return record
         raise RuntimeError("job record kept changing under us")
 
+    async def watch_cancellation(self, tenant: str, job_id: str, flag: CancelFlag) -> None:
+        """Sets `flag` as soon as the record is cancelled or purged (erasure); runs until cancelled."""
+        watcher = await self.kv.watch(self.key(tenant, job_id))
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue  # the end of the initial values
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    flag.set(SUBJECT_ERASED)
+                    return
+                record = self.cls()
+                record.ParseFromString(entry.value)
+                if getattr(record, "status") == JS.JOB_STATUS_CANCELLED:  # noqa: B009 - R is a job record
+                    flag.set(CANCELLED_ON_REQUEST)
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         removed = 0
         for key in await kv_keys(self.kv, f"{tenant}."):
@@ -102,7 +130,9 @@ class CancelFlag:
         self.reason = ""
 
     def set(self, reason: str) -> None:
-        self.reason = reason
+        # An erasure outranks a cancellation: it decides that nothing of the job may remain.
+        if self.reason != SUBJECT_ERASED:
+            self.reason = reason
         self._event.set()
 
     def is_set(self) -> bool:
@@ -135,6 +165,26 @@ async def running_heartbeat(
             await task
 
 
+@contextlib.asynccontextmanager
+async def _running(work: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Runs `work` as a task for the duration of the block (a failing watch only logs: the heartbeat's poll
+    still catches the cancellation)."""
+
+    async def guarded() -> None:
+        try:
+            await work()
+        except Exception:
+            log.warning("cancellation watch stopped")
+
+    task = asyncio.create_task(guarded())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class JobCancelled(Exception):
     """The job was cancelled on request or its subject was erased; nothing more of it may be written."""
 
@@ -150,14 +200,21 @@ class QueueWorker(ABC, Generic[J, R]):
     """One job at a time from a work queue, shared by the trainer and renderer workers.
 
     Per message: skip it if its record is gone or terminal (erased, cancelled while queued, or finished
-    by an earlier delivery); otherwise run it with `in_progress()` heartbeats that also poll for a
-    cancellation; ack after the durable write; `term()` when cancelled or failed for good; `nak()` with a
-    growing delay for a transient failure until MaxDeliver, then fail the job with a reason.
+    by an earlier delivery; `on_finished_redelivery` may complete what that delivery left undone);
+    otherwise run it with `in_progress()` heartbeats, a watch on its record for a cancellation, and the
+    subject's erasure events; ack after the durable write; `term()` when cancelled or failed for good;
+    `nak()` with a growing delay for a transient failure until MaxDeliver, then fail the job with a reason.
+
+    A worker that is killed (OOM, node lost) cannot fail its job: JetStream just redelivers after AckWait.
+    With `reserve_final_delivery`, the consumer allows one delivery more than `max_deliver` attempts, and
+    that extra delivery (which only happens when every attempt died without answering) fails the job with
+    a reason instead of running it again; without it such a job would stay `running` forever.
     """
 
     job_type: type[J]
     stream: str
     durable: str
+    reserve_final_delivery: bool = False
 
     def __init__(self, platform: Platform, records: JobRecords[R], ack_wait: float, max_deliver: int) -> None:
         self.platform = platform
@@ -178,25 +235,70 @@ class QueueWorker(ABC, Generic[J, R]):
     async def finish(self, job: J, status: common_pb2.JobStatus.ValueType, reason: str) -> None:
         """Records a cancelled or failed end and announces it."""
 
+    async def on_finished_redelivery(self, job: J, record: R) -> None:
+        """A job whose record is already terminal was delivered again (its worker died before the ack).
+
+        By default nothing: it is acknowledged. A worker may complete here what the earlier delivery could
+        not (announce a success, remove leftovers); it must be idempotent.
+        """
+
+    @property
+    def consumer_max_deliver(self) -> int:
+        return self.max_deliver + 1 if self.reserve_final_delivery else self.max_deliver
+
     async def run(self, stop: asyncio.Event) -> None:
+        await self._apply_consumer_settings()
         queue = await self.platform.bus.work_queue(
-            self.stream, self.durable, ack_wait=self.ack_wait, max_deliver=self.max_deliver
+            self.stream, self.durable, ack_wait=self.ack_wait, max_deliver=self.consumer_max_deliver
         )
         await self.platform.bus.watch_events(subject_erased_filter(), self.on_subject_erased)
         async for msg in queue.messages(stop):
             await self.handle(msg)
 
+    async def _apply_consumer_settings(self) -> None:
+        """Creates the durable consumer, or updates AckWait and MaxDeliver of an existing one.
+
+        Binding to an existing durable keeps whatever configuration it was created with, so without this
+        a changed `ack_wait`/`max_deliver` setting would never reach the server. The configuration is the
+        one `Bus.work_queue` creates.
+        """
+        js = self.platform.bus.js
+        subjects = (await js.stream_info(self.stream)).config.subjects or [">"]
+        config = ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.consumer_max_deliver,
+            max_ack_pending=64,
+            filter_subject=subjects[0],
+        )
+        try:
+            await js.add_consumer(self.stream, config)
+        except nats.js.errors.Error:
+            log.warning("could not update the work queue consumer; keeping its settings")
+
     async def on_subject_erased(self, msg: Msg) -> None:
         event = decode(msg, events_pb2.SubjectErased)
         if self._current and self._current[:2] == (event.tenant, event.subject_id):
-            self._current[2].set("subject erased")
+            self._current[2].set(SUBJECT_ERASED)
 
     async def handle(self, msg: Msg) -> None:
         job = decode(msg, self.job_type)
         tenant, subject_id, job_id = self.identify(job)
         found = await self.records.get(tenant, job_id)
-        if found is None or getattr(found[0], "status") in TERMINAL:  # noqa: B009 - R is a job record
+        if found is None:
             await msg.ack()
+            return
+        if getattr(found[0], "status") in TERMINAL:  # noqa: B009 - R is a job record
+            await self.on_finished_redelivery(job, found[0])
+            await msg.ack()
+            return
+        deliveries = msg.metadata.num_delivered or 1
+        if self.reserve_final_delivery and deliveries > self.max_deliver:
+            reason = f"failed after {self.max_deliver} attempts (the worker stopped responding)"
+            await self.finish(job, JS.JOB_STATUS_FAILED, reason)
+            await msg.term()
             return
         flag = CancelFlag()
         self._current = (tenant, subject_id, flag)
@@ -205,19 +307,20 @@ class QueueWorker(ABC, Generic[J, R]):
         attributes = {"likeness.job_id": job_id}
         with _tracer.start_as_current_span(f"{self.durable} job", context=parent, attributes=attributes):
             try:
-                async with running_heartbeat(
-                    msg, self.ack_wait / 3, lambda: self._poll_cancelled(tenant, job_id, flag)
+                poll = functools.partial(self._poll_cancelled, tenant, job_id, flag)
+                async with (
+                    running_heartbeat(msg, self.ack_wait / 3, poll),
+                    _running(functools.partial(self.records.watch_cancellation, tenant, job_id, flag)),
                 ):
                     await self.run_job(job, flag)
                 await msg.ack()
             except (JobCancelled, KeyDestroyed):
-                await self.finish(job, JS.JOB_STATUS_CANCELLED, flag.reason or "subject erased")
+                await self.finish(job, JS.JOB_STATUS_CANCELLED, flag.reason or SUBJECT_ERASED)
                 await msg.term()
             except PermanentJobFailure as failure:
                 await self.finish(job, JS.JOB_STATUS_FAILED, str(failure))
                 await msg.term()
             except Exception as exc:
-                deliveries = msg.metadata.num_delivered or 1
                 log.exception("job failed", extra={"job_id": job_id, "delivery": deliveries})
                 if deliveries >= self.max_deliver:
                     reason = f"failed after {deliveries} attempts ({type(exc).__name__})"
@@ -231,6 +334,6 @@ class QueueWorker(ABC, Generic[J, R]):
     async def _poll_cancelled(self, tenant: str, job_id: str, flag: CancelFlag) -> None:
         found = await self.records.get(tenant, job_id)
         if found is None:
-            flag.set("subject erased")
+            flag.set(SUBJECT_ERASED)
         elif getattr(found[0], "status") == JS.JOB_STATUS_CANCELLED:  # noqa: B009
-            flag.set("cancelled on request")
+            flag.set(CANCELLED_ON_REQUEST)

@@ -34,7 +34,7 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         unet = _tiny_unet()
         torch.manual_seed(seed + 1)
         vae = _tiny_vae()
-        tokenizer = _tiny_tokenizer()
+        tokenizer = clip_tokenizer()
         torch.manual_seed(seed + 2)
         text_encoder = _tiny_text_encoder(tokenizer)
     return StableDiffusionPipeline(
@@ -42,7 +42,7 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_sd15_scheduler(),
+        scheduler=sd15_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -110,7 +110,8 @@ def _tiny_vae() -> AutoencoderKL:
     )
 
 
-def _tiny_tokenizer() -> CLIPTokenizer:
+def clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over the offline tiny vocabulary (same special tokens and max length as CLIP's)."""
     vocabulary = tiny_vocabulary()
     return CLIPTokenizer(
         vocab=dict(vocabulary.vocab),
@@ -140,8 +141,8 @@ def _tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(config).eval()
 
 
-def _sd15_scheduler() -> PNDMScheduler:
-    # Stable Diffusion 1.5's own scheduler config, so the noise schedule matches the real base model.
+def sd15_scheduler() -> PNDMScheduler:
+    """Stable Diffusion 1.5's own scheduler config, so the noise schedule matches the real base model."""
     return PNDMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,

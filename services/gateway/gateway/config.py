@@ -44,6 +44,8 @@ class GatewaySettings(CommonSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     max_upload_bytes: int = Field(default=25 * MIB, gt=0)
+    #: Accepted photos a subject needs before a training may start.
+    min_photos_for_training: int = Field(default=4, ge=1)
     max_files_per_request: int = Field(default=20, gt=0)
 
     @model_validator(mode="after")

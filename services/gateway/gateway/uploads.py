@@ -19,8 +19,9 @@ from python_multipart.exceptions import MultipartParseError
 
 from gateway import convert, schemas
 from gateway.backends import Backends
-from gateway.errors import ApiError
+from gateway.errors import ApiError, subject_erased
 from gateway.multipart_stream import FileData, FileEnded, FileStarted, MultipartEvents, form_boundary
+from likeness.rpc_errors import error_code
 from likeness.v1 import ingest_pb2
 
 if TYPE_CHECKING:
@@ -83,7 +84,10 @@ class PhotoUpload:
             await self.call.done_writing()
 
     async def verdict(self) -> schemas.UploadedPhoto:
-        response = await self.call
+        try:
+            response = await self.call
+        except grpc.aio.AioRpcError as exc:
+            raise _refusal(exc, self.number) from None
         return convert.uploaded_photo(response.photo, self.filename)
 
     def cancel(self) -> None:
@@ -98,6 +102,25 @@ class PhotoUpload:
         except asyncio.InvalidStateError:
             # Ingest answered before the end (e.g. it already rejected the file): the rest is not needed.
             self._closed = True
+
+
+def _refusal(exc: grpc.aio.AioRpcError, number: int) -> ApiError | grpc.aio.AioRpcError:
+    """Ingest refused a whole file (not a verdict on its content): the answer for the whole request.
+
+    `subject_erased` is the gateway's 410; `too_many_photos` (FAILED_PRECONDITION) keeps ingest's code and
+    message and becomes 409. Anything else goes to the common gRPC mapping (e.g. 503 while storage is down).
+    """
+    code = error_code(exc)
+    if code == "subject_erased":
+        return subject_erased()
+    if code == "too_many_photos":
+        return ApiError(
+            409,
+            code,
+            f"File {number}: {exc.details()} Earlier files of this request may have been stored: list the "
+            "subject's photos to see which.",
+        )
+    return exc
 
 
 async def receive_photos(

@@ -337,6 +337,7 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
         "readiness_timeout_seconds": 2,
         "max_upload_bytes": MAX_UPLOAD_BYTES,
         "max_files_per_request": MAX_FILES,
+        "min_photos_for_training": 1,
     }
     values.update(overrides)
     return GatewaySettings(**values)

@@ -6,9 +6,13 @@ import re
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 
+from gateway.app import create_app
+from gateway.config import GatewaySettings
 from likeness.v1 import common_pb2, ingest_pb2
+from likeness_cli.tokens import ALL_SCOPES, mint_dev_token
 
 BOUNDARY = "likeness-test-boundary"
 MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -282,3 +286,48 @@ async def test_photos_listing_passes_the_verdicts(client, auth, world, fakes) ->
     assert photos[0]["status"] == "accepted"
     assert photos[0]["scores"] == {"sharpness": 0.9}
     assert fakes.ingest.photos[("acme", world.subject)][0].status == ingest_pb2.PHOTO_STATUS_ACCEPTED
+
+
+# --- the minimum of accepted photos before a training -----------------------------------------------------
+
+RULES_SECRET = "gateway-training-rules-secret-0123456789"
+
+
+async def test_training_needs_the_configured_minimum_of_accepted_photos(multipart, fakes) -> None:
+    settings = GatewaySettings(
+        env="development",
+        jwt_dev_secret=RULES_SECRET,
+        retention_addr=fakes.addresses["retention"],
+        ingest_addr=fakes.addresses["ingest"],
+        trainer_addr=fakes.addresses["trainer"],
+        renderer_addr=fakes.addresses["renderer"],
+        min_photos_for_training=3,
+    )
+    headers = {"Authorization": f"Bearer {mint_dev_token(RULES_SECRET, 'acme', ALL_SCOPES)}"}
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            body = {"consent": {"purpose": "headshots", "policy_version": "2025-01"}}
+            subject = (await client.post("/v1/subjects", json=body, headers=headers)).json()["id"]
+
+            async def upload(*names: str) -> None:
+                files = [(name, b"\xff\xd8\xff\xe0" + name.encode()) for name in names]
+                response = await client.post(
+                    f"/v1/subjects/{subject}/photos",
+                    content=multipart(files),
+                    headers={**headers, **MULTIPART},
+                )
+                assert response.status_code == 200, response.text
+
+            await upload("a.jpg", "b.jpg")
+            response = await client.post(f"/v1/subjects/{subject}/trainings", json={}, headers=headers)
+            assert response.status_code == 409, response.text
+            assert error_code(response) == "not_enough_photos"
+            assert "at least 3 accepted photos" in response.json()["error"]["message"]
+            assert "they have 2" in response.json()["error"]["message"]
+
+            await upload("c.jpg")
+            response = await client.post(f"/v1/subjects/{subject}/trainings", json={}, headers=headers)
+            assert response.status_code == 202, response.text
+            assert len(fakes.trainer.submitted[-1].photo_ids) == 3

@@ -9,7 +9,14 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
+import pytest_asyncio
+
+from gateway.routes.photos import rejection_status
+from likeness.ids import new_id
+from likeness.rpc_errors import abort
+from likeness.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 BOUNDARY = "likeness-test-boundary"
 MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -282,6 +289,121 @@ async def test_an_upload_with_no_usable_photo_is_a_4xx_naming_the_reason(
     response = await client.post(
         f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
     )
-    assert response.status_code == 422, response.text
+    assert response.status_code == 415, response.text
     assert error_code(response) == "unsupported_format"
     assert [p["status"] for p in response.json()["photos"]] == ["rejected", "rejected"]
+
+
+# --- how ingest's answers become HTTP statuses ------------------------------------------------------------
+
+
+class ScriptedIngest(ingest_pb2_grpc.IngestServiceServicer):
+    """Answers each file as its bytes say: `verdict:<code>` is rejected with that reason, `refuse:<code>`
+    is refused as a whole (FAILED_PRECONDITION with that machine code), anything else is accepted."""
+
+    async def SanitizePhoto(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
+        header, data = None, b""
+        async for message in request_iterator:
+            if header is None:
+                header = message.header
+            else:
+                data += message.chunk
+        assert header is not None
+        if data.startswith(b"refuse:"):
+            code = data.removeprefix(b"refuse:").decode()
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, code, f"Refused as {code}.")
+        photo = ingest_pb2.Photo(id=new_id("pho"), tenant=header.tenant, subject_id=header.subject_id)
+        if data.startswith(b"verdict:"):
+            code = data.removeprefix(b"verdict:").decode()
+            photo.status = ingest_pb2.PHOTO_STATUS_REJECTED
+            photo.reasons.append(common_pb2.Reason(code=code, message=f"Rejected as {code}."))
+            photo.scores["sharpness"] = 0.01
+        else:
+            photo.status = ingest_pb2.PHOTO_STATUS_ACCEPTED
+            photo.width = photo.height = 512
+        return ingest_pb2.SanitizePhotoResponse(photo=photo)
+
+
+async def open_subject(client: Any, auth: Any) -> str:
+    body = {"consent": {"purpose": "headshots", "policy_version": "2025-01"}}
+    response = await client.post("/v1/subjects", json=body, headers=auth())
+    assert response.status_code == 201, response.text
+    subject_id: str = response.json()["id"]
+    return subject_id
+
+
+@pytest_asyncio.fixture(scope="module")
+async def scripted_ingest() -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(ScriptedIngest(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("first", "status"),
+    [
+        ("file_too_large", 413),
+        ("unsupported_format", 415),
+        ("corrupt_image", 422),
+        ("no_face", 422),
+        ("too_blurry", 422),
+        ("duplicate", 422),
+        ("different_person", 422),
+    ],
+)
+async def test_an_upload_rejected_whole_answers_the_status_of_its_first_reason(
+    make_client, auth, multipart, scripted_ingest, first, status
+) -> None:
+    async with make_client(ingest_addr=scripted_ingest) as client:
+        subject = await open_subject(client, auth)
+        files = [("a.jpg", f"verdict:{first}".encode()), ("b.jpg", b"verdict:too_dark")]
+        response = await client.post(
+            f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+        )
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == {"code": first, "message": f"Rejected as {first}."}
+    assert [p["reasons"][0]["code"] for p in body["photos"]] == [first, "too_dark"]
+    assert body["photos"][0]["scores"] == {"sharpness": 0.01}, "the scores coach the person"
+
+
+async def test_an_upload_with_one_usable_photo_is_a_success_listing_every_verdict(
+    make_client, auth, multipart, scripted_ingest
+) -> None:
+    async with make_client(ingest_addr=scripted_ingest) as client:
+        subject = await open_subject(client, auth)
+        files = [("a.jpg", b"verdict:duplicate"), ("b.jpg", JPEG + b"fine")]
+        response = await client.post(
+            f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+        )
+    assert response.status_code == 200, response.text
+    assert [p["status"] for p in response.json()["photos"]] == ["rejected", "accepted"]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status"), [("too_many_photos", 409), ("subject_erased", 410), ("failed_precondition", 409)]
+)
+async def test_a_file_ingest_refuses_whole_answers_for_the_request(
+    make_client, auth, multipart, scripted_ingest, refusal, status
+) -> None:
+    async with make_client(ingest_addr=scripted_ingest) as client:
+        subject = await open_subject(client, auth)
+        files = [("a.jpg", JPEG + b"fine"), ("b.jpg", f"refuse:{refusal}".encode())]
+        response = await client.post(
+            f"/v1/subjects/{subject}/photos", content=multipart(files), headers={**auth(), **MULTIPART}
+        )
+    assert response.status_code == status, response.text
+    assert error_code(response) == refusal
+    if refusal == "too_many_photos":
+        message = response.json()["error"]["message"]
+        assert message.startswith("File 2: Refused as too_many_photos.")
+        assert "may have been stored" in message
+
+
+def test_rejection_status_of_unknown_or_missing_codes_is_422() -> None:
+    assert rejection_status(None) == 422
+    assert rejection_status("something_new") == 422
+    assert rejection_status("file_too_large") == 413

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -22,13 +23,26 @@ class DecodedImage:
     image: Image.Image
     """Upright (EXIF orientation applied), 8-bit RGB sRGB, in a fresh buffer with an empty ``info``."""
     source_format: ImageFormat
+    source_size: tuple[int, int]
+    """The upright photo's full size; ``image`` is smaller when it was decoded at a reduced scale."""
+
+    @property
+    def scale(self) -> float:
+        """Pixels of ``image`` per pixel of the full-size photo (1, or 1/2 to 1/8 for a reduced JPEG)."""
+        return self.image.width / self.source_size[0]
 
 
-def decode_image(data: bytes, limits: SanitizeLimits) -> DecodedImage:
+def decode_image(data: bytes, limits: SanitizeLimits, *, min_side: int | None = None) -> DecodedImage:
     """Decode an upload, or raise :class:`RejectedInput` saying why it cannot be used.
 
     Order matters: bytes are counted before parsing, the format is sniffed before a decoder is chosen,
     and the declared pixel count is checked from the header before ``load()`` allocates the pixels.
+
+    With ``min_side``, the image comes back reduced as far as a shorter side of at least ``min_side``
+    allows. A JPEG is decoded straight at the smallest of libjpeg's DCT scales (1/8, 1/4, 1/2, 1) that
+    does: the decoder skips the finer coefficients, a fraction of the time and memory of a full decode.
+    Other formats can only be decoded in full; they are reduced by an integer factor (area averaging)
+    right after, before any conversion copies them, and the full-size pixels are let go at once.
     """
     if len(data) > limits.max_bytes:
         raise RejectedInput(ReasonCode.FILE_TOO_LARGE)
@@ -40,8 +54,18 @@ def decode_image(data: bytes, limits: SanitizeLimits) -> DecodedImage:
     try:
         with image:
             _check_header(image, image_format, limits)
+            width, height = image.size  # as the header declares them, before any reduction
+            if min_side is not None and image_format is ImageFormat.JPEG:
+                _reduce_while_decoding(image, min_side)
             image.load()
-            rgb = to_srgb_rgb(_upright(image))
+            # Only after load(): for PNG, reading the EXIF block loads the image, and a failure in that
+            # load would be hidden behind "no orientation".
+            orientation = _orientation(image)
+            source_size = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+            reduced = _reduce_after_decoding(image, min_side) if min_side is not None else image
+            if reduced is not image:
+                image.close()  # frees the full-size pixels now rather than when the block ends
+            rgb = to_srgb_rgb(_upright(reduced, orientation))
     except RejectedInput:
         raise
     except Exception as error:
@@ -52,7 +76,26 @@ def decode_image(data: bytes, limits: SanitizeLimits) -> DecodedImage:
     # (EXIF, ICC, XMP, comments) along through conversions, so drop it here. The encoder later copies
     # the pixels into a fresh buffer as well; this just keeps metadata from travelling at all.
     rgb.info.clear()
-    return DecodedImage(image=rgb, source_format=image_format)
+    return DecodedImage(image=rgb, source_format=image_format, source_size=source_size)
+
+
+# Modes Image.reduce() handles; others (palette, 16-bit) are rare and small enough to convert in full.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "I", "F"})
+
+
+def _reduce_after_decoding(image: Image.Image, min_side: int) -> Image.Image:
+    factor = min(image.size) // min_side
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    return image.reduce(factor)
+
+
+def _reduce_while_decoding(image: Image.Image, min_side: int) -> None:
+    width, height = image.size
+    scale = min_side / min(width, height)
+    if scale < 1.0:
+        # draft() picks the largest reduction that keeps the image at least this size.
+        image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
 
 
 def _open_header(data: bytes, image_format: ImageFormat) -> Image.Image:
@@ -93,8 +136,11 @@ _TRANSPOSE_FOR_ORIENTATION = {
 }
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; an EXIF block too broken to read is treated as 'no rotation'.
+_SWAPS_SIDES = frozenset({5, 6, 7, 8})
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8); an EXIF block too broken to read is treated as 'no rotation'.
 
     (pillow-heif applies HEIF's own rotation while decoding and resets the EXIF tag, so HEIC is not
     turned twice.)
@@ -102,6 +148,10 @@ def _upright(image: Image.Image) -> Image.Image:
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # a malformed EXIF block must not make a readable photo unusable
-        orientation = 1
-    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+        return 1
+    return orientation if isinstance(orientation, int) and orientation in _TRANSPOSE_FOR_ORIENTATION else 1
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
     return image.transpose(method) if method is not None else image

@@ -21,9 +21,10 @@ SERVICE_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 def register_with(settings: IngestSettings) -> Callable[[Platform, grpc.aio.Server], Awaitable[None]]:
     async def register(platform: Platform, server: grpc.aio.Server) -> None:
         records = await PhotoRecords.open(platform.bus)
-        ingest_pb2_grpc.add_IngestServiceServicer_to_server(
-            IngestServicer(platform, records, settings), server
-        )
+        servicer = IngestServicer(platform, records, settings)
+        # The dlib models take about a second to load: load them before serving, not on the first photo.
+        await asyncio.to_thread(servicer.analyzer.warm_up)
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
 
         await purge_records_on_erasure(platform, "ingest", records.purge_subject)
 

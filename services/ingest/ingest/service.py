@@ -1,23 +1,39 @@
-"""IngestService: receives an upload as a stream, sanitizes it in memory, stores only the encrypted crop."""
+"""IngestService: receives an upload as a stream, sanitizes it in memory, stores only encrypted derivatives.
+
+For an accepted photo, two objects are stored, both sealed under the subject's key: the training crop
+and its face template (embedding and perceptual hash). Before they are, the photo is checked against
+the subject's accepted photos (limit, duplicate, same person): that needs the subject's templates in
+clear, so ingest decrypts them (one batched Vault call), under a per-subject lock.
+
+Several replicas: the lock is per process. Two uploads of one subject handled at the same moment by two
+replicas can each pass the checks without seeing the other (both copies of one picture accepted, or one
+photo over the limit); nothing is lost or corrupted, since every object is written once. The gateway
+sends the files of one request over one channel, which keeps them on one replica in practice.
+"""
 
 from __future__ import annotations
 
-import array
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import grpc
+import nats.errors
 
 from ingest.config import IngestSettings
 from ingest.faces import FaceAnalyzer
+from ingest.limits import SanitizeLimits, SubjectRules
 from ingest.records import PhotoRecords
 from ingest.sanitize import sanitize
-from ingest.verdicts import Accepted, ReasonCode, SanitizeResult, rejected
+from ingest.subject_checks import subject_problem
+from ingest.subject_locks import SubjectLocks
+from ingest.templates import FaceTemplate, SubjectTemplates
+from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, SanitizeResult, rejected
 from likeness import ids
 from likeness.bus import event_subject
-from likeness.keys import KeyDestroyed, VaultUnavailable
-from likeness.objects import face_template_key, photo_key
+from likeness.keys import KeyAccessDenied, KeyDestroyed, KeyError_
+from likeness.objects import photo_key
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
@@ -28,16 +44,31 @@ from likeness.v1 import common_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
+Sanitizer = Callable[[bytes, SanitizeLimits, FaceAnalyzer], SanitizeResult]
 PS = ingest_pb2.PhotoStatus
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
-    def __init__(self, platform: Platform, records: PhotoRecords, settings: IngestSettings) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        records: PhotoRecords,
+        settings: IngestSettings,
+        analyzer: FaceAnalyzer | None = None,
+        sanitizer: Sanitizer = sanitize,
+    ) -> None:
+        """``analyzer``: share one (its models are loaded once); ``sanitizer``: the per-photo pipeline,
+        replaceable so bench/ingest.py can run a naive one through the same service."""
         self.platform = platform
         self.records = records
         self.limits = settings.limits()
-        self.analyzer = FaceAnalyzer()
+        self.rules: SubjectRules = settings.subject_rules()
+        self.analyzer = analyzer or FaceAnalyzer()
+        self.sanitizer = sanitizer
+        self.templates = SubjectTemplates(platform.sealed, platform.store)
+        self.subject_locks = SubjectLocks()
         self._slots = asyncio.Semaphore(settings.max_concurrent)
+        self._uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
 
     async def SanitizePhoto(
         self, request_iterator: AsyncIterator[ingest_pb2.SanitizePhotoRequest], context: Context
@@ -53,39 +84,51 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         header = first.header
         if not ids.is_valid_tenant(header.tenant) or not ids.is_valid_id(header.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
-        data, too_large = await self._receive(request_iterator)
-        photo_id = ids.new_id("pho")
-        async with self._slots:
-            result: SanitizeResult
-            if too_large:
-                result = rejected(ReasonCode.FILE_TOO_LARGE, self.limits)
-            else:
-                result = await asyncio.to_thread(sanitize, data, self.limits, self.analyzer)
-            del data  # the upload's bytes are not needed past this point
+        tenant, subject_id = header.tenant, header.subject_id
+
+        async with self._uploads:
+            # A full subject is refused before a byte of the file is read or a CPU second spent on it.
+            async with storage_errors(context):
+                accepted_ids = await asyncio.to_thread(self.templates.photo_ids, tenant, subject_id)
+            if len(accepted_ids) >= self.rules.max_photos:
+                reason = Reason.of(ReasonCode.TOO_MANY_PHOTOS, self.limits, self.rules)
+                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, reason.code, reason.message)
+
+            data, too_large = await self._receive(request_iterator)
             photo = ingest_pb2.Photo(
-                id=photo_id, tenant=header.tenant, subject_id=header.subject_id, created_at=now_timestamp()
+                id=ids.new_id("pho"), tenant=tenant, subject_id=subject_id, created_at=now_timestamp()
             )
+            result: SanitizeResult
+            async with self._slots:
+                if too_large:
+                    result = rejected(ReasonCode.FILE_TOO_LARGE, self.limits)
+                else:
+                    result = await asyncio.to_thread(self.sanitizer, data, self.limits, self.analyzer)
+            del data  # the upload's bytes are not needed past this point
+
             if isinstance(result, Accepted):
-                await self._store(photo, result, context)
-                photo.status = PS.PHOTO_STATUS_ACCEPTED
-                photo.width, photo.height = result.width, result.height
-                photo.scores["face_score"] = round(result.face_score, 3)
-                photo.scores["face_fraction"] = round(result.face_fraction, 3)
+                async with self.subject_locks.hold(tenant, subject_id):
+                    verdict = await self._admit(photo, result, context)
+                    await self._record(photo, verdict, context)
             else:
-                photo.status = PS.PHOTO_STATUS_REJECTED
-                photo.reasons.extend(
-                    common_pb2.Reason(code=str(r.code), message=r.message) for r in result.reasons
-                )
-        await self.records.put(photo)
+                await self._record(photo, result, context)
+
         await self._announce(photo)
         log.info(
             "photo sanitized",
-            extra={"photo_id": photo.id, "accepted": photo.status == PS.PHOTO_STATUS_ACCEPTED},
+            extra={
+                "photo_id": photo.id,
+                "accepted": photo.status == PS.PHOTO_STATUS_ACCEPTED,
+                "reasons": [r.code for r in photo.reasons],
+            },
         )
         return ingest_pb2.SanitizePhotoResponse(photo=photo)
 
     async def _receive(self, requests: AsyncIterator[ingest_pb2.SanitizePhotoRequest]) -> tuple[bytes, bool]:
-        """Collects the file in memory (never on disk), stopping at the byte limit."""
+        """Collects the file in memory (never on disk), stopping as soon as it passes the byte limit.
+
+        At most the limit plus one message (8 MiB at most, the server's message limit) is ever held.
+        """
         buffer = bytearray()
         async for message in requests:
             buffer += message.chunk
@@ -93,35 +136,74 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 return b"", True
         return bytes(buffer), False
 
+    async def _admit(self, photo: ingest_pb2.Photo, accepted: Accepted, context: Context) -> SanitizeResult:
+        """Checks the photo against the subject's accepted ones and, if it passes, stores it.
+
+        Called with the subject's lock held. Returns the final verdict: ``accepted`` itself, or why the
+        subject cannot take it.
+        """
+        async with storage_errors(context):
+            stored = await asyncio.to_thread(self.templates.load, photo.tenant, photo.subject_id)
+        problem = subject_problem(
+            accepted.embedding, accepted.perceptual_hash, list(stored.values()), self.rules
+        )
+        del stored  # other photos' templates: not needed past the check
+        if problem is not None:
+            return Rejected(reasons=[Reason.of(problem, self.limits, self.rules)], scores=accepted.scores)
+        await self._store(photo, accepted, context)
+        return accepted
+
     async def _store(self, photo: ingest_pb2.Photo, accepted: Accepted, context: Context) -> None:
         crop = ObjectRef(
             photo.tenant, photo.subject_id, photo_key(photo.tenant, photo.subject_id, photo.id), "photo"
         )
-        # The identity template is biometric data: stored only encrypted under the subject's key.
-        template = ObjectRef(
-            photo.tenant,
-            photo.subject_id,
-            face_template_key(photo.tenant, photo.subject_id, photo.id),
-            "face",
-        )
-        embedding = array.array("f", accepted.embedding).tobytes()
-        try:
+        # The template is biometric data: stored only encrypted under the subject's key.
+        template = FaceTemplate(embedding=accepted.embedding, perceptual_hash=accepted.perceptual_hash.value)
+        async with storage_errors(context):
+            # One after the other: the S3 and Vault clients keep one connection each (written in parallel,
+            # the second would open and throw away a connection of its own every time).
             await asyncio.to_thread(self.platform.sealed.put, crop, accepted.png)
-            await asyncio.to_thread(self.platform.sealed.put, template, embedding)
-        except KeyDestroyed:
-            await abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "subject_erased",
-                "This subject has been erased.",
+            try:
+                await asyncio.to_thread(
+                    self.templates.save, photo.tenant, photo.subject_id, photo.id, template
+                )
+            except BaseException:
+                await self._discard(photo)
+                raise
+
+    async def _record(self, photo: ingest_pb2.Photo, result: SanitizeResult, context: Context) -> None:
+        """Fills in the verdict and writes the record; an accepted photo whose record cannot be written
+        is removed again, so no photo is stored that no listing shows."""
+        photo.scores.update(result.scores)
+        if isinstance(result, Accepted):
+            photo.status = PS.PHOTO_STATUS_ACCEPTED
+            photo.width, photo.height = result.width, result.height
+        else:
+            photo.status = PS.PHOTO_STATUS_REJECTED
+            photo.reasons.extend(
+                common_pb2.Reason(code=str(r.code), message=r.message) for r in result.reasons
             )
-        except (VaultUnavailable, StoreError):
+        try:
+            await self.records.put(photo)
+        except (nats.errors.Error, TimeoutError):
+            if isinstance(result, Accepted):
+                await self._discard(photo)
             await abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
-                "storage_unavailable",
-                "Storage is unavailable; retry later.",
+                "records_unavailable",
+                "Records are unavailable; retry later.",
             )
+
+    async def _discard(self, photo: ingest_pb2.Photo) -> None:
+        """Best effort: a failure here leaves an orphan that the subject's erasure still removes."""
+        try:
+            await asyncio.to_thread(self.templates.discard, photo.tenant, photo.subject_id, photo.id)
+            await asyncio.to_thread(
+                self.platform.store.delete_all_versions, photo_key(photo.tenant, photo.subject_id, photo.id)
+            )
+        except StoreError:
+            log.warning("could not remove an unrecorded photo", extra={"photo_id": photo.id})
 
     async def _announce(self, photo: ingest_pb2.Photo) -> None:
         if photo.status == PS.PHOTO_STATUS_ACCEPTED:
@@ -152,4 +234,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return ingest_pb2.ListPhotosResponse()
         return ingest_pb2.ListPhotosResponse(
             photos=await self.records.list(request.tenant, request.subject_id)
+        )
+
+
+@asynccontextmanager
+async def storage_errors(context: Context) -> AsyncIterator[None]:
+    """Turns S3 and Vault failures inside it into the gRPC status the caller can act on."""
+    try:
+        yield
+    except KeyDestroyed:
+        await abort(
+            context, grpc.StatusCode.FAILED_PRECONDITION, "subject_erased", "This subject has been erased."
+        )
+    except KeyAccessDenied:
+        # A deployment error, not the caller's: ingest's Vault policy must allow data keys AND decrypt of
+        # subject keys (the duplicate and same-person checks read the subject's templates).
+        log.error("Vault denied ingest a transit operation; check its policy")
+        await abort(context, grpc.StatusCode.INTERNAL, "internal", "Something went wrong on our side.")
+    except (KeyError_, StoreError):
+        await abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            "storage_unavailable",
+            "Storage is unavailable; retry later.",
         )

@@ -86,6 +86,10 @@ def _apply_icc_profile(image: Image.Image) -> Image.Image:
 
 
 def _flatten_on_white(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, _WHITE)
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    alpha = image.getextrema()[-1]
+    if alpha == (255, 255):  # opaque (WebP and PNG often carry an alpha channel they do not use)
+        return image.convert("RGB")
+    # Pasting through the alpha channel as a mask: one RGB copy, not three RGBA ones.
+    flattened = Image.new("RGB", image.size, _WHITE[:3])
+    flattened.paste(image.convert("RGB"), (0, 0), image.getchannel("A"))
+    return flattened

@@ -7,7 +7,8 @@ from enum import StrEnum
 from typing import Literal
 
 from ingest.faces import FaceBox
-from ingest.limits import DEFAULT_LIMITS, SanitizeLimits
+from ingest.limits import DEFAULT_LIMITS, DEFAULT_RULES, SanitizeLimits, SubjectRules
+from ingest.phash import PhotoHash
 
 
 class ReasonCode(StrEnum):
@@ -21,6 +22,13 @@ class ReasonCode(StrEnum):
     NO_FACE = "no_face"
     MULTIPLE_FACES = "multiple_faces"
     FACE_TOO_SMALL = "face_too_small"
+    TOO_BLURRY = "too_blurry"
+    TOO_DARK = "too_dark"
+    OVEREXPOSED = "overexposed"
+    # Checked by the service against the subject's other photos (see ingest.subject_checks).
+    TOO_MANY_PHOTOS = "too_many_photos"
+    DUPLICATE = "duplicate"
+    DIFFERENT_PERSON = "different_person"
 
 
 # Templates filled from the limits in force, so the numbers a person reads are the ones we applied.
@@ -48,6 +56,24 @@ MESSAGES: dict[ReasonCode, str] = {
         "Your face is too small in this photo. Use a photo taken closer, with your head and shoulders "
         "filling more of the picture."
     ),
+    ReasonCode.TOO_BLURRY: (
+        "Your face is not sharp enough in this photo. Use a photo in focus, taken closer and held still, "
+        "not an enlarged copy."
+    ),
+    ReasonCode.TOO_DARK: "Your face is too dark in this photo. Use a photo taken in better light.",
+    ReasonCode.OVEREXPOSED: (
+        "Your face is too bright in this photo: parts of it are washed out. Use a photo without strong "
+        "direct light or flash on your face."
+    ),
+    ReasonCode.TOO_MANY_PHOTOS: (
+        "You already have the most photos we keep for one person ({max_photos}). No more are needed."
+    ),
+    ReasonCode.DUPLICATE: (
+        "This is the same picture as one of your earlier photos. Use a different photo of yourself."
+    ),
+    ReasonCode.DIFFERENT_PERSON: (
+        "This photo seems to show someone else than your other photos. Use photos of yourself only."
+    ),
 }
 
 
@@ -57,11 +83,14 @@ class Reason:
     message: str
 
     @classmethod
-    def of(cls, code: ReasonCode, limits: SanitizeLimits = DEFAULT_LIMITS) -> Reason:
+    def of(
+        cls, code: ReasonCode, limits: SanitizeLimits = DEFAULT_LIMITS, rules: SubjectRules = DEFAULT_RULES
+    ) -> Reason:
         message = MESSAGES[code].format(
             max_mb=_tidy(limits.max_bytes / (1024 * 1024)),
             max_megapixels=_tidy(limits.max_pixels / 1_000_000),
             min_side=limits.min_side,
+            max_photos=rules.max_photos,
         )
         return cls(code=code, message=message)
 
@@ -87,8 +116,8 @@ class RejectedInput(Exception):
 class Accepted:
     """A usable photo: a clean PNG crop plus what we learned about the face.
 
-    ``png`` and ``embedding`` are personal data: they are left out of repr() so they never reach a log by
-    accident. The caller encrypts both before they leave the process.
+    ``png``, ``embedding`` and ``perceptual_hash`` are personal data: they are left out of repr() so they
+    never reach a log by accident. The caller encrypts them before they leave the process.
     """
 
     png: bytes = field(repr=False)
@@ -101,17 +130,27 @@ class Accepted:
     """Face box side over the source photo's shorter side."""
     embedding: tuple[float, ...] = field(repr=False)
     """128-D dlib identity embedding; faces of one person lie within a Euclidean distance of about 0.6."""
+    perceptual_hash: PhotoHash = field(repr=False)
+    """DCT hash of the whole upright photo and its mirror image (see :mod:`ingest.phash`), to find the
+    same picture again."""
     source_format: str
     source_width: int
     source_height: int
+    scores: dict[str, float] = field(default_factory=dict)
+    """Quality scores for the verdict (``Photo.scores``): never biometric."""
     accepted: Literal[True] = True
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """An unusable photo, with one reason per problem found (currently the first problem stops the checks)."""
+    """An unusable photo, with one reason per problem found and the scores measured before it stopped.
+
+    Decoding and face problems stop the checks at the first one; the quality checks (sharpness,
+    exposure) all run, so a person learns everything to fix at once.
+    """
 
     reasons: list[Reason]
+    scores: dict[str, float] = field(default_factory=dict)
     accepted: Literal[False] = False
 
     @property
@@ -122,5 +161,9 @@ class Rejected:
 SanitizeResult = Accepted | Rejected
 
 
-def rejected(code: ReasonCode, limits: SanitizeLimits = DEFAULT_LIMITS) -> Rejected:
-    return Rejected(reasons=[Reason.of(code, limits)])
+def rejected(
+    code: ReasonCode,
+    limits: SanitizeLimits = DEFAULT_LIMITS,
+    rules: SubjectRules = DEFAULT_RULES,
+) -> Rejected:
+    return Rejected(reasons=[Reason.of(code, limits, rules)])

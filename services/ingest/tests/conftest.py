@@ -1,13 +1,17 @@
-"""Shared fixtures for the ingest tests: one warmed face analyzer, default limits, and photo builders.
+"""Shared fixtures for the ingest tests: one warmed face analyzer, default limits, photo builders, the
+hostile corpus, and the checks every stored crop must pass (exiftool's view included).
 
 Photos are derived from scikit-image's public-domain astronaut portrait (see likeness_cli.samples), built
-in memory; nothing is written to disk.
+in memory; nothing is written to disk (exiftool reads them from a pipe).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import struct
+import subprocess
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +24,7 @@ from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits
 from ingest.sanitize import sanitize
 from ingest.verdicts import SanitizeResult
-from likeness_cli.samples import astronaut
+from likeness_cli.samples import PLANTED_SECRETS, CorpusFile, astronaut, hostile_corpus
 
 Encode = Callable[..., bytes]
 
@@ -194,3 +198,83 @@ def _rgb_icc_profile(
 def swapped_icc_profile() -> bytes:
     """An RGB profile whose red colorant is sRGB's green and whose green is sRGB's red."""
     return _rgb_icc_profile(SRGB_GREEN, SRGB_RED, SRGB_BLUE)
+
+
+# --- the hostile corpus and what a clean output looks like ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def corpus() -> dict[str, CorpusFile]:
+    """likeness_cli.samples.hostile_corpus() by file name, built once."""
+    return {entry.name: entry for entry in hostile_corpus()}
+
+
+#: What exiftool may report about a crop ingest stored: the file's structure and nothing else (plus its
+#: "System:" group, which describes the pipe it read, not the image).
+STRUCTURAL_TAGS = frozenset(
+    {
+        "SourceFile",
+        "ExifTool:ExifToolVersion",
+        "File:FileType",
+        "File:FileTypeExtension",
+        "File:MIMEType",
+        "PNG:ImageWidth",
+        "PNG:ImageHeight",
+        "PNG:BitDepth",
+        "PNG:ColorType",
+        "PNG:Compression",
+        "PNG:Filter",
+        "PNG:Interlace",
+        "Composite:ImageSize",
+        "Composite:Megapixels",
+    }
+)
+
+Tags = dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def exiftool() -> Callable[[bytes], Tags]:
+    """exiftool(data) -> every tag exiftool finds ("Group:Tag" -> value), read from a pipe.
+
+    Fails (does not skip) without exiftool: the metadata checks are part of what ingest must show.
+    """
+    path = shutil.which("exiftool")
+    if path is None:
+        pytest.fail(
+            "exiftool is missing: install Debian's libimage-exiftool-perl "
+            "(apt-get install -y libimage-exiftool-perl); the project's CI setup does",
+            pytrace=False,
+        )
+
+    def read(data: bytes) -> Tags:
+        completed = subprocess.run(
+            [path, "-json", "-a", "-u", "-G1", "-"], input=data, capture_output=True, check=True, timeout=60
+        )
+        [tags] = json.loads(completed.stdout)
+        assert isinstance(tags, dict)
+        return tags
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def assert_clean_crop(
+    exiftool: Callable[[bytes], Tags], png_chunk_types: Callable[[bytes], list[str]]
+) -> Callable[[bytes], None]:
+    """Fails unless ``data`` is a PNG of pixels only: IHDR, IDAT and IEND chunks, nothing after IEND, no
+    tag beyond the structural ones for exiftool, and none of the corpus' planted secrets."""
+
+    def check(data: bytes) -> None:
+        chunks = png_chunk_types(data)  # also fails on bytes after IEND
+        assert chunks[0] == "IHDR"
+        assert chunks[-1] == "IEND"
+        assert set(chunks[1:-1]) == {"IDAT"}, chunks
+        tags = exiftool(data)
+        extra = {key: value for key, value in tags.items() if key not in STRUCTURAL_TAGS}
+        extra = {key: value for key, value in extra.items() if not key.startswith("System:")}
+        assert extra == {}, f"exiftool finds more than the structure: {extra}"
+        for secret in PLANTED_SECRETS:
+            assert secret not in data
+
+    return check

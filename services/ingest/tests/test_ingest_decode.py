@@ -240,3 +240,70 @@ def test_multi_picture_jpeg_uses_its_primary_image(limits: SanitizeLimits) -> No
     decoded = decode_image(buffer.getvalue(), limits)
     assert decoded.source_format is ImageFormat.JPEG
     assert decoded.image.getpixel((5, 5))[0] > 240  # type: ignore[index]
+
+
+# --- decoding a JPEG only as large as needed -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("min_side", "expected"),
+    [(None, (2000, 1500)), (1500, (2000, 1500)), (700, (1000, 750)), (375, (500, 375)), (100, (250, 188))],
+)
+def test_a_jpeg_is_decoded_at_the_smallest_dct_scale_that_is_large_enough(
+    min_side: int | None, expected: tuple[int, int], limits: SanitizeLimits, encode: Encode
+) -> None:
+    data = encode(_quadrants().resize((2000, 1500)), "JPEG")
+    decoded = decode_image(data, limits, min_side=min_side)
+    assert decoded.image.size == expected
+    assert decoded.source_size == (2000, 1500)
+    assert decoded.scale == expected[0] / 2000
+    # Still the same picture, only smaller.
+    width, height = expected
+    assert decoded.image.getpixel((width // 4, height // 4)) == pytest.approx((254, 0, 0), abs=3)
+    assert decoded.image.getpixel((3 * width // 4, 3 * height // 4)) == pytest.approx((255, 255, 255), abs=3)
+
+
+def test_a_reduced_decode_reports_the_upright_full_size(limits: SanitizeLimits, encode: Encode) -> None:
+    stored = _quadrants().resize((1600, 1200)).transpose(STORED_FOR[6])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_image(encode(stored, "JPEG", exif=exif.tobytes()), limits, min_side=300)
+    assert decoded.source_size == (1600, 1200)
+    assert decoded.image.size == (400, 300)
+    assert decoded.image.getpixel((40, 40)) == pytest.approx((254, 0, 0), abs=3)
+
+
+@pytest.mark.parametrize(
+    ("image_format", "mode"),
+    [("PNG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB"), ("HEIF", "RGB"), ("PNG", "P")],
+)
+def test_other_formats_are_reduced_right_after_decoding(
+    image_format: str, mode: str, limits: SanitizeLimits, encode: Encode
+) -> None:
+    picture = _quadrants().resize((1200, 900)).convert(mode)
+    decoded = decode_image(encode(picture, image_format), limits, min_side=300)
+    assert decoded.source_size == (1200, 900)
+    if mode == "P":  # a palette cannot be averaged: converted at full size (palette images are small)
+        assert decoded.image.size == (1200, 900)
+        return
+    assert decoded.image.size == (400, 300), "reduced 3x: the largest factor keeping 300 px"
+    assert decoded.scale == pytest.approx(1 / 3)
+    assert decoded.image.getpixel((300, 225)) == pytest.approx((255, 255, 255), abs=3)
+    assert decoded.image.getpixel((100, 75)) == pytest.approx((255, 0, 0), abs=6)
+
+
+def test_a_transparent_photo_reduced_is_flattened_onto_white(limits: SanitizeLimits, encode: Encode) -> None:
+    rgba = Image.new("RGBA", (1200, 900), (200, 10, 10, 255))
+    rgba.paste((0, 0, 0, 0), (0, 0, 600, 900))
+    decoded = decode_image(encode(rgba, "PNG"), limits, min_side=300).image
+    assert decoded.size == (400, 300)
+    assert decoded.getpixel((50, 150)) == (255, 255, 255)
+    assert decoded.getpixel((350, 150)) == (200, 10, 10)
+
+
+def test_a_reduced_decode_still_checks_the_full_size_first(limits: SanitizeLimits, encode: Encode) -> None:
+    # 300x200 declared: too small, whatever scale it would be decoded at.
+    small = encode(Image.new("RGB", (300, 200), (9, 9, 9)), "JPEG")
+    with pytest.raises(RejectedInput) as caught:
+        decode_image(small, limits, min_side=100)
+    assert caught.value.code is ReasonCode.IMAGE_TOO_SMALL

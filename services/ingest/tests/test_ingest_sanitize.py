@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 from ingest.faces import FaceAnalyzer, embedding_distance
 from ingest.limits import SanitizeLimits
@@ -300,3 +300,104 @@ def test_limits_are_validated() -> None:
         SanitizeLimits(min_face_fraction=1.5)
     with pytest.raises(ValueError, match="min_side"):
         SanitizeLimits(min_side=10_000, max_pixels=1_000_000)
+
+
+# --- quality checks and scores ----------------------------------------------------------------------
+
+
+def test_accepted_photos_carry_their_quality_scores(run_sanitize: Run, portrait_jpeg: bytes) -> None:
+    result = _accepted(run_sanitize(portrait_jpeg))
+    assert set(result.scores) == {
+        "face_score",
+        "face_fraction",
+        "sharpness",
+        "face_brightness",
+        "face_clipped",
+    }
+    assert result.scores["sharpness"] > 0.05
+    assert 0.5 < result.scores["face_brightness"] < 0.8
+    assert result.scores["face_clipped"] < 0.05
+    assert result.scores["face_fraction"] == round(result.face_fraction, 3)
+
+
+def test_every_quality_problem_is_reported_at_once(
+    run_sanitize: Run, portrait: Image.Image, encode: Encode
+) -> None:
+    blurred_and_washed_out = ImageEnhance.Brightness(portrait.filter(ImageFilter.GaussianBlur(2.5))).enhance(
+        1.6
+    )
+    result = run_sanitize(encode(blurred_and_washed_out))
+    assert _codes(result) == [ReasonCode.TOO_BLURRY, ReasonCode.OVEREXPOSED]
+    assert isinstance(result, Rejected)
+    assert result.scores["sharpness"] < 0.03
+    assert result.scores["face_clipped"] > 0.3
+    # (A dark photo reads as sharp whatever its focus: 8-bit steps are large against its little contrast.
+    # It is refused as too dark; once retaken in good light, its focus is measured properly.)
+
+
+def test_quality_limits_are_the_configured_ones(
+    portrait: Image.Image, encode: Encode, analyzer: FaceAnalyzer
+) -> None:
+    softened = encode(portrait.filter(ImageFilter.GaussianBlur(1.2)))
+    assert _codes(sanitize(softened, SanitizeLimits(), analyzer)) == [ReasonCode.TOO_BLURRY]
+    assert isinstance(sanitize(softened, SanitizeLimits(min_sharpness=0.01), analyzer), Accepted)
+
+
+def test_a_large_jpeg_with_a_small_face_is_decoded_again_at_full_size(
+    analyzer: FaceAnalyzer, encode: Encode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoded at 1/2 for detection, the face is too small for a full-quality crop: the photo is decoded
+    again at full size, and the face box comes back in full-size coordinates."""
+    import ingest.sanitize as pipeline
+
+    photo = Image.new("RGB", (4000, 3000), (70, 90, 120))
+    photo.paste(astronaut().resize((2048, 2048), Image.Resampling.LANCZOS), (1200, 300))
+    decodes: list[float] = []
+    real_decode = pipeline.decode_image
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        decoded = real_decode(*args, **kwargs)  # type: ignore[arg-type]
+        decodes.append(decoded.scale)
+        return decoded
+
+    monkeypatch.setattr(pipeline, "decode_image", counting_decode)
+    result = _accepted(sanitize(encode(photo), SanitizeLimits(min_sharpness=0.0), analyzer))
+    assert decodes == [0.5, 1.0]
+    assert (result.source_width, result.source_height) == (4000, 3000)
+    # The astronaut's face is at about (175-266, 76-167) of 512 px: x4 and offset by the paste.
+    centre_x, centre_y = result.face_box.centre
+    assert abs(centre_x - (1200 + 220 * 4)) < 60
+    assert abs(centre_y - (300 + 121 * 4)) < 60
+    assert 0.1 < result.face_fraction < 0.15
+
+
+def test_a_large_jpeg_with_a_large_face_is_decoded_once_at_a_reduced_size(
+    analyzer: FaceAnalyzer, encode: Encode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ingest.sanitize as pipeline
+
+    photo = astronaut().resize((3000, 3000), Image.Resampling.LANCZOS)
+    decodes: list[float] = []
+    real_decode = pipeline.decode_image
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        decoded = real_decode(*args, **kwargs)  # type: ignore[arg-type]
+        decodes.append(decoded.scale)
+        return decoded
+
+    monkeypatch.setattr(pipeline, "decode_image", counting_decode)
+    result = _accepted(sanitize(encode(photo), SanitizeLimits(min_sharpness=0.0), analyzer))
+    assert decodes == [0.5], "3000 px: 1/2 gives the 900 px detection needs, 1/4 would not"
+    assert (result.source_width, result.source_height) == (3000, 3000)
+    assert result.face_box.side > 450, "in full-size coordinates"
+
+
+def test_the_perceptual_hash_ignores_format_size_and_metadata(
+    run_sanitize: Run, portrait: Image.Image, encode: Encode
+) -> None:
+    first = _accepted(run_sanitize(encode(portrait, exif=fake_exif())))
+    second = _accepted(run_sanitize(encode(portrait.resize((700, 700)), "WEBP", quality=70)))
+    mirrored = _accepted(run_sanitize(encode(portrait.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG")))
+    assert first.perceptual_hash.distance(second.perceptual_hash.value) <= 4
+    assert first.perceptual_hash.distance(mirrored.perceptual_hash.value) <= 4
+    assert "perceptual_hash" not in repr(first)

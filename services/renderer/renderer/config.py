@@ -1,11 +1,21 @@
-"""Renderer settings (both roles): base model, sampling budget, work-queue timing."""
+"""Renderer settings (both roles): base model, sampling budget, work-queue timing, the subject cache, the
+quality gate and how outputs are marked as AI-generated."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from likeness.config import CommonSettings
+from pydantic import SecretStr, model_validator
+
+from likeness.config import DEVELOPMENT_SECRETS, CommonSettings
+
+#: enforce: re-roll outputs without exactly one face or too far from the person, drop those that never
+#: pass; score: record the identity score only; off: no face check. auto: enforce, except on the tiny dev
+#: model (its random weights draw no faces), where it scores.
+QualityGateSetting = Literal["auto", "enforce", "score", "off"]
+QualityGate = Literal["enforce", "score", "off"]
 
 
 class RendererSettings(CommonSettings):
@@ -17,6 +27,50 @@ class RendererSettings(CommonSettings):
     max_deliver: int = 3
     max_images_per_style: int = 8
     max_styles: int = 16
+
+    #: Decrypted LoRAs (and face templates) kept in a worker's RAM: at most this many entries and bytes,
+    #: each for at most this long after decryption; a subject's erasure drops theirs at once.
+    subject_cache_entries: int = 32
+    subject_cache_bytes: int = 1024 * 1024 * 1024
+    subject_cache_ttl_seconds: float = 900.0
+
+    quality_gate: QualityGateSetting = "auto"
+    #: Re-rolls (new seed) per image before the gate gives up on it.
+    quality_max_rerolls: int = 2
+    #: dlib embedding distance to the subject's templates above which a face is someone else.
+    quality_max_distance: float = 0.6
+    #: HOG detections scoring below this are not counted as faces (false positives score near 0).
+    quality_min_face_score: float = 0.3
+
+    #: Key of the invisible watermark; `likeness verify-image` needs the same one.
+    watermark_key: SecretStr = SecretStr("likeness-dev")
+    #: Sign a C2PA manifest into every output. Without the two PEMs below (development only) a throwaway
+    #: CA and signing certificate are made in memory at start.
+    c2pa_sign: bool = True
+    #: Certificate chain, leaf first (PEM), and its EC P-256 private key (PEM, PKCS#8).
+    c2pa_cert_chain: SecretStr = SecretStr("")
+    c2pa_private_key: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _refuse_development_marking_in_production(self) -> RendererSettings:
+        if not self.is_production:
+            return self
+        problems = []
+        key = self.watermark_key.get_secret_value()
+        if key.strip().lower() in DEVELOPMENT_SECRETS or len(key) < 32:
+            problems.append("LIKENESS_WATERMARK_KEY must be a secret of at least 32 characters")
+        if self.c2pa_sign and not (
+            self.c2pa_cert_chain.get_secret_value() and self.c2pa_private_key.get_secret_value()
+        ):
+            problems.append("C2PA signing needs LIKENESS_C2PA_CERT_CHAIN and LIKENESS_C2PA_PRIVATE_KEY")
+        if problems:
+            raise ValueError("refusing production settings: " + "; ".join(problems))
+        return self
+
+    def gate_for(self, tiny_model: bool) -> QualityGate:
+        if self.quality_gate != "auto":
+            return self.quality_gate
+        return "score" if tiny_model else "enforce"
 
 
 @lru_cache(maxsize=1)

@@ -1,9 +1,10 @@
 """Rendering one person's headshots: base pipeline + their LoRA (from bytes) + a catalog style.
 
 The pipeline is resident and shared by every job, so rendering leaves it exactly as it found it: the LoRA
-is always unloaded and the scheduler restored in a ``finally``. The next person's images carry nothing of
-the last (tests check bit-identical outputs against a pipeline that never saw a LoRA). A pipeline serves
-one job at a time: none of this is safe to call concurrently on the same pipeline.
+is always unmerged (original weights restored) and the scheduler restored in a ``finally``. The next
+person's images carry nothing of the last (tests check bit-identical outputs against a pipeline that never
+saw a LoRA). A pipeline serves one job at a time: none of this is safe to call concurrently on the same
+pipeline.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from diffusers.configuration_utils import FrozenDict
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from likeness_ml.base_model import native_resolution
-from likeness_ml.lora_adapters import attach_lora, detach_lora, has_lora
+from likeness_ml.lora_adapters import detach_lora, has_lora
+from renderer.lora_swap import merged_lora
 from renderer.styles import SchedulerName, Style
-
-SUBJECT_ADAPTER = "likeness_subject"
 
 _SCHEDULERS: dict[SchedulerName, Callable[[FrozenDict], SchedulerMixin]] = {
     "dpmpp_2m": lambda config: DPMSolverMultistepScheduler.from_config(
@@ -71,15 +71,14 @@ def render(
 
 @contextlib.contextmanager
 def subject_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes | None) -> Iterator[None]:
-    """The subject's LoRA attached to pipe for the duration of the block, and unloaded whatever happens."""
+    """The subject's LoRA merged into pipe for the duration of the block, and taken out whatever happens."""
     if has_lora(pipe.unet) or has_lora(pipe.text_encoder):
-        detach_lora(pipe)  # never render on top of a leftover adapter
-    try:
-        if lora_safetensors is not None:
-            attach_lora(pipe, lora_safetensors, SUBJECT_ADAPTER)
+        detach_lora(pipe)  # never render on top of a leftover PEFT adapter
+    if lora_safetensors is None:
         yield
-    finally:
-        detach_lora(pipe)
+        return
+    with merged_lora(pipe, lora_safetensors):
+        yield
 
 
 def generate(
@@ -102,9 +101,11 @@ def generate(
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
         size = resolution or native_resolution(pipe)
         with torch.inference_mode():
+            # One prompt, encoded once for the whole batch (not once per image).
             output = pipe(
-                prompt=[style.prompt(subject_phrase)] * count,
-                negative_prompt=[style.negative_prompt] * count,
+                prompt=style.prompt(subject_phrase),
+                negative_prompt=style.negative_prompt,
+                num_images_per_prompt=count,
                 num_inference_steps=num_inference_steps or style.steps,
                 guidance_scale=style.guidance_scale,
                 generator=generators,

@@ -1,14 +1,21 @@
-"""Marks every output as AI-generated in its own metadata (IPTC DigitalSourceType in XMP).
+"""Marks every output as AI-generated, three ways, from the most to the least durable:
 
-The image is encoded from the generated pixels alone; the only metadata it carries is this statement.
+1. an invisible watermark in the pixels (``renderer.watermark``), which survives a JPEG re-encode;
+2. IPTC DigitalSourceType ``trainedAlgorithmicMedia`` in the image's XMP metadata;
+3. a signed C2PA manifest saying the same (``renderer.provenance``), when a signer is configured.
+
+The image is encoded from the generated pixels alone; the only metadata it carries is these statements.
 """
 
 from __future__ import annotations
 
 import io
+from typing import Protocol
 
 import PIL.Image
 from PIL.PngImagePlugin import PngInfo
+
+from renderer import watermark
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 XMP = f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
@@ -22,7 +29,12 @@ XMP = f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 <?xpacket end="w"?>"""
 
 
+class PngSigner(Protocol):
+    def sign_png(self, png: bytes) -> bytes: ...
+
+
 def encode_marked_png(image: PIL.Image.Image) -> bytes:
+    """PNG of image's pixels with the IPTC statement (no watermark, no manifest: see OutputMarker)."""
     info = PngInfo()
     info.add_itxt("XML:com.adobe.xmp", XMP)
     info.add_text("Software", "Likeness (AI-generated headshot)")
@@ -31,7 +43,24 @@ def encode_marked_png(image: PIL.Image.Image) -> bytes:
     return out.getvalue()
 
 
-def is_marked(png: bytes) -> bool:
-    with PIL.Image.open(io.BytesIO(png)) as image:
-        xmp = image.info.get("XML:com.adobe.xmp", "")
-    return DIGITAL_SOURCE_TYPE in str(xmp)
+def is_marked(data: bytes) -> bool:
+    """Whether an image's XMP states IPTC DigitalSourceType trainedAlgorithmicMedia (PNG or JPEG)."""
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        xmp = image.info.get("XML:com.adobe.xmp") or image.info.get("xmp") or ""
+    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp)
+    return DIGITAL_SOURCE_TYPE in text
+
+
+class OutputMarker:
+    """Turns a generated image into the bytes we store: watermarked pixels, IPTC XMP, C2PA manifest."""
+
+    content_type = "image/png"
+
+    def __init__(self, watermark_key: str, signer: PngSigner | None) -> None:
+        self.watermark_key = watermark_key
+        self.signer = signer
+
+    def mark(self, image: PIL.Image.Image) -> bytes:
+        png = encode_marked_png(watermark.embed(image, self.watermark_key))
+        # The manifest is signed last: it hashes the file's bytes, metadata included.
+        return self.signer.sign_png(png) if self.signer is not None else png

@@ -13,7 +13,8 @@ from likeness.v1 import renderer_pb2, renderer_pb2_grpc
 from renderer.config import RendererSettings, get_settings
 from renderer.records import open_renders
 from renderer.service import RendererServicer
-from renderer.styles import load_styles
+from renderer.styles import load_backgrounds, load_styles
+from renderer.team_looks import TeamLooks
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"].full_name
@@ -22,7 +23,9 @@ SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"].full_
 def _register_with(settings: RendererSettings) -> Callable[[Platform, grpc.aio.Server], Awaitable[None]]:
     async def register(platform: Platform, server: grpc.aio.Server) -> None:
         records = await open_renders(platform.bus)
-        servicer = RendererServicer(platform, records, load_styles(), settings)
+        styles = load_styles()
+        looks = await TeamLooks.open(platform.bus, styles, load_backgrounds())
+        servicer = RendererServicer(platform, records, styles, settings, looks)
         renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
 
         await purge_records_on_erasure(platform, "renderer", records.purge_subject)

@@ -17,10 +17,12 @@ from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing, StoreError
-from likeness.timeutil import now_timestamp
+from likeness.timeutil import now_timestamp, to_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
+from renderer import proto_fields
 from renderer.config import RendererSettings
 from renderer.styles import Style
+from renderer.team_looks import RenderPlan, TeamLook, TeamLookError, TeamLooks
 
 Context = grpc.aio.ServicerContext[object, object]
 JS = common_pb2.JobStatus
@@ -34,11 +36,28 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         records: JobRecords[renderer_pb2.Render],
         styles: dict[str, Style],
         settings: RendererSettings,
+        looks: TeamLooks | None = None,
     ) -> None:
         self.platform = platform
         self.records = records
         self.styles = styles
         self.settings = settings
+        self.looks = looks
+
+    async def _plan(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> RenderPlan:
+        """Styles, background and seed: from the request, or pinned by the tenant's team look."""
+        requested_seed = request.seed if request.HasField("seed") else None
+        look_id = proto_fields.requested_team_look(request)
+        if not look_id:
+            seed = requested_seed if requested_seed is not None else secrets.randbelow(2**31)
+            return RenderPlan(styles=list(request.styles), background="", seed=seed)
+        if self.looks is None:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "team_looks_unavailable", "No looks.")
+        try:
+            return await self.looks.plan(request.tenant, look_id, list(request.styles), requested_seed)
+        except TeamLookError as refused:
+            code = grpc.StatusCode.NOT_FOUND if refused.code == "team_look_not_found" else None
+            await abort(context, code or grpc.StatusCode.INVALID_ARGUMENT, refused.code, str(refused))
 
     async def SubmitRender(
         self, request: renderer_pb2.SubmitRenderRequest, context: Context
@@ -47,8 +66,9 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         if not ids.is_valid_id(request.training_id, "trn"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
-        unknown = [s for s in request.styles if s not in self.styles]
-        if not request.styles or unknown or len(request.styles) > self.settings.max_styles:
+        plan = await self._plan(request, context)
+        unknown = [s for s in plan.styles if s not in self.styles]
+        if not plan.styles or unknown or len(plan.styles) > self.settings.max_styles:
             await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -63,7 +83,6 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 "invalid_images_per_style",
                 f"images_per_style must be 1..{self.settings.max_images_per_style}.",
             )
-        seed = request.seed if request.HasField("seed") else secrets.randbelow(2**31)
         now = now_timestamp()
         render = renderer_pb2.Render(
             id=ids.new_id("ren"),
@@ -71,13 +90,16 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             subject_id=request.subject_id,
             training_id=request.training_id,
             status=JS.JOB_STATUS_QUEUED,
-            styles=list(request.styles),
+            styles=plan.styles,
             images_per_style=per_style,
-            seed=seed,
-            progress=common_pb2.Progress(step=0, total_steps=per_style * len(request.styles)),
+            seed=plan.seed,
+            progress=common_pb2.Progress(step=0, total_steps=per_style * len(plan.styles)),
             created_at=now,
             updated_at=now,
         )
+        if plan.background:
+            proto_fields.set_team_look(render, proto_fields.requested_team_look(request))
+            proto_fields.set_background(render, plan.background)
         await self.records.create(render)
         job = jobs_pb2.RenderJob(
             render_id=render.id,
@@ -86,8 +108,9 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             training_id=render.training_id,
             styles=render.styles,
             images_per_style=per_style,
-            seed=seed,
+            seed=plan.seed,
         )
+        proto_fields.set_background(job, plan.background)
         await self.platform.bus.publish(
             job_subject("render", render.tenant, render.subject_id), job, msg_id=render.id
         )
@@ -138,9 +161,88 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def ListStyles(
         self, request: renderer_pb2.ListStylesRequest, context: Context
     ) -> renderer_pb2.ListStylesResponse:
+        backgrounds = self.looks.backgrounds.values() if self.looks is not None else []
         return renderer_pb2.ListStylesResponse(
             styles=[
-                renderer_pb2.Style(id=s.id, name=s.name, description=s.description)
+                renderer_pb2.Style(
+                    id=s.id,
+                    name=s.name,
+                    description=s.description,
+                    background=s.background,
+                    attire=s.attire,
+                    lighting=s.lighting,
+                    framing=s.framing,
+                )
                 for s in self.styles.values()
-            ]
+            ],
+            backgrounds=[
+                renderer_pb2.Background(id=b.id, name=b.name, description=b.description) for b in backgrounds
+            ],
         )
+
+    # ------------------------------------------------------------------------------------------ team looks
+
+    async def _team_looks(self, context: Context) -> TeamLooks:
+        if self.looks is None:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "team_looks_unavailable", "No looks.")
+        return self.looks
+
+    async def PutTeamLook(
+        self, request: renderer_pb2.PutTeamLookRequest, context: Context
+    ) -> renderer_pb2.PutTeamLookResponse:
+        looks = await self._team_looks(context)
+        if not ids.is_valid_tenant(request.tenant):
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "The tenant id is not valid."
+            )
+        policy = _SEED_POLICIES.get(request.seed_policy, "")
+        seed = request.seed if request.HasField("seed") else None
+        try:
+            look = await looks.put(
+                request.tenant, request.look_id, request.name, request.style, request.background, policy, seed
+            )
+        except TeamLookError as refused:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, refused.code, str(refused))
+        return renderer_pb2.PutTeamLookResponse(look=_look_message(look))
+
+    async def GetTeamLook(
+        self, request: renderer_pb2.GetTeamLookRequest, context: Context
+    ) -> renderer_pb2.GetTeamLookResponse:
+        look = await (await self._team_looks(context)).get(request.tenant, request.look_id)
+        if look is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "team_look_not_found", "No such team look.")
+        return renderer_pb2.GetTeamLookResponse(look=_look_message(look))
+
+    async def ListTeamLooks(
+        self, request: renderer_pb2.ListTeamLooksRequest, context: Context
+    ) -> renderer_pb2.ListTeamLooksResponse:
+        looks = await (await self._team_looks(context)).list_looks(request.tenant)
+        return renderer_pb2.ListTeamLooksResponse(looks=[_look_message(look) for look in looks])
+
+    async def DeleteTeamLook(
+        self, request: renderer_pb2.DeleteTeamLookRequest, context: Context
+    ) -> renderer_pb2.DeleteTeamLookResponse:
+        if not await (await self._team_looks(context)).delete(request.tenant, request.look_id):
+            await abort(context, grpc.StatusCode.NOT_FOUND, "team_look_not_found", "No such team look.")
+        return renderer_pb2.DeleteTeamLookResponse()
+
+
+_SEED_POLICIES = {
+    renderer_pb2.SEED_POLICY_FIXED: "fixed",
+    renderer_pb2.SEED_POLICY_PER_RENDER: "per_render",
+}
+_SEED_POLICY_NUMBERS = {name: number for number, name in _SEED_POLICIES.items()}
+
+
+def _look_message(look: TeamLook) -> renderer_pb2.TeamLook:
+    return renderer_pb2.TeamLook(
+        tenant=look.tenant,
+        id=look.id,
+        name=look.name,
+        style=look.style,
+        background=look.background,
+        seed_policy=_SEED_POLICY_NUMBERS[look.seed_policy],
+        seed=look.seed,
+        created_at=to_timestamp(look.created_at),
+        updated_at=to_timestamp(look.updated_at),
+    )

@@ -1,20 +1,32 @@
-"""The renderer's `work` role: one resident base pipeline; per job, the subject's LoRA is decrypted into
-memory, attached, used for every image of the job in batches per style, and detached again.
+"""The renderer's `work` role: one resident base pipeline; per job, the subject's LoRA (decrypted into
+memory, or taken from the worker's short-lived subject cache) is merged in, used for every image of the
+job in one batch per style, and taken out again.
 
-Outputs are marked as AI-generated, encrypted under the subject's key and recorded with their seeds.
+Each output is scored against the subject's face templates (the quality gate), marked as AI-generated
+(watermark, IPTC, C2PA), encrypted under the subject's key and recorded with its seed. While one style
+renders, the previous style's images are encrypted and stored. `evt.subject.erased` cancels the subject's
+running job and drops everything of theirs from the cache; their queued jobs find no record and are
+skipped (the serve role purges the records).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 
+import numpy as np
 import PIL.Image
+from diffusers import StableDiffusionPipeline
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Histogram
 
 from likeness import ids
-from likeness.bus import RENDER_STREAM, event_subject
+from likeness.bus import RENDER_STREAM, decode, event_subject
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
-from likeness.objects import lora_key, render_image_key
+from likeness.keys import KeyDestroyed
+from likeness.objects import lora_key, render_image_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing
@@ -23,14 +35,45 @@ from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_format import read_lora_metadata
 from likeness_ml.tiny_model import is_tiny_model
+from renderer import proto_fields
 from renderer.config import RendererSettings
 from renderer.generation import generate, subject_lora
-from renderer.marking import encode_marked_png
-from renderer.styles import Style
+from renderer.identity import EMBEDDING_SIZE, FaceScore, FaceScorer, FloatArray, parse_templates
+from renderer.marking import OutputMarker
+from renderer.provenance import Credentials, ManifestSigner, ProvenanceUnavailable
+from renderer.quality import BatchResult, GatePolicy, JobQuality, Output, gated_batch
+from renderer.styles import Background, Style, load_backgrounds
+from renderer.subject_cache import CacheKey, SubjectCache
 
 log = logging.getLogger(__name__)
 JS = common_pb2.JobStatus
 TINY_MODEL_STEPS = 6
+FACES_ITEM = "faces"
+
+IMAGES = Counter("likeness_renderer_images_total", "Images delivered")
+REROLLS = Counter("likeness_renderer_rerolls_total", "Images rendered again by the quality gate")
+GATE_FAILURES = Counter(
+    "likeness_renderer_gate_failures_total", "Images that did not pass the quality gate", ["mode"]
+)
+IDENTITY = Histogram(
+    "likeness_renderer_identity_distance",
+    "dlib distance of delivered faces to their subject",
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0),
+)
+
+
+def make_marker(settings: RendererSettings) -> OutputMarker:
+    signer = None
+    if settings.c2pa_sign:
+        chain, key = settings.c2pa_cert_chain.get_secret_value(), settings.c2pa_private_key.get_secret_value()
+        try:
+            credentials = Credentials.from_pem(chain, key) if chain and key else Credentials.ephemeral()[0]
+            signer = ManifestSigner(credentials)
+        except ProvenanceUnavailable:
+            if settings.is_production:
+                raise
+            log.warning("C2PA signing unavailable (c2pa-python missing); outputs carry watermark and IPTC")
+    return OutputMarker(settings.watermark_key.get_secret_value(), signer)
 
 
 class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
@@ -44,29 +87,157 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         records: JobRecords[renderer_pb2.Render],
         styles: dict[str, Style],
         settings: RendererSettings,
+        pipe: StableDiffusionPipeline | None = None,
     ) -> None:
         super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
         self.styles = styles
+        self.backgrounds: dict[str, Background] = load_backgrounds()
         self.settings = settings
-        self.pipe = load_pipeline(settings.base_model)
+        self.pipe = pipe if pipe is not None else load_pipeline(settings.base_model)
+        tiny = is_tiny_model(settings.base_model)
         # The tiny dev model draws noise whatever the sampler does: a few steps are enough there.
-        tiny_default = TINY_MODEL_STEPS if is_tiny_model(settings.base_model) else None
-        self.inference_steps = settings.inference_steps or tiny_default
+        self.inference_steps = settings.inference_steps or (TINY_MODEL_STEPS if tiny else None)
+        self.cache = SubjectCache(
+            settings.subject_cache_entries, settings.subject_cache_bytes, settings.subject_cache_ttl_seconds
+        )
+        self.policy = GatePolicy(
+            settings.gate_for(tiny), settings.quality_max_rerolls, settings.quality_max_distance
+        )
+        self.scorer = FaceScorer(settings.quality_min_face_score) if self.policy.mode != "off" else None
+        self.marker = make_marker(settings)
 
     def identify(self, job: jobs_pb2.RenderJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.render_id
 
+    async def run(self, stop: asyncio.Event) -> None:
+        sweeper = asyncio.create_task(self._sweep_cache(stop))
+        try:
+            await super().run(stop)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            self.cache.clear()
+
+    async def _sweep_cache(self, stop: asyncio.Event) -> None:
+        # Expired entries go even when nobody asks for them again.
+        every = max(1.0, min(30.0, self.cache.ttl_seconds / 4))
+        while not stop.is_set():
+            await asyncio.sleep(every)
+            self.cache.purge_expired()
+
+    async def on_subject_erased(self, msg: Msg) -> None:
+        event = decode(msg, events_pb2.SubjectErased)
+        dropped = self.cache.purge_subject(event.tenant, event.subject_id)
+        log.info("subject erased: cache purged", extra={"erasure_id": event.erasure_id, "entries": dropped})
+        await super().on_subject_erased(msg)
+
     async def run_job(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
-        lora_ref = ObjectRef(
+        try:
+            lora = await self._lora(job)
+            templates = await self._templates(job) if self.policy.mode != "off" else None
+            await self._render(job, flag, lora, templates)
+        except KeyDestroyed:
+            # The key is gone: so must every copy of this person here, before the erasure event arrives.
+            self.cache.purge_subject(job.tenant, job.subject_id)
+            raise
+
+    # ------------------------------------------------------------------------------ subject material
+
+    async def _cached(self, key: CacheKey, load: Callable[[], bytes]) -> bytes:
+        found = self.cache.get(key)
+        if found is None:
+            found = await asyncio.to_thread(load)
+            self.cache.put(key, found)
+        return found
+
+    async def _lora(self, job: jobs_pb2.RenderJob) -> bytes:
+        ref = ObjectRef(
             job.tenant, job.subject_id, lora_key(job.tenant, job.subject_id, job.training_id), "lora"
         )
         try:
-            lora = await asyncio.to_thread(self.platform.sealed.get, lora_ref)
+            return await self._cached(
+                CacheKey(job.tenant, job.subject_id, f"lora/{job.training_id}"),
+                lambda: self.platform.sealed.get(ref),
+            )
         except ObjectMissing as missing:
             raise PermanentJobFailure("the training's model is not available") from missing
-        await self._render(job, flag, lora)
 
-    async def _render(self, job: jobs_pb2.RenderJob, flag: CancelFlag, lora: bytes) -> None:
+    async def _templates(self, job: jobs_pb2.RenderJob) -> FloatArray:
+        """The subject's face templates from ingest (one listing, one batched decrypt), as (n, 128)."""
+
+        def load() -> bytes:
+            prefix = f"{subject_prefix(job.tenant, job.subject_id)}faces/"
+            for attempt in (1, 2):
+                refs = [
+                    ObjectRef(job.tenant, job.subject_id, stored.key, "face")
+                    for stored in self.platform.store.list_current(prefix)
+                ]
+                try:
+                    return parse_templates(self.platform.sealed.get_many(refs)).tobytes()
+                except ObjectMissing:
+                    if attempt == 2:  # deleted between listing and reading (retention): list again once
+                        raise
+            raise AssertionError("unreachable")
+
+        blob = await self._cached(CacheKey(job.tenant, job.subject_id, FACES_ITEM), load)
+        templates: FloatArray = np.frombuffer(blob, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        return templates
+
+    # ------------------------------------------------------------------------------ rendering
+
+    @contextlib.asynccontextmanager
+    async def _merged(self, lora: bytes) -> AsyncIterator[None]:
+        """The LoRA merged into the resident pipeline (in a thread: it copies weights), always taken out."""
+        stack = contextlib.ExitStack()
+        try:
+            await asyncio.to_thread(stack.enter_context, subject_lora(self.pipe, lora))
+        except ValueError as unusable:
+            raise PermanentJobFailure(
+                "the training's model does not fit this renderer's base model"
+            ) from unusable
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(stack.close)
+
+    def style_for(self, job: jobs_pb2.RenderJob, style_id: str) -> Style:
+        style = self.styles[style_id]
+        background = proto_fields.job_background(job)
+        if background:
+            style = style.with_background(self.backgrounds[background])
+        return style
+
+    def render_batch(
+        self,
+        job: jobs_pb2.RenderJob,
+        style_index: int,
+        phrase: str,
+        templates: FloatArray | None,
+        flag: CancelFlag,
+    ) -> BatchResult:
+        """One style of a job (runs in a worker thread): render in one batch, score, re-roll."""
+        style = self.style_for(job, job.styles[style_index])
+        seeds = [job.seed + style_index * 1000 + i for i in range(job.images_per_style)]
+        scorer, reference = self.scorer, templates
+
+        def score(image: PIL.Image.Image) -> FaceScore:
+            assert scorer is not None
+            assert reference is not None
+            return scorer.score(image, reference)
+
+        return gated_batch(
+            seeds,
+            lambda batch: generate(self.pipe, style, batch, phrase, self.inference_steps),
+            score if scorer is not None and reference is not None else None,
+            self.policy,
+            have_templates=templates is not None and len(templates) > 0,
+            cancelled=flag.is_set,
+        )
+
+    async def _render(
+        self, job: jobs_pb2.RenderJob, flag: CancelFlag, lora: bytes, templates: FloatArray | None
+    ) -> None:
         phrase = read_lora_metadata(lora).subject_phrase
 
         def mark_running(record: renderer_pb2.Render) -> bool:
@@ -77,51 +248,69 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
         if await self.records.mutate(job.tenant, job.render_id, mark_running) is None:
             raise JobCancelled
-        done = 0
-        # The LoRA is attached once for every style of the job and always detached afterwards, so the next
-        # person's images carry nothing of this one.
-        with subject_lora(self.pipe, lora):
-            for style_index, style_id in enumerate(job.styles):
-                if flag.is_set():
-                    raise JobCancelled
-                seeds = [job.seed + style_index * 1000 + i for i in range(job.images_per_style)]
-                style = self.styles[style_id]
-                images = await asyncio.to_thread(
-                    generate, self.pipe, style, seeds, phrase, self.inference_steps
-                )
-                produced = [
-                    await self._store_image(job, style_id, seed, image)
-                    for seed, image in zip(seeds, images, strict=True)
-                ]
-                done += len(produced)
-                await self._record_images(job, produced, done)
+        quality = JobQuality(
+            mode=self.policy.mode,
+            requested=len(job.styles) * job.images_per_style,
+            max_rerolls=self.policy.max_rerolls,
+            max_distance=self.policy.max_distance,
+            templates=0 if templates is None else len(templates),
+        )
+        storing: asyncio.Task[None] | None = None
+        try:
+            async with self._merged(lora):
+                for style_index, style_id in enumerate(job.styles):
+                    if flag.is_set():
+                        raise JobCancelled
+                    result = await asyncio.to_thread(
+                        self.render_batch, job, style_index, phrase, templates, flag
+                    )
+                    quality.add(result)
+                    if storing is not None:
+                        await storing
+                    # Marked, encrypted and stored while the next style renders (CPU work beside the
+                    # GPU's); records are written in style order.
+                    storing = asyncio.create_task(
+                        self._store_batch(job, style_id, result.kept, quality.delivered)
+                    )
+            if storing is not None:
+                await storing
+                storing = None
+        finally:
+            if storing is not None:
+                storing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await storing
         del lora
-        await self.finish(job, JS.JOB_STATUS_SUCCEEDED, "")
-        event = events_pb2.RenderCompleted(
-            tenant=job.tenant,
-            subject_id=job.subject_id,
-            render_id=job.render_id,
-            image_count=done,
-            at=now_timestamp(),
-        )
-        await self.platform.bus.publish(
-            event_subject(job.tenant, job.subject_id, "render.completed"),
-            event,
-            msg_id=f"{job.render_id}.completed",
-        )
+        if flag.is_set():
+            raise JobCancelled
+        self._count(quality)
+        await self._succeed(job, quality)
+
+    async def _store_batch(
+        self, job: jobs_pb2.RenderJob, style_id: str, outputs: list[Output], delivered: int
+    ) -> None:
+        stored = await asyncio.gather(*(self._store_image(job, style_id, output) for output in outputs))
+        await self._record_images(job, list(stored), delivered)
 
     async def _store_image(
-        self, job: jobs_pb2.RenderJob, style_id: str, seed: int, image: PIL.Image.Image
+        self, job: jobs_pb2.RenderJob, style_id: str, output: Output
     ) -> renderer_pb2.RenderedImage:
-        png = encode_marked_png(image)
+        """Marks one image and stores it encrypted; the images of a batch go through this in parallel."""
+        png = await asyncio.to_thread(self.marker.mark, output.image)
         image_id = ids.new_id("img")
         key = render_image_key(job.tenant, job.subject_id, job.render_id, image_id)
         await asyncio.to_thread(
             self.platform.sealed.put, ObjectRef(job.tenant, job.subject_id, key, "render"), png
         )
-        return renderer_pb2.RenderedImage(
-            id=image_id, style=style_id, seed=seed, content_type="image/png", size_bytes=len(png)
+        image = renderer_pb2.RenderedImage(
+            id=image_id,
+            style=style_id,
+            seed=output.seed,
+            content_type=self.marker.content_type,
+            size_bytes=len(png),
         )
+        proto_fields.set_image_quality(image, output)
+        return image
 
     async def _record_images(
         self, job: jobs_pb2.RenderJob, images: list[renderer_pb2.RenderedImage], done: int
@@ -134,6 +323,44 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
         if await self.records.mutate(job.tenant, job.render_id, add) is None:
             raise JobCancelled
+
+    def _count(self, quality: JobQuality) -> None:
+        IMAGES.inc(quality.delivered)
+        REROLLS.inc(quality.rerolls)
+        GATE_FAILURES.labels(quality.mode).inc(quality.failures)
+        for distance in quality.distances:
+            IDENTITY.observe(distance)
+
+    async def _succeed(self, job: jobs_pb2.RenderJob, quality: JobQuality) -> None:
+        shortfall = quality.shortfall_reason()
+        status = JS.JOB_STATUS_SUCCEEDED if quality.delivered else JS.JOB_STATUS_FAILED
+
+        def succeed(record: renderer_pb2.Render) -> bool:
+            if record.status in TERMINAL:
+                return False
+            record.status = status
+            record.error = shortfall
+            record.progress.total_steps = quality.requested
+            proto_fields.set_render_quality(record, quality)
+            return True
+
+        if await self.records.mutate(job.tenant, job.render_id, succeed) is None:
+            raise JobCancelled
+        if status == JS.JOB_STATUS_FAILED:
+            await self._announce_failure(job, shortfall, cancelled=False)
+            return
+        event = events_pb2.RenderCompleted(
+            tenant=job.tenant,
+            subject_id=job.subject_id,
+            render_id=job.render_id,
+            image_count=quality.delivered,
+            at=now_timestamp(),
+        )
+        await self.platform.bus.publish(
+            event_subject(job.tenant, job.subject_id, "render.completed"),
+            event,
+            msg_id=f"{job.render_id}.completed",
+        )
 
     async def finish(
         self, job: jobs_pb2.RenderJob, status: common_pb2.JobStatus.ValueType, reason: str
@@ -150,12 +377,15 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             or status == JS.JOB_STATUS_SUCCEEDED
         ):
             return
+        await self._announce_failure(job, reason, cancelled=status == JS.JOB_STATUS_CANCELLED)
+
+    async def _announce_failure(self, job: jobs_pb2.RenderJob, reason: str, cancelled: bool) -> None:
         event = events_pb2.RenderFailed(
             tenant=job.tenant,
             subject_id=job.subject_id,
             render_id=job.render_id,
             reason=reason,
-            cancelled=status == JS.JOB_STATUS_CANCELLED,
+            cancelled=cancelled,
             at=now_timestamp(),
         )
         await self.platform.bus.publish(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,16 +16,12 @@ import pydantic
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
 
 from likeness_ml.base_model import load_pipeline
-from likeness_ml.lora_adapters import has_lora, remove_lora
-from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
+from likeness_ml.lora_adapters import has_lora
 from likeness_ml.subject import SUBJECT_PHRASE
-from likeness_ml.tiny_model import write_tiny_pipeline
 from renderer.generation import generate, make_scheduler, render, subject_lora
+from renderer.lora_swap import is_merged
 from renderer.styles import Style, get_style, load_styles
 
 STEPS = 3  # the tiny model needs only a few sampler steps
@@ -39,37 +35,6 @@ REQUIRED_STYLES = {
     "startup_casual",
     "studio_portrait",
 }
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_pipeline(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
-def pipe(model_dir: Path) -> StableDiffusionPipeline:
-    return load_pipeline(model_dir, torch.device("cpu"))
-
-
-def _random_lora(pipe: StableDiffusionPipeline, seed: int) -> bytes:
-    """A subject LoRA as the trainer would hand it over (random non-zero weights, in the wire format)."""
-    config = LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=list(LORA_TARGET_MODULES))
-    torch.manual_seed(seed)
-    pipe.unet.add_adapter(config, adapter_name="made_in_test")
-    try:
-        state_dict = convert_state_dict_to_diffusers(
-            get_peft_model_state_dict(pipe.unet, adapter_name="made_in_test")
-        )
-    finally:
-        remove_lora(pipe.unet)
-    # Random LoRA weights are huge compared with trained ones; damp them so images stay in range.
-    state_dict = {key: value * 0.3 for key, value in state_dict.items()}
-    return serialize_lora(state_dict, LoraMetadata(4, 4, "tiny", SUBJECT_PHRASE))
-
-
-@pytest.fixture(scope="module")
-def lora(pipe: StableDiffusionPipeline) -> bytes:
-    return _random_lora(pipe, seed=1)
 
 
 def _pixels(images: list[PIL.Image.Image]) -> list[np.ndarray[Any, np.dtype[np.uint8]]]:
@@ -171,9 +136,11 @@ def test_after_a_lora_render_the_pipeline_is_bit_identical_to_an_untouched_one(
     assert _same(render(pipe, None, style, [4, 5], SUBJECT_PHRASE, num_inference_steps=STEPS), reference)
 
 
-def test_next_person_gets_nothing_of_the_last(pipe: StableDiffusionPipeline, lora: bytes) -> None:
+def test_next_person_gets_nothing_of_the_last(
+    pipe: StableDiffusionPipeline, lora: bytes, make_lora: Callable[[int], bytes]
+) -> None:
     style = get_style("realtor")
-    other = _random_lora(pipe, seed=2)
+    other = make_lora(2)
     fresh = render(pipe, other, style, [6], SUBJECT_PHRASE, num_inference_steps=STEPS)
     render(pipe, lora, style, [6], SUBJECT_PHRASE, num_inference_steps=STEPS)
     assert _same(render(pipe, other, style, [6], SUBJECT_PHRASE, num_inference_steps=STEPS), fresh)
@@ -182,9 +149,9 @@ def test_next_person_gets_nothing_of_the_last(pipe: StableDiffusionPipeline, lor
 def test_one_lora_load_can_serve_several_styles(pipe: StableDiffusionPipeline, lora: bytes) -> None:
     styles = [get_style("linkedin"), get_style("startup_casual")]
     with subject_lora(pipe, lora):
-        assert has_lora(pipe.unet)
+        assert is_merged(pipe)
         together = [generate(pipe, style, [9], SUBJECT_PHRASE, num_inference_steps=STEPS) for style in styles]
-    assert not has_lora(pipe.unet)
+    assert not is_merged(pipe)
     for style, images in zip(styles, together, strict=True):
         assert _same(images, render(pipe, lora, style, [9], SUBJECT_PHRASE, num_inference_steps=STEPS))
 

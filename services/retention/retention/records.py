@@ -1,7 +1,24 @@
-"""The retention service's KV buckets: `subjects` and `erasures`, keyed `<tenant>.<id>`."""
+"""The retention service's KV buckets, all owned by it alone.
+
+| bucket | key | value |
+|---|---|---|
+| `subjects` | `<tenant>.<subject>` | Subject (schedule, consent, deadlines; a tombstone once erased) |
+| `erasures` | `<tenant>.<erasure>` | Erasure (progress and facts) |
+| `tenants` | `<tenant>` | RetentionSchedule the tenant chose (absent: the service defaults) |
+| `deadlines` | `<tenant>.<subject>.<kind>.<resource>` | a per-object deadline (JSON, deadlines.py) |
+| `leases` | `<name>` | who works on an erasure or a sweep right now (JSON, see leases.py) |
+| `receipts` | `<tenant>.<erasure>` | the signed erasure receipt (JSON) |
+
+Tests give the buckets a prefix (`kv_bucket_prefix`) to run isolated instances on shared servers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+import nats.js.errors
+from google.protobuf.message import Message
 from nats.js.kv import KeyValue
 
 from likeness.bus import Bus, kv_get, kv_keys
@@ -9,20 +26,80 @@ from likeness.v1 import retention_pb2
 
 SUBJECTS_BUCKET = "subjects"
 ERASURES_BUCKET = "erasures"
+TENANTS_BUCKET = "tenants"
+DEADLINES_BUCKET = "deadlines"
+LEASES_BUCKET = "leases"
+RECEIPTS_BUCKET = "receipts"
+
+M = TypeVar("M", bound=Message)
 
 
 def record_key(tenant: str, record_id: str) -> str:
     return f"{tenant}.{record_id}"
 
 
+async def kv_get_bytes(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+    """The raw value and its revision (for compare-and-set), or None."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    return entry.value, int(entry.revision or 0)
+
+
+async def kv_entries(kv: KeyValue, prefix: str = "") -> AsyncIterator[tuple[str, bytes, int]]:
+    """(key, value, revision) of every live key under `prefix` in one server-side watch (no per-key get)."""
+    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value:
+                yield entry.key, entry.value, int(entry.revision or 0)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def kv_messages(kv: KeyValue, cls: type[M], prefix: str = "") -> list[tuple[M, int]]:
+    found = []
+    async for _, value, revision in kv_entries(kv, prefix):
+        message = cls()
+        message.ParseFromString(value)
+        found.append((message, revision))
+    return found
+
+
 class RetentionRecords:
-    def __init__(self, subjects: KeyValue, erasures: KeyValue) -> None:
+    def __init__(
+        self,
+        subjects: KeyValue,
+        erasures: KeyValue,
+        tenants: KeyValue,
+        deadlines: KeyValue,
+        leases: KeyValue,
+        receipts: KeyValue,
+    ) -> None:
         self.subjects = subjects
         self.erasures = erasures
+        self.tenants = tenants
+        self.deadlines = deadlines
+        self.leases = leases
+        self.receipts = receipts
 
     @classmethod
-    async def open(cls, bus: Bus) -> RetentionRecords:
-        return cls(await bus.kv(SUBJECTS_BUCKET), await bus.kv(ERASURES_BUCKET))
+    async def open(cls, bus: Bus, prefix: str = "") -> RetentionRecords:
+        names = (
+            SUBJECTS_BUCKET,
+            ERASURES_BUCKET,
+            TENANTS_BUCKET,
+            DEADLINES_BUCKET,
+            LEASES_BUCKET,
+            RECEIPTS_BUCKET,
+        )
+        buckets = [await bus.kv(f"{prefix}{name}") for name in names]
+        return cls(*buckets)
 
     async def get_subject(self, tenant: str, subject_id: str) -> tuple[retention_pb2.Subject, int] | None:
         return await kv_get(self.subjects, record_key(tenant, subject_id), retention_pb2.Subject)
@@ -31,9 +108,12 @@ class RetentionRecords:
         await self.subjects.create(record_key(subject.tenant, subject.id), subject.SerializeToString())
 
     async def update_subject(self, subject: retention_pb2.Subject, revision: int) -> int:
-        """Compare-and-set: fails if another writer changed the record since `revision`."""
+        """Compare-and-set: KeyWrongLastSequenceError if another writer changed it since `revision`."""
         key = record_key(subject.tenant, subject.id)
         return int(await self.subjects.update(key, subject.SerializeToString(), last=revision))
+
+    async def all_subjects(self) -> list[tuple[retention_pb2.Subject, int]]:
+        return await kv_messages(self.subjects, retention_pb2.Subject)
 
     async def get_erasure(self, tenant: str, erasure_id: str) -> retention_pb2.Erasure | None:
         found = await kv_get(self.erasures, record_key(tenant, erasure_id), retention_pb2.Erasure)
@@ -46,9 +126,4 @@ class RetentionRecords:
         return await kv_keys(self.subjects, "")
 
     async def all_erasures(self) -> list[retention_pb2.Erasure]:
-        erasures = []
-        for key in await kv_keys(self.erasures, ""):
-            found = await kv_get(self.erasures, key, retention_pb2.Erasure)
-            if found:
-                erasures.append(found[0])
-        return erasures
+        return [erasure for erasure, _ in await kv_messages(self.erasures, retention_pb2.Erasure)]

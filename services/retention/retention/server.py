@@ -1,4 +1,4 @@
-"""The retention process: gRPC API plus the periodic sweep."""
+"""The retention process: gRPC API, the reaper (event consumer, deadlines, periodic passes), orphan sweeps."""
 
 from __future__ import annotations
 
@@ -19,29 +19,27 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = retention_pb2.DESCRIPTOR.services_by_name["RetentionService"].full_name
 
 
-async def _sweep_forever(servicer: RetentionServicer, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await servicer.sweep()
-        except Exception:
-            log.exception("sweep failed; next pass will retry")
-
-
 def register_with(
     settings: RetentionSettings,
 ) -> Callable[[Platform, grpc.aio.Server], Awaitable[Callable[[], Awaitable[None]]]]:
     async def register(platform: Platform, server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
-        records = await RetentionRecords.open(platform.bus)
+        records = await RetentionRecords.open(platform.bus, settings.kv_bucket_prefix)
         servicer = RetentionServicer(platform, records, settings)
         retention_pb2_grpc.add_RetentionServiceServicer_to_server(servicer, server)
         await servicer.resume_unfinished_erasures()
-        sweeper = asyncio.create_task(_sweep_forever(servicer, settings.sweep_interval_seconds))
+        await servicer.reaper.consume_events()
+        background = [
+            asyncio.create_task(servicer.reaper.run()),
+            asyncio.create_task(servicer.run_orphan_sweeps()),
+        ]
 
         async def on_stop() -> None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await servicer.eraser.stop()
 
         return on_stop
 

@@ -1,8 +1,10 @@
-"""RetentionService: opens subjects (with their own Vault key), reports them, erases them."""
+"""RetentionService: opens subjects (with their own Vault key and the tenant's schedule), reports them,
+erases them, runs the reaper, issues erasure receipts and states tenants' retention policies."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import grpc
@@ -14,27 +16,48 @@ from likeness.hashing import keyed_hmac
 from likeness.keys import KEY_PREFIX, KeyError_, VaultUnavailable
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
-from likeness.timeutil import from_timestamp, now_timestamp, to_timestamp, utcnow
+from likeness.timeutil import SYSTEM_CLOCK, Clock, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2, retention_pb2_grpc
 from retention.config import RetentionSettings
-from retention.erasure import Eraser, new_erasure_record
+from retention.erasure import Eraser
+from retention.leases import Leases
+from retention.orphans import OrphanSweeper
+from retention.reaper import Reaper, SweepResult
+from retention.receipts import ReceiptIssuer
 from retention.records import RetentionRecords
-from retention.schedule import default_schedule, hard_deadline
+from retention.schedule import Schedule, describe_policy, hard_deadline
+from retention.tenants import TenantPolicies
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 SS = retention_pb2.SubjectStatus
+ES = retention_pb2.ErasureStatus
 
 
 class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
-    def __init__(self, platform: Platform, records: RetentionRecords, settings: RetentionSettings) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        records: RetentionRecords,
+        settings: RetentionSettings,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.platform = platform
         self.records = records
         self.settings = settings
+        self.clock = clock
         secret = settings.hmac_secret.get_secret_value()
-        self.audit = AuditTrail(platform.bus, secret, actor="retention")
-        self.eraser = Eraser(platform, records, self.audit, settings)
+        self.audit = AuditTrail(platform.bus, secret, actor="retention", clock=clock)
+        self.leases = Leases(records.leases, settings.holder, clock, settings.lease_seconds)
+        self.receipts = ReceiptIssuer(records.receipts, settings, clock)
+        self.tenants = TenantPolicies(records.tenants, settings)
+        self.eraser = Eraser(platform, records, self.audit, settings, clock, self.leases, self.receipts)
+        self.reaper = Reaper(platform, records, self.eraser, self.audit, settings, clock)
+        self.eraser.on_scheduled = self.reaper.remember
+        self.orphans = OrphanSweeper(platform, records, self.audit, self.leases, settings, clock)
+
+    # ------------------------------------------------------------------------------------------ subjects
 
     async def OpenSubject(
         self, request: retention_pb2.OpenSubjectRequest, context: Context
@@ -57,7 +80,8 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
             await abort(
                 context, grpc.StatusCode.UNAVAILABLE, "vault_unavailable", "The key service is unavailable."
             )
-        now = utcnow()
+        now = self.clock.now()
+        schedule, _ = await self.tenants.effective(request.tenant)
         consent = retention_pb2.Consent()
         consent.CopyFrom(request.consent)
         consent.given_at.CopyFrom(to_timestamp(now))
@@ -68,7 +92,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
             created_at=to_timestamp(now),
             last_activity_at=to_timestamp(now),
             consent=consent,
-            retention=default_schedule(self.settings),
+            retention=schedule,
             delete_by=to_timestamp(hard_deadline(now, self.settings)),
         )
         if request.external_ref:
@@ -81,7 +105,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         await self.records.create_subject(subject)
         await self.platform.bus.publish(
             event_subject(request.tenant, subject_id, "subject.opened"),
-            events_pb2.SubjectOpened(tenant=request.tenant, subject_id=subject_id, at=now_timestamp()),
+            events_pb2.SubjectOpened(tenant=request.tenant, subject_id=subject_id, at=to_timestamp(now)),
             msg_id=f"{subject_id}.opened",
         )
         await self.audit.record(request.tenant, "subject.opened", subject_id, "ok")
@@ -101,30 +125,16 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         self, request: retention_pb2.GetSubjectRequest, context: Context
     ) -> retention_pb2.GetSubjectResponse:
         subject, _ = await self._require_subject(request.tenant, request.subject_id, context)
+        await self.audit.record(subject.tenant, "subject.read", subject.id, "ok")
         return retention_pb2.GetSubjectResponse(subject=_public(subject))
 
     async def EraseSubject(
         self, request: retention_pb2.EraseSubjectRequest, context: Context
     ) -> retention_pb2.EraseSubjectResponse:
-        subject, revision = await self._require_subject(request.tenant, request.subject_id, context)
-        if subject.erasure_id:
-            existing = await self.records.get_erasure(subject.tenant, subject.erasure_id)
-            if existing is not None:
-                return retention_pb2.EraseSubjectResponse(erasure=existing)
-        cause = request.cause or "request"
-        erasure = new_erasure_record(
-            ids.new_id("era"),
-            subject.tenant,
-            self.audit.subject_hmac(subject.tenant, subject.id),
-            subject.id,
-            cause,
-        )
-        await self.records.put_erasure(erasure)
-        subject.status = SS.SUBJECT_STATUS_ERASING
-        subject.erasure_id = erasure.id
-        await self.records.update_subject(subject, revision)
-        await self.audit.record(subject.tenant, "subject.erase_requested", subject.id, "accepted", erasure.id)
-        self.eraser.start(erasure, subject.id)
+        subject, _ = await self._require_subject(request.tenant, request.subject_id, context)
+        erasure = (await self.eraser.request(subject.tenant, subject.id, request.cause or "request")).erasure
+        if erasure is None:  # only if the record vanished in between
+            await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         return retention_pb2.EraseSubjectResponse(erasure=erasure)
 
     async def GetErasure(
@@ -140,40 +150,119 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def Sweep(
         self, request: retention_pb2.SweepRequest, context: Context
     ) -> retention_pb2.SweepResponse:
-        return retention_pb2.SweepResponse(subjects_erased=await self.sweep())
+        result = await self.sweep()
+        return retention_pb2.SweepResponse(
+            subjects_erased=result.subjects_erased,
+            objects_deleted=result.objects_deleted,
+            deadlines_fired=result.deadlines_fired,
+            overdue=result.overdue,
+        )
 
-    async def sweep(self) -> int:
-        """Erases every active subject past its hard deadline (schedules per kind come with issue 6)."""
-        erased = 0
-        now = utcnow()
-        for key in await self.records.all_subject_keys():
-            tenant, _, subject_id = key.partition(".")
-            found = await self.records.get_subject(tenant, subject_id)
-            if found is None or found[0].status != SS.SUBJECT_STATUS_ACTIVE:
-                continue
-            deadline = from_timestamp(found[0].delete_by)
-            if deadline is not None and deadline <= now:
-                subject, revision = found
-                erasure = new_erasure_record(
-                    ids.new_id("era"),
-                    tenant,
-                    self.audit.subject_hmac(tenant, subject_id),
-                    subject_id,
-                    "retention",
-                )
-                await self.records.put_erasure(erasure)
-                subject.status = SS.SUBJECT_STATUS_ERASING
-                subject.erasure_id = erasure.id
-                await self.records.update_subject(subject, revision)
-                self.eraser.start(erasure, subject_id)
-                erased += 1
-        return erased
+    async def GetRetentionPolicy(
+        self, request: retention_pb2.GetRetentionPolicyRequest, context: Context
+    ) -> retention_pb2.GetRetentionPolicyResponse:
+        if not ids.is_valid_tenant(request.tenant):
+            await abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "The tenant id is not valid."
+            )
+        schedule, chosen, text = await self.policy(request.tenant)
+        return retention_pb2.GetRetentionPolicyResponse(
+            schedule=schedule,
+            tenant_specific=chosen,
+            hard_cap_days=self.settings.hard_cap_days,
+            backups_retention_days=self.settings.vault_snapshot_retention_days,
+            text=text,
+        )
+
+    async def SetRetentionPolicy(
+        self, request: retention_pb2.SetRetentionPolicyRequest, context: Context
+    ) -> retention_pb2.SetRetentionPolicyResponse:
+        try:
+            schedule = await self.set_policy(request.tenant, request.schedule)
+        except ValueError as invalid:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_schedule", str(invalid))
+        return retention_pb2.SetRetentionPolicyResponse(schedule=schedule)
+
+    async def GetErasureReceipt(
+        self, request: retention_pb2.GetErasureReceiptRequest, context: Context
+    ) -> retention_pb2.GetErasureReceiptResponse:
+        raw = await self.receipt(request.tenant, request.erasure_id)
+        if raw is None:
+            await abort(
+                context, grpc.StatusCode.NOT_FOUND, "receipt_not_found", "No receipt (yet) for this erasure."
+            )
+        return retention_pb2.GetErasureReceiptResponse(receipt_json=raw.decode())
+
+    async def GetReceiptKeys(
+        self, request: retention_pb2.GetReceiptKeysRequest, context: Context
+    ) -> retention_pb2.GetReceiptKeysResponse:
+        return retention_pb2.GetReceiptKeysResponse(jwks_json=json.dumps(self.receipt_keys()))
+
+    async def sweep(self) -> SweepResult:
+        """One full pass of the reaper now: due deadlines, due subjects, erasures left unfinished."""
+        return await self.reaper.sweep()
+
+    # ------------------------------------------------------------------------------------------ receipts
+
+    async def receipt(self, tenant: str, erasure_id: str) -> bytes | None:
+        """The signed receipt of a completed erasure (issued now if a crash left it unissued); None while
+        the erasure is under way or unknown."""
+        if not ids.is_valid_tenant(tenant) or not ids.is_valid_id(erasure_id, "era"):
+            return None
+        stored = await self.receipts.get(tenant, erasure_id)
+        if stored is not None:
+            return stored
+        erasure = await self.records.get_erasure(tenant, erasure_id)
+        if erasure is None or erasure.status != ES.ERASURE_STATUS_COMPLETED:
+            return None
+        return await self.receipts.issue(erasure)
+
+    def receipt_keys(self) -> dict[str, list[dict[str, str]]]:
+        """The published public keys (JWK set) that verify receipts."""
+        return self.receipts.public_keys()
+
+    # ------------------------------------------------------------------------------------------ policies
+
+    async def policy(self, tenant: str) -> tuple[Schedule, bool, str]:
+        """The schedule a subject of `tenant` opened now gets, whether the tenant chose it, and in words."""
+        schedule, chosen = await self.tenants.effective(tenant)
+        return schedule, chosen, describe_policy(tenant, schedule, self.settings, tenant_specific=chosen)
+
+    async def set_policy(self, tenant: str, schedule: Schedule) -> Schedule:
+        if not ids.is_valid_tenant(tenant):
+            raise ValueError("invalid tenant id")
+        effective = await self.tenants.set(tenant, schedule)
+        await self.audit.record(tenant, "policy.changed", "", "ok")
+        return effective
+
+    # ------------------------------------------------------------------------------------------ lifecycle
 
     async def resume_unfinished_erasures(self) -> None:
         """After a restart, every erasure that had not completed is driven to completion."""
         for erasure in await self.records.all_erasures():
-            if erasure.status != retention_pb2.ErasureStatus.ERASURE_STATUS_COMPLETED:
+            if erasure.status != ES.ERASURE_STATUS_COMPLETED:
                 self.eraser.start(erasure, erasure.key_name.removeprefix(KEY_PREFIX))
+
+    async def run_orphan_sweeps(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.orphan_sweep_interval_seconds)
+            try:
+                result = await self.orphans.sweep()
+            except (KeyError_, OSError) as exc:
+                log.warning("orphan sweep skipped", extra={"error": type(exc).__name__})
+                continue
+            except Exception:
+                log.exception("orphan sweep failed; the next one retries")
+                continue
+            if result is not None:
+                log.info(
+                    "orphan sweep done",
+                    extra={
+                        "orphan_objects": result.orphan_objects,
+                        "expired_objects": result.expired_objects,
+                        "keys_destroyed": result.keys_destroyed,
+                    },
+                )
 
 
 def _public(subject: retention_pb2.Subject) -> retention_pb2.Subject:

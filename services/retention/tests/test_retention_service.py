@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 
+from likeness import receipts
 from likeness.keys import SubjectKeys, key_name
 from likeness.objects import photo_key
 from likeness.runtime import Platform
@@ -150,3 +153,76 @@ async def test_erasure_waits_for_vault_and_never_reports_done_early(service: Any
     ).subject
     assert record.status == retention_pb2.SUBJECT_STATUS_ERASED
     assert not record.HasField("consent"), "the tombstone keeps ids and status only"
+
+
+async def test_erasure_with_s3_down_destroys_the_key_at_once_then_waits_for_s3(
+    service: Any, infra: Infra
+) -> None:
+    stub, platform, servicer = service
+    subject = (
+        await stub.OpenSubject(retention_pb2.OpenSubjectRequest(tenant="acme", consent=CONSENT))
+    ).subject
+    prefix = f"t/acme/s/{subject.id}/"
+    ref = ObjectRef("acme", subject.id, photo_key("acme", subject.id, "pho_x"), "photo")
+    await asyncio.to_thread(platform.sealed.put, ref, b"pixels")
+
+    infra.stop_s3()
+    try:
+        request = retention_pb2.EraseSubjectRequest(tenant="acme", subject_id=subject.id)
+        erasure = (await stub.EraseSubject(request)).erasure
+        for _ in range(300):
+            erasure = await _erasure(stub, erasure.id)
+            if erasure.attempts >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert erasure.status == ES.ERASURE_STATUS_KEY_DESTROYED, "the key goes first, S3 or not"
+        assert erasure.key_destroyed_at.seconds > 0
+        assert erasure.attempts >= 2
+        assert "Store" in erasure.last_error, erasure.last_error
+        assert not await asyncio.to_thread(platform.keys.exists, subject.id)
+        assert await servicer.receipt("acme", erasure.id) is None, "no receipt before the purge is done"
+    finally:
+        infra.start_s3()
+
+    for _ in range(300):
+        erasure = await _erasure(stub, erasure.id)
+        if erasure.status == ES.ERASURE_STATUS_COMPLETED:
+            break
+        await asyncio.sleep(0.1)
+    assert erasure.status == ES.ERASURE_STATUS_COMPLETED
+    assert erasure.last_error == ""
+    assert erasure.objects_deleted == 1
+    assert await asyncio.to_thread(platform.store.list_versions, prefix) == []
+    await servicer.eraser.wait_all()
+    receipt = await servicer.receipt("acme", erasure.id)
+    assert receipt is not None
+    facts = receipts.verify_receipt_text(
+        receipt, receipts.load_public_keys(json.dumps(servicer.receipt_keys()))
+    )
+    assert facts["erasure_id"] == erasure.id
+    assert facts["objects_deleted"] == 1
+
+
+async def test_policy_and_receipt_rpcs(service: Any) -> None:
+    stub, _, _ = service
+    tenant = f"pol{uuid.uuid4().hex[:8]}"
+    before = await stub.GetRetentionPolicy(retention_pb2.GetRetentionPolicyRequest(tenant=tenant))
+    assert not before.tenant_specific
+    assert before.hard_cap_days == 3 * 365
+    assert before.text
+    schedule = retention_pb2.RetentionSchedule(photos_days=7, photos_deleted_after_training=True)
+    await stub.SetRetentionPolicy(retention_pb2.SetRetentionPolicyRequest(tenant=tenant, schedule=schedule))
+    after = await stub.GetRetentionPolicy(retention_pb2.GetRetentionPolicyRequest(tenant=tenant))
+    assert after.tenant_specific
+    assert after.schedule.photos_days == 7
+    assert after.schedule.photos_deleted_after_training
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:
+        await stub.GetRetentionPolicy(retention_pb2.GetRetentionPolicyRequest(tenant="Not A Tenant"))
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    keys = json.loads((await stub.GetReceiptKeys(retention_pb2.GetReceiptKeysRequest())).jwks_json)
+    assert keys["keys"][0]["kty"] == "OKP"
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetErasureReceipt(
+            retention_pb2.GetErasureReceiptRequest(tenant=tenant, erasure_id="era_00000000000000000000000000")
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,9 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_adapters import attach_lora, detach_lora, has_lora, remove_lora
 from likeness_ml.lora_format import read_lora_metadata
-from likeness_ml.tiny_model import write_tiny_pipeline
+from trainer.checkpoints import CheckpointMismatch, TrainingState, parse_state, serialize_state
 from trainer.lora_training import (
     StepReport,
     add_training_lora,
@@ -31,32 +28,12 @@ from trainer.lora_training import (
 )
 from trainer.presets import PRESETS, TrainConfig, preset_for, steps_for
 
+WriteWatch = Callable[[], AbstractContextManager[list[tuple[str, Any]]]]
+
 # 32 px (16x16 latents) instead of the tiny model's native 64 px: 4x cheaper steps, same code path.
 FAST = TrainConfig(
     steps=3, rank=4, alpha=8, learning_rate=1e-2, base_family="tiny", resolution=32, batch_size=2, seed=0
 )
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory: pytest.TempPathFactory) -> StableDiffusionPipeline:
-    return load_pipeline(write_tiny_pipeline(tmp_path_factory.mktemp("tiny-model")), torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def photos() -> list[PIL.Image.Image]:
-    """Synthetic "selfies": a skin-toned oval on a per-photo background, non-square like real uploads."""
-    rng = np.random.default_rng(0)
-    images = []
-    for index in range(3):
-        height, width = 80, 64
-        yy, xx = np.mgrid[:height, :width]
-        pixels = np.empty((height, width, 3), dtype=np.float32)
-        pixels[:] = (40 + 60 * index, 160 - 30 * index, 200)
-        face = ((yy - 38) / 22) ** 2 + ((xx - 32 - 3 * index) / 16) ** 2 < 1
-        pixels[face] = (224, 172, 140)
-        pixels += rng.normal(0, 6, pixels.shape)
-        images.append(PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
-    return images
 
 
 def _unet_output(pipe: StableDiffusionPipeline) -> torch.Tensor:
@@ -193,53 +170,71 @@ def test_gradient_checkpointing_gives_the_same_lora(
     torch.testing.assert_close(checkpointed.losses, plain.losses)
 
 
+# --- checkpoints and resuming ------------------------------------------------------------------------
+
+
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    config = replace(FAST, steps=7)
+    snapshots: list[TrainingState] = []
+    whole = train_lora(pipe, photos, config, checkpoint_every=2, on_checkpoint=snapshots.append)
+    assert [snapshot.step for snapshot in snapshots] == [2, 4, 6], "every 2 steps, never after the last"
+    assert whole.checkpoints == 3
+
+    # What a redelivered job does: the newest stored checkpoint, through its wire format, continues.
+    reports: list[StepReport] = []
+    resumed = train_lora(
+        pipe, photos, config, on_step=reports.append, resume=parse_state(serialize_state(snapshots[1]))
+    )
+    assert resumed.resumed_from == 4
+    assert [report.step for report in reports] == [5, 6, 7], "only the remaining steps run"
+    assert resumed.lora_safetensors == whole.lora_safetensors
+    assert resumed.losses == whole.losses, "the loss curve is whole, the earlier part from the checkpoint"
+    assert not has_lora(pipe.unet)
+
+
+def test_a_checkpoint_holds_the_whole_loop_state(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    snapshots: list[TrainingState] = []
+    train_lora(pipe, photos, replace(FAST, steps=3), checkpoint_every=2, on_checkpoint=snapshots.append)
+    state = snapshots[0]
+    parsed = parse_state(serialize_state(state))
+    assert parsed.step == 2
+    assert parsed.losses == state.losses
+    assert len(parsed.losses) == 2
+    assert parsed.pending_views == state.pending_views
+    assert parsed.fingerprint == state.fingerprint
+    assert torch.equal(parsed.generator, state.generator)
+    assert parsed.lora.keys() == state.lora.keys()
+    assert all(torch.equal(parsed.lora[name], value) for name, value in state.lora.items())
+    # AdamW's step count and both moments for every LoRA parameter.
+    assert len(parsed.optimizer) == len(state.lora)
+    assert all(set(slots) == {"step", "exp_avg", "exp_avg_sq"} for slots in parsed.optimizer.values())
+
+
+def test_a_checkpoint_of_another_run_is_refused(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    snapshots: list[TrainingState] = []
+    train_lora(pipe, photos, replace(FAST, steps=3), checkpoint_every=2, on_checkpoint=snapshots.append)
+    with pytest.raises(CheckpointMismatch, match="learning_rate"):
+        train_lora(pipe, photos, replace(FAST, steps=3, learning_rate=5e-3), resume=snapshots[0])
+    with pytest.raises(CheckpointMismatch, match="views"):
+        train_lora(pipe, photos[:2], replace(FAST, steps=3), resume=snapshots[0])
+    with pytest.raises(CheckpointMismatch, match="not a training checkpoint"):
+        parse_state(b"not safetensors at all")
+    assert not has_lora(pipe.unet)
+
+
 # --- privacy: nothing is written while training or rendering ---------------------------------------
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_WRITE_EVENTS = {
-    "tempfile.mkstemp",
-    "tempfile.mkdtemp",
-    "os.rename",
-    "os.replace",
-    "shutil.copyfile",
-    "os.truncate",
-}
-_writes: list[tuple[str, Any]] = []
-_watching = False
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if not _watching:
-        return
-    if event == "open":
-        path, mode, flags = args
-        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-            isinstance(flags, int) and flags & _WRITE_FLAGS
-        ):
-            _writes.append((event, path))
-    elif event in _WRITE_EVENTS:
-        _writes.append((event, args))
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed; it only records while _watching
-
-
-@contextmanager
-def _no_disk_writes() -> Iterator[None]:
-    global _watching
-    _writes.clear()
-    _watching = True
-    try:
-        yield
-    finally:
-        _watching = False
-    assert _writes == []
 
 
 def test_no_file_is_written_while_training_and_rendering(
-    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image], no_disk_writes: WriteWatch
 ) -> None:
-    with _no_disk_writes():
+    with no_disk_writes():
         result = train_lora(pipe, photos, FAST)
         attach_lora(pipe, result.lora_safetensors, "subject")
         try:
@@ -254,9 +249,9 @@ def test_no_file_is_written_while_training_and_rendering(
     assert images[0].size == (64, 64)
 
 
-def test_audit_hook_catches_writes(tmp_path: Path) -> None:
-    # The privacy test above can only pass meaningfully if the hook sees real writes.
-    with pytest.raises(AssertionError), _no_disk_writes():
+def test_audit_hook_catches_writes(tmp_path: Path, no_disk_writes: WriteWatch) -> None:
+    # The privacy tests can only pass meaningfully if the hook sees real writes.
+    with pytest.raises(AssertionError), no_disk_writes():
         (tmp_path / "leak.bin").write_bytes(b"x")
 
 
@@ -269,7 +264,12 @@ def test_steps_scale_with_photos_within_bounds() -> None:
         assert counts == sorted(counts)
         assert min(counts) == preset.min_steps
         assert max(counts) == preset.max_steps
-    assert steps_for(10, "sd15") == 1000
+    assert steps_for(10, "sd15") == 500
+
+
+def test_every_preset_checkpoints_well_inside_a_run() -> None:
+    for preset in PRESETS.values():
+        assert 0 < preset.checkpoint_every < preset.min_steps
 
 
 def test_presets_match_their_base_family() -> None:
@@ -278,7 +278,8 @@ def test_presets_match_their_base_family() -> None:
     assert preset_for("tiny").config.resolution is None  # native
     assert all(preset.config.base_family == family for family, preset in PRESETS.items())
     config = preset_for("sd15").config_for(photo_count=12, seed=42)
-    assert (config.steps, config.seed, config.rank) == (1200, 42, 16)
+    assert (config.steps, config.seed, config.rank, config.batch_size) == (600, 42, 16, 2)
+    assert config.steps * config.batch_size == 12 * 100, "about 100 training samples per photo"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
+
 from likeness.config import CommonSettings
 
 
@@ -14,10 +16,17 @@ class TrainerSettings(CommonSettings):
     base_model: Path = Path(".likeness/models/tiny")
     #: Seconds JetStream waits for an ack before redelivering; heartbeats go out at a third of it.
     ack_wait_seconds: float = 60.0
+    #: Attempts per job (each a delivery); a worker that dies on the last one still gets the job failed.
     max_deliver: int = 3
     #: Progress events at most this often (every step would flood the bus on a fast GPU).
     progress_interval_seconds: float = 1.0
     max_steps: int = 10_000
+    #: Encrypted checkpoint every this many steps (0: the base family's preset); a redelivered job resumes
+    #: from the newest one.
+    checkpoint_every_steps: int = Field(default=0, ge=0)
+    #: Checkpoints kept per training while it runs (older ones are deleted with all their versions; all
+    #: are deleted when the training ends).
+    checkpoints_kept: int = Field(default=2, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,14 @@
 """Training configuration and the per-base-model presets it is normally taken from.
 
 The numbers follow what works for DreamBooth-LoRA portraits with diffusers' ``train_dreambooth_lora.py``
-recipe: LR 1e-4 with AdamW, rank 16-32, ~100 steps per photo with a floor (few photos still need enough
-steps to bind the identity) and a ceiling (beyond it the LoRA overfits: same pose/expression everywhere).
+recipe: LR 1e-4 with AdamW, rank 16-32, ~100 training samples (steps x batch) per photo with a floor (few
+photos still need enough steps to bind the identity) and a ceiling (beyond it the LoRA overfits: same
+pose/expression everywhere).
+
+SD 1.x/2.x train two samples per step: at 512-768 px a single-sample step leaves a data-center GPU mostly
+waiting on kernel launches, so a second sample costs far less than a second step, and the same samples
+per photo take about half the steps. (It also amortises the per-step work that does not grow with the
+batch; `bench/gpu_trainer.sh --batch-size 1` against the default shows the difference on a GPU.)
 """
 
 from __future__ import annotations
@@ -48,12 +54,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Preset:
-    """A base family's defaults plus the rule that scales training length with the number of photos."""
+    """A base family's defaults plus the rule that scales training length with the number of photos.
+
+    `checkpoint_every` (steps) bounds the work a lost worker throws away; each checkpoint costs a state
+    snapshot and an encrypted upload of ~3x the LoRA's size (weights plus AdamW's two moments), which
+    runs in the background while training goes on.
+    """
 
     config: TrainConfig
     steps_per_photo: int
     min_steps: int
     max_steps: int
+    checkpoint_every: int
 
     def steps_for(self, photo_count: int) -> int:
         if photo_count < 1:
@@ -69,20 +81,34 @@ PRESETS: dict[BaseFamily, Preset] = {
     # ~13 MB as fp32).
     "sd15": Preset(
         config=TrainConfig(
-            steps=800, rank=16, alpha=16, learning_rate=1e-4, base_family="sd15", resolution=512
+            steps=400,
+            rank=16,
+            alpha=16,
+            learning_rate=1e-4,
+            base_family="sd15",
+            resolution=512,
+            batch_size=2,
         ),
-        steps_per_photo=100,
-        min_steps=500,
-        max_steps=1500,
+        steps_per_photo=50,
+        min_steps=250,
+        max_steps=750,
+        checkpoint_every=50,  # seconds of GPU time at risk; ~40 MB per checkpoint (LoRA + AdamW moments)
     ),
     # SD 2.x at 768 px (v-prediction; handled by the trainer from the scheduler config).
     "sd2": Preset(
         config=TrainConfig(
-            steps=800, rank=16, alpha=16, learning_rate=1e-4, base_family="sd2", resolution=768
+            steps=400,
+            rank=16,
+            alpha=16,
+            learning_rate=1e-4,
+            base_family="sd2",
+            resolution=768,
+            batch_size=2,
         ),
-        steps_per_photo=100,
-        min_steps=500,
-        max_steps=1500,
+        steps_per_photo=50,
+        min_steps=250,
+        max_steps=750,
+        checkpoint_every=50,
     ),
     # SDXL at 1024 px: a bigger UNet learns faster per step; gradient checkpointing keeps memory in check.
     # (Preset only: train_lora supports single-text-encoder SD pipelines today.)
@@ -99,6 +125,7 @@ PRESETS: dict[BaseFamily, Preset] = {
         steps_per_photo=80,
         min_steps=400,
         max_steps=1200,
+        checkpoint_every=50,  # slower steps: the same ~15-20 s of work at risk
     ),
     # The tiny random-weight test pipeline: native 64 px, a handful of steps, seconds on a CPU.
     "tiny": Preset(
@@ -106,6 +133,7 @@ PRESETS: dict[BaseFamily, Preset] = {
         steps_per_photo=2,
         min_steps=4,
         max_steps=16,
+        checkpoint_every=2,  # exercises checkpointing in every dev-stack training
     ),
 }
 

@@ -63,12 +63,15 @@ class RenderJob(_message.Message):
     STYLES_FIELD_NUMBER: _builtins.int
     IMAGES_PER_STYLE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     render_id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
     training_id: _builtins.str
     images_per_style: _builtins.int
     seed: _builtins.int
+    background: _builtins.str
+    """A catalog background id (from a team look); empty means each style's own."""
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -81,10 +84,11 @@ class RenderJob(_message.Message):
         styles: _abc.Iterable[_builtins.str] | None = ...,
         images_per_style: _builtins.int = ...,
         seed: _builtins.int = ...,
+        background: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images_per_style", b"images_per_style", "render_id", b"render_id", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "images_per_style", b"images_per_style", "render_id", b"render_id", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,35 +26,63 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from likeness.v1 import common_pb2 as likeness_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alikeness/v1/renderer.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"b\n\rRenderedImage\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\"\xf1\x02\n\x06Render\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x13\n\x0btraining_id\x18\x04 \x01(\t\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.likeness.v1.JobStatus\x12\x0e\n\x06styles\x18\x06 \x03(\t\x12\x18\n\x10images_per_style\x18\x07 \x01(\x05\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12*\n\x06images\x18\t \x03(\x0b\x32\x1a.likeness.v1.RenderedImage\x12\'\n\x08progress\x18\n \x01(\x0b\x32\x15.likeness.v1.Progress\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x13SubmitRenderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12\x0e\n\x06styles\x18\x04 \x03(\t\x12\x18\n\x10images_per_style\x18\x05 \x01(\x05\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\";\n\x14SubmitRenderResponse\x12#\n\x06render\x18\x01 \x01(\x0b\x32\x13.likeness.v1.Render\"5\n\x10GetRenderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trender_id\x18\x02 \x01(\t\"8\n\x11GetRenderResponse\x12#\n\x06render\x18\x01 \x01(\x0b\x32\x13.likeness.v1.Render\"H\n\x11\x46\x65tchImageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trender_id\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\"Y\n\x12\x46\x65tchImageResponse\x12*\n\x04info\x18\x01 \x01(\x0b\x32\x1a.likeness.v1.RenderedImageH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"6\n\x05Style\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x13\n\x11ListStylesRequest\"8\n\x12ListStylesResponse\x12\"\n\x06styles\x18\x01 \x03(\x0b\x32\x12.likeness.v1.Style2\xd2\x02\n\x0fRendererService\x12S\n\x0cSubmitRender\x12 .likeness.v1.SubmitRenderRequest\x1a!.likeness.v1.SubmitRenderResponse\x12J\n\tGetRender\x12\x1d.likeness.v1.GetRenderRequest\x1a\x1e.likeness.v1.GetRenderResponse\x12O\n\nFetchImage\x12\x1e.likeness.v1.FetchImageRequest\x1a\x1f.likeness.v1.FetchImageResponse0\x01\x12M\n\nListStyles\x12\x1e.likeness.v1.ListStylesRequest\x1a\x1f.likeness.v1.ListStylesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alikeness/v1/renderer.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"\x8e\x01\n\rRenderedImage\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05style\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12*\n\x07quality\x18\x06 \x01(\x0b\x32\x19.likeness.v1.ImageQuality\"t\n\x0cImageQuality\x12\r\n\x05\x66\x61\x63\x65s\x18\x01 \x01(\x05\x12\x1e\n\x11identity_distance\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07rerolls\x18\x03 \x01(\x05\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x42\x14\n\x12_identity_distance\"\xaf\x01\n\rRenderQuality\x12&\n\x04gate\x18\x01 \x01(\x0e\x32\x18.likeness.v1.QualityGate\x12\x18\n\x10images_requested\x18\x02 \x01(\x05\x12\x0f\n\x07rerolls\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x61ilures\x18\x04 \x01(\x05\x12\x11\n\ttemplates\x18\x05 \x01(\x05\x12\x18\n\x10shortfall_reason\x18\x06 \x01(\t\x12\x0c\n\x04note\x18\x07 \x01(\t\"\xc8\x03\n\x06Render\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x13\n\x0btraining_id\x18\x04 \x01(\t\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.likeness.v1.JobStatus\x12\x0e\n\x06styles\x18\x06 \x03(\t\x12\x18\n\x10images_per_style\x18\x07 \x01(\x05\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12*\n\x06images\x18\t \x03(\x0b\x32\x1a.likeness.v1.RenderedImage\x12\'\n\x08progress\x18\n \x01(\x0b\x32\x15.likeness.v1.Progress\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07quality\x18\x0e \x01(\x0b\x32\x1a.likeness.v1.RenderQuality\x12\x14\n\x0cteam_look_id\x18\x0f \x01(\t\x12\x12\n\nbackground\x18\x10 \x01(\t\"\xaa\x01\n\x13SubmitRenderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12\x0e\n\x06styles\x18\x04 \x03(\t\x12\x18\n\x10images_per_style\x18\x05 \x01(\x05\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0cteam_look_id\x18\x07 \x01(\tB\x07\n\x05_seed\";\n\x14SubmitRenderResponse\x12#\n\x06render\x18\x01 \x01(\x0b\x32\x13.likeness.v1.Render\"5\n\x10GetRenderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trender_id\x18\x02 \x01(\t\"8\n\x11GetRenderResponse\x12#\n\x06render\x18\x01 \x01(\x0b\x32\x13.likeness.v1.Render\"H\n\x11\x46\x65tchImageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\trender_id\x18\x02 \x01(\t\x12\x10\n\x08image_id\x18\x03 \x01(\t\"Y\n\x12\x46\x65tchImageResponse\x12*\n\x04info\x18\x01 \x01(\x0b\x32\x1a.likeness.v1.RenderedImageH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"}\n\x05Style\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nbackground\x18\x04 \x01(\t\x12\x0e\n\x06\x61ttire\x18\x05 \x01(\t\x12\x10\n\x08lighting\x18\x06 \x01(\t\x12\x0f\n\x07\x66raming\x18\x07 \x01(\t\";\n\nBackground\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x13\n\x11ListStylesRequest\"f\n\x12ListStylesResponse\x12\"\n\x06styles\x18\x01 \x03(\x0b\x32\x12.likeness.v1.Style\x12,\n\x0b\x62\x61\x63kgrounds\x18\x02 \x03(\x0b\x32\x17.likeness.v1.Background\"\xf3\x01\n\x08TeamLook\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05style\x18\x04 \x01(\t\x12\x12\n\nbackground\x18\x05 \x01(\t\x12,\n\x0bseed_policy\x18\x06 \x01(\x0e\x32\x17.likeness.v1.SeedPolicy\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb0\x01\n\x12PutTeamLookRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07look_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05style\x18\x04 \x01(\t\x12\x12\n\nbackground\x18\x05 \x01(\t\x12,\n\x0bseed_policy\x18\x06 \x01(\x0e\x32\x17.likeness.v1.SeedPolicy\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\":\n\x13PutTeamLookResponse\x12#\n\x04look\x18\x01 \x01(\x0b\x32\x15.likeness.v1.TeamLook\"5\n\x12GetTeamLookRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07look_id\x18\x02 \x01(\t\":\n\x13GetTeamLookResponse\x12#\n\x04look\x18\x01 \x01(\x0b\x32\x15.likeness.v1.TeamLook\"&\n\x14ListTeamLooksRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"=\n\x15ListTeamLooksResponse\x12$\n\x05looks\x18\x01 \x03(\x0b\x32\x15.likeness.v1.TeamLook\"8\n\x15\x44\x65leteTeamLookRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0f\n\x07look_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteTeamLookResponse*s\n\x0bQualityGate\x12\x1c\n\x18QUALITY_GATE_UNSPECIFIED\x10\x00\x12\x14\n\x10QUALITY_GATE_OFF\x10\x01\x12\x16\n\x12QUALITY_GATE_SCORE\x10\x02\x12\x18\n\x14QUALITY_GATE_ENFORCE\x10\x03*\\\n\nSeedPolicy\x12\x1b\n\x17SEED_POLICY_UNSPECIFIED\x10\x00\x12\x15\n\x11SEED_POLICY_FIXED\x10\x01\x12\x1a\n\x16SEED_POLICY_PER_RENDER\x10\x02\x32\xa9\x05\n\x0fRendererService\x12S\n\x0cSubmitRender\x12 .likeness.v1.SubmitRenderRequest\x1a!.likeness.v1.SubmitRenderResponse\x12J\n\tGetRender\x12\x1d.likeness.v1.GetRenderRequest\x1a\x1e.likeness.v1.GetRenderResponse\x12O\n\nFetchImage\x12\x1e.likeness.v1.FetchImageRequest\x1a\x1f.likeness.v1.FetchImageResponse0\x01\x12M\n\nListStyles\x12\x1e.likeness.v1.ListStylesRequest\x1a\x1f.likeness.v1.ListStylesResponse\x12P\n\x0bPutTeamLook\x12\x1f.likeness.v1.PutTeamLookRequest\x1a .likeness.v1.PutTeamLookResponse\x12P\n\x0bGetTeamLook\x12\x1f.likeness.v1.GetTeamLookRequest\x1a .likeness.v1.GetTeamLookResponse\x12V\n\rListTeamLooks\x12!.likeness.v1.ListTeamLooksRequest\x1a\".likeness.v1.ListTeamLooksResponse\x12Y\n\x0e\x44\x65leteTeamLook\x12\".likeness.v1.DeleteTeamLookRequest\x1a#.likeness.v1.DeleteTeamLookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'likeness.v1.renderer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RENDEREDIMAGE']._serialized_start=102
-  _globals['_RENDEREDIMAGE']._serialized_end=200
-  _globals['_RENDER']._serialized_start=203
-  _globals['_RENDER']._serialized_end=572
-  _globals['_SUBMITRENDERREQUEST']._serialized_start=575
-  _globals['_SUBMITRENDERREQUEST']._serialized_end=723
-  _globals['_SUBMITRENDERRESPONSE']._serialized_start=725
-  _globals['_SUBMITRENDERRESPONSE']._serialized_end=784
-  _globals['_GETRENDERREQUEST']._serialized_start=786
-  _globals['_GETRENDERREQUEST']._serialized_end=839
-  _globals['_GETRENDERRESPONSE']._serialized_start=841
-  _globals['_GETRENDERRESPONSE']._serialized_end=897
-  _globals['_FETCHIMAGEREQUEST']._serialized_start=899
-  _globals['_FETCHIMAGEREQUEST']._serialized_end=971
-  _globals['_FETCHIMAGERESPONSE']._serialized_start=973
-  _globals['_FETCHIMAGERESPONSE']._serialized_end=1062
-  _globals['_STYLE']._serialized_start=1064
-  _globals['_STYLE']._serialized_end=1118
-  _globals['_LISTSTYLESREQUEST']._serialized_start=1120
-  _globals['_LISTSTYLESREQUEST']._serialized_end=1139
-  _globals['_LISTSTYLESRESPONSE']._serialized_start=1141
-  _globals['_LISTSTYLESRESPONSE']._serialized_end=1197
-  _globals['_RENDERERSERVICE']._serialized_start=1200
-  _globals['_RENDERERSERVICE']._serialized_end=1538
+  _globals['_QUALITYGATE']._serialized_start=2614
+  _globals['_QUALITYGATE']._serialized_end=2729
+  _globals['_SEEDPOLICY']._serialized_start=2731
+  _globals['_SEEDPOLICY']._serialized_end=2823
+  _globals['_RENDEREDIMAGE']._serialized_start=103
+  _globals['_RENDEREDIMAGE']._serialized_end=245
+  _globals['_IMAGEQUALITY']._serialized_start=247
+  _globals['_IMAGEQUALITY']._serialized_end=363
+  _globals['_RENDERQUALITY']._serialized_start=366
+  _globals['_RENDERQUALITY']._serialized_end=541
+  _globals['_RENDER']._serialized_start=544
+  _globals['_RENDER']._serialized_end=1000
+  _globals['_SUBMITRENDERREQUEST']._serialized_start=1003
+  _globals['_SUBMITRENDERREQUEST']._serialized_end=1173
+  _globals['_SUBMITRENDERRESPONSE']._serialized_start=1175
+  _globals['_SUBMITRENDERRESPONSE']._serialized_end=1234
+  _globals['_GETRENDERREQUEST']._serialized_start=1236
+  _globals['_GETRENDERREQUEST']._serialized_end=1289
+  _globals['_GETRENDERRESPONSE']._serialized_start=1291
+  _globals['_GETRENDERRESPONSE']._serialized_end=1347
+  _globals['_FETCHIMAGEREQUEST']._serialized_start=1349
+  _globals['_FETCHIMAGEREQUEST']._serialized_end=1421
+  _globals['_FETCHIMAGERESPONSE']._serialized_start=1423
+  _globals['_FETCHIMAGERESPONSE']._serialized_end=1512
+  _globals['_STYLE']._serialized_start=1514
+  _globals['_STYLE']._serialized_end=1639
+  _globals['_BACKGROUND']._serialized_start=1641
+  _globals['_BACKGROUND']._serialized_end=1700
+  _globals['_LISTSTYLESREQUEST']._serialized_start=1702
+  _globals['_LISTSTYLESREQUEST']._serialized_end=1721
+  _globals['_LISTSTYLESRESPONSE']._serialized_start=1723
+  _globals['_LISTSTYLESRESPONSE']._serialized_end=1825
+  _globals['_TEAMLOOK']._serialized_start=1828
+  _globals['_TEAMLOOK']._serialized_end=2071
+  _globals['_PUTTEAMLOOKREQUEST']._serialized_start=2074
+  _globals['_PUTTEAMLOOKREQUEST']._serialized_end=2250
+  _globals['_PUTTEAMLOOKRESPONSE']._serialized_start=2252
+  _globals['_PUTTEAMLOOKRESPONSE']._serialized_end=2310
+  _globals['_GETTEAMLOOKREQUEST']._serialized_start=2312
+  _globals['_GETTEAMLOOKREQUEST']._serialized_end=2365
+  _globals['_GETTEAMLOOKRESPONSE']._serialized_start=2367
+  _globals['_GETTEAMLOOKRESPONSE']._serialized_end=2425
+  _globals['_LISTTEAMLOOKSREQUEST']._serialized_start=2427
+  _globals['_LISTTEAMLOOKSREQUEST']._serialized_end=2465
+  _globals['_LISTTEAMLOOKSRESPONSE']._serialized_start=2467
+  _globals['_LISTTEAMLOOKSRESPONSE']._serialized_end=2528
+  _globals['_DELETETEAMLOOKREQUEST']._serialized_start=2530
+  _globals['_DELETETEAMLOOKREQUEST']._serialized_end=2586
+  _globals['_DELETETEAMLOOKRESPONSE']._serialized_start=2588
+  _globals['_DELETETEAMLOOKRESPONSE']._serialized_end=2612
+  _globals['_RENDERERSERVICE']._serialized_start=2826
+  _globals['_RENDERERSERVICE']._serialized_end=3507
 # @@protoc_insertion_point(module_scope)

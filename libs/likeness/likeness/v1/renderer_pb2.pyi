@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from likeness.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -20,6 +21,44 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _QualityGate:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QualityGateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QualityGate.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUALITY_GATE_UNSPECIFIED: _QualityGate.ValueType  # 0
+    QUALITY_GATE_OFF: _QualityGate.ValueType  # 1
+    QUALITY_GATE_SCORE: _QualityGate.ValueType  # 2
+    QUALITY_GATE_ENFORCE: _QualityGate.ValueType  # 3
+
+class QualityGate(_QualityGate, metaclass=_QualityGateEnumTypeWrapper): ...
+
+QUALITY_GATE_UNSPECIFIED: QualityGate.ValueType  # 0
+QUALITY_GATE_OFF: QualityGate.ValueType  # 1
+QUALITY_GATE_SCORE: QualityGate.ValueType  # 2
+QUALITY_GATE_ENFORCE: QualityGate.ValueType  # 3
+Global___QualityGate: _TypeAlias = QualityGate  # noqa: Y015
+
+class _SeedPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SeedPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SeedPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEED_POLICY_UNSPECIFIED: _SeedPolicy.ValueType  # 0
+    SEED_POLICY_FIXED: _SeedPolicy.ValueType  # 1
+    """Every member gets the look's seed."""
+    SEED_POLICY_PER_RENDER: _SeedPolicy.ValueType  # 2
+
+class SeedPolicy(_SeedPolicy, metaclass=_SeedPolicyEnumTypeWrapper): ...
+
+SEED_POLICY_UNSPECIFIED: SeedPolicy.ValueType  # 0
+SEED_POLICY_FIXED: SeedPolicy.ValueType  # 1
+"""Every member gets the look's seed."""
+SEED_POLICY_PER_RENDER: SeedPolicy.ValueType  # 2
+Global___SeedPolicy: _TypeAlias = SeedPolicy  # noqa: Y015
+
 @_typing.final
 class RenderedImage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -29,11 +68,14 @@ class RenderedImage(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     style: _builtins.str
     seed: _builtins.int
     content_type: _builtins.str
     size_bytes: _builtins.int
+    @_builtins.property
+    def quality(self) -> Global___ImageQuality: ...
     def __init__(
         self,
         *,
@@ -42,14 +84,86 @@ class RenderedImage(_message.Message):
         seed: _builtins.int = ...,
         content_type: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
+        quality: Global___ImageQuality | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "id", b"id", "seed", b"seed", "size_bytes", b"size_bytes", "style", b"style"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "id", b"id", "quality", b"quality", "seed", b"seed", "size_bytes", b"size_bytes", "style", b"style"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenderedImage: _TypeAlias = RenderedImage  # noqa: Y015
+
+@_typing.final
+class ImageQuality(_message.Message):
+    """The quality gate's view of one image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACES_FIELD_NUMBER: _builtins.int
+    IDENTITY_DISTANCE_FIELD_NUMBER: _builtins.int
+    REROLLS_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    faces: _builtins.int
+    identity_distance: _builtins.float
+    """dlib distance between the image's face and the subject's templates (absent without one face)."""
+    rerolls: _builtins.int
+    passed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        faces: _builtins.int = ...,
+        identity_distance: _builtins.float | None = ...,
+        rerolls: _builtins.int = ...,
+        passed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance", "identity_distance", b"identity_distance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance", "faces", b"faces", "identity_distance", b"identity_distance", "passed", b"passed", "rerolls", b"rerolls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__identity_distance: _TypeAlias = _typing.Literal["identity_distance"]  # noqa: Y015
+    _WhichOneofArgType__identity_distance: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__identity_distance) -> _WhichOneofReturnType__identity_distance | None: ...
+
+Global___ImageQuality: _TypeAlias = ImageQuality  # noqa: Y015
+
+@_typing.final
+class RenderQuality(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATE_FIELD_NUMBER: _builtins.int
+    IMAGES_REQUESTED_FIELD_NUMBER: _builtins.int
+    REROLLS_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    SHORTFALL_REASON_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    gate: Global___QualityGate.ValueType
+    images_requested: _builtins.int
+    rerolls: _builtins.int
+    failures: _builtins.int
+    templates: _builtins.int
+    shortfall_reason: _builtins.str
+    """Why the render delivered fewer images than asked, if it did."""
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        gate: Global___QualityGate.ValueType = ...,
+        images_requested: _builtins.int = ...,
+        rerolls: _builtins.int = ...,
+        failures: _builtins.int = ...,
+        templates: _builtins.int = ...,
+        shortfall_reason: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "gate", b"gate", "images_requested", b"images_requested", "note", b"note", "rerolls", b"rerolls", "shortfall_reason", b"shortfall_reason", "templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderQuality: _TypeAlias = RenderQuality  # noqa: Y015
 
 @_typing.final
 class Render(_message.Message):
@@ -68,6 +182,9 @@ class Render(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    TEAM_LOOK_ID_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
@@ -76,6 +193,8 @@ class Render(_message.Message):
     images_per_style: _builtins.int
     seed: _builtins.int
     error: _builtins.str
+    team_look_id: _builtins.str
+    background: _builtins.str
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -86,6 +205,8 @@ class Render(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def quality(self) -> Global___RenderQuality: ...
     def __init__(
         self,
         *,
@@ -102,10 +223,13 @@ class Render(_message.Message):
         error: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        quality: Global___RenderQuality | None = ...,
+        team_look_id: _builtins.str = ...,
+        background: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "progress", b"progress", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "progress", b"progress", "quality", b"quality", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "progress", b"progress", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -121,6 +245,7 @@ class SubmitRenderRequest(_message.Message):
     STYLES_FIELD_NUMBER: _builtins.int
     IMAGES_PER_STYLE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    TEAM_LOOK_ID_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     subject_id: _builtins.str
     training_id: _builtins.str
@@ -128,6 +253,8 @@ class SubmitRenderRequest(_message.Message):
     images_per_style: _builtins.int
     seed: _builtins.int
     """Base seed; absent means random. Each image records its own seed."""
+    team_look_id: _builtins.str
+    """A team look of the tenant: styles must then be empty or the look's style; a fixed look pins the seed."""
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Style ids from the curated catalog; free-form prompts do not exist."""
@@ -141,10 +268,11 @@ class SubmitRenderRequest(_message.Message):
         styles: _abc.Iterable[_builtins.str] | None = ...,
         images_per_style: _builtins.int = ...,
         seed: _builtins.int | None = ...,
+        team_look_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images_per_style", b"images_per_style", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images_per_style", b"images_per_style", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -271,6 +399,43 @@ class Style(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    ATTIRE_FIELD_NUMBER: _builtins.int
+    LIGHTING_FIELD_NUMBER: _builtins.int
+    FRAMING_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    background: _builtins.str
+    attire: _builtins.str
+    lighting: _builtins.str
+    framing: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        background: _builtins.str = ...,
+        attire: _builtins.str = ...,
+        lighting: _builtins.str = ...,
+        framing: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attire", b"attire", "background", b"background", "description", b"description", "framing", b"framing", "id", b"id", "lighting", b"lighting", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Style: _TypeAlias = Style  # noqa: Y015
+
+@_typing.final
+class Background(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -287,7 +452,7 @@ class Style(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Style: _TypeAlias = Style  # noqa: Y015
+Global___Background: _TypeAlias = Background  # noqa: Y015
 
 @_typing.final
 class ListStylesRequest(_message.Message):
@@ -309,17 +474,243 @@ class ListStylesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STYLES_FIELD_NUMBER: _builtins.int
+    BACKGROUNDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def styles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Style]: ...
+    @_builtins.property
+    def backgrounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Background]: ...
     def __init__(
         self,
         *,
         styles: _abc.Iterable[Global___Style] | None = ...,
+        backgrounds: _abc.Iterable[Global___Background] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["styles", b"styles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backgrounds", b"backgrounds", "styles", b"styles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListStylesResponse: _TypeAlias = ListStylesResponse  # noqa: Y015
+
+@_typing.final
+class TeamLook(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STYLE_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    SEED_POLICY_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    id: _builtins.str
+    name: _builtins.str
+    style: _builtins.str
+    background: _builtins.str
+    seed_policy: Global___SeedPolicy.ValueType
+    seed: _builtins.int
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        style: _builtins.str = ...,
+        background: _builtins.str = ...,
+        seed_policy: Global___SeedPolicy.ValueType = ...,
+        seed: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "id", b"id", "name", b"name", "seed", b"seed", "seed_policy", b"seed_policy", "style", b"style", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TeamLook: _TypeAlias = TeamLook  # noqa: Y015
+
+@_typing.final
+class PutTeamLookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LOOK_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STYLE_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    SEED_POLICY_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    look_id: _builtins.str
+    name: _builtins.str
+    style: _builtins.str
+    background: _builtins.str
+    seed_policy: Global___SeedPolicy.ValueType
+    seed: _builtins.int
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        look_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        style: _builtins.str = ...,
+        background: _builtins.str = ...,
+        seed_policy: Global___SeedPolicy.ValueType = ...,
+        seed: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "background", b"background", "look_id", b"look_id", "name", b"name", "seed", b"seed", "seed_policy", b"seed_policy", "style", b"style", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+
+Global___PutTeamLookRequest: _TypeAlias = PutTeamLookRequest  # noqa: Y015
+
+@_typing.final
+class PutTeamLookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOOK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def look(self) -> Global___TeamLook: ...
+    def __init__(
+        self,
+        *,
+        look: Global___TeamLook | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["look", b"look"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["look", b"look"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutTeamLookResponse: _TypeAlias = PutTeamLookResponse  # noqa: Y015
+
+@_typing.final
+class GetTeamLookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LOOK_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    look_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        look_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["look_id", b"look_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTeamLookRequest: _TypeAlias = GetTeamLookRequest  # noqa: Y015
+
+@_typing.final
+class GetTeamLookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOOK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def look(self) -> Global___TeamLook: ...
+    def __init__(
+        self,
+        *,
+        look: Global___TeamLook | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["look", b"look"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["look", b"look"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTeamLookResponse: _TypeAlias = GetTeamLookResponse  # noqa: Y015
+
+@_typing.final
+class ListTeamLooksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTeamLooksRequest: _TypeAlias = ListTeamLooksRequest  # noqa: Y015
+
+@_typing.final
+class ListTeamLooksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOOKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def looks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TeamLook]: ...
+    def __init__(
+        self,
+        *,
+        looks: _abc.Iterable[Global___TeamLook] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["looks", b"looks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTeamLooksResponse: _TypeAlias = ListTeamLooksResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTeamLookRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LOOK_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    look_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        look_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["look_id", b"look_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTeamLookRequest: _TypeAlias = DeleteTeamLookRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTeamLookResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTeamLookResponse: _TypeAlias = DeleteTeamLookResponse  # noqa: Y015

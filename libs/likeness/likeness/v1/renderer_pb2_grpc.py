@@ -55,6 +55,26 @@ class RendererServiceStub:
                 request_serializer=likeness_dot_v1_dot_renderer__pb2.ListStylesRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_renderer__pb2.ListStylesResponse.FromString,
                 _registered_method=True)
+        self.PutTeamLook = channel.unary_unary(
+                '/likeness.v1.RendererService/PutTeamLook',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.PutTeamLookRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.PutTeamLookResponse.FromString,
+                _registered_method=True)
+        self.GetTeamLook = channel.unary_unary(
+                '/likeness.v1.RendererService/GetTeamLook',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.GetTeamLookRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.GetTeamLookResponse.FromString,
+                _registered_method=True)
+        self.ListTeamLooks = channel.unary_unary(
+                '/likeness.v1.RendererService/ListTeamLooks',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.ListTeamLooksRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.ListTeamLooksResponse.FromString,
+                _registered_method=True)
+        self.DeleteTeamLook = channel.unary_unary(
+                '/likeness.v1.RendererService/DeleteTeamLook',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookResponse.FromString,
+                _registered_method=True)
 
 
 class RendererServiceServicer:
@@ -86,6 +106,31 @@ class RendererServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutTeamLook(self, request, context):
+        """A tenant's team looks: a catalog style, background and seed policy every member's render follows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTeamLook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTeamLooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTeamLook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RendererServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +153,26 @@ def add_RendererServiceServicer_to_server(servicer, server):
                     servicer.ListStyles,
                     request_deserializer=likeness_dot_v1_dot_renderer__pb2.ListStylesRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_renderer__pb2.ListStylesResponse.SerializeToString,
+            ),
+            'PutTeamLook': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutTeamLook,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.PutTeamLookRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.PutTeamLookResponse.SerializeToString,
+            ),
+            'GetTeamLook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTeamLook,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.GetTeamLookRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.GetTeamLookResponse.SerializeToString,
+            ),
+            'ListTeamLooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTeamLooks,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.ListTeamLooksRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.ListTeamLooksResponse.SerializeToString,
+            ),
+            'DeleteTeamLook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTeamLook,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +284,114 @@ class RendererService:
             '/likeness.v1.RendererService/ListStyles',
             likeness_dot_v1_dot_renderer__pb2.ListStylesRequest.SerializeToString,
             likeness_dot_v1_dot_renderer__pb2.ListStylesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutTeamLook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/PutTeamLook',
+            likeness_dot_v1_dot_renderer__pb2.PutTeamLookRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.PutTeamLookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTeamLook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/GetTeamLook',
+            likeness_dot_v1_dot_renderer__pb2.GetTeamLookRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.GetTeamLookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTeamLooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/ListTeamLooks',
+            likeness_dot_v1_dot_renderer__pb2.ListTeamLooksRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.ListTeamLooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTeamLook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/DeleteTeamLook',
+            likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,11 @@ class RendererServiceStub:
     FetchImage: _grpc.UnaryStreamMultiCallable[_renderer_pb2.FetchImageRequest, _renderer_pb2.FetchImageResponse]
     """Streams one decrypted image: first the info, then chunks."""
     ListStyles: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.ListStylesRequest, _renderer_pb2.ListStylesResponse]
+    PutTeamLook: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.PutTeamLookRequest, _renderer_pb2.PutTeamLookResponse]
+    """A tenant's team looks: a catalog style, background and seed policy every member's render follows."""
+    GetTeamLook: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.GetTeamLookRequest, _renderer_pb2.GetTeamLookResponse]
+    ListTeamLooks: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.ListTeamLooksRequest, _renderer_pb2.ListTeamLooksResponse]
+    DeleteTeamLook: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.DeleteTeamLookRequest, _renderer_pb2.DeleteTeamLookResponse]
 
 @_typing.type_check_only
 class RendererServiceAsyncStub(RendererServiceStub):
@@ -49,6 +54,11 @@ class RendererServiceAsyncStub(RendererServiceStub):
     FetchImage: _aio.UnaryStreamMultiCallable[_renderer_pb2.FetchImageRequest, _renderer_pb2.FetchImageResponse]  # type: ignore[assignment]
     """Streams one decrypted image: first the info, then chunks."""
     ListStyles: _aio.UnaryUnaryMultiCallable[_renderer_pb2.ListStylesRequest, _renderer_pb2.ListStylesResponse]  # type: ignore[assignment]
+    PutTeamLook: _aio.UnaryUnaryMultiCallable[_renderer_pb2.PutTeamLookRequest, _renderer_pb2.PutTeamLookResponse]  # type: ignore[assignment]
+    """A tenant's team looks: a catalog style, background and seed policy every member's render follows."""
+    GetTeamLook: _aio.UnaryUnaryMultiCallable[_renderer_pb2.GetTeamLookRequest, _renderer_pb2.GetTeamLookResponse]  # type: ignore[assignment]
+    ListTeamLooks: _aio.UnaryUnaryMultiCallable[_renderer_pb2.ListTeamLooksRequest, _renderer_pb2.ListTeamLooksResponse]  # type: ignore[assignment]
+    DeleteTeamLook: _aio.UnaryUnaryMultiCallable[_renderer_pb2.DeleteTeamLookRequest, _renderer_pb2.DeleteTeamLookResponse]  # type: ignore[assignment]
 
 class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
     """Renders styled headshots from the base model and one subject's LoRA."""
@@ -81,5 +91,34 @@ class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _renderer_pb2.ListStylesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_renderer_pb2.ListStylesResponse, _abc.Awaitable[_renderer_pb2.ListStylesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutTeamLook(
+        self,
+        request: _renderer_pb2.PutTeamLookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.PutTeamLookResponse, _abc.Awaitable[_renderer_pb2.PutTeamLookResponse]]:
+        """A tenant's team looks: a catalog style, background and seed policy every member's render follows."""
+
+    @_abc_1.abstractmethod
+    def GetTeamLook(
+        self,
+        request: _renderer_pb2.GetTeamLookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.GetTeamLookResponse, _abc.Awaitable[_renderer_pb2.GetTeamLookResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTeamLooks(
+        self,
+        request: _renderer_pb2.ListTeamLooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.ListTeamLooksResponse, _abc.Awaitable[_renderer_pb2.ListTeamLooksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteTeamLook(
+        self,
+        request: _renderer_pb2.DeleteTeamLookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.DeleteTeamLookResponse, _abc.Awaitable[_renderer_pb2.DeleteTeamLookResponse]]: ...
 
 def add_RendererServiceServicer_to_server(servicer: RendererServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

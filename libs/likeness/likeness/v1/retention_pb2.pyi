@@ -441,18 +441,195 @@ class SweepResponse(_message.Message):
 
     SUBJECTS_ERASED_FIELD_NUMBER: _builtins.int
     OBJECTS_DELETED_FIELD_NUMBER: _builtins.int
+    DEADLINES_FIRED_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
     subjects_erased: _builtins.int
     objects_deleted: _builtins.int
+    deadlines_fired: _builtins.int
+    overdue: _builtins.int
     def __init__(
         self,
         *,
         subjects_erased: _builtins.int = ...,
         objects_deleted: _builtins.int = ...,
+        deadlines_fired: _builtins.int = ...,
+        overdue: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects_deleted", b"objects_deleted", "subjects_erased", b"subjects_erased"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadlines_fired", b"deadlines_fired", "objects_deleted", b"objects_deleted", "overdue", b"overdue", "subjects_erased", b"subjects_erased"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SweepResponse: _TypeAlias = SweepResponse  # noqa: Y015
+
+@_typing.final
+class GetRetentionPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionPolicyRequest: _TypeAlias = GetRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetRetentionPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    TENANT_SPECIFIC_FIELD_NUMBER: _builtins.int
+    HARD_CAP_DAYS_FIELD_NUMBER: _builtins.int
+    BACKUPS_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    tenant_specific: _builtins.bool
+    """False: the tenant has no schedule of its own and gets the defaults."""
+    hard_cap_days: _builtins.int
+    backups_retention_days: _builtins.int
+    text: _builtins.str
+    """The schedule as a retention policy a person can read."""
+    @_builtins.property
+    def schedule(self) -> Global___RetentionSchedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___RetentionSchedule | None = ...,
+        tenant_specific: _builtins.bool = ...,
+        hard_cap_days: _builtins.int = ...,
+        backups_retention_days: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backups_retention_days", b"backups_retention_days", "hard_cap_days", b"hard_cap_days", "schedule", b"schedule", "tenant_specific", b"tenant_specific", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetentionPolicyResponse: _TypeAlias = GetRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class SetRetentionPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    @_builtins.property
+    def schedule(self) -> Global___RetentionSchedule: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        schedule: Global___RetentionSchedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionPolicyRequest: _TypeAlias = SetRetentionPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetRetentionPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___RetentionSchedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___RetentionSchedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetentionPolicyResponse: _TypeAlias = SetRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class GetErasureReceiptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    erasure_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        erasure_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure_id", b"erasure_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetErasureReceiptRequest: _TypeAlias = GetErasureReceiptRequest  # noqa: Y015
+
+@_typing.final
+class GetErasureReceiptResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_JSON_FIELD_NUMBER: _builtins.int
+    receipt_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt_json", b"receipt_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetErasureReceiptResponse: _TypeAlias = GetErasureReceiptResponse  # noqa: Y015
+
+@_typing.final
+class GetReceiptKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReceiptKeysRequest: _TypeAlias = GetReceiptKeysRequest  # noqa: Y015
+
+@_typing.final
+class GetReceiptKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_JSON_FIELD_NUMBER: _builtins.int
+    jwks_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        jwks_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks_json", b"jwks_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReceiptKeysResponse: _TypeAlias = GetReceiptKeysResponse  # noqa: Y015

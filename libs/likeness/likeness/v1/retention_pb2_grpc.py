@@ -60,6 +60,26 @@ class RetentionServiceStub:
                 request_serializer=likeness_dot_v1_dot_retention__pb2.SweepRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_retention__pb2.SweepResponse.FromString,
                 _registered_method=True)
+        self.GetRetentionPolicy = channel.unary_unary(
+                '/likeness.v1.RetentionService/GetRetentionPolicy',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.GetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.GetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetRetentionPolicy = channel.unary_unary(
+                '/likeness.v1.RetentionService/SetRetentionPolicy',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.SetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.SetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetErasureReceipt = channel.unary_unary(
+                '/likeness.v1.RetentionService/GetErasureReceipt',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.GetErasureReceiptRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.GetErasureReceiptResponse.FromString,
+                _registered_method=True)
+        self.GetReceiptKeys = channel.unary_unary(
+                '/likeness.v1.RetentionService/GetReceiptKeys',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysResponse.FromString,
+                _registered_method=True)
 
 
 class RetentionServiceServicer:
@@ -99,6 +119,34 @@ class RetentionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRetentionPolicy(self, request, context):
+        """A tenant's retention schedule (its own or the defaults), also as a policy in words.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetentionPolicy(self, request, context):
+        """Sets a tenant's schedule; it applies to subjects opened from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetErasureReceipt(self, request, context):
+        """The signed erasure receipt (JSON, Ed25519) of a completed erasure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReceiptKeys(self, request, context):
+        """The public keys (a JWK set) that verify receipts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetentionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +174,26 @@ def add_RetentionServiceServicer_to_server(servicer, server):
                     servicer.Sweep,
                     request_deserializer=likeness_dot_v1_dot_retention__pb2.SweepRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_retention__pb2.SweepResponse.SerializeToString,
+            ),
+            'GetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetentionPolicy,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.GetRetentionPolicyRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.GetRetentionPolicyResponse.SerializeToString,
+            ),
+            'SetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionPolicy,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.SetRetentionPolicyRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.SetRetentionPolicyResponse.SerializeToString,
+            ),
+            'GetErasureReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetErasureReceipt,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.GetErasureReceiptRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.GetErasureReceiptResponse.SerializeToString,
+            ),
+            'GetReceiptKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReceiptKeys,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +332,114 @@ class RetentionService:
             '/likeness.v1.RetentionService/Sweep',
             likeness_dot_v1_dot_retention__pb2.SweepRequest.SerializeToString,
             likeness_dot_v1_dot_retention__pb2.SweepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/GetRetentionPolicy',
+            likeness_dot_v1_dot_retention__pb2.GetRetentionPolicyRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.GetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/SetRetentionPolicy',
+            likeness_dot_v1_dot_retention__pb2.SetRetentionPolicyRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.SetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetErasureReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/GetErasureReceipt',
+            likeness_dot_v1_dot_retention__pb2.GetErasureReceiptRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.GetErasureReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReceiptKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/GetReceiptKeys',
+            likeness_dot_v1_dot_retention__pb2.GetReceiptKeysRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.GetReceiptKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,14 @@ class RetentionServiceStub:
     GetErasure: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetErasureRequest, _retention_pb2.GetErasureResponse]
     Sweep: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SweepRequest, _retention_pb2.SweepResponse]
     """Runs one pass of the reaper now (deadlines that are due)."""
+    GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]
+    """A tenant's retention schedule (its own or the defaults), also as a policy in words."""
+    SetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SetRetentionPolicyRequest, _retention_pb2.SetRetentionPolicyResponse]
+    """Sets a tenant's schedule; it applies to subjects opened from then on."""
+    GetErasureReceipt: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetErasureReceiptRequest, _retention_pb2.GetErasureReceiptResponse]
+    """The signed erasure receipt (JSON, Ed25519) of a completed erasure."""
+    GetReceiptKeys: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetReceiptKeysRequest, _retention_pb2.GetReceiptKeysResponse]
+    """The public keys (a JWK set) that verify receipts."""
 
 @_typing.type_check_only
 class RetentionServiceAsyncStub(RetentionServiceStub):
@@ -55,6 +63,14 @@ class RetentionServiceAsyncStub(RetentionServiceStub):
     GetErasure: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetErasureRequest, _retention_pb2.GetErasureResponse]  # type: ignore[assignment]
     Sweep: _aio.UnaryUnaryMultiCallable[_retention_pb2.SweepRequest, _retention_pb2.SweepResponse]  # type: ignore[assignment]
     """Runs one pass of the reaper now (deadlines that are due)."""
+    GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetRetentionPolicyRequest, _retention_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
+    """A tenant's retention schedule (its own or the defaults), also as a policy in words."""
+    SetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.SetRetentionPolicyRequest, _retention_pb2.SetRetentionPolicyResponse]  # type: ignore[assignment]
+    """Sets a tenant's schedule; it applies to subjects opened from then on."""
+    GetErasureReceipt: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetErasureReceiptRequest, _retention_pb2.GetErasureReceiptResponse]  # type: ignore[assignment]
+    """The signed erasure receipt (JSON, Ed25519) of a completed erasure."""
+    GetReceiptKeys: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetReceiptKeysRequest, _retention_pb2.GetReceiptKeysResponse]  # type: ignore[assignment]
+    """The public keys (a JWK set) that verify receipts."""
 
 class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns each subject's lifecycle: their Vault key, retention deadlines and erasure."""
@@ -96,5 +112,37 @@ class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.SweepResponse, _abc.Awaitable[_retention_pb2.SweepResponse]]:
         """Runs one pass of the reaper now (deadlines that are due)."""
+
+    @_abc_1.abstractmethod
+    def GetRetentionPolicy(
+        self,
+        request: _retention_pb2.GetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.GetRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.GetRetentionPolicyResponse]]:
+        """A tenant's retention schedule (its own or the defaults), also as a policy in words."""
+
+    @_abc_1.abstractmethod
+    def SetRetentionPolicy(
+        self,
+        request: _retention_pb2.SetRetentionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.SetRetentionPolicyResponse, _abc.Awaitable[_retention_pb2.SetRetentionPolicyResponse]]:
+        """Sets a tenant's schedule; it applies to subjects opened from then on."""
+
+    @_abc_1.abstractmethod
+    def GetErasureReceipt(
+        self,
+        request: _retention_pb2.GetErasureReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.GetErasureReceiptResponse, _abc.Awaitable[_retention_pb2.GetErasureReceiptResponse]]:
+        """The signed erasure receipt (JSON, Ed25519) of a completed erasure."""
+
+    @_abc_1.abstractmethod
+    def GetReceiptKeys(
+        self,
+        request: _retention_pb2.GetReceiptKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.GetReceiptKeysResponse, _abc.Awaitable[_retention_pb2.GetReceiptKeysResponse]]:
+        """The public keys (a JWK set) that verify receipts."""
 
 def add_RetentionServiceServicer_to_server(servicer: RetentionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

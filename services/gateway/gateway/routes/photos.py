@@ -39,15 +39,42 @@ _MULTIPART_BODY: dict[str, Any] = {
 }
 
 
+#: The status of an upload whose every photo was rejected, by the first photo's first reason; any other
+#: reason (a photo that is unreadable, useless or not wanted: `corrupt_image`, `no_face`, `too_blurry`,
+#: `duplicate`, `different_person`...) is 422.
+REJECTION_STATUS = {"file_too_large": 413, "unsupported_format": 415}
+
+
+def rejection_status(code: str | None) -> int:
+    return REJECTION_STATUS.get(code or "", 422)
+
+
 @router.post(
     "",
     summary="Upload photos; each is sanitized and answered with a verdict",
     responses={
-        **error_responses(400, 404, 410, 413, 415, 429),
+        **error_responses(400, 404, 409, 410, 413, 415, 429),
+        409: {
+            "model": schemas.ErrorResponse,
+            "description": "`too_many_photos`: the subject already has the most accepted photos kept.",
+        },
+        413: {
+            "model": schemas.ErrorResponse,
+            "description": "The request or a file is too large (`payload_too_large`, `file_too_large`, "
+            "`too_many_files`); or every photo was rejected and the first as `file_too_large` (the body "
+            "then also has `photos`, as for 422).",
+        },
+        415: {
+            "model": schemas.ErrorResponse,
+            "description": "The body is not multipart/form-data (`unsupported_media_type`); or every photo "
+            "was rejected and the first as `unsupported_format` (not a JPEG, PNG, WebP or HEIC still photo, "
+            "whatever its name says; the body then also has `photos`, as for 422).",
+        },
         422: {
             "model": schemas.RejectedUpload,
             "description": "Every photo was rejected: `error.code` is the first photo's first reason "
-            "(e.g. `unsupported_format`, `corrupt_image`, `no_face`); `photos` holds every verdict.",
+            "(e.g. `corrupt_image`, `no_face`, `too_blurry`, `duplicate`, `different_person`); `photos` "
+            "holds every verdict, with the quality scores measured.",
         },
     },
     openapi_extra=_MULTIPART_BODY,
@@ -78,7 +105,7 @@ async def upload_photos(
             ),
             photos=photos,
         )
-        return JSONResponse(body.model_dump(mode="json"), status_code=422)
+        return JSONResponse(body.model_dump(mode="json"), status_code=rejection_status(body.error.code))
     return result
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Request, Response
 
 from gateway import access, convert, schemas
+from gateway.config import GatewaySettings
 from gateway.deps import Backends, TrainingsRead, TrainingsWrite
 from gateway.errors import ApiError, error_responses
 from likeness.v1 import ingest_pb2, trainer_pb2
@@ -14,16 +15,25 @@ from likeness.v1 import ingest_pb2, trainer_pb2
 router = APIRouter(tags=["trainings"])
 
 
+#: What a training needs when the settings do not say (the rule before a minimum was configurable).
 @router.post(
     "/v1/subjects/{subject_id}/trainings",
     status_code=202,
     summary="Train the subject's model from their accepted photos",
-    responses=error_responses(400, 404, 409, 410, 429),
+    responses={
+        **error_responses(400, 404, 409, 410, 429),
+        409: {
+            "model": schemas.ErrorResponse,
+            "description": "`no_accepted_photos`, or `not_enough_photos`: fewer accepted photos than a "
+            "training needs (`LIKENESS_MIN_PHOTOS_FOR_TRAINING`)",
+        },
+    },
 )
 async def create_training(
     subject_id: str,
     principal: TrainingsWrite,
     backends: Backends,
+    http: Request,
     response: Response,
     body: Annotated[schemas.CreateTrainingRequest | None, Body()] = None,
 ) -> schemas.JobAccepted:
@@ -33,6 +43,14 @@ async def create_training(
     accepted = [photo.id for photo in photos if photo.status == ingest_pb2.PHOTO_STATUS_ACCEPTED]
     if not accepted:
         raise ApiError(409, "no_accepted_photos", "The subject has no accepted photos to train on.")
+    needed = cast(GatewaySettings, http.app.state.settings).min_photos_for_training
+    if len(accepted) < needed:
+        raise ApiError(
+            409,
+            "not_enough_photos",
+            f"Training needs at least {needed} accepted photos of the subject; they have {len(accepted)}. "
+            "Upload more photos first.",
+        )
     request = trainer_pb2.SubmitTrainingRequest(
         tenant=principal.tenant,
         subject_id=subject_id,

@@ -1,0 +1,273 @@
+"""Erasure receipts: a JSON record of one erasure, signed with Ed25519, verifiable by anyone with the
+published public key (retention signs; `likeness receipt verify FILE` checks).
+
+A receipt file is
+
+    {"receipt": {...the facts...}, "signature": {"alg": "Ed25519", "kid": "<key id>", "value": "<b64url>"}}
+
+and the signature covers the canonical JSON of `receipt` (keys sorted, no spaces, ASCII), so reformatting
+the file keeps it valid and changing any value breaks it. The facts hold nothing personal: the subject
+appears as a keyed HMAC; `key_name` names the destroyed Vault key.
+
+Public keys are published as a JWK set (`{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ..., "kid": ...}]}`)
+so keys can rotate: old receipts name the key that signed them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from likeness.timeutil import from_rfc3339
+
+RECEIPT_TYPE = "likeness.erasure_receipt"
+RECEIPT_VERSION = 1
+ALGORITHM = "Ed25519"
+
+#: Facts every receipt states, and their JSON types.
+REQUIRED_FIELDS: dict[str, type] = {
+    "type": str,
+    "version": int,
+    "issuer": str,
+    "erasure_id": str,
+    "tenant": str,
+    "subject_hmac": str,
+    "cause": str,
+    "key_name": str,
+    "requested_at": str,
+    "key_destroyed_at": str,
+    "purge_completed_at": str,
+    "backups_expire_by": str,
+    "issued_at": str,
+    "objects_deleted": int,
+    "bytes_deleted": int,
+    "records_deleted": int,
+    "events_purged": int,
+}
+_TIMES = ("requested_at", "key_destroyed_at", "purge_completed_at", "backups_expire_by", "issued_at")
+
+
+class ReceiptError(Exception):
+    """The receipt is not valid; the message says why, in words for a person."""
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    """Standard or URL-safe base64, padded or not."""
+    cleaned = text.strip().replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ReceiptError("not valid base64") from exc
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ReceiptError(f"the field {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
+def _reject_constant(name: str) -> Any:
+    raise ReceiptError(f"{name} is not a JSON number a receipt may hold")
+
+
+def parse_strict_json(text: str | bytes) -> Any:
+    """JSON without duplicate keys or NaN/Infinity (which canonical JSON could not reproduce)."""
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ReceiptError(f"not JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+# ----------------------------------------------------------------------------------------------- keys
+
+
+def public_raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    return hashlib.sha256(public_raw(public)).hexdigest()[:16]
+
+
+def private_key_from_text(text: str) -> Ed25519PrivateKey:
+    """A signing key given as base64 (standard or URL-safe) of its 32-byte seed."""
+    seed = _unb64(text)
+    if len(seed) != 32:
+        raise ReceiptError("an Ed25519 signing key is 32 bytes (base64 of the seed)")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def private_key_text(private: Ed25519PrivateKey) -> str:
+    return _b64url(private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+
+
+def new_private_key_text() -> str:
+    return private_key_text(Ed25519PrivateKey.generate())
+
+
+def development_key(secret: str) -> Ed25519PrivateKey:
+    """A signing key derived from a development secret (the dev stack's HMAC secret), so receipts of a dev
+    stack verify across restarts without configuring a key. Production settings require a real key."""
+    seed = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"likeness", info=b"erasure receipt signing key"
+    ).derive(secret.encode())
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_jwk(public: Ed25519PublicKey) -> dict[str, str]:
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "alg": "EdDSA",
+        "use": "sig",
+        "kid": key_id(public),
+        "x": _b64url(public_raw(public)),
+    }
+
+
+def jwks(publics: Iterable[Ed25519PublicKey]) -> dict[str, list[dict[str, str]]]:
+    return {"keys": [public_jwk(public) for public in publics]}
+
+
+def _jwk_key(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not isinstance(jwk.get("x"), str):
+        raise ReceiptError("a public key must be an Ed25519 JWK (kty OKP, crv Ed25519, x)")
+    raw = _unb64(str(jwk["x"]))
+    if len(raw) != 32:
+        raise ReceiptError("an Ed25519 public key is 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def load_public_keys(text: str | bytes) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id, from a JWK set, a single JWK, or a bare base64 key."""
+    stripped = text.strip()
+    if isinstance(stripped, bytes):
+        stripped = stripped.decode("ascii", errors="replace")
+    if not stripped.startswith("{"):
+        raw = _unb64(stripped)
+        if len(raw) != 32:
+            raise ReceiptError("an Ed25519 public key is 32 bytes")
+        public = Ed25519PublicKey.from_public_bytes(raw)
+        return {key_id(public): public}
+    document = parse_strict_json(stripped)
+    entries = document.get("keys") if isinstance(document, dict) and "keys" in document else [document]
+    if not isinstance(entries, list) or not entries:
+        raise ReceiptError("the key file holds no keys")
+    keys: dict[str, Ed25519PublicKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ReceiptError("a key entry must be a JSON object")
+        public = _jwk_key(entry)
+        keys[key_id(public)] = public
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------- sign/verify
+
+
+def sign_receipt(facts: Mapping[str, Any], private: Ed25519PrivateKey) -> dict[str, Any]:
+    check_facts(facts)
+    signature = private.sign(canonical_json(dict(facts)))
+    return {
+        "receipt": dict(facts),
+        "signature": {"alg": ALGORITHM, "kid": key_id(private.public_key()), "value": _b64url(signature)},
+    }
+
+
+def check_facts(facts: Mapping[str, Any]) -> dict[str, datetime]:
+    """The receipt's own consistency: every field present with its type, times in a possible order."""
+    for name, kind in REQUIRED_FIELDS.items():
+        value = facts.get(name)
+        # bool is an int in Python, never in a receipt.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ReceiptError(f"the field {name!r} is missing or not a {kind.__name__}")
+    if facts["type"] != RECEIPT_TYPE or facts["version"] != RECEIPT_VERSION:
+        raise ReceiptError(f"not a version {RECEIPT_VERSION} erasure receipt")
+    try:
+        times = {name: from_rfc3339(str(facts[name])) for name in _TIMES}
+    except ValueError as exc:
+        raise ReceiptError("a time in the receipt is not an RFC 3339 UTC timestamp") from exc
+    if not times["requested_at"] <= times["key_destroyed_at"] <= times["purge_completed_at"]:
+        raise ReceiptError("the times are out of order: request, key destroyed, purge completed")
+    if times["backups_expire_by"] < times["key_destroyed_at"]:
+        raise ReceiptError("backups cannot expire before the key was destroyed")
+    if (
+        min(int(facts[n]) for n in ("objects_deleted", "bytes_deleted", "records_deleted", "events_purged"))
+        < 0
+    ):
+        raise ReceiptError("counts cannot be negative")
+    return times
+
+
+def verify_receipt(document: Any, keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
+    """The receipt's facts if its signature is valid under one of `keys`; raises ReceiptError otherwise."""
+    if not isinstance(document, dict) or set(document) != {"receipt", "signature"}:
+        raise ReceiptError('a receipt file holds exactly "receipt" and "signature"')
+    facts, signature = document["receipt"], document["signature"]
+    if not isinstance(facts, dict) or not isinstance(signature, dict):
+        raise ReceiptError('"receipt" and "signature" must be JSON objects')
+    if signature.get("alg") != ALGORITHM:
+        raise ReceiptError(f"unsupported signature algorithm {signature.get('alg')!r}")
+    kid, value = signature.get("kid"), signature.get("value")
+    if not isinstance(kid, str) or not isinstance(value, str):
+        raise ReceiptError("the signature names no key or holds no value")
+    public = keys.get(kid)
+    if public is None:
+        raise ReceiptError(f"signed by key {kid!r}, which is not among the published keys")
+    try:
+        public.verify(_unb64(value), canonical_json(facts))
+    except InvalidSignature as exc:
+        raise ReceiptError(
+            "the signature does not match: the receipt was altered or not signed by us"
+        ) from exc
+    check_facts(facts)
+    return facts
+
+
+def verify_receipt_text(text: str | bytes, keys: Mapping[str, Ed25519PublicKey]) -> dict[str, Any]:
+    return verify_receipt(parse_strict_json(text), keys)
+
+
+def describe(facts: Mapping[str, Any]) -> str:
+    """The verified facts in words."""
+    return "\n".join(
+        [
+            f"erasure {facts['erasure_id']} (tenant {facts['tenant']}, cause {facts['cause']})",
+            f"  subject (keyed HMAC)  {facts['subject_hmac']}",
+            f"  requested             {facts['requested_at']}",
+            f"  key destroyed         {facts['key_destroyed_at']}  ({facts['key_name']})",
+            f"  purge completed       {facts['purge_completed_at']}",
+            f"  deleted               {facts['objects_deleted']} objects, {facts['bytes_deleted']} bytes, "
+            f"{facts['records_deleted']} records, {facts['events_purged']} events",
+            f"  backups expire by     {facts['backups_expire_by']}",
+            f"  issued                {facts['issued_at']} by {facts['issuer']}",
+        ]
+    )

@@ -1,0 +1,333 @@
+"""The ingest service in-process against the real NATS, S3 and OpenBao servers.
+
+Uploads go through a real gRPC server; what is stored is read back from S3 and decrypted with the
+subject's key, so the checks see exactly what the trainer will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from PIL import Image
+
+from ingest.config import IngestSettings
+from ingest.faces import FaceAnalyzer
+from ingest.records import PHOTOS_BUCKET, PhotoRecords
+from ingest.service import IngestServicer
+from ingest.templates import FaceTemplate, SubjectTemplates
+from likeness import ids
+from likeness.bus import EVENTS_STREAM, event_subject
+from likeness.objects import photo_key, subject_prefix
+from likeness.runtime import Platform
+from likeness.sealed import ObjectRef
+from likeness.v1 import ingest_pb2, ingest_pb2_grpc
+from likeness_cli.infra import Infra
+from likeness_cli.samples import ACCEPTED, CorpusFile, no_face_photo, other_person_photo, sample_photos
+
+pytestmark = pytest.mark.integration
+PS = ingest_pb2.PhotoStatus
+TENANT = "acme"
+CHUNK = 256 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    stub: ingest_pb2_grpc.IngestServiceStub
+    platform: Platform
+    servicer: IngestServicer
+
+    async def new_subject(self) -> str:
+        subject_id = ids.new_id("sub")
+        await asyncio.to_thread(self.platform.keys.create, subject_id)
+        return subject_id
+
+    async def upload(self, subject_id: str, data: bytes | Iterable[bytes]) -> ingest_pb2.Photo:
+        chunks = (
+            [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] if isinstance(data, bytes) else data
+        )
+
+        async def requests() -> AsyncIterator[ingest_pb2.SanitizePhotoRequest]:
+            header = ingest_pb2.PhotoUploadHeader(
+                tenant=TENANT, subject_id=subject_id, content_type="image/jpeg"
+            )
+            yield ingest_pb2.SanitizePhotoRequest(header=header)
+            for chunk in chunks:
+                yield ingest_pb2.SanitizePhotoRequest(chunk=chunk)
+
+        return (await self.stub.SanitizePhoto(requests(), timeout=60)).photo
+
+    def keys_under(self, subject_id: str) -> list[str]:
+        prefix = subject_prefix(TENANT, subject_id)
+        return sorted(obj.key[len(prefix) :] for obj in self.platform.store.list_current(prefix))
+
+    def crop(self, subject_id: str, photo_id: str) -> bytes:
+        ref = ObjectRef(TENANT, subject_id, photo_key(TENANT, subject_id, photo_id), "photo")
+        return self.platform.sealed.get(ref)
+
+    def template(self, subject_id: str, photo_id: str) -> FaceTemplate:
+        return FaceTemplate.from_bytes(
+            self.platform.sealed.get(SubjectTemplates.ref(TENANT, subject_id, photo_id))
+        )
+
+
+ServiceFactory = Callable[..., Any]
+
+
+@pytest.fixture(scope="module")
+def start_service(infra: Infra, analyzer: FaceAnalyzer) -> ServiceFactory:
+    """start_service(**setting_overrides): an async context manager running IngestServicer on gRPC."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Service]:
+        env = infra.endpoints.as_env()
+        values = {key.removeprefix("LIKENESS_").lower(): value for key, value in env.items()}
+        settings = IngestSettings.model_validate({**values, **overrides})
+        platform = await Platform.connect(settings, "ingest-test")
+        servicer = IngestServicer(platform, await PhotoRecords.open(platform.bus), settings, analyzer)
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)])
+        ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
+        port = _free_port()
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            yield Service(ingest_pb2_grpc.IngestServiceStub(channel), platform, servicer)
+        finally:
+            await channel.close()
+            await server.stop(0)
+            await platform.close()
+
+    return start
+
+
+@pytest.fixture(scope="module")
+async def service(start_service: ServiceFactory) -> AsyncIterator[Service]:
+    async with start_service() as running:
+        yield running
+
+
+def _refusal(caught: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> tuple[grpc.StatusCode, str | None]:
+    codes = [value for key, value in caught.value.trailing_metadata() or () if key == "likeness-error-code"]
+    return caught.value.code(), codes[0] if codes else None
+
+
+# --- what is stored ----------------------------------------------------------------------------------
+
+
+async def test_every_accepted_corpus_file_is_stored_only_encrypted_and_decrypts_to_pixels_only(
+    service: Service, corpus: dict[str, CorpusFile], assert_clean_crop: Callable[[bytes], None]
+) -> None:
+    accepted = [entry for entry in corpus.values() if entry.verdict == ACCEPTED]
+    assert len(accepted) >= 12
+    for entry in accepted:
+        subject_id = await service.new_subject()  # the corpus files are all one picture: one subject each
+        photo = await service.upload(subject_id, entry.data)
+        assert photo.status == PS.PHOTO_STATUS_ACCEPTED, (entry.name, photo.reasons)
+        assert service.keys_under(subject_id) == [f"faces/{photo.id}", f"photos/{photo.id}"], entry.name
+        prefix = subject_prefix(TENANT, subject_id)
+        for obj in service.platform.store.list_current(prefix):
+            raw = service.platform.store.get_bytes(obj.key)
+            assert b"\x89PNG" not in raw, "stored in clear"
+        crop = await asyncio.to_thread(service.crop, subject_id, photo.id)
+        assert_clean_crop(crop)
+        assert Image.open(io.BytesIO(crop)).size == (photo.width, photo.height) == (512, 512)
+
+
+async def test_the_template_is_the_photo_embedding_and_hash_and_never_leaves_in_clear(
+    service: Service,
+) -> None:
+    subject_id = await service.new_subject()
+    photo = await service.upload(subject_id, sample_photos(1)[0][1])
+    assert photo.status == PS.PHOTO_STATUS_ACCEPTED
+    template = await asyncio.to_thread(service.template, subject_id, photo.id)
+    assert len(template.embedding) == 128
+    assert template.perceptual_hash is not None
+    secrets = [FaceTemplate(template.embedding, template.perceptual_hash).to_bytes()[16:48]]
+    secrets.append(template.perceptual_hash.to_bytes(8, "little"))
+
+    raw_template = service.platform.store.get_bytes(SubjectTemplates.ref(TENANT, subject_id, photo.id).key)
+    record = await (await service.platform.bus.kv(PHOTOS_BUCKET)).get(f"{TENANT}.{subject_id}.{photo.id}")
+    event = await service.platform.bus.js.get_last_msg(
+        EVENTS_STREAM, event_subject(TENANT, subject_id, "photo.accepted")
+    )
+    for secret in secrets:
+        for where, data in (("S3", raw_template), ("KV", record.value or b""), ("event", event.data or b"")):
+            assert secret not in data, where
+    # The verdict's scores are quality only: nothing about identity or other photos.
+    assert set(photo.scores) == {
+        "face_score",
+        "face_fraction",
+        "sharpness",
+        "face_brightness",
+        "face_clipped",
+    }
+
+
+async def test_a_rejected_photo_stores_nothing_and_says_why(service: Service) -> None:
+    subject_id = await service.new_subject()
+    photo = await service.upload(subject_id, no_face_photo())
+    assert photo.status == PS.PHOTO_STATUS_REJECTED
+    assert [r.code for r in photo.reasons] == ["no_face"]
+    assert service.keys_under(subject_id) == []
+    listed = (
+        await service.stub.ListPhotos(ingest_pb2.ListPhotosRequest(tenant=TENANT, subject_id=subject_id))
+    ).photos
+    assert [(p.id, p.status) for p in listed] == [(photo.id, PS.PHOTO_STATUS_REJECTED)]
+
+
+# --- checks against the subject's other photos -----------------------------------------------------------
+
+
+async def test_the_same_picture_again_is_a_duplicate_and_someone_else_is_a_different_person(
+    service: Service,
+) -> None:
+    samples = dict(sample_photos(9))
+    subject_id = await service.new_subject()
+    first = await service.upload(subject_id, samples["astronaut-01.jpg"])
+    assert first.status == PS.PHOTO_STATUS_ACCEPTED
+
+    again = Image.open(io.BytesIO(samples["astronaut-01.jpg"])).convert("RGB")
+    re_encoded = io.BytesIO()
+    again.resize((again.width * 3 // 4, again.height * 3 // 4)).save(re_encoded, format="WEBP", quality=80)
+    for data in (samples["astronaut-01.jpg"], samples["astronaut-09.jpg"], re_encoded.getvalue()):
+        duplicate = await service.upload(subject_id, data)
+        assert [r.code for r in duplicate.reasons] == ["duplicate"]
+        assert duplicate.scores["sharpness"] > 0, "a rejected photo still carries its quality scores"
+
+    stranger = await service.upload(subject_id, other_person_photo())
+    assert [r.code for r in stranger.reasons] == ["different_person"]
+    second = await service.upload(subject_id, samples["astronaut-02.jpg"])
+    assert second.status == PS.PHOTO_STATUS_ACCEPTED
+    assert service.keys_under(subject_id) == sorted(
+        [f"faces/{first.id}", f"photos/{first.id}", f"faces/{second.id}", f"photos/{second.id}"]
+    )
+
+    # A subject whose first photo is the stranger's: now the astronaut is the different person.
+    other_subject = await service.new_subject()
+    assert (await service.upload(other_subject, other_person_photo())).status == PS.PHOTO_STATUS_ACCEPTED
+    assert [r.code for r in (await service.upload(other_subject, samples["astronaut-01.jpg"])).reasons] == [
+        "different_person"
+    ]
+
+
+async def test_the_subject_templates_are_decrypted_in_one_vault_call(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = sample_photos(4)
+    subject_id = await service.new_subject()
+    for _, data in samples[:3]:
+        assert (await service.upload(subject_id, data)).status == PS.PHOTO_STATUS_ACCEPTED
+
+    unwrap_calls: list[int] = []
+    keys = service.platform.keys
+    real_unwrap = keys.unwrap
+
+    def counting_unwrap(subject: str, wrapped: Any) -> list[bytes]:
+        unwrap_calls.append(len(wrapped))
+        return real_unwrap(subject, wrapped)
+
+    monkeypatch.setattr(keys, "unwrap", counting_unwrap)
+    assert (await service.upload(subject_id, samples[3][1])).status == PS.PHOTO_STATUS_ACCEPTED
+    assert unwrap_calls == [3], "one batched Vault decrypt of the three earlier templates"
+
+
+async def test_concurrent_uploads_of_one_picture_accept_it_once(service: Service) -> None:
+    subject_id = await service.new_subject()
+    data = sample_photos(1)[0][1]
+    photos = await asyncio.gather(*(service.upload(subject_id, data) for _ in range(3)))
+    verdicts = sorted(
+        "accepted" if p.status == PS.PHOTO_STATUS_ACCEPTED else p.reasons[0].code for p in photos
+    )
+    assert verdicts == ["accepted", "duplicate", "duplicate"]
+    assert len(service.servicer.subject_locks) == 0, "locks are dropped when nobody holds them"
+
+
+async def test_a_full_subject_is_refused_before_the_file_is_read(start_service: ServiceFactory) -> None:
+    async with start_service(max_photos_per_subject=2) as small:
+        subject_id = await small.new_subject()
+        samples = sample_photos(4)
+        for _, data in samples[:2]:
+            assert (await small.upload(subject_id, data)).status == PS.PHOTO_STATUS_ACCEPTED
+
+        def endless() -> Iterable[bytes]:
+            while True:
+                yield b"\0" * CHUNK
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await small.upload(subject_id, endless())
+        assert _refusal(caught) == (grpc.StatusCode.FAILED_PRECONDITION, "too_many_photos")
+        assert "(2)" in (caught.value.details() or "")
+        assert len(small.keys_under(subject_id)) == 4
+
+
+async def test_uploads_racing_for_the_last_place_get_a_verdict_each(start_service: ServiceFactory) -> None:
+    async with start_service(max_photos_per_subject=2) as small:
+        subject_id = await small.new_subject()
+        samples = sample_photos(3)
+        assert (await small.upload(subject_id, samples[0][1])).status == PS.PHOTO_STATUS_ACCEPTED
+        racing = await asyncio.gather(*(small.upload(subject_id, data) for _, data in samples[1:]))
+        verdicts = sorted(
+            "accepted" if p.status == PS.PHOTO_STATUS_ACCEPTED else p.reasons[0].code for p in racing
+        )
+        assert verdicts == ["accepted", "too_many_photos"]
+
+
+# --- limits while streaming ------------------------------------------------------------------------------
+
+
+async def test_an_endless_upload_is_cut_off_at_the_byte_limit(start_service: ServiceFactory) -> None:
+    limit = 600 * 1024
+    async with start_service(max_upload_bytes=limit) as strict:
+        subject_id = await strict.new_subject()
+
+        def endless() -> Iterable[bytes]:
+            while True:
+                yield b"\xff\xd8\xff" + b"\0" * (CHUNK - 3)
+
+        # It can only end if ingest stops reading at the limit and answers.
+        photo = await asyncio.wait_for(strict.upload(subject_id, endless()), timeout=60)
+        assert [r.code for r in photo.reasons] == ["file_too_large"]
+        assert "at most 0.6 MB" in photo.reasons[0].message
+
+
+async def test_uploads_beyond_the_concurrency_limits_wait_their_turn(start_service: ServiceFactory) -> None:
+    async with start_service(max_concurrent_uploads=1, max_concurrent=1) as narrow:
+        subject_id = await narrow.new_subject()
+        samples = sample_photos(3)
+        photos = await asyncio.gather(*(narrow.upload(subject_id, data) for _, data in samples))
+        assert [p.status for p in photos] == [PS.PHOTO_STATUS_ACCEPTED] * 3
+
+
+async def test_an_erased_subject_is_refused(service: Service) -> None:
+    subject_id = await service.new_subject()
+    await asyncio.to_thread(service.platform.keys.destroy, subject_id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.upload(subject_id, sample_photos(1)[0][1])
+    assert _refusal(caught) == (grpc.StatusCode.FAILED_PRECONDITION, "subject_erased")
+    assert service.keys_under(subject_id) == []
+
+
+async def test_a_malformed_request_is_refused(service: Service) -> None:
+    async def no_header() -> AsyncIterator[ingest_pb2.SanitizePhotoRequest]:
+        yield ingest_pb2.SanitizePhotoRequest(chunk=b"\xff\xd8\xff")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.stub.SanitizePhoto(no_header(), timeout=10)
+    assert _refusal(caught) == (grpc.StatusCode.INVALID_ARGUMENT, "missing_header")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.upload("not-a-subject", b"\xff\xd8\xff")
+    assert _refusal(caught) == (grpc.StatusCode.NOT_FOUND, "subject_not_found")

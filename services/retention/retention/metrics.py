@@ -1,0 +1,60 @@
+"""Prometheus metrics of retention (served on `/metrics` by the shared MetricsServer).
+
+Labels come from fixed sets (object kinds, causes, stages), never ids or tenants.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from retention.storage import KINDS, kind_of
+
+OBJECT_KINDS = frozenset({*KINDS.values(), "other"})
+#: Why something was deleted: an erasure, a per-kind deadline, an orphan sweep, a late write after erasure.
+REASONS = frozenset({"erasure", "deadline", "orphan", "late"})
+CAUSES = frozenset({"request", "inactivity", "hard_cap", "other"})
+
+DELETED_OBJECTS = Counter(
+    "likeness_retention_deleted_objects",
+    "Object versions deleted, by kind of data and reason",
+    ["kind", "reason"],
+)
+DELETED_BYTES = Counter(
+    "likeness_retention_deleted_bytes",
+    "Bytes of object versions deleted, by kind of data and reason",
+    ["kind", "reason"],
+)
+KEYS_DESTROYED = Counter("likeness_retention_keys_destroyed", "Subject keys destroyed, by reason", ["reason"])
+ERASURES = Counter("likeness_retention_erasures", "Erasures completed, by cause", ["cause"])
+ERASURE_RETRIES = Counter(
+    "likeness_retention_erasure_retries", "Erasure steps that failed and will be retried, by stage", ["stage"]
+)
+ERASURE_SECONDS = Histogram(
+    "likeness_retention_erasure_seconds",
+    "Time from the erasure request to the key destroyed and to the purge complete",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+)
+OVERDUE = Gauge(
+    "likeness_retention_overdue",
+    "Deadlines past due and not yet carried out (per-object deadlines and whole subjects)",
+)
+OLDEST_OVERDUE_SECONDS = Gauge(
+    "likeness_retention_oldest_overdue_seconds", "Age of the oldest deadline past due and not carried out"
+)
+DEADLINES_FIRED = Counter(
+    "likeness_retention_deadlines_fired", "Per-object deadlines carried out, by deadline kind", ["kind"]
+)
+
+
+def cause_label(cause: str) -> str:
+    label = cause.removeprefix("retention.")
+    return label if label in CAUSES else "other"
+
+
+def count_deleted(keys_and_sizes: list[tuple[str, int]], reason: str) -> None:
+    assert reason in REASONS
+    for key, size in keys_and_sizes:
+        kind = kind_of(key)
+        DELETED_OBJECTS.labels(kind=kind, reason=reason).inc()
+        DELETED_BYTES.labels(kind=kind, reason=reason).inc(size)

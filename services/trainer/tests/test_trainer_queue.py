@@ -1,0 +1,170 @@
+"""What the trainer relies on from the shared QueueWorker (likeness.jobs), against a real JetStream:
+a job whose every attempt died is failed, not left running; changed AckWait/MaxDeliver settings reach the
+consumer; a cancellation written to the record reaches the running job at once, not at the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import nats.js.errors
+import pytest
+from nats.js.api import RetentionPolicy, StreamConfig
+
+from likeness import ids
+from likeness.config import CommonSettings
+from likeness.jobs import CANCELLED_ON_REQUEST, CancelFlag, JobCancelled, JobRecords, QueueWorker
+from likeness.runtime import Platform
+from likeness.timeutil import now_timestamp
+from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
+from likeness_cli.infra import Infra
+
+pytestmark = pytest.mark.integration
+JS = common_pb2.JobStatus
+
+
+class HangingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
+    """Runs every job until it is cancelled (or the worker task itself is, like a killed process)."""
+
+    job_type = jobs_pb2.TrainJob
+    reserve_final_delivery = True
+
+    def __init__(
+        self, platform: Platform, records: JobRecords[trainer_pb2.Training], stream: str, ack_wait: float
+    ) -> None:
+        super().__init__(platform, records, ack_wait=ack_wait, max_deliver=1)
+        self.stream = stream
+        self.durable = f"{stream}-workers"
+        self.started: list[str] = []
+        self.finished: dict[str, tuple[int, str]] = {}
+
+    def identify(self, job: jobs_pb2.TrainJob) -> tuple[str, str, str]:
+        return job.tenant, job.subject_id, job.training_id
+
+    async def run_job(self, job: jobs_pb2.TrainJob, flag: CancelFlag) -> None:
+        self.started.append(job.training_id)
+        while not flag.is_set():  # noqa: ASYNC110 - the flag is a threading.Event set by another task
+            await asyncio.sleep(0.01)
+        raise JobCancelled
+
+    async def finish(
+        self, job: jobs_pb2.TrainJob, status: common_pb2.JobStatus.ValueType, reason: str
+    ) -> None:
+        self.finished[job.training_id] = (status, reason)
+
+
+@pytest.fixture
+async def queue(infra: Infra) -> AsyncIterator[tuple[Platform, str, JobRecords[trainer_pb2.Training]]]:
+    env = {key.removeprefix("LIKENESS_").lower(): value for key, value in infra.endpoints.as_env().items()}
+    platform = await Platform.connect(CommonSettings.model_validate(env), "trainer-queue-test")
+    stream = f"TESTQUEUE{uuid.uuid4().hex[:8].upper()}"
+    await platform.bus.js.add_stream(
+        StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention=RetentionPolicy.WORK_QUEUE)
+    )
+    bucket = f"{stream.lower()}-records"
+    records = JobRecords(await platform.bus.kv(bucket), trainer_pb2.Training)
+    yield platform, stream, records
+    await platform.bus.js.delete_stream(stream)
+    await platform.bus.js.delete_key_value(bucket)
+    await platform.close()
+
+
+@contextlib.asynccontextmanager
+async def _running(worker: HangingWorker) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, timeout=10)
+
+
+async def _submit(platform: Platform, stream: str, records: JobRecords[trainer_pb2.Training]) -> str:
+    training_id = ids.new_id("trn")
+    await records.create(
+        trainer_pb2.Training(
+            id=training_id,
+            tenant="t",
+            subject_id="sub_x",
+            status=JS.JOB_STATUS_QUEUED,
+            created_at=now_timestamp(),
+        )
+    )
+    job = jobs_pb2.TrainJob(training_id=training_id, tenant="t", subject_id="sub_x")
+    await platform.bus.publish(f"{stream.lower()}.t.sub_x", job, msg_id=training_id)
+    return training_id
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_job_whose_attempts_all_died_is_failed_with_a_reason(
+    queue: tuple[Platform, str, JobRecords[trainer_pb2.Training]],
+) -> None:
+    platform, stream, records = queue
+    killed = HangingWorker(platform, records, stream, ack_wait=1.0)
+    async with _running(killed) as task:
+        training_id = await _submit(platform, stream, records)
+        await _until(lambda: training_id in killed.started)
+        task.cancel()  # the process dies mid-job: no ack, no nak, no finish
+    assert killed.finished == {}
+
+    survivor = HangingWorker(platform, records, stream, ack_wait=1.0)
+    async with _running(survivor):
+        await _until(lambda: training_id in survivor.finished)
+    assert survivor.started == [], "its one attempt is spent: the extra delivery only records the end"
+    status, reason = survivor.finished[training_id]
+    assert status == JS.JOB_STATUS_FAILED
+    assert reason == "failed after 1 attempts (the worker stopped responding)"
+    consumer = await platform.bus.js.consumer_info(stream, survivor.durable)
+    assert consumer.config.max_deliver == 2
+    assert not consumer.num_ack_pending
+
+
+async def test_changed_ack_wait_reaches_an_existing_consumer(
+    queue: tuple[Platform, str, JobRecords[trainer_pb2.Training]],
+) -> None:
+    platform, stream, records = queue
+    js = platform.bus.js
+
+    async def ack_wait_once_running(ack_wait: float) -> float:
+        async with _running(HangingWorker(platform, records, stream, ack_wait=ack_wait)):
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    consumer = await js.consumer_info(stream, f"{stream}-workers")
+                    if consumer.config.ack_wait == pytest.approx(ack_wait):
+                        return float(consumer.config.ack_wait)
+                assert asyncio.get_running_loop().time() < deadline, "the consumer kept its old AckWait"
+                await asyncio.sleep(0.05)
+
+    assert await ack_wait_once_running(30.0) == pytest.approx(30.0)
+    assert await ack_wait_once_running(4.0) == pytest.approx(4.0), "a restarted worker's setting applies"
+
+
+async def test_a_cancelled_record_reaches_the_running_job_without_waiting_for_a_heartbeat(
+    queue: tuple[Platform, str, JobRecords[trainer_pb2.Training]],
+) -> None:
+    platform, stream, records = queue
+    worker = HangingWorker(platform, records, stream, ack_wait=600.0)  # heartbeats only every 200 s
+    async with _running(worker):
+        training_id = await _submit(platform, stream, records)
+        await _until(lambda: training_id in worker.started)
+
+        def cancel(training: trainer_pb2.Training) -> bool:
+            training.status = JS.JOB_STATUS_CANCELLED
+            return True
+
+        await records.mutate("t", training_id, cancel)
+        await _until(lambda: training_id in worker.finished, timeout=20.0)
+    assert worker.finished[training_id] == (JS.JOB_STATUS_CANCELLED, CANCELLED_ON_REQUEST)
