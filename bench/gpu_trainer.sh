@@ -23,8 +23,16 @@ if ! "$PYTHON" -c "import diffusers" 2>/dev/null; then
       echo "diffusers is not installed and there are no wheels in .whl/ to install it from" >&2
       exit 2
     fi
-    echo "installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into $SITE" >&2
-    "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE" .whl/*.whl
+    echo "installing the wheels in .whl/ into $SITE" >&2
+    # One by one: a wheel built for another Python (pydantic-core) must not stop the ones diffusers needs.
+    for wheel in .whl/*.whl; do
+      "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE" "$wheel" \
+        || echo "skipped $(basename "$wheel")" >&2
+    done
+    if ! PYTHONPATH="$SITE" "$PYTHON" -c "import diffusers"; then
+      echo "diffusers still cannot be imported from $SITE" >&2
+      exit 2
+    fi
   fi
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -185,7 +193,7 @@ if not args.no_baselines:
             batch = [images[v % len(images)] for v in views]
             batch = [im.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT) if v >= len(images) else im for im, v in zip(batch, views)]
             pool = encode_posteriors(pipe, torch.stack([image_to_tensor(im, resolution) for im in batch]))
-            embeds = encode_prompt(pipe, config.instance_prompt)
+            embeds = torch.cat([encode_prompt(pipe, config.instance_prompt) for _ in views])  # one per example
             training_step(unet, scheduler, pool, embeds, torch.arange(len(views)), generator, optimizer, config)
         sync()
         naive = (naive_steps - naive_warmup) / (time.perf_counter() - naive_started)

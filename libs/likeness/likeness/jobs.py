@@ -102,7 +102,7 @@ class JobRecords(Generic[R]):
                     return
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(watcher.stop(), timeout=2.0)  # type: ignore[no-untyped-call]
 
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         removed = 0
@@ -160,9 +160,7 @@ async def running_heartbeat(
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
 
 
 @contextlib.asynccontextmanager
@@ -180,9 +178,26 @@ async def _running(work: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await stop_task(task)
+
+
+async def stop_task(task: asyncio.Task[None], timeout: float = 5.0) -> None:
+    """Cancels a helper task and waits until it has ended, without ever hanging the caller.
+
+    On Python 3.11, `asyncio.wait_for` (used by nats-py's requests) can swallow a cancellation that
+    arrives as the awaited reply does; a loop like the heartbeat then carries on and a plain `await task`
+    never returns, which would stall the worker after its job. So the cancellation is repeated until it
+    lands, and after `timeout` the task is left to end on its own.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=0.1)
+        if not task.done() and asyncio.get_running_loop().time() > deadline:
+            log.warning("a job's helper task did not stop")
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a job's helper task failed", extra={"error": type(task.exception()).__name__})
 
 
 class JobCancelled(Exception):
@@ -290,15 +305,20 @@ class QueueWorker(ABC, Generic[J, R]):
         if found is None:
             await msg.ack()
             return
-        if getattr(found[0], "status") in TERMINAL:  # noqa: B009 - R is a job record
-            await self.on_finished_redelivery(job, found[0])
-            await msg.ack()
-            return
         deliveries = msg.metadata.num_delivered or 1
-        if self.reserve_final_delivery and deliveries > self.max_deliver:
-            reason = f"failed after {self.max_deliver} attempts (the worker stopped responding)"
-            await self.finish(job, JS.JOB_STATUS_FAILED, reason)
-            await msg.term()
+        try:
+            if getattr(found[0], "status") in TERMINAL:  # noqa: B009 - R is a job record
+                await self.on_finished_redelivery(job, found[0])
+                await msg.ack()
+                return
+            if self.reserve_final_delivery and deliveries > self.max_deliver:
+                reason = f"failed after {self.max_deliver} attempts (the worker stopped responding)"
+                await self.finish(job, JS.JOB_STATUS_FAILED, reason)
+                await msg.term()
+                return
+        except Exception:
+            log.exception("could not settle a finished job", extra={"job_id": job_id, "delivery": deliveries})
+            await msg.nak(delay=2.0 * deliveries)
             return
         flag = CancelFlag()
         self._current = (tenant, subject_id, flag)

@@ -8,16 +8,15 @@ from collections.abc import AsyncIterator
 
 import nats.js.errors
 import pytest
+from nats.js.api import RetentionPolicy, StreamConfig
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from likeness.bus import (
     EVENTS_STREAM,
-    TRAIN_STREAM,
     Bus,
     decode,
     event_subject,
-    job_subject,
     kv_get,
     kv_keys,
 )
@@ -40,28 +39,32 @@ def _subject_id() -> str:
 
 
 async def test_msg_id_deduplicates_a_retried_publish(bus: Bus) -> None:
-    tenant, subject = "test", _subject_id()
-    job = jobs_pb2.TrainJob(training_id=f"trn_{uuid.uuid4().hex}", tenant=tenant, subject_id=subject)
-    for _ in range(3):
-        await bus.publish(job_subject("train", tenant, subject), job, msg_id=job.training_id)
-    info = await bus.js.stream_info(TRAIN_STREAM, subjects_filter=job_subject("train", tenant, subject))
-    assert info.state.subjects == {job_subject("train", tenant, subject): 1}
-    durable = f"test-{uuid.uuid4().hex[:8]}"
-    queue = await bus.work_queue(TRAIN_STREAM, durable, ack_wait=30, max_deliver=2)
-    received = None
+    # A private work-queue stream: the real job streams admit one consumer per filter, and a stack started
+    # earlier in the session keeps its workers' durable consumers there.
+    stream = f"TESTDEDUP{uuid.uuid4().hex[:8].upper()}"
+    await bus.js.add_stream(
+        StreamConfig(
+            name=stream,
+            subjects=[f"{stream.lower()}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=60,
+        )
+    )
+    subject = f"{stream.lower()}.{_subject_id()}"
+    job = jobs_pb2.TrainJob(training_id=f"trn_{uuid.uuid4().hex}", tenant="test", subject_id=_subject_id())
     try:
-        for _ in range(20):  # other tests may have queued jobs too: find ours
-            msg = await queue.next(timeout=2)
-            assert msg is not None
-            decoded = decode(msg, jobs_pb2.TrainJob)
-            await msg.ack()
-            if decoded.training_id == job.training_id:
-                received = decoded
-                break
+        for _ in range(3):
+            await bus.publish(subject, job, msg_id=job.training_id)
+        info = await bus.js.stream_info(stream)
+        assert info.state.messages == 1
+        queue = await bus.work_queue(stream, "test-dedup", ack_wait=30, max_deliver=2)
+        msg = await queue.next(timeout=2)
+        assert msg is not None
+        await msg.ack()
+        assert decode(msg, jobs_pb2.TrainJob) == job
+        assert await queue.next(timeout=0.5) is None
     finally:
-        # A work-queue stream admits one consumer per filter: leave the place to the real trainer workers.
-        await bus.js.delete_consumer(TRAIN_STREAM, durable)
-    assert received == job
+        await bus.js.delete_stream(stream)
 
 
 async def test_decode_checks_the_declared_type(bus: Bus) -> None:

@@ -10,3 +10,5 @@ INSTANCE_TOKEN = "ohwx"  # noqa: S105 (a prompt token, not a secret)
 CLASS_NOUN = "person"
 SUBJECT_PHRASE = f"{INSTANCE_TOKEN} {CLASS_NOUN}"
 INSTANCE_PROMPT = f"a photo of {SUBJECT_PHRASE}"
+#: Prior preservation's prompt: the class without the identifier, what the base model already knows.
+CLASS_PROMPT = f"a photo of {CLASS_NOUN}"

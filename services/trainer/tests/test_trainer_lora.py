@@ -18,6 +18,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 from likeness_ml.lora_adapters import attach_lora, detach_lora, has_lora, remove_lora
 from likeness_ml.lora_format import read_lora_metadata
 from trainer.checkpoints import CheckpointMismatch, TrainingState, parse_state, serialize_state
+from trainer.class_prior import ClassPriors
 from trainer.lora_training import (
     StepReport,
     add_training_lora,
@@ -228,6 +229,50 @@ def test_a_checkpoint_of_another_run_is_refused(
     assert not has_lora(pipe.unet)
 
 
+# --- prior preservation ------------------------------------------------------------------------------
+
+
+def test_prior_preservation_trains_on_class_images_generated_once(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image], no_disk_writes: WriteWatch
+) -> None:
+    priors = ClassPriors()
+    config = replace(FAST, with_prior_preservation=True, num_class_images=3)
+    with no_disk_writes():  # generated, encoded and used in memory only
+        prior = priors.get(pipe, config, inference_steps=2)
+        assert priors.get(pipe, config, inference_steps=2) is prior, "generated once, then reused"
+        first = train_lora(pipe, photos, config, prior=prior)
+        second = train_lora(pipe, photos, config, prior=prior)
+    assert priors.generated == 3
+    assert len(prior.pool) == 3
+    assert all(math.isfinite(loss) for loss in first.losses)
+    assert first.lora_safetensors == second.lora_safetensors, "reproducible with the prior too"
+    without = train_lora(pipe, photos, FAST)
+    assert without.lora_safetensors != first.lora_safetensors, "the class images take part in training"
+    assert not has_lora(pipe.unet)
+
+
+def test_prior_preservation_needs_its_class_prior(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    config = replace(FAST, with_prior_preservation=True, num_class_images=2)
+    with pytest.raises(ValueError, match="prior"):
+        train_lora(pipe, photos, config)
+    with pytest.raises(ValueError, match="prior"):
+        train_lora(pipe, photos, FAST, prior=ClassPriors().get(pipe, config, inference_steps=2))
+
+
+def test_a_resumed_prior_preservation_run_ends_like_an_uninterrupted_one(
+    pipe: StableDiffusionPipeline, photos: list[PIL.Image.Image]
+) -> None:
+    config = replace(FAST, steps=5, with_prior_preservation=True, num_class_images=3)
+    prior = ClassPriors().get(pipe, config, inference_steps=2)
+    snapshots: list[TrainingState] = []
+    whole = train_lora(pipe, photos, config, checkpoint_every=2, on_checkpoint=snapshots.append, prior=prior)
+    resumed = train_lora(pipe, photos, config, resume=snapshots[0], prior=prior)
+    assert resumed.resumed_from == 2
+    assert resumed.lora_safetensors == whole.lora_safetensors
+
+
 # --- privacy: nothing is written while training or rendering ---------------------------------------
 
 
@@ -291,6 +336,8 @@ def test_presets_match_their_base_family() -> None:
         {"batch_size": 0},
         {"resolution": 30},
         {"instance_prompt": "x"},
+        {"num_class_images": 0},
+        {"prior_loss_weight": 0},
     ],
 )
 def test_config_rejects_invalid_values(changes: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from likeness import ids
 from likeness.config import CommonSettings
-from likeness.jobs import CANCELLED_ON_REQUEST, CancelFlag, JobCancelled, JobRecords, QueueWorker
+from likeness.jobs import CANCELLED_ON_REQUEST, CancelFlag, JobCancelled, JobRecords, QueueWorker, stop_task
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
@@ -168,3 +168,40 @@ async def test_a_cancelled_record_reaches_the_running_job_without_waiting_for_a_
         await records.mutate("t", training_id, cancel)
         await _until(lambda: training_id in worker.finished, timeout=20.0)
     assert worker.finished[training_id] == (JS.JOB_STATUS_CANCELLED, CANCELLED_ON_REQUEST)
+
+
+async def test_a_helper_task_that_swallows_a_cancellation_is_still_stopped() -> None:
+    # What Python 3.11's asyncio.wait_for inside a NATS request can do to the heartbeat or the record
+    # watch: the cancellation is lost and the loop goes on. The worker must not wait for it forever.
+    swallowed: list[bool] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await stop_task(task)
+    assert swallowed
+    assert task.cancelled()
+
+
+async def test_a_helper_task_that_never_stops_does_not_hold_up_the_worker() -> None:
+    released = asyncio.Event()
+
+    async def immortal() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(immortal())
+    await asyncio.sleep(0)
+    await stop_task(task, timeout=0.3)  # returns (this test would hang otherwise) and leaves the task be
+    assert not task.done()
+    released.set()
+    await task

@@ -143,7 +143,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(infra: Infra, tiny_model_dir: Path) -> AsyncIterator[Harness]:
+async def harness(
+    infra: Infra, tiny_model_dir: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
     env = {key.removeprefix("LIKENESS_").lower(): value for key, value in infra.endpoints.as_env().items()}
     settings = TrainerSettings.model_validate(
         env
@@ -155,6 +157,7 @@ async def harness(infra: Infra, tiny_model_dir: Path) -> AsyncIterator[Harness]:
             "checkpoints_kept": 2,
             "progress_interval_seconds": 0.0,
         }
+        | getattr(request, "param", {})
     )
     platform = await Platform.connect(settings, "trainer-worker-test")
     stream = f"TESTTRAIN{uuid.uuid4().hex[:8].upper()}"
@@ -179,6 +182,7 @@ async def harness(infra: Infra, tiny_model_dir: Path) -> AsyncIterator[Harness]:
     task = asyncio.create_task(worker.run(stop))
     yield Harness(platform, worker, stream, subject_id, photo_ids, from_photos)
     stop.set()
+    task.cancel()  # every job is settled by now; no need to wait out the queue's fetch timeout
     with contextlib.suppress(asyncio.CancelledError, TimeoutError):
         await asyncio.wait_for(task, timeout=15)
     await asyncio.to_thread(platform.store.delete_all_versions, subject_prefix(TENANT, subject_id))
@@ -352,6 +356,29 @@ async def test_a_lora_that_races_an_erasure_is_removed_with_the_training_events(
     models = harness.objects(training_id).prefix
     assert store.list_versions(models) == [], "the worker removed what it wrote after the erasure"
     assert await harness.events() == [], "and the training events that came after the erasure's purge"
+
+
+@pytest.mark.parametrize("harness", [{"prior_preservation": True}], indirect=True)
+async def test_prior_preservation_uses_class_images_made_once_when_the_worker_starts(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made_at_start = harness.worker.priors.generated
+    assert made_at_start == 4, "the tiny preset's class images, generated before any job"
+    priors_used: list[Any] = []
+    real_train = trainer.worker.train_lora
+
+    def spy_train(*args: Any, **kwargs: Any) -> Any:
+        priors_used.append(kwargs.get("prior"))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.worker, "train_lora", spy_train)
+    training_id = await harness.submit(steps=3)
+    training = await harness.settled(training_id)
+    assert training.status == JS.JOB_STATUS_SUCCEEDED, training.error
+    assert harness.worker.priors.generated == made_at_start, "no job generates them again"
+    assert len(priors_used) == 1
+    assert priors_used[0] is not None, "trained with the class prior"
+    assert len(training.report.losses) == 3
 
 
 async def test_checkpoints_keep_the_newest_and_go_with_all_their_versions(harness: Harness) -> None:

@@ -3,7 +3,7 @@
 A resumed run must produce the same LoRA as one that was never interrupted, so the checkpoint holds the
 whole state the loop depends on: the LoRA weights, AdamW's moments and step counts, the job generator's
 state (every random draw of the loop comes from it: batch order, posterior samples, noise, timesteps), the
-rest of the current epoch's shuffled batch order, and the losses so far (the report's loss curve). A
+rest of the current epoch's shuffled batch orders, and the losses so far (the report's loss curve). A
 fingerprint of the hyperparameters guards against continuing a run with different ones.
 
 The bytes are safetensors (tensors only, nothing executable, unlike a pickle) produced and parsed in
@@ -45,6 +45,7 @@ class TrainingState:
     losses: list[float]
     train_seconds: float  # time spent in steps so far, over all attempts
     fingerprint: dict[str, str | int | float] = field(default_factory=dict)
+    pending_class_views: list[int] = field(default_factory=list)  # likewise, prior preservation's
 
     def check(self, fingerprint: Fingerprint) -> None:
         if dict(fingerprint) != self.fingerprint:
@@ -64,6 +65,7 @@ def serialize_state(state: TrainingState) -> bytes:
         "format": CHECKPOINT_FORMAT,
         "step": state.step,
         "pending_views": state.pending_views,
+        "pending_class_views": state.pending_class_views,
         # repr of a float round-trips exactly through JSON, so the loss curve survives bit for bit.
         "losses": state.losses,
         "train_seconds": state.train_seconds,
@@ -95,6 +97,7 @@ def parse_state(data: bytes) -> TrainingState:
         optimizer=optimizer,
         generator=tensors[_GENERATOR],
         pending_views=[int(view) for view in meta["pending_views"]],
+        pending_class_views=[int(view) for view in meta.get("pending_class_views", [])],
         losses=[float(loss) for loss in meta["losses"]],
         train_seconds=float(meta["train_seconds"]),
         fingerprint=dict(meta["fingerprint"]),

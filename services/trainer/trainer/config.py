@@ -27,6 +27,9 @@ class TrainerSettings(CommonSettings):
     #: Checkpoints kept per training while it runs (older ones are deleted with all their versions; all
     #: are deleted when the training ends).
     checkpoints_kept: int = Field(default=2, ge=1)
+    #: DreamBooth prior preservation: class images generated once by the base model at worker start,
+    #: trained on next to the subject's photos (doubles the cost of a step).
+    prior_preservation: bool = False
 
 
 @lru_cache(maxsize=1)

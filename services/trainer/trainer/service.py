@@ -15,6 +15,7 @@ from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
 from trainer.config import TrainerSettings
+from trainer.listing import InvalidPage, subject_trainings_page
 
 Context = grpc.aio.ServicerContext[object, object]
 JS = common_pb2.JobStatus
@@ -104,6 +105,14 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         if updated is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
         return trainer_pb2.CancelTrainingResponse(training=updated)
+
+    async def ListTrainings(
+        self, request: trainer_pb2.ListTrainingsRequest, context: Context
+    ) -> trainer_pb2.ListTrainingsResponse:
+        try:
+            return await subject_trainings_page(self.records.kv, request)
+        except InvalidPage as invalid:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
 
     async def WatchTraining(
         self, request: trainer_pb2.WatchTrainingRequest, context: Context

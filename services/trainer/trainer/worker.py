@@ -44,6 +44,7 @@ from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
 from likeness_ml.base_model import detect_family, load_pipeline, native_resolution
 from trainer.checkpoint_writer import CheckpointWriter
 from trainer.checkpoints import CheckpointMismatch, TrainingState, parse_state
+from trainer.class_prior import ClassPriors
 from trainer.config import TrainerSettings
 from trainer.lora_training import TrainResult, train_lora
 from trainer.presets import TrainConfig, preset_for
@@ -77,6 +78,11 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         self.family = detect_family(self.pipe)
         self.preset = preset_for(self.family)
         self.checkpoint_every = settings.checkpoint_every_steps or self.preset.checkpoint_every
+        self.priors = ClassPriors()
+        if settings.prior_preservation:  # generated now, so no job waits for them
+            self.priors.get(
+                self.pipe, self.config_for(jobs_pb2.TrainJob(), 1), self.preset.class_inference_steps
+            )
 
     def identify(self, job: jobs_pb2.TrainJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.training_id
@@ -86,7 +92,9 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         return TrainingObjects(platform.sealed, platform.store, job.tenant, job.subject_id, job.training_id)
 
     def config_for(self, job: jobs_pb2.TrainJob, photo_count: int) -> TrainConfig:
-        config = self.preset.config_for(photo_count)
+        config = replace(
+            self.preset.config_for(photo_count), with_prior_preservation=self.settings.prior_preservation
+        )
         return replace(config, steps=job.steps) if job.steps else config
 
     # --- a job ---------------------------------------------------------------------------------------
@@ -164,6 +172,10 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         writer: CheckpointWriter,
         flag: CancelFlag,
     ) -> TrainResult:
+        prior = None
+        if config.with_prior_preservation:
+            prior = self.priors.get(self.pipe, config, self.preset.class_inference_steps)
+
         def run(state: TrainingState | None) -> TrainResult:
             return train_lora(
                 self.pipe,
@@ -174,6 +186,7 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
                 resume=state,
                 checkpoint_every=self.checkpoint_every,
                 on_checkpoint=writer.submit,
+                prior=prior,
             )
 
         if resume is not None:
