@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 PACKAGES := libs/likeness/likeness libs/likeness_ml/likeness_ml services/gateway/gateway services/ingest/ingest \
-	services/trainer/trainer services/renderer/renderer services/retention/retention cli/likeness_cli
+	services/trainer/trainer services/renderer/renderer services/retention/retention cli/likeness_cli \
+	clients/python/likeness_client
 
-.PHONY: venv proto lint typecheck test demo up down clean
+.PHONY: venv tools proto lint typecheck test test-chaos bench demo up down clean
 
 venv: $(STAMP)
 
@@ -19,6 +20,15 @@ $(STAMP): requirements/dev.txt requirements/constraints.txt $(wildcard */*/pypro
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements/dev.txt
+	touch $@
+
+TOOLS := .venv-tools
+# checkov pins its own dependencies (they clash with the dev venv's), so it gets a venv of its own.
+tools: $(TOOLS)/.installed
+$(TOOLS)/.installed: requirements/tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q -r requirements/tools.txt
 	touch $@
 
 proto: venv
@@ -31,8 +41,16 @@ lint: venv
 	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/buf lint
 
-test: venv
+test: venv tools
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Every fault and load test, then the leak scans (about 7 min on 2 cores). `make test` runs the chaos_ci subset.
+test-chaos: venv
+	$(BIN)/pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
+# Every benchmark; writes bench/results.json and bench/results.md. BENCH_ARGS="--only envelope" or "--quick".
+bench: venv
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # Brings up the whole stack, runs the journey (photos in, headshots out, person erased), takes it down.
 demo: venv

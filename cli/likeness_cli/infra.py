@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 
 from likeness_cli.ports import LOOPBACK, free_port, wait_until_closed
-from likeness_cli.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary
+from likeness_cli.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary, signal_group
 
 S3_BUCKET = "likeness-data"
 S3_REGION = "us-east-1"
@@ -114,8 +115,10 @@ class Infra:
     """NATS, SeaweedFS and OpenBao processes with fixed ports, state and logs under one directory.
 
     Ports are chosen once, so a server stopped with `stop_<name>()` comes back on the same address
-    with `start_<name>()` (for fault tests). OpenBao runs in dev mode and keeps everything in memory:
-    after `start_vault()` transit is mounted again but all earlier keys are gone.
+    with `start_<name>()` (for fault tests); NATS and SeaweedFS keep their data dirs, so they come back
+    with everything they stored. OpenBao runs in dev mode and keeps everything in memory: after
+    `start_vault()` transit is mounted again but all earlier keys are gone; `pause_server(VAULT)` and
+    `resume_server(VAULT)` stage an outage that keeps them.
     """
 
     def __init__(
@@ -248,6 +251,21 @@ class Infra:
     def start_server(self, name: str) -> None:
         """Start one stopped server again by name ("nats", "s3" or "vault")."""
         {NATS: self.start_nats, S3: self.start_s3, VAULT: self.start_vault}[name]()
+
+    def pause_server(self, name: str) -> None:
+        """Freeze one server (SIGSTOP): its ports stay open, connections are accepted by the kernel, but
+        nothing answers, as with a hung or partitioned server. This is how a Vault outage is staged: a
+        dev-mode OpenBao keeps its keys in memory only, so stopping it would lose every subject's key."""
+        process = self.processes[name]
+        if process.pid is None or not process.running:
+            raise RuntimeError(f"{name} is not running")
+        signal_group(process.pid, signal.SIGSTOP)
+
+    def resume_server(self, name: str) -> None:
+        """Let a paused server go on (SIGCONT), with everything it held."""
+        process = self.processes[name]
+        if process.pid is not None and process.running:
+            signal_group(process.pid, signal.SIGCONT)
 
     def wait_released(self, timeout: float = 10.0) -> list[int]:
         """After stop(): wait until no port of ours accepts connections; returns any still open."""

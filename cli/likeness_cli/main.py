@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     # Commands whose modules live beside their features (each adds its own subparsers).
-    from likeness_cli import receipts, verify_image
+    from likeness_cli import api_commands, receipts, verify_image
 
+    api_commands.register(commands)
     receipts.register(commands)
     verify_image.register(commands)
     return parser

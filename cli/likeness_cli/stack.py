@@ -270,6 +270,7 @@ class DevStack:
             if not infra_only:
                 if any(spec.needs_model for spec in wanted):
                     stack.base_model = _resolve_base_model(base_model, settings, state_dir, say)
+                stack.tmp_dir.mkdir(mode=0o700, exist_ok=True)
                 say(f"starting {', '.join(spec.name for spec in wanted)}")
                 stack._spawn_services(wanted, die_with_parent, extra_env or {}, service_env or {})
                 stack._write_records()
@@ -322,6 +323,9 @@ class DevStack:
             "LIKENESS_HMAC_SECRET": self.hmac_secret,
             "LIKENESS_METRICS_PORT": str(service.metrics_port),
             "PYTHONUNBUFFERED": "1",
+            # A temp dir of this stack's own: whatever a library spills there is inside the stack's state
+            # (scanned by the leak tests, removed with it) and never mixed with another stack's.
+            "TMPDIR": str(self.tmp_dir),
         }
         if service.grpc_port is not None:
             env["LIKENESS_GRPC_PORT"] = str(service.grpc_port)
@@ -368,6 +372,19 @@ class DevStack:
         if "gateway" in self.services:
             env["LIKENESS_GATEWAY_URL"] = self.gateway_url
         return env
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The services' TMPDIR (private to this stack)."""
+        return self.state_dir / "tmp"
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service's process group at once (a crash, an OOM kill, a lost node) and reap it;
+        `start_service` brings it back on the same ports."""
+        process = self.services[name].process
+        if process.pid is not None and process.running:
+            signal_group(process.pid, signal.SIGKILL)
+        process.stop(grace=0)
 
     def stop_service(self, name: str, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """Stop one service (for fault tests); `start_service` brings it back on the same ports."""

@@ -23,6 +23,11 @@ ALL_SCOPES: tuple[str, ...] = (
     "trainings:write",
     "renders:read",
     "renders:write",
+    "subjects:export",
+    "retention:read",
+    "retention:write",
+    "looks:read",
+    "looks:write",
 )
 
 

@@ -12,6 +12,7 @@ import pytest
 from likeness_cli.main import EXIT_NOT_RUNNING, EXIT_OK, build_parser
 from likeness_cli.procs import is_alive
 from likeness_cli.stackfile import read_dev_env, read_stack_file, write_dev_env
+from likeness_cli.tokens import ALL_SCOPES
 
 LIKENESS = Path(sys.executable).parent / "likeness"
 
@@ -84,7 +85,7 @@ def test_token_reads_the_secret_from_dev_env(tmp_path: Path) -> None:
     )
     assert claims["tenant"] == "dev"
     assert claims["sub"] == "u1"
-    assert len(str(claims["scope"]).split()) == 9
+    assert str(claims["scope"]).split() == list(ALL_SCOPES)
 
 
 def test_down_and_status_without_a_stack(tmp_path: Path) -> None:

@@ -104,13 +104,14 @@ def test_final_stage_matches_the_chart(service: str) -> None:
 @pytest.mark.parametrize("service", CPU_SERVICES)
 def test_cpu_images_use_python_slim(service: str) -> None:
     dockerfile = parse(ROOT / "services" / service / "Dockerfile")
-    assert {stage.base for stage in dockerfile.stages} == {"python:3.11-slim-bookworm"}
+    (base,) = {stage.base for stage in dockerfile.stages}
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), "pinned to a patch release"
 
 
 @pytest.mark.parametrize("service", GPU_SERVICES)
 def test_gpu_images_use_a_cuda_base_with_python_311(service: str) -> None:
     dockerfile = parse(ROOT / "services" / service / "Dockerfile")
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]+-ubuntu22\.04", dockerfile.final.base)
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu22\.04", dockerfile.final.base)
     assert dockerfile.args["PYTHON_VERSION"] == "3.11"
     assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", dockerfile.args["UV_IMAGE"])
     assert any("HF_HUB_OFFLINE=1" in env for env in dockerfile.final.all("ENV"))
@@ -129,3 +130,20 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
         needed |= {f"services/{service}"} | local_dependencies(service)
     assert allowed == needed
     assert {"**/tests/", "**/*.egg-info/", "**/__pycache__/"} <= set(lines)
+
+
+@pytest.mark.parametrize("service", CPU_SERVICES + GPU_SERVICES)
+def test_bases_are_pinned_and_digest_ready(service: str) -> None:
+    """Every FROM names a build argument defaulting to a pinned tag, so a release build can add a digest."""
+    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    dockerfile = parse(ROOT / "services" / service / "Dockerfile")
+    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    assert len(froms) == len(dockerfile.stages)
+    for reference in froms:
+        argument = re.fullmatch(r"\$\{(\w+)\}", reference)
+        assert argument, f"FROM {reference} is not a build argument"
+        default = dockerfile.args[argument.group(1)]
+        name, _, tag = default.rpartition(":")
+        assert name, default
+        assert re.fullmatch(r"[\w.-]*\d[\w.-]*", tag), f"{default}: not a pinned tag"
+        assert "@" not in default, "the digest is added at release time"

@@ -1,95 +1,34 @@
 """Render the likeness chart under several value combinations and check what Kubernetes would receive.
 
-Rendering uses helm-python-sdk (Helm's own Go engine through a C library), so no helm binary, cluster or
-network is needed.
+The scenarios and their renders (made once per session) come from conftest.py.
 """
 
 from __future__ import annotations
 
+import ast
+import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
-import yaml
 
-CHART_DIR = Path(__file__).resolve().parents[1] / "helm" / "likeness"
+from gateway.config import GatewaySettings
+
 RELEASE = "demo"
-NAMESPACE = "likeness"
 PREFIX = f"{RELEASE}-likeness"
+ROOT = Path(__file__).resolve().parents[2]
 
 SERVICES = ("gateway", "ingest", "retention", "trainer", "renderer")
 API_WORKLOADS = ("gateway", "ingest", "retention", "trainer-serve", "renderer-serve")
 WORKERS = ("trainer-work", "renderer-work")
 DIGEST = "sha256:" + "ab" * 32
-
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "workers-disabled": {"trainer": {"work": {"enabled": False}}, "renderer": {"work": {"enabled": False}}},
-    "custom-images-no-networkpolicy": {
-        "networkPolicy": {"enabled": False},
-        "image": {"registry": "ghcr.io/acme/", "tag": "1.2.3", "pullPolicy": "Always"},
-        "gateway": {"image": {"repository": "custom/gateway", "tag": "9.9.9"}},
-        "ingest": {"image": {"repository": "custom/ingest", "digest": DIGEST}},
-        "imagePullSecrets": [{"name": "acme-pull"}],
-    },
-    "restricted-callers": {
-        "gateway": {
-            "networkPolicy": {
-                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]
-            }
-        },
-        "retention": {"networkPolicy": {"extraFrom": [{"podSelector": {"matchLabels": {"app": "ops"}}}]}},
-        "networkPolicy": {"metricsFrom": []},
-        "config": {"otlpEndpoint": "https://otel.example.internal:4317"},
-        "vault": {"tokenAudience": ""},
-        "commonLabels": {"team": "likeness"},
-    },
-}
+VAULT_USERS = ("ingest", "retention", "trainer", "renderer")  # every service but the gateway
 
 Manifest = dict[str, Any]
-
-
-class Rendered:
-    """The manifests of one render, grouped for lookups."""
-
-    def __init__(self, files: dict[str, str]) -> None:
-        self.files = files
-        self.docs: list[Manifest] = []
-        self.hooks: list[Manifest] = []
-        for path, text in files.items():
-            if not path.endswith(".yaml"):  # NOTES.txt
-                continue
-            for doc in yaml.safe_load_all(text):
-                if doc:
-                    (self.hooks if "/templates/tests/" in path else self.docs).append(doc)
-
-    def of_kind(self, kind: str) -> list[Manifest]:
-        return [doc for doc in self.docs if doc["kind"] == kind]
-
-    def by_name(self, kind: str) -> dict[str, Manifest]:
-        return {doc["metadata"]["name"]: doc for doc in self.of_kind(kind)}
-
-    def deployment(self, component: str) -> Manifest:
-        return self.by_name("Deployment")[f"{PREFIX}-{component}"]
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    with helm.Chart.load(CHART_DIR) as loaded:
-        yield loaded
-
-
-@pytest.fixture(scope="module", params=sorted(SCENARIOS))
-def scenario(request: pytest.FixtureRequest, chart: helm.Chart) -> tuple[str, Rendered]:
-    name: str = request.param
-    return name, Rendered(chart.render(SCENARIOS[name], name=RELEASE, namespace=NAMESPACE))
-
-
-def render(chart: helm.Chart, values: dict[str, Any]) -> Rendered:
-    return Rendered(chart.render(values, name=RELEASE, namespace=NAMESPACE))
+Rendered = Any  # conftest.Rendered: docs, hooks, of_kind(), by_name(), deployment()
+Scenario = tuple[str, Rendered]
 
 
 def component(doc: Manifest) -> str:
@@ -112,32 +51,36 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 # --- what is rendered -------------------------------------------------------------------------------------
 
 
-def test_renders_one_deployment_per_workload(scenario: tuple[str, Rendered]) -> None:
+def test_renders_one_deployment_per_workload(scenario: Scenario) -> None:
     name, rendered = scenario
     expected = set(API_WORKLOADS) | (set() if name == "workers-disabled" else set(WORKERS))
     assert {component(doc) for doc in rendered.of_kind("Deployment")} == expected
     assert len(rendered.of_kind("PodDisruptionBudget")) == len(expected)
 
 
-def test_resource_names_are_unique_per_kind(scenario: tuple[str, Rendered]) -> None:
+def test_resource_names_are_unique_per_kind(scenario: Scenario) -> None:
     _, rendered = scenario
     seen = [(doc["kind"], doc["metadata"]["name"]) for doc in rendered.docs]
     assert len(seen) == len(set(seen))
 
 
-def test_services_front_the_apis_only(scenario: tuple[str, Rendered]) -> None:
-    _, rendered = scenario
+def test_services_front_the_apis_only(scenario: Scenario) -> None:
+    name, rendered = scenario
     services = rendered.by_name("Service")
-    assert set(services) == {f"{PREFIX}-{service}" for service in SERVICES}
+    external = name == "custom-images-no-networkpolicy"  # a LoadBalancer gateway
+    assert set(services) == {f"{PREFIX}-{service}" for service in SERVICES} | (
+        {f"{PREFIX}-gateway-metrics"} if external else set()
+    )
     pods = [doc["spec"]["template"]["metadata"]["labels"] for doc in rendered.of_kind("Deployment")]
     for service in services.values():
         selected = [labels for labels in pods if matches(service["spec"]["selector"], labels)]
         assert len(selected) == 1, service["metadata"]["name"]
         assert selected[0]["app.kubernetes.io/component"] in API_WORKLOADS
-        assert service["spec"]["type"] == "ClusterIP"
+        published = external and service["metadata"]["name"] == f"{PREFIX}-gateway"
+        assert service["spec"]["type"] == ("LoadBalancer" if published else "ClusterIP")
 
 
-def test_gateway_reaches_every_grpc_service_by_its_service_name(scenario: tuple[str, Rendered]) -> None:
+def test_gateway_reaches_every_grpc_service_by_its_service_name(scenario: Scenario) -> None:
     _, rendered = scenario
     services = rendered.by_name("Service")
     env = env_of(pod_spec(rendered.deployment("gateway"))["containers"][0])
@@ -150,7 +93,7 @@ def test_gateway_reaches_every_grpc_service_by_its_service_name(scenario: tuple[
 # --- pod security -----------------------------------------------------------------------------------------
 
 
-def test_every_pod_runs_restricted(scenario: tuple[str, Rendered]) -> None:
+def test_every_pod_runs_restricted(scenario: Scenario) -> None:
     _, rendered = scenario
     pods = rendered.of_kind("Deployment") + rendered.hooks
     assert pods
@@ -173,27 +116,34 @@ def test_every_pod_runs_restricted(scenario: tuple[str, Rendered]) -> None:
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-def test_nothing_is_written_to_disk(scenario: tuple[str, Rendered]) -> None:
+def test_nothing_is_written_to_disk(scenario: Scenario) -> None:
     """The only writable volume is the GPU workers' memory-backed /tmp; nothing mounts a host path."""
     _, rendered = scenario
     for doc in rendered.of_kind("Deployment"):
         spec = pod_spec(doc)
-        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
         for volume in volumes.values():
-            assert "hostPath" not in volume
+            assert set(volume) - {"name"} <= {
+                "emptyDir",
+                "persistentVolumeClaim",
+                "projected",
+                "secret",
+                "configMap",
+            }
             if "emptyDir" in volume:
                 assert volume["emptyDir"]["medium"] == "Memory"
                 assert volume["emptyDir"]["sizeLimit"]
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["readOnly"] is True
-        for mount in spec["containers"][0]["volumeMounts"]:
+        for mount in spec["containers"][0].get("volumeMounts", []):
             volume = volumes[mount["name"]]
             assert mount.get("readOnly", False) or "emptyDir" in volume, mount
-        scratch = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == "/tmp"]
+        scratch = [m for m in spec["containers"][0].get("volumeMounts", []) if m["mountPath"] == "/tmp"]
         assert len(scratch) == (1 if component(doc) in WORKERS else 0)
 
 
-def test_only_a_vault_token_is_projected(scenario: tuple[str, Rendered]) -> None:
+def test_only_a_vault_token_is_projected(scenario: Scenario) -> None:
+    """No pod holds a Kubernetes API token; those using Vault get a short-lived Vault-audience token only."""
     name, rendered = scenario
     accounts = rendered.by_name("ServiceAccount")
     assert set(accounts) == {f"{PREFIX}-{service}" for service in SERVICES}
@@ -203,7 +153,13 @@ def test_only_a_vault_token_is_projected(scenario: tuple[str, Rendered]) -> None
         assert spec["serviceAccountName"] in accounts
         service = component(doc).split("-")[0]
         assert spec["serviceAccountName"] == f"{PREFIX}-{service}"
-        (token,) = [volume for volume in spec["volumes"] if "projected" in volume]
+        tokens = [volume for volume in spec.get("volumes", []) if "projected" in volume]
+        env = env_of(spec["containers"][0])
+        if service not in VAULT_USERS:
+            assert tokens == [], "the gateway talks to neither Vault nor the Kubernetes API"
+            assert "LIKENESS_VAULT_ROLE" not in env
+            continue
+        (token,) = tokens
         (source,) = token["projected"]["sources"]
         assert set(source) == {"serviceAccountToken"}
         assert source["serviceAccountToken"].get("audience") == (
@@ -212,14 +168,14 @@ def test_only_a_vault_token_is_projected(scenario: tuple[str, Rendered]) -> None
         assert source["serviceAccountToken"]["expirationSeconds"] <= 3600
         mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
         assert mounts[token["name"]]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
-        env = env_of(spec["containers"][0])
+        assert mounts[token["name"]]["readOnly"] is True
         assert env["LIKENESS_VAULT_ROLE"]["value"] == f"likeness-{service}"
 
 
 # --- resources and probes ---------------------------------------------------------------------------------
 
 
-def test_every_container_has_resources(scenario: tuple[str, Rendered]) -> None:
+def test_every_container_has_resources(scenario: Scenario) -> None:
     _, rendered = scenario
     for doc in rendered.of_kind("Deployment") + rendered.hooks:
         for container in pod_spec(doc)["containers"]:
@@ -228,7 +184,7 @@ def test_every_container_has_resources(scenario: tuple[str, Rendered]) -> None:
             assert "memory" in resources["limits"], doc["metadata"]["name"]
 
 
-def test_every_deployment_container_has_probes(scenario: tuple[str, Rendered]) -> None:
+def test_every_deployment_container_has_probes(scenario: Scenario) -> None:
     _, rendered = scenario
     for doc in rendered.of_kind("Deployment"):
         container = pod_spec(doc)["containers"][0]
@@ -237,7 +193,7 @@ def test_every_deployment_container_has_probes(scenario: tuple[str, Rendered]) -
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert probe in container, (kind, probe)
         if kind == "gateway":
-            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+            assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         elif kind in WORKERS:
             for probe in ("startupProbe", "readinessProbe"):
@@ -245,12 +201,13 @@ def test_every_deployment_container_has_probes(scenario: tuple[str, Rendered]) -
         else:
             for probe in ("startupProbe", "readinessProbe"):
                 assert container[probe]["grpc"]["port"] == ports["grpc"], (kind, probe)
-        if kind != "gateway":
-            # Dependency health gates readiness only: liveness just asks whether the process answers.
-            assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        # Dependency health gates readiness only: liveness just asks whether the process answers, on the
+        # metrics port every process (the gateway included) serves.
+        assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}, kind
+        assert "metrics" in ports, kind
 
 
-def test_workers_get_a_gpu_and_the_base_model(scenario: tuple[str, Rendered]) -> None:
+def test_workers_get_a_gpu_and_the_base_model(scenario: Scenario) -> None:
     name, rendered = scenario
     deployments = {component(doc): doc for doc in rendered.of_kind("Deployment")}
     for kind, doc in deployments.items():
@@ -280,22 +237,50 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: tuple[str, Rendered]) ->
 
 # --- configuration and secrets ----------------------------------------------------------------------------
 
-SECRET_NAME = re.compile(r"SECRET|ACCESS_KEY|PASSWORD|TOKEN|PRIVATE", re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"SECRET|ACCESS_KEY|PASSWORD|TOKEN|PRIVATE|SIGNING|WATERMARK|CERT_CHAIN", re.IGNORECASE
+)
 COMMON_ENV = {
     "LIKENESS_ENV", "LIKENESS_LOG_LEVEL", "LIKENESS_METRICS_PORT", "LIKENESS_NATS_URL",
-    "LIKENESS_S3_ENDPOINT", "LIKENESS_S3_BUCKET", "LIKENESS_S3_REGION", "LIKENESS_S3_ACCESS_KEY",
-    "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_ADDR", "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_ROLE",
-    "LIKENESS_VAULT_TRANSIT_MOUNT", "LIKENESS_HMAC_SECRET",
+    "LIKENESS_S3_ENDPOINT", "LIKENESS_S3_BUCKET", "LIKENESS_S3_REGION", "LIKENESS_VAULT_ADDR",
+    "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_TRANSIT_MOUNT", "LIKENESS_HMAC_SECRET",
 }  # fmt: skip
-SECRET_REFERENCES = {
-    "LIKENESS_S3_ACCESS_KEY": {"name": "likeness-s3", "key": "access-key"},
-    "LIKENESS_S3_SECRET_KEY": {"name": "likeness-s3", "key": "secret-key"},
-    "LIKENESS_HMAC_SECRET": {"name": "likeness-hmac", "key": "hmac-secret"},
-}
+STORAGE_ENV = {"LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_ROLE"}
 
 
-def test_no_secret_value_is_inlined(scenario: tuple[str, Rendered]) -> None:
-    _, rendered = scenario
+def expected_secret_references(scenario: str, service: str) -> dict[str, dict[str, str]]:
+    """Every secret a service's settings need, each from its existing Secret; nothing it does not need."""
+    production = scenario == "production"
+    s3 = "acme-s3" if production else "likeness-s3"
+    references = {
+        "LIKENESS_HMAC_SECRET": {"name": "acme-hmac", "key": "secret"}
+        if production
+        else {"name": "likeness-hmac", "key": "hmac-secret"}
+    }
+    if production:
+        # Every service talks to NATS; the gateway for its idempotency bucket, erasures and progress events.
+        references["LIKENESS_NATS_URL"] = {"name": "likeness-nats", "key": "u"}
+    if service == "gateway":
+        return references  # no storage rights: no S3 credentials (and no Vault role or token)
+    references |= {
+        "LIKENESS_S3_ACCESS_KEY": {"name": s3, "key": "access-key"},
+        "LIKENESS_S3_SECRET_KEY": {"name": s3, "key": "secret-key"},
+    }
+    if service == "retention":
+        receipts = "acme-receipts" if production else "likeness-receipts"
+        references["LIKENESS_RECEIPT_SIGNING_KEY"] = {"name": receipts, "key": "signing-key"}
+    if service == "renderer":
+        marking = "acme-marking" if production else "likeness-renderer-marking"
+        references |= {
+            "LIKENESS_WATERMARK_KEY": {"name": marking, "key": "watermark-key"},
+            "LIKENESS_C2PA_CERT_CHAIN": {"name": marking, "key": "c2pa-cert-chain"},
+            "LIKENESS_C2PA_PRIVATE_KEY": {"name": marking, "key": "c2pa-private-key"},
+        }
+    return references
+
+
+def test_no_secret_value_is_inlined(scenario: Scenario) -> None:
+    name, rendered = scenario
     assert not rendered.of_kind("Secret")
     for config_map in rendered.of_kind("ConfigMap"):
         assert not [key for key in config_map["data"] if SECRET_NAME.search(key)]
@@ -309,10 +294,100 @@ def test_no_secret_value_is_inlined(scenario: tuple[str, Rendered]) -> None:
                 name: entry["valueFrom"]["secretKeyRef"] for name, entry in env_of(container).items()
                 if "valueFrom" in entry
             }  # fmt: skip
-            assert references == SECRET_REFERENCES
+            assert references == expected_secret_references(name, component(doc).split("-")[0])
 
 
-def test_every_process_gets_the_shared_configuration(scenario: tuple[str, Rendered]) -> None:
+def test_production_settings_the_services_require_are_all_set(renders: dict[str, Rendered]) -> None:
+    """What each settings class refuses to start without in production (config.py of each service)."""
+    rendered = renders["production"]
+    gateway = env_of(pod_spec(rendered.deployment("gateway"))["containers"][0])
+    assert gateway["LIKENESS_JWKS_FILE"]["value"] == "/etc/likeness/jwks/jwks.json"
+    assert "LIKENESS_JWKS_URL" not in gateway
+    assert gateway["LIKENESS_JWT_ISSUER"]["value"] == "https://idp.acme.internal/"
+    (jwks,) = [v for v in pod_spec(rendered.deployment("gateway"))["volumes"] if v["name"] == "jwks"]
+    assert jwks["secret"]["secretName"] == "acme-jwks"
+    retention = env_of(pod_spec(rendered.deployment("retention"))["containers"][0])
+    assert retention["LIKENESS_RECEIPT_PREVIOUS_PUBLIC_KEYS"]["value"] == '["' + "A" * 43 + '="]'
+    for role in ("serve", "work"):
+        renderer = env_of(pod_spec(rendered.deployment(f"renderer-{role}"))["containers"][0])
+        assert renderer["LIKENESS_C2PA_SIGN"]["value"] == "true"
+    for doc in rendered.of_kind("Deployment"):
+        spec = pod_spec(doc)
+        env = env_of(spec["containers"][0])
+        assert (
+            env["SSL_CERT_FILE"]["value"]
+            == env["REQUESTS_CA_BUNDLE"]["value"]
+            == "/etc/likeness/ca/bundle.pem"
+        )
+        (ca,) = [v for v in spec["volumes"] if v["name"] == "ca-bundle"]
+        assert ca["configMap"]["name"] == "acme-ca"
+        mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["ca-bundle"] == {"name": "ca-bundle", "mountPath": "/etc/likeness/ca", "readOnly": True}
+
+
+# Values a platform team tunes, and the GatewaySettings field each becomes (large numbers check that Helm's
+# float64 values are written as integers, not "1e+06").
+GATEWAY_TUNING = {
+    "rateLimit": {
+        "perSecond": 12.5,
+        "burst": 40,
+        "uploadPerSecond": 0.5,
+        "uploadBurst": 3,
+        "tenants": 2_000_000,
+    },
+    "requestTimeoutSeconds": 45,
+    "subjectStatusCacheSeconds": 0,
+    "idempotency": {"ttlSeconds": 1_000_000},
+}
+GATEWAY_TUNED_FIELDS = {
+    "rate_limit_per_second": 12.5,
+    "rate_limit_burst": 40,
+    "upload_rate_limit_per_second": 0.5,
+    "upload_rate_limit_burst": 3,
+    "rate_limit_tenants": 2_000_000,
+    "request_timeout_seconds": 45.0,
+    "subject_status_cache_seconds": 0.0,
+    "idempotency_ttl_seconds": 1_000_000,
+}
+
+
+def gateway_settings(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
+    """The gateway's settings as its pod would read them: the ConfigMap, then its env (secrets: stand-ins)."""
+    container = pod_spec(rendered.deployment("gateway"))["containers"][0]
+    (source,) = container["envFrom"]
+    environment = dict(rendered.by_name("ConfigMap")[source["configMapRef"]["name"]]["data"])
+    for name, entry in env_of(container).items():
+        if "value" in entry:
+            environment[name] = entry["value"]
+        elif name == "LIKENESS_HMAC_SECRET":
+            environment[name] = "a stand-in for the Secret, long enough"
+    for name in [name for name in os.environ if name.startswith("LIKENESS_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    fields = {f"LIKENESS_{field.upper()}" for field in GatewaySettings.model_fields}
+    unknown = {name for name in environment if name.startswith("LIKENESS_") and name not in fields}
+    assert unknown == set(), "the chart sets variables the gateway does not read"
+    return GatewaySettings()
+
+
+def test_gateway_tuning_reaches_its_settings(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = gateway_settings(render({"gateway": GATEWAY_TUNING}), monkeypatch)
+    assert settings.is_production
+    assert {field: getattr(settings, field) for field in GATEWAY_TUNED_FIELDS} == GATEWAY_TUNED_FIELDS
+    assert settings.metrics_port == 9464
+    assert settings.nats_url == "tls://nats.nats.svc.cluster.local:4222"
+
+
+def test_gateway_defaults_match_the_code(
+    renders: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = gateway_settings(renders["defaults"], monkeypatch)
+    for field in GATEWAY_TUNED_FIELDS:
+        assert getattr(settings, field) == GatewaySettings.model_fields[field].default, field
+
+
+def test_every_process_gets_the_shared_configuration(scenario: Scenario) -> None:
     name, rendered = scenario
     config_maps = rendered.by_name("ConfigMap")
     for doc in rendered.of_kind("Deployment"):
@@ -320,21 +395,28 @@ def test_every_process_gets_the_shared_configuration(scenario: tuple[str, Render
         (source,) = container["envFrom"]
         data = config_maps[source["configMapRef"]["name"]]["data"]
         names = set(data) | set(env_of(container))
-        assert names >= COMMON_ENV, COMMON_ENV - names
+        kind = component(doc)
+        expected = COMMON_ENV | (set() if kind == "gateway" else STORAGE_ENV)
+        assert names >= expected, expected - names
+        if kind == "gateway":
+            assert not names & STORAGE_ENV, "the gateway holds no storage rights"
         assert data["LIKENESS_ENV"] == "production"
         assert data["LIKENESS_VAULT_AUTH"] == "kubernetes"
         assert data["LIKENESS_NATS_URL"].startswith("tls://")
+        assert "@" not in data["LIKENESS_NATS_URL"], "credentials never go into the ConfigMap"
         assert data["LIKENESS_S3_ENDPOINT"].startswith("https://")
         assert data["LIKENESS_VAULT_ADDR"].startswith("https://")
-        assert ("LIKENESS_OTLP_ENDPOINT" in data) == (name == "restricted-callers")
+        assert ("LIKENESS_OTLP_ENDPOINT" in data) == (name in ("restricted-callers", "production"))
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         assert ports["metrics"] == int(data["LIKENESS_METRICS_PORT"])
-        kind = component(doc)
         if kind == "gateway":
+            assert set(ports) == {"http", "metrics"}, "the gateway serves /metrics off its API port"
             assert int(env_of(container)["LIKENESS_HTTP_PORT"]["value"]) == ports["http"]
-            assert {"LIKENESS_JWKS_URL", "LIKENESS_JWT_ISSUER", "LIKENESS_JWT_AUDIENCE"} <= names
+            assert {"LIKENESS_JWT_ISSUER", "LIKENESS_JWT_AUDIENCE"} <= names
+            assert {"LIKENESS_JWKS_URL", "LIKENESS_JWKS_FILE"} & names
             assert container["command"] == ["python", "-m", "gateway"]
-        elif kind in WORKERS:
+            continue
+        if kind in WORKERS:
             assert "LIKENESS_GRPC_PORT" not in names
         else:
             assert int(env_of(container)["LIKENESS_GRPC_PORT"]["value"]) == ports["grpc"]
@@ -343,9 +425,9 @@ def test_every_process_gets_the_shared_configuration(scenario: tuple[str, Render
             assert container["args"] == ["serve"]
 
 
-def test_pods_roll_when_the_configuration_changes(chart: helm.Chart) -> None:
+def test_pods_roll_when_the_configuration_changes(render: Any) -> None:
     def checksums(values: dict[str, Any]) -> set[str]:
-        deployments = render(chart, values).of_kind("Deployment")
+        deployments = render(values).of_kind("Deployment")
         return {doc["spec"]["template"]["metadata"]["annotations"]["checksum/config"] for doc in deployments}
 
     before, after = checksums({}), checksums({"config": {"logLevel": "DEBUG"}})
@@ -363,7 +445,7 @@ STANDARD_LABELS = {
 }
 
 
-def test_labels_are_consistent(scenario: tuple[str, Rendered]) -> None:
+def test_labels_are_consistent(scenario: Scenario) -> None:
     name, rendered = scenario
     chart_label = rendered.docs[0]["metadata"]["labels"]["helm.sh/chart"]
     assert re.fullmatch(r"likeness-\d+\.\d+\.\d+.*", chart_label)
@@ -396,7 +478,7 @@ def test_labels_are_consistent(scenario: tuple[str, Rendered]) -> None:
 # --- images -----------------------------------------------------------------------------------------------
 
 
-def test_images_follow_the_values(scenario: tuple[str, Rendered]) -> None:
+def test_images_follow_the_values(scenario: Scenario) -> None:
     name, rendered = scenario
     images = {
         component(doc): pod_spec(doc)["containers"][0]["image"] for doc in rendered.of_kind("Deployment")
@@ -409,6 +491,11 @@ def test_images_follow_the_values(scenario: tuple[str, Rendered]) -> None:
         for doc in rendered.of_kind("Deployment") + rendered.hooks:
             assert pod_spec(doc)["imagePullSecrets"] == [{"name": "acme-pull"}]
             assert pod_spec(doc)["containers"][0]["imagePullPolicy"] == "Always"
+    elif name == "production":
+        for kind, image in images.items():
+            repository, digest = image.split("@")
+            assert repository == f"registry.acme.internal/likeness/{kind.split('-')[0]}"
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     else:
         for kind, image in images.items():
             assert image == f"registry.example.com/likeness/{kind.split('-')[0]}:0.1.0"
@@ -426,29 +513,59 @@ def ingress_ports(policy: Manifest) -> dict[str, list[Manifest] | None]:
     return admitted
 
 
-def test_network_policies_admit_only_the_callers(scenario: tuple[str, Rendered]) -> None:
+def egress_targets(policy: Manifest) -> list[tuple[tuple[tuple[int, str], ...], list[Manifest] | None]]:
+    """Each egress rule as (its (port, protocol) pairs, its peers or None for anywhere)."""
+    return [
+        (tuple((port["port"], port["protocol"]) for port in rule["ports"]), rule.get("to"))
+        for rule in policy["spec"]["egress"]
+    ]
+
+
+def policies_by_component(rendered: Rendered) -> dict[str, Manifest]:
+    found: dict[str, Manifest] = {}
+    for policy in rendered.of_kind("NetworkPolicy"):
+        labels = policy["spec"]["podSelector"]["matchLabels"]
+        if "app.kubernetes.io/component" in labels:
+            found[labels["app.kubernetes.io/component"]] = policy
+    return found
+
+
+def test_network_policies_deny_by_default(scenario: Scenario) -> None:
     name, rendered = scenario
     policies = rendered.of_kind("NetworkPolicy")
     if name == "custom-images-no-networkpolicy":
         assert not policies
         return
-    gateway_pods = rendered.deployment("gateway")["spec"]["template"]["metadata"]["labels"]
-    by_component: dict[str, Manifest] = {}
+    (default,) = [
+        p for p in policies if "app.kubernetes.io/component" not in p["spec"]["podSelector"]["matchLabels"]
+    ]
+    assert default["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "likeness",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    assert default["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in default["spec"]
+    assert "egress" not in default["spec"]
     for policy in policies:
-        assert policy["spec"]["policyTypes"] == ["Ingress"]
-        labels = policy["spec"]["podSelector"]["matchLabels"]
-        if "app.kubernetes.io/component" not in labels:
-            assert policy["spec"].get("ingress") is None, "the default policy denies everything"
-            assert labels == {"app.kubernetes.io/name": "likeness", "app.kubernetes.io/instance": RELEASE}
-            continue
-        by_component[labels["app.kubernetes.io/component"]] = policy
-    assert set(by_component) == {component(doc) for doc in rendered.of_kind("Deployment")}
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    expected = {component(doc) for doc in rendered.of_kind("Deployment")} | {"gateway-test"}
+    assert set(policies_by_component(rendered)) == expected
+
+
+def test_network_policies_admit_only_the_callers(scenario: Scenario) -> None:
+    name, rendered = scenario
+    if name == "custom-images-no-networkpolicy":
+        return
+    gateway_pods = rendered.deployment("gateway")["spec"]["template"]["metadata"]["labels"]
     metrics_from = None if name == "restricted-callers" else [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]  # fmt: skip
-    for kind, policy in by_component.items():
-        admitted = ingress_ports(policy)
-        assert admitted.pop("metrics") == metrics_from
+    for kind, policy in policies_by_component(rendered).items():
+        admitted = ingress_ports(policy) if "ingress" in policy["spec"] else {}
+        if kind == "gateway-test":
+            assert admitted == {}, "the test pod accepts no connection"
+            continue
+        assert admitted.pop("metrics") == metrics_from, kind
         if kind == "gateway":
             peers = admitted.pop("http")
             if name == "restricted-callers":
@@ -457,9 +574,12 @@ def test_network_policies_admit_only_the_callers(scenario: tuple[str, Rendered])
                     "kubernetes.io/metadata.name": "ingress"
                 }
                 assert peers[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway-test"
+                assert len(peers) == 2, "scrapers reach the metrics port, not the API"
             else:
                 assert peers is None
-        elif kind not in WORKERS:
+            assert admitted == {}, f"the gateway admits more than its callers: {admitted}"
+            continue
+        if kind not in WORKERS:
             peers = admitted.pop("grpc")
             assert peers is not None
             assert matches(peers[0]["podSelector"]["matchLabels"], gateway_pods)
@@ -468,10 +588,61 @@ def test_network_policies_admit_only_the_callers(scenario: tuple[str, Rendered])
         assert admitted == {}, f"{kind} admits more than its callers: {admitted}"
 
 
+DNS = ((53, "UDP"), (53, "TCP"))
+KUBE_DNS = [
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+]
+
+
+def test_network_policies_let_each_pod_reach_only_what_it_talks_to(scenario: Scenario) -> None:
+    name, rendered = scenario
+    if name == "custom-images-no-networkpolicy":
+        return
+    production = name == "production"
+    namespace = lambda ns: [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}]  # noqa: E731
+    # Ports come from the URLs: nats.url :4222, s3.endpoint https (443, or the CIDR-pinned :9000 in
+    # production), vault.addr :8200, the JWKS URL https, the OTLP endpoint :4317.
+    nats = (((4222, "TCP"),), namespace("nats"))
+    storage = [((9000 if production else 443, "TCP"),), ((8200, "TCP"),)]
+    storage_peers = [[{"ipBlock": {"cidr": "10.20.0.0/16"}}] if production else None, namespace("vault")]
+    otlp = {
+        "production": [(((4317, "TCP"),), namespace("observability"))],
+        "restricted-callers": [(((4317, "TCP"),), None)],
+    }.get(name, [])
+    grpc_port = {"retention": 50051, "ingest": 50051, "trainer": 50051, "renderer": 50051}
+    for kind, policy in policies_by_component(rendered).items():
+        rules = egress_targets(policy)
+        assert rules[0] == (DNS, KUBE_DNS), kind
+        rules = rules[1:]
+        if kind == "gateway-test":
+            (rule,) = rules
+            assert rule[0] == ((8080, "TCP"),)
+            assert rule[1] is not None
+            assert rule[1][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+            continue
+        # Everyone talks to NATS, the gateway included (idempotency bucket, erasures, progress events).
+        assert rules[0] == nats, kind
+        rules = rules[1:]
+        if kind == "gateway":
+            backends = rules[:4]
+            assert [rule[0] for rule in backends] == [((grpc_port[s], "TCP"),) for s in grpc_port]
+            selected = [
+                rule[1][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for rule in backends
+            ]  # type: ignore[index]
+            assert selected == ["retention", "ingest", "trainer-serve", "renderer-serve"]
+            jwks = [] if production else [(((443, "TCP"),), None)]
+            assert rules[4:] == jwks + otlp
+        else:
+            assert rules == list(zip(storage, storage_peers, strict=True)) + otlp, kind
+
+
 # --- helm test ----------------------------------------------------------------------------------------------
 
 
-def test_helm_test_pod_checks_gateway_readiness(scenario: tuple[str, Rendered]) -> None:
+def test_helm_test_pod_checks_gateway_readiness(scenario: Scenario) -> None:
     _, rendered = scenario
     (pod,) = rendered.hooks
     assert pod["kind"] == "Pod"
@@ -484,22 +655,162 @@ def test_helm_test_pod_checks_gateway_readiness(scenario: tuple[str, Rendered]) 
     assert container["image"] == gateway["image"]
 
 
-def test_helm_test_pod_can_be_turned_off(chart: helm.Chart) -> None:
-    assert not render(chart, {"tests": {"enabled": False}}).hooks
+def test_helm_test_pod_can_be_turned_off(render: Any) -> None:
+    assert not render({"tests": {"enabled": False}}).hooks
 
 
-def test_an_external_gateway_service_publishes_no_metrics(chart: helm.Chart) -> None:
+def test_an_external_gateway_service_publishes_no_metrics(render: Any) -> None:
+    """A LoadBalancer carries the API only; the gateway's metrics move to a ClusterIP Service (scraped)."""
     values = {"gateway": {"service": {"type": "LoadBalancer", "port": 443, "annotations": {"a": "b"}}}}
-    service = render(chart, values).by_name("Service")[f"{PREFIX}-gateway"]
+    services = render(values).by_name("Service")
+    service = services[f"{PREFIX}-gateway"]
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 443, "targetPort": "http", "protocol": "TCP"}
     ]
     assert service["metadata"]["annotations"] == {"a": "b"}
+    metrics = services[f"{PREFIX}-gateway-metrics"]
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert "annotations" not in metrics["metadata"]
+    assert metrics["spec"]["selector"] == service["spec"]["selector"]
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert metrics["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
 
-def test_names_follow_overrides(chart: helm.Chart) -> None:
-    rendered = render(chart, {"fullnameOverride": "lk"})
+def test_every_api_workload_is_scraped_on_its_metrics_port(scenario: Scenario) -> None:
+    """The ServiceMonitor's `metrics` endpoint reaches every Service-fronted workload, gateway included."""
+    _, rendered = scenario
+    pods = {component(doc): pod_spec(doc)["containers"][0] for doc in rendered.of_kind("Deployment")}
+    scraped = set()
+    for service in rendered.of_kind("Service"):
+        ports = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+        if service["spec"]["type"] != "ClusterIP":
+            assert ports == [], "metrics are never published outside the cluster"
+            continue
+        (port,) = ports
+        assert port["targetPort"] == "metrics"
+        selected = service["spec"]["selector"]["app.kubernetes.io/component"]
+        assert "metrics" in {p["name"] for p in pods[selected]["ports"]}, selected
+        scraped.add(selected)
+    assert scraped == set(API_WORKLOADS)
+
+
+def test_names_follow_overrides(render: Any) -> None:
+    rendered = render({"fullnameOverride": "lk"})
     assert "lk-trainer-work" in rendered.by_name("Deployment")
     env = env_of(pod_spec(rendered.by_name("Deployment")["lk-gateway"])["containers"][0])
     assert env["LIKENESS_INGEST_ADDR"]["value"] == "lk-ingest:50051"
+
+
+# --- autoscaling ------------------------------------------------------------------------------------------
+
+
+def test_autoscalers_own_the_replica_counts(scenario: Scenario) -> None:
+    """With an autoscaler the Deployment leaves `replicas` out, so an upgrade never resets what it chose."""
+    name, rendered = scenario
+    autoscaled = {"gateway", "ingest", *WORKERS} if name == "keda-hpa" else set()
+    for doc in rendered.of_kind("Deployment"):
+        assert ("replicas" in doc["spec"]) == (component(doc) not in autoscaled), component(doc)
+    hpas = {component(doc): doc for doc in rendered.of_kind("HorizontalPodAutoscaler")}
+    scaled_objects = {component(doc): doc for doc in rendered.of_kind("ScaledObject")}
+    assert set(hpas) == ({"gateway", "ingest"} if name == "keda-hpa" else set())
+    assert set(scaled_objects) == (set(WORKERS) if name == "keda-hpa" else set())
+    for kind, autoscaler in (hpas | scaled_objects).items():
+        target = autoscaler["spec"]["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+        assert target["name"] == rendered.deployment(kind)["metadata"]["name"]
+
+
+def test_horizontal_pod_autoscalers_follow_the_values(renders: dict[str, Rendered]) -> None:
+    hpas = {component(doc): doc["spec"] for doc in renders["keda-hpa"].of_kind("HorizontalPodAutoscaler")}
+    gateway, ingest = hpas["gateway"], hpas["ingest"]
+    assert (gateway["minReplicas"], gateway["maxReplicas"]) == (2, 10)
+    assert [m["resource"]["name"] for m in gateway["metrics"]] == ["cpu", "memory"]
+    assert gateway["metrics"][1]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 80}
+    assert gateway["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 300}}
+    assert (ingest["minReplicas"], ingest["maxReplicas"]) == (3, 12)
+    assert ingest["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+        }
+    ]
+    assert "behavior" not in ingest
+
+
+def code_constant(path: str, name: str) -> str:
+    """A string constant assigned at module or class level in our code (the names KEDA must agree with)."""
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                assert isinstance(node.value, ast.Constant)
+                return str(node.value.value)
+    raise AssertionError(f"{name} not found in {path}")
+
+
+def test_keda_scales_workers_on_their_own_work_queue(renders: dict[str, Rendered]) -> None:
+    scaled = {component(doc): doc["spec"] for doc in renders["keda-hpa"].of_kind("ScaledObject")}
+    queues = {
+        "trainer-work": (code_constant("libs/likeness/likeness/bus.py", "TRAIN_STREAM"),
+                         code_constant("services/trainer/trainer/worker.py", "durable")),
+        "renderer-work": (code_constant("libs/likeness/likeness/bus.py", "RENDER_STREAM"),
+                          code_constant("services/renderer/renderer/worker.py", "durable")),
+    }  # fmt: skip
+    assert queues == {
+        "trainer-work": ("LIKENESS_JOBS_TRAIN", "trainer-workers"),
+        "renderer-work": ("LIKENESS_JOBS_RENDER", "renderer-workers"),
+    }
+    for kind, spec in scaled.items():
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        metadata = trigger["metadata"]
+        assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata are strings"
+        assert (metadata["stream"], metadata["consumer"]) == queues[kind]
+        assert metadata["natsServerMonitoringEndpoint"] == "nats-mon.nats:8222"
+        assert metadata["account"] == "$G"
+        assert metadata["useHttps"] == "false"
+    assert scaled["trainer-work"]["minReplicaCount"] == 0, "idle GPUs are released"
+    assert (
+        scaled["trainer-work"]["maxReplicaCount"],
+        scaled["trainer-work"]["triggers"][0]["metadata"]["lagThreshold"],
+    ) == (4, "1")
+    assert scaled["renderer-work"]["minReplicaCount"] == 1
+    assert scaled["renderer-work"]["maxReplicaCount"] == 6
+    assert scaled["renderer-work"]["triggers"][0]["metadata"]["lagThreshold"] == "2"
+
+
+def test_keda_without_workers_renders_no_scaled_object(render: Any) -> None:
+    values = {"keda": {"enabled": True}, "trainer": {"work": {"enabled": False}}}
+    rendered = render(values)
+    assert [component(doc) for doc in rendered.of_kind("ScaledObject")] == ["renderer-work"]
+
+
+INVERTED_HPA = {"gateway": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}}
+INVERTED_KEDA = {
+    "keda": {"enabled": True},
+    "trainer": {"work": {"autoscaling": {"minReplicaCount": 3, "maxReplicaCount": 1}}},
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"), [(INVERTED_HPA, "minReplicas"), (INVERTED_KEDA, "minReplicaCount")]
+)
+def test_autoscaler_bounds_must_be_ordered(render: Any, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values)
+
+
+def test_egress_ports_follow_the_urls(render: Any) -> None:
+    values = {
+        "nats": {"url": "tls://nats.example:7422"},
+        "s3": {"endpoint": "https://s3.example"},
+        "vault": {"addr": "https://vault.example"},
+        "networkPolicy": {"egress": {"vault": {"to": [], "ports": [8200, 8201]}}},
+    }
+    policy = render(values).by_name("NetworkPolicy")[f"{PREFIX}-ingest"]
+    assert [rule[0] for rule in egress_targets(policy)] == [
+        DNS, ((7422, "TCP"),), ((443, "TCP"),), ((8200, "TCP"), (8201, "TCP"))
+    ]  # fmt: skip

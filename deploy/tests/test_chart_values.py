@@ -26,6 +26,7 @@ PASS_THROUGH = {
     "affinity",
     "requests",
     "limits",
+    "behavior",  # an autoscaling/v2 HorizontalPodAutoscalerBehavior
 }
 
 
@@ -101,6 +102,20 @@ def test_schema_rejects_a_typo_in_every_object_the_chart_owns(
         {"baseModel": {"mountPath": "relative/path"}},
         {"gateway": {"extraEnv": [{"value": "no name"}]}},
         {"ingest": {"resources": {"limit": {"memory": "1Gi"}}}},
+        {"retention": {"autoscaling": {"enabled": True}}},
+        {"gateway": {"vaultRole": "likeness-gateway"}},
+        {"keda": {"natsMonitoringEndpoint": "http://nats:8222"}},
+        {"networkPolicy": {"egress": {"s3": {"to": [{"cidr": "10.0.0.0/8"}], "ports": []}}}},
+        {"networkPolicy": {"egress": {"vault": {"to": [], "ports": [0]}}}},
+        {"trainer": {"work": {"autoscaling": {"lagThreshold": 0}}}},
+        {"gateway": {"autoscaling": {"targetCPUUtilizationPercentage": 0}}},
+        {"tls": {"caBundle": {"existingConfigMap": "Bad_Name"}}},
+        {"gateway": {"rateLimit": {"perSecond": 0}}},
+        {"gateway": {"rateLimit": {"uploadBurst": 0}}},
+        {"gateway": {"rateLimit": {"burst": 1.5}}},
+        {"gateway": {"requestTimeoutSeconds": 0}},
+        {"gateway": {"subjectStatusCacheSeconds": 11}},
+        {"gateway": {"idempotency": {"ttlSeconds": 30}}},
     ],
     ids=lambda values: "/".join(str(part) for part in _first_path(values)),
 )
@@ -133,6 +148,10 @@ def _first_path(values: dict[str, Any]) -> list[str]:
         {"s3": {"accessKey": "AKIA..."}},
         {"hmac": {"secret": "hunter2"}},
         {"vault": {"token": "s.xyz"}},
+        {"nats": {"password": "hunter2"}},
+        {"retention": {"receipts": {"signingKey": "abc"}}},
+        {"renderer": {"marking": {"watermarkKey": "abc"}}},
+        {"gateway": {"auth": {"jwtDevSecret": "abc"}}},
     ],
 )
 def test_secrets_cannot_be_passed_as_values(chart: helm.Chart, values: dict[str, Any]) -> None:
@@ -229,19 +248,53 @@ def test_the_documentation_check_can_fail() -> None:
     assert undocumented_values(text) == ["line 4: logLevel"]
 
 
+# --- the schema documents itself ---------------------------------------------------------------------------
+
+
+def undescribed_properties(schema: dict[str, Any]) -> list[str]:
+    definitions = schema["definitions"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = definitions[node["$ref"].split("/")[-1]]
+        return node
+
+    missing: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, child in resolve(node).get("properties", {}).items():
+            where = f"{path}.{key}".lstrip(".")
+            if "description" not in child and "description" not in resolve(child):
+                missing.append(where)
+            walk(child, where)
+
+    walk(schema, "")
+    return missing
+
+
+def test_every_schema_property_has_a_description(chart: helm.Chart) -> None:
+    assert chart.schema is not None
+    assert undescribed_properties(chart.schema) == []
+
+
+def test_the_description_check_can_fail() -> None:
+    schema = {"definitions": {}, "properties": {"a": {"description": "x", "properties": {"b": {}}}}}
+    assert undescribed_properties(schema) == ["a.b"]
+
+
 # --- helm lint --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "values",
-    [
-        {},
-        {"networkPolicy": {"enabled": False}, "trainer": {"work": {"enabled": False}}},
-        {"config": {"env": "development"}, "nats": {"url": "nats://nats:4222"}},
-    ],
-    ids=["defaults", "minimal", "development"],
-)
-def test_helm_lint_strict_is_clean(values: dict[str, Any]) -> None:
-    report = helm.lint(CHART_DIR, values, strict=True, namespace="likeness", kube_version="v1.30.0")
-    assert report["errors"] == []
-    assert [m for m in report["messages"] if m["severity"] >= WARNING] == []
+def test_helm_lint_strict_is_clean_for_every_scenario(scenario_values: dict[str, dict[str, Any]]) -> None:
+    """`helm lint --strict` of every scenario of the render tests, for the oldest and newest Kubernetes."""
+    extra = {"development": {"config": {"env": "development"}, "nats": {"url": "nats://nats:4222"}}}
+    problems = {}
+    for name, values in (scenario_values | extra).items():
+        for kube_version in ("v1.29.0", "v1.33.0"):
+            report = helm.lint(
+                CHART_DIR, values, strict=True, namespace="likeness", kube_version=kube_version
+            )
+            found = report["errors"] + [m for m in report["messages"] if m["severity"] >= WARNING]
+            if found:
+                problems[(name, kube_version)] = found
+    assert problems == {}

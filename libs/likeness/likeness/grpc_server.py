@@ -1,4 +1,5 @@
-"""A `grpc.aio` server with health (NOT_SERVING while a dependency is down), reflection and graceful stop."""
+"""A `grpc.aio` server with health (NOT_SERVING while a dependency is down), reflection, graceful stop, and
+traces and metrics of every call (`likeness.grpc_telemetry`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
+from likeness.grpc_telemetry import ServerTelemetryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,9 @@ class GrpcServer:
         grace: float = 10.0,
     ) -> None:
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)]
+            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
+            # Continues the caller's trace (traceparent metadata) and counts every call by status code.
+            interceptors=[ServerTelemetryInterceptor()],
         )
         self.port = port
         self.host = host

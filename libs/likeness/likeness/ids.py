@@ -9,6 +9,8 @@ import time
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _PREFIXES = ("sub", "pho", "trn", "ren", "img", "era", "job")
 ID_PATTERN = re.compile(r"^(?:" + "|".join(_PREFIXES) + r")_[0-9a-hjkmnp-tv-z]{26}$")
+#: A subject id anywhere in a text (object keys, Vault key names, URLs): what log lines must never carry.
+SUBJECT_ID_IN_TEXT = re.compile(r"\bsub_[0-9a-hjkmnp-tv-z]{26}\b")
 TENANT_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 
 
@@ -34,3 +36,8 @@ def is_valid_id(value: str, prefix: str) -> bool:
 
 def is_valid_tenant(value: str) -> bool:
     return TENANT_PATTERN.match(value) is not None
+
+
+def redact_subject_ids(text: str) -> str:
+    """`text` with every subject id replaced by a placeholder (a last line of defence for logs)."""
+    return SUBJECT_ID_IN_TEXT.sub("sub_<redacted>", text)

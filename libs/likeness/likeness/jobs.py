@@ -104,6 +104,22 @@ class JobRecords(Generic[R]):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watcher.stop(), timeout=2.0)  # type: ignore[no-untyped-call]
 
+    async def tenant_records(self, tenant: str) -> list[R]:
+        """Every record of the tenant, read by one server-side watch over its keys."""
+        watcher = await self.kv.watch(f"{tenant}.>", ignore_deletes=True)
+        found: list[R] = []
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value:
+                    record = self.cls()
+                    record.ParseFromString(entry.value)
+                    found.append(record)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return found
+
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         removed = 0
         for key in await kv_keys(self.kv, f"{tenant}."):

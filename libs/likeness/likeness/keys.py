@@ -10,9 +10,11 @@ hvac is synchronous: async callers run these methods in a thread (`asyncio.to_th
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -22,6 +24,12 @@ from likeness.config import CommonSettings
 from likeness.envelope import DataKey
 
 KEY_PREFIX = "likeness-subject-"
+#: A login's token is renewed by logging in again once this share of its TTL has passed.
+RENEW_AT_SHARE_OF_TTL = 0.7
+
+T = TypeVar("T")
+#: Logs a client in and returns its token's lease in seconds (0: no expiry known).
+Login = Callable[[hvac.Client], float]
 
 
 class KeyError_(Exception):
@@ -53,7 +61,8 @@ def _key_version(wrapped: str) -> int:
 
 
 class _Translate:
-    """Maps hvac/requests failures to our distinct errors, without leaking response bodies."""
+    """Maps hvac/requests failures to our distinct errors, without leaking response bodies. The original
+    is not chained: its message names the request URL, which holds the key name and so a subject id."""
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
@@ -67,35 +76,93 @@ class _Translate:
         if exc is None:
             return False
         if isinstance(exc, hvac.exceptions.Forbidden):
-            raise KeyAccessDenied(f"Vault denied {self.operation}") from exc
+            raise KeyAccessDenied(f"Vault denied {self.operation}") from None
         if isinstance(exc, hvac.exceptions.InvalidPath):
-            raise KeyDestroyed(f"{self.operation}: key not found") from exc
+            raise KeyDestroyed(f"{self.operation}: key not found") from None
         if isinstance(exc, hvac.exceptions.InvalidRequest) and "not found" in str(exc):
-            raise KeyDestroyed(f"{self.operation}: key not found") from exc
+            raise KeyDestroyed(f"{self.operation}: key not found") from None
         if isinstance(exc, requests.exceptions.RequestException | hvac.exceptions.VaultDown):
-            raise VaultUnavailable(f"Vault unreachable during {self.operation}") from exc
+            raise VaultUnavailable(f"Vault unreachable during {self.operation}") from None
         if isinstance(exc, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway):
-            raise VaultUnavailable(f"Vault failed during {self.operation}") from exc
+            raise VaultUnavailable(f"Vault failed during {self.operation}") from None
         if isinstance(exc, hvac.exceptions.VaultError):
-            raise KeyError_(f"Vault refused {self.operation}") from exc
+            raise KeyError_(f"Vault refused {self.operation}") from None
         return False
 
 
+def kubernetes_login(role: str, token_path: str) -> Login:
+    """Vault's Kubernetes auth. The service account token is read again at every login: the kubelet
+    rotates projected tokens, so the one read at start-up would be refused after an hour or so."""
+
+    def login(client: hvac.Client) -> float:
+        jwt = Path(token_path).read_text().strip()
+        with _Translate("kubernetes login"):
+            response = client.auth.kubernetes.login(role=role, jwt=jwt)
+        return float(response["auth"].get("lease_duration") or 0)
+
+    return login
+
+
 class SubjectKeys:
-    def __init__(self, client: hvac.Client, mount: str = "transit") -> None:
+    """A subject's Transit key operations. With a `login`, the Vault token is renewed before its TTL runs
+    out (short-lived tokens are the point of Kubernetes auth) and once more when Vault refuses a call, so
+    a long-running service never ends up denied by an expired token."""
+
+    def __init__(
+        self,
+        client: hvac.Client,
+        mount: str = "transit",
+        login: Login | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._mount = mount
+        self._login = login
+        self._clock = clock
+        self._login_lock = threading.Lock()
+        self._renew_at: float | None = None  # None: log in before the next call
+        if login is None:
+            self._renew_at = float("inf")
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> SubjectKeys:
         client = hvac.Client(url=settings.vault_addr, timeout=settings.vault_timeout_seconds)
         if settings.vault_auth == "kubernetes":
-            jwt = Path(settings.vault_kubernetes_token_path).read_text().strip()
-            with _Translate("kubernetes login"):
-                client.auth.kubernetes.login(role=settings.vault_role, jwt=jwt)
-        else:
-            client.token = settings.vault_token.get_secret_value()
+            keys = cls(
+                client,
+                settings.vault_transit_mount,
+                login=kubernetes_login(settings.vault_role, settings.vault_kubernetes_token_path),
+            )
+            keys._log_in(stale=None)  # fail at start-up, not at the first request, on a wrong role
+            return keys
+        client.token = settings.vault_token.get_secret_value()
         return cls(client, settings.vault_transit_mount)
+
+    def _log_in(self, stale: float | None) -> None:
+        """Logs in unless another thread already did since the caller saw `stale` as the renewal time."""
+        assert self._login is not None
+        with self._login_lock:
+            if stale is not None and self._renew_at != stale:
+                return
+            started = self._clock()
+            lease = self._login(self._client)
+            self._renew_at = started + lease * RENEW_AT_SHARE_OF_TTL if lease > 0 else float("inf")
+
+    def _vault(self, operation: str, call: Callable[[], T]) -> T:
+        """Runs one Vault call with our error mapping, renewing the token when it is due or refused."""
+        renew_at = self._renew_at
+        if self._login is not None and (renew_at is None or self._clock() >= renew_at):
+            self._log_in(stale=renew_at)
+        seen = self._renew_at
+        try:
+            with _Translate(operation):
+                return call()
+        except KeyAccessDenied:
+            if self._login is None:
+                raise
+            self._log_in(stale=seen)  # revoked or expired early: one fresh login, one more try
+            with _Translate(operation):
+                return call()
 
     @property
     def _transit(self) -> hvac.api.secrets_engines.Transit:
@@ -103,7 +170,8 @@ class SubjectKeys:
 
     def create(self, subject_id: str) -> str:
         name = key_name(subject_id)
-        with _Translate("create key"):
+
+        def create() -> None:
             self._transit.create_key(
                 name,
                 key_type="aes256-gcm96",
@@ -112,12 +180,15 @@ class SubjectKeys:
                 mount_point=self._mount,
             )
             self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
+
+        self._vault("create key", create)
         return name
 
     def exists(self, subject_id: str) -> bool:
         try:
-            with _Translate("read key"):
-                self._transit.read_key(key_name(subject_id), mount_point=self._mount)
+            self._vault(
+                "read key", lambda: self._transit.read_key(key_name(subject_id), mount_point=self._mount)
+            )
         except KeyDestroyed:
             return False
         return True
@@ -125,8 +196,10 @@ class SubjectKeys:
     def data_key(self, subject_id: str) -> DataKey:
         """A fresh 256-bit data key: plaintext for this process only, wrapped for the envelope header."""
         name = key_name(subject_id)
-        with _Translate("data key"):
-            response = self._transit.generate_data_key(name, key_type="plaintext", mount_point=self._mount)
+        response: dict[str, Any] = self._vault(
+            "data key",
+            lambda: self._transit.generate_data_key(name, key_type="plaintext", mount_point=self._mount),
+        )
         data = response["data"]
         wrapped = str(data["ciphertext"])
         return DataKey(
@@ -142,10 +215,12 @@ class SubjectKeys:
             return []
         name = key_name(subject_id)
         batch = [{"ciphertext": wrapped} for wrapped in wrapped_keys]
-        with _Translate("decrypt"):
-            response = self._transit.decrypt_data(
+        response: dict[str, Any] = self._vault(
+            "decrypt",
+            lambda: self._transit.decrypt_data(
                 name, ciphertext="", batch_input=batch, mount_point=self._mount
-            )
+            ),
+        )
         results = response["data"]["batch_results"]
         failed = [r for r in results if r.get("error")]
         if failed:
@@ -160,9 +235,12 @@ class SubjectKeys:
         if not self.exists(subject_id):
             return False
         name = key_name(subject_id)
-        with _Translate("destroy key"):
+
+        def destroy() -> None:
             self._transit.update_key_configuration(name, deletion_allowed=True, mount_point=self._mount)
             self._transit.delete_key(name, mount_point=self._mount)
+
+        self._vault("destroy key", destroy)
         return True
 
     def is_available(self) -> bool:

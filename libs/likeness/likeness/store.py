@@ -2,26 +2,57 @@
 
 Holds only envelopes (ciphertext). Streams both ways; deletes every version of an object, since a
 versioned bucket otherwise keeps old copies of a person's data.
+
+An S3 outage (a restarted or briefly unreachable server) is ridden out: every operation is retried with
+exponential backoff for up to `retry_seconds` while S3 cannot be reached or answers 5xx, and only then
+fails with `StoreUnavailable`. Refusals (a missing object, a denied request) are never retried. Methods
+block while they retry: async callers run them in a thread, as they already do for the I/O.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import S3Error, ServerError
 from minio.versioningconfig import VersioningConfig
 
 from likeness.config import CommonSettings
 
 PART_SIZE = 16 * 1024 * 1024
 READ_SIZE = 256 * 1024
+#: How long an operation keeps retrying while S3 is unreachable (a restart takes seconds).
+RETRY_SECONDS = 30.0
+_FIRST_DELAY, _MAX_DELAY = 0.2, 2.0
+#: S3 error codes that mean "try again" rather than "no".
+_TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+_S3_FAILURES = (S3Error, ServerError, urllib3.exceptions.HTTPError)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _NoObjectKeys(logging.Filter):
+    """urllib3's retry warnings name the request's path: the bucket and object key, whose segments are a
+    tenant and a subject id. The path is replaced, so no log line carries them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                "<path>" if isinstance(arg, str) and arg.startswith("/") else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_NoObjectKeys())
 
 
 class StoreError(Exception):
@@ -68,15 +99,35 @@ class _IterableReader(io.RawIOBase):
 def _translate(exc: Exception, key: str) -> StoreError:
     if isinstance(exc, S3Error) and exc.code in {"NoSuchKey", "NoSuchVersion", "NoSuchObject"}:
         return ObjectMissing(key)
+    if isinstance(exc, S3Error) and exc.code in _TRANSIENT_CODES:
+        return StoreUnavailable(f"S3 failed: {exc.code}")
     if isinstance(exc, S3Error):
         return StoreError(f"S3 refused the request: {exc.code}")
+    if isinstance(exc, ServerError):
+        return StoreUnavailable(f"S3 failed with HTTP {exc.status_code}")
     return StoreUnavailable(f"S3 unreachable: {type(exc).__name__}")
 
 
 class ObjectStore:
-    def __init__(self, client: Minio, bucket: str) -> None:
+    def __init__(self, client: Minio, bucket: str, retry_seconds: float = RETRY_SECONDS) -> None:
         self._client = client
         self.bucket = bucket
+        self.retry_seconds = retry_seconds
+
+    def _retrying(self, operation: str, key: str, call: Callable[[], T]) -> T:
+        """`call()`, again with exponential backoff while S3 is unavailable, for up to `retry_seconds`."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = _FIRST_DELAY
+        while True:
+            try:
+                return call()
+            except _S3_FAILURES as exc:
+                error = _translate(exc, key)
+                if not isinstance(error, StoreUnavailable) or time.monotonic() + delay > deadline:
+                    raise error from None  # the cause names the object key
+            log.warning("S3 unavailable, retrying", extra={"operation": operation, "delay_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY)
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> ObjectStore:
@@ -96,53 +147,63 @@ class ObjectStore:
         return cls(client, settings.s3_bucket)
 
     def ensure_bucket(self, versioning: bool = True) -> None:
-        try:
+        def ensure() -> None:
             if not self._client.bucket_exists(self.bucket):
                 self._client.make_bucket(self.bucket)
             if versioning:
                 self._client.set_bucket_versioning(self.bucket, VersioningConfig("Enabled"))
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, self.bucket) from exc
+
+        self._retrying("ensure bucket", self.bucket, ensure)
 
     def put_stream(self, key: str, pieces: Iterable[bytes]) -> int:
-        """Uploads a stream of unknown length in parts; returns the bytes written."""
-        counted = _Counter(pieces)
+        """Uploads a stream of unknown length; returns the bytes written.
+
+        A blob of up to PART_SIZE (the first part, which the SDK would hold in memory anyway) goes up in
+        one request that is retried like any other; a larger one streams up in parts, each request
+        retried only by the HTTP client, since the stream cannot be replayed.
+        """
+        iterator = iter(pieces)
+        head = bytearray()
+        for piece in iterator:
+            head += piece
+            if len(head) > PART_SIZE:
+                break
+        else:
+            return self.put_bytes(key, bytes(head))
+        counted = _Counter(_chain(bytes(head), iterator))
         try:
             self._client.put_object(
                 self.bucket, key, cast(BinaryIO, _IterableReader(counted)), length=-1, part_size=PART_SIZE
             )
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, key) from exc
+        except _S3_FAILURES as exc:
+            raise _translate(exc, key) from None  # the cause names the object key
         return counted.total
 
     def put_bytes(self, key: str, data: bytes) -> int:
-        try:
-            self._client.put_object(self.bucket, key, io.BytesIO(data), length=len(data))
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, key) from exc
+        self._retrying(
+            "put", key, lambda: self._client.put_object(self.bucket, key, io.BytesIO(data), length=len(data))
+        )
         return len(data)
 
     def get_stream(self, key: str) -> Iterator[bytes]:
-        try:
-            response = self._client.get_object(self.bucket, key)
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, key) from exc
+        """The object's bytes as they arrive (opening it is retried; a break mid-stream is not)."""
+        response = self._retrying("get", key, lambda: self._client.get_object(self.bucket, key))
         return _drain(response)
 
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.get_stream(key))
 
     def list_current(self, prefix: str) -> list[StoredObject]:
-        try:
+        def list_() -> list[StoredObject]:
             return [
                 StoredObject(key=str(o.object_name), size=int(o.size or 0))
                 for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
             ]
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, prefix) from exc
+
+        return self._retrying("list", prefix, list_)
 
     def list_versions(self, prefix: str) -> list[StoredObject]:
-        try:
+        def list_() -> list[StoredObject]:
             objects = self._client.list_objects(
                 self.bucket, prefix=prefix, recursive=True, include_version=True
             )
@@ -150,8 +211,8 @@ class ObjectStore:
                 StoredObject(key=str(o.object_name), size=int(o.size or 0), version_id=o.version_id)
                 for o in objects
             ]
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, prefix) from exc
+
+        return self._retrying("list versions", prefix, list_)
 
     def delete_all_versions(self, prefix: str) -> tuple[int, int]:
         """Deletes every version (and delete marker) under a prefix; returns (objects, bytes)."""
@@ -159,10 +220,10 @@ class ObjectStore:
         if not versions:
             return 0, 0
         targets = [DeleteObject(v.key, v.version_id) for v in versions]
-        try:
-            errors = list(self._client.remove_objects(self.bucket, targets))
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, prefix) from exc
+        # Deleting a version that is already gone succeeds, so a retried batch is harmless.
+        errors = self._retrying(
+            "delete", prefix, lambda: list(self._client.remove_objects(self.bucket, targets))
+        )
         if errors:
             raise StoreError(f"S3 could not delete {len(errors)} object versions")
         return len({v.key for v in versions}), sum(v.size for v in versions)
@@ -170,7 +231,7 @@ class ObjectStore:
     def is_available(self) -> bool:
         try:
             self._client.bucket_exists(self.bucket)
-        except (S3Error, urllib3.exceptions.HTTPError):
+        except _S3_FAILURES:
             return False
         return True
 
@@ -184,6 +245,11 @@ class _Counter:
         for piece in self._pieces:
             self.total += len(piece)
             yield piece
+
+
+def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield head
+    yield from rest
 
 
 def _drain(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

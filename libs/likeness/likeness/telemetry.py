@@ -1,7 +1,9 @@
 """Logs, traces and metrics for every process.
 
 - JSON log lines carrying the current trace and span ids; never payloads or personal data.
-- OpenTelemetry tracing, exported over OTLP when `LIKENESS_OTLP_ENDPOINT` is set.
+- OpenTelemetry tracing, exported over OTLP when `LIKENESS_OTLP_ENDPOINT` is set; trace context crosses
+  processes as W3C `traceparent` in HTTP headers, gRPC metadata (`likeness.grpc_telemetry`,
+  `likeness.http_tracing`) and NATS message headers (`likeness.bus`).
 - A small HTTP endpoint on the metrics port: `/metrics` (Prometheus) and `/healthz` (readiness).
 """
 
@@ -15,11 +17,14 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from likeness.ids import redact_subject_ids
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -35,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_subject_ids(record.getMessage()),
         }
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
@@ -43,11 +48,12 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = f"{context.span_id:016x}"
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = redact_subject_ids(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
-            # Code locations only: tracebacks carry no local values, so nothing personal leaks here.
-            entry["traceback"] = self.formatException(record.exc_info)
+            # Tracebacks carry no local values, but an exception's message can quote a URL or object key
+            # (a third-party SDK's, say): subject ids are redacted from the whole line as a last defence.
+            entry["traceback"] = redact_subject_ids(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -63,6 +69,10 @@ def setup_logging(service: str, level: str = "INFO") -> None:
 
 
 def setup_tracing(service: str, otlp_endpoint: str = "") -> None:
+    """Traces of this process, exported over OTLP/gRPC when `otlp_endpoint` is set (`http://host:4317` for
+    plaintext, `https://` for TLS). Context travels as W3C `traceparent` only: a caller's `baggage` could hold
+    anything and would otherwise be copied into every gRPC call and stored in NATS message headers."""
+    propagate.set_global_textmap(TraceContextTextMapPropagator())
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.namespace": "likeness"})
     )
@@ -77,16 +87,23 @@ ReadyCheck = Callable[[], bool]
 
 
 class MetricsServer:
-    """Serves `/metrics` and `/healthz` with asyncio alone (no web framework in worker images)."""
+    """Serves `/metrics` and `/healthz` with asyncio alone (no web framework in worker images).
 
-    def __init__(self, port: int, ready: ReadyCheck, host: str = "0.0.0.0") -> None:
+    `registry`: whose metrics to expose (the process-wide default unless a component keeps its own).
+    Port 0 picks a free port, readable from `port` once started (tests)."""
+
+    def __init__(
+        self, port: int, ready: ReadyCheck, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+    ) -> None:
         self.port = port
         self.host = host
         self.ready = ready
+        self.registry = registry
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -101,7 +118,7 @@ class MetricsServer:
             parts = request_line.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
             if path == "/metrics":
-                status, content_type, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+                status, content_type, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
             elif path == "/healthz":
                 ok = self.ready()
                 status = "200 OK" if ok else "503 Service Unavailable"

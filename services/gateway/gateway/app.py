@@ -5,22 +5,54 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
+from gateway.access import LiveSubjects
 from gateway.auth import TokenVerifier
 from gateway.backends import Backends
 from gateway.config import GatewaySettings, get_settings
 from gateway.errors import install_error_handlers
+from gateway.idempotency import REPLAYED_HEADER, Replay
+from gateway.job_cache import JobCache
 from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
-from gateway.routes import erasures, health, photos, renders, styles, subjects, trainings
+from gateway.nats_link import NatsLink
+from gateway.ratelimit import RateLimiter
+from gateway.routes import (
+    erasures,
+    events,
+    export,
+    health,
+    looks,
+    photos,
+    renders,
+    retention,
+    styles,
+    subjects,
+    trainings,
+)
+from likeness.http_tracing import TracingMiddleware
+from likeness.telemetry import MetricsServer
 
 DESCRIPTION = """\
 Likeness turns a person's selfies into AI headshots and forgets them on request.
 
-Every call needs a bearer token (JWT) with the route's scope. Errors always look like
-`{"error": {"code": "<machine_code>", "message": "<for humans>"}}`; anything a token may not see answers
-404 `not_found`, exactly like something that does not exist.
+**Authentication.** Every call needs a bearer token (JWT) with the route's scope (see each route);
+tokens carry `tenant`, `scope` (space-separated) and, for an end user's token, `sub` = their own subject.
+Anything a token may not see answers 404 `not_found`, exactly like something that does not exist.
+
+**Errors** always look like `{"error": {"code": "<machine_code>", "message": "<for humans>",
+"request_id": "..."}}`. Every response carries `X-Request-Id` (yours, if you sent a valid one).
+
+**Lists** are paged by cursor: `?limit=1..100` (default 50) and `?cursor=` from the previous page's
+`next_cursor` (null on the last page).
+
+**Retries.** Send `Idempotency-Key` with a POST (or a subject DELETE) to make a retry safe. 429
+`rate_limited` and 503 `unavailable` come with `Retry-After` (seconds).
+
+**Progress.** `GET /v1/trainings/{id}/events` and `GET /v1/renders/{id}/events` stream Server-Sent
+Events: `progress` (the resource as its GET returns it) on every change, then `end` with the final state.
 """
 
 
@@ -31,9 +63,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Kept on app.state (not lifespan state) so tests that drive the lifespan themselves see it too.
         app.state.backends = Backends.connect(settings)
+        app.state.nats = NatsLink(settings, app.state.live_subjects, app.state.job_cache)
+        app.state.nats.start()
+        # /metrics and /healthz on their own port, like every other service: scraping stays off the API port.
+        app.state.metrics_listener = MetricsServer(
+            settings.metrics_port, ready=lambda: True, registry=app.state.metrics.registry
+        )
+        await app.state.metrics_listener.start()
         try:
             yield
         finally:
+            await app.state.metrics_listener.stop()
+            await app.state.nats.close()
             await app.state.backends.close()
 
     app = FastAPI(
@@ -44,12 +85,42 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # The interactive docs load scripts from a CDN: development only. /openapi.json is always served.
         docs_url=None if settings.is_production else "/docs",
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans record url.path and url.query (ids in clear) and its logs quote
+        # input values: off. likeness.http_tracing.TracingMiddleware traces requests by route template.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.verifier = TokenVerifier(settings)
     app.state.metrics = Metrics()
+    app.state.live_subjects = LiveSubjects(settings.subject_status_cache_seconds)
+    app.state.job_cache = JobCache(settings.job_cache_seconds)
+    app.state.rate_limiter = RateLimiter(
+        {
+            "api": (settings.rate_limit_per_second, settings.rate_limit_burst),
+            "upload": (settings.upload_rate_limit_per_second, settings.upload_rate_limit_burst),
+        },
+        max_tenants=settings.rate_limit_tenants,
+    )
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
-    for module in (subjects, photos, trainings, renders, styles, erasures, health):
+    app.add_exception_handler(Replay, _replay)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=app.state.metrics,
+        timeout=settings.request_timeout_seconds,
+        log_reads=settings.access_log_reads,
+    )
+    # Outermost: a span per request continuing the caller's traceparent, so the access log has its trace id.
+    app.add_middleware(TracingMiddleware)
+    for module in (trainings, renders, subjects, photos, events, styles, looks, erasures, retention, health):
         app.include_router(module.router)
+    app.include_router(export.router)
     return app
+
+
+async def _replay(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Replay)
+    request.app.state.metrics.idempotent_replays.inc()
+    stored = exc.response
+    return Response(
+        stored.body, status_code=stored.status, headers={**stored.headers, REPLAYED_HEADER: "true"}
+    )

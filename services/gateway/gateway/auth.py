@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ class Principal:
     scopes: frozenset[str]
     #: Set for an end-user token: the one subject it may touch.
     subject: str | None = None
+    #: The token's `exp` (seconds since the epoch): long streams end when their token does.
+    expires_at: float | None = None
 
     def can_touch(self, subject_id: str) -> bool:
         return self.subject is None or self.subject == subject_id
@@ -51,10 +55,21 @@ def insufficient_scope(scope: str) -> ApiError:
     )
 
 
+#: Verified tokens kept per process, and the longest a verification is trusted without checking again.
+CACHE_ENTRIES = 10_000
+CACHE_SECONDS = 300.0
+
+
 class TokenVerifier:
-    """Turns a bearer token into a `Principal`, or raises a 401 `ApiError`."""
+    """Turns a bearer token into a `Principal`, or raises a 401 `ApiError`.
+
+    A verified token is remembered (bounded LRU) until it expires, or for at most `CACHE_SECONDS`: clients
+    send the same token with every request, and a signature check costs more than the rest of a lookup.
+    Refusals are never cached, so a token is refused as soon as it is invalid.
+    """
 
     def __init__(self, settings: GatewaySettings) -> None:
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
@@ -68,6 +83,23 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> Principal:
+        now = time.time()
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, valid_until = cached
+            if now < valid_until:
+                self._cache.move_to_end(token)
+                return principal
+            del self._cache[token]
+        principal = await self._verify(token)
+        valid_until = min(now + CACHE_SECONDS, principal.expires_at or now)
+        if valid_until > now:
+            self._cache[token] = (principal, valid_until)
+            if len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             algorithm = header.get("alg")
@@ -123,4 +155,6 @@ def _principal(claims: dict[str, Any]) -> Principal:
     subject = claims.get("sub")
     if subject is not None and (not isinstance(subject, str) or not is_valid_id(subject, "sub")):
         raise unauthenticated("The token's subject is not a subject id.")
-    return Principal(tenant=tenant, scopes=scopes, subject=subject)
+    expires = claims.get("exp")
+    expires_at = float(expires) if isinstance(expires, int | float) else None
+    return Principal(tenant=tenant, scopes=scopes, subject=subject, expires_at=expires_at)

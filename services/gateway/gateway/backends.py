@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewaySettings
+from likeness.grpc_telemetry import client_interceptors
 from likeness.v1 import ingest_pb2_grpc, renderer_pb2_grpc, retention_pb2_grpc, trainer_pb2_grpc
 
 if TYPE_CHECKING:
@@ -53,7 +54,10 @@ class Backends:
             "renderer": settings.renderer_addr,
         }
         channels = {
-            name: grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+            # The interceptors carry the request's trace into each backend (traceparent metadata).
+            name: grpc.aio.insecure_channel(
+                addr, options=_CHANNEL_OPTIONS, interceptors=client_interceptors()
+            )
             for name, addr in addresses.items()
         }
         return cls(

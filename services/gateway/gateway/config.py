@@ -48,6 +48,37 @@ class GatewaySettings(CommonSettings):
     min_photos_for_training: int = Field(default=4, ge=1)
     max_files_per_request: int = Field(default=20, gt=0)
 
+    #: Per-tenant token buckets (in-process: each replica keeps its own, so a tenant's effective ceiling
+    #: is the rate times the replica count). Uploads draw from a separate, stricter bucket.
+    rate_limit_per_second: float = Field(default=50.0, gt=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    upload_rate_limit_per_second: float = Field(default=2.0, gt=0)
+    upload_rate_limit_burst: int = Field(default=10, ge=1)
+    #: Tenants tracked per replica (least recently seen are forgotten, i.e. start with a full bucket).
+    rate_limit_tenants: int = Field(default=10_000, ge=1)
+    #: Deadline of a non-streaming request (uploads, downloads and event streams have their own).
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    #: Idempotency records: a NATS KV bucket owned by the gateway, entries expire after this long.
+    idempotency_bucket: str = "gateway_idempotency"
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+
+    #: Reads of trainings and renders trust a subject seen active this recently (erasures clear it at once).
+    subject_status_cache_seconds: float = Field(default=1.0, ge=0, le=10)
+    #: Reads of a training or render are answered from what this replica read at most this long ago
+    #: (0 turns it off); any event of the subject drops them at once (`gateway.job_cache`).
+    job_cache_seconds: float = Field(default=1.0, ge=0, le=10)
+
+    #: Log every successful quick read (GET) at INFO too. Off: those access lines are DEBUG, the rest
+    #: (writes, 4xx/5xx, reads of a second or more, streams) stay INFO; the metrics count every request.
+    access_log_reads: bool = False
+
+    #: Server-Sent Events: a comment line this often keeps proxies from closing an idle stream; the state
+    #: is also re-read this often in case an event was missed (renders announce only their end).
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    sse_poll_seconds: float = Field(default=2.0, gt=0)
+    sse_max_seconds: float = Field(default=3600.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_development_auth_in_production(self) -> GatewaySettings:
         if not self.is_production:

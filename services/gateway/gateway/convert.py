@@ -35,6 +35,39 @@ def progress(value: common_pb2.Progress) -> schemas.Progress:
     return schemas.Progress(step=value.step, total_steps=value.total_steps)
 
 
+def retention(schedule: retention_pb2.RetentionSchedule) -> schemas.Retention:
+    return schemas.Retention(
+        photos_days=schedule.photos_days,
+        photos_deleted_after_training=schedule.photos_deleted_after_training,
+        models_days=schedule.models_days,
+        renders_days=schedule.renders_days,
+        inactivity_days=schedule.inactivity_days,
+    )
+
+
+def retention_policy(value: retention_pb2.GetRetentionPolicyResponse) -> schemas.RetentionPolicy:
+    return schemas.RetentionPolicy(
+        schedule=retention(value.schedule),
+        tenant_specific=value.tenant_specific,
+        hard_cap_days=value.hard_cap_days,
+        backups_retention_days=value.backups_retention_days,
+        text=value.text,
+    )
+
+
+def team_look(value: renderer_pb2.TeamLook) -> schemas.TeamLook:
+    return schemas.TeamLook(
+        id=value.id,
+        name=value.name,
+        style=value.style,
+        background=value.background,
+        seed_policy=enum_name(renderer_pb2.SeedPolicy, value.seed_policy, "SEED_POLICY_"),
+        seed=value.seed,
+        created_at=timestamp(value, "created_at"),
+        updated_at=timestamp(value, "updated_at"),
+    )
+
+
 def subject(value: retention_pb2.Subject) -> schemas.Subject:
     consent = None
     if value.HasField("consent"):
@@ -43,19 +76,12 @@ def subject(value: retention_pb2.Subject) -> schemas.Subject:
             policy_version=value.consent.policy_version,
             given_at=timestamp(value.consent, "given_at"),
         )
-    schedule = value.retention
     return schemas.Subject(
         id=value.id,
         status=enum_name(retention_pb2.SubjectStatus, value.status, "SUBJECT_STATUS_"),
         created_at=timestamp(value, "created_at"),
         consent=consent,
-        retention=schemas.Retention(
-            photos_days=schedule.photos_days,
-            photos_deleted_after_training=schedule.photos_deleted_after_training,
-            models_days=schedule.models_days,
-            renders_days=schedule.renders_days,
-            inactivity_days=schedule.inactivity_days,
-        ),
+        retention=retention(value.retention),
         delete_by=timestamp(value, "delete_by"),
     )
 
@@ -113,6 +139,8 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
         error=value.error or None,
         created_at=timestamp(value, "created_at"),
         updated_at=timestamp(value, "updated_at"),
+        team_look_id=value.team_look_id or None,
+        background=value.background or None,
     )
 
 

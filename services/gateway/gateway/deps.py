@@ -1,45 +1,185 @@
-"""Route dependencies as `Annotated` aliases: who is calling (with the route's scope), and the backends.
+"""Route dependencies as `Annotated` aliases: who is calling (with the route's scope), the backends, the
+tenant's rate limit, and the request's idempotency claim.
 
 A route asks for its scope by its principal's type, e.g. `principal: PhotosWrite`; the check runs before
-the route touches anything, so a token without the scope learns nothing about the resource.
+the route touches anything, so a token without the scope learns nothing about the resource. A route that
+takes `Idempotency-Key` lists `claim: Idempotent` after its principal (dependencies resolve in order).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+import nats.errors
+import nats.js.errors
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPBearer, SecurityScopes
 
 from gateway import backends as backend_clients
+from gateway.access import LiveSubjects
 from gateway.auth import Principal, TokenVerifier, insufficient_scope, unauthenticated
+from gateway.config import GatewaySettings
+from gateway.errors import ApiError, unavailable
+from gateway.idempotency import (
+    CLAIM_STATE_KEY,
+    DOCUMENTATION,
+    HEADER,
+    VALID_KEY,
+    Claim,
+    Replay,
+    canonical_json_digest,
+    check_fingerprint,
+    drain_upload_digest,
+    key_error,
+)
+from gateway.job_cache import JobCache
+from gateway.metrics import Metrics
+from gateway.middleware import is_streaming
+from gateway.multipart_stream import form_boundary
+from gateway.nats_link import NatsLink
+from gateway.ratelimit import RateLimiter
+from likeness.ids import is_valid_id
 
-bearer = HTTPBearer(
+#: Routes (by endpoint name) that draw from the tenant's upload bucket instead of the general one.
+UPLOAD_ROUTES = frozenset({"upload_photos"})
+#: Seconds beyond a request's own deadline that its idempotency claim is held before another may take it.
+LEASE_MARGIN_SECONDS = 30.0
+PRINCIPAL_STATE_KEY = "likeness_principal"
+
+
+class BearerAuth(HTTPBearer):
+    """The route's caller, from its bearer token, with the route's scopes; one tenant rate-limit token.
+
+    The HTTP bearer scheme and the check in one dependency (FastAPI resolves each dependency of every
+    request on its own, and this runs on every call): the OpenAPI schema still shows the `HTTPBearer`
+    scheme with each route's scopes.
+    """
+
+    async def __call__(  # type: ignore[override]  # a Principal, not the credentials
+        self, request: Request, security_scopes: SecurityScopes
+    ) -> Principal:
+        scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
+            raise unauthenticated("A bearer token is required.", token_given=False)
+        app_state = request.app.state
+        principal = await cast(TokenVerifier, app_state.verifier).verify(credentials)
+        for scope in security_scopes.scopes:
+            if scope not in principal.scopes:
+                raise insufficient_scope(scope)
+        state = request.scope.setdefault("state", {})
+        if state.get(PRINCIPAL_STATE_KEY) is None:
+            # Once per request (a route may depend on several principals): spend one token of the tenant's.
+            kind = "upload" if getattr(request.scope.get("route"), "name", "") in UPLOAD_ROUTES else "api"
+            try:
+                cast(RateLimiter, app_state.rate_limiter).check(principal.tenant, kind)
+            except ApiError:
+                cast(Metrics, app_state.metrics).rate_limited.labels(kind=kind).inc()
+                raise
+            state[PRINCIPAL_STATE_KEY] = principal
+        return principal
+
+
+authenticate = BearerAuth(
+    scheme_name="HTTPBearer",
     auto_error=False,
     description="A JWT from your identity provider (development: `likeness token`).",
 )
 
 
-async def authenticate(
-    security_scopes: SecurityScopes,
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    if credentials is None:
-        raise unauthenticated("A bearer token is required.", token_given=False)
-    verifier = cast(TokenVerifier, request.app.state.verifier)
-    principal = await verifier.verify(credentials.credentials)
-    for scope in security_scopes.scopes:
-        if scope not in principal.scopes:
-            raise insufficient_scope(scope)
-    return principal
+# The getters are `async def` although they do not await: FastAPI runs a plain `def` dependency in its
+# thread pool, a thread hop per dependency per request.
 
 
-def get_backends(request: Request) -> backend_clients.Backends:
+def backends_of(request: Request) -> backend_clients.Backends:
     return cast(backend_clients.Backends, request.app.state.backends)
 
 
+def live_subjects_of(request: Request) -> LiveSubjects:
+    return cast(LiveSubjects, request.app.state.live_subjects)
+
+
+def job_cache_of(request: Request) -> JobCache:
+    return cast(JobCache, request.app.state.job_cache)
+
+
+async def get_backends(request: Request) -> backend_clients.Backends:
+    return backends_of(request)
+
+
+async def get_live_subjects(request: Request) -> LiveSubjects:
+    return live_subjects_of(request)
+
+
+async def get_job_cache(request: Request) -> JobCache:
+    return job_cache_of(request)
+
+
+def get_nats(request: Request) -> NatsLink:
+    return cast(NatsLink, request.app.state.nats)
+
+
+async def nats_link(request: Request) -> NatsLink:
+    return get_nats(request)
+
+
+async def idempotency_claim(
+    request: Request,
+    idempotency_key: Annotated[
+        str | None, Header(alias=HEADER, description=DOCUMENTATION, examples=["3f0c1d2e-9b7a-4c65-8e21"])
+    ] = None,
+) -> Claim | None:
+    """Takes the request's Idempotency-Key (if it has one), or answers from the stored record."""
+    if idempotency_key is None:
+        return None
+    if not VALID_KEY.match(idempotency_key):
+        raise key_error()
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if not isinstance(principal, Principal):
+        raise RuntimeError("the idempotency claim must come after the route's principal")
+    settings = cast(GatewaySettings, request.app.state.settings)
+    store = get_nats(request).require_store()
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    streaming = is_streaming(request.method, request.url.path)
+    fingerprint = None
+    if not streaming:
+        digest = canonical_json_digest(await request.body())
+        fingerprint = store.fingerprint(principal.tenant, request.method, request.url.path, digest)
+    deadline = settings.stream_timeout_seconds if streaming else settings.request_timeout_seconds
+    subject = request.path_params.get("subject_id")
+    if not isinstance(subject, str) or not is_valid_id(subject, "sub"):
+        subject = None  # the route answers 404 for it; nothing to index
+    try:
+        claim = await store.claim(
+            tenant=principal.tenant,
+            key=idempotency_key,
+            method=request.method,
+            route=route,
+            fingerprint=fingerprint,
+            # An erasure's own answer names only the erasure: it is kept for retries after the purge.
+            subject=subject if request.method != "DELETE" else None,
+            lease_seconds=deadline + LEASE_MARGIN_SECONDS,
+        )
+    except Replay as replay:
+        if fingerprint is None:
+            boundary = form_boundary(request.headers.get("content-type")) or b"-"
+            digest = await drain_upload_digest(store, request.stream(), boundary)
+            check_fingerprint(
+                replay, store.fingerprint(principal.tenant, request.method, request.url.path, digest)
+            )
+        raise
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        # NATS went away under us: the answer could not be made safe to retry, so none is given.
+        raise unavailable("Idempotency records are unavailable right now; try again shortly.") from None
+    request.scope.setdefault("state", {})[CLAIM_STATE_KEY] = claim
+    return claim
+
+
 Backends = Annotated[backend_clients.Backends, Depends(get_backends)]
+Nats = Annotated[NatsLink, Depends(nats_link)]
+Live = Annotated[LiveSubjects, Depends(get_live_subjects)]
+Jobs = Annotated[JobCache, Depends(get_job_cache)]
+Idempotent = Annotated[Claim | None, Depends(idempotency_claim)]
 #: Any valid token, whatever its scopes.
 CurrentPrincipal = Annotated[Principal, Security(authenticate)]
 SubjectsRead = Annotated[Principal, Security(authenticate, scopes=["subjects:read"])]
@@ -51,3 +191,7 @@ TrainingsRead = Annotated[Principal, Security(authenticate, scopes=["trainings:r
 TrainingsWrite = Annotated[Principal, Security(authenticate, scopes=["trainings:write"])]
 RendersRead = Annotated[Principal, Security(authenticate, scopes=["renders:read"])]
 RendersWrite = Annotated[Principal, Security(authenticate, scopes=["renders:write"])]
+RetentionRead = Annotated[Principal, Security(authenticate, scopes=["retention:read"])]
+RetentionWrite = Annotated[Principal, Security(authenticate, scopes=["retention:write"])]
+LooksRead = Annotated[Principal, Security(authenticate, scopes=["looks:read"])]
+LooksWrite = Annotated[Principal, Security(authenticate, scopes=["looks:write"])]

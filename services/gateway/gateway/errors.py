@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.request_context import current_request_id
 from gateway.schemas import ErrorResponse
 from likeness.rpc_errors import error_code
 
@@ -40,8 +41,18 @@ def subject_erased() -> ApiError:
     return ApiError(410, "subject_erased", "This subject has been erased.")
 
 
+#: Seconds a client should wait before retrying a request refused with 503 (a backend briefly down).
+RETRY_AFTER_UNAVAILABLE = 2
+
+
+def unavailable(message: str = "A backend service is unavailable; try again shortly.") -> ApiError:
+    return ApiError(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)})
+
+
 def envelope(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    """The error response; it names the request id, so a caller can quote it to support."""
+    body = {"error": {"code": code, "message": message, "request_id": current_request_id()}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 #: gRPC status -> (HTTP status, default machine code).
@@ -65,7 +76,7 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     status, default_code = mapped
     if status == 503:
         log.warning("backend unavailable", extra={"grpc_status": exc.code().name})
-        return ApiError(503, default_code, "A backend service is unavailable; try again shortly.")
+        return unavailable()
     return ApiError(status, error_code(exc) or default_code, exc.details() or default_code.replace("_", " "))
 
 
@@ -102,8 +113,14 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     return envelope(exc.status_code, code, message, dict(exc.headers or {}))
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+#: Set on the request's state when its answer must not be kept for Idempotency-Key retries.
+DO_NOT_STORE_KEY = "likeness_do_not_store"
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # The route never ran: a corrected retry with the same Idempotency-Key must run, not replay this.
+    request.scope.setdefault("state", {})[DO_NOT_STORE_KEY] = True
     return envelope(422, "invalid_request", _validation_message(exc))
 
 
@@ -116,20 +133,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
-    400: "Bad request",
+    400: "Bad request (e.g. `invalid_cursor`, `invalid_idempotency_key`)",
     401: "Missing, invalid or expired bearer token (`unauthenticated`)",
     403: "The token lacks the route's scope (`insufficient_scope`)",
     404: "No such resource, or not visible to this token (`not_found`)",
-    409: "Conflict with the resource's state",
+    409: "Conflict with the resource's state, or `idempotency_in_progress` (with `Retry-After`): a request "
+    "with the same `Idempotency-Key` is still being answered",
     410: "The subject is being or has been erased (`subject_erased`)",
     413: "Too large: `file_too_large` or `too_many_files`",
     415: "Not multipart/form-data (`unsupported_media_type`)",
-    422: "The request does not validate (`invalid_request`)",
-    429: "Rate or quota exceeded",
+    422: "The request does not validate (`invalid_request`), or `idempotency_key_reused`: the "
+    "`Idempotency-Key` was used before with another request",
+    429: "`rate_limited`: the tenant's request rate is exceeded; retry after `Retry-After` seconds",
     500: "Internal error (`internal`)",
-    503: "A backend is unavailable (`unavailable`)",
+    503: "A backend is unavailable (`unavailable`); retry after `Retry-After` seconds",
+    504: "The request took longer than the gateway's deadline (`timeout`)",
 }
-COMMON = (401, 403, 422, 500, 503)
+COMMON = (401, 403, 422, 429, 500, 503, 504)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

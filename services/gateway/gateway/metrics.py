@@ -6,6 +6,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -24,6 +25,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -41,10 +43,42 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
 
+        self.event_streams = Gauge(
+            "likeness_gateway_event_streams",
+            "Server-Sent Event streams open now",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "likeness_gateway_rate_limited",
+            "Requests refused with 429, by bucket kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.idempotent_replays = Counter(
+            "likeness_gateway_idempotent_replays",
+            "Requests answered from a stored idempotency record",
+            registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        method = method if method in _METHODS else "other"
-        self.requests.labels(method=method, route=route, status=str(status)).inc()
-        self.latency.labels(method=method, route=route).observe(seconds)
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._bind(method, route, status)
+        requests, latency = children
+        requests.inc()
+        latency.observe(seconds)
+
+    def _bind(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        """The label children of a (method, route, status), looked up once: routes are templates and
+        methods a fixed set, so there are few of them."""
+        label = method if method in _METHODS else "other"
+        children = (
+            self.requests.labels(method=label, route=route, status=str(status)),
+            self.latency.labels(method=label, route=route),
+        )
+        if method in _METHODS:  # a made-up method is not kept: a client could fill the dict with them
+            self._children[(method, route, status)] = children
+        return children
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

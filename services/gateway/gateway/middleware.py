@@ -1,5 +1,6 @@
-"""Around every request: a request id, `Cache-Control: no-store`, metrics, one access log line, and the
-envelope for anything unexpected.
+"""Around every request: a request id, `Cache-Control: no-store`, a deadline, metrics, one access log line
+(DEBUG for a quick successful read unless `LIKENESS_ACCESS_LOG_READS`), the envelope for anything
+unexpected, and the idempotency record of the response.
 
 A plain ASGI middleware (not `BaseHTTPMiddleware`) so streamed bodies pass through untouched. Log lines
 and metrics carry the route template (`/v1/subjects/{subject_id}`), never the path with its ids.
@@ -7,23 +8,31 @@ and metrics carry the route template (`/v1/subjects/{subject_id}`), never the pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 import time
-import uuid
-from contextvars import ContextVar
+from collections.abc import Iterable
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import envelope
+from gateway.errors import DO_NOT_STORE_KEY, envelope
+from gateway.idempotency import CLAIM_STATE_KEY, Claim
 from gateway.metrics import Metrics
+from gateway.request_context import REQUEST_ID_HEADER, request_id_var
 
 log = logging.getLogger("gateway.access")
 
-REQUEST_ID_HEADER = "X-Request-Id"
+__all__ = ["REQUEST_ID_HEADER", "RequestIdLogFilter", "RequestMiddleware", "install_request_id_logging"]
+
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
-request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+#: Requests that stream at the client's pace have their own deadlines (gRPC stream timeout, SSE maximum):
+#: photo uploads, image downloads, event streams and exports.
+_STREAMING = re.compile(
+    r"^/v1/(subjects/[^/]+/(photos|export)|renders/[^/]+/images/[^/]+|[a-z]+/[^/]+/events)$"
+)
 
 
 class RequestIdLogFilter(logging.Filter):
@@ -41,16 +50,46 @@ def install_request_id_logging() -> None:
         handler.addFilter(RequestIdLogFilter())
 
 
+#: Reads this slow are logged at INFO even when quick successful reads are not.
+SLOW_READ_SECONDS = 1.0
+_READS = frozenset({"GET", "HEAD"})
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
+#: Headers every response gets (set, replacing any the route gave), as raw ASGI pairs.
+_ALWAYS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+_OWN_HEADERS = frozenset({_REQUEST_ID_KEY, *(name for name, _ in _ALWAYS)})
+
+
 def _request_id(scope: Scope) -> str:
-    given = Headers(scope=scope).get(REQUEST_ID_HEADER)
-    # A caller's id is kept only if it is harmless in a log line and a header.
-    return given if given and _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+    for name, value in scope["headers"]:  # ASGI header names are lower-case
+        if name == _REQUEST_ID_KEY:
+            given: str = value.decode("latin-1")
+            # A caller's id is kept only if it is harmless in a log line and a header.
+            if _VALID_REQUEST_ID.match(given):
+                return given
+            break
+    return os.urandom(16).hex()
+
+
+def _with_own_headers(headers: Iterable[tuple[bytes, bytes]], request_id: bytes) -> list[tuple[bytes, bytes]]:
+    raw = [(name, value) for name, value in headers if name.lower() not in _OWN_HEADERS]
+    raw.append((_REQUEST_ID_KEY, request_id))
+    raw.extend(_ALWAYS)
+    return raw
+
+
+def is_streaming(method: str, path: str) -> bool:
+    if not _STREAMING.match(path):
+        return False
+    # Listing photos is an ordinary request; uploading them streams.
+    return not (method != "POST" and path.endswith("/photos"))
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, timeout: float, log_reads: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.timeout = timeout
+        self.log_reads = log_reads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,20 +100,47 @@ class RequestMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        # Where the route's idempotency claim (if any) is left for us (Request.state is this dict).
+        state = scope.setdefault("state", {})
+        recording: Claim | None = None
+        body = bytearray()
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, recording
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers[REQUEST_ID_HEADER] = request_id
-                headers["Cache-Control"] = "no-store"
-                headers["X-Content-Type-Options"] = "nosniff"
+                message["headers"] = _with_own_headers(message.get("headers", ()), request_id.encode())
+                claim = state.get(CLAIM_STATE_KEY)
+                if isinstance(claim, Claim) and claim.pending:
+                    recording = claim
+                    recording.begin_response(status, MutableHeaders(scope=message))
+            elif message["type"] == "http.response.body" and recording is not None:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Stored before the client sees the answer: a retry after it always finds it.
+                    claim, recording = recording, None
+                    if state.get(DO_NOT_STORE_KEY):
+                        await claim.release()
+                    else:
+                        await claim.finish(bytes(body))
             await send(message)
 
+        streaming = is_streaming(scope["method"], scope["path"])
         try:
-            await self.app(scope, receive, send_with_headers)
+            if streaming:
+                await self.app(scope, receive, send_with_headers)
+            else:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self.app(scope, receive, send_with_headers)
+                except TimeoutError:
+                    if response_started:
+                        raise
+                    log.warning("request timed out")
+                    await envelope(504, "timeout", "The request took too long; try again.")(
+                        scope, receive, send_with_headers
+                    )
         except Exception:
             log.exception("unhandled error")
             if response_started:
@@ -83,16 +149,37 @@ class RequestMiddleware:
                 scope, receive, send_with_headers
             )
         finally:
+            claim = state.get(CLAIM_STATE_KEY)
+            if isinstance(claim, Claim) and claim.pending:
+                # No stored answer (the client went away, or the response failed): a retry runs again.
+                await asyncio.shield(claim.release())
             route = getattr(scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - started
             self.metrics.observe(scope["method"], route, status, seconds)
-            log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 1),
-                },
-            )
+            level = self._access_level(scope["method"], status, seconds, streaming)
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 1),
+                    },
+                )
             request_id_var.reset(token)
+
+    def _access_level(self, method: str, status: int, seconds: float, streaming: bool) -> int:
+        """INFO for what an operator follows up: writes, refusals and failures, slow answers, and streams
+        (uploads, downloads, exports, event streams); a plain read that succeeded quickly (the polling that
+        makes most of the traffic, counted in the metrics anyway) is DEBUG unless `log_reads` is set."""
+        if (
+            not self.log_reads
+            and method in _READS
+            and status < 400
+            and seconds < SLOW_READ_SECONDS
+            and not streaming
+        ):
+            return logging.DEBUG
+        return logging.INFO

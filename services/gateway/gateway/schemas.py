@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JobStatus = Literal["unspecified", "queued", "running", "succeeded", "failed", "cancelled"]
 SubjectStatus = Literal["unspecified", "active", "erasing", "erased"]
@@ -19,6 +19,7 @@ RENDER_ID = "ren_01jbz3r8c0e2g4j6m8p0s2v4xy"
 IMAGE_ID = "img_01jbz3t1d3f5h7k9n1q3t5w7za"
 ERASURE_ID = "era_01jbz3w4e6g8j0m2p4r6v8y0bc"
 WHEN = "2025-01-02T03:04:05Z"
+NEXT_CURSOR = "Pass as `cursor` for the next page; null on the last page"
 
 
 def _example(**values: Any) -> ConfigDict:
@@ -28,10 +29,21 @@ def _example(**values: Any) -> ConfigDict:
 class ErrorBody(BaseModel):
     code: str = Field(description="Stable machine-readable code", examples=["not_found"])
     message: str = Field(description="A sentence for humans; may change", examples=["No such resource."])
+    request_id: str | None = Field(
+        default=None,
+        description="The request's id (also in the `X-Request-Id` header): quote it to support",
+        examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
+    )
 
 
 class ErrorResponse(BaseModel):
-    model_config = _example(error={"code": "subject_erased", "message": "This subject has been erased."})
+    model_config = _example(
+        error={
+            "code": "subject_erased",
+            "message": "This subject has been erased.",
+            "request_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        }
+    )
     error: ErrorBody
 
 
@@ -156,7 +168,13 @@ class RejectedUpload(BaseModel):
 
 
 class PhotoList(BaseModel):
-    photos: list[Photo]
+    photos: list[Photo] = Field(description="Oldest first (upload order)")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+
+
+class SubjectList(BaseModel):
+    subjects: list[Subject] = Field(description="Newest first; erased subjects are not listed")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
 # Trainings and renders
@@ -202,9 +220,24 @@ class CreateRenderRequest(BaseModel):
         },
     )
     training_id: str = Field(max_length=64)
-    styles: list[str] = Field(min_length=1, max_length=16, description="Style ids from GET /v1/styles")
+    styles: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Style ids from GET /v1/styles (at least one, unless a team look gives the style)",
+    )
     images_per_style: int = Field(default=2, ge=1, le=8)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Absent: random")
+    team_look_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="A team look of the tenant: it pins style, background and (fixed looks) the seed",
+    )
+
+    @model_validator(mode="after")
+    def _styles_or_look(self) -> CreateRenderRequest:
+        if not self.styles and not self.team_look_id:
+            raise ValueError("give at least one style, or a team_look_id")
+        return self
 
 
 class RenderedImage(BaseModel):
@@ -246,6 +279,18 @@ class Render(BaseModel):
     error: str | None
     created_at: datetime | None
     updated_at: datetime | None
+    team_look_id: str | None = Field(default=None, description="The team look the render followed")
+    background: str | None = Field(default=None, description="A background that replaced the styles' own")
+
+
+class TrainingList(BaseModel):
+    trainings: list[Training] = Field(description="Newest first")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+
+
+class RenderList(BaseModel):
+    renders: list[Render] = Field(description="Newest first")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
 class Style(BaseModel):
@@ -254,11 +299,19 @@ class Style(BaseModel):
     description: str
 
 
+class Background(BaseModel):
+    id: str
+    name: str
+    description: str
+
+
 class StyleList(BaseModel):
     model_config = _example(
-        styles=[{"id": "corporate", "name": "Corporate", "description": "Neutral backdrop, business attire"}]
+        styles=[{"id": "corporate", "name": "Corporate", "description": "Neutral backdrop, business attire"}],
+        backgrounds=[{"id": "light_gray", "name": "Light gray studio", "description": "plain backdrop"}],
     )
     styles: list[Style]
+    backgrounds: list[Background] = Field(default_factory=list, description="For team looks")
 
 
 # Erasure
@@ -307,6 +360,141 @@ class Erasure(BaseModel):
     )
     last_error: str | None
     attempts: int
+
+
+# Retention policy and receipts
+
+
+class RetentionScheduleIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "photos_days": 30,
+                    "photos_deleted_after_training": True,
+                    "models_days": 90,
+                    "renders_days": 90,
+                    "inactivity_days": 180,
+                }
+            ]
+        },
+    )
+    photos_days: int = Field(default=0, ge=0, le=36500, description="0: the service default")
+    photos_deleted_after_training: bool = False
+    models_days: int = Field(default=0, ge=0, le=36500)
+    renders_days: int = Field(default=0, ge=0, le=36500)
+    inactivity_days: int = Field(default=0, ge=0, le=36500)
+
+
+class RetentionPolicy(BaseModel):
+    model_config = _example(
+        schedule={
+            "photos_days": 30,
+            "photos_deleted_after_training": True,
+            "models_days": 90,
+            "renders_days": 90,
+            "inactivity_days": 180,
+        },
+        tenant_specific=True,
+        hard_cap_days=1095,
+        backups_retention_days=30,
+        text="Photos are deleted 30 days after upload...",
+    )
+    schedule: Retention = Field(description="What subjects opened from now on get")
+    tenant_specific: bool = Field(description="False: the tenant has set no schedule; these are the defaults")
+    hard_cap_days: int = Field(description="No subject is kept longer than this, whatever the schedule")
+    backups_retention_days: int = Field(description="Vault snapshots keep a destroyed key this long")
+    text: str = Field(description="The schedule as a retention policy a person can read")
+
+
+class ReceiptSignature(BaseModel):
+    alg: str = Field(examples=["Ed25519"])
+    kid: str
+    value: str = Field(description="base64url Ed25519 signature of the canonical JSON of `receipt`")
+
+
+class ErasureReceipt(BaseModel):
+    model_config = _example(
+        receipt={
+            "type": "likeness.erasure_receipt",
+            "version": 1,
+            "erasure_id": ERASURE_ID,
+            "subject_hmac": "4f1c...e9",
+            "key_destroyed_at": WHEN,
+        },
+        signature={"alg": "Ed25519", "kid": "r1", "value": "c2lnbmF0dXJl"},
+    )
+    receipt: dict[str, Any] = Field(description="The facts; the subject appears only as a keyed HMAC")
+    signature: ReceiptSignature
+
+
+class JsonWebKey(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kty: str = Field(examples=["OKP"])
+    kid: str
+
+
+class ReceiptKeys(BaseModel):
+    model_config = _example(
+        keys=[
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "r1"}
+        ]
+    )
+    keys: list[JsonWebKey] = Field(description="Ed25519 public keys (JWK) that verify erasure receipts")
+
+
+# Team looks
+
+SeedPolicy = Literal["fixed", "per_render"]
+
+
+class TeamLookIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Sales EMEA",
+                    "style": "corporate",
+                    "background": "light_gray",
+                    "seed_policy": "fixed",
+                }
+            ]
+        },
+    )
+    name: str = Field(min_length=1, max_length=60)
+    style: str = Field(min_length=1, max_length=64, description="A style id from GET /v1/styles")
+    background: str = Field(
+        min_length=1, max_length=64, description="A background id from `GET /v1/styles` (`backgrounds`)"
+    )
+    seed_policy: SeedPolicy = "fixed"
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Fixed looks: absent picks one")
+
+
+class TeamLook(BaseModel):
+    model_config = _example(
+        id="sales-emea",
+        name="Sales EMEA",
+        style="corporate",
+        background="light_gray",
+        seed_policy="fixed",
+        seed=1234,
+        created_at=WHEN,
+        updated_at=WHEN,
+    )
+    id: str
+    name: str
+    style: str
+    background: str
+    seed_policy: Literal["unspecified", "fixed", "per_render"]
+    seed: int
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class TeamLookList(BaseModel):
+    looks: list[TeamLook]
 
 
 # Health

@@ -10,6 +10,7 @@ it is never logged.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from python_multipart.exceptions import MultipartParseError
 from gateway import convert, schemas
 from gateway.backends import Backends
 from gateway.errors import ApiError, subject_erased
+from gateway.idempotency import update_upload_digest
 from gateway.multipart_stream import FileData, FileEnded, FileStarted, MultipartEvents, form_boundary
 from likeness.rpc_errors import error_code
 from likeness.v1 import ingest_pb2
@@ -131,6 +133,7 @@ async def receive_photos(
     tenant: str,
     subject_id: str,
     limits: UploadLimits,
+    digest: hmac.HMAC | None = None,
 ) -> list[schemas.UploadedPhoto]:
     boundary = form_boundary(content_type)
     if boundary is None:
@@ -146,7 +149,9 @@ async def receive_photos(
 
     uploads: list[PhotoUpload] = []
     try:
-        await _stream_parts(body, MultipartEvents(boundary), backends, tenant, subject_id, limits, uploads)
+        await _stream_parts(
+            body, MultipartEvents(boundary), backends, tenant, subject_id, limits, uploads, digest
+        )
         if not uploads:
             raise ApiError(400, "no_files", "The request has no `file` parts.")
         return [await upload.verdict() for upload in uploads]
@@ -164,6 +169,7 @@ async def _stream_parts(
     subject_id: str,
     limits: UploadLimits,
     uploads: list[PhotoUpload],
+    digest: hmac.HMAC | None = None,
 ) -> None:
     current: PhotoUpload | None = None
     received = 0
@@ -178,6 +184,8 @@ async def _stream_parts(
         except MultipartParseError:
             raise ApiError(400, "invalid_multipart", "The multipart/form-data body is malformed.") from None
         for event in parsed:
+            if digest is not None:
+                update_upload_digest(digest, event)
             if isinstance(event, FileStarted):
                 if len(uploads) >= limits.max_files:
                     raise ApiError(

@@ -7,6 +7,8 @@ services); the real services are exercised end to end elsewhere.
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,7 +39,9 @@ from likeness.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from likeness_cli.tokens import ALL_SCOPES, mint_dev_token
+from likeness_cli.infra import Infra
+from likeness_cli.tokens import ALL_SCOPES as DEV_SCOPES
+from likeness_cli.tokens import mint_dev_token
 
 SECRET = "gateway-tests-secret-0123456789abcdef"
 TENANT = "acme"
@@ -45,6 +49,11 @@ OTHER_TENANT = "globex"
 MAX_UPLOAD_BYTES = 1024 * 1024
 MAX_FILES = 4
 JPEG_MAGIC = b"\xff\xd8\xff\xe0"
+#: Every scope a route of the gateway asks for (the dev CLI's list plus the tenant-admin scopes).
+ALL_SCOPES: tuple[str, ...] = (
+    *DEV_SCOPES,
+    *(s for s in ("retention:read", "retention:write", "looks:read", "looks:write") if s not in DEV_SCOPES),
+)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -64,6 +73,9 @@ class FakeRetention(retention_pb2_grpc.RetentionServiceServicer):
     def __init__(self) -> None:
         self.subjects: dict[tuple[str, str], retention_pb2.Subject] = {}
         self.erasures: dict[tuple[str, str], retention_pb2.Erasure] = {}
+        self.policies: dict[str, retention_pb2.RetentionSchedule] = {}
+        #: GetSubject of these subject ids takes this many seconds.
+        self.delays: dict[str, float] = {}
         self.opened: list[retention_pb2.OpenSubjectRequest] = []
         #: GetSubject of these subject ids fails with (status, machine code); UNKNOWN raises in the servicer.
         self.failures: dict[str, tuple[grpc.StatusCode, str]] = {}
@@ -85,6 +97,8 @@ class FakeRetention(retention_pb2_grpc.RetentionServiceServicer):
         return retention_pb2.OpenSubjectResponse(subject=subject)
 
     async def GetSubject(self, request: retention_pb2.GetSubjectRequest, context: Context) -> Any:
+        if request.subject_id in self.delays:
+            await asyncio.sleep(self.delays[request.subject_id])
         if request.subject_id in self.failures:
             status, code = self.failures[request.subject_id]
             if status == grpc.StatusCode.UNKNOWN:
@@ -119,6 +133,59 @@ class FakeRetention(retention_pb2_grpc.RetentionServiceServicer):
         if erasure is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "erasure_not_found", "no such erasure")
         return retention_pb2.GetErasureResponse(erasure=erasure)
+
+    async def ListSubjects(self, request: retention_pb2.ListSubjectsRequest, context: Context) -> Any:
+        mine = sorted(
+            (
+                subject
+                for (tenant, subject_id), subject in self.subjects.items()
+                if tenant == request.tenant
+                and subject.status != retention_pb2.SUBJECT_STATUS_ERASED
+                and (not request.page_token or subject_id < request.page_token)
+            ),
+            key=lambda subject: subject.id,
+            reverse=True,
+        )
+        size = request.page_size or 50
+        page = mine[:size]
+        token = page[-1].id if len(mine) > size else ""
+        return retention_pb2.ListSubjectsResponse(subjects=page, next_page_token=token)
+
+    async def GetRetentionPolicy(
+        self, request: retention_pb2.GetRetentionPolicyRequest, context: Context
+    ) -> Any:
+        schedule = self.policies.get(request.tenant)
+        return retention_pb2.GetRetentionPolicyResponse(
+            schedule=schedule or retention_pb2.RetentionSchedule(photos_days=30, models_days=365),
+            tenant_specific=schedule is not None,
+            hard_cap_days=1095,
+            backups_retention_days=30,
+            text=f"Policy of {request.tenant}.",
+        )
+
+    async def SetRetentionPolicy(
+        self, request: retention_pb2.SetRetentionPolicyRequest, context: Context
+    ) -> Any:
+        if request.schedule.photos_days > 1095:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_schedule", "too long")
+        self.policies[request.tenant] = request.schedule
+        return retention_pb2.SetRetentionPolicyResponse(schedule=request.schedule)
+
+    async def GetErasureReceipt(
+        self, request: retention_pb2.GetErasureReceiptRequest, context: Context
+    ) -> Any:
+        erasure = self.erasures.get((request.tenant, request.erasure_id))
+        if erasure is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "receipt_not_found", "no receipt")
+        receipt = {
+            "receipt": {"type": "likeness.erasure_receipt", "erasure_id": erasure.id},
+            "signature": {"alg": "Ed25519", "kid": "k1", "value": "c2ln"},
+        }
+        return retention_pb2.GetErasureReceiptResponse(receipt_json=json.dumps(receipt))
+
+    async def GetReceiptKeys(self, request: retention_pb2.GetReceiptKeysRequest, context: Context) -> Any:
+        keys = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "eA", "kid": "k1"}]}
+        return retention_pb2.GetReceiptKeysResponse(jwks_json=json.dumps(keys))
 
 
 @dataclass
@@ -174,6 +241,8 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
     def __init__(self) -> None:
         self.trainings: dict[tuple[str, str], trainer_pb2.Training] = {}
         self.submitted: list[trainer_pb2.SubmitTrainingRequest] = []
+        #: GetTraining calls answered (the job cache's tests count them).
+        self.reads = 0
 
     async def SubmitTraining(self, request: trainer_pb2.SubmitTrainingRequest, context: Context) -> Any:
         self.submitted.append(request)
@@ -199,9 +268,20 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         return training
 
     async def GetTraining(self, request: trainer_pb2.GetTrainingRequest, context: Context) -> Any:
+        self.reads += 1
         return trainer_pb2.GetTrainingResponse(
             training=await self._find(request.tenant, request.training_id, context)
         )
+
+    async def ListTrainings(self, request: trainer_pb2.ListTrainingsRequest, context: Context) -> Any:
+        mine = _page_of(
+            [t for (tenant, _), t in self.trainings.items() if tenant == request.tenant],
+            request.subject_id,
+            request.page_token,
+        )
+        size = request.page_size or 50
+        token = mine[size - 1].id if len(mine) > size else ""
+        return trainer_pb2.ListTrainingsResponse(trainings=mine[:size], next_page_token=token)
 
     async def CancelTraining(self, request: trainer_pb2.CancelTrainingRequest, context: Context) -> Any:
         training = await self._find(request.tenant, request.training_id, context)
@@ -224,6 +304,7 @@ class FakeRenderer(renderer_pb2_grpc.RendererServiceServicer):
         self.renders: dict[tuple[str, str], renderer_pb2.Render] = {}
         self.images: dict[str, bytes] = {}
         self.submitted: list[renderer_pb2.SubmitRenderRequest] = []
+        self.looks: dict[tuple[str, str], renderer_pb2.TeamLook] = {}
 
     async def SubmitRender(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> Any:
         self.submitted.append(request)
@@ -277,6 +358,54 @@ class FakeRenderer(renderer_pb2_grpc.RendererServiceServicer):
     async def ListStyles(self, request: renderer_pb2.ListStylesRequest, context: Context) -> Any:
         return renderer_pb2.ListStylesResponse(styles=STYLES)
 
+    async def ListRenders(self, request: renderer_pb2.ListRendersRequest, context: Context) -> Any:
+        mine = _page_of(
+            [r for (tenant, _), r in self.renders.items() if tenant == request.tenant],
+            request.subject_id,
+            request.page_token,
+        )
+        size = request.page_size or 50
+        token = mine[size - 1].id if len(mine) > size else ""
+        return renderer_pb2.ListRendersResponse(renders=mine[:size], next_page_token=token)
+
+    async def PutTeamLook(self, request: renderer_pb2.PutTeamLookRequest, context: Context) -> Any:
+        if request.style not in {style.id for style in STYLES}:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "unknown_style", "unknown style")
+        look = renderer_pb2.TeamLook(
+            tenant=request.tenant,
+            id=request.look_id,
+            name=request.name,
+            style=request.style,
+            background=request.background,
+            seed_policy=request.seed_policy,
+            seed=request.seed if request.HasField("seed") else 42,
+            created_at=now(),
+            updated_at=now(),
+        )
+        self.looks[(request.tenant, request.look_id)] = look
+        return renderer_pb2.PutTeamLookResponse(look=look)
+
+    async def GetTeamLook(self, request: renderer_pb2.GetTeamLookRequest, context: Context) -> Any:
+        look = self.looks.get((request.tenant, request.look_id))
+        if look is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "team_look_not_found", "no such look")
+        return renderer_pb2.GetTeamLookResponse(look=look)
+
+    async def ListTeamLooks(self, request: renderer_pb2.ListTeamLooksRequest, context: Context) -> Any:
+        looks = [look for (tenant, _), look in self.looks.items() if tenant == request.tenant]
+        return renderer_pb2.ListTeamLooksResponse(looks=looks)
+
+    async def DeleteTeamLook(self, request: renderer_pb2.DeleteTeamLookRequest, context: Context) -> Any:
+        if self.looks.pop((request.tenant, request.look_id), None) is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "team_look_not_found", "no such look")
+        return renderer_pb2.DeleteTeamLookResponse()
+
+
+def _page_of(records: list[Any], subject_id: str, after: str) -> list[Any]:
+    """A subject's job records, newest first, after the page token."""
+    mine = [r for r in records if r.subject_id == subject_id and (not after or r.id < after)]
+    return sorted(mine, key=lambda record: record.id, reverse=True)
+
 
 @dataclass
 class Fakes:
@@ -286,6 +415,7 @@ class Fakes:
     renderer: FakeRenderer
     addresses: dict[str, str]
     health: dict[str, HealthServicer]
+    nats_url: str
 
     async def set_serving(self, name: str, serving: bool) -> None:
         status = (
@@ -295,7 +425,7 @@ class Fakes:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def fakes() -> AsyncIterator[Fakes]:
+async def fakes(infra: Infra) -> AsyncIterator[Fakes]:
     servicers = {
         "retention": (FakeRetention(), retention_pb2_grpc.add_RetentionServiceServicer_to_server),
         "ingest": (FakeIngest(), ingest_pb2_grpc.add_IngestServiceServicer_to_server),
@@ -320,6 +450,7 @@ async def fakes() -> AsyncIterator[Fakes]:
         renderer=servicers["renderer"][0],  # type: ignore[arg-type]
         addresses=addresses,
         health=health,
+        nats_url=infra.endpoints.nats_url,
     )
     await asyncio.gather(*(server.stop(None) for server in servers))
 
@@ -328,6 +459,20 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
         "env": "development",
         "jwt_dev_secret": SECRET,
+        "nats_url": fakes.nats_url,
+        "hmac_secret": "gateway-tests-hmac-secret-0123456789abcdef",
+        "metrics_port": 0,
+        # Every read asks the retention double (tests change subjects behind the gateway's back).
+        "subject_status_cache_seconds": 0,
+        # Nor are trainings and renders remembered (the doubles change them without events).
+        "job_cache_seconds": 0,
+        # Tests send bursts far beyond a tenant's real budget; the limiter has its own tests.
+        "rate_limit_per_second": 100_000,
+        "rate_limit_burst": 100_000,
+        "upload_rate_limit_per_second": 100_000,
+        "upload_rate_limit_burst": 100_000,
+        # Each test app gets its own bucket: records of one test never answer another's requests.
+        "idempotency_bucket": f"gw_idem_{uuid.uuid4().hex[:12]}",
         "retention_addr": fakes.addresses["retention"],
         "ingest_addr": fakes.addresses["ingest"],
         "trainer_addr": fakes.addresses["trainer"],
@@ -354,8 +499,13 @@ def make_client(fakes: Fakes) -> ClientFactory:
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(gateway_settings(fakes, **overrides))
         async with app.router.lifespan_context(app):
+            for _ in range(200):  # NATS connects in the background: wait for it, as /readyz would
+                if app.state.nats.idempotency is not None:
+                    break
+                await asyncio.sleep(0.05)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                client.app = app  # type: ignore[attr-defined]  # for tests that look inside
                 yield client
 
     return factory

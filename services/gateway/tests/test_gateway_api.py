@@ -10,13 +10,12 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.errors import from_grpc
 from gateway.middleware import RequestIdLogFilter
-from gateway.routes import erasures, health, photos, renders, styles, subjects, trainings
 from likeness.telemetry import JsonFormatter
 
 BOUNDARY = "likeness-test-boundary"
@@ -27,7 +26,8 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message"}
+    assert set(body["error"]) == {"code", "message", "request_id"}
+    assert body["error"]["request_id"] == response.headers["X-Request-Id"]
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str)
     assert body["error"]["message"]
@@ -35,7 +35,7 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> None:
 
 async def test_unknown_routes_answer_the_envelope(client, auth) -> None:
     assert_envelope(await client.get("/v2/nothing"), 404, "not_found")
-    assert_envelope(await client.get("/v1/subjects", headers=auth()), 405, "method_not_allowed")
+    assert_envelope(await client.put("/v1/subjects", headers=auth()), 405, "method_not_allowed")
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,13 @@ async def test_health_and_readiness(client, fakes) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["backends"] == {"retention": True, "ingest": True, "trainer": True, "renderer": True}
+    assert ready.json()["backends"] == {
+        "retention": True,
+        "ingest": True,
+        "trainer": True,
+        "renderer": True,
+        "nats": True,
+    }
     await fakes.set_serving("trainer", False)
     try:
         not_ready = await client.get("/readyz")
@@ -194,7 +200,12 @@ async def test_health_and_readiness(client, fakes) -> None:
 async def test_metrics_count_route_templates_never_ids(client, auth, shared_world) -> None:
     await client.get(f"/v1/subjects/{shared_world.subject}", headers=auth())
     await client.get("/v1/subjects/sub_01jbz3k7q8m2x4v6n9p0r5t7wy/nothing-here")
-    response = await client.get("/metrics")
+    # Served on the metrics port only, never on the public API port.
+    assert (await client.get("/metrics")).status_code == 404
+    port = client.app.state.metrics_listener.port
+    async with httpx.AsyncClient() as scraper:
+        response = await scraper.get(f"http://127.0.0.1:{port}/metrics")
+        assert (await scraper.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
     assert response.status_code == 200
     text = response.text
     assert 'route="/v1/subjects/{subject_id}",status="200"' in text
@@ -245,13 +256,11 @@ def test_openapi_documents_every_route_and_its_errors(client) -> None:
     documented = {
         (method.upper(), path) for path, operations in schema["paths"].items() for method in operations
     }
-    modules = (subjects, photos, trainings, renders, styles, erasures, health)
     routes = {
         (method, route.path)
-        for module in modules
-        for route in module.router.routes
-        if isinstance(route, APIRoute)
-        for method in route.methods
+        for route in iter_route_contexts(app.routes)
+        if isinstance(route.original_route, APIRoute)
+        for method in route.methods or ()
     }
     assert routes == documented
     expected = {
@@ -268,17 +277,29 @@ def test_openapi_documents_every_route_and_its_errors(client) -> None:
         ("GET", "/v1/renders/{render_id}/images/{image_id}"),
         ("GET", "/v1/styles"),
         ("GET", "/v1/erasures/{erasure_id}"),
+        ("GET", "/v1/subjects"),
+        ("GET", "/v1/subjects/{subject_id}/trainings"),
+        ("GET", "/v1/subjects/{subject_id}/renders"),
+        ("GET", "/v1/trainings/{training_id}/events"),
+        ("GET", "/v1/renders/{render_id}/events"),
+        ("GET", "/v1/retention-policy"),
+        ("PUT", "/v1/retention-policy"),
+        ("GET", "/v1/erasures/{erasure_id}/receipt"),
+        ("GET", "/v1/receipt-keys"),
+        ("GET", "/v1/team-looks"),
+        ("GET", "/v1/team-looks/{look_id}"),
+        ("PUT", "/v1/team-looks/{look_id}"),
+        ("DELETE", "/v1/team-looks/{look_id}"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
-        ("GET", "/metrics"),
     }
     assert expected <= documented
     envelope_ref = "#/components/schemas/ErrorResponse"
     for method, path in expected:
         operation = schema["paths"][path][method.lower()]
         errors = {status: body for status, body in operation["responses"].items() if int(status) >= 400}
-        if path.startswith("/v1/"):
-            assert {"401", "403", "500", "503"} <= set(errors), (method, path)
+        if path.startswith("/v1/") and path != "/v1/receipt-keys":
+            assert {"401", "403", "429", "500", "503", "504"} <= set(errors), (method, path)
             [requirement] = operation["security"]
             assert list(requirement) == ["HTTPBearer"]
             assert len(requirement["HTTPBearer"]) == 1

@@ -88,7 +88,10 @@ async def call(client: httpx.AsyncClient, route: Route, world: Any, token: str |
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
-    assert response.json() == {"error": {"code": code, "message": response.json()["error"]["message"]}}
+    error = response.json()["error"]
+    assert response.json() == {
+        "error": {"code": code, "message": error["message"], "request_id": response.headers["X-Request-Id"]}
+    }
     assert response.json()["error"]["message"]
 
 

@@ -365,7 +365,11 @@ async def test_an_upload_rejected_whole_answers_the_status_of_its_first_reason(
         )
     assert response.status_code == status, response.text
     body = response.json()
-    assert body["error"] == {"code": first, "message": f"Rejected as {first}."}
+    assert body["error"] == {
+        "code": first,
+        "message": f"Rejected as {first}.",
+        "request_id": response.headers["X-Request-Id"],
+    }
     assert [p["reasons"][0]["code"] for p in body["photos"]] == [first, "too_dark"]
     assert body["photos"][0]["scores"] == {"sharpness": 0.01}, "the scores coach the person"
 

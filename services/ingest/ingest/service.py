@@ -22,6 +22,7 @@ import grpc
 import nats.errors
 
 from ingest.config import IngestSettings
+from ingest.export import exported_photos
 from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits, SubjectRules
 from ingest.records import PhotoRecords
@@ -235,6 +236,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.ListPhotosResponse(
             photos=await self.records.list(request.tenant, request.subject_id)
         )
+
+    async def ExportPhotos(
+        self, request: ingest_pb2.ExportPhotosRequest, context: Context
+    ) -> AsyncIterator[ingest_pb2.ExportPhotosResponse]:
+        """The subject's stored crops, decrypted, for their data export (see `ingest.export`)."""
+        if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
+            await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
+        photos = await self.records.list(request.tenant, request.subject_id)
+        async with storage_errors(context):
+            async for part in exported_photos(self.platform.sealed, photos):
+                yield part
 
 
 @asynccontextmanager

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
 
-from likeness.runtime import Platform, purge_records_on_erasure, run_grpc_service, run_worker
+from likeness.job_metrics import RENDER, QueueLagMonitor
+from likeness.runtime import Platform, Register, purge_records_on_erasure, run_grpc_service, run_worker
 from likeness.v1 import renderer_pb2, renderer_pb2_grpc
 from renderer.config import RendererSettings, get_settings
 from renderer.records import open_renders
@@ -20,8 +22,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"].full_name
 
 
-def _register_with(settings: RendererSettings) -> Callable[[Platform, grpc.aio.Server], Awaitable[None]]:
-    async def register(platform: Platform, server: grpc.aio.Server) -> None:
+def _register_with(settings: RendererSettings) -> Register:
+    async def register(platform: Platform, server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
         records = await open_renders(platform.bus)
         styles = load_styles()
         looks = await TeamLooks.open(platform.bus, styles, load_backgrounds())
@@ -29,6 +31,15 @@ def _register_with(settings: RendererSettings) -> Callable[[Platform, grpc.aio.S
         renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
 
         await purge_records_on_erasure(platform, "renderer", records.purge_subject)
+        # The always-up serve role measures its queue's lag: the GPU workers may be scaled to zero.
+        lag = asyncio.create_task(QueueLagMonitor(platform.bus.js, RENDER).run())
+
+        async def on_stop() -> None:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
+
+        return on_stop
 
     return register
 

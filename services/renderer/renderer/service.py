@@ -13,6 +13,7 @@ from likeness.bus import job_subject
 from likeness.jobs import JobRecords
 from likeness.keys import KeyDestroyed, VaultUnavailable
 from likeness.objects import render_image_key
+from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
@@ -179,6 +180,19 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 renderer_pb2.Background(id=b.id, name=b.name, description=b.description) for b in backgrounds
             ],
         )
+
+    async def ListRenders(
+        self, request: renderer_pb2.ListRendersRequest, context: Context
+    ) -> renderer_pb2.ListRendersResponse:
+        try:
+            page = await subject_page(
+                self.records, request.tenant, request.subject_id, request.page_size, request.page_token, "ren"
+            )
+            return renderer_pb2.ListRendersResponse(
+                renders=page.records, next_page_token=page.next_page_token
+            )
+        except InvalidPage as invalid:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
 
     # ------------------------------------------------------------------------------------------ team looks
 

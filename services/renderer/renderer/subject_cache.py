@@ -32,6 +32,11 @@ CACHE_DROPS = Counter(
     "Entries dropped, by reason (capacity, expired, erased)",
     ["reason"],
 )
+# Every reason and result exists from the start (at 0), so rates read 0 rather than nothing.
+for _reason in ("capacity", "expired", "erased", "replaced", "cleared"):
+    CACHE_DROPS.labels(_reason)
+for _result in ("hit", "miss"):
+    CACHE_LOOKUPS.labels(_result)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import nats.js.errors
 import numpy as np
 import PIL.Image
 from diffusers import StableDiffusionPipeline
@@ -23,7 +24,8 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from likeness import ids
-from likeness.bus import RENDER_STREAM, decode, event_subject
+from likeness.bus import EVENTS_STREAM, RENDER_STREAM, decode, event_subject
+from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
 from likeness.keys import KeyDestroyed
 from likeness.objects import lora_key, render_image_key, subject_prefix
@@ -105,9 +107,15 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         )
         self.scorer = FaceScorer(settings.quality_min_face_score) if self.policy.mode != "off" else None
         self.marker = make_marker(settings)
+        self._delivery = 1  # of the job being handled
+        init_job_metrics(RENDER)
 
     def identify(self, job: jobs_pb2.RenderJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.render_id
+
+    async def handle(self, msg: Msg) -> None:
+        self._delivery = msg.metadata.num_delivered or 1  # finish() counts a failure on the last one
+        await super().handle(msg)
 
     async def run(self, stop: asyncio.Event) -> None:
         sweeper = asyncio.create_task(self._sweep_cache(stop))
@@ -133,6 +141,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         await super().on_subject_erased(msg)
 
     async def run_job(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
+        await self._discard_earlier_attempt(job)
         try:
             lora = await self._lora(job)
             templates = await self._templates(job) if self.policy.mode != "off" else None
@@ -141,6 +150,50 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             # The key is gone: so must every copy of this person here, before the erasure event arrives.
             self.cache.purge_subject(job.tenant, job.subject_id)
             raise
+
+    async def _discard_earlier_attempt(self, job: jobs_pb2.RenderJob) -> None:
+        """A job delivered again after its worker died starts over from nothing: the images an earlier
+        attempt stored (recorded or not: it may have died between the two) go, every version, and leave
+        the record, so the job ends with one set of images rather than a partial set plus a full one.
+        Renders are seeded, so the set that comes out is the one the first attempt would have made."""
+        prefix = render_image_key(job.tenant, job.subject_id, job.render_id, "")  # ".../renders/<id>/"
+        removed, _ = await asyncio.to_thread(self.platform.store.delete_all_versions, prefix)
+
+        def forget(record: renderer_pb2.Render) -> bool:
+            if not record.images and not removed:
+                return False
+            del record.images[:]
+            record.progress.step = 0
+            return True
+
+        if await self.records.mutate(job.tenant, job.render_id, forget) is None:
+            raise JobCancelled
+        if removed:
+            log.info("earlier attempt discarded", extra={"render_id": job.render_id, "objects": removed})
+
+    async def on_finished_redelivery(self, job: jobs_pb2.RenderJob, record: renderer_pb2.Render) -> None:
+        """The delivery that finished this render died before its ack, maybe before its event: announce
+        the success unless the stream already holds it (its `Nats-Msg-Id` dedups a publish inside the
+        stream's duplicate window; a later one is checked against the stream itself)."""
+        if record.status != JS.JOB_STATUS_SUCCEEDED or await self._completion_published(job):
+            return
+        await self._publish_completed(job, len(record.images))
+
+    async def _completion_published(self, job: jobs_pb2.RenderJob) -> bool:
+        subject = event_subject(job.tenant, job.subject_id, "render.completed")
+        sequence = 1
+        while True:
+            try:
+                message = await self.platform.bus.js.get_msg(
+                    EVENTS_STREAM, seq=sequence, subject=subject, next=True
+                )
+            except nats.js.errors.NotFoundError:
+                return False
+            event = events_pb2.RenderCompleted()
+            event.ParseFromString(message.data or b"")
+            if event.render_id == job.render_id:
+                return True
+            sequence = int(message.seq or sequence) + 1
 
     # ------------------------------------------------------------------------------ subject material
 
@@ -346,14 +399,18 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
         if await self.records.mutate(job.tenant, job.render_id, succeed) is None:
             raise JobCancelled
+        job_ended(RENDER, status)
         if status == JS.JOB_STATUS_FAILED:
             await self._announce_failure(job, shortfall, cancelled=False)
             return
+        await self._publish_completed(job, quality.delivered)
+
+    async def _publish_completed(self, job: jobs_pb2.RenderJob, image_count: int) -> None:
         event = events_pb2.RenderCompleted(
             tenant=job.tenant,
             subject_id=job.subject_id,
             render_id=job.render_id,
-            image_count=quality.delivered,
+            image_count=image_count,
             at=now_timestamp(),
         )
         await self.platform.bus.publish(
@@ -365,6 +422,8 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     async def finish(
         self, job: jobs_pb2.RenderJob, status: common_pb2.JobStatus.ValueType, reason: str
     ) -> None:
+        job_ended(RENDER, status, delivery=self._delivery, max_deliver=self.max_deliver)
+
         def finish(record: renderer_pb2.Render) -> bool:
             if record.status in TERMINAL:
                 return False

@@ -46,6 +46,8 @@ from retention.storage import RetentionStore
 log = logging.getLogger(__name__)
 
 ES = retention_pb2.ErasureStatus
+#: How often a replica checks whether an erasure another replica holds is done, or its lease expired.
+_LEASE_WATCH_SECONDS = 5.0
 SS = retention_pb2.SubjectStatus
 #: Failures worth another try: the key service, the object store or NATS away, a record changed under us.
 RETRYABLE = (KeyError_, StoreError, OSError, TimeoutError, nats.errors.Error)
@@ -178,28 +180,48 @@ class Eraser:
 
     async def _run(self, erasure: retention_pb2.Erasure, subject_id: str) -> None:
         name = erasure_lease(erasure.tenant, erasure.id)
-        delay = self.settings.erasure_retry_initial_seconds
-        while True:
-            try:
-                revision = await self.leases.acquire(name)
-                break
-            except nats.errors.Error:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.erasure_retry_max_seconds)
+        revision = await self._acquire_or_outlive(erasure, name)
         if revision is None:
-            log.info("erasure driven by another replica", extra={"erasure_id": erasure.id})
             return
         held = _HeldLease(name, revision)
         keeper = asyncio.create_task(self._keep_lease(held))
+        metrics.BACKLOG.started(erasure.id, from_timestamp(erasure.requested_at) or self.clock.now())
         try:
             latest = await self.records.get_erasure(erasure.tenant, erasure.id)
             await self._drive(latest or erasure, subject_id, held)
         finally:
+            metrics.BACKLOG.ended(erasure.id)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             if not held.lost.is_set():
                 await self.leases.release(name, held.revision)
+
+    async def _acquire_or_outlive(self, erasure: retention_pb2.Erasure, name: str) -> int | None:
+        """The erasure's lease, or None once another replica has completed the erasure.
+
+        While another replica holds the lease this one keeps watching: if that replica died (killed
+        mid-erasure, its lease left to expire), this one takes over as soon as the lease runs out,
+        rather than leaving the erasure unfinished until the next sweep.
+        """
+        delay = self.settings.erasure_retry_initial_seconds
+        announced = False
+        while True:
+            try:
+                revision = await self.leases.acquire(name)
+                if revision is not None:
+                    return revision
+                latest = await self.records.get_erasure(erasure.tenant, erasure.id)
+            except nats.errors.Error:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.erasure_retry_max_seconds)
+                continue
+            if latest is None or latest.status == ES.ERASURE_STATUS_COMPLETED:
+                return None
+            if not announced:
+                log.info("erasure driven by another replica", extra={"erasure_id": erasure.id})
+                announced = True
+            await asyncio.sleep(min(self.settings.lease_seconds / 3, _LEASE_WATCH_SECONDS))
 
     async def _keep_lease(self, held: _HeldLease) -> None:
         while True:

@@ -5,8 +5,12 @@ Labels come from fixed sets (object kinds, causes, stages), never ids or tenants
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from prometheus_client import Counter, Gauge, Histogram
 
+from retention.deadlines import DeadlineKind
 from retention.storage import KINDS, kind_of
 
 OBJECT_KINDS = frozenset({*KINDS.values(), "other"})
@@ -45,6 +49,57 @@ OLDEST_OVERDUE_SECONDS = Gauge(
 DEADLINES_FIRED = Counter(
     "likeness_retention_deadlines_fired", "Per-object deadlines carried out, by deadline kind", ["kind"]
 )
+
+
+ERASURES_IN_PROGRESS = Gauge(
+    "likeness_retention_erasures_in_progress",
+    "Erasures requested and not yet completed that this replica is driving (the erasure backlog)",
+)
+OLDEST_ERASURE_IN_PROGRESS_SECONDS = Gauge(
+    "likeness_retention_oldest_erasure_in_progress_seconds",
+    "Time since the request of the oldest erasure this replica is still driving; 0 when none",
+)
+
+
+class ErasureBacklog:
+    """The erasures this replica drives (by id, with their request time), read by the two gauges above."""
+
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._requested: dict[str, datetime] = {}
+        self._now = now
+
+    def started(self, erasure_id: str, requested_at: datetime) -> None:
+        self._requested[erasure_id] = requested_at
+
+    def ended(self, erasure_id: str) -> None:
+        self._requested.pop(erasure_id, None)
+
+    def count(self) -> int:
+        return len(self._requested)
+
+    def oldest_seconds(self) -> float:
+        if not self._requested:
+            return 0.0
+        return max(0.0, (self._now() - min(self._requested.values())).total_seconds())
+
+
+BACKLOG = ErasureBacklog()
+ERASURES_IN_PROGRESS.set_function(BACKLOG.count)
+OLDEST_ERASURE_IN_PROGRESS_SECONDS.set_function(BACKLOG.oldest_seconds)
+
+# Every series of a fixed label set exists from the start (at 0), so rates and alerts read 0, not nothing.
+for _kind in OBJECT_KINDS:
+    for _reason in REASONS:
+        DELETED_OBJECTS.labels(kind=_kind, reason=_reason)
+        DELETED_BYTES.labels(kind=_kind, reason=_reason)
+for _reason in ("erasure", "orphan"):
+    KEYS_DESTROYED.labels(reason=_reason)
+for _cause in CAUSES:
+    ERASURES.labels(cause=_cause)
+for _stage in ("key", "purge", "receipt"):
+    ERASURE_RETRIES.labels(stage=_stage)
+for _deadline_kind in DeadlineKind:
+    DEADLINES_FIRED.labels(kind=_deadline_kind.value)
 
 
 def cause_label(cause: str) -> str:

@@ -24,7 +24,7 @@ from retention.leases import Leases
 from retention.orphans import OrphanSweeper
 from retention.reaper import Reaper, SweepResult
 from retention.receipts import ReceiptIssuer
-from retention.records import RetentionRecords
+from retention.records import RetentionRecords, kv_messages
 from retention.schedule import Schedule, describe_policy, hard_deadline
 from retention.tenants import TenantPolicies
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 SS = retention_pb2.SubjectStatus
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
 ES = retention_pb2.ErasureStatus
 
 
@@ -197,6 +199,46 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         self, request: retention_pb2.GetReceiptKeysRequest, context: Context
     ) -> retention_pb2.GetReceiptKeysResponse:
         return retention_pb2.GetReceiptKeysResponse(jwks_json=json.dumps(self.receipt_keys()))
+
+    async def ListSubjects(
+        self, request: retention_pb2.ListSubjectsRequest, context: Context
+    ) -> retention_pb2.ListSubjectsResponse:
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid_page_size",
+                f"page_size must be 1..{MAX_PAGE_SIZE}.",
+            )
+        if request.page_token and not ids.is_valid_id(request.page_token, "sub"):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid_page_token",
+                "The page token is not valid.",
+            )
+        if not ids.is_valid_tenant(request.tenant):
+            return retention_pb2.ListSubjectsResponse()
+        # Newest first (ids sort by creation time); erased subjects are tombstones, not subjects.
+        listed = sorted(
+            (
+                subject
+                for subject, _ in await kv_messages(
+                    self.records.subjects, retention_pb2.Subject, f"{request.tenant}."
+                )
+                if subject.status != SS.SUBJECT_STATUS_ERASED
+                and (not request.page_token or subject.id < request.page_token)
+            ),
+            key=lambda subject: subject.id,
+            reverse=True,
+        )
+        page = listed[:size]
+        more = len(listed) > size
+        return retention_pb2.ListSubjectsResponse(
+            subjects=[_public(subject) for subject in page],
+            next_page_token=page[-1].id if more and page else "",
+        )
 
     async def sweep(self) -> SweepResult:
         """One full pass of the reaper now: due deadlines, due subjects, erasures left unfinished."""

@@ -39,7 +39,9 @@ def kind_of(key: str) -> str:
 class RetentionStore(ObjectStore):
     @classmethod
     def of(cls, store: ObjectStore) -> RetentionStore:
-        return cls(store._client, store.bucket)
+        # No retries inside: erasures, the reaper and the orphan sweep retry on their own cadence and
+        # record each attempt, which a call blocking through an outage would hide.
+        return cls(store._client, store.bucket, retry_seconds=0.0)
 
     def versions(self, prefix: str) -> list[Version]:
         """Every version and delete marker under `prefix`."""
@@ -56,7 +58,7 @@ class RetentionStore(ObjectStore):
                 )
             ]
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, prefix) from exc
+            raise _translate(exc, prefix) from None  # the cause names the object key
 
     def delete_versions(self, versions: Sequence[Version]) -> tuple[int, int]:
         """Deletes exactly these versions; returns (distinct objects, bytes)."""
@@ -66,7 +68,7 @@ class RetentionStore(ObjectStore):
         try:
             errors = list(self._client.remove_objects(self.bucket, targets))
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, versions[0].key) from exc
+            raise _translate(exc, versions[0].key) from None  # the cause names the object key
         if errors:
             raise StoreError(f"S3 could not delete {len(errors)} object versions")
         return len({v.key for v in versions}), sum(v.size for v in versions)
@@ -91,7 +93,7 @@ class RetentionStore(ObjectStore):
                 for subject in self._children(f"t/{tenant}/s/"):
                     found.append((tenant, subject))
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise _translate(exc, "t/") from exc
+            raise _translate(exc, "t/") from None  # the cause names the object key
         return found
 
     def _children(self, prefix: str) -> list[str]:

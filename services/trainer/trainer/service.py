@@ -10,12 +10,12 @@ import grpc
 from likeness import ids
 from likeness.bus import job_subject
 from likeness.jobs import TERMINAL, JobRecords
+from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
 from trainer.config import TrainerSettings
-from trainer.listing import InvalidPage, subject_trainings_page
 
 Context = grpc.aio.ServicerContext[object, object]
 JS = common_pb2.JobStatus
@@ -110,7 +110,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self, request: trainer_pb2.ListTrainingsRequest, context: Context
     ) -> trainer_pb2.ListTrainingsResponse:
         try:
-            return await subject_trainings_page(self.records.kv, request)
+            page = await subject_page(
+                self.records, request.tenant, request.subject_id, request.page_size, request.page_token, "trn"
+            )
+            return trainer_pb2.ListTrainingsResponse(
+                trainings=page.records, next_page_token=page.next_page_token
+            )
         except InvalidPage as invalid:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
 

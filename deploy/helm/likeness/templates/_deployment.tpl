@@ -1,7 +1,8 @@
 {{/*
 The Deployment of one workload. Input: dict root, service, role (see _helpers.tpl).
 Three kinds share it:
-  http   the gateway: REST on LIKENESS_HTTP_PORT, probes GET /healthz (liveness) and /readyz (readiness)
+  http   the gateway: REST on LIKENESS_HTTP_PORT, probes GET /healthz (startup) and /readyz (readiness)
+         there; /metrics and /healthz on the metrics port like every other process
   grpc   a gRPC API (`python -m <service> serve`): native grpc probes on the grpc.health.v1 service
   worker a GPU worker (`python -m <service> work`): a GPU, GPU nodes, a memory-backed /tmp, the base model
          read-only, no API port; readiness GET /healthz on the metrics port
@@ -14,15 +15,21 @@ Renders nothing for a workload whose values say enabled: false.
 {{- $svc := index $root.Values .service -}}
 {{- $pod := ternary (index $svc (default "" .role)) $svc (not (empty .role)) -}}
 {{- $ctx := dict "root" $root "component" $w.component -}}
+{{- $usesVault := include "likeness.usesVault" .service -}}
+{{- $jwksSecret := and (eq $w.kind "http") $svc.auth.jwksExistingSecret -}}
+{{- $caBundle := $root.Values.tls.caBundle -}}
 {{- if or (not (hasKey $pod "enabled")) $pod.enabled }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: {{ include "likeness.componentName" $ctx }}
+  {{- include "likeness.namespace" $root | nindent 2 }}
   labels:
     {{- include "likeness.labels" $ctx | nindent 4 }}
 spec:
+  {{- if not (include "likeness.autoscaled" .) }}
   replicas: {{ $pod.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   selector:
     matchLabels:
@@ -47,7 +54,8 @@ spec:
         {{- end }}
     spec:
       serviceAccountName: {{ include "likeness.serviceAccountName" . }}
-      # The Vault token is projected explicitly below; nothing here talks to the Kubernetes API.
+      # Nothing here talks to the Kubernetes API. Services using Vault get a Vault-audience token projected
+      # explicitly below; the gateway gets none.
       automountServiceAccountToken: false
       enableServiceLinks: false
       securityContext:
@@ -94,6 +102,7 @@ spec:
               containerPort: {{ $svc.grpcPort }}
               protocol: TCP
             {{- end }}
+            # /metrics and /healthz, off the API port.
             - name: metrics
               containerPort: {{ $root.Values.config.metricsPort }}
               protocol: TCP
@@ -101,7 +110,7 @@ spec:
             - configMapRef:
                 name: {{ include "likeness.componentName" (dict "root" $root "component" "config") }}
           env:
-            {{- include "likeness.sharedEnv" . | nindent 12 }}
+            {{- include "likeness.sharedEnv" . | trim | nindent 12 }}
             {{- if eq $w.kind "http" }}
             - name: LIKENESS_HTTP_PORT
               value: {{ $svc.httpPort | quote }}
@@ -109,12 +118,34 @@ spec:
             - name: LIKENESS_{{ upper $name }}_ADDR
               value: {{ include "likeness.grpcAddress" (dict "root" $root "service" $name) | quote }}
             {{- end }}
+            {{- if $jwksSecret }}
+            - name: LIKENESS_JWKS_FILE
+              value: /etc/likeness/jwks/{{ $svc.auth.jwksExistingSecretKey }}
+            {{- else }}
             - name: LIKENESS_JWKS_URL
               value: {{ $svc.auth.jwksUrl | quote }}
+            {{- end }}
             - name: LIKENESS_JWT_ISSUER
               value: {{ $svc.auth.issuer | quote }}
             - name: LIKENESS_JWT_AUDIENCE
               value: {{ $svc.auth.audience | quote }}
+            # Per-tenant token buckets, kept by each replica on its own (a tenant's ceiling is N times these).
+            - name: LIKENESS_RATE_LIMIT_PER_SECOND
+              value: {{ $svc.rateLimit.perSecond | quote }}
+            - name: LIKENESS_RATE_LIMIT_BURST
+              value: {{ int64 $svc.rateLimit.burst | quote }}
+            - name: LIKENESS_UPLOAD_RATE_LIMIT_PER_SECOND
+              value: {{ $svc.rateLimit.uploadPerSecond | quote }}
+            - name: LIKENESS_UPLOAD_RATE_LIMIT_BURST
+              value: {{ int64 $svc.rateLimit.uploadBurst | quote }}
+            - name: LIKENESS_RATE_LIMIT_TENANTS
+              value: {{ int64 $svc.rateLimit.tenants | quote }}
+            - name: LIKENESS_REQUEST_TIMEOUT_SECONDS
+              value: {{ $svc.requestTimeoutSeconds | quote }}
+            - name: LIKENESS_SUBJECT_STATUS_CACHE_SECONDS
+              value: {{ $svc.subjectStatusCacheSeconds | quote }}
+            - name: LIKENESS_IDEMPOTENCY_TTL_SECONDS
+              value: {{ int64 $svc.idempotency.ttlSeconds | quote }}
             {{- else if eq $w.kind "grpc" }}
             - name: LIKENESS_GRPC_PORT
               value: {{ $svc.grpcPort | quote }}
@@ -144,8 +175,21 @@ spec:
           securityContext:
             {{- include "likeness.containerSecurityContext" . | nindent 12 }}
           {{- include "likeness.probes" (dict "kind" $w.kind "pod" $pod "grpcPort" $svc.grpcPort) | nindent 10 }}
+          {{- if or $usesVault $jwksSecret $caBundle.existingConfigMap (eq $w.kind "worker") }}
           volumeMounts:
+            {{- if $usesVault }}
             {{- include "likeness.vaultTokenMount" . | nindent 12 }}
+            {{- end }}
+            {{- if $jwksSecret }}
+            - name: jwks
+              mountPath: /etc/likeness/jwks
+              readOnly: true
+            {{- end }}
+            {{- if $caBundle.existingConfigMap }}
+            - name: ca-bundle
+              mountPath: /etc/likeness/ca
+              readOnly: true
+            {{- end }}
             {{- if eq $w.kind "worker" }}
             # The only writable path: RAM, so no plaintext ever reaches a disk.
             - name: scratch
@@ -157,8 +201,30 @@ spec:
               {{- end }}
               readOnly: true
             {{- end }}
+          {{- end }}
+      {{- if or $usesVault $jwksSecret $caBundle.existingConfigMap (eq $w.kind "worker") }}
       volumes:
+        {{- if $usesVault }}
         {{- include "likeness.vaultTokenVolume" $root | nindent 8 }}
+        {{- end }}
+        {{- if $jwksSecret }}
+        - name: jwks
+          secret:
+            secretName: {{ $jwksSecret }}
+            defaultMode: 0440
+            items:
+              - key: {{ $svc.auth.jwksExistingSecretKey }}
+                path: {{ $svc.auth.jwksExistingSecretKey }}
+        {{- end }}
+        {{- if $caBundle.existingConfigMap }}
+        - name: ca-bundle
+          configMap:
+            name: {{ $caBundle.existingConfigMap }}
+            defaultMode: 0444
+            items:
+              - key: {{ $caBundle.key }}
+                path: {{ $caBundle.key }}
+        {{- end }}
         {{- if eq $w.kind "worker" }}
         - name: scratch
           emptyDir:
@@ -169,7 +235,23 @@ spec:
             claimName: {{ $root.Values.baseModel.existingClaim }}
             readOnly: true
         {{- end }}
+      {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Whether a workload's replica count belongs to an autoscaler (then the Deployment leaves `replicas` out, so an
+upgrade does not reset what the autoscaler chose): the HorizontalPodAutoscaler of the gateway and ingest, or
+KEDA for the GPU workers. Input: dict root, service, role. Renders "true" or "".
+*/}}
+{{- define "likeness.autoscaled" -}}
+{{- $svc := index .root.Values .service -}}
+{{- $pod := ternary (index $svc (default "" .role)) $svc (not (empty .role)) -}}
+{{- if eq (default "" .role) "work" -}}
+{{- if .root.Values.keda.enabled }}true{{ end -}}
+{{- else if and (hasKey $pod "autoscaling") $pod.autoscaling.enabled -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -177,11 +259,12 @@ Startup, liveness and readiness probes of a container. Input: dict kind, pod (it
 Readiness (and startup) follow the service's own health: the gRPC health service, or /healthz and /readyz,
 which turn NOT_SERVING / 503 while NATS, S3 or Vault is unreachable. Liveness must not: restarting every
 pod during a dependency outage fixes nothing (and would drop the GPU workers' resident pipelines), so
-liveness of gRPC services and workers asks /metrics on the metrics port, which answers whenever the
-process's event loop does. A grpc probe takes a port number, never a port name.
+liveness of every process (the gateway included) asks /metrics on the metrics port, which answers whenever
+the process's event loop does. A grpc probe takes a port number, never a port name.
 */}}
 {{- define "likeness.probes" -}}
 {{- if eq .kind "http" -}}
+# Startup waits for the API port itself; the metrics listener opens just before it.
 startupProbe:
   httpGet:
     path: /healthz
@@ -190,8 +273,8 @@ startupProbe:
   failureThreshold: 30
 livenessProbe:
   httpGet:
-    path: /healthz
-    port: http
+    path: /metrics
+    port: metrics
   periodSeconds: 10
   timeoutSeconds: 2
   failureThreshold: 3

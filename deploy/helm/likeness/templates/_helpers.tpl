@@ -94,13 +94,25 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 
 {{/*
-Environment every process gets besides the shared ConfigMap: its Vault role and the secrets, by reference
-only (secretKeyRef), never by value. Input: dict root, service.
+Environment a process gets besides the shared ConfigMap: its Vault role and its secrets, by reference only
+(secretKeyRef), never by value, and only those its service uses. Every service talks to NATS (the gateway
+for its idempotency bucket, erasure purges and progress events), so each gets the NATS URL with
+credentials when nats.existingSecret is set. The gateway holds no storage right: no Vault role, no S3
+credentials. Input: dict root, service.
 */}}
 {{- define "likeness.sharedEnv" -}}
 {{- $v := .root.Values -}}
+{{- $svc := index $v .service -}}
+{{- with $v.nats.existingSecret }}
+- name: LIKENESS_NATS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $v.nats.existingSecretUrlKey | quote }}
+{{- end }}
+{{- if ne .service "gateway" }}
 - name: LIKENESS_VAULT_ROLE
-  value: {{ default (printf "likeness-%s" .service) (index $v .service).vaultRole | quote }}
+  value: {{ default (printf "likeness-%s" .service) $svc.vaultRole | quote }}
 - name: LIKENESS_S3_ACCESS_KEY
   valueFrom:
     secretKeyRef:
@@ -111,11 +123,70 @@ only (secretKeyRef), never by value. Input: dict root, service.
     secretKeyRef:
       name: {{ $v.s3.existingSecret | quote }}
       key: {{ $v.s3.existingSecretSecretKeyKey | quote }}
+{{- end }}
 - name: LIKENESS_HMAC_SECRET
   valueFrom:
     secretKeyRef:
       name: {{ $v.hmac.existingSecret | quote }}
       key: {{ $v.hmac.existingSecretKey | quote }}
+{{- if eq .service "retention" }}
+- name: LIKENESS_RECEIPT_SIGNING_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $svc.receipts.existingSecret | quote }}
+      key: {{ $svc.receipts.existingSecretKey | quote }}
+{{- with $svc.receipts.previousPublicKeys }}
+- name: LIKENESS_RECEIPT_PREVIOUS_PUBLIC_KEYS
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq .service "renderer" }}
+- name: LIKENESS_WATERMARK_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $svc.marking.existingSecret | quote }}
+      key: {{ $svc.marking.watermarkKeyKey | quote }}
+- name: LIKENESS_C2PA_SIGN
+  value: {{ $svc.marking.c2paSign | quote }}
+{{- if $svc.marking.c2paSign }}
+- name: LIKENESS_C2PA_CERT_CHAIN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $svc.marking.existingSecret | quote }}
+      key: {{ $svc.marking.c2paCertChainKey | quote }}
+- name: LIKENESS_C2PA_PRIVATE_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $svc.marking.existingSecret | quote }}
+      key: {{ $svc.marking.c2paPrivateKeyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if $v.tls.caBundle.existingConfigMap }}
+# Every client library reads these: OpenSSL (NATS, the OTLP exporter, urllib), requests (Vault), minio (S3).
+- name: SSL_CERT_FILE
+  value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
+- name: REQUESTS_CA_BUNDLE
+  value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
+{{- end }}
+{{- end -}}
+
+{{/* Whether a service authenticates to Vault (all but the gateway). Input: service name. Renders "true" or "". */}}
+{{- define "likeness.usesVault" -}}
+{{- if ne . "gateway" }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The port of a URL: the one it names, else its scheme's default (https 443, http 80, tls/nats 4222, otherwise
+the given default). Input: dict url, default.
+*/}}
+{{- define "likeness.urlPort" -}}
+{{- $u := urlParse .url -}}
+{{- $hostPort := splitList ":" $u.host -}}
+{{- if gt (len $hostPort) 1 -}}
+{{- last $hostPort -}}
+{{- else -}}
+{{- get (dict "https" "443" "http" "80" "tls" "4222" "nats" "4222") $u.scheme | default .default -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod-level security context: the "restricted" Pod Security Standard, uid/gid 10001 as in the images. */}}
@@ -167,6 +238,11 @@ pod holds a token for the Kubernetes API (audience), nor its CA bundle or namesp
   readOnly: true
 {{- end -}}
 
+{{/* The namespace line of every namespaced resource (checkov and `kubectl apply` both want it explicit). */}}
+{{- define "likeness.namespace" -}}
+namespace: {{ .Release.Namespace | quote }}
+{{- end -}}
+
 {{/*
 Refuse values that production would refuse anyway, at render time rather than in a crash loop: every hop is
 TLS in a cluster (ARCHITECTURE.md, principle 7).
@@ -177,10 +253,17 @@ TLS in a cluster (ARCHITECTURE.md, principle 7).
 {{- if not (hasPrefix "tls://" $v.nats.url) -}}
 {{- fail (printf "nats.url must use tls:// when config.env is production (got %q)" $v.nats.url) -}}
 {{- end -}}
-{{- range $key, $url := dict "s3.endpoint" $v.s3.endpoint "vault.addr" $v.vault.addr "gateway.auth.jwksUrl" $v.gateway.auth.jwksUrl -}}
+{{- $urls := dict "s3.endpoint" $v.s3.endpoint "vault.addr" $v.vault.addr -}}
+{{- if not $v.gateway.auth.jwksExistingSecret -}}
+{{- $_ := set $urls "gateway.auth.jwksUrl" $v.gateway.auth.jwksUrl -}}
+{{- end -}}
+{{- range $key, $url := $urls -}}
 {{- if not (hasPrefix "https://" $url) -}}
 {{- fail (printf "%s must use https:// when config.env is production (got %q)" $key $url) -}}
 {{- end -}}
+{{- end -}}
+{{- if not (or $v.gateway.auth.jwksUrl $v.gateway.auth.jwksExistingSecret) -}}
+{{- fail "gateway.auth.jwksUrl or gateway.auth.jwksExistingSecret is required when config.env is production: the gateway verifies tokens against the identity provider's keys" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

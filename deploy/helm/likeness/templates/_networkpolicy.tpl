@@ -1,22 +1,28 @@
 {{/*
-The NetworkPolicy admitting traffic to one workload; common-networkpolicy.yaml denies everything else.
+The NetworkPolicy of one workload; common-networkpolicy.yaml denies all other ingress and egress.
+Ingress:
   http   (gateway) its REST port from gateway.networkPolicy.from (empty: anywhere) and the helm test pod
   grpc   its gRPC port from the gateway's pods, plus networkPolicy.extraFrom
   worker no API port at all
-and, for every kind, the metrics port from networkPolicy.metricsFrom (empty: anywhere).
-Kubelet probes are not subject to NetworkPolicy. Input: dict root, service, role.
+  and, for everyone, the metrics port from networkPolicy.metricsFrom (empty: anywhere).
+Egress: DNS and NATS for everyone; the gateway its four gRPC backends and the JWKS URL; every other service
+S3 and Vault; everyone the OTLP collector when traces are exported. Kubelet probes are not subject to
+NetworkPolicy.
+Input: dict root, service, role.
 */}}
 {{- define "likeness.networkPolicy" -}}
 {{- $root := .root -}}
+{{- $v := $root.Values -}}
 {{- $w := fromYaml (include "likeness.workload" .) -}}
-{{- $svc := index $root.Values .service -}}
+{{- $svc := index $v .service -}}
 {{- $pod := ternary (index $svc (default "" .role)) $svc (not (empty .role)) -}}
 {{- $ctx := dict "root" $root "component" $w.component -}}
-{{- if and $root.Values.networkPolicy.enabled (or (not (hasKey $pod "enabled")) $pod.enabled) }}
+{{- if and $v.networkPolicy.enabled (or (not (hasKey $pod "enabled")) $pod.enabled) }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
   name: {{ include "likeness.componentName" $ctx }}
+  {{- include "likeness.namespace" $root | nindent 2 }}
   labels:
     {{- include "likeness.labels" $ctx | nindent 4 }}
 spec:
@@ -25,6 +31,7 @@ spec:
       {{- include "likeness.selectorLabels" $ctx | nindent 6 }}
   policyTypes:
     - Ingress
+    - Egress
   ingress:
     {{- if eq $w.kind "http" }}
     - ports:
@@ -52,9 +59,63 @@ spec:
     - ports:
         - port: metrics
           protocol: TCP
-      {{- with $root.Values.networkPolicy.metricsFrom }}
+      {{- with $v.networkPolicy.metricsFrom }}
       from:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+  egress:
+    {{- include "likeness.egressDns" $root | nindent 4 }}
+    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.nats "url" $v.nats.url "default" "4222") | nindent 4 }}
+    {{- if eq $w.kind "http" }}
+    {{- range $backend := list "retention" "ingest" "trainer" "renderer" }}
+    {{- $selected := ternary $backend (printf "%s-serve" $backend) (has $backend (list "ingest" "retention")) }}
+    - ports:
+        - port: {{ (index $v $backend).grpcPort }}
+          protocol: TCP
+      to:
+        - podSelector:
+            matchLabels:
+              {{- include "likeness.selectorLabels" (dict "root" $root "component" $selected) | nindent 14 }}
+    {{- end }}
+    {{- if not $svc.auth.jwksExistingSecret }}
+    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.jwks "url" $svc.auth.jwksUrl "default" "443") | nindent 4 }}
+    {{- end }}
+    {{- else }}
+    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.s3 "url" $v.s3.endpoint "default" "443") | nindent 4 }}
+    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.vault "url" $v.vault.addr "default" "8200") | nindent 4 }}
+    {{- end }}
+    {{- with $v.config.otlpEndpoint }}
+    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.otlp "url" . "default" "4317") | nindent 4 }}
+    {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The egress rule to DNS: UDP and TCP port 53 of networkPolicy.egress.dns.to (empty: any resolver). Input: root. */}}
+{{- define "likeness.egressDns" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with .Values.networkPolicy.egress.dns.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+An egress rule to one target of networkPolicy.egress: its ports (or the port of its URL) on its peers (or on
+any destination when it lists none). Input: dict target ({to, ports}), url, default (port when the URL's
+scheme has none).
+*/}}
+{{- define "likeness.egressRule" -}}
+- ports:
+    {{- range $port := (default (list (include "likeness.urlPort" (dict "url" .url "default" .default))) .target.ports) }}
+    - port: {{ int $port }}
+      protocol: TCP
+    {{- end }}
+  {{- with .target.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}

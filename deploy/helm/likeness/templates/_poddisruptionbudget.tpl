@@ -13,6 +13,7 @@ apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata:
   name: {{ include "likeness.componentName" $ctx }}
+  {{- include "likeness.namespace" .root | nindent 2 }}
   labels:
     {{- include "likeness.labels" $ctx | nindent 4 }}
 spec:

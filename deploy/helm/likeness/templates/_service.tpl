@@ -1,7 +1,9 @@
 {{/*
 The Service in front of a service's API: the gateway's REST port, or the gRPC port of ingest, retention and
-the serve role of trainer and renderer, plus the metrics port for scraping (not on a gateway Service of
-type NodePort or LoadBalancer). GPU workers have none.
+the serve role of trainer and renderer, plus the metrics port for scraping (the ServiceMonitor's `metrics`
+endpoint). GPU workers have none. A gateway Service published outside the cluster (NodePort, LoadBalancer)
+keeps only the API port: its metrics port goes on a separate ClusterIP Service, "<fullname>-gateway-metrics",
+so /metrics is never exposed with the API.
 Input: dict root, service.
 */}}
 {{- define "likeness.service" -}}
@@ -9,10 +11,12 @@ Input: dict root, service.
 {{- $svc := index $root.Values .service -}}
 {{- $isGateway := eq .service "gateway" -}}
 {{- $selected := ternary .service (printf "%s-serve" .service) (has .service (list "gateway" "ingest" "retention")) -}}
+{{- $external := and $isGateway (ne $svc.service.type "ClusterIP") -}}
 apiVersion: v1
 kind: Service
 metadata:
   name: {{ include "likeness.componentName" (dict "root" $root "component" .service) }}
+  {{- include "likeness.namespace" $root | nindent 2 }}
   labels:
     {{- include "likeness.labels" (dict "root" $root "component" .service) | nindent 4 }}
   {{- if $isGateway }}
@@ -37,8 +41,25 @@ spec:
       targetPort: grpc
       protocol: TCP
     {{- end }}
-    {{- /* Never publish metrics through a gateway Service that leaves the cluster. */}}
-    {{- if or (not $isGateway) (eq $svc.service.type "ClusterIP") }}
+    {{- if not $external }}
+    - name: metrics
+      port: {{ $root.Values.config.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+    {{- else }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "likeness.componentName" (dict "root" $root "component" "gateway-metrics") }}
+  {{- include "likeness.namespace" $root | nindent 2 }}
+  labels:
+    {{- include "likeness.labels" (dict "root" $root "component" "gateway") | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "likeness.selectorLabels" (dict "root" $root "component" $selected) | nindent 4 }}
+  ports:
     - name: metrics
       port: {{ $root.Values.config.metricsPort }}
       targetPort: metrics

@@ -1,7 +1,7 @@
 {{/*
 One ServiceAccount per service, bound to that service's Vault role (least privilege: one Vault policy per
-account). The account's token is never auto-mounted: pods get a projected, Vault-audience token instead
-(see likeness.vaultTokenVolume). Input: dict root, service.
+account). The account's token is never auto-mounted: pods of services using Vault get a projected,
+Vault-audience token instead (see likeness.vaultTokenVolume); the gateway's get none. Input: dict root, service.
 */}}
 {{- define "likeness.serviceAccount" -}}
 {{- $sa := (index .root.Values .service).serviceAccount -}}
@@ -10,6 +10,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: {{ include "likeness.serviceAccountName" . }}
+  {{- include "likeness.namespace" .root | nindent 2 }}
   labels:
     {{- include "likeness.labels" (dict "root" .root "component" .service) | nindent 4 }}
   {{- with $sa.annotations }}

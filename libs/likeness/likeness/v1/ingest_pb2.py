@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from likeness.v1 import common_pb2 as likeness_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/ingest.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"M\n\x11PhotoUploadHeader\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"a\n\x14SanitizePhotoRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.likeness.v1.PhotoUploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xb5\x02\n\x05Photo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.likeness.v1.PhotoStatus\x12$\n\x07reasons\x18\x05 \x03(\x0b\x32\x13.likeness.v1.Reason\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06scores\x18\t \x03(\x0b\x32\x1e.likeness.v1.Photo.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\":\n\x15SanitizePhotoResponse\x12!\n\x05photo\x18\x01 \x01(\x0b\x32\x12.likeness.v1.Photo\"7\n\x11ListPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"8\n\x12ListPhotosResponse\x12\"\n\x06photos\x18\x01 \x03(\x0b\x32\x12.likeness.v1.Photo*a\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15PHOTO_STATUS_REJECTED\x10\x02\x32\xb8\x01\n\rIngestService\x12X\n\rSanitizePhoto\x12!.likeness.v1.SanitizePhotoRequest\x1a\".likeness.v1.SanitizePhotoResponse(\x01\x12M\n\nListPhotos\x12\x1e.likeness.v1.ListPhotosRequest\x1a\x1f.likeness.v1.ListPhotosResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/ingest.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"M\n\x11PhotoUploadHeader\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"a\n\x14SanitizePhotoRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.likeness.v1.PhotoUploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xb5\x02\n\x05Photo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.likeness.v1.PhotoStatus\x12$\n\x07reasons\x18\x05 \x03(\x0b\x32\x13.likeness.v1.Reason\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06scores\x18\t \x03(\x0b\x32\x1e.likeness.v1.Photo.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\":\n\x15SanitizePhotoResponse\x12!\n\x05photo\x18\x01 \x01(\x0b\x32\x12.likeness.v1.Photo\"7\n\x11ListPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"8\n\x12ListPhotosResponse\x12\"\n\x06photos\x18\x01 \x03(\x0b\x32\x12.likeness.v1.Photo\"9\n\x13\x45xportPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"7\n\rExportedPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"\\\n\x14\x45xportPhotosResponse\x12+\n\x05photo\x18\x01 \x01(\x0b\x32\x1a.likeness.v1.ExportedPhotoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part*a\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15PHOTO_STATUS_REJECTED\x10\x02\x32\x8f\x02\n\rIngestService\x12X\n\rSanitizePhoto\x12!.likeness.v1.SanitizePhotoRequest\x1a\".likeness.v1.SanitizePhotoResponse(\x01\x12M\n\nListPhotos\x12\x1e.likeness.v1.ListPhotosRequest\x1a\x1f.likeness.v1.ListPhotosResponse\x12U\n\x0c\x45xportPhotos\x12 .likeness.v1.ExportPhotosRequest\x1a!.likeness.v1.ExportPhotosResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PHOTO_SCORESENTRY']._loaded_options = None
   _globals['_PHOTO_SCORESENTRY']._serialized_options = b'8\001'
-  _globals['_PHOTOSTATUS']._serialized_start=765
-  _globals['_PHOTOSTATUS']._serialized_end=862
+  _globals['_PHOTOSTATUS']._serialized_start=975
+  _globals['_PHOTOSTATUS']._serialized_end=1072
   _globals['_PHOTOUPLOADHEADER']._serialized_start=100
   _globals['_PHOTOUPLOADHEADER']._serialized_end=177
   _globals['_SANITIZEPHOTOREQUEST']._serialized_start=179
@@ -51,6 +51,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPHOTOSREQUEST']._serialized_end=705
   _globals['_LISTPHOTOSRESPONSE']._serialized_start=707
   _globals['_LISTPHOTOSRESPONSE']._serialized_end=763
-  _globals['_INGESTSERVICE']._serialized_start=865
-  _globals['_INGESTSERVICE']._serialized_end=1049
+  _globals['_EXPORTPHOTOSREQUEST']._serialized_start=765
+  _globals['_EXPORTPHOTOSREQUEST']._serialized_end=822
+  _globals['_EXPORTEDPHOTO']._serialized_start=824
+  _globals['_EXPORTEDPHOTO']._serialized_end=879
+  _globals['_EXPORTPHOTOSRESPONSE']._serialized_start=881
+  _globals['_EXPORTPHOTOSRESPONSE']._serialized_end=973
+  _globals['_INGESTSERVICE']._serialized_start=1075
+  _globals['_INGESTSERVICE']._serialized_end=1346
 # @@protoc_insertion_point(module_scope)

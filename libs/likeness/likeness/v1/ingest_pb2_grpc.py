@@ -45,6 +45,11 @@ class IngestServiceStub:
                 request_serializer=likeness_dot_v1_dot_ingest__pb2.ListPhotosRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_ingest__pb2.ListPhotosResponse.FromString,
                 _registered_method=True)
+        self.ExportPhotos = channel.unary_stream(
+                '/likeness.v1.IngestService/ExportPhotos',
+                request_serializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -64,6 +69,14 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportPhotos(self, request, context):
+        """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
+        photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.ListPhotos,
                     request_deserializer=likeness_dot_v1_dot_ingest__pb2.ListPhotosRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_ingest__pb2.ListPhotosResponse.SerializeToString,
+            ),
+            'ExportPhotos': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportPhotos,
+                    request_deserializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +151,33 @@ class IngestService:
             '/likeness.v1.IngestService/ListPhotos',
             likeness_dot_v1_dot_ingest__pb2.ListPhotosRequest.SerializeToString,
             likeness_dot_v1_dot_ingest__pb2.ListPhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/likeness.v1.IngestService/ExportPhotos',
+            likeness_dot_v1_dot_ingest__pb2.ExportPhotosRequest.SerializeToString,
+            likeness_dot_v1_dot_ingest__pb2.ExportPhotosResponse.FromString,
             options,
             channel_credentials,
             insecure,

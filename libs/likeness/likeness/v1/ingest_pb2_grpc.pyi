@@ -36,6 +36,10 @@ class IngestServiceStub:
     SanitizePhoto: _grpc.StreamUnaryMultiCallable[_ingest_pb2.SanitizePhotoRequest, _ingest_pb2.SanitizePhotoResponse]
     """The first message carries the header, every later one a chunk of the file."""
     ListPhotos: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ListPhotosRequest, _ingest_pb2.ListPhotosResponse]
+    ExportPhotos: _grpc.UnaryStreamMultiCallable[_ingest_pb2.ExportPhotosRequest, _ingest_pb2.ExportPhotosResponse]
+    """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
+    photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
+    """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -45,6 +49,10 @@ class IngestServiceAsyncStub(IngestServiceStub):
     SanitizePhoto: _aio.StreamUnaryMultiCallable[_ingest_pb2.SanitizePhotoRequest, _ingest_pb2.SanitizePhotoResponse]  # type: ignore[assignment]
     """The first message carries the header, every later one a chunk of the file."""
     ListPhotos: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ListPhotosRequest, _ingest_pb2.ListPhotosResponse]  # type: ignore[assignment]
+    ExportPhotos: _aio.UnaryStreamMultiCallable[_ingest_pb2.ExportPhotosRequest, _ingest_pb2.ExportPhotosResponse]  # type: ignore[assignment]
+    """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
+    photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
+    """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sanitizes uploaded photos and stores only the encrypted, cropped derivative."""
@@ -63,5 +71,15 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ingest_pb2.ListPhotosRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.ListPhotosResponse, _abc.Awaitable[_ingest_pb2.ListPhotosResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportPhotos(
+        self,
+        request: _ingest_pb2.ExportPhotosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ingest_pb2.ExportPhotosResponse], _abc.AsyncIterator[_ingest_pb2.ExportPhotosResponse]]:
+        """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
+        photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
+        """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -75,6 +75,11 @@ class RendererServiceStub:
                 request_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookResponse.FromString,
                 _registered_method=True)
+        self.ListRenders = channel.unary_unary(
+                '/likeness.v1.RendererService/ListRenders',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.ListRendersRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.ListRendersResponse.FromString,
+                _registered_method=True)
 
 
 class RendererServiceServicer:
@@ -131,6 +136,13 @@ class RendererServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRenders(self, request, context):
+        """A subject's renders, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RendererServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +185,11 @@ def add_RendererServiceServicer_to_server(servicer, server):
                     servicer.DeleteTeamLook,
                     request_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookResponse.SerializeToString,
+            ),
+            'ListRenders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRenders,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.ListRendersRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.ListRendersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +409,33 @@ class RendererService:
             '/likeness.v1.RendererService/DeleteTeamLook',
             likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookRequest.SerializeToString,
             likeness_dot_v1_dot_renderer__pb2.DeleteTeamLookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRenders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/ListRenders',
+            likeness_dot_v1_dot_renderer__pb2.ListRendersRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.ListRendersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class RendererServiceStub:
     GetTeamLook: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.GetTeamLookRequest, _renderer_pb2.GetTeamLookResponse]
     ListTeamLooks: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.ListTeamLooksRequest, _renderer_pb2.ListTeamLooksResponse]
     DeleteTeamLook: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.DeleteTeamLookRequest, _renderer_pb2.DeleteTeamLookResponse]
+    ListRenders: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.ListRendersRequest, _renderer_pb2.ListRendersResponse]
+    """A subject's renders, newest first, a page at a time."""
 
 @_typing.type_check_only
 class RendererServiceAsyncStub(RendererServiceStub):
@@ -59,6 +61,8 @@ class RendererServiceAsyncStub(RendererServiceStub):
     GetTeamLook: _aio.UnaryUnaryMultiCallable[_renderer_pb2.GetTeamLookRequest, _renderer_pb2.GetTeamLookResponse]  # type: ignore[assignment]
     ListTeamLooks: _aio.UnaryUnaryMultiCallable[_renderer_pb2.ListTeamLooksRequest, _renderer_pb2.ListTeamLooksResponse]  # type: ignore[assignment]
     DeleteTeamLook: _aio.UnaryUnaryMultiCallable[_renderer_pb2.DeleteTeamLookRequest, _renderer_pb2.DeleteTeamLookResponse]  # type: ignore[assignment]
+    ListRenders: _aio.UnaryUnaryMultiCallable[_renderer_pb2.ListRendersRequest, _renderer_pb2.ListRendersResponse]  # type: ignore[assignment]
+    """A subject's renders, newest first, a page at a time."""
 
 class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
     """Renders styled headshots from the base model and one subject's LoRA."""
@@ -120,5 +124,13 @@ class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _renderer_pb2.DeleteTeamLookRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_renderer_pb2.DeleteTeamLookResponse, _abc.Awaitable[_renderer_pb2.DeleteTeamLookResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListRenders(
+        self,
+        request: _renderer_pb2.ListRendersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.ListRendersResponse, _abc.Awaitable[_renderer_pb2.ListRendersResponse]]:
+        """A subject's renders, newest first, a page at a time."""
 
 def add_RendererServiceServicer_to_server(servicer: RendererServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -80,6 +80,11 @@ class RetentionServiceStub:
                 request_serializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysResponse.FromString,
                 _registered_method=True)
+        self.ListSubjects = channel.unary_unary(
+                '/likeness.v1.RetentionService/ListSubjects',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsResponse.FromString,
+                _registered_method=True)
 
 
 class RetentionServiceServicer:
@@ -147,6 +152,13 @@ class RetentionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSubjects(self, request, context):
+        """A tenant's subjects that are not erased, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetentionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +206,11 @@ def add_RetentionServiceServicer_to_server(servicer, server):
                     servicer.GetReceiptKeys,
                     request_deserializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_retention__pb2.GetReceiptKeysResponse.SerializeToString,
+            ),
+            'ListSubjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubjects,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +457,33 @@ class RetentionService:
             '/likeness.v1.RetentionService/GetReceiptKeys',
             likeness_dot_v1_dot_retention__pb2.GetReceiptKeysRequest.SerializeToString,
             likeness_dot_v1_dot_retention__pb2.GetReceiptKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/ListSubjects',
+            likeness_dot_v1_dot_retention__pb2.ListSubjectsRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.ListSubjectsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,8 @@ class RetentionServiceStub:
     """The signed erasure receipt (JSON, Ed25519) of a completed erasure."""
     GetReceiptKeys: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetReceiptKeysRequest, _retention_pb2.GetReceiptKeysResponse]
     """The public keys (a JWK set) that verify receipts."""
+    ListSubjects: _grpc.UnaryUnaryMultiCallable[_retention_pb2.ListSubjectsRequest, _retention_pb2.ListSubjectsResponse]
+    """A tenant's subjects that are not erased, newest first, a page at a time."""
 
 @_typing.type_check_only
 class RetentionServiceAsyncStub(RetentionServiceStub):
@@ -71,6 +73,8 @@ class RetentionServiceAsyncStub(RetentionServiceStub):
     """The signed erasure receipt (JSON, Ed25519) of a completed erasure."""
     GetReceiptKeys: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetReceiptKeysRequest, _retention_pb2.GetReceiptKeysResponse]  # type: ignore[assignment]
     """The public keys (a JWK set) that verify receipts."""
+    ListSubjects: _aio.UnaryUnaryMultiCallable[_retention_pb2.ListSubjectsRequest, _retention_pb2.ListSubjectsResponse]  # type: ignore[assignment]
+    """A tenant's subjects that are not erased, newest first, a page at a time."""
 
 class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns each subject's lifecycle: their Vault key, retention deadlines and erasure."""
@@ -144,5 +148,13 @@ class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.GetReceiptKeysResponse, _abc.Awaitable[_retention_pb2.GetReceiptKeysResponse]]:
         """The public keys (a JWK set) that verify receipts."""
+
+    @_abc_1.abstractmethod
+    def ListSubjects(
+        self,
+        request: _retention_pb2.ListSubjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.ListSubjectsResponse, _abc.Awaitable[_retention_pb2.ListSubjectsResponse]]:
+        """A tenant's subjects that are not erased, newest first, a page at a time."""
 
 def add_RetentionServiceServicer_to_server(servicer: RetentionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -55,6 +55,11 @@ class TrainerServiceStub:
                 request_serializer=likeness_dot_v1_dot_trainer__pb2.WatchTrainingRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_trainer__pb2.WatchTrainingResponse.FromString,
                 _registered_method=True)
+        self.ListTrainings = channel.unary_unary(
+                '/likeness.v1.TrainerService/ListTrainings',
+                request_serializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -86,6 +91,13 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrainings(self, request, context):
+        """A subject's trainings, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +120,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.WatchTraining,
                     request_deserializer=likeness_dot_v1_dot_trainer__pb2.WatchTrainingRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_trainer__pb2.WatchTrainingResponse.SerializeToString,
+            ),
+            'ListTrainings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainings,
+                    request_deserializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class TrainerService:
             '/likeness.v1.TrainerService/WatchTraining',
             likeness_dot_v1_dot_trainer__pb2.WatchTrainingRequest.SerializeToString,
             likeness_dot_v1_dot_trainer__pb2.WatchTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.TrainerService/ListTrainings',
+            likeness_dot_v1_dot_trainer__pb2.ListTrainingsRequest.SerializeToString,
+            likeness_dot_v1_dot_trainer__pb2.ListTrainingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

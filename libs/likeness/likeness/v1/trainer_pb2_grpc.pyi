@@ -38,6 +38,8 @@ class TrainerServiceStub:
     CancelTraining: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.CancelTrainingRequest, _trainer_pb2.CancelTrainingResponse]
     WatchTraining: _grpc.UnaryStreamMultiCallable[_trainer_pb2.WatchTrainingRequest, _trainer_pb2.WatchTrainingResponse]
     """Streams the record on every change until it reaches a terminal state."""
+    ListTrainings: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.ListTrainingsRequest, _trainer_pb2.ListTrainingsResponse]
+    """A subject's trainings, newest first, a page at a time."""
 
 @_typing.type_check_only
 class TrainerServiceAsyncStub(TrainerServiceStub):
@@ -49,6 +51,8 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     CancelTraining: _aio.UnaryUnaryMultiCallable[_trainer_pb2.CancelTrainingRequest, _trainer_pb2.CancelTrainingResponse]  # type: ignore[assignment]
     WatchTraining: _aio.UnaryStreamMultiCallable[_trainer_pb2.WatchTrainingRequest, _trainer_pb2.WatchTrainingResponse]  # type: ignore[assignment]
     """Streams the record on every change until it reaches a terminal state."""
+    ListTrainings: _aio.UnaryUnaryMultiCallable[_trainer_pb2.ListTrainingsRequest, _trainer_pb2.ListTrainingsResponse]  # type: ignore[assignment]
+    """A subject's trainings, newest first, a page at a time."""
 
 class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains one LoRA per subject from their sanitized photos."""
@@ -81,5 +85,13 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_trainer_pb2.WatchTrainingResponse], _abc.AsyncIterator[_trainer_pb2.WatchTrainingResponse]]:
         """Streams the record on every change until it reaches a terminal state."""
+
+    @_abc_1.abstractmethod
+    def ListTrainings(
+        self,
+        request: _trainer_pb2.ListTrainingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_pb2.ListTrainingsResponse, _abc.Awaitable[_trainer_pb2.ListTrainingsResponse]]:
+        """A subject's trainings, newest first, a page at a time."""
 
 def add_TrainerServiceServicer_to_server(servicer: TrainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

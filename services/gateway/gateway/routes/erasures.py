@@ -12,7 +12,12 @@ from likeness.v1 import retention_pb2
 router = APIRouter(tags=["subjects"])
 
 
-@router.get("/v1/erasures/{erasure_id}", summary="Read an erasure receipt", responses=error_responses(404))
+@router.get(
+    "/v1/erasures/{erasure_id}",
+    summary="Read an erasure record (its progress and facts)",
+    description="Scope `subjects:erase`. The signed receipt: `GET /v1/erasures/{id}/receipt`.",
+    responses=error_responses(404),
+)
 async def get_erasure(erasure_id: str, principal: SubjectsErase, backends: Backends) -> schemas.Erasure:
     access.require_id(erasure_id, "era")
     if principal.subject is not None:

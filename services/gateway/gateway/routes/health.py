@@ -1,15 +1,13 @@
-"""Liveness, readiness (all four backends SERVING) and Prometheus metrics."""
+"""Liveness and readiness (all four backends SERVING, NATS connected). Prometheus metrics are served on
+the metrics port (`LIKENESS_METRICS_PORT`), not here."""
 
 from __future__ import annotations
 
-from typing import cast
-
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
 from gateway import schemas
-from gateway.deps import Backends
+from gateway.deps import Backends, Nats
 from gateway.errors import ApiError, error_responses
-from gateway.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -24,20 +22,10 @@ async def healthz() -> schemas.Health:
     summary="Every backend answers its health check with SERVING",
     responses={503: error_responses(503)[503]},
 )
-async def readyz(backends: Backends) -> schemas.Readiness:
+async def readyz(backends: Backends, nats: Nats) -> schemas.Readiness:
     states = await backends.readiness()
+    states["nats"] = nats.connected()
     down = sorted(name for name, serving in states.items() if not serving)
     if down:
         raise ApiError(503, "not_ready", f"Not serving: {', '.join(down)}.")
     return schemas.Readiness(status="ready", backends=states)
-
-
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics",
-    response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
-)
-async def metrics(request: Request) -> Response:
-    registry = cast(Metrics, request.app.state.metrics)
-    return Response(registry.render(), media_type=registry.content_type)

@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse
 
 from gateway import access, convert, schemas
 from gateway.config import GatewaySettings
-from gateway.deps import Backends, PhotosRead, PhotosWrite
+from gateway.deps import Backends, Idempotent, PhotosRead, PhotosWrite
 from gateway.errors import error_responses
+from gateway.paging import Cursor, Limit, decode_cursor, encode_cursor
+from gateway.request_context import current_request_id
 from gateway.uploads import UploadLimits, receive_photos
 from likeness.v1 import ingest_pb2
 
@@ -52,6 +54,9 @@ def rejection_status(code: str | None) -> int:
 @router.post(
     "",
     summary="Upload photos; each is sanitized and answered with a verdict",
+    description="Scope `photos:write`. Streamed: files are never buffered whole or written to disk. "
+    "Uploads draw from the tenant's stricter upload rate limit. Accepts `Idempotency-Key` (the files' "
+    "bytes are fingerprinted as they stream).",
     responses={
         **error_responses(400, 404, 409, 410, 413, 415, 429),
         409: {
@@ -81,11 +86,14 @@ def rejection_status(code: str | None) -> int:
     response_model=schemas.UploadResult,
 )
 async def upload_photos(
-    subject_id: str, request: Request, principal: PhotosWrite, backends: Backends
+    subject_id: str, request: Request, principal: PhotosWrite, claim: Idempotent, backends: Backends
 ) -> schemas.UploadResult | JSONResponse:
     await access.live_subject(backends, principal, subject_id)
     settings = cast(GatewaySettings, request.app.state.settings)
     limits = UploadLimits(max_file_bytes=settings.max_upload_bytes, max_files=settings.max_files_per_request)
+    # With an Idempotency-Key, the files' bytes are fingerprinted as they stream (never buffered).
+    store = claim.store if claim is not None else None
+    digest = store.digest() if store is not None else None
     photos = await receive_photos(
         request.stream(),
         request.headers.get("content-type"),
@@ -94,14 +102,19 @@ async def upload_photos(
         principal.tenant,
         subject_id,
         limits,
+        digest=digest,
     )
+    if claim is not None and store is not None and digest is not None:
+        claim.fingerprint = store.fingerprint(principal.tenant, "POST", request.url.path, digest.digest())
     result = schemas.UploadResult(photos=photos)
     if photos and all(photo.status == "rejected" for photo in photos):
         # Nothing usable arrived: a 4xx with the specific reason, so a client cannot mistake it for success.
         first = photos[0].reasons[0] if photos[0].reasons else None
         body = schemas.RejectedUpload(
             error=schemas.ErrorBody(
-                code=first.code if first else "rejected", message=first.message if first else "Rejected."
+                code=first.code if first else "rejected",
+                message=first.message if first else "Rejected.",
+                request_id=current_request_id(),
             ),
             photos=photos,
         )
@@ -109,9 +122,24 @@ async def upload_photos(
     return result
 
 
-@router.get("", summary="List a subject's photos and their verdicts", responses=error_responses(404, 410))
-async def list_photos(subject_id: str, principal: PhotosRead, backends: Backends) -> schemas.PhotoList:
+@router.get(
+    "",
+    summary="List a subject's photos and their verdicts (oldest first)",
+    description="Scope `photos:read`.",
+    responses=error_responses(400, 404, 410),
+)
+async def list_photos(
+    subject_id: str, principal: PhotosRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+) -> schemas.PhotoList:
+    after = decode_cursor(cursor, "pho")
     await access.live_subject(backends, principal, subject_id)
     request = ingest_pb2.ListPhotosRequest(tenant=principal.tenant, subject_id=subject_id)
     photos = (await backends.ingest.ListPhotos(request, timeout=backends.timeout)).photos
-    return schemas.PhotoList(photos=[convert.photo(photo) for photo in photos])
+    # A subject holds few photos (ingest caps them), so the page is cut here; ids sort by upload time.
+    ordered = sorted((photo for photo in photos if photo.id > after), key=lambda photo: photo.id)
+    page = ordered[:limit]
+    more = len(ordered) > limit
+    return schemas.PhotoList(
+        photos=[convert.photo(photo) for photo in page],
+        next_cursor=encode_cursor(page[-1].id) if more and page else None,
+    )

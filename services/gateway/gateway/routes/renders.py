@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway import access, convert, schemas
-from gateway.deps import Backends, RendersRead, RendersWrite
+from gateway import access, convert, deps, schemas
+from gateway.deps import Backends, Idempotent, RendersRead, RendersWrite
 from gateway.errors import ApiError, error_responses, not_found
+from gateway.paging import Cursor, Limit, decode_cursor, next_cursor
 from likeness.ids import is_valid_id
 from likeness.v1 import common_pb2, renderer_pb2, trainer_pb2
 
@@ -55,20 +56,24 @@ async def _check_styles(backends: Backends, styles: list[str]) -> None:
 @router.post(
     "/v1/subjects/{subject_id}/renders",
     status_code=202,
-    summary="Render headshots in curated styles from a succeeded training",
-    responses=error_responses(400, 404, 409, 410, 429),
+    summary="Render headshots in curated styles (or a team look) from a succeeded training",
+    description="Scope `renders:write`. Accepts `Idempotency-Key`. Follow it with "
+    "`GET /v1/renders/{id}/events` (Server-Sent Events).",
+    responses=error_responses(400, 404, 409, 410),
 )
 async def create_render(
     subject_id: str,
     body: schemas.CreateRenderRequest,
     principal: RendersWrite,
+    claim: Idempotent,
     backends: Backends,
     response: Response,
 ) -> schemas.JobAccepted:
     await access.live_subject(backends, principal, subject_id)
     await _succeeded_training(backends, principal.tenant, subject_id, body.training_id)
     styles = list(dict.fromkeys(body.styles))
-    await _check_styles(backends, styles)
+    if styles:
+        await _check_styles(backends, styles)
     request = renderer_pb2.SubmitRenderRequest(
         tenant=principal.tenant,
         subject_id=subject_id,
@@ -76,6 +81,7 @@ async def create_render(
         styles=styles,
         images_per_style=body.images_per_style,
         seed=body.seed,
+        team_look_id=body.team_look_id or "",
     )
     render = (await backends.renderer.SubmitRender(request, timeout=backends.timeout)).render
     response.headers["Location"] = f"/v1/renders/{render.id}"
@@ -83,15 +89,56 @@ async def create_render(
 
 
 @router.get(
-    "/v1/renders/{render_id}", summary="Read a render and its images", responses=error_responses(404, 410)
+    "/v1/subjects/{subject_id}/renders",
+    summary="List a subject's renders (newest first)",
+    description="Scope `renders:read`.",
+    responses=error_responses(400, 404, 410),
 )
-async def get_render(render_id: str, principal: RendersRead, backends: Backends) -> schemas.Render:
-    return convert.render(await access.owned_render(backends, principal, render_id))
+async def list_renders(
+    subject_id: str, principal: RendersRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+) -> schemas.RenderList:
+    after = decode_cursor(cursor, "ren")
+    await access.live_subject(backends, principal, subject_id)
+    request = renderer_pb2.ListRendersRequest(
+        tenant=principal.tenant, subject_id=subject_id, page_size=limit, page_token=after
+    )
+    page = await backends.renderer.ListRenders(request, timeout=backends.timeout)
+    return schemas.RenderList(
+        renders=[convert.render(render) for render in page.renders],
+        next_cursor=next_cursor(page.next_page_token),
+    )
+
+
+@router.get(
+    "/v1/renders/{render_id}",
+    summary="Read a render and its images",
+    description="Scope `renders:read`. A poll may see the state of up to "
+    "`LIKENESS_JOB_CACHE_SECONDS` (1 s) ago; the end is streamed at once by `/events`.",
+    response_model=schemas.Render,
+    responses=error_responses(404, 410),
+)
+async def get_render(render_id: str, principal: RendersRead, http: Request) -> Response:
+    # The app's parts straight from its state, not as dependencies: this is the route clients poll, and
+    # FastAPI resolves every dependency of every request anew.
+    backends, live, jobs = deps.backends_of(http), deps.live_subjects_of(http), deps.job_cache_of(http)
+
+    async def fetch() -> tuple[str, bytes]:
+        # The tenant's render, whoever asks: cached_job_json authorizes each request on what this gives.
+        request = renderer_pb2.GetRenderRequest(tenant=principal.tenant, render_id=render_id)
+        render = (
+            await access.hide_missing(backends.renderer.GetRender(request, timeout=backends.timeout))
+        ).render
+        # Serialized once here (a validated model of our own), not validated again by the response model.
+        return render.subject_id, convert.render(render).model_dump_json().encode()
+
+    body = await access.cached_job_json(backends, principal, render_id, "ren", live, jobs, fetch)
+    return Response(body, media_type="application/json")
 
 
 @router.get(
     "/v1/renders/{render_id}/images/{image_id}",
     summary="Download one rendered image (streamed, never cached)",
+    description="Scope `renders:read`.",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image"},

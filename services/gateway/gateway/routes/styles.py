@@ -15,4 +15,9 @@ router = APIRouter(tags=["renders"])
 @router.get("/v1/styles", summary="List the styles a render can use", responses=error_responses())
 async def list_styles(principal: RendersRead, backends: Backends) -> schemas.StyleList:
     response = await backends.renderer.ListStyles(renderer_pb2.ListStylesRequest(), timeout=backends.timeout)
-    return schemas.StyleList(styles=[convert.style(style) for style in response.styles])
+    return schemas.StyleList(
+        styles=[convert.style(style) for style in response.styles],
+        backgrounds=[
+            schemas.Background(id=b.id, name=b.name, description=b.description) for b in response.backgrounds
+        ],
+    )

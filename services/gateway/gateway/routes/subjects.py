@@ -1,4 +1,4 @@
-"""Subjects: open one (with consent), read it, erase it."""
+"""Subjects: open one (with consent), list the tenant's, read one, erase one."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from fastapi import APIRouter, Response
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import access, convert, schemas
-from gateway.deps import Backends, SubjectsErase, SubjectsRead, SubjectsWrite
+from gateway.deps import Backends, Idempotent, Jobs, Live, SubjectsErase, SubjectsRead, SubjectsWrite
 from gateway.errors import ApiError, error_responses, subject_erased
+from gateway.paging import Cursor, Limit, decode_cursor, next_cursor
 from likeness.v1 import retention_pb2
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
@@ -19,10 +20,15 @@ router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
     "",
     status_code=201,
     summary="Open a subject (a person) with their consent",
-    responses=error_responses(400, 429),
+    description="Scope `subjects:write`; not with an end user's token. Accepts `Idempotency-Key`.",
+    responses=error_responses(400, 409),
 )
 async def create_subject(
-    body: schemas.CreateSubjectRequest, principal: SubjectsWrite, backends: Backends, response: Response
+    body: schemas.CreateSubjectRequest,
+    principal: SubjectsWrite,
+    claim: Idempotent,
+    backends: Backends,
+    response: Response,
 ) -> schemas.Subject:
     if principal.subject is not None:
         raise ApiError(403, "insufficient_scope", "An end-user token cannot open subjects.")
@@ -36,11 +42,41 @@ async def create_subject(
         ),
     )
     subject = (await backends.retention.OpenSubject(request, timeout=backends.timeout)).subject
+    if claim is not None:
+        # The stored answer names the new subject: it goes when the subject is erased.
+        claim.subject = subject.id
+        await claim.index()
     response.headers["Location"] = f"/v1/subjects/{subject.id}"
     return convert.subject(subject)
 
 
-@router.get("/{subject_id}", summary="Read a subject", responses=error_responses(404, 410))
+@router.get(
+    "",
+    summary="List the tenant's subjects (newest first, erased ones omitted)",
+    description="Scope `subjects:read`; not with an end user's token (it sees only its own subject).",
+    responses=error_responses(400),
+)
+async def list_subjects(
+    principal: SubjectsRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+) -> schemas.SubjectList:
+    if principal.subject is not None:
+        raise ApiError(403, "insufficient_scope", "An end-user token cannot list subjects.")
+    request = retention_pb2.ListSubjectsRequest(
+        tenant=principal.tenant, page_size=limit, page_token=decode_cursor(cursor, "sub")
+    )
+    page = await backends.retention.ListSubjects(request, timeout=backends.timeout)
+    return schemas.SubjectList(
+        subjects=[convert.subject(subject) for subject in page.subjects],
+        next_cursor=next_cursor(page.next_page_token),
+    )
+
+
+@router.get(
+    "/{subject_id}",
+    summary="Read a subject",
+    description="Scope `subjects:read`.",
+    responses=error_responses(404, 410),
+)
 async def get_subject(subject_id: str, principal: SubjectsRead, backends: Backends) -> schemas.Subject:
     subject = await access.subject_record(backends, principal, subject_id)
     if subject.status in (retention_pb2.SUBJECT_STATUS_ERASING, retention_pb2.SUBJECT_STATUS_ERASED):
@@ -52,16 +88,30 @@ async def get_subject(subject_id: str, principal: SubjectsRead, backends: Backen
     "/{subject_id}",
     status_code=202,
     summary="Erase a subject: their key is destroyed first, then every object, record and event",
-    responses=error_responses(404, 410),
+    description="Scope `subjects:erase`. Accepts `Idempotency-Key` (a retry gets the same 202).",
+    responses=error_responses(400, 404, 409, 410),
 )
 async def erase_subject(
-    subject_id: str, principal: SubjectsErase, backends: Backends, response: Response
+    subject_id: str,
+    principal: SubjectsErase,
+    claim: Idempotent,
+    backends: Backends,
+    live: Live,
+    jobs: Jobs,
+    response: Response,
 ) -> schemas.ErasureAccepted:
     await access.live_subject(backends, principal, subject_id)
+    live.forget(principal.tenant, subject_id)
+    jobs.invalidate_subject(principal.tenant, subject_id)
     request = retention_pb2.EraseSubjectRequest(
         tenant=principal.tenant, subject_id=subject_id, cause="request"
     )
-    erasure = (await backends.retention.EraseSubject(request, timeout=backends.timeout)).erasure
+    try:
+        erasure = (await backends.retention.EraseSubject(request, timeout=backends.timeout)).erasure
+    finally:
+        # Again once retention marked it: a read that ran meanwhile must not keep "active" for it.
+        live.forget(principal.tenant, subject_id)
+        jobs.invalidate_subject(principal.tenant, subject_id)
     response.headers["Location"] = f"/v1/erasures/{erasure.id}"
     return schemas.ErasureAccepted(
         erasure_id=erasure.id,

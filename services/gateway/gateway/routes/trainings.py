@@ -6,22 +6,24 @@ from typing import Annotated, cast
 
 from fastapi import APIRouter, Body, Request, Response
 
-from gateway import access, convert, schemas
+from gateway import access, convert, deps, schemas
 from gateway.config import GatewaySettings
-from gateway.deps import Backends, TrainingsRead, TrainingsWrite
+from gateway.deps import Backends, Idempotent, Jobs, TrainingsRead, TrainingsWrite
 from gateway.errors import ApiError, error_responses
+from gateway.paging import Cursor, Limit, decode_cursor, next_cursor
 from likeness.v1 import ingest_pb2, trainer_pb2
 
 router = APIRouter(tags=["trainings"])
 
 
-#: What a training needs when the settings do not say (the rule before a minimum was configurable).
 @router.post(
     "/v1/subjects/{subject_id}/trainings",
     status_code=202,
     summary="Train the subject's model from their accepted photos",
+    description="Scope `trainings:write`. Accepts `Idempotency-Key`. Follow it with "
+    "`GET /v1/trainings/{id}/events` (Server-Sent Events).",
     responses={
-        **error_responses(400, 404, 409, 410, 429),
+        **error_responses(400, 404, 409, 410),
         409: {
             "model": schemas.ErrorResponse,
             "description": "`no_accepted_photos`, or `not_enough_photos`: fewer accepted photos than a "
@@ -32,6 +34,7 @@ router = APIRouter(tags=["trainings"])
 async def create_training(
     subject_id: str,
     principal: TrainingsWrite,
+    claim: Idempotent,
     backends: Backends,
     http: Request,
     response: Response,
@@ -62,22 +65,71 @@ async def create_training(
     return schemas.JobAccepted(id=training.id, status=convert.job_status(training.status))
 
 
-@router.get("/v1/trainings/{training_id}", summary="Read a training", responses=error_responses(404, 410))
-async def get_training(training_id: str, principal: TrainingsRead, backends: Backends) -> schemas.Training:
-    return convert.training(await access.owned_training(backends, principal, training_id))
+@router.get(
+    "/v1/subjects/{subject_id}/trainings",
+    summary="List a subject's trainings (newest first)",
+    description="Scope `trainings:read`.",
+    responses=error_responses(400, 404, 410),
+)
+async def list_trainings(
+    subject_id: str, principal: TrainingsRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+) -> schemas.TrainingList:
+    after = decode_cursor(cursor, "trn")
+    await access.live_subject(backends, principal, subject_id)
+    request = trainer_pb2.ListTrainingsRequest(
+        tenant=principal.tenant, subject_id=subject_id, page_size=limit, page_token=after
+    )
+    page = await backends.trainer.ListTrainings(request, timeout=backends.timeout)
+    return schemas.TrainingList(
+        trainings=[convert.training(training) for training in page.trainings],
+        next_cursor=next_cursor(page.next_page_token),
+    )
+
+
+@router.get(
+    "/v1/trainings/{training_id}",
+    summary="Read a training",
+    description="Scope `trainings:read`. A poll may see the state of up to "
+    "`LIKENESS_JOB_CACHE_SECONDS` (1 s) ago; progress is streamed at once by `/events`.",
+    response_model=schemas.Training,
+    responses=error_responses(404, 410),
+)
+async def get_training(training_id: str, principal: TrainingsRead, http: Request) -> Response:
+    # The app's parts straight from its state, not as dependencies: this is the route clients poll, and
+    # FastAPI resolves every dependency of every request anew.
+    backends, live, jobs = deps.backends_of(http), deps.live_subjects_of(http), deps.job_cache_of(http)
+
+    async def fetch() -> tuple[str, bytes]:
+        # The tenant's training, whoever asks: cached_job_json authorizes each request on what this gives.
+        request = trainer_pb2.GetTrainingRequest(tenant=principal.tenant, training_id=training_id)
+        training = (
+            await access.hide_missing(backends.trainer.GetTraining(request, timeout=backends.timeout))
+        ).training
+        # Serialized once here (a validated model of our own), not validated again by the response model.
+        return training.subject_id, convert.training(training).model_dump_json().encode()
+
+    body = await access.cached_job_json(backends, principal, training_id, "trn", live, jobs, fetch)
+    return Response(body, media_type="application/json")
 
 
 @router.post(
     "/v1/trainings/{training_id}/cancel",
     status_code=202,
     summary="Cancel a training",
-    responses=error_responses(404, 409, 410),
+    description="Scope `trainings:write`. Accepts `Idempotency-Key`.",
+    responses=error_responses(400, 404, 409, 410),
 )
 async def cancel_training(
-    training_id: str, principal: TrainingsWrite, backends: Backends
+    training_id: str, principal: TrainingsWrite, claim: Idempotent, backends: Backends, jobs: Jobs
 ) -> schemas.Training:
-    await access.owned_training(backends, principal, training_id)
+    training = await access.owned_training(backends, principal, training_id)
+    if claim is not None:
+        claim.subject = training.subject_id
+        await claim.index()
     request = trainer_pb2.CancelTrainingRequest(tenant=principal.tenant, training_id=training_id)
-    return convert.training(
-        (await backends.trainer.CancelTraining(request, timeout=backends.timeout)).training
-    )
+    try:
+        cancelled = (await backends.trainer.CancelTraining(request, timeout=backends.timeout)).training
+    finally:
+        # This replica's next read shows the cancellation (others hear the trainer's event).
+        jobs.invalidate_subject(principal.tenant, training.subject_id)
+    return convert.training(cancelled)

@@ -1,0 +1,97 @@
+"""Typed Python client of the Likeness gateway (v1): `LikenessClient` (blocking) and
+`AsyncLikenessClient` (asyncio), with retries on 429/503, idempotent POSTs, cursor pagination,
+progress streams (Server-Sent Events), image downloads and data exports.
+
+    from likeness_client import LikenessClient
+
+    with LikenessClient("https://likeness.example.com", token) as client:
+        subject = client.create_subject(purpose="headshots", policy_version="2026-01")
+        client.upload_photos(subject.id, ["me1.jpg", "me2.heic"])
+        training = client.create_training(subject.id)
+        for state in client.watch_training(training.id):
+            print(state.status, state.progress.step, state.progress.total_steps)
+"""
+
+from likeness_client.async_client import AsyncLikenessClient
+from likeness_client.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    LikenessError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    StreamError,
+    TransportError,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    UploadRejected,
+)
+from likeness_client.models import (
+    TERMINAL_STATUSES,
+    Consent,
+    Erasure,
+    ErasureAccepted,
+    JobAccepted,
+    Page,
+    Photo,
+    Progress,
+    Reason,
+    Render,
+    RenderedImage,
+    Retention,
+    Style,
+    Subject,
+    Training,
+    UploadResult,
+)
+from likeness_client.retry import NO_RETRY, RetryPolicy
+from likeness_client.settings import ClientSettings
+from likeness_client.sse import ServerSentEvent, SSEDecoder
+from likeness_client.sync_client import LikenessClient
+
+__all__ = [
+    "NO_RETRY",
+    "TERMINAL_STATUSES",
+    "ApiError",
+    "AsyncLikenessClient",
+    "BadRequest",
+    "ClientSettings",
+    "Conflict",
+    "Consent",
+    "Erasure",
+    "ErasureAccepted",
+    "Forbidden",
+    "Gone",
+    "JobAccepted",
+    "LikenessClient",
+    "LikenessError",
+    "NotFound",
+    "Page",
+    "PayloadTooLarge",
+    "Photo",
+    "Progress",
+    "RateLimited",
+    "Reason",
+    "Render",
+    "RenderedImage",
+    "Retention",
+    "RetryPolicy",
+    "SSEDecoder",
+    "ServerError",
+    "ServerSentEvent",
+    "StreamError",
+    "Style",
+    "Subject",
+    "Training",
+    "TransportError",
+    "Unauthenticated",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "UploadRejected",
+    "UploadResult",
+]

@@ -1,0 +1,166 @@
+"""The v1 API's bodies as typed, immutable models.
+
+Unknown fields are ignored and enums are plain strings, so a newer gateway (a new field, a new status)
+does not break an older client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+#: Job statuses after which nothing changes any more.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Reason(Model):
+    code: str
+    message: str
+
+
+class Progress(Model):
+    step: int = 0
+    total_steps: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """0.0 to 1.0 (0.0 while the total is unknown)."""
+        return min(1.0, self.step / self.total_steps) if self.total_steps > 0 else 0.0
+
+
+class Consent(Model):
+    purpose: str
+    policy_version: str
+    given_at: datetime | None = None
+
+
+class Retention(Model):
+    photos_days: int = 0
+    photos_deleted_after_training: bool = False
+    models_days: int = 0
+    renders_days: int = 0
+    inactivity_days: int = 0
+
+
+class Subject(Model):
+    id: str
+    status: str
+    created_at: datetime | None = None
+    consent: Consent | None = None
+    retention: Retention | None = None
+    delete_by: datetime | None = None
+
+
+class Photo(Model):
+    id: str
+    status: str
+    reasons: list[Reason] = Field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    scores: dict[str, float] | None = None
+    created_at: datetime | None = None
+    #: Only in upload results: the name the file was sent under.
+    filename: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+class UploadResult(Model):
+    photos: list[Photo]
+
+
+class JobAccepted(Model):
+    id: str
+    status: str
+
+
+class Training(Model):
+    id: str
+    subject_id: str
+    status: str
+    progress: Progress = Field(default_factory=Progress)
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class RenderedImage(Model):
+    id: str
+    style: str
+    seed: int
+    url: str
+
+
+class Render(Model):
+    id: str
+    subject_id: str
+    training_id: str
+    status: str
+    styles: list[str] = Field(default_factory=list)
+    images_per_style: int = 0
+    progress: Progress = Field(default_factory=Progress)
+    images: list[RenderedImage] = Field(default_factory=list)
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class Style(Model):
+    id: str
+    name: str
+    description: str = ""
+
+
+class StyleList(Model):
+    styles: list[Style]
+
+
+class ErasureAccepted(Model):
+    erasure_id: str
+    status: str
+
+
+class Erasure(Model):
+    id: str
+    tenant: str
+    subject_hmac: str
+    status: str
+    cause: str = ""
+    key_name: str = ""
+    requested_at: datetime | None = None
+    key_destroyed_at: datetime | None = None
+    completed_at: datetime | None = None
+    objects_deleted: int = 0
+    bytes_deleted: int = 0
+    records_deleted: int = 0
+    events_purged: int = 0
+    backups_expire_by: datetime | None = None
+    last_error: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list; pass `next_cursor` back as `cursor` for the next (None: this was the last)."""
+
+    items: list[T]
+    next_cursor: str | None

@@ -1,0 +1,186 @@
+"""The gateway's NATS connection: its idempotency bucket, erasure purges, and event feeds for SSE.
+
+The gateway starts without NATS (it connects in the background and keeps retrying), like it starts with
+a backend down: what needs NATS answers 503 `unavailable` meanwhile and `/readyz` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig, StorageType
+
+from gateway.access import LiveSubjects
+from gateway.config import GatewaySettings
+from gateway.errors import unavailable
+from gateway.idempotency import IdempotencyStore
+from gateway.job_cache import JobCache
+from likeness.bus import Bus, decode, event_subject, subject_erased_filter
+from likeness.jobs import stop_task
+from likeness.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+#: The durable consumer the gateway's replicas share to purge an erased subject's records once.
+ERASURES_DURABLE = "gateway-erasures"
+RECONNECT_SECONDS = 1.0
+#: Events that change a training or a render (progress, completion, failure, cancellation).
+JOB_EVENTS = ("training.*", "render.*")
+
+
+class NatsLink:
+    def __init__(
+        self, settings: GatewaySettings, live: LiveSubjects | None = None, jobs: JobCache | None = None
+    ) -> None:
+        self.settings = settings
+        self.live = live
+        self.jobs = jobs
+        self.bus: Bus | None = None
+        self.idempotency: IdempotencyStore | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reported: set[str] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        while True:
+            # nats-py keeps trying the first connect too (max_reconnect_attempts=-1); its errors are
+            # reported once per kind rather than with a traceback each time.
+            nc = await nats.connect(
+                self.settings.nats_url,
+                name="gateway",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=RECONNECT_SECONDS,
+                connect_timeout=2,
+                allow_reconnect=True,
+                drain_timeout=5,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+            bus = Bus(nc, nc.jetstream())
+            try:
+                await bus.ensure_streams()
+                kv = await self._bucket(bus)
+                store = IdempotencyStore(kv, self.settings.hmac_secret.get_secret_value().encode())
+                await bus.watch_events(subject_erased_filter(), self._purge_erased(store), ERASURES_DURABLE)
+                if self.live is not None or self.jobs is not None:
+                    # Every replica hears every erasure (a plain subscription), so none trusts a stale
+                    # "active" for the subject, nor keeps its jobs.
+                    await bus.nc.subscribe(subject_erased_filter(), cb=self._forget_erased)
+                if self.jobs is not None:
+                    for name in JOB_EVENTS:
+                        await bus.nc.subscribe(event_subject("*", "*", name), cb=self._job_changed)
+                    self.jobs.listening = True
+            except (OSError, nats.errors.Error, nats.js.errors.Error, TimeoutError):
+                log.warning("NATS setup failed; retrying")
+                await bus.close()
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            self.bus, self.idempotency = bus, store
+            log.info("NATS connected")
+            return
+
+    async def _bucket(self, bus: Bus) -> nats.js.kv.KeyValue:
+        name = self.settings.idempotency_bucket
+        try:
+            return await bus.js.key_value(name)
+        except nats.js.errors.BucketNotFoundError:
+            config = KeyValueConfig(
+                bucket=name,
+                history=1,
+                ttl=float(self.settings.idempotency_ttl_seconds),
+                storage=StorageType.FILE,
+            )
+            return await bus.js.create_key_value(config)
+
+    async def _forget_erased(self, msg: Msg) -> None:
+        try:
+            event = decode(msg, events_pb2.SubjectErased)
+        except ValueError:
+            return
+        if self.live is not None:
+            self.live.forget(event.tenant, event.subject_id)
+        if self.jobs is not None:
+            self.jobs.invalidate_subject(event.tenant, event.subject_id)
+
+    async def _job_changed(self, msg: Msg) -> None:
+        """A training or render of the subject moved: its cached jobs are dropped (the subject names
+        tenant and subject, `evt.<tenant>.<subject>.<kind>.<name>`; the payload need not be read)."""
+        assert self.jobs is not None
+        parts = msg.subject.split(".")
+        if len(parts) == 5:
+            self.jobs.invalidate_subject(parts[1], parts[2])
+
+    async def _on_disconnected(self) -> None:
+        # Events published meanwhile are never heard: cache nothing until the feed is back, and drop what
+        # is cached, since what those events would have said is unknown.
+        if self.jobs is not None:
+            self.jobs.listening = False
+            self.jobs.clear()
+
+    async def _on_reconnected(self) -> None:
+        # nats-py has restored the subscriptions by now.
+        if self.jobs is not None and self.bus is not None:
+            self.jobs.clear()
+            self.jobs.listening = True
+
+    async def _on_error(self, error: Exception) -> None:
+        kind = type(error).__name__
+        if kind not in self._reported:
+            self._reported.add(kind)
+            log.warning("NATS connection problem; retrying", extra={"error": kind})
+
+    @staticmethod
+    def _purge_erased(store: IdempotencyStore) -> Callable[[Msg], Awaitable[None]]:
+        async def on_erased(msg: Msg) -> None:
+            event = decode(msg, events_pb2.SubjectErased)
+            removed = await store.purge_subject(event.tenant, event.subject_id)
+            log.info("idempotency records purged", extra={"erasure_id": event.erasure_id, "records": removed})
+
+        return on_erased
+
+    def connected(self) -> bool:
+        return self.bus is not None and self.bus.is_connected()
+
+    def require_store(self) -> IdempotencyStore:
+        if self.idempotency is None or not self.connected():
+            raise unavailable("Idempotency records are unavailable right now; try again shortly.")
+        return self.idempotency
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, subject: str) -> AsyncIterator[asyncio.Queue[Msg]]:
+        """Core NATS messages on `subject` (JetStream publishes reach plain subscribers too: no consumer is
+        created, nothing is left on the server when the stream ends). Without NATS the queue stays empty
+        and the reader falls back on its periodic re-reads."""
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=256)
+        if self.bus is None or not self.connected():
+            yield queue
+            return
+
+        async def on_message(msg: Msg) -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a reader that lags only misses triggers
+                queue.put_nowait(msg)
+
+        subscription = await self.bus.nc.subscribe(subject, cb=on_message)
+        try:
+            yield queue
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            # A cancellation can be swallowed inside nats-py's connect (asyncio.wait_for on 3.11):
+            # stop_task repeats it and never hangs shutdown.
+            await stop_task(self._task, timeout=3.0)
+        if self.bus is not None:
+            await self.bus.close()

@@ -1,0 +1,54 @@
+"""A subject's stored crops, decrypted for their data export (GDPR access and portability).
+
+Ingest owns the photos, so it is the one that decrypts them: the gateway, which builds the export
+archive, holds no Vault rights. Crops go out one at a time (each is a small PNG), so at most one is held
+in memory however many the subject has. A crop already deleted by retention (after a training, or on its
+deadline) is skipped: the export holds what is held, and the record still says the photo existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from likeness.objects import photo_key
+from likeness.sealed import ObjectRef, SealedObjects
+from likeness.store import ObjectMissing
+from likeness.v1 import ingest_pb2
+
+log = logging.getLogger(__name__)
+
+#: Stored crops are PNGs that carry pixels and nothing else (see `ingest.encode`).
+CROP_CONTENT_TYPE = "image/png"
+CHUNK = 256 * 1024
+
+
+async def exported_photos(
+    sealed: SealedObjects, photos: list[ingest_pb2.Photo]
+) -> AsyncIterator[ingest_pb2.ExportPhotosResponse]:
+    """For each accepted photo whose crop is still stored: its header, then its bytes in chunks.
+
+    Raises what reading a sealed object raises (`KeyDestroyed`, `VaultUnavailable`, `StoreError`...), for
+    the caller to turn into a gRPC status; a crop that is simply gone is skipped.
+    """
+    sent = skipped = 0
+    for photo in photos:
+        if photo.status != ingest_pb2.PHOTO_STATUS_ACCEPTED:
+            continue
+        ref = ObjectRef(
+            photo.tenant, photo.subject_id, photo_key(photo.tenant, photo.subject_id, photo.id), "photo"
+        )
+        try:
+            data = await asyncio.to_thread(sealed.get, ref)
+        except ObjectMissing:
+            skipped += 1
+            continue
+        yield ingest_pb2.ExportPhotosResponse(
+            photo=ingest_pb2.ExportedPhoto(photo_id=photo.id, content_type=CROP_CONTENT_TYPE)
+        )
+        for start in range(0, len(data), CHUNK):
+            yield ingest_pb2.ExportPhotosResponse(chunk=data[start : start + CHUNK])
+        del data
+        sent += 1
+    log.info("photos exported", extra={"photos": sent, "photos_gone": skipped})

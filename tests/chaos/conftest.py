@@ -1,0 +1,293 @@
+"""Fault and load tests on a dev stack of their own (loopback only): workers killed, servers restarted,
+paused or stopped, twenty journeys at once, then a scan for anything that leaked.
+
+Markers: every test here is `chaos`; the bounded subset CI runs with `make test` is also `chaos_ci`.
+Run without `-m`, pytest deselects the `chaos` tests that are not `chaos_ci` (so `make test` stays
+bounded); `pytest -m chaos tests/chaos` (`make test-chaos`) runs them all. The leak scans run last.
+
+The stack is private to these tests (its own NATS, S3 and OpenBao): they stop and restart its servers,
+which must not disturb the session's shared `infra`. Every test leaves it whole for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats.js.errors
+import pytest
+
+from likeness.bus import EVENTS_STREAM, Bus, event_subject
+from likeness.config import CommonSettings
+from likeness.objects import subject_prefix
+from likeness.store import ObjectStore, StoredObject
+from likeness_cli.infra import Infra
+from likeness_cli.journey import GatewayClient
+from likeness_cli.samples import sample_photos
+from likeness_cli.stack import DevStack
+from likeness_cli.tokens import DEV_TENANT
+
+T = TypeVar("T")
+CHAOS = "chaos"
+CHAOS_CI = "chaos_ci"
+#: JetStream redelivers a killed worker's job this long after its last heartbeat.
+WORKER_ACK_WAIT_SECONDS = "4"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{CHAOS}: a fault or load test on a private dev stack (make test-chaos)"
+    )
+    config.addinivalue_line(
+        "markers", f"{CHAOS_CI}: the bounded subset of the chaos tests CI runs (make test)"
+    )
+    config.addinivalue_line("markers", "leak_scan: scans what the other tests left behind (runs last)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.option.markexpr:
+        # No marker expression given (plain `make test`): only the CI subset of the chaos tests.
+        chosen = [item for item in items if not _is_heavy_chaos(item)]
+        dropped = [item for item in items if _is_heavy_chaos(item)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = chosen
+    # The leak scans look at what the other tests left behind: they go last.
+    items.sort(key=lambda item: item.get_closest_marker("leak_scan") is not None)
+
+
+def _is_heavy_chaos(item: pytest.Item) -> bool:
+    return item.get_closest_marker(CHAOS) is not None and item.get_closest_marker(CHAOS_CI) is None
+
+
+@dataclass
+class Ledger:
+    """What the chaos tests handed the stack, for the leak scans at the end: the photos' bytes, the
+    images that came out, and every identifier and token that must not show up in logs or labels."""
+
+    photos: dict[str, bytes] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+    needles: dict[str, str] = field(default_factory=dict)
+
+    def add_photos(self, photos: list[tuple[str, bytes]]) -> None:
+        self.photos.update(photos)
+
+    def add_subject(self, subject_id: str) -> None:
+        self.needles[f"subject id {subject_id}"] = subject_id
+
+    def add_token(self, token: str) -> None:
+        self.needles[f"a bearer token (…{token[-6:]})"] = token
+
+    def add_external_ref(self, ref: str) -> None:
+        self.needles[f"external ref {ref}"] = ref
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    return Ledger()
+
+
+@pytest.fixture(scope="session")
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """All servers and services, private to the chaos tests; stopped (and its files left to pytest's
+    tmp cleanup) at the end."""
+    root = Path(tmp_path_factory.mktemp("chaos"))
+    infra = Infra(root / "infra")
+    infra.start()
+    worker_env = {
+        "LIKENESS_ACK_WAIT_SECONDS": WORKER_ACK_WAIT_SECONDS,
+        "LIKENESS_PROGRESS_INTERVAL_SECONDS": "0",
+    }
+    try:
+        stack = DevStack.start(
+            root / "project",
+            infra=infra,
+            progress=lambda line: print(f"[chaos stack] {line}", flush=True),
+            extra_env={"LIKENESS_INFERENCE_STEPS": "4", "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2"},
+            service_env={
+                # A killed replica's erasure lease runs out in seconds, not the default two minutes.
+                "retention": {"LIKENESS_LEASE_SECONDS": "6"},
+                "trainer-worker": worker_env,
+                "renderer-worker": worker_env,
+                # Twenty people of one tenant upload at once in the load test: room above the per-tenant
+                # rate limits (a production tenant's limits are sized to its traffic the same way).
+                "gateway": {
+                    "LIKENESS_UPLOAD_RATE_LIMIT_BURST": "50",
+                    "LIKENESS_RATE_LIMIT_PER_SECOND": "200",
+                    "LIKENESS_RATE_LIMIT_BURST": "400",
+                },
+            },
+        )
+    except BaseException:
+        infra.stop()
+        raise
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        infra.stop()
+
+
+@pytest.fixture
+def whole_stack(chaos_stack: DevStack) -> Iterator[DevStack]:
+    """The chaos stack, put back together after the test whatever it broke (servers, then services)."""
+    yield chaos_stack
+    infra = chaos_stack.infra
+    for name, process in infra.processes.items():
+        infra.resume_server(name)
+        if not process.running:
+            infra.start_server(name)
+    for name, service in chaos_stack.services.items():
+        if not service.process.running:
+            chaos_stack.start_service(name)
+
+
+class Kit:
+    """What the chaos tests share: a gateway client, the bucket, the event stream, waiting."""
+
+    def __init__(self, stack: DevStack, ledger: Ledger) -> None:
+        self.stack = stack
+        self.ledger = ledger
+        token = stack.mint_token()
+        ledger.add_token(token)
+        self.gateway = GatewayClient(stack.gateway_url, token)
+        env = stack.infra.endpoints.as_env()
+        self.settings = CommonSettings.model_validate(
+            {key.removeprefix("LIKENESS_").lower(): value for key, value in env.items()}
+        )
+        self.store = ObjectStore.from_settings(self.settings)
+
+    def close(self) -> None:
+        self.gateway.close()
+
+    # -- the journey's steps ----------------------------------------------------------------------
+
+    def open_subject(self, photos: int = 2, external_ref: str = "") -> str:
+        body: dict[str, Any] = {"consent": {"purpose": "headshots", "policy_version": "chaos"}}
+        if external_ref:
+            body["external_ref"] = external_ref
+            self.ledger.add_external_ref(external_ref)
+        subject_id = str(self.gateway.json("POST", "/v1/subjects", expect=(201,), json=body)["id"])
+        self.ledger.add_subject(subject_id)
+        if photos:
+            uploaded = self.upload(subject_id, sample_photos(photos))
+            assert all(photo["status"] == "accepted" for photo in uploaded), uploaded
+        return subject_id
+
+    def upload(
+        self, subject_id: str, photos: list[tuple[str, bytes]], expect: tuple[int, ...] = (200,)
+    ) -> list[dict[str, Any]]:
+        """The verdicts (a 422, every photo rejected, has them too)."""
+        self.ledger.add_photos(photos)
+        files = [("file", (name, data, "application/octet-stream")) for name, data in photos]
+        response = self.gateway.call("POST", f"/v1/subjects/{subject_id}/photos", expect=expect, files=files)
+        verdicts: list[dict[str, Any]] = response.json()["photos"]
+        return verdicts
+
+    def train(self, subject_id: str, steps: int) -> str:
+        path = f"/v1/subjects/{subject_id}/trainings"
+        return str(self.gateway.json("POST", path, expect=(202,), json={"steps": steps})["id"])
+
+    def render(self, subject_id: str, training_id: str, styles: list[str], per_style: int) -> str:
+        body = {"training_id": training_id, "styles": styles, "images_per_style": per_style, "seed": 7}
+        path = f"/v1/subjects/{subject_id}/renders"
+        return str(self.gateway.json("POST", path, expect=(202,), json=body)["id"])
+
+    def ended(self, path: str, timeout: float = 240.0) -> dict[str, Any]:
+        """The job at `path` once it has ended (any end), polled through the gateway."""
+
+        def finished() -> dict[str, Any] | None:
+            record = self.gateway.json("GET", path)
+            return record if record["status"] in {"succeeded", "failed", "cancelled"} else None
+
+        return until(finished, timeout, f"the end of {path}", every=0.25)
+
+    def download(self, render: dict[str, Any]) -> list[bytes]:
+        images = [self.gateway.call("GET", image["url"]).content for image in render["images"]]
+        for image, data in zip(render["images"], images, strict=True):
+            self.ledger.images[image["id"]] = data
+        return images
+
+    def erase(self, subject_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        erasure_id = self.gateway.json("DELETE", f"/v1/subjects/{subject_id}", expect=(202,))["erasure_id"]
+        return self.erasure_done(str(erasure_id), timeout)
+
+    def erasure_done(self, erasure_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        def completed() -> dict[str, Any] | None:
+            record = self.gateway.json("GET", f"/v1/erasures/{erasure_id}")
+            return record if record["status"] == "completed" else None
+
+        return until(completed, timeout, "the erasure", every=0.25)
+
+    # -- what the servers hold ----------------------------------------------------------------------
+
+    def versions(self, subject_id: str, under: str = "") -> list[StoredObject]:
+        """Every object version under the subject's prefix (+ `under`, e.g. "renders/ren_…/")."""
+        return self.store.list_versions(subject_prefix(DEV_TENANT, subject_id) + under)
+
+    def events(self, subject_id: str, name: str = ">") -> list[tuple[int, str, bytes]]:
+        """(sequence, event name, payload) of the subject's events in the stream (no consumer made)."""
+
+        async def read(bus: Bus) -> list[tuple[int, str, bytes]]:
+            found: list[tuple[int, str, bytes]] = []
+            sequence = 1
+            subject = event_subject(DEV_TENANT, subject_id, name)
+            while True:
+                try:
+                    message = await bus.js.get_msg(EVENTS_STREAM, seq=sequence, subject=subject, next=True)
+                except nats.js.errors.NotFoundError:
+                    return found
+                event_name = str(message.subject).split(".", 3)[3]
+                found.append((int(message.seq or 0), event_name, bytes(message.data or b"")))
+                sequence = int(message.seq or sequence) + 1
+
+        return self.with_bus(read)
+
+    def consumer_idle(self, stream: str, durable: str) -> bool:
+        """No job of the work queue is waiting or held by a worker."""
+
+        async def read(bus: Bus) -> bool:
+            info = await bus.js.consumer_info(stream, durable)
+            return not info.num_pending and not info.num_ack_pending
+
+        return self.with_bus(read)
+
+    def with_bus(self, use: Callable[[Bus], Any]) -> Any:
+        async def run() -> Any:
+            bus = await Bus.connect(self.settings.nats_url, "chaos-test")
+            try:
+                return await use(bus)
+            finally:
+                await bus.close()
+
+        return asyncio.run(run())
+
+
+@pytest.fixture
+def kit(whole_stack: DevStack, ledger: Ledger) -> Iterator[Kit]:
+    made = Kit(whole_stack, ledger)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def until(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
+    """Polls `condition` until it returns something truthy; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f}s"
+        time.sleep(every)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """`until(condition, timeout, what)` for the test files (they may not import from each other)."""
+    return until
