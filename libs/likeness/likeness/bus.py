@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -269,6 +270,9 @@ class WorkQueue:
                 yield msg
 
 
+KV_LIST_TIMEOUT_SECONDS = 10.0
+
+
 async def kv_get(kv: KeyValue, key: str, cls: type[M]) -> tuple[M, int] | None:
     """The record and its revision (for compare-and-set), or None."""
     try:
@@ -283,18 +287,31 @@ async def kv_get(kv: KeyValue, key: str, cls: type[M]) -> tuple[M, int] | None:
 
 
 async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
-    """Keys starting with `prefix` (a whole token prefix such as "tenant." or ""), filtered by the server.
+    """Keys starting with `prefix` (a whole token prefix such as "tenant." or ""), listed by the server.
 
-    nats-py's `KeyValue.keys(filters=...)` matches substrings client-side after reading every key, so a
-    server-side wildcard watch is used instead.
+    Read from the bucket stream's per-subject state (`STREAM.INFO` with a subject filter, paged), which
+    is a consistent snapshot. nats-py's `keys()` and `watch()` end their initial replay on a `None` marker
+    that can come early (nats-io/nats.py#842, #995) and silently drop keys: a listing, or worse an
+    erasure's purge, would then miss records. Keys whose last entry is a delete or purge marker are
+    included; callers read or purge each key, and both treat a deleted key as absent.
     """
-    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True, meta_only=True)
+    js = kv._js
+    bucket_prefix = kv._pre
+    filter_subject = f"{bucket_prefix}{prefix}>"
     keys: list[str] = []
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            keys.append(entry.key)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return keys
+    offset = 0
+    while True:
+        request = json.dumps({"subjects_filter": filter_subject, "offset": offset}).encode()
+        reply = await js._nc.request(
+            f"{js._prefix}.STREAM.INFO.{kv._stream}",
+            request,
+            timeout=KV_LIST_TIMEOUT_SECONDS,
+        )
+        response = json.loads(reply.data)
+        if "error" in response:
+            raise nats.js.errors.APIError.from_error(response["error"])
+        subjects = (response.get("state") or {}).get("subjects") or {}
+        keys.extend(subject[len(bucket_prefix) :] for subject in subjects)
+        offset += len(subjects)
+        if not subjects or offset >= int(response.get("total") or 0):
+            return keys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
@@ -22,12 +23,33 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_RANDOM_BITS = 80
+_last = (0, 0)  # (millis, random) of this process's latest id
+_last_lock = threading.Lock()
+
+
 def new_id(prefix: str) -> str:
-    """A ULID-shaped id (48-bit millisecond time, 80 random bits) with a kind prefix, e.g. `sub_01j...`."""
+    """A ULID-shaped id (48-bit millisecond time, 80 random bits) with a kind prefix, e.g. `sub_01j...`.
+
+    Monotonic within a process, as ULID specifies: a second id in the same millisecond takes the previous
+    one's random part plus one, so ids made in a row sort in the order they were made (lists are ordered
+    by id, and photos uploaded together must list in upload order).
+    """
+    global _last
     if prefix not in _PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}")
     millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_encode(millis, 10)}{_encode(secrets.randbits(80), 16)}"
+    with _last_lock:
+        last_millis, last_random = _last
+        if millis <= last_millis:
+            millis, random = last_millis, last_random + 1
+            if random >> _RANDOM_BITS:  # 2^80 ids in one millisecond: borrow the next one
+                millis, random = millis + 1, secrets.randbits(_RANDOM_BITS - 1)
+        else:
+            # One bit of headroom keeps the +1 steps from overflowing within a millisecond.
+            random = secrets.randbits(_RANDOM_BITS - 1)
+        _last = (millis, random)
+    return f"{prefix}_{_encode(millis, 10)}{_encode(random, 16)}"
 
 
 def is_valid_id(value: str, prefix: str) -> bool:

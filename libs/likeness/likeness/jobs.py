@@ -105,20 +105,10 @@ class JobRecords(Generic[R]):
                 await asyncio.wait_for(watcher.stop(), timeout=2.0)  # type: ignore[no-untyped-call]
 
     async def tenant_records(self, tenant: str) -> list[R]:
-        """Every record of the tenant, read by one server-side watch over its keys."""
-        watcher = await self.kv.watch(f"{tenant}.>", ignore_deletes=True)
-        found: list[R] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    record = self.cls()
-                    record.ParseFromString(entry.value)
-                    found.append(record)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return found
+        """Every record of the tenant (see `kv_keys` for why this lists keys, then reads each)."""
+        keys = await kv_keys(self.kv, f"{tenant}.")
+        found = await asyncio.gather(*(kv_get(self.kv, key, self.cls) for key in keys))
+        return [entry[0] for entry in found if entry is not None]
 
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         removed = 0
