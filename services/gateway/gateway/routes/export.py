@@ -11,10 +11,10 @@ central directory, so a half export is never a readable archive.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import grpc
 from fastapi import APIRouter, Security
@@ -28,6 +28,8 @@ from gateway.errors import error_responses, subject_erased
 from gateway.export_zip import ZipStream
 from likeness.rpc_errors import error_code
 from likeness.v1 import ingest_pb2, renderer_pb2, retention_pb2, trainer_pb2
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["subjects"])
@@ -120,36 +122,38 @@ async def export_subject(subject_id: str, principal: SubjectsExport, backends: B
     )
 
 
+async def _every_page(fetch: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:
+    """Every item of a paged backend list, following its page tokens to the end."""
+    items: list[T] = []
+    token = ""
+    while True:
+        page, token = await fetch(token)
+        items.extend(page)
+        if not token:
+            return items
+
+
 async def _gather(backends: BackendClients, tenant: str, subject: retention_pb2.Subject) -> _Held:
     photos = await backends.ingest.ListPhotos(
         ingest_pb2.ListPhotosRequest(tenant=tenant, subject_id=subject.id), timeout=backends.timeout
     )
-    trainings: list[trainer_pb2.Training] = []
-    token = ""
-    while True:
-        page = await backends.trainer.ListTrainings(
-            trainer_pb2.ListTrainingsRequest(
-                tenant=tenant, subject_id=subject.id, page_size=PAGE_SIZE, page_token=token
-            ),
-            timeout=backends.timeout,
+
+    async def training_page(token: str) -> tuple[list[trainer_pb2.Training], str]:
+        request = trainer_pb2.ListTrainingsRequest(
+            tenant=tenant, subject_id=subject.id, page_size=PAGE_SIZE, page_token=token
         )
-        trainings.extend(page.trainings)
-        token = page.next_page_token
-        if not token:
-            break
-    renders: list[renderer_pb2.Render] = []
-    token = ""
-    while True:
-        render_page = await backends.renderer.ListRenders(
-            renderer_pb2.ListRendersRequest(
-                tenant=tenant, subject_id=subject.id, page_size=PAGE_SIZE, page_token=token
-            ),
-            timeout=backends.timeout,
+        page = await backends.trainer.ListTrainings(request, timeout=backends.timeout)
+        return list(page.trainings), page.next_page_token
+
+    async def render_page(token: str) -> tuple[list[renderer_pb2.Render], str]:
+        request = renderer_pb2.ListRendersRequest(
+            tenant=tenant, subject_id=subject.id, page_size=PAGE_SIZE, page_token=token
         )
-        renders.extend(render_page.renders)
-        token = render_page.next_page_token
-        if not token:
-            break
+        page = await backends.renderer.ListRenders(request, timeout=backends.timeout)
+        return list(page.renders), page.next_page_token
+
+    trainings = await _every_page(training_page)
+    renders = await _every_page(render_page)
     return _Held(
         subject=subject,
         photos=list(photos.photos),
