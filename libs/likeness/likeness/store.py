@@ -134,9 +134,9 @@ class ObjectStore:
         url = urlparse(settings.s3_endpoint)
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5, read=60),
-            # No retries down here: `_retrying` is the one retry policy (backoff, deadline, what is
-            # transient), and a store built with retry_seconds=0 must fail at once.
-            retries=urllib3.Retry(total=0, redirect=0, raise_on_status=False),
+            # Kept although `_retrying` retries too: listings and streamed reads do not go through it, and
+            # urllib3's quick retries are what carry them over a pooled connection the server has closed.
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
         client = Minio(
             url.netloc,
