@@ -6,16 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-PACKAGES := libs/likeness/likeness libs/likeness_ml/likeness_ml services/gateway/gateway services/ingest/ingest \
+PACKAGES := libs/likeness/likeness libs/likeness_ml/likeness_ml libs/likeness_marks/likeness_marks services/gateway/gateway services/ingest/ingest \
 	services/trainer/trainer services/renderer/renderer services/retention/retention cli/likeness_cli \
-	clients/python/likeness_client
+	devkit/likeness_dev clients/python/likeness_client
 
 .PHONY: venv tools proto lint typecheck test test-chaos bench demo up down clean
 
 venv: $(STAMP)
 
 # torch goes in first, pinned: asked for indirectly, pip would pull a multi-GB CUDA build.
-$(STAMP): requirements/dev.txt requirements/constraints.txt $(wildcard */*/pyproject.toml) cli/pyproject.toml
+$(STAMP): requirements/dev.txt requirements/constraints.txt $(wildcard */*/pyproject.toml) cli/pyproject.toml devkit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q torch==2.13.0

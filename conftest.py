@@ -1,1 +1,1 @@
-pytest_plugins = ["likeness_cli.testing"]
+pytest_plugins = ["likeness_dev.testing"]

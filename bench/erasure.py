@@ -35,8 +35,7 @@ import grpc
 
 from likeness import ids
 from likeness.config import CommonSettings
-from likeness.keys import SubjectKeys
-from likeness.objects import (
+from likeness.object_names import (
     checkpoint_key,
     face_template_key,
     lora_key,
@@ -48,10 +47,11 @@ from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectStore
 from likeness.timeutil import from_timestamp
 from likeness.v1 import retention_pb2, retention_pb2_grpc
-from likeness_cli.health import Probe, check
-from likeness_cli.infra import start_infra
-from likeness_cli.ports import free_port
-from likeness_cli.procs import ManagedProcess
+from likeness.vault_transit import SubjectKeys
+from likeness_dev.health import Probe, check
+from likeness_dev.infra import start_infra
+from likeness_dev.ports import free_port
+from likeness_dev.procs import ManagedProcess
 
 TENANT = "bench"
 GOAL_KEY_P99 = 1.0

@@ -146,7 +146,7 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 def _prepare_training(base_url: str, token: str) -> str:
-    from likeness_cli.samples import sample_photos
+    from likeness_dev.samples import sample_photos
 
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
@@ -179,8 +179,8 @@ def main() -> None:
         serve_bare(args.serve_bare)
         return
 
-    from likeness_cli.ports import free_port
-    from likeness_cli.stack import DevStack
+    from likeness_dev.ports import free_port
+    from likeness_dev.stack import DevStack
 
     with tempfile.TemporaryDirectory(prefix="likeness-bench-gateway-") as tmp:
         print("starting infra and services (retention, ingest, trainer, renderer serve; gateway)", flush=True)

@@ -9,7 +9,7 @@ Both pipelines make the same checks and store the same things; they differ where
   of about 1 MP.
 
 What is measured is the whole service path, against real servers started for the run in a temporary
-folder (NATS JetStream, SeaweedFS S3, OpenBao, as `likeness_cli.infra.start_infra` starts them for the
+folder (NATS JetStream, SeaweedFS S3, OpenBao, as `likeness_dev.infra.start_infra` starts them for the
 tests): a gRPC client streams the upload in 256 KiB chunks to an IngestServicer in this process, which
 receives it, sanitizes it, checks it against the subject's photos (S3 listing, one Vault batch decrypt),
 encrypts and stores the crop and the face template (Vault data keys, S3), writes the KV record and the
@@ -66,9 +66,9 @@ from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, RejectedInpu
 from likeness import ids
 from likeness.runtime import Platform
 from likeness.v1 import ingest_pb2, ingest_pb2_grpc
-from likeness_cli.infra import Infra, start_infra
-from likeness_cli.ports import free_port
-from likeness_cli.samples import astronaut
+from likeness_dev.infra import Infra, start_infra
+from likeness_dev.ports import free_port
+from likeness_dev.samples import astronaut
 
 GOAL_RATIO = 3.0
 GOAL_RSS_MB = 600

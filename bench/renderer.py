@@ -57,12 +57,12 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from likeness import ids
 from likeness.jobs import TERMINAL, JobRecords
-from likeness.objects import lora_key, render_image_key
+from likeness.object_names import lora_key, render_image_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 from likeness_ml.base_model import detect_family, load_pipeline
 from likeness_ml.lora_adapters import remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora

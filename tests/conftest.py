@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from likeness_cli.infra import Infra
-from likeness_cli.journey import GatewayClient
-from likeness_cli.stack import DevStack
+from likeness_dev.infra import Infra
+from likeness_dev.journey import GatewayClient
+from likeness_dev.stack import DevStack
 
 
 @pytest.fixture(scope="session")

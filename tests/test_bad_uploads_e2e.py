@@ -9,8 +9,8 @@ import zlib
 import PIL.Image
 import pytest
 
-from likeness_cli.journey import GatewayClient
-from likeness_cli.samples import no_face_photo, sample_photos, two_faces_photo
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import no_face_photo, sample_photos, two_faces_photo
 
 pytestmark = [pytest.mark.integration]
 

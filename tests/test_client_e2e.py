@@ -13,9 +13,6 @@ import PIL.Image
 import pytest
 
 from likeness_cli.main import main
-from likeness_cli.samples import no_face_photo, sample_photos, write_sample_photos
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import ALL_SCOPES
 from likeness_client import (
     AsyncLikenessClient,
     Forbidden,
@@ -25,6 +22,9 @@ from likeness_client import (
     Unauthenticated,
     UploadRejected,
 )
+from likeness_dev.samples import no_face_photo, sample_photos, write_sample_photos
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import ALL_SCOPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,13 +7,13 @@ import time
 import pytest
 
 from likeness.config import CommonSettings
-from likeness.keys import KeyDestroyed, SubjectKeys
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectStore
-from likeness_cli.journey import GatewayClient
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
+from likeness.vault_transit import KeyDestroyed, SubjectKeys
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
 
 pytestmark = [pytest.mark.integration]
 

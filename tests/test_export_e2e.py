@@ -33,11 +33,11 @@ from likeness.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from likeness_cli.ports import free_port
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import ALL_SCOPES, mint_dev_token
 from likeness_client import LikenessClient, TransportError
+from likeness_dev.ports import free_port
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import ALL_SCOPES, mint_dev_token
 
 EXPORT_SCOPES = [*ALL_SCOPES, "subjects:export"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

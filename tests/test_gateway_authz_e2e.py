@@ -22,9 +22,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER
 
 SCOPES = (*ALL_SCOPES, "retention:read", "retention:write", "looks:read", "looks:write")
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/receipt-keys")}

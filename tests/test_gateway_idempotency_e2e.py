@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
 
 BUCKET_DIR = "KV_gateway_idempotency"
 

@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import ALL_SCOPES
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import ALL_SCOPES
 
 #: Examples per operation and generation mode (valid and invalid data).
 EXAMPLES = 6

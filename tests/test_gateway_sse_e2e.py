@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
 
 
 def read_events(client: httpx.Client, path: str) -> tuple[list[tuple[str, Any]], httpx.Response]:

@@ -12,8 +12,8 @@ import io
 import pytest
 from PIL import Image
 
-from likeness_cli.journey import GatewayClient
-from likeness_cli.samples import DISTINCT_SAMPLES, other_person_photo, sample_photos
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import DISTINCT_SAMPLES, other_person_photo, sample_photos
 
 pytestmark = [pytest.mark.integration]
 

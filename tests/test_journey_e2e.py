@@ -7,11 +7,11 @@ import io
 import PIL.Image
 import pytest
 
-from likeness_cli.journey import GatewayClient, JourneyResult, run_journey
-from likeness_cli.leaks import photo_secrets, scan_plaintext
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
-from renderer.marking import is_marked
+from likeness_dev.journey import GatewayClient, JourneyResult, run_journey
+from likeness_dev.leaks import photo_secrets, scan_plaintext
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_marks.iptc import is_marked
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -30,11 +30,11 @@ import httpx
 import pytest
 import yaml
 
-from likeness_cli.journey import GatewayClient, run_journey
-from likeness_cli.ports import LOOPBACK, free_port
-from likeness_cli.procs import ManagedProcess
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
+from likeness_dev.journey import GatewayClient, run_journey
+from likeness_dev.ports import LOOPBACK, free_port
+from likeness_dev.procs import ManagedProcess
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -24,22 +24,22 @@ from peft.utils import get_peft_model_state_dict
 
 from likeness import ids
 from likeness.config import CommonSettings
-from likeness.keys import SubjectKeys
-from likeness.objects import lora_key
+from likeness.object_names import lora_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectStore
 from likeness.v1 import renderer_pb2, renderer_pb2_grpc
-from likeness_cli.journey import GatewayClient
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
+from likeness.vault_transit import SubjectKeys
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_marks import watermark
+from likeness_marks.c2pa_reading import c2pa_available, read_manifest
+from likeness_marks.iptc import is_marked
 from likeness_ml.lora_adapters import remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
 from likeness_ml.subject import SUBJECT_PHRASE
 from likeness_ml.tiny_model import build_tiny_pipeline
-from renderer import watermark
 from renderer.config import RendererSettings
-from renderer.marking import is_marked
-from renderer.provenance import c2pa_available, read_manifest
 
 pytestmark = [pytest.mark.integration]
 TENANT = "dev"

@@ -12,8 +12,9 @@ import PIL.Image
 import pytest
 
 from likeness_cli.verify_image import register
+from likeness_marks.c2pa_reading import c2pa_available
 from renderer.marking import OutputMarker
-from renderer.provenance import Credentials, ManifestSigner, c2pa_available
+from renderer.provenance import Credentials, ManifestSigner
 
 KEY = "verify-image-test-key-0123456789abcdef"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from likeness import receipts
-from likeness_cli.infra import Infra
 from likeness_cli.receipts import EXIT_INVALID, EXIT_OK, register
+from likeness_dev.infra import Infra
 
 FACTS = {
     "type": receipts.RECEIPT_TYPE,

@@ -18,15 +18,15 @@ from nats.js.errors import BucketNotFoundError
 from likeness import receipts
 from likeness.bus import EVENTS_STREAM, subject_events_filter
 from likeness.config import CommonSettings
-from likeness.keys import SubjectKeys
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.store import ObjectStore
 from likeness.v1 import renderer_pb2, retention_pb2, trainer_pb2
-from likeness_cli.journey import GatewayClient
+from likeness.vault_transit import SubjectKeys
 from likeness_cli.receipts import register
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import DEV_TENANT
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import DEV_TENANT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -24,10 +24,10 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from likeness_cli.journey import GatewayClient
-from likeness_cli.ports import LOOPBACK, free_port
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
+from likeness_dev.journey import GatewayClient
+from likeness_dev.ports import LOOPBACK, free_port
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,16 +20,16 @@ import nats.js.errors
 import pytest
 from google.protobuf.message import Message
 
-from likeness.bus import EVENTS_STREAM, TRAIN_STREAM, Bus, event_subject
+from likeness.bus import EVENTS_STREAM, TRAIN_STREAM, Bus, event_nats_subject
 from likeness.config import CommonSettings
 from likeness.jobs import JobRecords
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.store import ObjectStore
 from likeness.v1 import events_pb2, trainer_pb2
-from likeness_cli.journey import GatewayClient
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import DEV_TENANT
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import DEV_TENANT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,7 +84,7 @@ def _training_events(stack: DevStack, subject_id: str) -> list[tuple[int, str, A
                 message = await bus.js.get_msg(
                     EVENTS_STREAM,
                     seq=sequence,
-                    subject=event_subject(DEV_TENANT, subject_id, "training.>"),
+                    subject=event_nats_subject(DEV_TENANT, subject_id, "training.>"),
                     next=True,
                 )
             except nats.js.errors.NotFoundError:

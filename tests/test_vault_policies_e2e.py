@@ -2,8 +2,8 @@
 exactly the Transit operations its code calls, and nothing else.
 
 Each service gets a token carrying only its policy (no default policy, as its Kubernetes-auth role issues),
-and drives the real `likeness.keys` code paths with it: allowed operations succeed, every other one is
-refused by Vault (`KeyAccessDenied`, HTTP 403).
+and drives the real `likeness.vault_transit` code paths with it: allowed operations succeed, every other
+one is refused by Vault (`KeyAccessDenied`, HTTP 403).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from likeness.keys import KeyAccessDenied, KeyDestroyed, SubjectKeys, key_name
-from likeness_cli.infra import Infra
-from likeness_cli.procs import find_binary
+from likeness.vault_transit import KeyAccessDenied, KeyDestroyed, SubjectKeys, key_name
+from likeness_dev.infra import Infra
+from likeness_dev.procs import find_binary
 from retention.vault_keys import RetentionKeys
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from likeness_cli.stackfile import find_project_dir, read_dev_env, state_dir_of
+from likeness_cli.local_settings import find_project_dir, read_dev_env, state_dir_of
 from likeness_client import (
     ApiError,
     ClientSettings,

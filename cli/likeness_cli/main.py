@@ -1,4 +1,9 @@
-"""The `likeness` command: run the local dev stack, mint dev tokens, write the tiny model."""
+"""The `likeness` command: the gateway's API, verification tools and operator tools.
+
+Command groups that live in other installed packages join through the `likeness.commands` entry point
+group (a callable that takes the subparsers and adds its own): the dev kit adds `likeness dev ...` and
+`likeness demo` that way, so this package never imports it.
+"""
 
 from __future__ import annotations
 
@@ -6,254 +11,63 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from likeness_cli.infra import InfraStartError
+from likeness_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, say
 from likeness_cli.models import ModelError, write_tiny_model
-from likeness_cli.stackfile import (
-    DEV_ENV_FILENAME,
-    StackFileError,
-    find_project_dir,
-    read_dev_env,
-    read_stack_file,
-    state_dir_of,
-)
-from likeness_cli.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token, parse_scopes
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
-EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-    """A failure to report in one line (plus detail) with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _say(message: str) -> None:
-    print(f"likeness: {message}", file=sys.stderr, flush=True)
-
-
-def _project_dir(args: argparse.Namespace) -> Path:
-    given: Path | None = args.project_dir
-    return given.resolve() if given is not None else find_project_dir()
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-# ------------------------------------------------------------------------------------------------ dev
-
-
-def _dev_up(args: argparse.Namespace) -> int:
-    from likeness_cli.stack import DevStack
-
-    project_dir = _project_dir(args)
-    services = parse_scopes(args.services) if args.services else None
-    began = time.monotonic()
-    stack = DevStack.start(
-        project_dir,
-        infra_only=args.infra_only,
-        services=services,
-        timeout=args.timeout,
-        die_with_parent=False,  # the stack outlives this command; `likeness dev down` stops it
-        reset=args.reset,
-        progress=_say,
-    )
-    _say(f"dev stack up in {time.monotonic() - began:.1f}s")
-    endpoints = stack.infra.endpoints
-    lines = [
-        f"  NATS      {endpoints.nats_url}",
-        f"  S3        {endpoints.s3_endpoint}  (bucket {endpoints.s3_bucket})",
-        f"  Vault API {endpoints.vault_addr}",
-    ]
-    for service in stack.services.values():
-        where = service.address if service.grpc_port else f"metrics {service.metrics_url}"
-        if service.http_port:
-            where = stack.gateway_url
-        lines.append(f"  {service.name:<17} {where}")
-    state_dir = stack.state_dir
-    lines += [
-        "",
-        f"Settings, secrets and a dev token: {_relative(state_dir / DEV_ENV_FILENAME)}"
-        f"  (load with: set -a; . {_relative(state_dir / DEV_ENV_FILENAME)}; set +a)",
-        f"Logs: {_relative(stack.log_dir)}/",
-        "Stop with: likeness dev down",
-    ]
-    print("\n".join(lines))
-    return EXIT_OK
-
-
-def _dev_down(args: argparse.Namespace) -> int:
-    from likeness_cli.stack import stop_recorded_stack
-
-    project_dir = _project_dir(args)
-    stopped = stop_recorded_stack(project_dir, grace=args.grace)
-    if stopped is None:
-        _say(f"no dev stack recorded in {state_dir_of(project_dir)}; nothing to stop")
-    elif stopped:
-        _say(f"stopped {', '.join(stopped)}")
-    else:
-        _say("the recorded dev stack was no longer running; cleaned up its records")
-    return EXIT_OK
-
-
-def _dev_status(args: argparse.Namespace) -> int:
-    from likeness_cli.stack import stack_status
-
-    project_dir = _project_dir(args)
-    status = stack_status(project_dir)
-    if status is None:
-        _say(f"no dev stack running in {project_dir} (start one with: likeness dev up)")
-        return EXIT_NOT_RUNNING
-    record, processes = status
-    print(f"{'NAME':<17} {'PID':>8}  {'STATE':<10} DETAIL")
-    for process in processes:
-        state = "healthy" if process.healthy else ("unhealthy" if process.alive else "stopped")
-        detail = "" if process.healthy else f"{process.problem}  (log: {_relative(Path(process.log))})"
-        print(f"{process.name:<17} {process.pid:>8}  {state:<10} {detail}")
-    if "gateway_url" in record:
-        print(f"\ngateway: {record['gateway_url']}")
-    if not any(process.alive for process in processes):
-        return EXIT_NOT_RUNNING
-    return EXIT_OK if all(process.healthy for process in processes) else EXIT_FAILED
-
-
-def _dev_secret(project_dir: Path) -> str:
-    state_dir = state_dir_of(project_dir)
-    secret = read_dev_env(state_dir).get("LIKENESS_JWT_DEV_SECRET")
-    if not secret:
-        record = read_stack_file(state_dir)
-        secret = None if record is None else record.get("jwt_dev_secret")
-    if not secret:
-        raise CliError(
-            f"no dev stack in {project_dir}: its JWT secret is unknown (start one with: likeness dev up)"
-        )
-    return str(secret)
-
-
-def _dev_token(args: argparse.Namespace) -> int:
-    scopes = parse_scopes(args.scopes) if args.scopes is not None else ALL_SCOPES
-    try:
-        token = mint_dev_token(
-            _dev_secret(_project_dir(args)), args.tenant, scopes, subject=args.subject, ttl_seconds=args.ttl
-        )
-    except (ValueError, TypeError) as error:
-        raise CliError(str(error), EXIT_USAGE) from error
-    print(token)
-    return EXIT_OK
-
-
-# ------------------------------------------------------------------------------------------------ model
+#: Entry point group of command plugins: `name = "package.module:register"`, register(subparsers).
+PLUGIN_GROUP = "likeness.commands"
 
 
 def _model_tiny(args: argparse.Namespace) -> int:
     out: Path = args.out
     began = time.monotonic()
     write_tiny_model(out, seed=args.seed)
-    _say(f"tiny model written to {out} in {time.monotonic() - began:.1f}s")
+    say(f"tiny model written to {out} in {time.monotonic() - began:.1f}s")
     return EXIT_OK
 
 
-# ------------------------------------------------------------------------------------------------ demo
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from likeness_cli.demo import run_demo
-    from likeness_cli.journey import JourneyError
-
-    try:
-        run_demo(_project_dir(args), args.out, images_per_style=args.images_per_style)
-    except JourneyError as error:
-        raise CliError(f"the journey failed: {error}") from error
-    return EXIT_OK
-
-
-# ------------------------------------------------------------------------------------------------ parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="likeness", description="Likeness developer command line.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument(
-        "--project-dir",
-        type=Path,
-        help="project whose .likeness/ holds the stack (default: the git work tree around the current dir)",
-    )
-
-    dev = commands.add_parser("dev", help="the local dev stack").add_subparsers(
-        dest="dev_command", metavar="SUBCOMMAND", required=True
-    )
-    up = dev.add_parser("up", parents=[where], help="start servers and services in the background")
-    up.add_argument("--infra-only", action="store_true", help="only NATS, S3 and the Vault API (no services)")
-    up.add_argument("--services", help="only these services (comma/space separated), e.g. 'retention,ingest'")
-    up.add_argument("--timeout", type=float, help="seconds to wait for the services to be healthy")
-    up.add_argument("--reset", action="store_true", help="delete the NATS and S3 data of earlier runs first")
-    up.set_defaults(handler=_dev_up)
-
-    down = dev.add_parser("down", parents=[where], help="stop everything `dev up` started")
-    down.add_argument("--grace", type=float, default=10.0, help="seconds before a process is killed")
-    down.set_defaults(handler=_dev_down)
-
-    status = dev.add_parser("status", parents=[where], help="show the processes of the dev stack")
-    status.set_defaults(handler=_dev_status)
-
-    token = dev.add_parser("token", parents=[where], help="print a dev JWT for the running stack")
-    token.add_argument("--tenant", default=DEV_TENANT, help=f"tenant claim (default: {DEV_TENANT})")
-    token.add_argument("--subject", help="sub claim (omitted by default)")
-    token.add_argument("--scopes", help="space/comma separated scopes (default: all)")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
-    token.set_defaults(handler=_dev_token)
-
-    model = commands.add_parser("model", help="models for development").add_subparsers(
+def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    model = commands.add_parser("model", help="base models").add_subparsers(
         dest="model_command", metavar="SUBCOMMAND", required=True
     )
-    tiny = model.add_parser("tiny", help="write the tiny base model (fast to train and render, on CPU)")
+    tiny = model.add_parser(
+        "tiny", help="write the tiny random-weight model (fast to train and render on CPU; images are noise)"
+    )
     tiny.add_argument("--out", type=Path, required=True, help="output folder")
     tiny.add_argument("--seed", type=int, help="seed of the random weights")
     tiny.set_defaults(handler=_model_tiny)
 
-    demo = commands.add_parser(
-        "demo", parents=[where], help="run the journey on the running dev stack, write a contact sheet"
-    )
-    demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
-    demo.add_argument("--images-per-style", type=int, default=4, help="images per style (default: 4)")
-    demo.set_defaults(handler=_demo)
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="likeness", description="Likeness command line.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Commands whose modules live beside their features (each adds its own subparsers).
     from likeness_cli import api_commands, receipts, verify_image
 
     api_commands.register(commands)
     receipts.register(commands)
     verify_image.register(commands)
+    _add_model_commands(commands)
+    for plugin in sorted(entry_points(group=PLUGIN_GROUP), key=lambda point: point.name):
+        plugin.load()(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from likeness_cli.stack import StackError
-
     try:
         code: int = args.handler(args)
     except CliError as error:
-        _say(f"error: {error}")
+        say(f"error: {error}")
         return error.code
-    except (StackError, InfraStartError, StackFileError, ModelError, FileNotFoundError) as error:
-        _say(f"error: {error}")
+    except (ModelError, FileNotFoundError) as error:
+        say(f"error: {error}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         return EXIT_INTERRUPTED
     return code
 

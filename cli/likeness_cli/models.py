@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 
@@ -25,26 +23,3 @@ def write_tiny_model(out_dir: Path, seed: int | None = None) -> Path:
     else:
         write_tiny_pipeline(out_dir, seed=seed)
     return out_dir
-
-
-def ensure_tiny_model(models_dir: Path) -> Path:
-    """`models_dir/tiny`, written on first use.
-
-    It is written to a scratch folder and renamed into place, so an existing `tiny` is always complete
-    (an interrupted write leaves only a scratch folder, removed next time).
-    """
-    target = models_dir / "tiny"
-    if target.is_dir():
-        return target
-    scratch = models_dir / f".tiny.partial-{os.getpid()}"
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
-        write_tiny_model(scratch)
-        try:
-            scratch.rename(target)
-        except OSError:
-            if not target.is_dir():  # else another process won the race with a complete model
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target

@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from likeness import receipts
-from likeness_cli.stackfile import find_project_dir, read_dev_env, state_dir_of
+from likeness_cli.local_settings import find_project_dir, read_dev_env, state_dir_of
 
 EXIT_OK = 0
 EXIT_INVALID = 1

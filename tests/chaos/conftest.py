@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 import nats.js.errors
 import pytest
 
-from likeness.bus import EVENTS_STREAM, Bus, event_subject
+from likeness.bus import EVENTS_STREAM, Bus, event_nats_subject
 from likeness.config import CommonSettings
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.store import ObjectStore, StoredObject
-from likeness_cli.infra import Infra
-from likeness_cli.journey import GatewayClient
-from likeness_cli.samples import sample_photos
-from likeness_cli.stack import DevStack
-from likeness_cli.tokens import DEV_TENANT
+from likeness_dev.infra import Infra
+from likeness_dev.journey import GatewayClient
+from likeness_dev.samples import sample_photos
+from likeness_dev.stack import DevStack
+from likeness_dev.tokens import DEV_TENANT
 
 T = TypeVar("T")
 CHAOS = "chaos"
@@ -235,7 +235,7 @@ class Kit:
         async def read(bus: Bus) -> list[tuple[int, str, bytes]]:
             found: list[tuple[int, str, bytes]] = []
             sequence = 1
-            subject = event_subject(DEV_TENANT, subject_id, name)
+            subject = event_nats_subject(DEV_TENANT, subject_id, name)
             while True:
                 try:
                     message = await bus.js.get_msg(EVENTS_STREAM, seq=sequence, subject=subject, next=True)

@@ -1,6 +1,6 @@
 """After the faults and the load: nothing of anyone leaked, anywhere the stack writes or shows.
 
-Runs last (marker `leak_scan`). Scans the chaos stack with `likeness_cli.leaks.scan_stack`:
+Runs last (marker `leak_scan`). Scans the chaos stack with `likeness_dev.leaks.scan_stack`:
 - the S3 and NATS data dirs and the services' private TMPDIR: no image signature, no 64-byte run of any
   photo (file bytes or pixels) or rendered image that went through the stack;
 - every service's log file: no subject id, external ref, bearer token, nor the stack's key material
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from likeness_cli.leaks import photo_secrets, scan_stack
+from likeness_dev.leaks import photo_secrets, scan_stack
 
 pytestmark = [pytest.mark.chaos, pytest.mark.chaos_ci, pytest.mark.leak_scan, pytest.mark.integration]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from likeness_cli.journey import GatewayClient, JourneyResult, run_journey
-from likeness_cli.samples import sample_photos
+from likeness_dev.journey import GatewayClient, JourneyResult, run_journey
+from likeness_dev.samples import sample_photos
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 

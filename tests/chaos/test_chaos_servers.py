@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from likeness.bus import RENDER_STREAM, TRAIN_STREAM
-from likeness_cli.infra import NATS, S3, VAULT
-from likeness_cli.leaks import photo_secrets, scan_plaintext
-from likeness_cli.samples import sample_photos
+from likeness_dev.infra import NATS, S3, VAULT
+from likeness_dev.leaks import photo_secrets, scan_plaintext
+from likeness_dev.samples import sample_photos
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ import pytest
 
 from likeness.bus import RENDER_STREAM, TRAIN_STREAM
 from likeness.v1 import events_pb2
-from likeness_cli.samples import sample_photos
+from likeness_dev.samples import sample_photos
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 
-from likeness.bus import Bus, audit_subject
+from likeness.bus import Bus, audit_nats_subject
 from likeness.hashing import keyed_hmac
 from likeness.ids import ID_PATTERN, is_valid_tenant
 from likeness.timeutil import SYSTEM_CLOCK, Clock, now_timestamp
@@ -76,7 +76,7 @@ class AuditTrail:
     ) -> None:
         """Publishes one record; `subject_id` may be empty for tenant-wide actions (a policy change)."""
         record = self.build(tenant, action, subject_id, outcome, resource_id)
-        await self._bus.publish(audit_subject(tenant, action.replace(".", "_")), record)
+        await self._bus.publish(audit_nats_subject(tenant, action.replace(".", "_")), record)
 
     async def record_quietly(
         self, tenant: str, action: str, subject_id: str, outcome: str, resource_id: str = ""

@@ -1,7 +1,9 @@
 """NATS JetStream: the domain event stream, work queues, KV buckets, trace context in headers.
 
-Subjects carry ids only (`evt.<tenant>.<subject>.<name>`, `job.<kind>.<tenant>.<subject>`); payloads are
-protobuf messages whose type is named in the `Likeness-Type` header.
+Words: a *subject* is a person (the domain's word); what NATS routes on is a *NATS subject*, and every name
+here that means the latter says so (`event_nats_subject`, `nats_subject=`). NATS subjects carry ids only
+(`evt.<tenant>.<subject_id>.<name>`, `job.<kind>.<tenant>.<subject_id>`); payloads are protobuf messages
+whose type is named in the `Likeness-Type` header.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ STREAMS = (
 )
 
 
-def event_subject(tenant: str, subject_id: str, name: str) -> str:
+def event_nats_subject(tenant: str, subject_id: str, name: str) -> str:
     return f"evt.{tenant}.{subject_id}.{name}"
 
 
@@ -88,7 +90,7 @@ def subject_events_filter(tenant: str, subject_id: str) -> str:
     return f"evt.{tenant}.{subject_id}.>"
 
 
-def job_subject(kind: str, tenant: str, subject_id: str) -> str:
+def job_nats_subject(kind: str, tenant: str, subject_id: str) -> str:
     return f"job.{kind}.{tenant}.{subject_id}"
 
 
@@ -96,7 +98,7 @@ def subject_erased_filter() -> str:
     return "evt.*.*.subject.erased"
 
 
-def audit_subject(tenant: str, action: str) -> str:
+def audit_nats_subject(tenant: str, action: str) -> str:
     return f"audit.{tenant}.{action}"
 
 
@@ -165,11 +167,11 @@ class Bus:
                 self._kv[bucket] = await self.js.create_key_value(config)
         return self._kv[bucket]
 
-    async def publish(self, subject: str, message: Message, msg_id: str | None = None) -> None:
+    async def publish(self, nats_subject: str, message: Message, msg_id: str | None = None) -> None:
         headers = {TYPE_HEADER: message_type(message), **trace_headers()}
         if msg_id is not None:
             headers[MSG_ID_HEADER] = msg_id
-        await self.js.publish(subject, message.SerializeToString(), headers=headers)
+        await self.js.publish(nats_subject, message.SerializeToString(), headers=headers)
 
     async def purge_subject_events(self, tenant: str, subject_id: str) -> int:
         info = await self.js.stream_info(EVENTS_STREAM)

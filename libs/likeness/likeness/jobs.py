@@ -25,10 +25,10 @@ from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 
 from likeness.bus import decode, kv_get, kv_keys, subject_erased_filter
-from likeness.keys import KeyDestroyed
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2
+from likeness.vault_transit import KeyDestroyed
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("likeness.jobs")

@@ -13,11 +13,11 @@ from nats.aio.msg import Msg
 from likeness.bus import Bus, decode, subject_erased_filter
 from likeness.config import CommonSettings
 from likeness.grpc_server import GrpcServer, install_shutdown_handlers
-from likeness.keys import SubjectKeys
 from likeness.sealed import SealedObjects
 from likeness.store import ObjectStore
 from likeness.telemetry import MetricsServer, setup_logging, setup_tracing
 from likeness.v1 import events_pb2
+from likeness.vault_transit import SubjectKeys
 
 log = logging.getLogger(__name__)
 

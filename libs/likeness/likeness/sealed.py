@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from likeness import envelope
 from likeness.envelope import ObjectContext
-from likeness.keys import SubjectKeys
 from likeness.store import ObjectStore
+from likeness.vault_transit import SubjectKeys
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from likeness.config import CommonSettings
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 
 
 def settings_for(infra: Infra) -> CommonSettings:

@@ -16,7 +16,7 @@ from likeness.bus import (
     EVENTS_STREAM,
     Bus,
     decode,
-    event_subject,
+    event_nats_subject,
     kv_get,
     kv_keys,
 )
@@ -69,9 +69,9 @@ async def test_msg_id_deduplicates_a_retried_publish(bus: Bus) -> None:
 
 async def test_decode_checks_the_declared_type(bus: Bus) -> None:
     tenant, subject = "test", _subject_id()
-    sub = await bus.js.subscribe(event_subject(tenant, subject, ">"), stream=EVENTS_STREAM)
+    sub = await bus.js.subscribe(event_nats_subject(tenant, subject, ">"), stream=EVENTS_STREAM)
     await bus.publish(
-        event_subject(tenant, subject, "subject.opened"), events_pb2.SubjectOpened(tenant=tenant)
+        event_nats_subject(tenant, subject, "subject.opened"), events_pb2.SubjectOpened(tenant=tenant)
     )
     msg = await sub.next_msg(timeout=5)
     assert decode(msg, events_pb2.SubjectOpened).tenant == tenant
@@ -83,9 +83,9 @@ async def test_decode_checks_the_declared_type(bus: Bus) -> None:
 async def test_trace_context_travels_in_headers(bus: Bus) -> None:
     trace.set_tracer_provider(TracerProvider())
     tenant, subject = "test", _subject_id()
-    sub = await bus.js.subscribe(event_subject(tenant, subject, ">"), stream=EVENTS_STREAM)
+    sub = await bus.js.subscribe(event_nats_subject(tenant, subject, ">"), stream=EVENTS_STREAM)
     with trace.get_tracer("test").start_as_current_span("publish") as span:
-        await bus.publish(event_subject(tenant, subject, "x"), events_pb2.SubjectOpened(tenant=tenant))
+        await bus.publish(event_nats_subject(tenant, subject, "x"), events_pb2.SubjectOpened(tenant=tenant))
         trace_id = f"{span.get_span_context().trace_id:032x}"
     msg = await sub.next_msg(timeout=5)
     assert trace_id in (msg.headers or {}).get("traceparent", "")
@@ -96,7 +96,9 @@ async def test_purging_a_subjects_events_leaves_others(bus: Bus) -> None:
     tenant, erased, kept = "test", _subject_id(), _subject_id()
     for subject in (erased, kept):
         for name in ("subject.opened", "photo.accepted"):
-            await bus.publish(event_subject(tenant, subject, name), events_pb2.SubjectOpened(tenant=tenant))
+            await bus.publish(
+                event_nats_subject(tenant, subject, name), events_pb2.SubjectOpened(tenant=tenant)
+            )
     assert await bus.purge_subject_events(tenant, erased) == 2
     info = await bus.js.stream_info(EVENTS_STREAM, subjects_filter=f"evt.{tenant}.*.>")
     remaining = info.state.subjects or {}
@@ -135,7 +137,7 @@ async def test_kv_listing_sees_every_key_written_concurrently_before_it(bus: Bus
 async def test_durable_event_watch_sees_events_published_while_away(bus: Bus) -> None:
     tenant, subject = "test", _subject_id()
     await bus.publish(
-        event_subject(tenant, subject, "subject.erased"), events_pb2.SubjectErased(subject_id=subject)
+        event_nats_subject(tenant, subject, "subject.erased"), events_pb2.SubjectErased(subject_id=subject)
     )
     seen: asyncio.Queue[str] = asyncio.Queue()
 
@@ -145,6 +147,6 @@ async def test_durable_event_watch_sees_events_published_while_away(bus: Bus) ->
             await seen.put(event.subject_id)
 
     await bus.watch_events(
-        event_subject(tenant, subject, "subject.erased"), handler, durable=f"t{uuid.uuid4().hex[:8]}"
+        event_nats_subject(tenant, subject, "subject.erased"), handler, durable=f"t{uuid.uuid4().hex[:8]}"
     )
     assert await asyncio.wait_for(seen.get(), timeout=5) == subject

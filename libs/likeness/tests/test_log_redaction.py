@@ -7,8 +7,8 @@ import logging
 import sys
 
 from likeness.ids import new_id, redact_subject_ids
-from likeness.keys import key_name
 from likeness.telemetry import JsonFormatter
+from likeness.vault_transit import key_name
 
 
 def _record(msg: str, **extra: object) -> logging.LogRecord:

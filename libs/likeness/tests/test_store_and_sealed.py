@@ -9,9 +9,9 @@ import pytest
 
 from likeness.config import CommonSettings
 from likeness.envelope import ContextMismatch
-from likeness.keys import SubjectKeys
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectMissing, ObjectStore, StoreError
+from likeness.vault_transit import SubjectKeys
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import unavailable
 from gateway.idempotency import IdempotencyStore
 from gateway.job_cache import JobCache
-from likeness.bus import Bus, decode, event_subject, subject_erased_filter
+from likeness.bus import Bus, decode, event_nats_subject, subject_erased_filter
 from likeness.jobs import stop_task
 from likeness.v1 import events_pb2
 
@@ -78,7 +78,7 @@ class NatsLink:
                     await bus.nc.subscribe(subject_erased_filter(), cb=self._forget_erased)
                 if self.jobs is not None:
                     for name in JOB_EVENTS:
-                        await bus.nc.subscribe(event_subject("*", "*", name), cb=self._job_changed)
+                        await bus.nc.subscribe(event_nats_subject("*", "*", name), cb=self._job_changed)
                     self.jobs.listening = True
             except (OSError, nats.errors.Error, nats.js.errors.Error, TimeoutError):
                 log.warning("NATS setup failed; retrying")
@@ -157,10 +157,10 @@ class NatsLink:
         return self.idempotency
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, subject: str) -> AsyncIterator[asyncio.Queue[Msg]]:
-        """Core NATS messages on `subject` (JetStream publishes reach plain subscribers too: no consumer is
-        created, nothing is left on the server when the stream ends). Without NATS the queue stays empty
-        and the reader falls back on its periodic re-reads."""
+    async def subscribe(self, nats_subject: str) -> AsyncIterator[asyncio.Queue[Msg]]:
+        """Core NATS messages on `nats_subject` (JetStream publishes reach plain subscribers too: no
+        consumer is created, nothing is left on the server when the stream ends). Without NATS the queue
+        stays empty and the reader falls back on its periodic re-reads."""
         queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=256)
         if self.bus is None or not self.connected():
             yield queue
@@ -170,7 +170,7 @@ class NatsLink:
             with contextlib.suppress(asyncio.QueueFull):  # a reader that lags only misses triggers
                 queue.put_nowait(msg)
 
-        subscription = await self.bus.nc.subscribe(subject, cb=on_message)
+        subscription = await self.bus.nc.subscribe(nats_subject, cb=on_message)
         try:
             yield queue
         finally:

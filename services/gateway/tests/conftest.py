@@ -39,9 +39,9 @@ from likeness.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from likeness_cli.infra import Infra
-from likeness_cli.tokens import ALL_SCOPES as DEV_SCOPES
-from likeness_cli.tokens import mint_dev_token
+from likeness_dev.infra import Infra
+from likeness_dev.tokens import ALL_SCOPES as DEV_SCOPES
+from likeness_dev.tokens import mint_dev_token
 
 SECRET = "gateway-tests-secret-0123456789abcdef"
 TENANT = "acme"

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from likeness.ids import new_id
-from likeness_cli.tokens import ALL_SCOPES
+from likeness_dev.tokens import ALL_SCOPES
 
 OTHER_TENANT = "globex"
 DEV_SECRET = "gateway-tests-secret-0123456789abcdef"  # the one conftest configures

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.idempotency import IdempotencyStore
 from gateway.paging import encode_cursor
-from likeness.bus import Bus, event_subject
+from likeness.bus import Bus, event_nats_subject
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2
 
@@ -291,7 +291,7 @@ async def test_stored_records_hold_nothing_in_clear_and_go_with_the_subject(clie
     event = events_pb2.SubjectErased(
         tenant="acme", subject_id=subject, erasure_id="era_x", at=now_timestamp()
     )
-    await bus.publish(event_subject("acme", subject, "subject.erased"), event)
+    await bus.publish(event_nats_subject("acme", subject, "subject.erased"), event)
     for _ in range(100):
         remaining = [name for name in await store.kv.keys() if subject in name]
         if not remaining:
@@ -383,7 +383,7 @@ async def test_training_events_stream_the_state_until_it_ends(make_client, auth,
         progress = events_pb2.TrainingProgress(
             tenant="acme", subject_id=world.subject, training_id=world.training, step=5, total_steps=10
         )
-        await bus.publish(event_subject("acme", world.subject, "training.progress"), progress)
+        await bus.publish(event_nats_subject("acme", world.subject, "training.progress"), progress)
         await asyncio.sleep(0.3)
         record.status = common_pb2.JOB_STATUS_SUCCEEDED
         record.progress.step = 10
@@ -525,7 +525,7 @@ async def test_reads_trust_a_subject_seen_active_briefly_and_erasure_clears_it(
         event = events_pb2.SubjectErased(
             tenant="acme", subject_id=other, erasure_id="era_y", at=now_timestamp()
         )
-        await client.app.state.nats.bus.publish(event_subject("acme", other, "subject.erased"), event)
+        await client.app.state.nats.bus.publish(event_nats_subject("acme", other, "subject.erased"), event)
         for _ in range(100):
             if (await client.get(f"/v1/trainings/{trn}", headers=auth())).status_code == 410:
                 break

@@ -13,7 +13,7 @@ import pytest
 from gateway.access import LiveSubjects
 from gateway.job_cache import MAX_ENTRIES, Invalidations, JobCache
 from gateway.single_flight import SingleFlight
-from likeness.bus import event_subject
+from likeness.bus import event_nats_subject
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, retention_pb2
 
@@ -190,7 +190,7 @@ async def _training(client, auth) -> tuple[str, str]:
 
 
 async def _publish(client, name: str, subject: str, event) -> None:
-    await client.app.state.nats.bus.publish(event_subject("acme", subject, name), event)
+    await client.app.state.nats.bus.publish(event_nats_subject("acme", subject, name), event)
 
 
 async def _eventually(check: Callable[[], object], tries: int = 100) -> None:

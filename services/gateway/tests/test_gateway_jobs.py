@@ -12,7 +12,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from likeness.v1 import common_pb2, ingest_pb2
-from likeness_cli.tokens import ALL_SCOPES, mint_dev_token
+from likeness_dev.tokens import ALL_SCOPES, mint_dev_token
 
 BOUNDARY = "likeness-test-boundary"
 MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}

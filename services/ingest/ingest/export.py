@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from likeness.objects import photo_key
+from likeness.object_names import photo_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectMissing
 from likeness.v1 import ingest_pb2

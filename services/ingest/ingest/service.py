@@ -32,15 +32,15 @@ from ingest.subject_locks import SubjectLocks
 from ingest.templates import FaceTemplate, SubjectTemplates
 from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, SanitizeResult, rejected
 from likeness import ids
-from likeness.bus import event_subject
-from likeness.keys import KeyAccessDenied, KeyDestroyed, KeyError_
-from likeness.objects import photo_key
+from likeness.bus import event_nats_subject
+from likeness.object_names import photo_key
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import StoreError
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
+from likeness.vault_transit import KeyAccessDenied, KeyDestroyed, KeyError_
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 ),
             )
             await self.platform.bus.publish(
-                event_subject(photo.tenant, photo.subject_id, name), event, msg_id=photo.id
+                event_nats_subject(photo.tenant, photo.subject_id, name), event, msg_id=photo.id
             )
             return
         rejected_event = events_pb2.PhotoRejected(
@@ -225,7 +225,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             reason_codes=[r.code for r in photo.reasons],
             at=now_timestamp(),
         )
-        subject = event_subject(photo.tenant, photo.subject_id, "photo.rejected")
+        subject = event_nats_subject(photo.tenant, photo.subject_id, "photo.rejected")
         await self.platform.bus.publish(subject, rejected_event, msg_id=photo.id)
 
     async def ListPhotos(

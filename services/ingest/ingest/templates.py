@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from likeness.objects import face_template_key
+from likeness.object_names import face_template_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectMissing, ObjectStore
 

@@ -1,7 +1,7 @@
 """Shared fixtures for the ingest tests: one warmed face analyzer, default limits, photo builders, the
 hostile corpus, and the checks every stored crop must pass (exiftool's view included).
 
-Photos are derived from scikit-image's public-domain astronaut portrait (see likeness_cli.samples), built
+Photos are derived from scikit-image's public-domain astronaut portrait (see likeness_dev.samples), built
 in memory; nothing is written to disk (exiftool reads them from a pipe).
 """
 
@@ -24,7 +24,7 @@ from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits
 from ingest.sanitize import sanitize
 from ingest.verdicts import SanitizeResult
-from likeness_cli.samples import PLANTED_SECRETS, CorpusFile, astronaut, hostile_corpus
+from likeness_dev.samples import PLANTED_SECRETS, CorpusFile, astronaut, hostile_corpus
 
 Encode = Callable[..., bytes]
 
@@ -205,7 +205,7 @@ def swapped_icc_profile() -> bytes:
 
 @pytest.fixture(scope="session")
 def corpus() -> dict[str, CorpusFile]:
-    """likeness_cli.samples.hostile_corpus() by file name, built once."""
+    """likeness_dev.samples.hostile_corpus() by file name, built once."""
     return {entry.name: entry for entry in hostile_corpus()}
 
 

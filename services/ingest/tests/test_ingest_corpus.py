@@ -1,6 +1,6 @@
 """The hostile corpus: every file gets its exact verdict, and every accepted one comes out as pixels only.
 
-The corpus is built by the project (likeness_cli.samples.hostile_corpus). Each hostile property is first
+The corpus is built by the project (likeness_dev.samples.hostile_corpus). Each hostile property is first
 shown to be present in the input, as exiftool or the bytes see it, so a corpus that lost its metadata
 would fail here instead of proving nothing. The stored, encrypted crops get the same checks after
 decryption in test_ingest_service.
@@ -20,7 +20,7 @@ from PIL import Image
 from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits
 from ingest.verdicts import Accepted, Rejected, SanitizeResult
-from likeness_cli.samples import ACCEPTED, CorpusFile, hostile_corpus_names
+from likeness_dev.samples import ACCEPTED, CorpusFile, hostile_corpus_names
 
 Run = Callable[[bytes], SanitizeResult]
 Tags = dict[str, Any]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ingest.verdicts import Accepted, ReasonCode, Rejected, SanitizeResult
-from likeness_cli.samples import astronaut, fake_exif
+from likeness_dev.samples import astronaut, fake_exif
 
 Run = Callable[[bytes], SanitizeResult]
 MAX_CPU_SECONDS = 2.0

@@ -11,7 +11,7 @@ from ingest.limits import SanitizeLimits
 from ingest.phash import HASH_BITS, hamming, perceptual_hash
 from ingest.quality import FaceQuality, measure_face, quality_problems
 from ingest.verdicts import ReasonCode
-from likeness_cli.samples import astronaut
+from likeness_dev.samples import astronaut
 
 FACE = FaceBox(left=175, top=76, right=266, bottom=167, score=1.0)  # the astronaut's, at 512 px
 

@@ -17,7 +17,7 @@ from ingest.faces import FaceAnalyzer, embedding_distance
 from ingest.limits import SanitizeLimits
 from ingest.sanitize import sanitize
 from ingest.verdicts import MESSAGES, Accepted, Reason, ReasonCode, Rejected, SanitizeResult
-from likeness_cli.samples import astronaut, fake_exif, no_face_photo, sample_photos, two_faces_photo
+from likeness_dev.samples import astronaut, fake_exif, no_face_photo, sample_photos, two_faces_photo
 
 Run = Callable[[bytes], SanitizeResult]
 Encode = Callable[..., bytes]

@@ -24,13 +24,13 @@ from ingest.records import PHOTOS_BUCKET, PhotoRecords
 from ingest.service import IngestServicer
 from ingest.templates import FaceTemplate, SubjectTemplates
 from likeness import ids
-from likeness.bus import EVENTS_STREAM, event_subject
-from likeness.objects import photo_key, subject_prefix
+from likeness.bus import EVENTS_STREAM, event_nats_subject
+from likeness.object_names import photo_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import ingest_pb2, ingest_pb2_grpc
-from likeness_cli.infra import Infra
-from likeness_cli.samples import ACCEPTED, CorpusFile, no_face_photo, other_person_photo, sample_photos
+from likeness_dev.infra import Infra
+from likeness_dev.samples import ACCEPTED, CorpusFile, no_face_photo, other_person_photo, sample_photos
 
 pytestmark = pytest.mark.integration
 PS = ingest_pb2.PhotoStatus
@@ -162,7 +162,7 @@ async def test_the_template_is_the_photo_embedding_and_hash_and_never_leaves_in_
     raw_template = service.platform.store.get_bytes(SubjectTemplates.ref(TENANT, subject_id, photo.id).key)
     record = await (await service.platform.bus.kv(PHOTOS_BUCKET)).get(f"{TENANT}.{subject_id}.{photo.id}")
     event = await service.platform.bus.js.get_last_msg(
-        EVENTS_STREAM, event_subject(TENANT, subject_id, "photo.accepted")
+        EVENTS_STREAM, event_nats_subject(TENANT, subject_id, "photo.accepted")
     )
     for secret in secrets:
         for where, data in (("S3", raw_template), ("KV", record.value or b""), ("event", event.data or b"")):

@@ -16,7 +16,7 @@ from ingest.subject_checks import consensus, subject_problem
 from ingest.subject_locks import SubjectLocks
 from ingest.templates import FaceTemplate
 from ingest.verdicts import Accepted, Reason, ReasonCode
-from likeness_cli.samples import other_person_photo, sample_photos
+from likeness_dev.samples import other_person_photo, sample_photos
 
 RULES = SubjectRules()
 

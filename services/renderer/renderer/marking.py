@@ -1,6 +1,6 @@
 """Marks every output as AI-generated, three ways, from the most to the least durable:
 
-1. an invisible watermark in the pixels (``renderer.watermark``), which survives a JPEG re-encode;
+1. an invisible watermark in the pixels (``likeness_marks.watermark``), which survives a JPEG re-encode;
 2. IPTC DigitalSourceType ``trainedAlgorithmicMedia`` in the image's XMP metadata;
 3. a signed C2PA manifest saying the same (``renderer.provenance``), when a signer is configured.
 
@@ -9,46 +9,16 @@ The image is encoded from the generated pixels alone; the only metadata it carri
 
 from __future__ import annotations
 
-import io
 from typing import Protocol
 
 import PIL.Image
-from PIL.PngImagePlugin import PngInfo
 
-from renderer import watermark
-
-DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-XMP = f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
-<x:xmpmeta xmlns:x="adobe:ns:meta/">
- <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-  <rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">
-   <Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>
-  </rdf:Description>
- </rdf:RDF>
-</x:xmpmeta>
-<?xpacket end="w"?>"""
+from likeness_marks import watermark
+from likeness_marks.iptc import encode_marked_png
 
 
 class PngSigner(Protocol):
     def sign_png(self, png: bytes) -> bytes: ...
-
-
-def encode_marked_png(image: PIL.Image.Image) -> bytes:
-    """PNG of image's pixels with the IPTC statement (no watermark, no manifest: see OutputMarker)."""
-    info = PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", XMP)
-    info.add_text("Software", "Likeness (AI-generated headshot)")
-    out = io.BytesIO()
-    image.convert("RGB").save(out, format="PNG", pnginfo=info)
-    return out.getvalue()
-
-
-def is_marked(data: bytes) -> bool:
-    """Whether an image's XMP states IPTC DigitalSourceType trainedAlgorithmicMedia (PNG or JPEG)."""
-    with PIL.Image.open(io.BytesIO(data)) as image:
-        xmp = image.info.get("XML:com.adobe.xmp") or image.info.get("xmp") or ""
-    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp)
-    return DIGITAL_SOURCE_TYPE in text
 
 
 class OutputMarker:

@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from likeness import ids
-from likeness.bus import job_subject
+from likeness.bus import job_nats_subject
 from likeness.jobs import JobRecords
-from likeness.keys import KeyDestroyed, VaultUnavailable
-from likeness.objects import render_image_key
+from likeness.object_names import render_image_key
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -20,6 +19,7 @@ from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing, StoreError
 from likeness.timeutil import now_timestamp, to_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
+from likeness.vault_transit import KeyDestroyed, VaultUnavailable
 from renderer import proto_fields
 from renderer.config import RendererSettings
 from renderer.styles import Style
@@ -113,7 +113,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         )
         proto_fields.set_background(job, plan.background)
         await self.platform.bus.publish(
-            job_subject("render", render.tenant, render.subject_id), job, msg_id=render.id
+            job_nats_subject("render", render.tenant, render.subject_id), job, msg_id=render.id
         )
         return renderer_pb2.SubmitRenderResponse(render=render)
 

@@ -24,16 +24,16 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from likeness import ids
-from likeness.bus import EVENTS_STREAM, RENDER_STREAM, decode, event_subject
+from likeness.bus import EVENTS_STREAM, RENDER_STREAM, decode, event_nats_subject
 from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
-from likeness.keys import KeyDestroyed
-from likeness.objects import lora_key, render_image_key, subject_prefix
+from likeness.object_names import lora_key, render_image_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
+from likeness.vault_transit import KeyDestroyed
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_format import read_lora_metadata
 from likeness_ml.tiny_model import is_tiny_model
@@ -180,7 +180,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         await self._publish_completed(job, len(record.images))
 
     async def _completion_published(self, job: jobs_pb2.RenderJob) -> bool:
-        subject = event_subject(job.tenant, job.subject_id, "render.completed")
+        subject = event_nats_subject(job.tenant, job.subject_id, "render.completed")
         sequence = 1
         while True:
             try:
@@ -414,7 +414,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             at=now_timestamp(),
         )
         await self.platform.bus.publish(
-            event_subject(job.tenant, job.subject_id, "render.completed"),
+            event_nats_subject(job.tenant, job.subject_id, "render.completed"),
             event,
             msg_id=f"{job.render_id}.completed",
         )
@@ -448,7 +448,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             at=now_timestamp(),
         )
         await self.platform.bus.publish(
-            event_subject(job.tenant, job.subject_id, "render.failed"),
+            event_nats_subject(job.tenant, job.subject_id, "render.failed"),
             event,
             msg_id=f"{job.render_id}.failed",
         )

@@ -13,7 +13,7 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_adapters import remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora

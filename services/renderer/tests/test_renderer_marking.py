@@ -11,12 +11,14 @@ import pytest
 import skimage.data
 from diffusers import StableDiffusionPipeline
 
+from likeness_marks import watermark
+from likeness_marks.c2pa_reading import c2pa_available, read_manifest
+from likeness_marks.iptc import encode_marked_png, is_marked
 from likeness_ml.subject import SUBJECT_PHRASE
-from renderer import watermark
 from renderer.config import RendererSettings
 from renderer.generation import render
-from renderer.marking import OutputMarker, encode_marked_png, is_marked
-from renderer.provenance import Credentials, ManifestSigner, c2pa_available, read_manifest
+from renderer.marking import OutputMarker
+from renderer.provenance import Credentials, ManifestSigner
 from renderer.styles import get_style
 
 KEY = "test-watermark-key-0123456789abcdef"

@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import skimage.data
 
-from likeness_cli.samples import astronaut
+from likeness_dev.samples import astronaut
 from renderer.identity import FaceScore, FaceScorer, parse_templates
 from renderer.quality import GatePolicy, JobQuality, gated_batch, reroll_seed
 

@@ -9,7 +9,7 @@ import pytest
 
 from likeness.config import CommonSettings
 from likeness.runtime import Platform
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 from likeness_ml.subject import SUBJECT_PHRASE
 from renderer.styles import load_backgrounds, load_styles
 from renderer.team_looks import TeamLook, TeamLookError, TeamLooks, plan_for

@@ -19,17 +19,17 @@ from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from likeness import ids
-from likeness.bus import event_subject
+from likeness.bus import event_nats_subject
 from likeness.jobs import CancelFlag, JobRecords
-from likeness.objects import face_template_key, lora_key, render_image_key, subject_prefix
+from likeness.object_names import face_template_key, lora_key, render_image_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
-from renderer import watermark
+from likeness_marks import watermark
+from likeness_marks.iptc import is_marked
 from renderer.config import RendererSettings
 from renderer.identity import FloatArray
-from renderer.marking import is_marked
 from renderer.quality import BatchResult, GatePolicy
 from renderer.styles import load_styles
 from renderer.worker import RenderWorker
@@ -167,7 +167,7 @@ class Harness:
         event = events_pb2.SubjectErased(
             tenant=TENANT, subject_id=subject_id, erasure_id=ids.new_id("era"), at=now_timestamp()
         )
-        await self.platform.bus.publish(event_subject(TENANT, subject_id, "subject.erased"), event)
+        await self.platform.bus.publish(event_nats_subject(TENANT, subject_id, "subject.erased"), event)
         for _ in range(200):
             if subject_id in self.worker.erasures_seen:
                 return

@@ -20,7 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.timeutil import from_rfc3339, to_rfc3339
 from retention.records import kv_entries, kv_get_bytes
 

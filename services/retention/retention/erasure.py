@@ -28,13 +28,13 @@ import nats.js.errors
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.bus import event_subject
-from likeness.keys import KeyError_, key_name
-from likeness.objects import subject_prefix
+from likeness.bus import event_nats_subject
+from likeness.object_names import subject_prefix
 from likeness.runtime import Platform
 from likeness.store import StoreError
 from likeness.timeutil import Clock, from_timestamp, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2
+from likeness.vault_transit import KeyError_, key_name
 from retention import metrics
 from retention.config import RetentionSettings
 from retention.deadlines import Deadline, DeadlineBook, DeadlineKind
@@ -303,7 +303,7 @@ class Eraser:
         erasure.events_purged += await self.platform.bus.purge_subject_events(tenant, subject_id)
         now = self.clock.now()
         await self.platform.bus.publish(
-            event_subject(tenant, subject_id, "subject.erased"),
+            event_nats_subject(tenant, subject_id, "subject.erased"),
             events_pb2.SubjectErased(
                 tenant=tenant, subject_id=subject_id, erasure_id=erasure.id, at=to_timestamp(now)
             ),

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.runtime import Platform
 from likeness.timeutil import Clock
 from likeness.v1 import retention_pb2

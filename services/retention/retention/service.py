@@ -11,13 +11,13 @@ import grpc
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.bus import event_subject
+from likeness.bus import event_nats_subject
 from likeness.hashing import keyed_hmac
-from likeness.keys import KEY_PREFIX, KeyError_, VaultUnavailable
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import SYSTEM_CLOCK, Clock, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2, retention_pb2_grpc
+from likeness.vault_transit import KEY_PREFIX, KeyError_, VaultUnavailable
 from retention.config import RetentionSettings
 from retention.erasure import Eraser
 from retention.leases import Leases
@@ -106,7 +106,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
             )
         await self.records.create_subject(subject)
         await self.platform.bus.publish(
-            event_subject(request.tenant, subject_id, "subject.opened"),
+            event_nats_subject(request.tenant, subject_id, "subject.opened"),
             events_pb2.SubjectOpened(tenant=request.tenant, subject_id=subject_id, at=to_timestamp(now)),
             msg_id=f"{subject_id}.opened",
         )

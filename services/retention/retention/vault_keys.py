@@ -1,14 +1,14 @@
 """What only retention asks of Vault Transit: the subject keys that exist and when each was created (for
 destroying keys left without a live subject). Its Vault policy needs `list` on `transit/keys`.
 
-A subclass of the shared SubjectKeys on the same client. (Candidates for `likeness.keys`.)
+A subclass of the shared SubjectKeys on the same client. (Candidates for `likeness.vault_transit`.)
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from likeness.keys import KEY_PREFIX, KeyDestroyed, SubjectKeys, _Translate, key_name
+from likeness.vault_transit import KEY_PREFIX, KeyDestroyed, SubjectKeys, _Translate, key_name
 
 
 class RetentionKeys(SubjectKeys):

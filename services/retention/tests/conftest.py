@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from likeness.objects import subject_prefix
+from likeness.object_names import subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import SYSTEM_CLOCK, Clock
 from likeness.v1 import retention_pb2
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 from retention.config import RetentionSettings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer

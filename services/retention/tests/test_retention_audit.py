@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.bus import AUDIT_STREAM, audit_subject
+from likeness.bus import AUDIT_STREAM, audit_nats_subject
 from likeness.v1 import events_pb2, retention_pb2
 
 ERASURE_TRAIL = ("subject.opened", "subject.read", "subject.erase_requested", "subject.key_destroyed")
@@ -53,7 +53,7 @@ async def test_an_erasure_leaves_an_audit_trail_and_metrics_without_ids(instance
 
     js = servicer.platform.bus.js
     for action in ERASURE_TRAIL + AFTER_PURGE:
-        message = await js.get_last_msg(AUDIT_STREAM, audit_subject(tenant, action.replace(".", "_")))
+        message = await js.get_last_msg(AUDIT_STREAM, audit_nats_subject(tenant, action.replace(".", "_")))
         record = events_pb2.AuditRecord.FromString(message.data)
         assert record.action == action
         assert record.subject_hmac == servicer.audit.subject_hmac(tenant, sid)

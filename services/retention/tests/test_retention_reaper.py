@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.message import Message
 
 from likeness import ids
-from likeness.bus import EVENTS_STREAM, event_subject, subject_events_filter
+from likeness.bus import EVENTS_STREAM, event_nats_subject, subject_events_filter
 from likeness.timeutil import ManualClock, from_timestamp, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2
 from retention.deadlines import Deadline, DeadlineKind
@@ -28,7 +28,7 @@ SS = retention_pb2.SubjectStatus
 async def deliver(servicer: RetentionServicer, name: str, event: Message, *, publish: bool = False) -> str:
     """Hands one domain event to the reaper as its consumer would (optionally also publishing it)."""
     tenant, subject_id = getattr(event, "tenant"), getattr(event, "subject_id")  # noqa: B009
-    nats_subject = event_subject(tenant, subject_id, name)
+    nats_subject = event_nats_subject(tenant, subject_id, name)
     if publish:
         await servicer.platform.bus.publish(nats_subject, event)
     await servicer.reaper.handle_event(
@@ -74,17 +74,17 @@ async def test_deadlines_fire_exactly_when_due(instances: Any) -> None:
     at = to_timestamp(t0)
     later = to_timestamp(t0 + DAY)
     await bus.publish(
-        event_subject(tenant, sid, "photo.accepted"),
+        event_nats_subject(tenant, sid, "photo.accepted"),
         events_pb2.PhotoAccepted(tenant=tenant, subject_id=sid, photo_id=data["photo_id"], at=at),
     )
     await bus.publish(
-        event_subject(tenant, sid, "training.completed"),
+        event_nats_subject(tenant, sid, "training.completed"),
         events_pb2.TrainingCompleted(
             tenant=tenant, subject_id=sid, training_id=data["training_id"], at=later
         ),
     )
     await bus.publish(
-        event_subject(tenant, sid, "render.completed"),
+        event_nats_subject(tenant, sid, "render.completed"),
         events_pb2.RenderCompleted(
             tenant=tenant, subject_id=sid, render_id=data["render_id"], image_count=1, at=later
         ),
@@ -250,7 +250,7 @@ async def test_late_events_of_an_erased_subject_are_purged_as_they_come(instance
     info = await servicer.platform.bus.js.stream_info(
         EVENTS_STREAM, subjects_filter=subject_events_filter(tenant, sid)
     )
-    assert set((info.state.subjects or {}).keys()) == {event_subject(tenant, sid, "subject.erased")}
+    assert set((info.state.subjects or {}).keys()) == {event_nats_subject(tenant, sid, "subject.erased")}
 
 
 async def test_two_replicas_never_double_delete_nor_miss_a_deadline(instances: Any) -> None:
@@ -332,7 +332,7 @@ async def test_a_write_landing_after_the_erasure_is_rescanned_away(instances: An
     late_key = f"t/{tenant}/s/{sid}/renders/{ids.new_id('ren')}/{ids.new_id('img')}"
     await asyncio.to_thread(servicer.platform.store.put_bytes, late_key, b"an envelope under a destroyed key")
     late_event = events_pb2.RenderFailed(tenant=tenant, subject_id=sid, render_id=ids.new_id("ren"))
-    await servicer.platform.bus.publish(event_subject(tenant, sid, "render.failed"), late_event)
+    await servicer.platform.bus.publish(event_nats_subject(tenant, sid, "render.failed"), late_event)
 
     clock.advance(9 * SECOND)
     assert await servicer.reaper.fire_due() == []
@@ -343,5 +343,5 @@ async def test_a_write_landing_after_the_erasure_is_rescanned_away(instances: An
     info = await servicer.platform.bus.js.stream_info(
         EVENTS_STREAM, subjects_filter=subject_events_filter(tenant, sid)
     )
-    assert set((info.state.subjects or {}).keys()) == {event_subject(tenant, sid, "subject.erased")}
+    assert set((info.state.subjects or {}).keys()) == {event_nats_subject(tenant, sid, "subject.erased")}
     assert await servicer.reaper.deadlines.of_subject(tenant, sid) == []

@@ -13,12 +13,12 @@ import grpc
 import pytest
 
 from likeness import receipts
-from likeness.keys import SubjectKeys, key_name
-from likeness.objects import photo_key
+from likeness.object_names import photo_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import retention_pb2, retention_pb2_grpc
-from likeness_cli.infra import Infra
+from likeness.vault_transit import SubjectKeys, key_name
+from likeness_dev.infra import Infra
 from retention.config import RetentionSettings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer

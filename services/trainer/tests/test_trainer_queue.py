@@ -20,7 +20,7 @@ from likeness.jobs import CANCELLED_ON_REQUEST, CancelFlag, JobCancelled, JobRec
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 
 pytestmark = pytest.mark.integration
 JS = common_pb2.JobStatus

@@ -27,14 +27,14 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 import trainer.worker
 from likeness import ids
-from likeness.bus import EVENTS_STREAM, event_subject
+from likeness.bus import EVENTS_STREAM, event_nats_subject
 from likeness.jobs import TERMINAL, CancelFlag, JobRecords
-from likeness.objects import photo_key, subject_prefix
+from likeness.object_names import photo_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, trainer_pb2
-from likeness_cli.infra import Infra
+from likeness_dev.infra import Infra
 from likeness_ml.lora_format import read_lora_metadata
 from trainer.config import TrainerSettings
 from trainer.lora_training import StepReport, train_lora
@@ -130,7 +130,7 @@ class Harness:
                 message = await self.platform.bus.js.get_msg(
                     EVENTS_STREAM,
                     seq=sequence,
-                    subject=event_subject(TENANT, self.subject_id, "training.>"),
+                    subject=event_nats_subject(TENANT, self.subject_id, "training.>"),
                     next=True,
                 )
             except nats.js.errors.NotFoundError:
@@ -187,7 +187,7 @@ async def harness(
         await asyncio.wait_for(task, timeout=15)
     await asyncio.to_thread(platform.store.delete_all_versions, subject_prefix(TENANT, subject_id))
     await asyncio.to_thread(platform.keys.destroy, subject_id)
-    await platform.bus.js.purge_stream(EVENTS_STREAM, subject=event_subject(TENANT, subject_id, ">"))
+    await platform.bus.js.purge_stream(EVENTS_STREAM, subject=event_nats_subject(TENANT, subject_id, ">"))
     await platform.bus.js.delete_stream(stream)
     await platform.bus.js.delete_key_value(bucket)
     await platform.close()

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from likeness.jobs import SUBJECT_ERASED, CancelFlag
-from likeness.keys import KeyDestroyed
+from likeness.vault_transit import KeyDestroyed
 from trainer.checkpoints import TrainingState, serialize_state
 from trainer.training_objects import TrainingObjects
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from likeness.bus import Bus, event_subject
+from likeness.bus import Bus, event_nats_subject
 from likeness.jobs import CancelFlag, JobRecords
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, trainer_pb2
@@ -71,7 +71,7 @@ class ProgressPublisher:
             eta_seconds=report.eta_s,
             at=now_timestamp(),
         )
-        await self.bus.publish(event_subject(job.tenant, job.subject_id, PROGRESS), event)
+        await self.bus.publish(event_nats_subject(job.tenant, job.subject_id, PROGRESS), event)
 
     async def flush(self) -> None:
         """Waits for every report handed over so far (after this, the publisher writes nothing more)."""

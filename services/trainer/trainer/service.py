@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from likeness import ids
-from likeness.bus import job_subject
+from likeness.bus import job_nats_subject
 from likeness.jobs import TERMINAL, JobRecords
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
@@ -69,7 +69,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         )
         # The job id doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
         await self.platform.bus.publish(
-            job_subject("train", training.tenant, training.subject_id), job, msg_id=training.id
+            job_nats_subject("train", training.tenant, training.subject_id), job, msg_id=training.id
         )
         return trainer_pb2.SubmitTrainingResponse(training=training)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import nats.js.errors
 
-from likeness.bus import EVENTS_STREAM, Bus, event_subject
+from likeness.bus import EVENTS_STREAM, Bus, event_nats_subject
 from likeness.timeutil import now_timestamp
 from likeness.v1 import events_pb2, jobs_pb2
 
@@ -23,14 +23,16 @@ async def publish_completed(bus: Bus, job: jobs_pb2.TrainJob) -> None:
         tenant=job.tenant, subject_id=job.subject_id, training_id=job.training_id, at=now_timestamp()
     )
     await bus.publish(
-        event_subject(job.tenant, job.subject_id, COMPLETED), event, msg_id=f"{job.training_id}.completed"
+        event_nats_subject(job.tenant, job.subject_id, COMPLETED),
+        event,
+        msg_id=f"{job.training_id}.completed",
     )
 
 
 async def completion_published(bus: Bus, job: jobs_pb2.TrainJob) -> bool:
     """Whether the stream holds a `training.completed` of this training (walks the subject's few events
     of that kind by sequence; creates no consumer)."""
-    subject = event_subject(job.tenant, job.subject_id, COMPLETED)
+    subject = event_nats_subject(job.tenant, job.subject_id, COMPLETED)
     sequence = 1
     while True:
         try:
@@ -60,13 +62,13 @@ async def publish_failed(bus: Bus, job: jobs_pb2.TrainJob, reason: str, cancelle
         at=now_timestamp(),
     )
     await bus.publish(
-        event_subject(job.tenant, job.subject_id, FAILED), event, msg_id=f"{job.training_id}.failed"
+        event_nats_subject(job.tenant, job.subject_id, FAILED), event, msg_id=f"{job.training_id}.failed"
     )
 
 
 async def purge_training_events(bus: Bus, tenant: str, subject_id: str) -> None:
     """Removes the subject's training events; after an erasure, the ones that raced past its purge."""
-    await bus.js.purge_stream(EVENTS_STREAM, subject=event_subject(tenant, subject_id, "training.>"))
+    await bus.js.purge_stream(EVENTS_STREAM, subject=event_nats_subject(tenant, subject_id, "training.>"))
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import posixpath
 
-from likeness.objects import checkpoint_key, lora_key
+from likeness.object_names import checkpoint_key, lora_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectStore
 

@@ -38,11 +38,11 @@ from likeness.jobs import (
     JobRecords,
     QueueWorker,
 )
-from likeness.keys import KeyDestroyed
-from likeness.objects import photo_key
+from likeness.object_names import photo_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
+from likeness.vault_transit import KeyDestroyed
 from likeness_ml.base_model import detect_family, load_pipeline, native_resolution
 from trainer.checkpoint_writer import CheckpointWriter
 from trainer.checkpoints import CheckpointMismatch, TrainingState, parse_state

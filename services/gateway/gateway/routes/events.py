@@ -33,7 +33,7 @@ from gateway.errors import ApiError, error_responses, from_grpc
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.request_context import current_request_id
-from likeness.bus import event_subject
+from likeness.bus import event_nats_subject
 from likeness.jobs import TERMINAL
 
 router = APIRouter(tags=["progress"])
@@ -161,7 +161,7 @@ async def training_events(
     training_id: str, request: Request, principal: TrainingsRead, backends: Backends, nats: Nats
 ) -> StreamingResponse:
     training = await access.owned_training(backends, principal, training_id)
-    trigger = event_subject(principal.tenant, training.subject_id, "training.*")
+    trigger = event_nats_subject(principal.tenant, training.subject_id, "training.*")
     return await _stream(
         request,
         principal,
@@ -186,7 +186,7 @@ async def render_events(
     render_id: str, request: Request, principal: RendersRead, backends: Backends, nats: Nats
 ) -> StreamingResponse:
     render = await access.owned_render(backends, principal, render_id)
-    trigger = event_subject(principal.tenant, render.subject_id, "render.*")
+    trigger = event_nats_subject(principal.tenant, render.subject_id, "render.*")
     return await _stream(
         request,
         principal,

@@ -9,10 +9,11 @@ from pathlib import Path
 import jwt
 import pytest
 
-from likeness_cli.main import EXIT_NOT_RUNNING, EXIT_OK, build_parser
-from likeness_cli.procs import is_alive
-from likeness_cli.stackfile import read_dev_env, read_stack_file, write_dev_env
-from likeness_cli.tokens import ALL_SCOPES
+from likeness_cli.errors import EXIT_NOT_RUNNING, EXIT_OK
+from likeness_cli.main import build_parser
+from likeness_dev.procs import is_alive
+from likeness_dev.stackfile import read_dev_env, read_stack_file, write_dev_env
+from likeness_dev.tokens import ALL_SCOPES
 
 LIKENESS = Path(sys.executable).parent / "likeness"
 

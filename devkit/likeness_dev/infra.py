@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from likeness_cli.ports import LOOPBACK, free_port, wait_until_closed
-from likeness_cli.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary, signal_group
+from likeness_dev.ports import LOOPBACK, free_port, wait_until_closed
+from likeness_dev.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary, signal_group
 
 S3_BUCKET = "likeness-data"
 S3_REGION = "us-east-1"

@@ -9,7 +9,7 @@ import hvac
 import pytest
 
 from likeness.config import CommonSettings
-from likeness.keys import KeyDestroyed, KeyError_, SubjectKeys, VaultUnavailable, key_name
+from likeness.vault_transit import KeyDestroyed, KeyError_, SubjectKeys, VaultUnavailable, key_name
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from ingest.sanitize import sanitize
 from ingest.subject_checks import subject_problem
 from ingest.templates import FaceTemplate
 from ingest.verdicts import Accepted, ReasonCode, Rejected
-from likeness_cli.samples import (
+from likeness_dev.samples import (
     DISTINCT_SAMPLES,
     no_face_photo,
     other_person_photo,

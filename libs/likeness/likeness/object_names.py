@@ -1,4 +1,4 @@
-"""Object keys of a subject's data in the bucket: `t/<tenant>/s/<subject>/...` (one prefix per person)."""
+"""Object names (S3 keys) of a subject's data: `t/<tenant>/s/<subject>/...` (one prefix per person)."""
 
 from __future__ import annotations
 

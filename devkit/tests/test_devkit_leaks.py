@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from likeness_cli.leaks import (
+from likeness_dev.leaks import (
     RunIndex,
     metric_label_values,
     photo_secrets,

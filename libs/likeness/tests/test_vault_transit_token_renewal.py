@@ -10,7 +10,7 @@ import hvac
 import pytest
 
 from likeness.config import CommonSettings
-from likeness.keys import KeyAccessDenied, SubjectKeys
+from likeness.vault_transit import KeyAccessDenied, SubjectKeys
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ import httpx
 import jwt
 import pytest
 
-from likeness_cli.infra import Infra
-from likeness_cli.procs import is_alive
-from likeness_cli.stack import SERVICE_NAMES, DevStack, StackError, stop_recorded_stack
-from likeness_cli.stackfile import read_dev_env, read_stack_file
+from likeness_dev.infra import Infra
+from likeness_dev.procs import is_alive
+from likeness_dev.stack import SERVICE_NAMES, DevStack, StackError, stop_recorded_stack
+from likeness_dev.stackfile import read_dev_env, read_stack_file
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import nats
 import pytest
 from minio.error import S3Error
 
-from likeness_cli.infra import S3_BUCKET, Infra, InfraStartError
-from likeness_cli.ports import is_listening
-from likeness_cli.procs import is_alive
+from likeness_dev.infra import S3_BUCKET, Infra, InfraStartError
+from likeness_dev.ports import is_listening
+from likeness_dev.procs import is_alive
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 if TYPE_CHECKING:
-    from likeness_cli.stack import DevStack
+    from likeness_dev.stack import DevStack
 
 WINDOW = 64
 BLOCK = WINDOW // 2

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import httpx
 
-from likeness_cli.ports import LOOPBACK, is_listening
+from likeness_dev.ports import LOOPBACK, is_listening
 
 
 class Probe(StrEnum):

@@ -24,26 +24,26 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from likeness_cli import health
-from likeness_cli.health import Probe
-from likeness_cli.infra import NATS, S3, VAULT, Infra, start_infra
-from likeness_cli.models import ensure_tiny_model
-from likeness_cli.ports import LOOPBACK, free_port
-from likeness_cli.procs import (
+from likeness_dev import health
+from likeness_dev.health import Probe
+from likeness_dev.infra import NATS, S3, VAULT, Infra, start_infra
+from likeness_dev.ports import LOOPBACK, free_port
+from likeness_dev.procs import (
     DEFAULT_GRACE_SECONDS,
     ManagedProcess,
     is_alive,
     signal_group,
     terminate_recorded,
 )
-from likeness_cli.stackfile import (
+from likeness_dev.stackfile import (
     read_stack_file,
     remove_stack_files,
     state_dir_of,
     write_dev_env,
     write_stack_file,
 )
-from likeness_cli.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
+from likeness_dev.tiny_model_cache import ensure_tiny_model
+from likeness_dev.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
 
 DEFAULT_SERVICE_TIMEOUT = 180.0
 

@@ -13,8 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from likeness_cli.journey import GatewayClient, JourneyResult, run_journey
-from likeness_cli.samples import sample_photos
+from likeness_dev.journey import GatewayClient, JourneyResult, run_journey
+from likeness_dev.samples import sample_photos
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -10,27 +10,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-STATE_DIRNAME = ".likeness"
+from likeness_cli.local_settings import DEV_ENV_FILENAME, find_project_dir, read_dev_env, state_dir_of
+
 STACK_FILENAME = "stack.json"
-DEV_ENV_FILENAME = "dev.env"
 STACK_FILE_VERSION = 1
 
 
 class StackFileError(RuntimeError):
     """stack.json or dev.env is missing or unreadable."""
-
-
-def find_project_dir(start: Path | None = None) -> Path:
-    """The git work tree containing `start` (default: the current directory), else `start` itself."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / ".git").exists():
-            return folder
-    return here
-
-
-def state_dir_of(project_dir: Path) -> Path:
-    return project_dir / STATE_DIRNAME
 
 
 def write_private(path: Path, text: str) -> None:
@@ -78,25 +65,20 @@ def write_dev_env(state_dir: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
-def read_dev_env(state_dir: Path) -> dict[str, str]:
-    """The variables in dev.env (empty if there is none)."""
-    path = state_dir / DEV_ENV_FILENAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        if len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1].replace("'\\''", "'")
-        env[key.strip()] = value
-    return env
-
-
 def remove_stack_files(state_dir: Path) -> None:
     for name in (STACK_FILENAME, DEV_ENV_FILENAME):
         (state_dir / name).unlink(missing_ok=True)
+
+
+__all__ = [
+    "DEV_ENV_FILENAME",
+    "StackFileError",
+    "find_project_dir",
+    "read_dev_env",
+    "read_stack_file",
+    "remove_stack_files",
+    "state_dir_of",
+    "write_dev_env",
+    "write_private",
+    "write_stack_file",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from likeness_cli.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER, mint_dev_token, parse_scopes
+from likeness_dev.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER, mint_dev_token, parse_scopes
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 

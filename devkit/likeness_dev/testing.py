@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from likeness_cli.infra import Infra, start_infra
+from likeness_dev.infra import Infra, start_infra
 
 _running: list[Infra] = []
 
