@@ -24,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 
-from likeness.bus import decode, kv_get, kv_keys, subject_erased_filter
+from likeness.bus import decode, kv_get, kv_records, subject_erased_filter
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2
@@ -105,17 +105,14 @@ class JobRecords(Generic[R]):
                 await asyncio.wait_for(watcher.stop(), timeout=2.0)  # type: ignore[no-untyped-call]
 
     async def tenant_records(self, tenant: str) -> list[R]:
-        """Every record of the tenant (see `kv_keys` for why this lists keys, then reads each)."""
-        keys = await kv_keys(self.kv, f"{tenant}.")
-        found = await asyncio.gather(*(kv_get(self.kv, key, self.cls) for key in keys))
-        return [entry[0] for entry in found if entry is not None]
+        """Every record of the tenant (see `kv_entries` for why this never replays a watch)."""
+        return [record for record, _ in await kv_records(self.kv, self.cls, f"{tenant}.")]
 
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         removed = 0
-        for key in await kv_keys(self.kv, f"{tenant}."):
-            found = await kv_get(self.kv, key, self.cls)
-            if found is not None and _identity(found[0])[2] == subject_id:
-                await self.kv.purge(key)
+        for record in await self.tenant_records(tenant):
+            if _identity(record)[2] == subject_id:
+                await self.kv.purge(self.key(tenant, _identity(record)[1]))
                 removed += 1
         return removed
 

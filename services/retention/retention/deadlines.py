@@ -20,9 +20,9 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from likeness.bus import kv_entries, kv_get_bytes
 from likeness.object_names import subject_prefix
 from likeness.timeutil import from_rfc3339, to_rfc3339
-from retention.records import kv_entries, kv_get_bytes
 
 _CONFLICTS = (nats.js.errors.KeyWrongLastSequenceError,)
 
@@ -169,7 +169,7 @@ class DeadlineBook:
         return True
 
     async def all(self, prefix: str = "") -> list[tuple[Deadline, int]]:
-        return [(Deadline.from_json(value), rev) async for _, value, rev in kv_entries(self.kv, prefix)]
+        return [(Deadline.from_json(value), rev) for _, value, rev in await kv_entries(self.kv, prefix)]
 
     async def of_subject(self, tenant: str, subject_id: str) -> list[tuple[Deadline, int]]:
         return await self.all(f"{tenant}.{subject_id}.")

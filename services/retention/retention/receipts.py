@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nats.js.kv import KeyValue
 
 from likeness import receipts
+from likeness.bus import kv_get_bytes
 from likeness.timeutil import Clock, from_timestamp, to_rfc3339
 from likeness.v1 import retention_pb2
 from retention.config import RetentionSettings
-from retention.records import kv_get_bytes, record_key
+from retention.records import record_key
 
 ISSUER = "likeness-retention"
 

@@ -14,14 +14,9 @@ Tests give the buckets a prefix (`kv_bucket_prefix`) to run isolated instances o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TypeVar
-
-import nats.js.errors
-from google.protobuf.message import Message
 from nats.js.kv import KeyValue
 
-from likeness.bus import Bus, kv_get, kv_keys
+from likeness.bus import Bus, kv_get, kv_keys, kv_records
 from likeness.v1 import retention_pb2
 
 SUBJECTS_BUCKET = "subjects"
@@ -31,44 +26,8 @@ DEADLINES_BUCKET = "deadlines"
 LEASES_BUCKET = "leases"
 RECEIPTS_BUCKET = "receipts"
 
-M = TypeVar("M", bound=Message)
-
-
 def record_key(tenant: str, record_id: str) -> str:
     return f"{tenant}.{record_id}"
-
-
-async def kv_get_bytes(kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-    """The raw value and its revision (for compare-and-set), or None."""
-    try:
-        entry = await kv.get(key)
-    except nats.js.errors.KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    return entry.value, int(entry.revision or 0)
-
-
-async def kv_entries(kv: KeyValue, prefix: str = "") -> AsyncIterator[tuple[str, bytes, int]]:
-    """(key, value, revision) of every live key under `prefix` in one server-side watch (no per-key get)."""
-    watcher = await kv.watch(f"{prefix}>", ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                yield entry.key, entry.value, int(entry.revision or 0)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-
-
-async def kv_messages(kv: KeyValue, cls: type[M], prefix: str = "") -> list[tuple[M, int]]:
-    found = []
-    async for _, value, revision in kv_entries(kv, prefix):
-        message = cls()
-        message.ParseFromString(value)
-        found.append((message, revision))
-    return found
 
 
 class RetentionRecords:
@@ -113,7 +72,7 @@ class RetentionRecords:
         return int(await self.subjects.update(key, subject.SerializeToString(), last=revision))
 
     async def all_subjects(self) -> list[tuple[retention_pb2.Subject, int]]:
-        return await kv_messages(self.subjects, retention_pb2.Subject)
+        return await kv_records(self.subjects, retention_pb2.Subject)
 
     async def get_erasure(self, tenant: str, erasure_id: str) -> retention_pb2.Erasure | None:
         found = await kv_get(self.erasures, record_key(tenant, erasure_id), retention_pb2.Erasure)
@@ -126,4 +85,4 @@ class RetentionRecords:
         return await kv_keys(self.subjects, "")
 
     async def all_erasures(self) -> list[retention_pb2.Erasure]:
-        return [erasure for erasure, _ in await kv_messages(self.erasures, retention_pb2.Erasure)]
+        return [erasure for erasure, _ in await kv_records(self.erasures, retention_pb2.Erasure)]

@@ -11,7 +11,7 @@ import grpc
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.bus import event_nats_subject
+from likeness.bus import event_nats_subject, kv_records
 from likeness.hashing import keyed_hmac
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -24,7 +24,7 @@ from retention.leases import Leases
 from retention.orphans import OrphanSweeper
 from retention.reaper import Reaper, SweepResult
 from retention.receipts import ReceiptIssuer
-from retention.records import RetentionRecords, kv_messages
+from retention.records import RetentionRecords
 from retention.schedule import Schedule, describe_policy, hard_deadline
 from retention.tenants import TenantPolicies
 
@@ -224,7 +224,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         listed = sorted(
             (
                 subject
-                for subject, _ in await kv_messages(
+                for subject, _ in await kv_records(
                     self.records.subjects, retention_pb2.Subject, f"{request.tenant}."
                 )
                 if subject.status != SS.SUBJECT_STATUS_ERASED
