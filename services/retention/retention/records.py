@@ -26,6 +26,7 @@ DEADLINES_BUCKET = "deadlines"
 LEASES_BUCKET = "leases"
 RECEIPTS_BUCKET = "receipts"
 
+
 def record_key(tenant: str, record_id: str) -> str:
     return f"{tenant}.{record_id}"
 
