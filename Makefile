@@ -10,7 +10,8 @@ PACKAGES := libs/likeness/likeness libs/likeness_ml/likeness_ml libs/likeness_ma
 	services/trainer/trainer services/renderer/renderer services/retention/retention cli/likeness_cli \
 	devkit/likeness_dev clients/python/likeness_client
 
-.PHONY: venv tools proto lint typecheck test test-chaos bench demo up down clean
+.PHONY: venv tools system-packages python-venv proto lint typecheck test test-unit test-integration test-chaos \
+	bench demo up down clean
 
 venv: $(STAMP)
 
@@ -31,18 +32,56 @@ $(TOOLS)/.installed: requirements/tools.txt
 	$(TOOLS)/bin/pip install -q -r requirements/tools.txt
 	touch $@
 
+# System packages beyond Python (Debian's, or Homebrew's): installed when missing and permitted (root, or
+# passwordless sudo); otherwise make stops here, naming what is missing and the command that installs it.
+# INSTALL_SYSTEM_PACKAGES=no only checks. The tests need exiftool (ingest) and prometheus with promtool.
+INSTALL_SYSTEM_PACKAGES ?= yes
+SYSTEM_PACKAGES = PYTHON=$(PYTHON) scripts/install-system-packages.sh \
+	$(if $(filter no,$(INSTALL_SYSTEM_PACKAGES)),--check) --for "make $(or $(MAKECMDGOALS),venv)"
+
+system-packages:
+	@$(SYSTEM_PACKAGES) python-venv exiftool prometheus promtool
+
+# Debian's python3.11 makes venvs only with python3.11-venv: checked before a venv is made (a failed
+# `python -m venv` leaves a venv without pip behind).
+python-venv:
+	@$(SYSTEM_PACKAGES) python-venv
+$(STAMP) $(TOOLS)/.installed: | python-venv
+
 proto: venv
 	$(BIN)/python scripts/gen_proto.py
 	$(BIN)/buf lint
 
-lint: venv
+lint: venv typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/buf lint
 
-test: venv tools
-	$(BIN)/pytest $(PYTEST_ARGS)
+typecheck: venv
+	$(BIN)/mypy $(PACKAGES)
+
+# Two tiers, chosen by fixture (likeness_dev.testing): a test that requests `infra` (or anything built on
+# it) or `server_process` is an integration test; every other test is a unit test, and starting a server
+# fails it. The unit tier also runs in a network namespace of its own where one can be made (Linux, as root
+# or with unprivileged user namespaces): no server started there can be reached, nor anything outside.
+UNIT_NETNS = $(shell if unshare --net true 2>/dev/null; then echo unshare --net; \
+	elif unshare --user --map-current-user --net true 2>/dev/null; then echo unshare --user --map-current-user --net; fi)
+TEST_UNIT = $(UNIT_NETNS) $(BIN)/pytest --tier unit $(PYTEST_ARGS)
+TEST_INTEGRATION = $(BIN)/pytest --tier integration $(PYTEST_ARGS)
+
+# Every test: the unit tier, then the integration tier (both run, whatever the first gives).
+test: system-packages venv tools
+	$(TEST_UNIT); unit=$$?; \
+	$(TEST_INTEGRATION); integration=$$?; \
+	if (( unit || integration )); then echo "make test: unit tier exit $$unit, integration tier exit $$integration"; fi; \
+	exit $$(( unit ? unit : integration ))
+
+# The tests that start no server (under 90 s on 2 cores).
+test-unit: system-packages venv tools
+	$(TEST_UNIT)
+
+test-integration: system-packages venv tools
+	$(TEST_INTEGRATION)
 
 # Every fault and load test, then the leak scans (about 7 min on 2 cores). `make test` runs the chaos_ci subset.
 test-chaos: venv
@@ -53,7 +92,7 @@ bench: venv
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # Brings up the whole stack, runs the journey (photos in, headshots out, person erased), takes it down.
-demo: venv
+demo: python-venv venv
 	$(BIN)/likeness dev up
 	$(BIN)/likeness demo --out out; status=$$?; $(BIN)/likeness dev down; exit $$status
 

@@ -5,7 +5,7 @@ Both servers are uvicorn with one worker, the same options (no access log, our s
 127.0.0.1. The same load generator drives both: an asyncio HTTP/1.1 keep-alive client written for this
 (httpx itself would be the bottleneck), N connections each sending its next request as soon as the
 previous answer is in, for a fixed duration after a warm-up. The gateway runs as the dev stack runs it
-(`python -m gateway`, its default settings but for a rate limit no load here reaches): every request
+(`python -m gateway serve`, its default settings but for a rate limit no load here reaches): every request
 verifies the dev-signed JWT (cached verification, as in production), checks the scope, spends a
 rate-limit token and goes through the same middleware (request id, deadline, metrics, access log: DEBUG
 for a quick successful read by default; trace context, spans recorded only where an OTLP endpoint is

@@ -12,8 +12,6 @@ import pytest
 from likeness_dev.journey import GatewayClient
 from likeness_dev.samples import no_face_photo, sample_photos, two_faces_photo
 
-pytestmark = [pytest.mark.integration]
-
 
 def _png_bomb(side: int = 60_000) -> bytes:
     """A valid-looking PNG whose header declares side x side pixels (3.6 GP) with almost no data."""

@@ -15,8 +15,6 @@ from likeness_dev.journey import GatewayClient
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 
-pytestmark = [pytest.mark.integration]
-
 KINDS = {"photos": "photo", "faces": "face", "models": "lora", "renders": "render"}
 
 

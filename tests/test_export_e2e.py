@@ -282,7 +282,7 @@ class NoRenders(renderer_pb2_grpc.RendererServiceServicer):
 
 
 @pytest.fixture
-async def failing_gateway() -> AsyncIterator[str]:
+async def failing_gateway(server_process: None) -> AsyncIterator[str]:
     server = grpc.aio.server()
     retention_pb2_grpc.add_RetentionServiceServicer_to_server(OneSubject(), server)
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(FailingIngest(), server)

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from PIL import Image
 
 from likeness_dev.journey import GatewayClient
 from likeness_dev.samples import DISTINCT_SAMPLES, other_person_photo, sample_photos
-
-pytestmark = [pytest.mark.integration]
 
 
 def _open_subject(gateway: GatewayClient) -> str:

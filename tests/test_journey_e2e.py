@@ -13,7 +13,7 @@ from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 from likeness_marks.iptc import is_marked
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from likeness_dev.procs import ManagedProcess
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "likeness"
 RULES = CHART / "files" / "rules" / "likeness-rules.yaml"

@@ -41,7 +41,6 @@ from likeness_ml.subject import SUBJECT_PHRASE
 from likeness_ml.tiny_model import build_tiny_pipeline
 from renderer.config import RendererSettings
 
-pytestmark = [pytest.mark.integration]
 TENANT = "dev"
 ERASED_DROPS = re.compile(r'^likeness_renderer_subject_cache_dropped_total\{reason="erased"\} (\S+)$', re.M)
 

@@ -4,7 +4,6 @@ on, and the signed receipt verifies against the published key."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections.abc import Callable
@@ -22,13 +21,13 @@ from likeness.object_names import subject_prefix
 from likeness.store import ObjectStore
 from likeness.v1 import renderer_pb2, retention_pb2, trainer_pb2
 from likeness.vault_transit import SubjectKeys
-from likeness_cli.receipts import register
+from likeness_cli.main import main
 from likeness_dev.journey import GatewayClient
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 from likeness_dev.tokens import DEV_TENANT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -184,18 +183,10 @@ def test_erasure_during_a_training_leaves_nothing_behind(
     # `likeness receipt verify FILE` against the stack's published key; then a tampered copy.
     receipt = tmp_path / "receipt.json"
     receipt.write_bytes(raw)
-    assert _likeness("receipt", "verify", str(receipt), "--project-dir", str(stack.project_dir)) == 0
+    assert main(["receipt", "verify", str(receipt), "--project-dir", str(stack.project_dir)]) == 0
     assert erasure_id in capsys.readouterr().out
     receipt.write_bytes(raw.replace(b'"objects_deleted":', b'"objects_deleted":1'))
-    assert _likeness("receipt", "verify", str(receipt), "--project-dir", str(stack.project_dir)) == 1
-
-
-def _likeness(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="likeness")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    assert main(["receipt", "verify", str(receipt), "--project-dir", str(stack.project_dir)]) == 1
 
 
 def _metric(stack: DevStack, service: str, name: str) -> float | None:

@@ -29,7 +29,7 @@ from likeness_dev.ports import LOOPBACK, free_port
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 #: service.name of each process that handles a part of the job.
 EXPECTED_SERVICES = {
@@ -95,7 +95,7 @@ def _value(value: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def collector() -> Iterator[tuple[Collector, str]]:
+def collector(server_process: None) -> Iterator[tuple[Collector, str]]:
     receiver = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
@@ -109,7 +109,7 @@ def collector() -> Iterator[tuple[Collector, str]]:
 
 @pytest.fixture(scope="module")
 def traced_stack(
-    tmp_path_factory: pytest.TempPathFactory, collector: tuple[Collector, str]
+    tmp_path_factory: pytest.TempPathFactory, collector: tuple[Collector, str], server_process: None
 ) -> Iterator[DevStack]:
     _, endpoint = collector
     started = DevStack.start(

@@ -31,7 +31,7 @@ from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 from likeness_dev.tokens import DEV_TENANT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 WORKER = "trainer-worker"
 EVENT_TYPES: dict[str, type[Message]] = {

@@ -28,8 +28,6 @@ from likeness_dev.infra import Infra
 from likeness_dev.procs import find_binary
 from retention.vault_keys import RetentionKeys
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "deploy" / "vault" / "bootstrap.sh"
 SERVICES = ("retention", "ingest", "trainer", "renderer")

@@ -1,1 +1,1 @@
-"""Likeness command line: dev stack, tiny model, tokens."""
+"""The `likeness` command: the gateway's API through the typed client, verification and operator tools."""

@@ -7,6 +7,7 @@ environment, so that on a laptop `likeness subjects create` works right after `l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 STATE_DIRNAME = ".likeness"
@@ -24,6 +25,15 @@ def find_project_dir(start: Path | None = None) -> Path:
 
 def state_dir_of(project_dir: Path) -> Path:
     return project_dir / STATE_DIRNAME
+
+
+def local_environment(project_dir: Path | None) -> dict[str, str]:
+    """LIKENESS_* settings: the dev stack's dev.env of `project_dir` (default: the project around the
+    current directory), overridden by the environment."""
+    project = project_dir.resolve() if project_dir else find_project_dir()
+    return read_dev_env(state_dir_of(project)) | {
+        k: v for k, v in os.environ.items() if k.startswith("LIKENESS_")
+    }
 
 
 def read_dev_env(state_dir: Path) -> dict[str, str]:

@@ -207,6 +207,17 @@ def test_every_deployment_container_has_probes(scenario: Scenario) -> None:
         assert "metrics" in ports, kind
 
 
+def test_every_service_starts_as_python_m_service_role(scenario: Scenario) -> None:
+    # The one entry-point convention, also the images' (ENTRYPOINT and CMD) and the dev stack's.
+    _, rendered = scenario
+    for doc in rendered.of_kind("Deployment"):
+        kind = component(doc)
+        service, _, role = kind.partition("-")
+        container = pod_spec(doc)["containers"][0]
+        assert container["command"] == ["python", "-m", service], kind
+        assert container["args"] == [role or "serve"], kind
+
+
 def test_workers_get_a_gpu_and_the_base_model(scenario: Scenario) -> None:
     name, rendered = scenario
     deployments = {component(doc): doc for doc in rendered.of_kind("Deployment")}

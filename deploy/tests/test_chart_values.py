@@ -96,6 +96,12 @@ def test_schema_rejects_a_typo_in_every_object_the_chart_owns(
         {"renderer": {"work": {"scratch": {"sizeLimit": "lots"}}}},
         {"retention": {"podDisruptionBudget": {"enabled": True, "maxUnavailable": "half"}}},
         {"gateway": {"image": {"repository": "likeness/gateway", "digest": "latest"}}},
+        # A digest is "sha256:" and 64 lowercase hex digits, as registries and `crane digest` print it.
+        {"ingest": {"image": {"digest": "sha512:" + "a" * 64}}},
+        {"retention": {"image": {"digest": "a" * 64}}},
+        {"trainer": {"image": {"digest": "sha256:" + "a" * 63}}},
+        {"renderer": {"image": {"digest": "sha256:" + "A" * 64}}},
+        {"image": {"requireDigests": "yes"}},
         {"config": {"logLevel": "verbose"}},
         {"s3": {"existingSecret": "Not_A_Name"}},
         {"vault": {"tokenExpirationSeconds": 60}},

@@ -131,6 +131,21 @@ def _dev_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dev_seed(args: argparse.Namespace) -> int:
+    from likeness_dev.journey import JourneyError
+    from likeness_dev.seed import seed_dev_stack
+
+    state_dir = state_dir_of(_project_dir(args))
+    try:
+        seeded = seed_dev_stack(state_dir, photos=args.photos, say=say)
+    except JourneyError as error:
+        raise CliError(f"seeding failed: {error}") from error
+    print("\n".join(f"  {name}={value}" for name, value in seeded.as_env().items()))
+    where_to = _relative(state_dir / DEV_ENV_FILENAME)
+    print(f"\nAdded to {where_to} (load with: set -a; . {where_to}; set +a): schemathesis.toml reads them.")
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from likeness_dev.demo import run_demo
     from likeness_dev.journey import JourneyError
@@ -184,6 +199,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     token.add_argument("--scopes", help="space/comma separated scopes (default: all)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
     token.set_defaults(handler=_as_cli_errors, dev_handler=_dev_token)
+
+    seed = dev.add_parser(
+        "seed",
+        parents=[where],
+        help="make a trained subject, a render, an erasure and team looks for a contract run (schemathesis)",
+    )
+    seed.add_argument(
+        "--photos",
+        type=int,
+        default=4,
+        help="photos of the trained subject (default: 4, the training minimum)",
+    )
+    seed.set_defaults(handler=_as_cli_errors, dev_handler=_dev_seed)
 
     demo = commands.add_parser(
         "demo", parents=[where], help="run the journey on the running dev stack, write a contact sheet"

@@ -2,6 +2,9 @@
 
 `out/` gets the decrypted headshots (the tenant's copy, which is what a client app would receive), an
 `index.html` contact sheet and the erasure record. Nothing of this is kept by the stack itself.
+
+By default the stack renders with the tiny model, whose weights are random: its images are noise by
+design. The page and the console say so, and how to point the stack at real weights.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import html
 import json
 import mimetypes
 import shutil
+import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from likeness_dev.journey import GatewayClient, JourneyResult, run_journey
@@ -26,6 +31,47 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+BASE_MODEL_VARIABLE = "LIKENESS_BASE_MODEL"
+# likeness_ml.tiny_model.TINY_MANIFEST_NAME, the file that marks a tiny model's folder; not imported from
+# there because that module pulls in torch, diffusers and transformers.
+TINY_MANIFEST_NAME = "likeness-tiny.json"
+REAL_WEIGHTS_HOWTO = (
+    f"For real headshots, point the stack at real weights: {BASE_MODEL_VARIABLE} names a diffusers "
+    "directory (a Stable Diffusion 1.5 or 2.x pipeline saved with save_pretrained, safetensors weights), "
+    f"e.g. `likeness dev down && {BASE_MODEL_VARIABLE}=/models/stable-diffusion-v1-5 likeness dev up`, "
+    "then run `likeness demo` again. Trainer and renderer load it at start; on a CPU a render then takes "
+    "minutes, not seconds."
+)
+
+
+@dataclass(frozen=True)
+class BaseModelInUse:
+    """The base model the stack's trainer and renderer run, as dev.env names it."""
+
+    path: str
+    tiny: bool
+
+    @property
+    def notice(self) -> str:
+        """What the images are, in words: noise from random weights, or renders of this model."""
+        if not self.tiny:
+            return f"Rendered with the base model {self.path}."
+        return (
+            "These images are noise, by design: the dev stack runs the tiny model, a Stable Diffusion "
+            "pipeline of the real shape (about 2M parameters, 64x64 pixels) with random weights, so training "
+            "and rendering take seconds on a CPU. Every step of the journey is real (sanitizing, "
+            "encryption, LoRA training, rendering, AI marks, erasure); only the weights are not. "
+            + REAL_WEIGHTS_HOWTO
+        )
+
+
+def base_model_in_use(env: dict[str, str]) -> BaseModelInUse:
+    path = env.get(BASE_MODEL_VARIABLE, "")
+    if not path:  # the services' own default: the tiny model
+        return BaseModelInUse(path="the tiny model", tiny=True)
+    return BaseModelInUse(path=path, tiny=(Path(path) / TINY_MANIFEST_NAME).is_file())
+
+
 def run_demo(project_dir: Path, out_dir: Path, images_per_style: int = 4) -> JourneyResult:
     env = read_env_file(project_dir / ".likeness" / "dev.env")
     client = GatewayClient(env["LIKENESS_GATEWAY_URL"], env["LIKENESS_DEV_TOKEN"])
@@ -38,12 +84,15 @@ def run_demo(project_dir: Path, out_dir: Path, images_per_style: int = 4) -> Jou
         result = run_journey(client, sample_photos(), images_per_style=images_per_style, say=say)
     finally:
         client.close()
-    write_output(out_dir, result)
+    model = base_model_in_use(env)
+    write_output(out_dir, result, model)
     say(f"wrote {out_dir / 'index.html'} with {len(result.images)} headshots and the erasure record")
+    for line in textwrap.wrap(model.notice, 100):
+        print(line, flush=True)
     return result
 
 
-def write_output(out_dir: Path, result: JourneyResult) -> None:
+def write_output(out_dir: Path, result: JourneyResult, model: BaseModelInUse) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / "images").mkdir(parents=True)
@@ -67,8 +116,10 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); gap: 1rem; }}
 figure {{ margin: 0; }} img {{ width: 100%; image-rendering: pixelated; border-radius: 6px; }}
 figcaption {{ font-size: .85rem; color: #555; }} pre {{ background: #f5f5f5; padding: 1rem; overflow: auto; }}
+.notice {{ border-left: 4px solid #c80; background: #fff8e6; padding: .75rem 1rem; max-width: 60rem; }}
 </style></head><body>
 <h1>Likeness demo: {len(result.images)} AI-generated headshots</h1>
+<p class="notice" id="base-model">{_with_code(model.notice)}</p>
 <p>Subject <code>{html.escape(result.subject_id)}</code>: {accepted} photos accepted, LoRA trained
 ({html.escape(str(result.training.get("progress")))}), {len(result.images)} images in {styles} styles.
 Every image is marked as AI-generated.</p>
@@ -80,3 +131,9 @@ Every image is marked as AI-generated.</p>
 </body></html>
 """
     (out_dir / "index.html").write_text(page)
+
+
+def _with_code(text: str) -> str:
+    """Escaped text whose `backticked` parts are set as code."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if n % 2 else part for n, part in enumerate(parts))

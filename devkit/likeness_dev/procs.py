@@ -2,6 +2,10 @@
 
 Every process starts in its own session (so a Ctrl-C in the terminal of `likeness dev up` does not reach
 it and it outlives that command) and is stopped as a process group (so helpers it forks go too).
+
+Where `LIKENESS_FORBID_SERVERS` is set (the unit test tier sets it, and child processes inherit it), no
+server may start: `ManagedProcess.start` raises `ServerStartForbidden`, as does the test plugin's guard
+for servers started in other ways (see likeness_dev.testing).
 """
 
 from __future__ import annotations
@@ -20,6 +24,40 @@ from typing import Any
 
 DEFAULT_GRACE_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
+#: Set (to any non-empty value) where no server may start: the unit test tier.
+FORBID_SERVERS_ENV = "LIKENESS_FORBID_SERVERS"
+
+# Every refused start, for the test plugin: code under test may catch the exception and carry on, and the
+# plugin fails the test anyway. Appended to from any thread; the plugin takes them out between tests.
+_refused: list[str] = []
+
+
+class ServerStartForbidden(RuntimeError):
+    """A server was about to start where none may run (`LIKENESS_FORBID_SERVERS` is set)."""
+
+
+def servers_forbidden() -> bool:
+    return bool(os.environ.get(FORBID_SERVERS_ENV))
+
+
+def refuse_server_start(what: str) -> None:
+    """Raise `ServerStartForbidden` (and remember it) if no server may start here; else do nothing."""
+    if not servers_forbidden():
+        return
+    message = (
+        f"{what}: no server may start here ({FORBID_SERVERS_ENV} is set: the unit test tier). A test that "
+        "starts or uses a server must request the `infra` fixture (or one built on it) or `server_process`, "
+        "which makes it an integration test (make test-integration)."
+    )
+    _refused.append(message)
+    raise ServerStartForbidden(message)
+
+
+def take_refused_starts() -> list[str]:
+    """The refusals since the last call (and forgets them)."""
+    taken = _refused[:]
+    del _refused[: len(taken)]
+    return taken
 
 
 def find_binary(name: str) -> str:
@@ -144,6 +182,7 @@ class ManagedProcess:
     _popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        refuse_server_start(f"starting {self.name} ({Path(self.argv[0]).name if self.argv else '?'})")
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

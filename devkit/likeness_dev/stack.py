@@ -71,12 +71,22 @@ class ServiceKind(StrEnum):
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    name: str
-    """Process name: log file, stack.json entry."""
+    """One process of the stack: a role of a service, started as every service starts,
+    `python -m <module> <role>`."""
+
     module: str
-    args: tuple[str, ...]
+    role: str
     kind: ServiceKind
     needs_model: bool = False
+
+    @property
+    def name(self) -> str:
+        """Process name (log file, stack.json entry): `<module>`, or `<module>-worker` for `work`."""
+        return self.module if self.role == "serve" else f"{self.module}-worker"
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, self.role]
 
     @property
     def address_env(self) -> str:
@@ -85,13 +95,13 @@ class ServiceSpec:
 
 
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("retention", "retention", ("serve",), ServiceKind.GRPC),
-    ServiceSpec("ingest", "ingest", ("serve",), ServiceKind.GRPC),
-    ServiceSpec("trainer", "trainer", ("serve",), ServiceKind.GRPC, needs_model=True),
-    ServiceSpec("trainer-worker", "trainer", ("work",), ServiceKind.WORKER, needs_model=True),
-    ServiceSpec("renderer", "renderer", ("serve",), ServiceKind.GRPC, needs_model=True),
-    ServiceSpec("renderer-worker", "renderer", ("work",), ServiceKind.WORKER, needs_model=True),
-    ServiceSpec("gateway", "gateway", (), ServiceKind.HTTP),
+    ServiceSpec("retention", "serve", ServiceKind.GRPC),
+    ServiceSpec("ingest", "serve", ServiceKind.GRPC),
+    ServiceSpec("trainer", "serve", ServiceKind.GRPC, needs_model=True),
+    ServiceSpec("trainer", "work", ServiceKind.WORKER, needs_model=True),
+    ServiceSpec("renderer", "serve", ServiceKind.GRPC, needs_model=True),
+    ServiceSpec("renderer", "work", ServiceKind.WORKER, needs_model=True),
+    ServiceSpec("gateway", "serve", ServiceKind.HTTP),
 )
 SERVICE_NAMES = tuple(spec.name for spec in SERVICES)
 _PER_STACK_KEYS = frozenset(
@@ -305,7 +315,7 @@ class DevStack:
             service.env |= dict(service_env.get(service.name, {}))
             service.process = ManagedProcess(
                 service.name,
-                [sys.executable, "-m", service.spec.module, *service.spec.args],
+                service.spec.command,
                 self.log_dir / f"{service.name}.log",
                 env=service.env,
                 cwd=self.project_dir,

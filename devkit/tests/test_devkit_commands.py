@@ -25,8 +25,7 @@ def _likeness(*args: str, project: Path, timeout: float = 120) -> subprocess.Com
     )
 
 
-@pytest.mark.integration
-def test_dev_up_infra_only_then_status_token_and_down(tmp_path: Path) -> None:
+def test_dev_up_infra_only_then_status_token_and_down(tmp_path: Path, server_process: None) -> None:
     (tmp_path / ".git").mkdir()  # the project root is found from the cwd
     up = _likeness("dev", "up", "--infra-only", project=tmp_path)
     try:

@@ -15,8 +15,6 @@ from likeness_dev.infra import S3_BUCKET, Infra, InfraStartError
 from likeness_dev.ports import is_listening
 from likeness_dev.procs import is_alive
 
-pytestmark = pytest.mark.integration
-
 
 async def test_jetstream_accepts_and_stores_a_message(infra: Infra) -> None:
     stream = f"TEST_{uuid.uuid4().hex[:8].upper()}"
@@ -98,7 +96,9 @@ def test_env_names_every_endpoint(infra: Infra, infra_env: dict[str, str]) -> No
         assert "://127.0.0.1:" in url
 
 
-def test_one_server_restarts_and_everything_stops_and_frees_its_ports(tmp_path: Path) -> None:
+def test_one_server_restarts_and_everything_stops_and_frees_its_ports(
+    tmp_path: Path, server_process: None
+) -> None:
     infra = Infra(tmp_path / "state")
     try:
         infra.start()
@@ -122,7 +122,7 @@ def test_one_server_restarts_and_everything_stops_and_frees_its_ports(tmp_path: 
     assert (tmp_path / "state" / "logs" / "s3.log").is_file()
 
 
-def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
+def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path: Path, server_process: None) -> None:
     infra = Infra(tmp_path / "state")
     squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     squatter.bind(("127.0.0.1", infra.main_ports()["nats"]))

@@ -20,8 +20,6 @@ from likeness_dev.procs import is_alive
 from likeness_dev.stack import SERVICE_NAMES, DevStack, StackError, stop_recorded_stack
 from likeness_dev.stackfile import read_dev_env, read_stack_file
 
-pytestmark = pytest.mark.integration
-
 STANDIN = textwrap.dedent(
     """
     import os, signal, sys, threading

@@ -38,16 +38,6 @@ CHAOS_CI = "chaos_ci"
 WORKER_ACK_WAIT_SECONDS = "4"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", f"{CHAOS}: a fault or load test on a private dev stack (make test-chaos)"
-    )
-    config.addinivalue_line(
-        "markers", f"{CHAOS_CI}: the bounded subset of the chaos tests CI runs (make test)"
-    )
-    config.addinivalue_line("markers", "leak_scan: scans what the other tests left behind (runs last)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.option.markexpr:
         # No marker expression given (plain `make test`): only the CI subset of the chaos tests.
@@ -92,7 +82,7 @@ def ledger() -> Ledger:
 
 
 @pytest.fixture(scope="session")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) -> Iterator[DevStack]:
     """All servers and services, private to the chaos tests; stopped (and its files left to pytest's
     tmp cleanup) at the end."""
     root = Path(tmp_path_factory.mktemp("chaos"))

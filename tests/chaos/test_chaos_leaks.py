@@ -17,7 +17,7 @@ import pytest
 
 from likeness_dev.leaks import photo_secrets, scan_stack
 
-pytestmark = [pytest.mark.chaos, pytest.mark.chaos_ci, pytest.mark.leak_scan, pytest.mark.integration]
+pytestmark = [pytest.mark.chaos, pytest.mark.chaos_ci, pytest.mark.leak_scan]
 
 
 def _one_journey(kit: Any) -> None:

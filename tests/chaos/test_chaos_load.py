@@ -20,7 +20,7 @@ import pytest
 from likeness_dev.journey import GatewayClient, JourneyResult, run_journey
 from likeness_dev.samples import sample_photos
 
-pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 SUBJECTS = 20
 TRAINING_STEPS = 4

@@ -23,7 +23,7 @@ from likeness_dev.infra import NATS, S3, VAULT
 from likeness_dev.leaks import photo_secrets, scan_plaintext
 from likeness_dev.samples import sample_photos
 
-pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 Until = Callable[..., Any]
 S3_OUTAGE_SECONDS = 10.0

@@ -22,7 +22,7 @@ from likeness.bus import RENDER_STREAM, TRAIN_STREAM
 from likeness.v1 import events_pb2
 from likeness_dev.samples import sample_photos
 
-pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 Until = Callable[..., Any]
 

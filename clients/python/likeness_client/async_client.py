@@ -24,19 +24,28 @@ from likeness_client.errors import (
 )
 from likeness_client.files import AtomicFile, image_file_name
 from likeness_client.models import (
+    Catalog,
     Erasure,
     ErasureAccepted,
+    ErasureReceipt,
+    Health,
     JobAccepted,
     Page,
     Photo,
+    Readiness,
+    ReceiptKeys,
     Render,
+    Retention,
+    RetentionPolicy,
     Style,
     Subject,
+    TeamLook,
+    TeamLookSpec,
     Training,
     UploadResult,
 )
 from likeness_client.retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy
-from likeness_client.settings import USER_AGENT, ClientSettings
+from likeness_client.settings import ClientSettings, request_headers
 from likeness_client.sse import SSEDecoder
 from likeness_client.sync_client import CHUNK, IDEMPOTENCY_HEADER
 
@@ -64,7 +73,7 @@ class AsyncLikenessClient:
         self._sleep = sleep
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+            headers=request_headers(token),
             timeout=timeout,
             transport=transport,
         )
@@ -97,9 +106,10 @@ class AsyncLikenessClient:
         files: Any = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        idempotent: bool = False,
     ) -> httpx.Response:
         headers = dict(headers or {})
-        if method == "POST":
+        if idempotent:
             headers[IDEMPOTENCY_HEADER] = str(uuid.uuid4())
         timeout = self._stream_timeout if stream else self._timeout
         attempt = 0
@@ -133,9 +143,7 @@ class AsyncLikenessClient:
             await self._sleep(wait)
 
     async def _run(self, call: Call[T]) -> T:
-        response = await self._send(
-            call.method, call.path, params=call.params, json=call.json, files=call.files
-        )
+        response = await self._send(call.route.method, call.path, **call.send_options())
         return call.parse(response)
 
     async def _iterate(self, page_of: Callable[[str | None], Call[Page[T]]]) -> AsyncIterator[T]:
@@ -225,9 +233,15 @@ class AsyncLikenessClient:
     async def get_erasure(self, erasure_id: str) -> Erasure:
         return await self._run(calls.get_erasure(erasure_id))
 
+    async def get_erasure_receipt(self, erasure_id: str) -> ErasureReceipt:
+        return await self._run(calls.get_erasure_receipt(erasure_id))
+
+    async def get_receipt_keys(self) -> ReceiptKeys:
+        return await self._run(calls.get_receipt_keys())
+
     @asynccontextmanager
     async def stream_export(self, subject_id: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        async with self._stream(calls.export_path(subject_id)) as response:
+        async with self._stream(calls.EXPORT_SUBJECT.path(subject_id)) as response:
             yield _chunks(response)
 
     async def export_subject(self, subject_id: str, destination: str | os.PathLike[str] | IO[bytes]) -> int:
@@ -270,7 +284,7 @@ class AsyncLikenessClient:
         return await self._run(calls.cancel_training(training_id))
 
     def watch_training(self, training_id: str) -> AsyncIterator[Training]:
-        return self._watch(calls.training_events_path(training_id), Training.model_validate_json)
+        return self._watch(calls.TRAINING_EVENTS.path(training_id), Training.model_validate_json)
 
     def poll_training(self, training_id: str, *, interval: float = 1.0) -> AsyncIterator[Training]:
         return self._poll(lambda: self.get_training(training_id), interval)
@@ -282,11 +296,14 @@ class AsyncLikenessClient:
         subject_id: str,
         *,
         training_id: str,
-        styles: Sequence[str],
+        styles: Sequence[str] = (),
         images_per_style: int | None = None,
         seed: int | None = None,
+        team_look_id: str | None = None,
     ) -> JobAccepted:
-        return await self._run(calls.create_render(subject_id, training_id, styles, images_per_style, seed))
+        return await self._run(
+            calls.create_render(subject_id, training_id, styles, images_per_style, seed, team_look_id)
+        )
 
     async def get_render(self, render_id: str) -> Render:
         return await self._run(calls.get_render(render_id))
@@ -300,7 +317,7 @@ class AsyncLikenessClient:
         return self._iterate(lambda cursor: calls.list_renders(subject_id, page_size, cursor))
 
     def watch_render(self, render_id: str) -> AsyncIterator[Render]:
-        return self._watch(calls.render_events_path(render_id), Render.model_validate_json)
+        return self._watch(calls.RENDER_EVENTS.path(render_id), Render.model_validate_json)
 
     def poll_render(self, render_id: str, *, interval: float = 1.0) -> AsyncIterator[Render]:
         return self._poll(lambda: self.get_render(render_id), interval)
@@ -309,7 +326,7 @@ class AsyncLikenessClient:
     async def stream_image(
         self, render_id: str, image_id: str
     ) -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
-        async with self._stream(calls.image_path(render_id, image_id)) as response:
+        async with self._stream(calls.GET_IMAGE.path(render_id, image_id)) as response:
             yield response.headers.get("content-type", "application/octet-stream"), _chunks(response)
 
     async def download_image(self, render_id: str, image_id: str) -> bytes:
@@ -330,6 +347,37 @@ class AsyncLikenessClient:
 
     async def list_styles(self) -> list[Style]:
         return await self._run(calls.list_styles())
+
+    async def get_catalog(self) -> Catalog:
+        return await self._run(calls.get_catalog())
+
+    # ------------------------------------------------------------------------------------------ tenant
+
+    async def list_team_looks(self) -> list[TeamLook]:
+        return await self._run(calls.list_team_looks())
+
+    async def get_team_look(self, look_id: str) -> TeamLook:
+        return await self._run(calls.get_team_look(look_id))
+
+    async def put_team_look(self, look_id: str, look: TeamLookSpec) -> TeamLook:
+        return await self._run(calls.put_team_look(look_id, look))
+
+    async def delete_team_look(self, look_id: str) -> None:
+        await self._run(calls.delete_team_look(look_id))
+
+    async def get_retention_policy(self) -> RetentionPolicy:
+        return await self._run(calls.get_retention_policy())
+
+    async def set_retention_policy(self, schedule: Retention) -> RetentionPolicy:
+        return await self._run(calls.set_retention_policy(schedule))
+
+    # ------------------------------------------------------------------------------------------ operations
+
+    async def get_health(self) -> Health:
+        return await self._run(calls.get_health())
+
+    async def get_readiness(self) -> Readiness:
+        return await self._run(calls.get_readiness())
 
 
 async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:

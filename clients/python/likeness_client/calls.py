@@ -1,12 +1,17 @@
-"""Every plain (non-streaming) call of the v1 API as data: method, path, body and how to read the answer.
+"""Every route of the v1 API as data, and every plain (non-streaming) call: method, path, body and how to
+read the answer.
 
-The sync and the async client both run these, so the contract is written down once.
+The sync and the async client both run these, so the contract is written down once. `ROUTES` lists each
+route the client calls, by the gateway's own path template; a test compares it with the gateway's OpenAPI
+document, so a route added to the gateway cannot be forgotten here.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
+import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +22,24 @@ import httpx
 from pydantic import BaseModel
 
 from likeness_client.models import (
+    Catalog,
     Erasure,
     ErasureAccepted,
+    ErasureReceipt,
+    Health,
     JobAccepted,
     Page,
     Photo,
+    Readiness,
+    ReceiptKeys,
     Render,
+    Retention,
+    RetentionPolicy,
     Style,
-    StyleList,
     Subject,
+    TeamLook,
+    TeamLookList,
+    TeamLookSpec,
     Training,
     UploadResult,
 )
@@ -38,19 +52,101 @@ PhotoInput = str | os.PathLike[str] | tuple[str, bytes]
 FilePart = tuple[str, tuple[str, bytes, str]]
 
 
+def segment(value: str) -> str:
+    """An id as one path segment, whatever it holds (a malformed id must not change the route)."""
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the API: its method and path template, spelled as the gateway's OpenAPI spells it."""
+
+    method: str
+    template: str
+    #: Sent with an `Idempotency-Key` (the same on every retry of one call): every POST, and the subject
+    #: DELETE, whose retry then gets its first 202 again.
+    idempotent: bool = False
+
+    @property
+    def parameters(self) -> list[str]:
+        return [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
+
+    def path(self, *ids: str) -> str:
+        """The template with `ids` in its placeholders, in order, each quoted as one segment."""
+        names = self.parameters
+        if len(ids) != len(names):
+            raise ValueError(f"{self.template} takes {len(names)} ids, not {len(ids)}")
+        return self.template.format_map(
+            {name: segment(value) for name, value in zip(names, ids, strict=True)}
+        )
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request (method, URL path) is a call of this route."""
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(self.template))
+        return method.upper() == self.method and re.fullmatch(pattern, path) is not None
+
+
+ROUTES: list[Route] = []
+
+
+def _route(method: str, template: str, *, idempotent: bool | None = None) -> Route:
+    route = Route(method, template, method == "POST" if idempotent is None else idempotent)
+    ROUTES.append(route)
+    return route
+
+
+CREATE_SUBJECT = _route("POST", "/v1/subjects")
+LIST_SUBJECTS = _route("GET", "/v1/subjects")
+GET_SUBJECT = _route("GET", "/v1/subjects/{subject_id}")
+ERASE_SUBJECT = _route("DELETE", "/v1/subjects/{subject_id}", idempotent=True)
+EXPORT_SUBJECT = _route("GET", "/v1/subjects/{subject_id}/export")
+UPLOAD_PHOTOS = _route("POST", "/v1/subjects/{subject_id}/photos")
+LIST_PHOTOS = _route("GET", "/v1/subjects/{subject_id}/photos")
+CREATE_TRAINING = _route("POST", "/v1/subjects/{subject_id}/trainings")
+LIST_TRAININGS = _route("GET", "/v1/subjects/{subject_id}/trainings")
+GET_TRAINING = _route("GET", "/v1/trainings/{training_id}")
+TRAINING_EVENTS = _route("GET", "/v1/trainings/{training_id}/events")
+CANCEL_TRAINING = _route("POST", "/v1/trainings/{training_id}/cancel")
+CREATE_RENDER = _route("POST", "/v1/subjects/{subject_id}/renders")
+LIST_RENDERS = _route("GET", "/v1/subjects/{subject_id}/renders")
+GET_RENDER = _route("GET", "/v1/renders/{render_id}")
+RENDER_EVENTS = _route("GET", "/v1/renders/{render_id}/events")
+GET_IMAGE = _route("GET", "/v1/renders/{render_id}/images/{image_id}")
+LIST_STYLES = _route("GET", "/v1/styles")
+LIST_TEAM_LOOKS = _route("GET", "/v1/team-looks")
+GET_TEAM_LOOK = _route("GET", "/v1/team-looks/{look_id}")
+PUT_TEAM_LOOK = _route("PUT", "/v1/team-looks/{look_id}")
+DELETE_TEAM_LOOK = _route("DELETE", "/v1/team-looks/{look_id}")
+GET_RETENTION_POLICY = _route("GET", "/v1/retention-policy")
+PUT_RETENTION_POLICY = _route("PUT", "/v1/retention-policy")
+GET_ERASURE = _route("GET", "/v1/erasures/{erasure_id}")
+GET_ERASURE_RECEIPT = _route("GET", "/v1/erasures/{erasure_id}/receipt")
+GET_RECEIPT_KEYS = _route("GET", "/v1/receipt-keys")
+HEALTH = _route("GET", "/healthz")
+READINESS = _route("GET", "/readyz")
+
+
 @dataclass(frozen=True)
 class Call(Generic[T]):
-    method: str
+    route: Route
     path: str
     parse: Callable[[httpx.Response], T]
     params: Mapping[str, str | int] | None = None
     json: Any = None
     files: Sequence[FilePart] | None = None
 
+    def send_options(self) -> dict[str, Any]:
+        """The keyword arguments of the clients' `_send` besides method and path."""
+        return {
+            "params": self.params,
+            "json": self.json,
+            "files": self.files,
+            "idempotent": self.route.idempotent,
+        }
 
-def segment(value: str) -> str:
-    """An id as one path segment, whatever it holds (a malformed id must not change the route)."""
-    return quote(value, safe="")
+
+def _call(route: Route, ids: Sequence[str], parse: Callable[[httpx.Response], T], **body: Any) -> Call[T]:
+    return Call(route, route.path(*ids), parse, **body)
 
 
 def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
@@ -58,6 +154,10 @@ def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
         return cls.model_validate_json(response.content)
 
     return parse
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
 
 
 def _page(key: str, cls: type[M]) -> Callable[[httpx.Response], Page[M]]:
@@ -73,17 +173,23 @@ def _page(key: str, cls: type[M]) -> Callable[[httpx.Response], Page[M]]:
     return parse
 
 
-def _page_params(limit: int | None, cursor: str | None) -> dict[str, str | int]:
+def _listing(
+    route: Route, ids: Sequence[str], key: str, cls: type[M], limit: int | None, cursor: str | None
+) -> Call[Page[M]]:
     params: dict[str, str | int] = {}
     if limit is not None:
         params["limit"] = limit
     if cursor:
         params["cursor"] = cursor
-    return params
+    return _call(route, ids, _page(key, cls), params=params)
 
 
 def _styles(response: httpx.Response) -> list[Style]:
-    return StyleList.model_validate_json(response.content).styles
+    return Catalog.model_validate_json(response.content).styles
+
+
+def _team_looks(response: httpx.Response) -> list[TeamLook]:
+    return TeamLookList.model_validate_json(response.content).looks
 
 
 # ------------------------------------------------------------------------------------------------ subjects
@@ -93,27 +199,31 @@ def create_subject(purpose: str, policy_version: str, external_ref: str | None) 
     body: dict[str, Any] = {"consent": {"purpose": purpose, "policy_version": policy_version}}
     if external_ref is not None:
         body["external_ref"] = external_ref
-    return Call("POST", "/v1/subjects", _model(Subject), json=body)
+    return _call(CREATE_SUBJECT, [], _model(Subject), json=body)
 
 
 def get_subject(subject_id: str) -> Call[Subject]:
-    return Call("GET", f"/v1/subjects/{segment(subject_id)}", _model(Subject))
+    return _call(GET_SUBJECT, [subject_id], _model(Subject))
 
 
 def list_subjects(limit: int | None, cursor: str | None) -> Call[Page[Subject]]:
-    return Call("GET", "/v1/subjects", _page("subjects", Subject), params=_page_params(limit, cursor))
+    return _listing(LIST_SUBJECTS, [], "subjects", Subject, limit, cursor)
 
 
 def erase_subject(subject_id: str) -> Call[ErasureAccepted]:
-    return Call("DELETE", f"/v1/subjects/{segment(subject_id)}", _model(ErasureAccepted))
+    return _call(ERASE_SUBJECT, [subject_id], _model(ErasureAccepted))
 
 
 def get_erasure(erasure_id: str) -> Call[Erasure]:
-    return Call("GET", f"/v1/erasures/{segment(erasure_id)}", _model(Erasure))
+    return _call(GET_ERASURE, [erasure_id], _model(Erasure))
 
 
-def export_path(subject_id: str) -> str:
-    return f"/v1/subjects/{segment(subject_id)}/export"
+def get_erasure_receipt(erasure_id: str) -> Call[ErasureReceipt]:
+    return _call(GET_ERASURE_RECEIPT, [erasure_id], _model(ErasureReceipt))
+
+
+def get_receipt_keys() -> Call[ReceiptKeys]:
+    return _call(GET_RECEIPT_KEYS, [], _model(ReceiptKeys))
 
 
 # ------------------------------------------------------------------------------------------------ photos
@@ -134,12 +244,11 @@ def upload_photos(subject_id: str, photos: Sequence[PhotoInput]) -> Call[UploadR
     if not photos:
         raise ValueError("no photos to upload")
     files = [photo_part(photo) for photo in photos]
-    return Call("POST", f"/v1/subjects/{segment(subject_id)}/photos", _model(UploadResult), files=files)
+    return _call(UPLOAD_PHOTOS, [subject_id], _model(UploadResult), files=files)
 
 
 def list_photos(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[Photo]]:
-    path = f"/v1/subjects/{segment(subject_id)}/photos"
-    return Call("GET", path, _page("photos", Photo), params=_page_params(limit, cursor))
+    return _listing(LIST_PHOTOS, [subject_id], "photos", Photo, limit, cursor)
 
 
 # ------------------------------------------------------------------------------------------------ trainings
@@ -147,59 +256,92 @@ def list_photos(subject_id: str, limit: int | None, cursor: str | None) -> Call[
 
 def create_training(subject_id: str, steps: int | None) -> Call[JobAccepted]:
     body = {"steps": steps} if steps is not None else {}
-    return Call("POST", f"/v1/subjects/{segment(subject_id)}/trainings", _model(JobAccepted), json=body)
+    return _call(CREATE_TRAINING, [subject_id], _model(JobAccepted), json=body)
 
 
 def get_training(training_id: str) -> Call[Training]:
-    return Call("GET", f"/v1/trainings/{segment(training_id)}", _model(Training))
+    return _call(GET_TRAINING, [training_id], _model(Training))
 
 
 def list_trainings(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[Training]]:
-    path = f"/v1/subjects/{segment(subject_id)}/trainings"
-    return Call("GET", path, _page("trainings", Training), params=_page_params(limit, cursor))
+    return _listing(LIST_TRAININGS, [subject_id], "trainings", Training, limit, cursor)
 
 
 def cancel_training(training_id: str) -> Call[Training]:
-    return Call("POST", f"/v1/trainings/{segment(training_id)}/cancel", _model(Training))
-
-
-def training_events_path(training_id: str) -> str:
-    return f"/v1/trainings/{segment(training_id)}/events"
+    return _call(CANCEL_TRAINING, [training_id], _model(Training))
 
 
 # ------------------------------------------------------------------------------------------------ renders
 
 
 def create_render(
-    subject_id: str, training_id: str, styles: Sequence[str], images_per_style: int | None, seed: int | None
+    subject_id: str,
+    training_id: str,
+    styles: Sequence[str],
+    images_per_style: int | None,
+    seed: int | None,
+    team_look_id: str | None,
 ) -> Call[JobAccepted]:
     body: dict[str, Any] = {"training_id": training_id, "styles": list(styles)}
-    if images_per_style is not None:
-        body["images_per_style"] = images_per_style
-    if seed is not None:
-        body["seed"] = seed
-    return Call("POST", f"/v1/subjects/{segment(subject_id)}/renders", _model(JobAccepted), json=body)
+    optional = {"images_per_style": images_per_style, "seed": seed, "team_look_id": team_look_id}
+    body |= {name: value for name, value in optional.items() if value is not None}
+    return _call(CREATE_RENDER, [subject_id], _model(JobAccepted), json=body)
 
 
 def get_render(render_id: str) -> Call[Render]:
-    return Call("GET", f"/v1/renders/{segment(render_id)}", _model(Render))
+    return _call(GET_RENDER, [render_id], _model(Render))
 
 
 def list_renders(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[Render]]:
-    path = f"/v1/subjects/{segment(subject_id)}/renders"
-    return Call("GET", path, _page("renders", Render), params=_page_params(limit, cursor))
-
-
-def render_events_path(render_id: str) -> str:
-    return f"/v1/renders/{segment(render_id)}/events"
-
-
-def image_path(render_id: str, image_id: str) -> str:
-    return f"/v1/renders/{segment(render_id)}/images/{segment(image_id)}"
+    return _listing(LIST_RENDERS, [subject_id], "renders", Render, limit, cursor)
 
 
 def list_styles() -> Call[list[Style]]:
-    return Call("GET", "/v1/styles", _styles)
+    return _call(LIST_STYLES, [], _styles)
+
+
+def get_catalog() -> Call[Catalog]:
+    return _call(LIST_STYLES, [], _model(Catalog))
+
+
+# ------------------------------------------------------------------------------------------------ tenant
+
+
+def list_team_looks() -> Call[list[TeamLook]]:
+    return _call(LIST_TEAM_LOOKS, [], _team_looks)
+
+
+def get_team_look(look_id: str) -> Call[TeamLook]:
+    return _call(GET_TEAM_LOOK, [look_id], _model(TeamLook))
+
+
+def put_team_look(look_id: str, look: TeamLookSpec) -> Call[TeamLook]:
+    body = look.model_dump(mode="json", exclude_none=True)
+    return _call(PUT_TEAM_LOOK, [look_id], _model(TeamLook), json=body)
+
+
+def delete_team_look(look_id: str) -> Call[None]:
+    return _call(DELETE_TEAM_LOOK, [look_id], _nothing)
+
+
+def get_retention_policy() -> Call[RetentionPolicy]:
+    return _call(GET_RETENTION_POLICY, [], _model(RetentionPolicy))
+
+
+def set_retention_policy(schedule: Retention) -> Call[RetentionPolicy]:
+    body = schedule.model_dump(mode="json")
+    return _call(PUT_RETENTION_POLICY, [], _model(RetentionPolicy), json=body)
+
+
+# ------------------------------------------------------------------------------------------------ operations
+
+
+def get_health() -> Call[Health]:
+    return _call(HEALTH, [], _model(Health))
+
+
+def get_readiness() -> Call[Readiness]:
+    return _call(READINESS, [], _model(Readiness))
 
 
 #: Image types the renderer serves, and the suffix a saved file gets.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,6 +118,9 @@ class Render(Model):
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The team look the render followed, and the background it put instead of the styles' own.
+    team_look_id: str | None = None
+    background: str | None = None
 
     @property
     def done(self) -> bool:
@@ -130,8 +133,48 @@ class Style(Model):
     description: str = ""
 
 
-class StyleList(Model):
+class Background(Model):
+    """A backdrop a team look can pin."""
+
+    id: str
+    name: str
+    description: str = ""
+
+
+class Catalog(Model):
+    """The curated styles a render can use, and the backgrounds a team look can pin."""
+
     styles: list[Style]
+    backgrounds: list[Background] = Field(default_factory=list)
+
+
+class TeamLook(Model):
+    """A tenant's pinned style, background and seed policy, so a team's headshots match."""
+
+    id: str
+    name: str
+    style: str
+    background: str
+    #: `fixed` (every render of the look uses `seed`) or `per_render`.
+    seed_policy: str
+    seed: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class TeamLookSpec(Model):
+    """What `put_team_look` sends: a style and a background of the catalog (`get_catalog`), and `fixed`
+    seeds (every render uses `seed`; absent: the gateway picks one) or `per_render` ones."""
+
+    name: str
+    style: str
+    background: str
+    seed_policy: str = "fixed"
+    seed: int | None = None
+
+
+class TeamLookList(Model):
+    looks: list[TeamLook]
 
 
 class ErasureAccepted(Model):
@@ -156,6 +199,50 @@ class Erasure(Model):
     backups_expire_by: datetime | None = None
     last_error: str | None = None
     attempts: int = 0
+
+
+class ReceiptSignature(Model):
+    alg: str
+    kid: str
+    #: base64url Ed25519 signature of the canonical JSON of the receipt's facts.
+    value: str
+
+
+class ErasureReceipt(Model):
+    """The signed receipt of a completed erasure: `receipt` holds the facts (the subject only as a keyed
+    HMAC); verify it against `get_receipt_keys()` (e.g. with `likeness erasures receipt`)."""
+
+    receipt: dict[str, Any]
+    signature: ReceiptSignature
+
+
+class ReceiptKeys(Model):
+    """The JWK set (Ed25519 public keys) that verifies erasure receipts, as the gateway publishes it."""
+
+    keys: list[dict[str, Any]]
+
+
+class RetentionPolicy(Model):
+    """The tenant's retention schedule: what subjects opened from now on get, and the same in words."""
+
+    schedule: Retention
+    #: False: the tenant has set no schedule of its own; these are the service defaults.
+    tenant_specific: bool
+    #: No subject is kept longer than this, whatever the schedule.
+    hard_cap_days: int
+    #: Vault snapshots keep a destroyed key this long.
+    backups_retention_days: int
+    text: str
+
+
+class Health(Model):
+    status: str
+
+
+class Readiness(Model):
+    status: str
+    #: Each backend (and NATS) and whether it is serving.
+    backends: dict[str, bool] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,14 @@ URL_VARIABLE = "LIKENESS_GATEWAY_URL"
 TOKEN_VARIABLES = ("LIKENESS_TOKEN", "LIKENESS_DEV_TOKEN")
 
 
+def request_headers(token: str) -> dict[str, str]:
+    """Headers of every request; without a token, only the public routes (receipt keys, health) answer."""
+    headers = {"User-Agent": USER_AGENT}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     base_url: str

@@ -24,19 +24,28 @@ from likeness_client.errors import (
 )
 from likeness_client.files import AtomicFile, image_file_name
 from likeness_client.models import (
+    Catalog,
     Erasure,
     ErasureAccepted,
+    ErasureReceipt,
+    Health,
     JobAccepted,
     Page,
     Photo,
+    Readiness,
+    ReceiptKeys,
     Render,
+    Retention,
+    RetentionPolicy,
     Style,
     Subject,
+    TeamLook,
+    TeamLookSpec,
     Training,
     UploadResult,
 )
 from likeness_client.retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy
-from likeness_client.settings import USER_AGENT, ClientSettings
+from likeness_client.settings import ClientSettings, request_headers
 from likeness_client.sse import SSEDecoder
 
 T = TypeVar("T")
@@ -71,7 +80,7 @@ class LikenessClient:
         self._sleep = sleep
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+            headers=request_headers(token),
             timeout=timeout,
             transport=transport,
         )
@@ -105,10 +114,11 @@ class LikenessClient:
         files: Any = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        idempotent: bool = False,
     ) -> httpx.Response:
         """Sends with retries; returns a successful response, raises the `ApiError` of a failed one."""
         headers = dict(headers or {})
-        if method == "POST":
+        if idempotent:
             # One key per call, the same on every retry: the gateway replays the first answer.
             headers[IDEMPOTENCY_HEADER] = str(uuid.uuid4())
         timeout = self._stream_timeout if stream else self._timeout
@@ -143,7 +153,7 @@ class LikenessClient:
             self._sleep(wait)
 
     def _run(self, call: Call[T]) -> T:
-        response = self._send(call.method, call.path, params=call.params, json=call.json, files=call.files)
+        response = self._send(call.route.method, call.path, **call.send_options())
         return call.parse(response)
 
     def _iterate(self, page_of: Callable[[str | None], Call[Page[T]]]) -> Iterator[T]:
@@ -232,7 +242,16 @@ class LikenessClient:
         return self._run(calls.erase_subject(subject_id))
 
     def get_erasure(self, erasure_id: str) -> Erasure:
+        """The erasure's record: its status (`completed` at the end) and what was deleted."""
         return self._run(calls.get_erasure(erasure_id))
+
+    def get_erasure_receipt(self, erasure_id: str) -> ErasureReceipt:
+        """The signed receipt of a completed erasure (`NotFound` until it has completed)."""
+        return self._run(calls.get_erasure_receipt(erasure_id))
+
+    def get_receipt_keys(self) -> ReceiptKeys:
+        """The published JWK set that verifies erasure receipts (a public route: no scope needed)."""
+        return self._run(calls.get_receipt_keys())
 
     @contextmanager
     def stream_export(self, subject_id: str) -> Iterator[Iterator[bytes]]:
@@ -240,7 +259,7 @@ class LikenessClient:
 
         A zip is complete only if the iteration ends normally: a stream cut short raises `TransportError`.
         """
-        with self._stream(calls.export_path(subject_id)) as response:
+        with self._stream(calls.EXPORT_SUBJECT.path(subject_id)) as response:
             yield _chunks(response)
 
     def export_subject(self, subject_id: str, destination: str | os.PathLike[str] | IO[bytes]) -> int:
@@ -290,7 +309,7 @@ class LikenessClient:
 
     def watch_training(self, training_id: str) -> Iterator[Training]:
         """The training on every change (Server-Sent Events), ending with its terminal state."""
-        return self._watch(calls.training_events_path(training_id), Training.model_validate_json)
+        return self._watch(calls.TRAINING_EVENTS.path(training_id), Training.model_validate_json)
 
     def poll_training(self, training_id: str, *, interval: float = 1.0) -> Iterator[Training]:
         """Like `watch_training`, by polling (for gateways or proxies without event streams)."""
@@ -303,11 +322,16 @@ class LikenessClient:
         subject_id: str,
         *,
         training_id: str,
-        styles: Sequence[str],
+        styles: Sequence[str] = (),
         images_per_style: int | None = None,
         seed: int | None = None,
+        team_look_id: str | None = None,
     ) -> JobAccepted:
-        return self._run(calls.create_render(subject_id, training_id, styles, images_per_style, seed))
+        """Renders headshots in curated `styles`, or in a team look (which pins style, background and,
+        for a fixed look, the seed); at least one of the two."""
+        return self._run(
+            calls.create_render(subject_id, training_id, styles, images_per_style, seed, team_look_id)
+        )
 
     def get_render(self, render_id: str) -> Render:
         return self._run(calls.get_render(render_id))
@@ -321,7 +345,7 @@ class LikenessClient:
         return self._iterate(lambda cursor: calls.list_renders(subject_id, page_size, cursor))
 
     def watch_render(self, render_id: str) -> Iterator[Render]:
-        return self._watch(calls.render_events_path(render_id), Render.model_validate_json)
+        return self._watch(calls.RENDER_EVENTS.path(render_id), Render.model_validate_json)
 
     def poll_render(self, render_id: str, *, interval: float = 1.0) -> Iterator[Render]:
         return self._poll(lambda: self.get_render(render_id), interval)
@@ -329,7 +353,7 @@ class LikenessClient:
     @contextmanager
     def stream_image(self, render_id: str, image_id: str) -> Iterator[tuple[str, Iterator[bytes]]]:
         """(content type, chunks) of one rendered image."""
-        with self._stream(calls.image_path(render_id, image_id)) as response:
+        with self._stream(calls.GET_IMAGE.path(render_id, image_id)) as response:
             yield response.headers.get("content-type", "application/octet-stream"), _chunks(response)
 
     def download_image(self, render_id: str, image_id: str) -> bytes:
@@ -351,6 +375,45 @@ class LikenessClient:
 
     def list_styles(self) -> list[Style]:
         return self._run(calls.list_styles())
+
+    def get_catalog(self) -> Catalog:
+        """The styles, and the backgrounds a team look can pin."""
+        return self._run(calls.get_catalog())
+
+    # ------------------------------------------------------------------------------------------ tenant
+
+    def list_team_looks(self) -> list[TeamLook]:
+        return self._run(calls.list_team_looks())
+
+    def get_team_look(self, look_id: str) -> TeamLook:
+        return self._run(calls.get_team_look(look_id))
+
+    def put_team_look(self, look_id: str, look: TeamLookSpec) -> TeamLook:
+        """Creates or replaces a team look (a style and a background of the catalog; a tenant's token)."""
+        return self._run(calls.put_team_look(look_id, look))
+
+    def delete_team_look(self, look_id: str) -> None:
+        """Deletes a team look; renders made with it keep it on record."""
+        self._run(calls.delete_team_look(look_id))
+
+    def get_retention_policy(self) -> RetentionPolicy:
+        """The tenant's retention schedule (its own, or the service defaults), also in words."""
+        return self._run(calls.get_retention_policy())
+
+    def set_retention_policy(self, schedule: Retention) -> RetentionPolicy:
+        """Replaces the tenant's whole schedule (0 days: the service default; the legal cap applies) for
+        subjects opened from now on; returns the policy as it now stands."""
+        return self._run(calls.set_retention_policy(schedule))
+
+    # ------------------------------------------------------------------------------------------ operations
+
+    def get_health(self) -> Health:
+        """`/healthz`: the gateway process answers."""
+        return self._run(calls.get_health())
+
+    def get_readiness(self) -> Readiness:
+        """`/readyz`: every backend and NATS serving (else `Unavailable`, once the retries are spent)."""
+        return self._run(calls.get_readiness())
 
 
 def _chunks(response: httpx.Response) -> Iterator[bytes]:

@@ -18,13 +18,16 @@ from likeness_client import (
     LikenessError,
     NotFound,
     RateLimited,
+    Retention,
     RetryPolicy,
     ServerSentEvent,
     SSEDecoder,
     StreamError,
+    TeamLookSpec,
     TransportError,
     Unavailable,
     UploadRejected,
+    calls,
 )
 
 BASE = "http://gateway.test"
@@ -391,3 +394,127 @@ def test_an_error_event_ends_the_watch_with_its_api_error() -> None:
     assert raised.value.status == 410
     assert raised.value.request_id == "req-9"
     assert len(handler.requests) == 1, "an error event is final: no reconnect"
+
+
+def test_a_subject_delete_carries_an_idempotency_key_and_puts_none() -> None:
+    handler = Recorder(httpx.Response(202, json={"erasure_id": "era_1", "status": "pending"}))
+    with client_for(handler, []) as client:
+        assert client.erase_subject("sub_1").erasure_id == "era_1"
+        handler.answers = [httpx.Response(204)]
+        assert client.delete_team_look("sales") is None
+    erase, delete = handler.requests
+    assert erase.method == "DELETE"
+    assert erase.headers["Idempotency-Key"], "a retried erasure gets its first 202 again"
+    assert "Idempotency-Key" not in delete.headers
+
+
+LOOK = {
+    "id": "sales",
+    "name": "Sales",
+    "style": "linkedin",
+    "background": "light_gray",
+    "seed_policy": "fixed",
+    "seed": 77,
+    "created_at": "2026-01-02T03:04:05Z",
+    "updated_at": None,
+}
+
+
+def test_team_looks_are_put_read_and_listed() -> None:
+    handler = Recorder(httpx.Response(200, json=LOOK))
+    with client_for(handler, []) as client:
+        look = client.put_team_look(
+            "sales", TeamLookSpec(name="Sales", style="linkedin", background="light_gray")
+        )
+        handler.answers = [httpx.Response(200, json={"looks": [LOOK]})]
+        listed = client.list_team_looks()
+    assert look.seed == 77
+    assert listed == [look]
+    put = handler.requests[0]
+    assert (put.method, put.url.path) == ("PUT", "/v1/team-looks/sales")
+    assert json.loads(put.content) == {
+        "name": "Sales",
+        "style": "linkedin",
+        "background": "light_gray",
+        "seed_policy": "fixed",
+    }
+
+
+def test_the_retention_policy_is_set_whole_and_read_back_in_words() -> None:
+    policy = {
+        "schedule": {
+            "photos_days": 7,
+            "photos_deleted_after_training": False,
+            "models_days": 365,
+            "renders_days": 365,
+            "inactivity_days": 365,
+        },
+        "tenant_specific": True,
+        "hard_cap_days": 1095,
+        "backups_retention_days": 30,
+        "text": "Photos are deleted 7 days after upload.",
+    }
+    handler = Recorder(httpx.Response(200, json=policy))
+    with client_for(handler, []) as client:
+        answer = client.set_retention_policy(Retention(photos_days=7))
+    assert answer.text == policy["text"]
+    assert answer.schedule.models_days == 365
+    sent = handler.requests[0]
+    assert sent.method == "PUT"
+    assert json.loads(sent.content) == {
+        "photos_days": 7,
+        "photos_deleted_after_training": False,
+        "models_days": 0,
+        "renders_days": 0,
+        "inactivity_days": 0,
+    }
+
+
+def test_a_render_can_follow_a_team_look_and_the_catalog_has_backgrounds() -> None:
+    handler = Recorder(httpx.Response(202, json={"id": "ren_1", "status": "queued"}))
+    with client_for(handler, []) as client:
+        client.create_render("sub_1", training_id="trn_1", team_look_id="sales")
+        catalog = {
+            "styles": [{"id": "linkedin", "name": "LinkedIn", "description": "d"}],
+            "backgrounds": [{"id": "light_gray", "name": "Light gray", "description": "plain"}],
+        }
+        handler.answers = [httpx.Response(200, json=catalog)]
+        assert [b.id for b in client.get_catalog().backgrounds] == ["light_gray"]
+    assert json.loads(handler.requests[0].content) == {
+        "training_id": "trn_1",
+        "styles": [],
+        "team_look_id": "sales",
+    }
+
+
+def test_a_receipt_and_the_published_keys_are_read_as_sent() -> None:
+    receipt = {
+        "receipt": {"erasure_id": "era_1", "objects_deleted": 3},
+        "signature": {"alg": "Ed25519", "kid": "k", "value": "c2ln"},
+    }
+    keys = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "abc", "kid": "k"}]}
+    handler = Recorder(httpx.Response(200, json=receipt))
+    with client_for(handler, []) as client:
+        got = client.get_erasure_receipt("era_1")
+        handler.answers = [httpx.Response(200, json=keys)]
+        published = client.get_receipt_keys()
+    assert got.model_dump(mode="json") == receipt, "the facts stay exactly as signed"
+    assert published.keys == keys["keys"]
+    assert handler.requests[0].url.path == "/v1/erasures/era_1/receipt"
+
+
+def test_without_a_token_no_authorization_is_sent() -> None:
+    handler = Recorder(httpx.Response(200, json={"status": "ok"}))
+    with LikenessClient(BASE, "", transport=httpx.MockTransport(handler)) as client:
+        assert client.get_health().status == "ok"
+    assert "Authorization" not in handler.requests[0].headers
+
+
+def test_routes_fill_their_templates_with_quoted_ids_and_match_requests() -> None:
+    assert calls.GET_IMAGE.path("ren_1", "a/b") == "/v1/renders/ren_1/images/a%2Fb"
+    with pytest.raises(ValueError, match="takes 2 ids"):
+        calls.GET_IMAGE.path("ren_1")
+    assert calls.GET_IMAGE.matches("GET", "/v1/renders/ren_1/images/img_1")
+    assert not calls.GET_IMAGE.matches("GET", "/v1/renders/ren_1/images")
+    assert not calls.GET_IMAGE.matches("DELETE", "/v1/renders/ren_1/images/img_1")
+    assert not calls.LIST_SUBJECTS.matches("GET", "/v1/subjects/sub_1")

@@ -1,6 +1,6 @@
 # likeness-retention: the only service that creates, reads, lists and destroys subject keys.
 #
-# What the code calls (libs/likeness/likeness/keys.py, services/retention/retention/vault_keys.py):
+# What the code calls (libs/likeness/likeness/vault_transit.py, services/retention/retention/vault_keys.py):
 #   SubjectKeys.create     POST   transit/keys/likeness-subject-<id>          (type, exportable, allow_plaintext_backup)
 #                          POST   transit/keys/likeness-subject-<id>/config   (deletion_allowed)
 #   SubjectKeys.exists     GET    transit/keys/likeness-subject-<id>

@@ -173,6 +173,34 @@ class Bus:
             headers[MSG_ID_HEADER] = msg_id
         await self.js.publish(nats_subject, message.SerializeToString(), headers=headers)
 
+    async def holds_message(self, nats_subject: str, msg_id: str, stream: str = EVENTS_STREAM) -> bool:
+        """Whether `stream` holds the message published on `nats_subject` with this `Nats-Msg-Id`.
+
+        Walks that NATS subject's messages by sequence (one get each, no consumer): meant for a subject with
+        few messages, such as one kind of event of one person.
+        """
+        sequence = 1
+        while True:
+            try:
+                message = await self.js.get_msg(stream, seq=sequence, subject=nats_subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return False
+            if (message.headers or {}).get(MSG_ID_HEADER) == msg_id:
+                return True
+            sequence = int(message.seq or sequence) + 1
+
+    async def publish_once(
+        self, nats_subject: str, message: Message, msg_id: str, stream: str = EVENTS_STREAM
+    ) -> None:
+        """Publishes unless `stream` (the one storing `nats_subject`) already holds the message.
+
+        `Nats-Msg-Id` alone stores a retried publish once only inside the stream's duplicate window; this
+        also holds for a publish that comes later, such as a redelivered job announcing the completion an
+        earlier delivery may or may not have announced before it died.
+        """
+        if not await self.holds_message(nats_subject, msg_id, stream):
+            await self.publish(nats_subject, message, msg_id=msg_id)
+
     async def purge_subject_events(self, tenant: str, subject_id: str) -> int:
         info = await self.js.stream_info(EVENTS_STREAM)
         before = info.state.messages

@@ -239,6 +239,9 @@ class QueueWorker(ABC, Generic[J, R]):
         self.records = records
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
+        #: Which delivery of its message the job being handled is (1 for the first): `finish` counts a
+        #: failure on the last one as dead-lettered.
+        self.delivery = 1
         self._current: tuple[str, str, CancelFlag] | None = None  # (tenant, subject, flag) of the running job
 
     @abstractmethod
@@ -308,20 +311,22 @@ class QueueWorker(ABC, Generic[J, R]):
         if found is None:
             await msg.ack()
             return
-        deliveries = msg.metadata.num_delivered or 1
+        self.delivery = msg.metadata.num_delivered or 1
         try:
             if getattr(found[0], "status") in TERMINAL:  # noqa: B009 - R is a job record
                 await self.on_finished_redelivery(job, found[0])
                 await msg.ack()
                 return
-            if self.reserve_final_delivery and deliveries > self.max_deliver:
+            if self.reserve_final_delivery and self.delivery > self.max_deliver:
                 reason = f"failed after {self.max_deliver} attempts (the worker stopped responding)"
                 await self.finish(job, JS.JOB_STATUS_FAILED, reason)
                 await msg.term()
                 return
         except Exception:
-            log.exception("could not settle a finished job", extra={"job_id": job_id, "delivery": deliveries})
-            await msg.nak(delay=2.0 * deliveries)
+            log.exception(
+                "could not settle a finished job", extra={"job_id": job_id, "delivery": self.delivery}
+            )
+            await msg.nak(delay=2.0 * self.delivery)
             return
         flag = CancelFlag()
         self._current = (tenant, subject_id, flag)
@@ -344,13 +349,13 @@ class QueueWorker(ABC, Generic[J, R]):
                 await self.finish(job, JS.JOB_STATUS_FAILED, str(failure))
                 await msg.term()
             except Exception as exc:
-                log.exception("job failed", extra={"job_id": job_id, "delivery": deliveries})
-                if deliveries >= self.max_deliver:
-                    reason = f"failed after {deliveries} attempts ({type(exc).__name__})"
+                log.exception("job failed", extra={"job_id": job_id, "delivery": self.delivery})
+                if self.delivery >= self.max_deliver:
+                    reason = f"failed after {self.delivery} attempts ({type(exc).__name__})"
                     await self.finish(job, JS.JOB_STATUS_FAILED, reason)
                     await msg.term()
                 else:
-                    await msg.nak(delay=2.0 * deliveries)
+                    await msg.nak(delay=2.0 * self.delivery)
             finally:
                 self._current = None
 

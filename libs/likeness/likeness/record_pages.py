@@ -1,8 +1,8 @@
 """Pages of a subject's job records (trainings, renders), newest first, for the services' List RPCs.
 
-Records are keyed `<tenant>.<job_id>` and ids sort by creation time, so one server-side watch over the
-tenant's keys reads them all in one pass (no per-key round trip), and the page token is simply the last
-id of the previous page.
+Records are keyed `<tenant>.<job_id>` and ids sort by creation time: the tenant's records are read from
+one consistent snapshot of its keys (`likeness.bus.kv_entries`), and the page token is simply the last id
+of the previous page. (A page costs in proportion to the tenant's records: bounded listings are later work.)
 """
 
 from __future__ import annotations

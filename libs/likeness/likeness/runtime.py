@@ -1,11 +1,17 @@
-"""What every service process shares: its connections (NATS, S3, Vault), telemetry, health and shutdown."""
+"""What every service process shares: its connections (NATS, S3, Vault), telemetry, health and shutdown;
+the skeleton of each role (a gRPC API, a queue worker, and both of a job service); and the one entry-point
+convention, `python -m <service> <role>`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import grpc
 from nats.aio.msg import Msg
@@ -13,6 +19,7 @@ from nats.aio.msg import Msg
 from likeness.bus import Bus, decode, subject_erased_filter
 from likeness.config import CommonSettings
 from likeness.grpc_server import GrpcServer, install_shutdown_handlers
+from likeness.job_metrics import Queue, QueueLagMonitor
 from likeness.sealed import SealedObjects
 from likeness.store import ObjectStore
 from likeness.telemetry import MetricsServer, setup_logging, setup_tracing
@@ -50,13 +57,16 @@ def bootstrap(settings: CommonSettings, name: str) -> None:
     setup_tracing(name, settings.otlp_endpoint)
 
 
-Register = Callable[[Platform, grpc.aio.Server], Awaitable[Callable[[], Awaitable[None]] | None]]
+OnStop = Callable[[], Awaitable[None]]
+#: Adds a service's servicers to the server and starts its background work; returns what stops that work.
+Register = Callable[[Platform, grpc.aio.Server], Awaitable[OnStop | None]]
 
 
 async def run_grpc_service(
-    settings: CommonSettings, name: str, service_names: Sequence[str], register: Register
+    settings: CommonSettings, service_names: Sequence[str], register: Register
 ) -> None:
     """Connects, registers the servicers, serves until SIGTERM, then drains (gRPC, then NATS)."""
+    name = settings.service_name
     bootstrap(settings, name)
     stop = asyncio.Event()
     install_shutdown_handlers(stop)
@@ -79,8 +89,9 @@ async def run_grpc_service(
 Work = Callable[[Platform, asyncio.Event], Awaitable[None]]
 
 
-async def run_worker(settings: CommonSettings, name: str, work: Work, ready: Callable[[], bool]) -> None:
+async def run_worker(settings: CommonSettings, work: Work, ready: Callable[[], bool]) -> None:
     """Runs a queue worker until SIGTERM; `work` must return once `stop` is set (after its current step)."""
+    name = f"{settings.service_name}-worker"
     bootstrap(settings, name)
     stop = asyncio.Event()
     install_shutdown_handlers(stop)
@@ -115,3 +126,92 @@ async def purge_records_on_erasure(platform: Platform, service: str, purge: Purg
         log.info("records purged", extra={"erasure_id": event.erasure_id, "records": removed})
 
     await platform.bus.watch_events(subject_erased_filter(), on_erased, durable=f"{service}-erasures")
+
+
+# ------------------------------------------------------------------------------------- job services
+
+
+class SubjectRecords(Protocol):
+    """A service's records (KV) that an erasure must remove, subject by subject."""
+
+    async def purge_subject(self, tenant: str, subject_id: str, /) -> int: ...
+
+
+class JobRunner(Protocol):
+    """A queue worker (`likeness.jobs.QueueWorker`): runs jobs until `stop` is set."""
+
+    async def run(self, stop: asyncio.Event, /) -> None: ...
+
+
+RecordsT = TypeVar("RecordsT", bound=SubjectRecords)
+
+
+def serve_job_api(
+    settings: CommonSettings,
+    grpc_service: str,
+    queue: Queue,
+    open_records: Callable[[Bus], Awaitable[RecordsT]],
+    add_servicer: Callable[[Platform, RecordsT, grpc.aio.Server], Awaitable[None]],
+) -> None:
+    """The `serve` role of a job service (trainer, renderer): its gRPC API over its job records, which it
+    purges when their subject is erased, and the lag of its work queue, measured here because this role is
+    always up while the GPU workers may be scaled to zero."""
+
+    async def register(platform: Platform, server: grpc.aio.Server) -> OnStop:
+        records = await open_records(platform.bus)
+        await add_servicer(platform, records, server)
+        await purge_records_on_erasure(platform, settings.service_name, records.purge_subject)
+        lag = asyncio.create_task(QueueLagMonitor(platform.bus.js, queue).run())
+
+        async def on_stop() -> None:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
+
+        return on_stop
+
+    asyncio.run(run_grpc_service(settings, [grpc_service], register))
+
+
+def work_job_queue(
+    settings: CommonSettings,
+    open_records: Callable[[Bus], Awaitable[RecordsT]],
+    new_worker: Callable[[Platform, RecordsT], JobRunner],
+) -> None:
+    """The `work` role of a job service: builds its worker (in a thread: loading the base model takes a
+    while and the event loop keeps answering meanwhile), reports ready once it is built, runs it until
+    SIGTERM."""
+    built = False
+
+    async def work(platform: Platform, stop: asyncio.Event) -> None:
+        nonlocal built
+        records = await open_records(platform.bus)
+        worker = await asyncio.to_thread(new_worker, platform, records)
+        built = True
+        await worker.run(stop)
+
+    asyncio.run(run_worker(settings, work, lambda: built))
+
+
+# -------------------------------------------------------------------------------------- entry point
+
+Role = Callable[[], None]
+
+
+def run_role(prog: str, roles: Mapping[str, Role], argv: Sequence[str] | None = None) -> None:
+    """`python -m <prog> [role]`: runs the named role of a service; `serve` when none is named.
+
+    Every service's `__main__` goes through here, so each starts the same way (the chart passes the role as
+    the container's args, the dev stack as the module's). A wrong role exits with status 2 and the usage.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: python -m {prog} [{'|'.join(roles)}]"
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        return
+    role = args[0] if args else "serve"
+    if len(args) > 1 or role not in roles:
+        problem = "one role at a time" if len(args) > 1 else f"unknown role {role!r}"
+        print(f"{usage}\n{prog}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    roles[role]()

@@ -24,8 +24,6 @@ from likeness.bus import (
 from likeness.config import CommonSettings
 from likeness.v1 import events_pb2, jobs_pb2
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def bus(settings: CommonSettings) -> AsyncIterator[Bus]:
@@ -105,6 +103,45 @@ async def test_purging_a_subjects_events_leaves_others(bus: Bus) -> None:
     remaining = info.state.subjects or {}
     assert not any(erased in key for key in remaining)
     assert sum(count for key, count in remaining.items() if kept in key) == 2
+
+
+async def test_holds_message_finds_a_message_by_its_msg_id_among_others_of_its_nats_subject(bus: Bus) -> None:
+    tenant, subject = "test", _subject_id()
+    nats_subject = event_nats_subject(tenant, subject, "training.completed")
+    assert not await bus.holds_message(nats_subject, "trn_a.completed"), "nothing on the NATS subject yet"
+    for training_id in ("trn_a", "trn_b"):
+        event = events_pb2.TrainingCompleted(tenant=tenant, subject_id=subject, training_id=training_id)
+        await bus.publish(nats_subject, event, msg_id=f"{training_id}.completed")
+    elsewhere = event_nats_subject(tenant, subject, "render.completed")
+    await bus.publish(elsewhere, events_pb2.RenderCompleted(), msg_id="trn_c.completed")
+    assert await bus.holds_message(nats_subject, "trn_a.completed")
+    assert await bus.holds_message(nats_subject, "trn_b.completed"), "found past the first message"
+    assert not await bus.holds_message(nats_subject, "trn_c.completed"), "another NATS subject's message"
+
+
+async def test_publish_once_publishes_only_what_the_stream_does_not_hold(bus: Bus) -> None:
+    # A redelivered job may announce its completion after the duplicate window: `Nats-Msg-Id` no longer
+    # dedups then, so the stream itself is asked. A private stream with a short window shows it.
+    stream = f"TESTONCE{uuid.uuid4().hex[:8].upper()}"
+    window = 0.5
+    await bus.js.add_stream(
+        StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], duplicate_window=window)
+    )
+    nats_subject = f"{stream.lower()}.{_subject_id()}"
+    event = events_pb2.TrainingCompleted(training_id="trn_a")
+    try:
+        await bus.publish(nats_subject, event, msg_id="trn_a.completed")
+        await asyncio.sleep(window * 3)  # past the window: a plain publish would be stored again
+        await bus.publish_once(nats_subject, event, "trn_a.completed", stream=stream)
+        await bus.publish_once(nats_subject, event, "trn_b.completed", stream=stream)
+        msg_ids = []
+        for sequence in (1, 2):
+            message = await bus.js.get_msg(stream, seq=sequence)
+            msg_ids.append((message.headers or {}).get("Nats-Msg-Id"))
+        assert msg_ids == ["trn_a.completed", "trn_b.completed"]
+        assert (await bus.js.stream_info(stream)).state.messages == 2
+    finally:
+        await bus.js.delete_stream(stream)
 
 
 async def test_kv_compare_and_set_and_prefix_listing(bus: Bus) -> None:

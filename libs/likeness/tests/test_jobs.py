@@ -17,7 +17,6 @@ from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
 
-pytestmark = pytest.mark.integration
 JS = common_pb2.JobStatus
 
 
@@ -32,6 +31,7 @@ class ScriptedWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         self.durable = f"{stream}-workers"
         self.runs: list[str] = []
         self.finished: dict[str, tuple[int, str]] = {}
+        self.finished_on_delivery: dict[str, int] = {}
 
     def identify(self, job: jobs_pb2.TrainJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.training_id
@@ -58,6 +58,7 @@ class ScriptedWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         self, job: jobs_pb2.TrainJob, status: common_pb2.JobStatus.ValueType, reason: str
     ) -> None:
         self.finished[job.training_id] = (status, reason)
+        self.finished_on_delivery[job.training_id] = self.delivery
 
 
 @pytest.fixture
@@ -123,6 +124,8 @@ async def test_poison_fails_at_once_and_transient_failures_retry_then_fail(
     assert worker.runs.count(flaky) == 2, "redelivered up to MaxDeliver"
     assert worker.finished[flaky][0] == JS.JOB_STATUS_FAILED
     assert "2 attempts" in worker.finished[flaky][1]
+    # What `finish` reads to count a failure on the last delivery as dead-lettered.
+    assert worker.finished_on_delivery == {poison: 1, flaky: 2}
 
 
 async def test_cancel_on_request_stops_a_running_job(harness: tuple[ScriptedWorker, Bus, str]) -> None:

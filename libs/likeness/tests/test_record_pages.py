@@ -14,8 +14,6 @@ from likeness.jobs import JobRecords
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.v1 import trainer_pb2
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def records(settings: CommonSettings) -> AsyncIterator[JobRecords[trainer_pb2.Training]]:

@@ -13,8 +13,6 @@ from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectMissing, ObjectStore, StoreError
 from likeness.vault_transit import SubjectKeys
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def store(settings: CommonSettings) -> ObjectStore:

@@ -11,8 +11,6 @@ import pytest
 from likeness.config import CommonSettings
 from likeness.vault_transit import KeyDestroyed, KeyError_, SubjectKeys, VaultUnavailable, key_name
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def keys(settings: CommonSettings) -> SubjectKeys:

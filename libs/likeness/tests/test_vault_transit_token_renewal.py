@@ -12,8 +12,6 @@ import pytest
 from likeness.config import CommonSettings
 from likeness.vault_transit import KeyAccessDenied, SubjectKeys
 
-pytestmark = pytest.mark.integration
-
 
 class ShortTokens:
     """A `Login` that hands the client a fresh child token (TTL `ttl`) and counts its calls."""

@@ -12,6 +12,7 @@ from gateway.access import LiveSubjects
 from gateway.auth import TokenVerifier
 from gateway.backends import Backends
 from gateway.config import GatewaySettings, get_settings
+from gateway.contract import document_answers
 from gateway.errors import install_error_handlers
 from gateway.idempotency import REPLAYED_HEADER, Replay
 from gateway.job_cache import JobCache
@@ -114,6 +115,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for module in (trainings, renders, subjects, photos, events, styles, looks, erasures, retention, health):
         app.include_router(module.router)
     app.include_router(export.router)
+    # Every route's answers in the schema, shared ones included, and the links between operations.
+    document_answers(app)
     return app
 
 

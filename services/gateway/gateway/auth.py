@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 
 from gateway.config import GatewaySettings
-from gateway.errors import ApiError
+from gateway.errors import ApiError, unavailable
 from likeness.ids import is_valid_id, is_valid_tenant
 
 DEV_ALGORITHMS = ["HS256"]
@@ -114,7 +114,7 @@ class TokenVerifier:
             raise unauthenticated("The token has expired.") from None
         except jwt.PyJWKClientConnectionError:
             # The identity provider is unreachable: the token may well be good, so this is no 401.
-            raise ApiError(503, "unavailable", "Token keys cannot be fetched right now; try again.") from None
+            raise unavailable("Token keys cannot be fetched right now; try again.") from None
         except (jwt.PyJWTError, KeyError, ValueError):
             raise unauthenticated("The token is invalid.") from None
         return _principal(claims)

@@ -24,6 +24,7 @@ from gateway.idempotency import (
     CLAIM_STATE_KEY,
     DOCUMENTATION,
     HEADER,
+    KEY_SCHEMA,
     VALID_KEY,
     Claim,
     Replay,
@@ -126,7 +127,14 @@ async def nats_link(request: Request) -> NatsLink:
 async def idempotency_claim(
     request: Request,
     idempotency_key: Annotated[
-        str | None, Header(alias=HEADER, description=DOCUMENTATION, examples=["3f0c1d2e-9b7a-4c65-8e21"])
+        str | None,
+        Header(
+            alias=HEADER,
+            description=DOCUMENTATION,
+            examples=["3f0c1d2e-9b7a-4c65-8e21"],
+            # Documented only: a key that breaks it answers 400 `invalid_idempotency_key`, not 422.
+            json_schema_extra=KEY_SCHEMA,
+        ),
     ] = None,
 ) -> Claim | None:
     """Takes the request's Idempotency-Key (if it has one), or answers from the stored record."""

@@ -8,16 +8,18 @@ their cause to the caller.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from gateway.request_context import current_request_id
-from gateway.schemas import ErrorResponse
 from likeness.rpc_errors import error_code
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,12 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 
+#: Machine codes whose HTTP status is not their gRPC status's: a team look's style or seed that a render
+#: request contradicts is a conflict with the look's current state (a PUT may change it), not a malformed
+#: request.
+_CODE_STATUS = {"team_look_conflict": 409}
+
+
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     mapped = _GRPC_TO_HTTP.get(exc.code())
     if mapped is None:
@@ -77,7 +85,8 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     if status == 503:
         log.warning("backend unavailable", extra={"grpc_status": exc.code().name})
         return unavailable()
-    return ApiError(status, error_code(exc) or default_code, exc.details() or default_code.replace("_", " "))
+    code = error_code(exc) or default_code
+    return ApiError(_CODE_STATUS.get(code, status), code, exc.details() or default_code.replace("_", " "))
 
 
 _HTTP_CODES = {
@@ -106,11 +115,28 @@ async def _on_grpc_error(request: Request, exc: Exception) -> JSONResponse:
     return await _on_api_error(request, from_grpc(exc))
 
 
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
     message = "No such resource." if exc.status_code == 404 else str(exc.detail)
-    return envelope(exc.status_code, code, message, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route that matched the path only; FastAPI makes one
+        # route per method, so the path's other methods would be missing from `Allow`.
+        allowed = allowed_methods(request.app.router.routes, request.scope)
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed here; use {' or '.join(allowed)}."
+    return envelope(exc.status_code, code, message, headers)
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path (whatever the request's own method)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(routes):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE and route.methods:
+            methods.update(route.methods)
+    return sorted(methods)
 
 
 #: Set on the request's state when its answer must not be kept for Idempotency-Key retries.
@@ -130,31 +156,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(grpc.aio.AioRpcError, _on_grpc_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-
-
-_DESCRIPTIONS = {
-    400: "Bad request (e.g. `invalid_cursor`, `invalid_idempotency_key`)",
-    401: "Missing, invalid or expired bearer token (`unauthenticated`)",
-    403: "The token lacks the route's scope (`insufficient_scope`)",
-    404: "No such resource, or not visible to this token (`not_found`)",
-    409: "Conflict with the resource's state, or `idempotency_in_progress` (with `Retry-After`): a request "
-    "with the same `Idempotency-Key` is still being answered",
-    410: "The subject is being or has been erased (`subject_erased`)",
-    413: "Too large: `file_too_large` or `too_many_files`",
-    415: "Not multipart/form-data (`unsupported_media_type`)",
-    422: "The request does not validate (`invalid_request`), or `idempotency_key_reused`: the "
-    "`Idempotency-Key` was used before with another request",
-    429: "`rate_limited`: the tenant's request rate is exceeded; retry after `Retry-After` seconds",
-    500: "Internal error (`internal`)",
-    503: "A backend is unavailable (`unavailable`); retry after `Retry-After` seconds",
-    504: "The request took longer than the gateway's deadline (`timeout`)",
-}
-COMMON = (401, 403, 422, 429, 500, 503, 504)
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` documenting the error envelope for these statuses (plus the common ones)."""
-    return {
-        status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]}
-        for status in sorted({*COMMON, *statuses})
-    }

@@ -60,6 +60,9 @@ _NOT_STORED = frozenset({401, 403, 408, 429})
 #: Response headers worth replaying (others, such as the request id, belong to each attempt).
 _REPLAYED_HEADERS = ("content-type", "location")
 IN_PROGRESS_RETRY_AFTER = 1
+#: What the schema promises of a key: printable ASCII with no space at either end (HTTP drops those), so
+#: every key that matches it arrives as sent and is accepted (`VALID_KEY` is the check applied).
+KEY_SCHEMA = {"minLength": 1, "maxLength": 255, "pattern": r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$"}
 
 DOCUMENTATION = (
     "Makes a retry safe: a request repeated with the same key (1..255 printable ASCII characters, e.g. a "

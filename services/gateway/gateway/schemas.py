@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 JobStatus = Literal["unspecified", "queued", "running", "succeeded", "failed", "cancelled"]
 SubjectStatus = Literal["unspecified", "active", "erasing", "erased"]
@@ -20,6 +20,10 @@ IMAGE_ID = "img_01jbz3t1d3f5h7k9n1q3t5w7za"
 ERASURE_ID = "era_01jbz3w4e6g8j0m2p4r6v8y0bc"
 WHEN = "2025-01-02T03:04:05Z"
 NEXT_CURSOR = "Pass as `cursor` for the next page; null on the last page"
+#: Catalog ids (styles, backgrounds), as the renderer's catalog defines them.
+CATALOG_ID_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+#: A team look's id: the tenant's own, 1-40 lower-case letters, digits and inner dashes.
+LOOK_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$"
 
 
 def _example(**values: Any) -> ConfigDict:
@@ -60,14 +64,49 @@ class Progress(BaseModel):
 # Subjects
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integers include `1.0`; strict pydantic takes only `1`. Anything else (a bool, a
+    string, `1.5`) goes on to the strict check unchanged, and is refused there."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer of a request body: a JSON number without a fraction, not `true`, not `"7"`. Each alias puts
+#: its bounds next to `int`, before this validator, so the schema states them as `minimum`/`maximum`.
+_WHOLE_NUMBER = BeforeValidator(_whole_number)
+Steps = Annotated[int, Field(ge=1, le=10_000), _WHOLE_NUMBER]
+ImagesPerStyle = Annotated[int, Field(ge=1, le=8), _WHOLE_NUMBER]
+#: 2^53 - 1: the largest integer every JSON reader (JavaScript's numbers too) holds exactly.
+RenderSeed = Annotated[int, Field(ge=0, le=2**53 - 1), _WHOLE_NUMBER]
+LookSeed = Annotated[int, Field(ge=0, le=2**31 - 1), _WHOLE_NUMBER]
+Days = Annotated[int, Field(ge=0, le=36_500), _WHOLE_NUMBER]
+
+#: Request bodies take JSON types as the schema states them: no `"7"` for 7, no `0` for false (pydantic's lax
+#: coercions would accept what the contract refuses), and no field the schema does not name.
+REQUEST = ConfigDict(extra="forbid", strict=True)
+
+
+#: "Has a character that is not blank": what the services require of names and consent fields (they
+#: strip them). Blank is Python's whitespace and ECMAScript's `\s` together, spelled out, so the pattern
+#: means the same to a client's validator, to the schema's and to this one.
+NOT_BLANK_PATTERN = (
+    r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
+
+
 class ConsentIn(BaseModel):
-    purpose: str = Field(min_length=1, max_length=200, examples=["professional_headshots"])
-    policy_version: str = Field(min_length=1, max_length=64, examples=["2025-01"])
+    model_config = REQUEST
+    purpose: str = Field(
+        min_length=1, max_length=200, pattern=NOT_BLANK_PATTERN, examples=["professional_headshots"]
+    )
+    policy_version: str = Field(min_length=1, max_length=64, pattern=NOT_BLANK_PATTERN, examples=["2025-01"])
 
 
 class CreateSubjectRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -181,8 +220,8 @@ class SubjectList(BaseModel):
 
 
 class CreateTrainingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"steps": 800}]})
-    steps: int | None = Field(default=None, ge=1, le=10000, description="Absent: the preset's default")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"steps": 800}]})
+    steps: Steps | None = Field(default=None, description="Absent: the preset's default")
 
 
 class JobAccepted(BaseModel):
@@ -213,24 +252,31 @@ class Training(BaseModel):
 class CreateRenderRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"training_id": TRAINING_ID, "styles": ["corporate"], "images_per_style": 2, "seed": 7}
-            ]
+            ],
+            # What `_styles_or_look` checks, said in the schema: a team look, or at least one style.
+            "anyOf": [
+                {"required": ["team_look_id"], "properties": {"team_look_id": {"type": "string"}}},
+                {"required": ["styles"], "properties": {"styles": {"minItems": 1}}},
+            ],
         },
     )
     training_id: str = Field(max_length=64)
-    styles: list[str] = Field(
+    styles: list[Annotated[str, Field(pattern=CATALOG_ID_PATTERN)]] = Field(
         default_factory=list,
         max_length=16,
         description="Style ids from GET /v1/styles (at least one, unless a team look gives the style)",
     )
-    images_per_style: int = Field(default=2, ge=1, le=8)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Absent: random")
+    images_per_style: ImagesPerStyle = Field(default=2)
+    seed: RenderSeed | None = Field(default=None, description="Absent: random")
     team_look_id: str | None = Field(
         default=None,
-        max_length=40,
-        description="A team look of the tenant: it pins style, background and (fixed looks) the seed",
+        pattern=LOOK_ID_PATTERN,
+        description="A team look of the tenant: it pins style, background and (fixed looks) the seed; "
+        "`styles` may then be absent or name the look's style only, and a fixed look's seed may not change",
     )
 
     @model_validator(mode="after")
@@ -368,6 +414,7 @@ class Erasure(BaseModel):
 class RetentionScheduleIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -380,11 +427,11 @@ class RetentionScheduleIn(BaseModel):
             ]
         },
     )
-    photos_days: int = Field(default=0, ge=0, le=36500, description="0: the service default")
+    photos_days: Days = Field(default=0, description="0: the service default")
     photos_deleted_after_training: bool = False
-    models_days: int = Field(default=0, ge=0, le=36500)
-    renders_days: int = Field(default=0, ge=0, le=36500)
-    inactivity_days: int = Field(default=0, ge=0, le=36500)
+    models_days: Days = Field(default=0)
+    renders_days: Days = Field(default=0)
+    inactivity_days: Days = Field(default=0)
 
 
 class RetentionPolicy(BaseModel):
@@ -452,6 +499,7 @@ SeedPolicy = Literal["fixed", "per_render"]
 class TeamLookIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -463,13 +511,13 @@ class TeamLookIn(BaseModel):
             ]
         },
     )
-    name: str = Field(min_length=1, max_length=60)
-    style: str = Field(min_length=1, max_length=64, description="A style id from GET /v1/styles")
+    name: str = Field(min_length=1, max_length=60, pattern=NOT_BLANK_PATTERN)
+    style: str = Field(pattern=CATALOG_ID_PATTERN, description="A style id from GET /v1/styles")
     background: str = Field(
-        min_length=1, max_length=64, description="A background id from `GET /v1/styles` (`backgrounds`)"
+        pattern=CATALOG_ID_PATTERN, description="A background id from `GET /v1/styles` (`backgrounds`)"
     )
     seed_policy: SeedPolicy = "fixed"
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Fixed looks: absent picks one")
+    seed: LookSeed | None = Field(default=None, description="Fixed looks: absent picks one")
 
 
 class TeamLook(BaseModel):

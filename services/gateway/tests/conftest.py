@@ -113,6 +113,10 @@ class FakeRetention(retention_pb2_grpc.RetentionServiceServicer):
         subject = self.subjects.get((request.tenant, request.subject_id))
         if subject is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "no such subject")
+        if subject.erasure_id:  # as retention does: the erasure under way or done
+            return retention_pb2.EraseSubjectResponse(
+                erasure=self.erasures[(request.tenant, subject.erasure_id)]
+            )
         erasure = retention_pb2.Erasure(
             id=new_id("era"),
             tenant=request.tenant,

@@ -1,10 +1,7 @@
-"""`python -m ingest serve`."""
+"""`python -m ingest [serve]`: the gRPC API."""
 
-import sys
-
-from ingest.server import main
+from ingest.server import serve
+from likeness.runtime import run_role
 
 if __name__ == "__main__":
-    if sys.argv[1:] not in ([], ["serve"]):
-        raise SystemExit("usage: python -m ingest [serve]")
-    main()
+    run_role("ingest", {"serve": serve})

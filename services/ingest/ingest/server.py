@@ -31,6 +31,6 @@ def register_with(settings: IngestSettings) -> Callable[[Platform, grpc.aio.Serv
     return register
 
 
-def main() -> None:
+def serve() -> None:
     settings = get_settings()
-    asyncio.run(run_grpc_service(settings, "ingest", [SERVICE_NAME], register_with(settings)))
+    asyncio.run(run_grpc_service(settings, [SERVICE_NAME], register_with(settings)))

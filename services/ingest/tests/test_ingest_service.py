@@ -32,7 +32,6 @@ from likeness.v1 import ingest_pb2, ingest_pb2_grpc
 from likeness_dev.infra import Infra
 from likeness_dev.samples import ACCEPTED, CorpusFile, no_face_photo, other_person_photo, sample_photos
 
-pytestmark = pytest.mark.integration
 PS = ingest_pb2.PhotoStatus
 TENANT = "acme"
 CHUNK = 256 * 1024

@@ -1,14 +1,7 @@
-"""`python -m renderer serve` (gRPC API) or `python -m renderer work` (GPU worker)."""
+"""`python -m renderer [serve|work]`: the gRPC API (the default) or the GPU worker."""
 
-import sys
-
+from likeness.runtime import run_role
 from renderer.server import serve, work
 
 if __name__ == "__main__":
-    role = sys.argv[1] if len(sys.argv) > 1 else "serve"
-    if role == "serve":
-        serve()
-    elif role == "work":
-        work()
-    else:
-        raise SystemExit("usage: python -m renderer [serve|work]")
+    run_role("renderer", {"serve": serve, "work": work})

@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 
 import PIL.Image
 
+from likeness.v1 import renderer_pb2
 from renderer.config import QualityGate
 from renderer.identity import FaceScore
+
+_GATES: dict[QualityGate, renderer_pb2.QualityGate.ValueType] = {
+    "off": renderer_pb2.QUALITY_GATE_OFF,
+    "score": renderer_pb2.QUALITY_GATE_SCORE,
+    "enforce": renderer_pb2.QUALITY_GATE_ENFORCE,
+}
 
 #: Seeds of re-rolls: far from the job's own seeds (base + style * 1000 + image, at most 16 styles).
 REROLL_STRIDE = 100_000
@@ -35,6 +42,18 @@ class Output:
     score: FaceScore | None
     rerolls: int
     passed: bool
+
+    def as_image_quality(self) -> renderer_pb2.ImageQuality | None:
+        """The gate's view of this image for its record (None when the gate was off)."""
+        if self.score is None:
+            return None
+        distance = self.score.distance
+        return renderer_pb2.ImageQuality(
+            faces=self.score.faces,
+            identity_distance=None if distance is None else round(distance, 4),
+            rerolls=self.rerolls,
+            passed=self.passed,
+        )
 
 
 @dataclass
@@ -138,3 +157,14 @@ class JobQuality:
         if self.mode != "off" and self.templates == 0:
             return "the subject has no face template: only the face count was checked"
         return ""
+
+    def as_render_quality(self) -> renderer_pb2.RenderQuality:
+        return renderer_pb2.RenderQuality(
+            gate=_GATES[self.mode],
+            images_requested=self.requested,
+            rerolls=self.rerolls,
+            failures=self.failures,
+            templates=self.templates,
+            shortfall_reason=self.shortfall_reason(),
+            note=self.note(),
+        )

@@ -1,66 +1,41 @@
-"""Entry points of the renderer's two roles: `serve` (gRPC API) and `work` (GPU worker)."""
+"""The renderer's two roles on the shared job-service skeleton (`likeness.runtime`): `serve` (the gRPC API
+over the `renders` records, the style catalog and the tenants' team looks) and `work` (the GPU worker on
+the `job.render` queue)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
-
 import grpc
 
-from likeness.job_metrics import RENDER, QueueLagMonitor
-from likeness.runtime import Platform, Register, purge_records_on_erasure, run_grpc_service, run_worker
-from likeness.v1 import renderer_pb2, renderer_pb2_grpc
-from renderer.config import RendererSettings, get_settings
+from likeness.job_metrics import RENDER
+from likeness.jobs import JobRecords, QueueWorker
+from likeness.runtime import Platform, serve_job_api, work_job_queue
+from likeness.v1 import jobs_pb2, renderer_pb2, renderer_pb2_grpc
+from renderer.config import get_settings
 from renderer.records import open_renders
 from renderer.service import RendererServicer
 from renderer.styles import load_backgrounds, load_styles
 from renderer.team_looks import TeamLooks
 
-log = logging.getLogger(__name__)
 SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"].full_name
+Renders = JobRecords[renderer_pb2.Render]
 
 
-def _register_with(settings: RendererSettings) -> Register:
-    async def register(platform: Platform, server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
-        records = await open_renders(platform.bus)
-        styles = load_styles()
-        looks = await TeamLooks.open(platform.bus, styles, load_backgrounds())
-        servicer = RendererServicer(platform, records, styles, settings, looks)
-        renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
+async def _add_servicer(platform: Platform, records: Renders, server: grpc.aio.Server) -> None:
+    styles = load_styles()
+    looks = await TeamLooks.open(platform.bus, styles, load_backgrounds())
+    servicer = RendererServicer(platform, records, styles, get_settings(), looks)
+    renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
 
-        await purge_records_on_erasure(platform, "renderer", records.purge_subject)
-        # The always-up serve role measures its queue's lag: the GPU workers may be scaled to zero.
-        lag = asyncio.create_task(QueueLagMonitor(platform.bus.js, RENDER).run())
 
-        async def on_stop() -> None:
-            lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag
+def _new_worker(platform: Platform, records: Renders) -> QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]:
+    from renderer.worker import RenderWorker  # torch and diffusers load only in the worker role
 
-        return on_stop
-
-    return register
+    return RenderWorker(platform, records, load_styles(), get_settings())
 
 
 def serve() -> None:
-    settings = get_settings()
-    asyncio.run(run_grpc_service(settings, "renderer", [SERVICE_NAME], _register_with(settings)))
+    serve_job_api(get_settings(), SERVICE_NAME, RENDER, open_renders, _add_servicer)
 
 
 def work() -> None:
-    from renderer import worker  # torch and diffusers load only in the worker role
-
-    settings = get_settings()
-    started = asyncio.Event()
-
-    async def run(platform: Platform, stop: asyncio.Event) -> None:
-        records = await open_renders(platform.bus)
-        render_worker = await asyncio.to_thread(
-            worker.RenderWorker, platform, records, load_styles(), settings
-        )
-        started.set()
-        await render_worker.run(stop)
-
-    asyncio.run(run_worker(settings, "renderer-worker", run, started.is_set))
+    work_job_queue(get_settings(), open_renders, _new_worker)

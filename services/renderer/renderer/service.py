@@ -20,7 +20,6 @@ from likeness.store import ObjectMissing, StoreError
 from likeness.timeutil import now_timestamp, to_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
 from likeness.vault_transit import KeyDestroyed, VaultUnavailable
-from renderer import proto_fields
 from renderer.config import RendererSettings
 from renderer.styles import Style
 from renderer.team_looks import RenderPlan, TeamLook, TeamLookError, TeamLooks
@@ -48,7 +47,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def _plan(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> RenderPlan:
         """Styles, background and seed: from the request, or pinned by the tenant's team look."""
         requested_seed = request.seed if request.HasField("seed") else None
-        look_id = proto_fields.requested_team_look(request)
+        look_id = request.team_look_id
         if not look_id:
             seed = requested_seed if requested_seed is not None else secrets.randbelow(2**31)
             return RenderPlan(styles=list(request.styles), background="", seed=seed)
@@ -97,10 +96,9 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             progress=common_pb2.Progress(step=0, total_steps=per_style * len(plan.styles)),
             created_at=now,
             updated_at=now,
+            team_look_id=request.team_look_id,
+            background=plan.background,
         )
-        if plan.background:
-            proto_fields.set_team_look(render, proto_fields.requested_team_look(request))
-            proto_fields.set_background(render, plan.background)
         await self.records.create(render)
         job = jobs_pb2.RenderJob(
             render_id=render.id,
@@ -110,8 +108,8 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             styles=render.styles,
             images_per_style=per_style,
             seed=plan.seed,
+            background=plan.background,
         )
-        proto_fields.set_background(job, plan.background)
         await self.platform.bus.publish(
             job_nats_subject("render", render.tenant, render.subject_id), job, msg_id=render.id
         )

@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import nats.js.errors
 import numpy as np
 import PIL.Image
 from diffusers import StableDiffusionPipeline
@@ -24,7 +23,7 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from likeness import ids
-from likeness.bus import EVENTS_STREAM, RENDER_STREAM, decode, event_nats_subject
+from likeness.bus import RENDER_STREAM, decode, event_nats_subject
 from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
 from likeness.object_names import lora_key, render_image_key, subject_prefix
@@ -37,7 +36,6 @@ from likeness.vault_transit import KeyDestroyed
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.lora_format import read_lora_metadata
 from likeness_ml.tiny_model import is_tiny_model
-from renderer import proto_fields
 from renderer.config import RendererSettings
 from renderer.generation import generate, subject_lora
 from renderer.identity import EMBEDDING_SIZE, FaceScore, FaceScorer, FloatArray, parse_templates
@@ -107,15 +105,10 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         )
         self.scorer = FaceScorer(settings.quality_min_face_score) if self.policy.mode != "off" else None
         self.marker = make_marker(settings)
-        self._delivery = 1  # of the job being handled
         init_job_metrics(RENDER)
 
     def identify(self, job: jobs_pb2.RenderJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.render_id
-
-    async def handle(self, msg: Msg) -> None:
-        self._delivery = msg.metadata.num_delivered or 1  # finish() counts a failure on the last one
-        await super().handle(msg)
 
     async def run(self, stop: asyncio.Event) -> None:
         sweeper = asyncio.create_task(self._sweep_cache(stop))
@@ -173,27 +166,9 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
     async def on_finished_redelivery(self, job: jobs_pb2.RenderJob, record: renderer_pb2.Render) -> None:
         """The delivery that finished this render died before its ack, maybe before its event: announce
-        the success unless the stream already holds it (its `Nats-Msg-Id` dedups a publish inside the
-        stream's duplicate window; a later one is checked against the stream itself)."""
-        if record.status != JS.JOB_STATUS_SUCCEEDED or await self._completion_published(job):
-            return
-        await self._publish_completed(job, len(record.images))
-
-    async def _completion_published(self, job: jobs_pb2.RenderJob) -> bool:
-        subject = event_nats_subject(job.tenant, job.subject_id, "render.completed")
-        sequence = 1
-        while True:
-            try:
-                message = await self.platform.bus.js.get_msg(
-                    EVENTS_STREAM, seq=sequence, subject=subject, next=True
-                )
-            except nats.js.errors.NotFoundError:
-                return False
-            event = events_pb2.RenderCompleted()
-            event.ParseFromString(message.data or b"")
-            if event.render_id == job.render_id:
-                return True
-            sequence = int(message.seq or sequence) + 1
+        the success unless the stream already holds it."""
+        if record.status == JS.JOB_STATUS_SUCCEEDED:
+            await self._publish_completed(job, len(record.images), once=True)
 
     # ------------------------------------------------------------------------------ subject material
 
@@ -256,9 +231,8 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
     def style_for(self, job: jobs_pb2.RenderJob, style_id: str) -> Style:
         style = self.styles[style_id]
-        background = proto_fields.job_background(job)
-        if background:
-            style = style.with_background(self.backgrounds[background])
+        if job.background:
+            style = style.with_background(self.backgrounds[job.background])
         return style
 
     def render_batch(
@@ -355,15 +329,14 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         await asyncio.to_thread(
             self.platform.sealed.put, ObjectRef(job.tenant, job.subject_id, key, "render"), png
         )
-        image = renderer_pb2.RenderedImage(
+        return renderer_pb2.RenderedImage(
             id=image_id,
             style=style_id,
             seed=output.seed,
             content_type=self.marker.content_type,
             size_bytes=len(png),
+            quality=output.as_image_quality(),
         )
-        proto_fields.set_image_quality(image, output)
-        return image
 
     async def _record_images(
         self, job: jobs_pb2.RenderJob, images: list[renderer_pb2.RenderedImage], done: int
@@ -394,7 +367,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             record.status = status
             record.error = shortfall
             record.progress.total_steps = quality.requested
-            proto_fields.set_render_quality(record, quality)
+            record.quality.CopyFrom(quality.as_render_quality())
             return True
 
         if await self.records.mutate(job.tenant, job.render_id, succeed) is None:
@@ -405,7 +378,8 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             return
         await self._publish_completed(job, quality.delivered)
 
-    async def _publish_completed(self, job: jobs_pb2.RenderJob, image_count: int) -> None:
+    async def _publish_completed(self, job: jobs_pb2.RenderJob, image_count: int, once: bool = False) -> None:
+        """`once`: unless the stream holds it already (a redelivery past the duplicate window)."""
         event = events_pb2.RenderCompleted(
             tenant=job.tenant,
             subject_id=job.subject_id,
@@ -413,16 +387,17 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             image_count=image_count,
             at=now_timestamp(),
         )
-        await self.platform.bus.publish(
-            event_nats_subject(job.tenant, job.subject_id, "render.completed"),
-            event,
-            msg_id=f"{job.render_id}.completed",
-        )
+        nats_subject = event_nats_subject(job.tenant, job.subject_id, "render.completed")
+        msg_id = f"{job.render_id}.completed"
+        if once:
+            await self.platform.bus.publish_once(nats_subject, event, msg_id)
+        else:
+            await self.platform.bus.publish(nats_subject, event, msg_id=msg_id)
 
     async def finish(
         self, job: jobs_pb2.RenderJob, status: common_pb2.JobStatus.ValueType, reason: str
     ) -> None:
-        job_ended(RENDER, status, delivery=self._delivery, max_deliver=self.max_deliver)
+        job_ended(RENDER, status, delivery=self.delivery, max_deliver=self.max_deliver)
 
         def finish(record: renderer_pb2.Render) -> bool:
             if record.status in TERMINAL:

@@ -14,8 +14,6 @@ from likeness_ml.subject import SUBJECT_PHRASE
 from renderer.styles import load_backgrounds, load_styles
 from renderer.team_looks import TeamLook, TeamLookError, TeamLooks, plan_for
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 async def looks(infra: Infra) -> AsyncIterator[TeamLooks]:

@@ -34,7 +34,6 @@ from renderer.quality import BatchResult, GatePolicy
 from renderer.styles import load_styles
 from renderer.worker import RenderWorker
 
-pytestmark = pytest.mark.integration
 JS = common_pb2.JobStatus
 TENANT = "acme"
 WATERMARK_KEY = "worker-test-watermark-key-0123456789"

@@ -1,10 +1,7 @@
-"""`python -m retention serve`."""
+"""`python -m retention [serve]`: the gRPC API, the reaper and the orphan sweeps."""
 
-import sys
-
-from retention.server import main
+from likeness.runtime import run_role
+from retention.server import serve
 
 if __name__ == "__main__":
-    if sys.argv[1:] not in ([], ["serve"]):
-        raise SystemExit("usage: python -m retention [serve]")
-    main()
+    run_role("retention", {"serve": serve})

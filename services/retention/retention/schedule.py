@@ -92,7 +92,7 @@ def _row(label: str, text: str) -> str:
 def describe_policy(
     tenant: str, schedule: Schedule, settings: RetentionSettings, *, tenant_specific: bool
 ) -> str:
-    """The schedule as a retention policy a person can read (what `likeness retention policy` prints)."""
+    """The schedule as a policy a person can read (what `GET /v1/retention-policy` answers in words)."""
     source = "set by the tenant" if tenant_specific else "service defaults: the tenant has set none"
     cap = settings.hard_cap_days
     photos = f"{_days(schedule.photos_days)} after upload"

@@ -46,6 +46,6 @@ def register_with(
     return register
 
 
-def main() -> None:
+def serve() -> None:
     settings = get_settings()
-    asyncio.run(run_grpc_service(settings, "retention", [SERVICE_NAME], register_with(settings)))
+    asyncio.run(run_grpc_service(settings, [SERVICE_NAME], register_with(settings)))

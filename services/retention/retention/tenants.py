@@ -1,7 +1,7 @@
 """Tenants' retention schedules, in the `tenants` KV bucket owned by retention (one key per tenant).
 
-A tenant without a record gets the service defaults (settings). Schedules are set through retention
-(admin RPC, or `likeness retention policy --set ...` in development) and apply to subjects opened after.
+A tenant without a record gets the service defaults (settings). Schedules are set through retention's
+API only (`PUT /v1/retention-policy`, `likeness retention policy set`) and apply to subjects opened after.
 """
 
 from __future__ import annotations

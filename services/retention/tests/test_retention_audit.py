@@ -36,7 +36,6 @@ def _sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-@pytest.mark.integration
 async def test_an_erasure_leaves_an_audit_trail_and_metrics_without_ids(instances: Any) -> None:
     servicer = await instances.new()
     tenant = instances.tenant

@@ -7,13 +7,11 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import pytest
 
 from likeness import ids
 from likeness.timeutil import ManualClock
 from likeness.v1 import retention_pb2
 
-pytestmark = pytest.mark.integration
 DAY = timedelta(days=1)
 
 

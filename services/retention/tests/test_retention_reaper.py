@@ -17,8 +17,6 @@ from likeness.v1 import events_pb2, retention_pb2
 from retention.deadlines import Deadline, DeadlineKind
 from retention.service import RetentionServicer
 
-pytestmark = pytest.mark.integration
-
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
 Schedule = retention_pb2.RetentionSchedule

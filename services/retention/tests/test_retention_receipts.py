@@ -140,7 +140,6 @@ def test_signing_keys_come_from_settings_and_rotate() -> None:
         )
 
 
-@pytest.mark.integration
 async def test_a_completed_erasure_has_a_receipt_that_verifies(instances: Any) -> None:
     clock = ManualClock()
     servicer = await instances.new(clock)

@@ -23,7 +23,6 @@ from retention.config import RetentionSettings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer
 
-pytestmark = pytest.mark.integration
 ES = retention_pb2.ErasureStatus
 
 

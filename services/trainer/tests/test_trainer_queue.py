@@ -22,7 +22,6 @@ from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
 from likeness_dev.infra import Infra
 
-pytestmark = pytest.mark.integration
 JS = common_pb2.JobStatus
 
 

@@ -42,7 +42,6 @@ from trainer.progress import ProgressPublisher
 from trainer.training_objects import TrainingObjects
 from trainer.worker import TrainingWorker
 
-pytestmark = pytest.mark.integration
 JS = common_pb2.JobStatus
 TENANT = "acme"
 WriteWatch = Callable[[], AbstractContextManager[list[tuple[str, Any]]]]

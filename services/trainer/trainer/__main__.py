@@ -1,14 +1,7 @@
-"""`python -m trainer serve` (gRPC API) or `python -m trainer work` (GPU worker)."""
+"""`python -m trainer [serve|work]`: the gRPC API (the default) or the GPU worker."""
 
-import sys
-
+from likeness.runtime import run_role
 from trainer.server import serve, work
 
 if __name__ == "__main__":
-    role = sys.argv[1] if len(sys.argv) > 1 else "serve"
-    if role == "serve":
-        serve()
-    elif role == "work":
-        work()
-    else:
-        raise SystemExit("usage: python -m trainer [serve|work]")
+    run_role("trainer", {"serve": serve, "work": work})

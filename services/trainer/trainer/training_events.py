@@ -2,12 +2,11 @@
 
 `training.completed` carries the training id as `Nats-Msg-Id`, so a retried publish inside the stream's
 duplicate window is stored once. A delivery that resumes a job another worker finished but did not get
-to acknowledge may come later than that window, so it first looks for the event in the stream.
+to acknowledge may come later than that window, so it publishes only if the stream does not hold the event
+(`Bus.publish_once`).
 """
 
 from __future__ import annotations
-
-import nats.js.errors
 
 from likeness.bus import EVENTS_STREAM, Bus, event_nats_subject
 from likeness.timeutil import now_timestamp
@@ -18,38 +17,22 @@ FAILED = "training.failed"
 PROGRESS = "training.progress"
 
 
-async def publish_completed(bus: Bus, job: jobs_pb2.TrainJob) -> None:
+def _completed(job: jobs_pb2.TrainJob) -> tuple[str, events_pb2.TrainingCompleted, str]:
+    """(NATS subject, event, `Nats-Msg-Id`) of the training's completion."""
     event = events_pb2.TrainingCompleted(
         tenant=job.tenant, subject_id=job.subject_id, training_id=job.training_id, at=now_timestamp()
     )
-    await bus.publish(
-        event_nats_subject(job.tenant, job.subject_id, COMPLETED),
-        event,
-        msg_id=f"{job.training_id}.completed",
-    )
+    return event_nats_subject(job.tenant, job.subject_id, COMPLETED), event, f"{job.training_id}.completed"
 
 
-async def completion_published(bus: Bus, job: jobs_pb2.TrainJob) -> bool:
-    """Whether the stream holds a `training.completed` of this training (walks the subject's few events
-    of that kind by sequence; creates no consumer)."""
-    subject = event_nats_subject(job.tenant, job.subject_id, COMPLETED)
-    sequence = 1
-    while True:
-        try:
-            message = await bus.js.get_msg(EVENTS_STREAM, seq=sequence, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            return False
-        if message.data:
-            event = events_pb2.TrainingCompleted()
-            event.ParseFromString(message.data)
-            if event.training_id == job.training_id:
-                return True
-        sequence = int(message.seq or sequence) + 1
+async def publish_completed(bus: Bus, job: jobs_pb2.TrainJob) -> None:
+    nats_subject, event, msg_id = _completed(job)
+    await bus.publish(nats_subject, event, msg_id=msg_id)
 
 
 async def publish_completed_once(bus: Bus, job: jobs_pb2.TrainJob) -> None:
-    if not await completion_published(bus, job):
-        await publish_completed(bus, job)
+    """For a delivery of an already succeeded job: unless the stream holds the event already."""
+    await bus.publish_once(*_completed(job))
 
 
 async def publish_failed(bus: Bus, job: jobs_pb2.TrainJob, reason: str, cancelled: bool) -> None:
@@ -75,7 +58,6 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "PROGRESS",
-    "completion_published",
     "publish_completed",
     "publish_completed_once",
     "publish_failed",

@@ -25,7 +25,6 @@ import time
 from dataclasses import replace
 
 import PIL.Image
-from nats.aio.msg import Msg
 
 from likeness.bus import TRAIN_STREAM
 from likeness.job_metrics import TRAIN, init_job_metrics, job_ended
@@ -81,7 +80,6 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         self.preset = preset_for(self.family)
         self.checkpoint_every = settings.checkpoint_every_steps or self.preset.checkpoint_every
         self.priors = ClassPriors()
-        self._delivery = 1  # of the job being handled
         init_job_metrics(TRAIN)
         if settings.prior_preservation:  # generated now, so no job waits for them
             self.priors.get(
@@ -90,10 +88,6 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
 
     def identify(self, job: jobs_pb2.TrainJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.training_id
-
-    async def handle(self, msg: Msg) -> None:
-        self._delivery = msg.metadata.num_delivered or 1  # finish() counts a failure on the last one
-        await super().handle(msg)
 
     def objects_of(self, job: jobs_pb2.TrainJob) -> TrainingObjects:
         platform = self.platform
@@ -301,7 +295,7 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
     async def finish(
         self, job: jobs_pb2.TrainJob, status: common_pb2.JobStatus.ValueType, reason: str
     ) -> None:
-        job_ended(TRAIN, status, delivery=self._delivery, max_deliver=self.max_deliver)
+        job_ended(TRAIN, status, delivery=self.delivery, max_deliver=self.max_deliver)
         objects = self.objects_of(job)
         if reason == SUBJECT_ERASED:
             await self._erase_traces(job, objects)  # and no record or event: the person is gone

@@ -1,8 +1,9 @@
 {{/*
 The Deployment of one workload. Input: dict root, service, role (see _helpers.tpl).
-Three kinds share it:
-  http   the gateway: REST on LIKENESS_HTTP_PORT, probes GET /healthz (startup) and /readyz (readiness)
-         there; /metrics and /healthz on the metrics port like every other process
+Every container starts the same way, `python -m <service> <role>` (role `serve` unless the workload names
+`work`). Three kinds share it:
+  http   the gateway (`python -m gateway serve`): REST on LIKENESS_HTTP_PORT, probes GET /healthz (startup)
+         and /readyz (readiness) there; /metrics and /healthz on the metrics port like every other process
   grpc   a gRPC API (`python -m <service> serve`): native grpc probes on the grpc.health.v1 service
   worker a GPU worker (`python -m <service> work`): a GPU, GPU nodes, a memory-backed /tmp, the base model
          read-only, no API port; readiness GET /healthz on the metrics port
@@ -89,9 +90,7 @@ spec:
           image: {{ include "likeness.image" . | quote }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           command: ["python", "-m", {{ .service | quote }}]
-          {{- if ne $w.kind "http" }}
           args: [{{ default "serve" .role | quote }}]
-          {{- end }}
           ports:
             {{- if eq $w.kind "http" }}
             - name: http
@@ -114,7 +113,7 @@ spec:
             {{- if eq $w.kind "http" }}
             - name: LIKENESS_HTTP_PORT
               value: {{ $svc.httpPort | quote }}
-            {{- range $name := list "retention" "ingest" "trainer" "renderer" }}
+            {{- range $name := splitList " " (include "likeness.grpcServices" .) }}
             - name: LIKENESS_{{ upper $name }}_ADDR
               value: {{ include "likeness.grpcAddress" (dict "root" $root "service" $name) | quote }}
             {{- end }}
@@ -150,7 +149,7 @@ spec:
             - name: LIKENESS_GRPC_PORT
               value: {{ $svc.grpcPort | quote }}
             {{- end }}
-            {{- if has .service (list "trainer" "renderer") }}
+            {{- if has .service (splitList " " (include "likeness.jobServices" .)) }}
             # One settings class per service: both roles carry it, only workers mount the weights.
             - name: LIKENESS_BASE_MODEL
               value: {{ $root.Values.baseModel.mountPath | quote }}

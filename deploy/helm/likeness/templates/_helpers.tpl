@@ -31,6 +31,24 @@ security context. Helpers about one component take a dict:
 {{- end -}}
 
 {{/*
+The one list of the chart's services, one image each (space-separated: read it with splitList), and of those
+that run two roles, `serve` (the gRPC API) and `work` (the GPU worker); the others run `serve` only. Every
+template that goes over services takes them from here.
+*/}}
+{{- define "likeness.services" -}}gateway retention ingest trainer renderer{{- end -}}
+{{- define "likeness.jobServices" -}}trainer renderer{{- end -}}
+
+{{/* The services the gateway calls over gRPC: every one but itself. */}}
+{{- define "likeness.grpcServices" -}}
+{{- without (splitList " " (include "likeness.services" .)) "gateway" | join " " -}}
+{{- end -}}
+
+{{/* The component serving a service's API: "<service>-serve" for a job service. Input: the service name. */}}
+{{- define "likeness.apiComponent" -}}
+{{- if has . (splitList " " (include "likeness.jobServices" .)) }}{{ printf "%s-serve" . }}{{ else }}{{ . }}{{ end -}}
+{{- end -}}
+
+{{/*
 A workload's identity, rendered as YAML for fromYaml:
   component: the suffix of its resource names and its app.kubernetes.io/component label (trainer-work)
   kind:      http (the gateway), grpc (a gRPC API) or worker (a GPU worker)
@@ -76,8 +94,24 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* A service's image reference: registry/repository, then @digest or :tag. Input: dict root, service. */}}
+{{/*
+A service's image reference: registry/repository, then @digest or :tag. With image.requireDigests (the
+production values), an image without a digest fails the render, naming every digest still missing.
+Input: dict root, service.
+*/}}
 {{- define "likeness.image" -}}
+{{- $values := .root.Values -}}
+{{- if $values.image.requireDigests -}}
+{{- $missing := list -}}
+{{- range $service := splitList " " (include "likeness.services" .) -}}
+{{- if not (index $values $service).image.digest -}}
+{{- $missing = append $missing (printf "%s.image.digest" $service) -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "image.requireDigests is true, so every image is pulled by digest: set %s (sha256:<64 hex digits>, e.g. from `crane digest <image>:<tag>`; see \"Pinning images by digest\" in the chart's README)" (join ", " $missing)) -}}
+{{- end -}}
+{{- end -}}
 {{- $img := (index .root.Values .service).image -}}
 {{- $registry := .root.Values.image.registry | trimSuffix "/" -}}
 {{- $repository := ternary (printf "%s/%s" $registry $img.repository) $img.repository (ne $registry "") -}}

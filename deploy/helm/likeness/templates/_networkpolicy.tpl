@@ -67,8 +67,8 @@ spec:
     {{- include "likeness.egressDns" $root | nindent 4 }}
     {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.nats "url" $v.nats.url "default" "4222") | nindent 4 }}
     {{- if eq $w.kind "http" }}
-    {{- range $backend := list "retention" "ingest" "trainer" "renderer" }}
-    {{- $selected := ternary $backend (printf "%s-serve" $backend) (has $backend (list "ingest" "retention")) }}
+    {{- range $backend := splitList " " (include "likeness.grpcServices" .) }}
+    {{- $selected := include "likeness.apiComponent" $backend }}
     - ports:
         - port: {{ (index $v $backend).grpcPort }}
           protocol: TCP

@@ -10,7 +10,7 @@ Input: dict root, service.
 {{- $root := .root -}}
 {{- $svc := index $root.Values .service -}}
 {{- $isGateway := eq .service "gateway" -}}
-{{- $selected := ternary .service (printf "%s-serve" .service) (has .service (list "gateway" "ingest" "retention")) -}}
+{{- $selected := include "likeness.apiComponent" .service -}}
 {{- $external := and $isGateway (ne $svc.service.type "ClusterIP") -}}
 apiVersion: v1
 kind: Service

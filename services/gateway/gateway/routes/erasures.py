@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway import access, convert, schemas
+from gateway.contract import answers
 from gateway.deps import Backends, SubjectsErase
-from gateway.errors import error_responses, not_found
+from gateway.errors import not_found
 from likeness.v1 import retention_pb2
 
 router = APIRouter(tags=["subjects"])
@@ -16,7 +17,7 @@ router = APIRouter(tags=["subjects"])
     "/v1/erasures/{erasure_id}",
     summary="Read an erasure record (its progress and facts)",
     description="Scope `subjects:erase`. The signed receipt: `GET /v1/erasures/{id}/receipt`.",
-    responses=error_responses(404),
+    responses=answers("not_found"),
 )
 async def get_erasure(erasure_id: str, principal: SubjectsErase, backends: Backends) -> schemas.Erasure:
     access.require_id(erasure_id, "era")

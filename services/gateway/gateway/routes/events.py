@@ -28,8 +28,9 @@ from gateway import access, convert
 from gateway.auth import Principal
 from gateway.backends import Backends as BackendClients
 from gateway.config import GatewaySettings
+from gateway.contract import answers
 from gateway.deps import Backends, Nats, RendersRead, TrainingsRead
-from gateway.errors import ApiError, error_responses, from_grpc
+from gateway.errors import ApiError, from_grpc
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.request_context import current_request_id
@@ -38,20 +39,47 @@ from likeness.jobs import TERMINAL
 
 router = APIRouter(tags=["progress"])
 
-_STREAM_DOC: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "`text/event-stream`: `event: progress` with the resource's JSON on every change, "
-        "then `event: end` with the final state (or `event: error` with an error envelope); comment lines "
-        "(`: keep-alive`) every 15 s",
-        "content": {
-            "text/event-stream": {
-                "schema": {"type": "string"},
-                "example": 'event: progress\ndata: {"id": "trn_...", "status": "running", ...}\n\n'
-                'event: end\ndata: {"id": "trn_...", "status": "succeeded", ...}\n\n',
-            }
+
+def _event(name: str, body: str) -> dict[str, Any]:
+    """One kind of event, as OpenAPI describes an event stream's events: `data` is JSON of `body`."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{body}"},
+            },
         },
     }
-}
+
+
+def _stream_doc(resource: str, example_id: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of an event stream of `resource` (a schema name: `Training`, `Render`)."""
+    return {
+        200: {
+            "description": "`text/event-stream`: `event: progress` with the resource's JSON on every "
+            "change, then `event: end` with the final state (or `event: error` with an error envelope); "
+            "comment lines (`: keep-alive`) every 15 s",
+            "content": {
+                "text/event-stream": {
+                    # Each event (Open API 3.1 reading: the schema of an event stream is one event's).
+                    "schema": {
+                        "oneOf": [
+                            _event("progress", resource),
+                            _event("end", resource),
+                            _event("error", "ErrorResponse"),
+                        ]
+                    },
+                    "example": f'event: progress\ndata: {{"id": "{example_id}", "status": "running"}}\n\n'
+                    f'event: end\ndata: {{"id": "{example_id}", "status": "succeeded"}}\n\n',
+                }
+            },
+        }
+    }
+
 
 Snapshot = Callable[[], Awaitable[tuple[BaseModel, bool]]]
 
@@ -155,7 +183,7 @@ async def _render_state(
     "returns it, on every change (the first is the current state); event `end`: the final state, then "
     "the stream closes.",
     response_class=StreamingResponse,
-    responses={**_STREAM_DOC, **error_responses(404, 410)},
+    responses={**_stream_doc("Training", "trn_..."), **answers("not_found", "subject_erased")},
 )
 async def training_events(
     training_id: str, request: Request, principal: TrainingsRead, backends: Backends, nats: Nats
@@ -180,7 +208,7 @@ async def training_events(
     "on every change (the first is the current state); event `end`: the final state, then the stream "
     "closes.",
     response_class=StreamingResponse,
-    responses={**_STREAM_DOC, **error_responses(404, 410)},
+    responses={**_stream_doc("Render", "ren_..."), **answers("not_found", "subject_erased")},
 )
 async def render_events(
     render_id: str, request: Request, principal: RendersRead, backends: Backends, nats: Nats

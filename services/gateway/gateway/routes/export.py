@@ -23,8 +23,9 @@ from fastapi.responses import StreamingResponse
 from gateway import access, convert
 from gateway.auth import Principal
 from gateway.backends import Backends as BackendClients
+from gateway.contract import answers
 from gateway.deps import Backends, authenticate
-from gateway.errors import error_responses, subject_erased
+from gateway.errors import subject_erased
 from gateway.export_zip import ZipStream
 from likeness.rpc_errors import error_code
 from likeness.v1 import ingest_pb2, renderer_pb2, retention_pb2, trainer_pb2
@@ -97,8 +98,18 @@ class ExportAborted(Exception):
     "complete, so an incomplete export never opens as a valid zip.",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/zip": {}}, "description": "The archive"},
-        **error_responses(404, 410),
+        200: {
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The archive",
+            "headers": {
+                "Content-Disposition": {
+                    "description": '`attachment; filename="likeness-export-<subject id>.zip"`',
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^attachment; "},
+                }
+            },
+        },
+        **answers("not_found", "subject_erased"),
     },
 )
 async def export_subject(subject_id: str, principal: SubjectsExport, backends: Backends) -> StreamingResponse:

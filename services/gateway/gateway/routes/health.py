@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway import schemas
+from gateway.contract import answers
 from gateway.deps import Backends, Nats
-from gateway.errors import ApiError, error_responses
+from gateway.errors import RETRY_AFTER_UNAVAILABLE, ApiError
 
 router = APIRouter(tags=["operations"])
 
@@ -20,12 +21,17 @@ async def healthz() -> schemas.Health:
 @router.get(
     "/readyz",
     summary="Every backend answers its health check with SERVING",
-    responses={503: error_responses(503)[503]},
+    responses=answers("not_ready"),
 )
 async def readyz(backends: Backends, nats: Nats) -> schemas.Readiness:
     states = await backends.readiness()
     states["nats"] = nats.connected()
     down = sorted(name for name, serving in states.items() if not serving)
     if down:
-        raise ApiError(503, "not_ready", f"Not serving: {', '.join(down)}.")
+        raise ApiError(
+            503,
+            "not_ready",
+            f"Not serving: {', '.join(down)}.",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+        )
     return schemas.Readiness(status="ready", backends=states)

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from gateway import access, convert, schemas
+from gateway.contract import answers
 from gateway.deps import Backends, LooksRead, LooksWrite
-from gateway.errors import ApiError, error_responses
+from gateway.errors import ApiError
 from likeness.v1 import renderer_pb2
 
 router = APIRouter(prefix="/v1/team-looks", tags=["team looks"])
@@ -19,6 +20,9 @@ LookId = Annotated[
         max_length=40,
         description="The tenant's own id: lower-case letters, digits and inner dashes",
         examples=["sales-emea"],
+        # Documented, not enforced here: the renderer answers a malformed id like a missing one (404), or
+        # refuses to create it (400 `invalid_team_look_id`).
+        json_schema_extra={"pattern": schemas.LOOK_ID_PATTERN},
     ),
 ]
 _SEED_POLICIES = {"fixed": renderer_pb2.SEED_POLICY_FIXED, "per_render": renderer_pb2.SEED_POLICY_PER_RENDER}
@@ -33,7 +37,7 @@ def _tenant_only(subject: str | None) -> None:
     "",
     summary="List the tenant's team looks",
     description="Scope `looks:read`.",
-    responses=error_responses(),
+    responses=answers("team_looks_unavailable"),
 )
 async def list_looks(principal: LooksRead, backends: Backends) -> schemas.TeamLookList:
     request = renderer_pb2.ListTeamLooksRequest(tenant=principal.tenant)
@@ -45,7 +49,7 @@ async def list_looks(principal: LooksRead, backends: Backends) -> schemas.TeamLo
     "/{look_id}",
     summary="Read a team look",
     description="Scope `looks:read`.",
-    responses=error_responses(404),
+    responses=answers("not_found", "team_looks_unavailable"),
 )
 async def get_look(look_id: LookId, principal: LooksRead, backends: Backends) -> schemas.TeamLook:
     request = renderer_pb2.GetTeamLookRequest(tenant=principal.tenant, look_id=look_id)
@@ -58,7 +62,13 @@ async def get_look(look_id: LookId, principal: LooksRead, backends: Backends) ->
     summary="Create or replace a team look (catalog style and background only)",
     description="Scope `looks:write`; not with an end user's token. 400 `unknown_style`, "
     "`unknown_background`, `invalid_look`... when the look cannot be built from the catalog.",
-    responses=error_responses(400, 404),
+    responses=answers(
+        "invalid_team_look_id",
+        "unknown_style",
+        "unknown_background",
+        "invalid_team_look",
+        "team_looks_unavailable",
+    ),
 )
 async def put_look(
     look_id: LookId, body: schemas.TeamLookIn, principal: LooksWrite, backends: Backends
@@ -83,7 +93,7 @@ async def put_look(
     summary="Delete a team look (renders made with it keep it on record)",
     description="Scope `looks:write`; not with an end user's token.",
     response_class=Response,
-    responses=error_responses(404),
+    responses=answers("not_found", "team_looks_unavailable"),
 )
 async def delete_look(look_id: LookId, principal: LooksWrite, backends: Backends) -> Response:
     _tenant_only(principal.subject)

@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 
 from gateway import access, convert, schemas
 from gateway.config import GatewaySettings
+from gateway.contract import answers
 from gateway.deps import Backends, Idempotent, PhotosRead, PhotosWrite
-from gateway.errors import error_responses
-from gateway.paging import Cursor, Limit, decode_cursor, encode_cursor
+from gateway.paging import Limit, PhotoCursor, decode_cursor, next_cursor
 from gateway.request_context import current_request_id
 from gateway.uploads import UploadLimits, receive_photos
 from likeness.v1 import ingest_pb2
@@ -30,6 +30,7 @@ _MULTIPART_BODY: dict[str, Any] = {
                     "properties": {
                         "file": {
                             "type": "array",
+                            "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
                             "description": "One part per photo (JPEG, PNG, HEIC or WebP)",
                         }
@@ -51,37 +52,56 @@ def rejection_status(code: str | None) -> int:
     return REJECTION_STATUS.get(code or "", 422)
 
 
+#: Reasons a photo can be rejected for with 422 (ingest's `ReasonCode`s but the two with their own status).
+REJECTION_REASONS = (
+    "corrupt_image",
+    "image_too_large",
+    "image_too_small",
+    "no_face",
+    "multiple_faces",
+    "face_too_small",
+    "too_blurry",
+    "too_dark",
+    "overexposed",
+    "too_many_photos",
+    "duplicate",
+    "different_person",
+)
+_EVERY_PHOTO_REJECTED = (
+    "When every photo of the upload was rejected, the answer's status is that of the first photo's first "
+    "reason, `error.code` is that reason and the body also has `photos`: every verdict, with the quality "
+    "scores measured (a `RejectedUpload`)."
+)
+#: The upload's answers. Its 413, 415 and 422 are either the error envelope or a `RejectedUpload`.
+UPLOAD_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **answers("not_found", "subject_erased", "invalid_multipart", "no_files", "too_many_photos"),
+    **answers(
+        "payload_too_large",
+        "file_too_large",
+        "too_many_files",
+        "unsupported_media_type",
+        "unsupported_format",
+        model=schemas.RejectedUpload | schemas.ErrorResponse,
+        note=_EVERY_PHOTO_REJECTED,
+    ),
+    422: {
+        "model": schemas.RejectedUpload | schemas.ErrorResponse,
+        "description": "\n".join(
+            f"- `{reason}`: every photo was rejected, the first for this reason"
+            for reason in REJECTION_REASONS
+        )
+        + f"\n\n{_EVERY_PHOTO_REJECTED}",
+    },
+}
+
+
 @router.post(
     "",
     summary="Upload photos; each is sanitized and answered with a verdict",
     description="Scope `photos:write`. Streamed: files are never buffered whole or written to disk. "
     "Uploads draw from the tenant's stricter upload rate limit. Accepts `Idempotency-Key` (the files' "
     "bytes are fingerprinted as they stream).",
-    responses={
-        **error_responses(400, 404, 409, 410, 413, 415, 429),
-        409: {
-            "model": schemas.ErrorResponse,
-            "description": "`too_many_photos`: the subject already has the most accepted photos kept.",
-        },
-        413: {
-            "model": schemas.ErrorResponse,
-            "description": "The request or a file is too large (`payload_too_large`, `file_too_large`, "
-            "`too_many_files`); or every photo was rejected and the first as `file_too_large` (the body "
-            "then also has `photos`, as for 422).",
-        },
-        415: {
-            "model": schemas.ErrorResponse,
-            "description": "The body is not multipart/form-data (`unsupported_media_type`); or every photo "
-            "was rejected and the first as `unsupported_format` (not a JPEG, PNG, WebP or HEIC still photo, "
-            "whatever its name says; the body then also has `photos`, as for 422).",
-        },
-        422: {
-            "model": schemas.RejectedUpload,
-            "description": "Every photo was rejected: `error.code` is the first photo's first reason "
-            "(e.g. `corrupt_image`, `no_face`, `too_blurry`, `duplicate`, `different_person`); `photos` "
-            "holds every verdict, with the quality scores measured.",
-        },
-    },
+    responses=UPLOAD_ANSWERS,
     openapi_extra=_MULTIPART_BODY,
     response_model=schemas.UploadResult,
 )
@@ -126,10 +146,10 @@ async def upload_photos(
     "",
     summary="List a subject's photos and their verdicts (oldest first)",
     description="Scope `photos:read`.",
-    responses=error_responses(400, 404, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def list_photos(
-    subject_id: str, principal: PhotosRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+    subject_id: str, principal: PhotosRead, backends: Backends, limit: Limit = 50, cursor: PhotoCursor = None
 ) -> schemas.PhotoList:
     after = decode_cursor(cursor, "pho")
     await access.live_subject(backends, principal, subject_id)
@@ -141,5 +161,5 @@ async def list_photos(
     more = len(ordered) > limit
     return schemas.PhotoList(
         photos=[convert.photo(photo) for photo in page],
-        next_cursor=encode_cursor(page[-1].id) if more and page else None,
+        next_cursor=next_cursor(page[-1].id) if more and page else None,
     )

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gateway import access, convert, deps, schemas
+from gateway.contract import answers, header
 from gateway.deps import Backends, Idempotent, RendersRead, RendersWrite
-from gateway.errors import ApiError, error_responses, not_found
-from gateway.paging import Cursor, Limit, decode_cursor, next_cursor
+from gateway.errors import ApiError, not_found
+from gateway.paging import Limit, RenderCursor, decode_cursor, next_cursor
 from likeness.ids import is_valid_id
 from likeness.v1 import common_pb2, renderer_pb2, trainer_pb2
 
@@ -59,7 +60,20 @@ async def _check_styles(backends: Backends, styles: list[str]) -> None:
     summary="Render headshots in curated styles (or a team look) from a succeeded training",
     description="Scope `renders:write`. Accepts `Idempotency-Key`. Follow it with "
     "`GET /v1/renders/{id}/events` (Server-Sent Events).",
-    responses=error_responses(400, 404, 409, 410),
+    responses={
+        **answers(
+            "not_found",
+            "subject_erased",
+            "training_not_found",
+            "training_not_ready",
+            "unknown_style",
+            "invalid_images_per_style",
+            "team_look_not_found",
+            "team_look_conflict",
+            "team_looks_unavailable",
+        ),
+        202: {"headers": header("Location")},
+    },
 )
 async def create_render(
     subject_id: str,
@@ -92,10 +106,14 @@ async def create_render(
     "/v1/subjects/{subject_id}/renders",
     summary="List a subject's renders (newest first)",
     description="Scope `renders:read`.",
-    responses=error_responses(400, 404, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def list_renders(
-    subject_id: str, principal: RendersRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+    subject_id: str,
+    principal: RendersRead,
+    backends: Backends,
+    limit: Limit = 50,
+    cursor: RenderCursor = None,
 ) -> schemas.RenderList:
     after = decode_cursor(cursor, "ren")
     await access.live_subject(backends, principal, subject_id)
@@ -115,7 +133,7 @@ async def list_renders(
     description="Scope `renders:read`. A poll may see the state of up to "
     "`LIKENESS_JOB_CACHE_SECONDS` (1 s) ago; the end is streamed at once by `/events`.",
     response_model=schemas.Render,
-    responses=error_responses(404, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def get_render(render_id: str, principal: RendersRead, http: Request) -> Response:
     # The app's parts straight from its state, not as dependencies: this is the route clients poll, and
@@ -141,8 +159,14 @@ async def get_render(render_id: str, principal: RendersRead, http: Request) -> R
     description="Scope `renders:read`.",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}, "description": "The image"},
-        **error_responses(404, 410),
+        200: {
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
+            },
+            "description": "The image (an image of another type than these three is sent as opaque bytes)",
+        },
+        **answers("not_found", "subject_erased"),
     },
 )
 async def get_image(

@@ -7,8 +7,9 @@ import json
 from fastapi import APIRouter
 
 from gateway import access, convert, schemas
+from gateway.contract import answers
 from gateway.deps import Backends, RetentionRead, RetentionWrite, SubjectsErase
-from gateway.errors import ApiError, error_responses, not_found
+from gateway.errors import ApiError, not_found
 from likeness.v1 import retention_pb2
 
 router = APIRouter(tags=["retention"])
@@ -23,7 +24,6 @@ def _tenant_only(subject: str | None) -> None:
     "/v1/retention-policy",
     summary="The tenant's retention schedule (its own or the defaults), also in words",
     description="Scope `retention:read`; not with an end user's token.",
-    responses=error_responses(),
 )
 async def get_retention_policy(principal: RetentionRead, backends: Backends) -> schemas.RetentionPolicy:
     _tenant_only(principal.subject)
@@ -38,7 +38,7 @@ async def get_retention_policy(principal: RetentionRead, backends: Backends) -> 
     summary="Set the tenant's retention schedule (for subjects opened from now on)",
     description="Scope `retention:write`; not with an end user's token. Days of 0 mean the service "
     "default; every period is capped by the legal hard cap. Idempotent by nature (PUT).",
-    responses=error_responses(400),
+    responses=answers("invalid_schedule"),
 )
 async def put_retention_policy(
     body: schemas.RetentionScheduleIn, principal: RetentionWrite, backends: Backends
@@ -57,7 +57,7 @@ async def put_retention_policy(
     "/v1/erasures/{erasure_id}/receipt",
     summary="The signed receipt of a completed erasure (verify it with GET /v1/receipt-keys)",
     description="Scope `subjects:erase`. 404 `not_found` until the erasure has completed.",
-    responses=error_responses(404),
+    responses=answers("not_found"),
 )
 async def get_erasure_receipt(
     erasure_id: str, principal: SubjectsErase, backends: Backends
@@ -78,7 +78,7 @@ async def get_erasure_receipt(
     "/v1/receipt-keys",
     summary="The public keys (JWK set) that verify erasure receipts",
     description="Public: no token needed, so anyone holding a receipt can verify it.",
-    responses={503: error_responses(503)[503], 500: error_responses(500)[500]},
+    responses=answers("unavailable"),
 )
 async def get_receipt_keys(backends: Backends) -> schemas.ReceiptKeys:
     response = await backends.retention.GetReceiptKeys(

@@ -6,13 +6,12 @@ from fastapi import APIRouter
 
 from gateway import convert, schemas
 from gateway.deps import Backends, RendersRead
-from gateway.errors import error_responses
 from likeness.v1 import renderer_pb2
 
 router = APIRouter(tags=["renders"])
 
 
-@router.get("/v1/styles", summary="List the styles a render can use", responses=error_responses())
+@router.get("/v1/styles", summary="List the styles a render can use", description="Scope `renders:read`.")
 async def list_styles(principal: RendersRead, backends: Backends) -> schemas.StyleList:
     response = await backends.renderer.ListStyles(renderer_pb2.ListStylesRequest(), timeout=backends.timeout)
     return schemas.StyleList(

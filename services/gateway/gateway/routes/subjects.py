@@ -8,9 +8,10 @@ from fastapi import APIRouter, Response
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import access, convert, schemas
+from gateway.contract import answers, header
 from gateway.deps import Backends, Idempotent, Jobs, Live, SubjectsErase, SubjectsRead, SubjectsWrite
-from gateway.errors import ApiError, error_responses, subject_erased
-from gateway.paging import Cursor, Limit, decode_cursor, next_cursor
+from gateway.errors import ApiError, subject_erased
+from gateway.paging import Limit, SubjectCursor, decode_cursor, next_cursor
 from likeness.v1 import retention_pb2
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
     status_code=201,
     summary="Open a subject (a person) with their consent",
     description="Scope `subjects:write`; not with an end user's token. Accepts `Idempotency-Key`.",
-    responses=error_responses(400, 409),
+    responses={**answers("consent_required"), 201: {"headers": header("Location")}},
 )
 async def create_subject(
     body: schemas.CreateSubjectRequest,
@@ -54,10 +55,9 @@ async def create_subject(
     "",
     summary="List the tenant's subjects (newest first, erased ones omitted)",
     description="Scope `subjects:read`; not with an end user's token (it sees only its own subject).",
-    responses=error_responses(400),
 )
 async def list_subjects(
-    principal: SubjectsRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+    principal: SubjectsRead, backends: Backends, limit: Limit = 50, cursor: SubjectCursor = None
 ) -> schemas.SubjectList:
     if principal.subject is not None:
         raise ApiError(403, "insufficient_scope", "An end-user token cannot list subjects.")
@@ -75,7 +75,7 @@ async def list_subjects(
     "/{subject_id}",
     summary="Read a subject",
     description="Scope `subjects:read`.",
-    responses=error_responses(404, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def get_subject(subject_id: str, principal: SubjectsRead, backends: Backends) -> schemas.Subject:
     subject = await access.subject_record(backends, principal, subject_id)
@@ -88,8 +88,10 @@ async def get_subject(subject_id: str, principal: SubjectsRead, backends: Backen
     "/{subject_id}",
     status_code=202,
     summary="Erase a subject: their key is destroyed first, then every object, record and event",
-    description="Scope `subjects:erase`. Accepts `Idempotency-Key` (a retry gets the same 202).",
-    responses=error_responses(400, 404, 409, 410),
+    description="Scope `subjects:erase`. Erasing a subject again answers the same 202 with the erasure "
+    "under way or done (and resumes one that stopped), so a caller that lost the first answer still finds "
+    "its erasure. Accepts `Idempotency-Key`.",
+    responses={**answers("not_found"), 202: {"headers": header("Location")}},
 )
 async def erase_subject(
     subject_id: str,
@@ -100,7 +102,8 @@ async def erase_subject(
     jobs: Jobs,
     response: Response,
 ) -> schemas.ErasureAccepted:
-    await access.live_subject(backends, principal, subject_id)
+    # Not only a live subject: retention answers an erased one with its erasure, which is what a retry needs.
+    await access.subject_record(backends, principal, subject_id)
     live.forget(principal.tenant, subject_id)
     jobs.invalidate_subject(principal.tenant, subject_id)
     request = retention_pb2.EraseSubjectRequest(

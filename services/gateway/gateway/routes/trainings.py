@@ -8,9 +8,10 @@ from fastapi import APIRouter, Body, Request, Response
 
 from gateway import access, convert, deps, schemas
 from gateway.config import GatewaySettings
+from gateway.contract import answers, header
 from gateway.deps import Backends, Idempotent, Jobs, TrainingsRead, TrainingsWrite
-from gateway.errors import ApiError, error_responses
-from gateway.paging import Cursor, Limit, decode_cursor, next_cursor
+from gateway.errors import ApiError
+from gateway.paging import Limit, TrainingCursor, decode_cursor, next_cursor
 from likeness.v1 import ingest_pb2, trainer_pb2
 
 router = APIRouter(tags=["trainings"])
@@ -23,12 +24,8 @@ router = APIRouter(tags=["trainings"])
     description="Scope `trainings:write`. Accepts `Idempotency-Key`. Follow it with "
     "`GET /v1/trainings/{id}/events` (Server-Sent Events).",
     responses={
-        **error_responses(400, 404, 409, 410),
-        409: {
-            "model": schemas.ErrorResponse,
-            "description": "`no_accepted_photos`, or `not_enough_photos`: fewer accepted photos than a "
-            "training needs (`LIKENESS_MIN_PHOTOS_FOR_TRAINING`)",
-        },
+        **answers("not_found", "subject_erased", "no_accepted_photos", "not_enough_photos", "invalid_steps"),
+        202: {"headers": header("Location")},
     },
 )
 async def create_training(
@@ -69,10 +66,14 @@ async def create_training(
     "/v1/subjects/{subject_id}/trainings",
     summary="List a subject's trainings (newest first)",
     description="Scope `trainings:read`.",
-    responses=error_responses(400, 404, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def list_trainings(
-    subject_id: str, principal: TrainingsRead, backends: Backends, limit: Limit = 50, cursor: Cursor = None
+    subject_id: str,
+    principal: TrainingsRead,
+    backends: Backends,
+    limit: Limit = 50,
+    cursor: TrainingCursor = None,
 ) -> schemas.TrainingList:
     after = decode_cursor(cursor, "trn")
     await access.live_subject(backends, principal, subject_id)
@@ -92,7 +93,7 @@ async def list_trainings(
     description="Scope `trainings:read`. A poll may see the state of up to "
     "`LIKENESS_JOB_CACHE_SECONDS` (1 s) ago; progress is streamed at once by `/events`.",
     response_model=schemas.Training,
-    responses=error_responses(404, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def get_training(training_id: str, principal: TrainingsRead, http: Request) -> Response:
     # The app's parts straight from its state, not as dependencies: this is the route clients poll, and
@@ -117,7 +118,7 @@ async def get_training(training_id: str, principal: TrainingsRead, http: Request
     status_code=202,
     summary="Cancel a training",
     description="Scope `trainings:write`. Accepts `Idempotency-Key`.",
-    responses=error_responses(400, 404, 409, 410),
+    responses=answers("not_found", "subject_erased"),
 )
 async def cancel_training(
     training_id: str, principal: TrainingsWrite, claim: Idempotent, backends: Backends, jobs: Jobs
