@@ -66,7 +66,13 @@ typecheck: venv
 # or with unprivileged user namespaces): no server started there can be reached, nor anything outside.
 UNIT_NETNS = $(shell if unshare --net true 2>/dev/null; then echo unshare --net; \
 	elif unshare --user --map-current-user --net true 2>/dev/null; then echo unshare --user --map-current-user --net; fi)
-TEST_UNIT = $(UNIT_NETNS) $(BIN)/pytest --tier unit $(PYTEST_ARGS)
+# The unit tier is CPU-bound: one pytest-xdist worker per core (at most 4), a file's tests kept together
+# (module fixtures load once), and one torch thread each, so that workers do not fight over the cores.
+# UNIT_XDIST= runs it in one process (for --pdb, say).
+UNIT_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
+UNIT_XDIST = $(shell $(BIN)/python -c 'import xdist' 2>/dev/null && echo yes)
+TEST_UNIT = $(UNIT_NETNS) env $(if $(UNIT_XDIST),OMP_NUM_THREADS=1) $(BIN)/pytest --tier unit \
+	$(if $(UNIT_XDIST),--numprocesses=$(UNIT_WORKERS) --dist=loadfile) $(PYTEST_ARGS)
 TEST_INTEGRATION = $(BIN)/pytest --tier integration $(PYTEST_ARGS)
 
 # Every test: the unit tier, then the integration tier (both run, whatever the first gives).

@@ -96,6 +96,7 @@ def before_add_examples(context: HookContext, examples: list[Case[Any]]) -> None
 
 @schemathesis.hook
 def before_call(context: HookContext, case: Case[Any], **kwargs: Any) -> None:
+    """A valid request with an `Idempotency-Key` gets one of its own (see the module's docstring)."""
     headers = case.headers
     if headers is None or IDEMPOTENCY_HEADER not in headers:
         return
@@ -139,6 +140,7 @@ _operations: set[str] = set()
 
 @schemathesis.hook
 def after_call(context: HookContext, case: Case[Any], response: Response) -> None:
+    """Counts the answer's status for its operation (nothing of its body is kept)."""
     operation = case.operation
     if not _operations:
         _operations.update(

@@ -60,6 +60,7 @@ _SERVER_MODULES = frozenset({"gateway", "ingest", "trainer", "renderer", "retent
 _TIER_PLUGIN_NAME = "likeness-test-tiers"
 _tier_key = pytest.StashKey[str | None]()
 _deselected_by_tier_key = pytest.StashKey[int]()
+_WORKER_OUTPUT_KEY = "likeness_deselected_by_tier"
 _running: list[Infra] = []
 _guard_installed = False
 
@@ -193,6 +194,15 @@ class _TierSelection:
             config.hook.pytest_deselected(items=dropped)
             items[:] = kept
         config.stash[_deselected_by_tier_key] = len(dropped)
+        if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller (testnodedown)
+            config.workeroutput[_WORKER_OUTPUT_KEY] = len(dropped)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """pytest-xdist's controller, as each worker ends: how many tests its tier left to the other."""
+        deselected = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT_KEY, 0)
+        config = node.config
+        config.stash[_deselected_by_tier_key] = max(config.stash.get(_deselected_by_tier_key, 0), deselected)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -272,11 +282,14 @@ def _audit_subprocesses(event: str, args: tuple[Any, ...]) -> None:
 
 def _server_command(argv: object) -> str | None:
     """The command line, if it starts one of the known servers; else None."""
-    if isinstance(argv, str | bytes | os.PathLike):
-        words = shlex.split(os.fsdecode(argv)) if isinstance(argv, str | bytes) else [os.fspath(argv)]
-    elif isinstance(argv, Sequence):
-        words = [os.fsdecode(word) for word in argv]
-    else:
+    try:
+        if isinstance(argv, str | bytes | os.PathLike):
+            words = shlex.split(os.fsdecode(argv)) if isinstance(argv, str | bytes) else [os.fsdecode(argv)]
+        elif isinstance(argv, Sequence):
+            words = [os.fsdecode(word) for word in argv]
+        else:
+            return None
+    except (TypeError, ValueError):  # arguments Popen itself will refuse: not for an audit hook to break
         return None
     if not words:
         return None

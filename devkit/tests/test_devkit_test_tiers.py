@@ -37,6 +37,7 @@ import sys
 from concurrent import futures
 
 import grpc
+import pytest
 
 from likeness_dev.ports import free_port
 from likeness_dev.procs import ManagedProcess, find_binary
@@ -107,7 +108,25 @@ def test_infra_requested_at_run_time(request):
     request.getfixturevalue("infra")
 
 
+@pytest.fixture
+def built_on_infra(infra_env):
+    return infra_env
+
+
+@pytest.fixture(scope="module")
+def own_server(server_process):
+    return "a server of its own"
+
+
 def test_uses_infra(infra):
+    pass
+
+
+def test_uses_a_fixture_built_on_infra(built_on_infra):
+    pass
+
+
+def test_uses_a_fixture_that_starts_its_own_server(own_server):
     pass
 
 
@@ -131,36 +150,12 @@ REFUSED = {
     "test_server_program",
     "test_infra_requested_at_run_time",
 }
-
-MARKING = """
-import pytest
-
-
-@pytest.fixture
-def built_on_infra(infra_env):
-    return infra_env
-
-
-@pytest.fixture(scope="module")
-def own_server(server_process):
-    return "a server of its own"
-
-
-def test_infra(infra):
-    pass
-
-
-def test_through_a_fixture(built_on_infra):
-    pass
-
-
-def test_own_server(own_server):
-    pass
-
-
-def test_plain():
-    pass
-"""
+#: Marked `integration` by their fixtures: never in the unit tier.
+INTEGRATION = {
+    "test_uses_infra",
+    "test_uses_a_fixture_built_on_infra",
+    "test_uses_a_fixture_that_starts_its_own_server",
+}
 
 BY_HAND = """
 import pytest
@@ -207,8 +202,8 @@ def _pytest(tmp_path: Path, source: str, *args: str, env: dict[str, str] | None 
 def test_the_unit_tier_fails_every_test_that_starts_a_server(tmp_path: Path) -> None:
     run = _pytest(tmp_path, SERVER_STARTS, "--tier", "unit")
     assert run.returncode == 1, run.output
-    assert "test_uses_infra" not in run.outcomes  # an integration test: not in this tier at all
     assert run.outcomes.pop("test_what_unit_tests_do_is_allowed")[0] == "passed", run.output
+    # Every other test ran and was failed, but the integration tests, which are not in this tier at all.
     assert set(run.outcomes) == REFUSED, run.output
     for name, (verdict, report) in run.outcomes.items():
         assert verdict in ("failure", "error"), f"{name} was not failed:\n{run.output}"
@@ -217,7 +212,7 @@ def test_the_unit_tier_fails_every_test_that_starts_a_server(tmp_path: Path) -> 
 
 def test_the_same_tests_pass_outside_the_unit_tier(tmp_path: Path, server_process: None) -> None:
     # The control: what failed them above is the guard, not the tests (the real servers are left out).
-    run = _pytest(tmp_path, SERVER_STARTS, "-k", "not infra")
+    run = _pytest(tmp_path, SERVER_STARTS, "-m", "not integration", "-k", "not infra")
     assert run.returncode == 0, run.output
     assert set(run.outcomes) == REFUSED - {"test_infra_requested_at_run_time"} | {
         "test_what_unit_tests_do_is_allowed"
@@ -226,10 +221,10 @@ def test_the_same_tests_pass_outside_the_unit_tier(tmp_path: Path, server_proces
 
 
 def test_integration_comes_from_server_fixtures(tmp_path: Path) -> None:
-    run = _pytest(tmp_path, MARKING, "--collect-only", "-m", "integration")
+    run = _pytest(tmp_path, SERVER_STARTS, "--collect-only", "-m", "integration")
     assert run.returncode == 0, run.output
     collected = {line.split("::")[-1] for line in run.output.splitlines() if "::" in line}
-    assert collected == {"test_infra", "test_through_a_fixture", "test_own_server"}, run.output
+    assert collected == INTEGRATION, run.output
 
 
 def test_a_hand_written_integration_marker_is_an_error(tmp_path: Path) -> None:
@@ -240,9 +235,11 @@ def test_a_hand_written_integration_marker_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_tier_with_nothing_selected_passes_only_if_the_other_tier_has_tests(tmp_path: Path) -> None:
-    # `make test` runs both tiers with the same arguments: `-k infra` selects integration tests only.
-    only_the_other_tier = _pytest(tmp_path, MARKING, "--tier", "unit", "-k", "infra")
+    # `make test` runs both tiers with the same arguments: `-k uses` selects integration tests only.
+    only_the_other_tier = _pytest(tmp_path, SERVER_STARTS, "--collect-only", "--tier", "unit", "-k", "uses")
     assert only_the_other_tier.returncode == 0, only_the_other_tier.output
-    assert only_the_other_tier.outcomes == {}
-    nothing_at_all = _pytest(tmp_path, MARKING, "--tier", "unit", "-k", "no_such_test")
+    assert "no tests collected" in only_the_other_tier.output
+    nothing_at_all = _pytest(
+        tmp_path, SERVER_STARTS, "--collect-only", "--tier", "unit", "-k", "no_such_test"
+    )
     assert nothing_at_all.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, nothing_at_all.output

@@ -237,7 +237,7 @@ def test_a_wrong_key_is_reported_as_wrong_key(plaintext: bytes, chunk_size: int,
         open_stream(header, rest, wrong, CONTEXT)  # raised eagerly, before iterating
 
 
-@pytest.mark.parametrize("bad", [b"", b"k" * 16, KEY.plaintext + b"!"])
+@pytest.mark.parametrize("bad", [b"", b"k" * 16, KEY.plaintext + b"!"], ids=["empty", "short", "long"])
 def test_a_key_of_the_wrong_length_is_wrong_key(bad: bytes) -> None:
     with pytest.raises(WrongKey):
         open_bytes(seal_bytes(b"x", KEY, CONTEXT), bad, CONTEXT)

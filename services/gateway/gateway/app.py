@@ -49,6 +49,10 @@ Anything a token may not see answers 404 `not_found`, exactly like something tha
 **Lists** are paged by cursor: `?limit=1..100` (default 50) and `?cursor=` from the previous page's
 `next_cursor` (null on the last page).
 
+**Links.** An answer's `links` name the operations that follow from it (a subject leads to its photos,
+trainings, renders and erasure; a training to renders from it; a render to its images), with the ids to
+pass. A method a path does not have answers 405 with `Allow` naming those it has.
+
 **Retries.** Send `Idempotency-Key` with a POST (or a subject DELETE) to make a retry safe. 429
 `rate_limited` and 503 `unavailable` come with `Retry-After` (seconds).
 

@@ -42,7 +42,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "internal": (500, "an unexpected failure on our side; the message says nothing about it"),
     "timeout": (504, "the request took longer than the gateway's deadline"),
     "invalid_request": (422, "a parameter or the body does not validate; the message says which"),
-    "invalid_idempotency_key": (400, "`Idempotency-Key` is not 1..255 printable ASCII characters"),
+    "invalid_idempotency_key": (
+        400,
+        "`Idempotency-Key` is not 1..255 printable ASCII characters (with no space at either end)",
+    ),
     "idempotency_in_progress": (
         409,
         "a request with this `Idempotency-Key` is still being answered; retry after `Retry-After`",
@@ -136,6 +139,14 @@ HEADERS: dict[str, tuple[str, dict[str, Any]]] = {
             "description": "Where the created (or started) resource is read",
             "required": True,
             "schema": {"type": "string", "pattern": "^/v1/"},
+        },
+    ),
+    "Attachment": (
+        "Content-Disposition",
+        {
+            "description": 'A download, with its file name: `attachment; filename="..."`',
+            "required": True,
+            "schema": {"type": "string", "pattern": "^attachment; filename="},
         },
     ),
     "IdempotentReplayed": (
@@ -233,20 +244,8 @@ def complete(schema: dict[str, Any], routes: list[_Operation]) -> None:
         idempotent = _depends_on(route.dependant, idempotency_claim)
         authenticated = _depends_on(route.dependant, authenticate)
         for status, entry in responses.items():
-            code = int(status)
-            keys = [*_ALWAYS_HEADERS]
-            if code in _RETRY_AFTER_STATUSES:
-                keys.append("RetryAfter")
-            if code == 409 and idempotent:
-                keys.append("RetryAfterIfInProgress")
-            if code == 401:
-                keys.append("Challenge")
-            if code == 403 and authenticated:
-                keys.append("ScopeChallenge")
-            if idempotent and code not in _NOT_REPLAYED and code < 500:
-                keys.append("IdempotentReplayed")
             headers = entry.setdefault("headers", {})
-            for key in keys:
+            for key in _header_keys(int(status), idempotent=idempotent, authenticated=authenticated):
                 for name, reference in header(key).items():
                     headers.setdefault(name, reference)
         for status, found in links.links_of(route.name, operation_ids).items():
@@ -255,6 +254,22 @@ def complete(schema: dict[str, Any], routes: list[_Operation]) -> None:
         ordered = dict(sorted(responses.items()))
         responses.clear()
         responses.update(ordered)
+
+
+def _header_keys(status: int, *, idempotent: bool, authenticated: bool) -> list[str]:
+    """The shared headers (`HEADERS` keys) an answer with this status carries on such a route."""
+    keys = [*_ALWAYS_HEADERS]
+    if status in _RETRY_AFTER_STATUSES:
+        keys.append("RetryAfter")
+    if status == 409 and idempotent:
+        keys.append("RetryAfterIfInProgress")
+    if status == 401:
+        keys.append("Challenge")
+    if status == 403 and authenticated:
+        keys.append("ScopeChallenge")
+    if idempotent and status not in _NOT_REPLAYED and status < 500:
+        keys.append("IdempotentReplayed")
+    return keys
 
 
 def _not_nullable(schema: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ itself. Routes are named by their endpoint (function) name; `links_of` turns tho
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -17,13 +17,13 @@ class Link:
     name: str
     target: str
     parameters: dict[str, str]
-    request_body: dict[str, Any] | None = field(default=None)
+    request_body: dict[str, Any] | None = None
     description: str = ""
 
 
-def _subject_links(subject_id: str, *, erase: bool = True) -> list[Link]:
+def _subject_links(subject_id: str) -> list[Link]:
     """Where a subject leads, its id taken from `subject_id` (a runtime expression)."""
-    found = [
+    return [
         Link("GetSubject", "get_subject", {"subject_id": subject_id}, description="The subject"),
         Link("UploadPhotos", "upload_photos", {"subject_id": subject_id}, description="Add photos"),
         Link("ListPhotos", "list_photos", {"subject_id": subject_id}, description="Its photos"),
@@ -31,10 +31,8 @@ def _subject_links(subject_id: str, *, erase: bool = True) -> list[Link]:
         Link("ListTrainings", "list_trainings", {"subject_id": subject_id}, description="Its trainings"),
         Link("ListRenders", "list_renders", {"subject_id": subject_id}, description="Its renders"),
         Link("ExportSubject", "export_subject", {"subject_id": subject_id}, description="Export it all"),
+        Link("EraseSubject", "erase_subject", {"subject_id": subject_id}, description="Erase the person"),
     ]
-    if erase:
-        found.append(Link("EraseSubject", "erase_subject", {"subject_id": subject_id}, description="Erase"))
-    return found
 
 
 def _render_from(subject_id: str, training_id: str) -> Link:

@@ -7,7 +7,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-
 from likeness import ids
 from likeness.timeutil import ManualClock
 from likeness.v1 import retention_pb2

@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from gateway import access, convert
 from gateway.auth import Principal
 from gateway.backends import Backends as BackendClients
-from gateway.contract import answers
+from gateway.contract import answers, header
 from gateway.deps import Backends, authenticate
 from gateway.errors import subject_erased
 from gateway.export_zip import ZipStream
@@ -101,13 +101,7 @@ class ExportAborted(Exception):
         200: {
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
             "description": "The archive",
-            "headers": {
-                "Content-Disposition": {
-                    "description": '`attachment; filename="likeness-export-<subject id>.zip"`',
-                    "required": True,
-                    "schema": {"type": "string", "pattern": "^attachment; "},
-                }
-            },
+            "headers": header("Attachment"),
         },
         **answers("not_found", "subject_erased"),
     },
