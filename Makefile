@@ -10,27 +10,42 @@ PACKAGES := libs/likeness/likeness libs/likeness_ml/likeness_ml libs/likeness_ma
 	services/trainer/trainer services/renderer/renderer services/retention/retention cli/likeness_cli \
 	devkit/likeness_dev clients/python/likeness_client
 
-.PHONY: venv tools system-packages python-venv proto lint typecheck test test-unit test-integration test-chaos \
+.PHONY: venv tools lock lock-check lock-verify system-packages python-venv proto lint typecheck test test-unit test-integration test-chaos \
 	bench demo up down clean
 
 venv: $(STAMP)
 
-# torch goes in first, pinned: asked for indirectly, pip would pull a multi-GB CUDA build.
-$(STAMP): requirements/dev.txt requirements/constraints.txt $(wildcard */*/pyproject.toml) cli/pyproject.toml devkit/pyproject.toml
+# Every third-party distribution from requirements/dev.lock.txt, each checked against its hashes (torch: the
+# local CPU wheel, 2.13.0+cpu; pip and setuptools too), then the monorepo's packages editable, without
+# dependencies, built with the locked setuptools; pip check fails if a pyproject declares what the lock lacks.
+$(STAMP): requirements/dev.lock.txt requirements/dev.txt $(wildcard */*/pyproject.toml) cli/pyproject.toml devkit/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip wheel
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.lock.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation $$(grep '^-e ' requirements/dev.txt)
+	$(BIN)/pip check
 	touch $@
 
 TOOLS := .venv-tools
 # checkov pins its own dependencies (they clash with the dev venv's), so it gets a venv of its own.
 tools: $(TOOLS)/.installed
-$(TOOLS)/.installed: requirements/tools.txt
+$(TOOLS)/.installed: requirements/tools.lock.txt
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install -q --upgrade pip
-	$(TOOLS)/bin/pip install -q -r requirements/tools.txt
+	$(TOOLS)/bin/pip install -q --require-hashes -r requirements/tools.lock.txt
 	touch $@
+
+# Every lock from the pyproject files, requirements/{dev,tools}.txt and requirements/constraints.txt, with the
+# uv of .venv-tools (scripts/lock.py): requirements/dev.lock.txt, tools.lock.txt and images/*.txt. Pins already
+# in a lock are kept; LOCK_ARGS=--upgrade moves every unpinned dependency to its newest release.
+lock: venv tools
+	$(BIN)/python scripts/lock.py compile $(LOCK_ARGS)
+
+# Offline, under a second: every entry pinned with hashes, every declared dependency locked, no input changed.
+lock-check: venv
+	$(BIN)/python scripts/lock.py check
+
+# Recompiles every lock into a temporary directory and diffs them with the committed ones (needs PyPI).
+lock-verify: venv tools
+	$(BIN)/python scripts/lock.py verify
 
 # System packages beyond Python (Debian's, or Homebrew's): installed when missing and permitted (root, or
 # passwordless sudo); otherwise make stops here, naming what is missing and the command that installs it.
@@ -52,7 +67,7 @@ proto: venv
 	$(BIN)/python scripts/gen_proto.py
 	$(BIN)/buf lint
 
-lint: venv typecheck
+lint: venv typecheck lock-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint
