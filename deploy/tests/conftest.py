@@ -62,7 +62,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # What a platform team would run: pinned digests, every credential from its own Secret, a private CA,
     # egress pinned to CIDRs, traces exported.
     "production": {
-        "image": {"registry": "registry.acme.internal/likeness", "pullPolicy": "IfNotPresent", "requireDigests": True},
+        "image": {
+            "registry": "registry.acme.internal/likeness",
+            "pullPolicy": "IfNotPresent",
+            "requireDigests": True,
+        },
         "imagePullSecrets": [{"name": "acme-pull"}],
         "config": {"otlpEndpoint": "https://otel-collector.observability:4317", "logLevel": "WARNING"},
         "tls": {"caBundle": {"existingConfigMap": "acme-ca", "key": "bundle.pem"}},

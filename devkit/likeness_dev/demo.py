@@ -18,23 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from likeness_cli.local_settings import read_dev_env, state_dir_of
 from likeness_dev.journey import GatewayClient, JourneyResult, run_journey
 from likeness_dev.samples import sample_photos
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
-
+from likeness_ml.tiny_manifest import is_tiny_model
 
 BASE_MODEL_VARIABLE = "LIKENESS_BASE_MODEL"
-# likeness_ml.tiny_model.TINY_MANIFEST_NAME, the file that marks a tiny model's folder; not imported from
-# there because that module pulls in torch, diffusers and transformers.
-TINY_MANIFEST_NAME = "likeness-tiny.json"
 REAL_WEIGHTS_HOWTO = (
     f"For real headshots, point the stack at real weights: {BASE_MODEL_VARIABLE} names a diffusers "
     "directory (a Stable Diffusion 1.5 or 2.x pipeline saved with save_pretrained, safetensors weights), "
@@ -69,11 +58,11 @@ def base_model_in_use(env: dict[str, str]) -> BaseModelInUse:
     path = env.get(BASE_MODEL_VARIABLE, "")
     if not path:  # the services' own default: the tiny model
         return BaseModelInUse(path="the tiny model", tiny=True)
-    return BaseModelInUse(path=path, tiny=(Path(path) / TINY_MANIFEST_NAME).is_file())
+    return BaseModelInUse(path=path, tiny=is_tiny_model(Path(path)))
 
 
 def run_demo(project_dir: Path, out_dir: Path, images_per_style: int = 4) -> JourneyResult:
-    env = read_env_file(project_dir / ".likeness" / "dev.env")
+    env = read_dev_env(state_dir_of(project_dir))
     client = GatewayClient(env["LIKENESS_GATEWAY_URL"], env["LIKENESS_DEV_TOKEN"])
     started = time.monotonic()
 

@@ -70,6 +70,13 @@ def test_token_without_a_stack_is_a_clear_error(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+def test_seed_without_a_stack_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    result = _likeness("dev", "seed", "--project-dir", str(tmp_path), project=tmp_path)
+    assert result.returncode == 1
+    assert "likeness dev up" in result.stderr
+    assert not (tmp_path / ".likeness").exists()
+
+
 def test_token_reads_the_secret_from_dev_env(tmp_path: Path) -> None:
     write_dev_env(
         tmp_path / ".likeness",

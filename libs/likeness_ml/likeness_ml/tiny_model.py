@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from likeness_ml.digests import directory_digests
+from likeness_ml.tiny_manifest import (
+    TINY_MANIFEST_FORMAT,
+    TINY_MANIFEST_NAME,
+    is_tiny_model,
+    read_tiny_manifest,
+)
 from likeness_ml.tiny_tokenizer import END_OF_TEXT, MODEL_MAX_LENGTH, START_OF_TEXT, tiny_vocabulary
-
-TINY_MANIFEST_NAME = "likeness-tiny.json"
-TINY_MANIFEST_FORMAT = "likeness-tiny/1"
 
 _LATENT_SIZE = 32  # x2 VAE downscale (two blocks) => 64x64 images
 _TEXT_WIDTH = 32
@@ -65,21 +67,6 @@ def write_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
     }
     (out_dir / TINY_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out_dir
-
-
-def read_tiny_manifest(path: Path) -> dict[str, Any] | None:
-    """The manifest of a tiny pipeline directory, or None when path is not one."""
-    try:
-        manifest = json.loads((path / TINY_MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != TINY_MANIFEST_FORMAT:
-        return None
-    return manifest
-
-
-def is_tiny_model(path: Path) -> bool:
-    return read_tiny_manifest(path) is not None
 
 
 def _tiny_unet() -> UNet2DConditionModel:
@@ -153,3 +140,13 @@ def sd15_scheduler() -> PNDMScheduler:
         steps_offset=1,
         prediction_type="epsilon",
     )
+
+
+__all__ = [
+    "TINY_MANIFEST_FORMAT",
+    "TINY_MANIFEST_NAME",
+    "build_tiny_pipeline",
+    "is_tiny_model",
+    "read_tiny_manifest",
+    "write_tiny_pipeline",
+]
