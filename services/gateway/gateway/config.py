@@ -62,6 +62,10 @@ class GatewaySettings(CommonSettings):
     #: Idempotency records: a NATS KV bucket owned by the gateway, entries expire after this long.
     idempotency_bucket: str = "gateway_idempotency"
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    #: The durable consumer that purges an erased subject's idempotency records: shared by the replicas
+    #: that share the bucket (each erasure handled once), and by no one else: a process holding a member
+    #: of it that does not ack delays every purge it is handed by the ack wait.
+    erasures_durable: str = Field(default="gateway-erasures", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     #: Reads of trainings and renders trust a subject seen active this recently (erasures clear it at once).
     subject_status_cache_seconds: float = Field(default=1.0, ge=0, le=10)

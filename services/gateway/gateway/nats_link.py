@@ -28,8 +28,6 @@ from likeness.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-#: The durable consumer the gateway's replicas share to purge an erased subject's records once.
-ERASURES_DURABLE = "gateway-erasures"
 RECONNECT_SECONDS = 1.0
 #: Events that change a training or a render (progress, completion, failure, cancellation).
 JOB_EVENTS = ("training.*", "render.*")
@@ -71,7 +69,9 @@ class NatsLink:
                 await bus.ensure_streams()
                 kv = await self._bucket(bus)
                 store = IdempotencyStore(kv, self.settings.hmac_secret.get_secret_value().encode())
-                await bus.watch_events(subject_erased_filter(), self._purge_erased(store), ERASURES_DURABLE)
+                await bus.watch_events(
+                    subject_erased_filter(), self._purge_erased(store), self.settings.erasures_durable
+                )
                 if self.live is not None or self.jobs is not None:
                     # Every replica hears every erasure (a plain subscription), so none trusts a stale
                     # "active" for the subject, nor keeps its jobs.

@@ -475,8 +475,11 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
         "rate_limit_burst": 100_000,
         "upload_rate_limit_per_second": 100_000,
         "upload_rate_limit_burst": 100_000,
-        # Each test app gets its own bucket: records of one test never answer another's requests.
-        "idempotency_bucket": f"gw_idem_{uuid.uuid4().hex[:12]}",
+        # Each test app gets its own bucket (records of one test never answer another's requests) and its
+        # own purge consumer: an app of this process joined to the stack gateway's would hold erasures it
+        # cannot ack while no test drives its event loop, delaying the stack's purges by the ack wait.
+        "idempotency_bucket": f"gw_idem_{(app_id := uuid.uuid4().hex[:12])}",
+        "erasures_durable": f"gw_erasures_{app_id}",
         "retention_addr": fakes.addresses["retention"],
         "ingest_addr": fakes.addresses["ingest"],
         "trainer_addr": fakes.addresses["trainer"],
