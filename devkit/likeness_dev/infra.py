@@ -79,10 +79,6 @@ class InfraEndpoints:
         }
 
 
-#: Which of `InfraEndpoints.as_env()` are secrets: a dev stack hands them to services as files.
-INFRA_SECRET_VARIABLES = ("LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_TOKEN")
-
-
 @dataclass(frozen=True)
 class _NatsPorts:
     client: int

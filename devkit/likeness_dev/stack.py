@@ -24,10 +24,9 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from likeness.config import SECRETS_DIR_VARIABLE
 from likeness_dev import health
 from likeness_dev.health import Probe
-from likeness_dev.infra import INFRA_SECRET_VARIABLES, NATS, S3, VAULT, Infra, start_infra
+from likeness_dev.infra import NATS, S3, VAULT, Infra, start_infra
 from likeness_dev.ports import LOOPBACK, free_port
 from likeness_dev.procs import (
     DEFAULT_GRACE_SECONDS,
@@ -39,10 +38,8 @@ from likeness_dev.procs import (
 from likeness_dev.stackfile import (
     read_stack_file,
     remove_stack_files,
-    secrets_dir_of,
     state_dir_of,
     write_dev_env,
-    write_private,
     write_stack_file,
 )
 from likeness_dev.tiny_model_cache import ensure_tiny_model
@@ -113,12 +110,7 @@ _PER_STACK_KEYS = frozenset(
         "LIKENESS_METRICS_PORT",
         "LIKENESS_HTTP_PORT",
         "LIKENESS_HMAC_SECRET",
-        "LIKENESS_IDEMPOTENCY_SECRET",
         "LIKENESS_JWT_DEV_SECRET",
-        "LIKENESS_S3_ACCESS_KEY",
-        "LIKENESS_S3_SECRET_KEY",
-        "LIKENESS_VAULT_TOKEN",
-        SECRETS_DIR_VARIABLE,
         "LIKENESS_BASE_MODEL",
         "LIKENESS_GATEWAY_URL",
         "LIKENESS_DEV_TOKEN",
@@ -219,7 +211,6 @@ class DevStack:
         infra_only: bool,
         jwt_secret: str,
         hmac_secret: str,
-        idempotency_secret: str,
     ) -> None:
         self.project_dir = project_dir
         self.state_dir = state_dir_of(project_dir)
@@ -228,7 +219,6 @@ class DevStack:
         self.infra_only = infra_only
         self.jwt_secret = jwt_secret
         self.hmac_secret = hmac_secret
-        self.idempotency_secret = idempotency_secret
         self.services: dict[str, ServiceProcess] = {}
         self.base_model: str | None = None
         self.stack_id = uuid.uuid4().hex
@@ -284,7 +274,6 @@ class DevStack:
             infra_only=infra_only,
             jwt_secret=secrets.token_urlsafe(32),
             hmac_secret=secrets.token_urlsafe(32),
-            idempotency_secret=secrets.token_urlsafe(32),
         )
         try:
             stack._write_records()
@@ -339,11 +328,9 @@ class DevStack:
         # Settings that belong to one stack (ports, addresses, secrets) are never inherited: a shell
         # that loaded an old dev.env must not hand a stale value to a service we did not set it for.
         env = {key: value for key, value in os.environ.items() if key not in _PER_STACK_KEYS}
-        infra_env = self.infra.endpoints.as_env()
-        env |= {key: value for key, value in infra_env.items() if key not in INFRA_SECRET_VARIABLES}
+        env |= self.infra.endpoints.as_env()
         env |= {
-            # Secrets reach each service as files, as in a cluster (mounted Secrets), and only its own.
-            SECRETS_DIR_VARIABLE: str(self._write_secrets(service, infra_env)),
+            "LIKENESS_HMAC_SECRET": self.hmac_secret,
             "LIKENESS_METRICS_PORT": str(service.metrics_port),
             "PYTHONUNBUFFERED": "1",
             # A temp dir of this stack's own: whatever a library spills there is inside the stack's state
@@ -357,25 +344,8 @@ class DevStack:
         if service.spec.kind is ServiceKind.HTTP:
             env |= dict(addresses)
             env["LIKENESS_HTTP_PORT"] = str(service.http_port)
+            env["LIKENESS_JWT_DEV_SECRET"] = self.jwt_secret
         return env
-
-    def _write_secrets(self, service: ServiceProcess, infra_env: Mapping[str, str]) -> Path:
-        """The service's secrets, one file each (readable by the owner only), in a directory of its own."""
-        values: dict[str, str] = {}
-        if service.spec.kind is ServiceKind.HTTP:
-            values |= {"idempotency_secret": self.idempotency_secret, "jwt_dev_secret": self.jwt_secret}
-        else:  # every other service reads and writes encrypted data: S3 and Vault
-            values |= {
-                variable.removeprefix("LIKENESS_").lower(): infra_env[variable]
-                for variable in INFRA_SECRET_VARIABLES
-            }
-        if service.spec.module == "retention":
-            values["hmac_secret"] = self.hmac_secret
-        directory = secrets_dir_of(self.state_dir) / service.name
-        for name, value in values.items():
-            write_private(directory / name, value)
-        directory.chmod(0o700)
-        return directory
 
     # ------------------------------------------------------------------------------------------ use
 
@@ -448,7 +418,6 @@ class DevStack:
         """Stop the services (gateway first), then the servers if this stack started them. Idempotent."""
         processes = [service.process for service in reversed(self.services.values())]
         _stop_processes(processes, grace)
-        shutil.rmtree(secrets_dir_of(self.state_dir), ignore_errors=True)
         if self._owns_infra:
             self.infra.stop(grace)
         if not self._stopped and _recorded_stack_id(self.state_dir) == self.stack_id:

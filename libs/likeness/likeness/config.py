@@ -1,26 +1,16 @@
-"""Settings shared by every service, read from `LIKENESS_*` environment variables and secret files.
+"""Settings shared by every service, read from `LIKENESS_*` environment variables.
 
 Each service subclasses `CommonSettings` with its own fields, in one place, and reads it once through a
-cached `get_settings()`. Secrets (every `SecretStr` setting) come from files: `LIKENESS_SECRETS_DIR` names
-a directory with one file per secret, named after the setting (`s3_secret_key`, `vault_token`...), as a
-Kubernetes Secret mounted as a volume lays them out. A process holds only the secrets its settings
-declare. In production the settings refuse development secrets, plaintext endpoints, and a secret given
-as an environment variable (those leak into `/proc/<pid>/environ`, crash reports and child processes).
+cached `get_settings()`. In production the settings refuse development secrets and plaintext endpoints.
 """
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import SecretStr, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SecretsSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Values that only the dev stack may use; production refuses to start with any of them.
 DEVELOPMENT_SECRETS = frozenset(
@@ -29,20 +19,6 @@ DEVELOPMENT_SECRETS = frozenset(
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Scheme of each endpoint that counts as encrypted in transit.
 SECURE_SCHEMES = {"nats_url": {"tls"}, "s3_endpoint": {"https"}, "vault_addr": {"https"}}
-ENV_PREFIX = "LIKENESS_"
-#: The directory of secret files (one per secret setting, named after it).
-SECRETS_DIR_VARIABLE = "LIKENESS_SECRETS_DIR"
-
-
-def secret_field_names(settings_cls: type[BaseSettings]) -> list[str]:
-    """The settings of `settings_cls` that hold secrets (annotated `SecretStr`)."""
-    return [name for name, field in settings_cls.model_fields.items() if field.annotation is SecretStr]
-
-
-def secrets_in_environment(settings_cls: type[BaseSettings]) -> list[str]:
-    """Environment variables that set one of the class's secrets (refused in production)."""
-    names = {f"{ENV_PREFIX}{name}".upper() for name in secret_field_names(settings_cls)}
-    return sorted(key for key in os.environ if key.upper() in names)
 
 
 class CommonSettings(BaseSettings):
@@ -68,59 +44,31 @@ class CommonSettings(BaseSettings):
     vault_kubernetes_token_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
     vault_timeout_seconds: float = 10.0
 
+    #: Key for keyed HMACs of identifiers that must never appear in clear (audit, external refs).
+    hmac_secret: SecretStr = SecretStr("likeness-dev")
+
     grpc_port: int = 50051
     metrics_port: int = 9464
     otlp_endpoint: str = ""
 
     #: Whether this service talks to S3 and Vault (the gateway does not: it holds no storage rights).
     uses_storage: ClassVar[bool] = True
-    #: Secrets of the service that are keys (HMAC, sealing): production wants at least 32 characters and
-    #: no development value.
-    key_secrets: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then the environment, then the secret files of `LIKENESS_SECRETS_DIR`."""
-        directory = os.environ.get(SECRETS_DIR_VARIABLE, "").strip()
-        if not directory:
-            return (init_settings, env_settings)
-        files = SecretsSettingsSource(
-            settings_cls, secrets_dir=directory, env_prefix="", case_sensitive=False
-        )
-        return (init_settings, env_settings, files)
-
-    def secrets_to_check(self) -> dict[str, SecretStr]:
-        """The secrets production must not find at a development value."""
-        secrets: dict[str, SecretStr] = {name: getattr(self, name) for name in self.key_secrets}
-        if self.uses_storage:
-            secrets["s3_secret_key"] = self.s3_secret_key
-        if self.uses_storage and self.vault_auth == "token":
-            secrets["vault_token"] = self.vault_token
-        return secrets
 
     @model_validator(mode="after")
     def _refuse_development_values_in_production(self) -> CommonSettings:
         if self.env != "production":
             return self
-        problems: list[str] = [
-            f"{name} is set in the environment: mount it as a file in {SECRETS_DIR_VARIABLE}"
-            for name in secrets_in_environment(type(self))
-        ]
-        for name, value in self.secrets_to_check().items():
+        problems: list[str] = []
+        secrets = {"hmac_secret": self.hmac_secret}
+        if self.uses_storage:
+            secrets["s3_secret_key"] = self.s3_secret_key
+        if self.uses_storage and self.vault_auth == "token":
+            secrets["vault_token"] = self.vault_token
+        for name, value in secrets.items():
             if value.get_secret_value().strip().lower() in DEVELOPMENT_SECRETS:
                 problems.append(f"LIKENESS_{name.upper()} is a development value")
-        problems += [
-            f"LIKENESS_{name.upper()} must be at least 32 characters"
-            for name in self.key_secrets
-            if len(getattr(self, name).get_secret_value()) < 32
-        ]
+        if len(self.hmac_secret.get_secret_value()) < 32:
+            problems.append("LIKENESS_HMAC_SECRET must be at least 32 characters")
         for name, schemes in SECURE_SCHEMES.items():
             if name != "nats_url" and not self.uses_storage:
                 continue

@@ -1,6 +1,6 @@
 """Bearer tokens: who is calling (tenant, scopes, and for an end-user token, their own subject).
 
-Development tokens are HS256 with `LIKENESS_JWT_DEV_SECRET` (minted by `likeness dev token`); production
+Development tokens are HS256 with `LIKENESS_JWT_DEV_SECRET` (minted by `likeness token`); production
 tokens are RS256/ES256 from the tenant identity provider, checked against its JWKS. The algorithm is
 chosen by where the key comes from, never by the token: an HS256 token is refused whenever no dev secret
 is configured, and an asymmetric one whenever no JWKS is.

@@ -20,7 +20,6 @@ MIB = 1024 * 1024
 class GatewaySettings(CommonSettings):
     # No S3 or Vault rights: bytes come from the services that own them.
     uses_storage: ClassVar[bool] = False
-    key_secrets: ClassVar[tuple[str, ...]] = ("idempotency_secret",)
 
     service_name: str = "gateway"
     http_port: int = 8080
@@ -62,8 +61,6 @@ class GatewaySettings(CommonSettings):
 
     #: Idempotency records: a NATS KV bucket owned by the gateway, entries expire after this long.
     idempotency_bucket: str = "gateway_idempotency"
-    #: Keys the idempotency records' ids and seals their bodies; the gateway's own (it holds no other key).
-    idempotency_secret: SecretStr = SecretStr("likeness-dev")
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     #: The durable consumer that purges an erased subject's idempotency records: shared by the replicas
     #: that share the bucket (each erasure handled once), and by no one else: a process holding a member

@@ -68,7 +68,7 @@ class NatsLink:
             try:
                 await bus.ensure_streams()
                 kv = await self._bucket(bus)
-                store = IdempotencyStore(kv, self.settings.idempotency_secret.get_secret_value().encode())
+                store = IdempotencyStore(kv, self.settings.hmac_secret.get_secret_value().encode())
                 await bus.watch_events(
                     subject_erased_filter(), self._purge_erased(store), self.settings.erasures_durable
                 )

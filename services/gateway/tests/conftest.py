@@ -464,7 +464,7 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
         "env": "development",
         "jwt_dev_secret": SECRET,
         "nats_url": fakes.nats_url,
-        "idempotency_secret": "gateway-tests-idempotency-secret-0123456789abcdef",
+        "hmac_secret": "gateway-tests-hmac-secret-0123456789abcdef",
         "metrics_port": 0,
         # Every read asks the retention double (tests change subjects behind the gateway's back).
         "subject_status_cache_seconds": 0,

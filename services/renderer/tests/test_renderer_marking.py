@@ -198,6 +198,7 @@ def test_plain_png_has_the_iptc_statement_only(outputs: list[PIL.Image.Image]) -
 def _production(**values: Any) -> dict[str, Any]:
     return {
         "env": "production",
+        "hmac_secret": "h" * 40,
         "s3_secret_key": "real-s3-secret",
         "vault_auth": "kubernetes",
         "nats_url": "tls://nats:4222",
