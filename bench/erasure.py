@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
-
 from likeness import ids
 from likeness.config import CommonSettings
+from likeness.grpc_tls import secure_channel
 from likeness.object_names import (
     checkpoint_key,
     face_template_key,
@@ -48,10 +47,12 @@ from likeness.store import ObjectStore
 from likeness.timeutil import from_timestamp
 from likeness.v1 import retention_pb2, retention_pb2_grpc
 from likeness.vault_transit import SubjectKeys
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.health import Probe, check
 from likeness_dev.infra import start_infra
 from likeness_dev.ports import free_port
 from likeness_dev.procs import ManagedProcess
+from likeness_dev.tokens import CallerToken
 
 TENANT = "bench"
 GOAL_KEY_P99 = 1.0
@@ -183,14 +184,24 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
         try:
             env = infra.endpoints.as_env()
             settings = CommonSettings(**{k.removeprefix("LIKENESS_").lower(): v for k, v in env.items()})
-            grpc_port, metrics_port = free_port(), free_port()
+            grpc_port, metrics_port, health_port = free_port(), free_port(), free_port()
+            token_secret = "bench-" + os.urandom(16).hex()
+            caller = CallerToken(token_secret)
+            caller.act_as(TENANT)  # the bench calls as tenant bench's backend (every scope, tenant:all)
+            # Mutual TLS as deployed: retention's certificate for the service, the gateway's for the bench.
+            pki = DevCertificateAuthority.create("bench CA")
+            tls_dir = pki.issue("retention").write(state / "tls" / "retention")
             service_env = (
                 dict(os.environ)
                 | env
                 | {
                     "LIKENESS_GRPC_PORT": str(grpc_port),
+                    "LIKENESS_HEALTH_PORT": str(health_port),
+                    "LIKENESS_TLS_DIR": str(tls_dir),
                     "LIKENESS_METRICS_PORT": str(metrics_port),
                     "LIKENESS_HMAC_SECRET": "bench-" + os.urandom(16).hex(),
+                    # Retention verifies the caller's token on every call (development: from the environment).
+                    "LIKENESS_JWT_DEV_SECRET": token_secret,
                     "LIKENESS_LOG_LEVEL": "WARNING",
                 }
             )
@@ -202,12 +213,15 @@ async def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
             )
             retention.start()
             deadline = time.monotonic() + 60
-            while check(Probe.GRPC, grpc_port) is not None:
+            while check(Probe.GRPC, health_port) is not None:
                 if not retention.running or time.monotonic() > deadline:
                     raise RuntimeError(f"retention did not start:\n{retention.log_tail()}")
                 await asyncio.sleep(0.2)
 
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            gateway_tls = pki.issue("gateway").material
+            async with secure_channel(
+                f"127.0.0.1:{grpc_port}", gateway_tls, "retention", interceptors=caller.interceptors()
+            ) as channel:
                 bench = Bench(settings, retention_pb2_grpc.RetentionServiceStub(channel), shape)
                 say(
                     f"each subject: {shape.objects} objects ({shape.photos} photos + {shape.photos} face "

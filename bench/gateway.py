@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-GOAL = 0.5
+GOAL = 0.6
 BENCH_SERVICES = ["retention", "ingest", "trainer", "renderer", "gateway"]
 BENCH_TENANT = "bench"
 

@@ -41,6 +41,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -64,15 +65,25 @@ from ingest.sanitize import sanitize
 from ingest.service import IngestServicer, Sanitizer
 from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, RejectedInput, SanitizeResult, rejected
 from likeness import ids
+from likeness.grpc_tls import secure_channel, static_server_credentials
+from likeness.grpc_user_tokens import user_token_interceptor
 from likeness.runtime import Platform
 from likeness.v1 import ingest_pb2, ingest_pb2_grpc
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra, start_infra
 from likeness_dev.ports import free_port
 from likeness_dev.samples import astronaut
+from likeness_dev.tokens import CallerToken
 
 GOAL_RATIO = 3.0
 GOAL_RSS_MB = 600
 TENANT = "bench"
+#: The services verify the caller's token on every call: the bench calls as tenant bench's backend.
+TOKEN_SECRET = "bench-ingest-token-secret-0123456789abcdef"  # noqa: S105 - a throwaway dev secret
+CALLER = CallerToken(TOKEN_SECRET)
+CALLER.act_as(TENANT)
+#: Mutual TLS as deployed: ingest serves with its certificate, the bench calls with the gateway's.
+PKI = DevCertificateAuthority.create("bench CA")
 CHUNK = 256 * 1024
 
 
@@ -181,6 +192,12 @@ async def _upload(
     return time.perf_counter() - started, response.photo
 
 
+def _channel(port: int) -> grpc.aio.Channel:
+    """A channel to ingest on loopback with the gateway's certificate and the caller's token."""
+    gateway_tls = PKI.issue("gateway").material
+    return secure_channel(f"127.0.0.1:{port}", gateway_tls, "ingest", interceptors=CALLER.interceptors())
+
+
 class InProcess:
     """An IngestServicer with the given pipeline behind a real gRPC server on loopback."""
 
@@ -192,12 +209,17 @@ class InProcess:
     async def __aenter__(self) -> ingest_pb2_grpc.IngestServiceStub:
         records = await PhotoRecords.open(self.platform.bus)
         servicer = IngestServicer(self.platform, records, self.settings, self.analyzer, self.sanitizer)
-        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)])
+        self.server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+            interceptors=[user_token_interceptor(self.settings)],  # verifies the caller's token, as deployed
+        )
         ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, self.server)
         port = free_port()
-        self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.server.add_secure_port(
+            f"127.0.0.1:{port}", static_server_credentials(PKI.issue("ingest").material)
+        )
         await self.server.start()
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.channel = _channel(port)
         return ingest_pb2_grpc.IngestServiceStub(self.channel)
 
     async def __aexit__(self, *exc: object) -> None:
@@ -217,18 +239,22 @@ def _peak_rss_mb(pid: int) -> tuple[float, float]:
 async def _serve_child_and_upload(infra: Infra, platform: Platform, data: bytes) -> tuple[float, float, str]:
     """Runs `python -m ingest serve` and streams ``data`` to it: (peak MB before, peak MB after, verdict)."""
     grpc_port = free_port()
+    tls_dir = PKI.issue("ingest").write(Path(tempfile.mkdtemp(prefix="likeness-bench-tls-")))
     env = {
         **os.environ,
         **infra.endpoints.as_env(),
         "LIKENESS_GRPC_PORT": str(grpc_port),
+        "LIKENESS_HEALTH_PORT": str(free_port()),
+        "LIKENESS_TLS_DIR": str(tls_dir),
         "LIKENESS_METRICS_PORT": str(free_port(also_free=[grpc_port])),
         "LIKENESS_LOG_LEVEL": "WARNING",
+        "LIKENESS_JWT_DEV_SECRET": TOKEN_SECRET,  # development: a secret may come from the environment
     }
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ingest", "serve", env=env, stdout=asyncio.subprocess.DEVNULL
     )
     try:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+        channel = _channel(grpc_port)
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + 120
         while True:
@@ -250,6 +276,7 @@ async def _serve_child_and_upload(infra: Infra, platform: Platform, data: bytes)
     finally:
         child.terminate()
         await asyncio.wait_for(child.wait(), timeout=30)
+        shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -263,6 +290,7 @@ async def run(rounds: int) -> None:
         try:
             settings = IngestSettings.model_validate(
                 {k.removeprefix("LIKENESS_").lower(): v for k, v in infra.endpoints.as_env().items()}
+                | {"jwt_dev_secret": TOKEN_SECRET}
             )
             if len(photo_50mp) > settings.max_upload_bytes:
                 raise SystemExit(f"the 50 MP photo is {len(photo_50mp)} bytes, over the upload limit")

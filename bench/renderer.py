@@ -63,6 +63,7 @@ from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2
 from likeness_dev.infra import Infra
+from likeness_dev.testing import provisioned_kv
 from likeness_ml.base_model import detect_family, load_pipeline
 from likeness_ml.lora_adapters import remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
@@ -212,7 +213,9 @@ class Bench:
         await platform.bus.js.add_stream(
             StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention=RetentionPolicy.WORK_QUEUE)
         )
-        records = JobRecords(await platform.bus.kv(f"{stream.lower()}-renders"), renderer_pb2.Render)
+        records = JobRecords(
+            await provisioned_kv(platform.bus, f"{stream.lower()}-renders"), renderer_pb2.Render
+        )
         pipe = load_pipeline(model_dir, torch.device("cpu"))
         worker = RenderWorker(platform, records, load_styles(), settings, pipe=pipe)
         worker.stream, worker.durable = stream, f"{stream}-workers"

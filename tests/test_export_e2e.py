@@ -23,6 +23,8 @@ from gateway.app import create_app
 from gateway.backends import Backends
 from gateway.config import GatewaySettings
 from gateway.export_zip import ZipStream
+from likeness.grpc_tls import static_server_credentials
+from likeness.user_tokens import TENANT_WIDE_SCOPE
 from likeness.v1 import (
     ingest_pb2,
     ingest_pb2_grpc,
@@ -34,6 +36,7 @@ from likeness.v1 import (
     trainer_pb2_grpc,
 )
 from likeness_client import LikenessClient, TransportError
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.ports import free_port
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
@@ -282,15 +285,21 @@ class NoRenders(renderer_pb2_grpc.RendererServiceServicer):
 
 
 @pytest.fixture
-async def failing_gateway(server_process: None) -> AsyncIterator[str]:
+async def failing_gateway(
+    server_process: None, dev_ca: DevCertificateAuthority, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     server = grpc.aio.server()
     retention_pb2_grpc.add_RetentionServiceServicer_to_server(OneSubject(), server)
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(FailingIngest(), server)
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(NoTrainings(), server)
     renderer_pb2_grpc.add_RendererServiceServicer_to_server(NoRenders(), server)
-    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    # One double answers as all four backends: its certificate carries each one's name.
+    doubles = dev_ca.issue("retention", dns_names=["ingest", "trainer", "renderer"])
+    port = server.add_secure_port("127.0.0.1:0", static_server_credentials(doubles.material))
+    address = f"127.0.0.1:{port}"
     await server.start()
     settings = GatewaySettings(
+        tls_dir=str(dev_ca.issue("gateway").write(tmp_path_factory.mktemp("gateway-tls"))),
         retention_addr=address,
         ingest_addr=address,
         trainer_addr=address,
@@ -318,7 +327,7 @@ async def failing_gateway(server_process: None) -> AsyncIterator[str]:
 
 
 async def test_a_backend_failing_mid_stream_cuts_the_download(failing_gateway: str, tmp_path: Path) -> None:
-    token = mint_dev_token(SECRET, TENANT, ["subjects:export"])
+    token = mint_dev_token(SECRET, TENANT, ["subjects:export", TENANT_WIDE_SCOPE])
     received = bytearray()
 
     async def download() -> None:

@@ -1,6 +1,7 @@
 """Every route of the gateway, on the real stack, against every kind of wrong token: none, expired, wrong
-issuer, wrong audience, missing scope, another tenant's, another subject's. Each answers 401, 403 or 404
-as designed, and no refusal carries any of the resources' data.
+issuer, wrong audience, missing scope, another tenant's, another subject's, and a tenant token without
+`sub` and without `tenant:all` (which may touch no subject: only the tenant-level routes serve it). Each
+answers 401, 403 or 404 as designed, and no refusal carries any of the resources' data.
 
 Routes are enumerated from the application itself and their scopes read from the live OpenAPI schema, so
 a new route cannot be forgotten: one without a plan here fails the test.
@@ -22,6 +23,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
+from likeness.user_tokens import TENANT_WIDE_SCOPE
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 from likeness_dev.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER
@@ -34,6 +36,18 @@ TENANT_ONLY = {
     ("POST", "/v1/subjects"),
     ("GET", "/v1/retention-policy"),
     ("PUT", "/v1/retention-policy"),
+    ("PUT", "/v1/team-looks/{look_id}"),
+    ("DELETE", "/v1/team-looks/{look_id}"),
+}
+#: Routes that name no subject: a token without `sub` and without `tenant:all` may use them (the gateway's
+#: `deps.TENANT_LEVEL_ROUTES`); every other route answers it 403 `insufficient_scope` (scope tenant:all).
+TENANT_LEVEL = {
+    ("POST", "/v1/subjects"),
+    ("GET", "/v1/styles"),
+    ("GET", "/v1/retention-policy"),
+    ("PUT", "/v1/retention-policy"),
+    ("GET", "/v1/team-looks"),
+    ("GET", "/v1/team-looks/{look_id}"),
     ("PUT", "/v1/team-looks/{look_id}"),
     ("DELETE", "/v1/team-looks/{look_id}"),
 }
@@ -211,6 +225,19 @@ def test_every_route_refuses_every_wrong_token(
             _assert_refused(response, 404, world, "other tenant")
         elif method == "GET":
             response = client.get(url, headers={"Authorization": f"Bearer {other_tenant}"})
+            assert response.status_code == 200, response.text
+            for value in world.ids():
+                assert value not in response.text
+
+        narrow = _token(stack, tenant=world.tenant, scopes=[s for s in SCOPES if s != TENANT_WIDE_SCOPE])
+        headers = {"Authorization": f"Bearer {narrow}"}
+        if (method, path) not in TENANT_LEVEL:
+            response = client.request(method, url, headers=headers, **_body(method, path, world))
+            _assert_refused(response, 403, world, "no sub, no tenant:all")
+            assert response.json()["error"]["code"] == "insufficient_scope"
+            assert f'scope="{TENANT_WIDE_SCOPE}"' in response.headers["WWW-Authenticate"]
+        elif method == "GET":
+            response = client.get(url, headers=headers)
             assert response.status_code == 200, response.text
             for value in world.ids():
                 assert value not in response.text

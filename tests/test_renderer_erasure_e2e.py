@@ -24,6 +24,8 @@ from peft.utils import get_peft_model_state_dict
 
 from likeness import ids
 from likeness.config import CommonSettings
+from likeness.grpc_tls import channel_credentials
+from likeness.grpc_user_tokens import token_metadata
 from likeness.object_names import lora_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectStore
@@ -94,7 +96,12 @@ def test_render_is_marked_and_erasure_purges_the_cache_and_every_fetch(
     lora_ref = ObjectRef(TENANT, subject_id, lora_key(TENANT, subject_id, training_id), "lora")
     sealed.put(lora_ref, _tiny_lora())
 
-    with grpc.insecure_channel(stack.services["renderer"].address) as channel:
+    # As the gateway does: mutual TLS with the gateway's certificate, to the renderer's.
+    with grpc.secure_channel(
+        stack.services["renderer"].address,
+        channel_credentials(stack.pki.issue("gateway").material),
+        options=[("grpc.ssl_target_name_override", "renderer")],
+    ) as channel:
         renderer = renderer_pb2_grpc.RendererServiceStub(channel)
         request = renderer_pb2.SubmitRenderRequest(
             tenant=TENANT,
@@ -104,7 +111,9 @@ def test_render_is_marked_and_erasure_purges_the_cache_and_every_fetch(
             images_per_style=2,
             seed=11,
         )
-        render_id = renderer.SubmitRender(request, timeout=10).render.id
+        # ... and with the caller's token, which the renderer verifies again (issue 14, part S2).
+        token = token_metadata(stack.mint_token(tenant=TENANT))
+        render_id = renderer.SubmitRender(request, timeout=10, metadata=token).render.id
         render = gateway.wait(
             f"/v1/renders/{render_id}",
             lambda r: r["status"] in {"succeeded", "failed", "cancelled"},
@@ -142,5 +151,5 @@ def test_render_is_marked_and_erasure_purges_the_cache_and_every_fetch(
             tenant=TENANT, render_id=render_id, image_id=render["images"][0]["id"]
         )
         with pytest.raises(grpc.RpcError) as gone:
-            next(iter(renderer.FetchImage(fetch, timeout=10)))
+            next(iter(renderer.FetchImage(fetch, timeout=10, metadata=token)))
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND

@@ -1,9 +1,12 @@
-"""The Vault policies of deploy/vault, applied by its bootstrap script to a real OpenBao, give each service
-exactly the Transit operations its code calls, and nothing else.
+"""The Vault policies of deploy/vault, applied by its bootstrap script to a real OpenBao, give each process
+identity exactly the Transit operations its code calls, and nothing else.
 
-Each service gets a token carrying only its policy (no default policy, as its Kubernetes-auth role issues),
-and drives the real `likeness.vault_transit` code paths with it: allowed operations succeed, every other
-one is refused by Vault (`KeyAccessDenied`, HTTP 403).
+Identities, not services: a job service's `serve` role (the gRPC API) and its `work` role (the GPU worker)
+are two, and the API holds less: trainer's serve role nothing at all, renderer's serve role only the decrypt
+FetchImage needs, while their workers seal and open. Each identity gets a token carrying only its policy (no
+default policy, as its Kubernetes-auth role issues), and drives the real `likeness.vault_transit` code paths
+with it: allowed operations succeed, every other one is refused by Vault (`KeyAccessDenied`, HTTP 403).
+tests/k8s proves the roles' logins against a real Kubernetes API server.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from retention.vault_keys import RetentionKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "deploy" / "vault" / "bootstrap.sh"
-SERVICES = ("retention", "ingest", "trainer", "renderer")
+#: Every identity with a Vault role: the services' serve roles and the job services' workers.
+IDENTITIES = ("retention", "ingest", "trainer", "trainer-worker", "renderer", "renderer-worker")
 #: The gateway has no role and no policy: a token with only Vault's default policy stands for it.
 GATEWAY = "gateway"
 NAMESPACE = "likeness-test"
@@ -40,9 +44,11 @@ SA_PREFIX = "rel-likeness"
 OPERATIONS = ("create", "exists", "list", "created_at", "data_key", "unwrap", "destroy")
 ALLOWED: dict[str, set[str]] = {
     "retention": {"create", "exists", "list", "created_at", "destroy"},
-    "ingest": {"data_key", "unwrap"},
-    "trainer": {"data_key", "unwrap"},
-    "renderer": {"data_key", "unwrap"},
+    "ingest": {"data_key", "unwrap"},  # seals crops and templates, opens templates and exported crops
+    "trainer": set(),  # serve: training records only, no subject data
+    "trainer-worker": {"data_key", "unwrap"},  # opens photos and checkpoints, seals the LoRA
+    "renderer": {"unwrap"},  # serve: FetchImage opens an image, it seals nothing
+    "renderer-worker": {"data_key", "unwrap"},  # opens the LoRA and templates, seals images
     GATEWAY: set(),
 }
 
@@ -98,16 +104,16 @@ def root(infra: Infra, auth_mount: str) -> hvac.Client:
 
 @pytest.fixture(scope="module")
 def clients(root: hvac.Client, infra: Infra) -> Iterator[dict[str, hvac.Client]]:
-    """A token per service with only its policy, as its Kubernetes-auth role would issue it."""
+    """A token per identity with only its policy, as its Kubernetes-auth role would issue it."""
     made: dict[str, hvac.Client] = {}
-    for service in (*SERVICES, GATEWAY):
-        if service == GATEWAY:
+    for identity in (*IDENTITIES, GATEWAY):
+        if identity == GATEWAY:
             created = root.auth.token.create(policies=["default"], ttl="10m")
         else:
             created = root.auth.token.create(
-                policies=[f"likeness-{service}"], no_default_policy=True, ttl="10m"
+                policies=[f"likeness-{identity}"], no_default_policy=True, ttl="10m"
             )
-        made[service] = hvac.Client(url=infra.endpoints.vault_addr, token=created["auth"]["client_token"])
+        made[identity] = hvac.Client(url=infra.endpoints.vault_addr, token=created["auth"]["client_token"])
     yield made
     for client in made.values():
         root.auth.token.revoke(client.token)
@@ -145,18 +151,18 @@ def _operation(name: str, keys: RetentionKeys, subject: str, wrapped: str) -> Ca
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
-@pytest.mark.parametrize("service", [*SERVICES, GATEWAY])
-def test_each_service_can_do_exactly_its_operations(
-    service: str,
+@pytest.mark.parametrize("identity", [*IDENTITIES, GATEWAY])
+def test_each_identity_can_do_exactly_its_operations(
+    identity: str,
     operation: str,
     clients: dict[str, hvac.Client],
     root: hvac.Client,
     prepared: tuple[str, str],
 ) -> None:
     subject, wrapped = prepared
-    keys = keys_of(clients[service])
+    keys = keys_of(clients[identity])
     run = _operation(operation, keys, subject, wrapped)
-    if operation not in ALLOWED[service]:
+    if operation not in ALLOWED[identity]:
         with pytest.raises(KeyAccessDenied):
             run()
         assert SubjectKeys(root).exists(subject), "a refused operation changed nothing"
@@ -182,25 +188,47 @@ def test_each_service_can_do_exactly_its_operations(
         assert config["deletion_allowed"] is True
 
 
-def test_a_subject_lives_and_dies_through_the_services_tokens(clients: dict[str, hvac.Client]) -> None:
-    """The journey's Vault calls, each made with the token of the service that makes it in production."""
+def test_a_subject_lives_and_dies_through_the_identities_tokens(clients: dict[str, hvac.Client]) -> None:
+    """The journey's Vault calls, each made with the token of the identity that makes it in production."""
     subject = _subject()
-    retention, ingest, trainer, renderer = (keys_of(clients[name]) for name in SERVICES)
+    retention, ingest, trainer_worker, renderer, renderer_worker = (
+        keys_of(clients[name])
+        for name in ("retention", "ingest", "trainer-worker", "renderer", "renderer-worker")
+    )
     retention.create(subject)
     photo_key = ingest.data_key(subject)  # ingest seals a crop
     assert ingest.unwrap(subject, [photo_key.wrapped]) == [photo_key.plaintext]  # and reads templates
-    assert trainer.unwrap(subject, [photo_key.wrapped]) == [photo_key.plaintext]  # trainer opens the photo
-    lora_key = trainer.data_key(subject)  # and seals the LoRA
-    assert renderer.unwrap(subject, [lora_key.wrapped]) == [lora_key.plaintext]  # renderer opens it
-    image_key = renderer.data_key(subject)
-    assert renderer.unwrap(subject, [image_key.wrapped]) == [image_key.plaintext]  # FetchImage
+    assert trainer_worker.unwrap(subject, [photo_key.wrapped]) == [photo_key.plaintext]  # opens the photo
+    lora_key = trainer_worker.data_key(subject)  # and seals the LoRA
+    assert renderer_worker.unwrap(subject, [lora_key.wrapped]) == [lora_key.plaintext]  # opens it
+    image_key = renderer_worker.data_key(subject)  # seals a headshot
+    assert renderer.unwrap(subject, [image_key.wrapped]) == [image_key.plaintext]  # FetchImage (serve)
     assert retention.destroy(subject) is True
-    # After erasure the services' calls fail as "destroyed", not as "denied": the policies hide nothing.
-    for keys in (ingest, trainer, renderer):
+    # After erasure the calls fail as "destroyed", not as "denied": the policies hide nothing.
+    for keys in (ingest, trainer_worker, renderer_worker):
         with pytest.raises(KeyDestroyed):
             keys.unwrap(subject, [photo_key.wrapped])
         with pytest.raises(KeyDestroyed):
             keys.data_key(subject)
+    with pytest.raises(KeyDestroyed):
+        renderer.unwrap(subject, [image_key.wrapped])
+
+
+@pytest.mark.parametrize("serve", ["trainer", "renderer"])
+def test_a_serve_role_cannot_do_its_workers_vault_work(
+    serve: str, clients: dict[str, hvac.Client], prepared: tuple[str, str]
+) -> None:
+    """A compromised API pod cannot seal new data under a subject's key, nor (trainer) open any of it."""
+    subject, wrapped = prepared
+    api = keys_of(clients[serve])
+    worker = keys_of(clients[f"{serve}-worker"])
+    assert len(worker.unwrap(subject, [wrapped])[0]) == 32
+    assert worker.data_key(subject).key_name == key_name(subject)
+    with pytest.raises(KeyAccessDenied):
+        api.data_key(subject)
+    if serve == "trainer":
+        with pytest.raises(KeyAccessDenied):
+            api.unwrap(subject, [wrapped])
 
 
 def _raw(client: hvac.Client, method: str, path: str, body: dict[str, object] | None = None) -> object:
@@ -238,9 +266,9 @@ NEVER = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), NEVER, ids=[f"{m} {p}" for m, p, _ in NEVER])
-@pytest.mark.parametrize("service", [*SERVICES, GATEWAY])
+@pytest.mark.parametrize("identity", [*IDENTITIES, GATEWAY])
 def test_requests_no_service_makes_are_refused(
-    service: str,
+    identity: str,
     method: str,
     path: str,
     body: dict[str, object] | None,
@@ -249,20 +277,31 @@ def test_requests_no_service_makes_are_refused(
 ) -> None:
     subject, _ = prepared
     with pytest.raises(hvac.exceptions.Forbidden):
-        _raw(clients[service], method, path.format(subject=subject), body)
+        _raw(clients[identity], method, path.format(subject=subject), body)
 
 
 def test_roles_bind_one_service_account_with_short_lived_tokens(root: hvac.Client, auth_mount: str) -> None:
-    for service in SERVICES:
-        role = root.read(f"auth/{auth_mount}/role/likeness-{service}")["data"]
-        assert role["bound_service_account_names"] == [f"{SA_PREFIX}-{service}"]
+    for identity in IDENTITIES:
+        role = root.read(f"auth/{auth_mount}/role/likeness-{identity}")["data"]
+        assert role["bound_service_account_names"] == [f"{SA_PREFIX}-{identity}"]
         assert role["bound_service_account_namespaces"] == [NAMESPACE]
-        assert role["token_policies"] == [f"likeness-{service}"]
+        assert role["token_policies"] == [f"likeness-{identity}"]
         assert role["token_no_default_policy"] is True
         assert role["audience"] == "vault"
         assert 0 < role["token_ttl"] <= 3600
         assert 0 < role["token_max_ttl"] <= 3600
     roles = root.list(f"auth/{auth_mount}/role")["data"]["keys"]
-    assert sorted(roles) == sorted(f"likeness-{service}" for service in SERVICES), "the gateway has no role"
+    assert sorted(roles) == sorted(f"likeness-{identity}" for identity in IDENTITIES), (
+        "the gateway has no role"
+    )
     policies = root.sys.list_acl_policies()["data"]["keys"]
     assert "likeness-gateway" not in policies
+    assert {f"likeness-{identity}" for identity in IDENTITIES} <= set(policies)
+
+
+def test_every_identity_has_a_policy_and_a_role_file() -> None:
+    """deploy/vault holds exactly the identities the bootstrap script applies (and this test checks)."""
+    vault = ROOT / "deploy" / "vault"
+    assert sorted(path.stem for path in (vault / "policies").glob("*.hcl")) == sorted(IDENTITIES)
+    assert sorted(path.stem for path in (vault / "roles").glob("*.json")) == sorted(IDENTITIES)
+    assert f"IDENTITIES=({' '.join(IDENTITIES)})" in BOOTSTRAP.read_text()

@@ -45,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="likeness", description="Likeness command line.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Commands whose modules live beside their features (each adds its own subparsers).
-    from likeness_cli import api_commands, receipts, verify_image
+    from likeness_cli import api_commands, bootstrap_commands, receipts, verify_image
 
     api_commands.register(commands)
+    bootstrap_commands.register(commands)
     receipts.register(commands)
     verify_image.register(commands)
     _add_model_commands(commands)

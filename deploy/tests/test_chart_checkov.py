@@ -34,8 +34,13 @@ spec:
         - name: canary
           image: example/canary:latest
           securityContext: {privileged: true}
+          env:
+            - name: LIKENESS_S3_SECRET_KEY
+              valueFrom: {secretKeyRef: {name: canary, key: s3_secret_key}}
 """
-SKIPPED_IN_CONFIG = {"CKV_K8S_35", "CKV_K8S_43", "CKV_K8S_15"}
+SKIPPED_IN_CONFIG = {"CKV_K8S_43", "CKV_K8S_15"}
+#: Checks that must pass on every scenario's manifests, never skipped (secrets as files, not variables).
+MUST_PASS = {"CKV_K8S_35"}
 
 
 def checkov_binary() -> Path:
@@ -87,6 +92,28 @@ def test_no_scenario_fails_a_check(scan: dict[str, Any], renders: dict[str, Any]
 def test_the_scan_can_fail(scan: dict[str, Any]) -> None:
     failed = {line.split()[0] for line in failures_by_file(scan).get("canary", [])}
     assert {"CKV_K8S_16", "CKV_K8S_14", "CKV_K8S_22"} <= failed  # privileged, :latest, writable root fs
+    assert failed >= MUST_PASS  # a secret as an environment variable
+
+
+def test_secrets_as_files_is_checked_and_passes_on_every_workload(
+    scan: dict[str, Any], renders: dict[str, Any]
+) -> None:
+    """CKV_K8S_35 ran on every Deployment, the bootstrap Job and the test pod of every scenario, and passed:
+    no skip hides it."""
+    passed: dict[str, set[str]] = {}
+    for check in scan["results"]["passed_checks"]:
+        if check["check_id"] in MUST_PASS:
+            passed.setdefault(Path(check["file_path"]).stem, set()).add(check["resource"])
+    for name, rendered in renders.items():
+        workloads = {
+            f"{doc['kind']}.{doc['metadata']['namespace']}.{doc['metadata']['name']}"
+            for doc in rendered.everything
+            if doc["kind"] in ("Deployment", "Job", "Pod")
+        }
+        assert workloads, name
+        assert workloads <= passed.get(name, set()), name
+    config = yaml.safe_load(CONFIG.read_text())
+    assert not MUST_PASS & set(config["skip-check"])
 
 
 def test_skips_are_few_and_justified(scan: dict[str, Any]) -> None:

@@ -119,6 +119,17 @@ def test_dockerfile_builds_only_its_service(service: str) -> None:
     assert installed == local_dependencies(service)
 
 
+def test_the_bootstrap_jobs_image_carries_the_likeness_command(render: Any) -> None:
+    """The bootstrap Job runs `likeness bootstrap` in the retention image, so that image installs the CLI (its
+    Dockerfile installs every local dependency: test_dockerfile_builds_only_its_service)."""
+    rendered = render({})
+    (job,) = rendered.of_kind("Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][0] == "likeness"
+    assert container["image"].rpartition(":")[0].endswith("/likeness/retention")
+    assert "cli" in local_dependencies("retention")
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerfile_installs_from_its_lock_with_hashes(service: str) -> None:
     """Third-party packages only from the image's lock, every one hash-checked (the installer refuses one the
@@ -310,11 +321,11 @@ def test_a_digest_replaces_the_tag_in_every_container(render: Any) -> None:
     rendered = render(values)
     images = {}
     for doc in rendered.everything:
-        if doc["kind"] in ("Deployment", "Pod"):
-            spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
+        if doc["kind"] in ("Deployment", "Job", "Pod"):
+            spec = doc["spec"]["template"]["spec"] if doc["kind"] != "Pod" else doc["spec"]
             for container in spec.get("initContainers", []) + spec["containers"]:
                 images[doc["metadata"]["name"], container["name"]] = container["image"]
-    assert len(images) >= 8  # five APIs, two workers, the helm test pod
+    assert len(images) >= 9  # five APIs, two workers, the bootstrap Job, the helm test pod
     for image in images.values():
         repository, _, digest = image.partition("@")
         service = repository.rsplit("/", 1)[1]

@@ -1,16 +1,20 @@
 """Every manifest the chart renders, in every scenario, validates strictly against Kubernetes 1.29 to 1.33.
 
 Built-in kinds use the OpenAPI schemas that `kubernetes-validate` ships (strict: an unknown field fails, as
-`kubectl apply --validate=strict` would). Custom resources (KEDA, Prometheus Operator) are not in those
-schemas: they are validated against the hand-written CRD schemas in crd_schemas/ (see its README). A kind
-that has neither fails the test rather than being skipped.
+`kubectl apply --validate=strict` would). Custom resources (KEDA, Prometheus Operator, cert-manager) are not
+in those schemas: they are validated against the CRD schemas in crd_schemas/ (see its README; cert-manager's
+is converted from its published CRD, and converted again here to prove it). A kind that has neither fails
+the test rather than being skipped.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
@@ -20,6 +24,20 @@ from kubernetes_validate import utils as kv_utils
 
 KUBERNETES_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 CRD_SCHEMAS = Path(__file__).resolve().parent / "crd_schemas"
+
+
+def load_converter() -> ModuleType:
+    """crd_schemas/convert_crd.py (a script beside the schemas it writes, not a package)."""
+    spec = importlib.util.spec_from_file_location("likeness_convert_crd", CRD_SCHEMAS / "convert_crd.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+converter = load_converter()
 
 # kubernetes-validate re-reads its multi-megabyte definitions file on every call; the files never change
 # within a run, so read each once (validation itself is untouched).
@@ -85,6 +103,8 @@ def test_the_kinds_rendered_are_the_expected_ones(renders: dict[str, Any]) -> No
         ("networking.k8s.io/v1", "NetworkPolicy"),
         ("autoscaling/v2", "HorizontalPodAutoscaler"),
         ("keda.sh/v1alpha1", "ScaledObject"),
+        ("batch/v1", "Job"),
+        ("cert-manager.io/v1", "Certificate"),
     }
 
 
@@ -103,3 +123,75 @@ def test_the_validation_can_fail(renders: dict[str, Any]) -> None:
     assert problems_of(scaled, "1.30")
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     assert problems_of(unknown, "1.31")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("usages", ["server auth", "client authentication"]),  # not one of cert-manager's usages
+        ("privateKey", {"algorithm": "ECDSA", "size": 256, "rotation": "Always"}),  # rotationPolicy
+        ("issuerRef", {"kind": "Issuer"}),  # no name
+        ("uris", "spiffe://likeness/gateway"),  # a list
+    ],
+)
+def test_a_wrong_certificate_is_refused(renders: dict[str, Any], field: str, value: Any) -> None:
+    certificate = json.loads(json.dumps(renders["production"].of_kind("Certificate")[0]))
+    assert problems_of(certificate, "1.33") == []
+    certificate["spec"][field] = value
+    assert problems_of(certificate, "1.33")
+
+
+@pytest.mark.parametrize("name", sorted(converter.CONVERSIONS))
+def test_converted_schemas_are_the_published_crds(name: str) -> None:
+    """Each converted schema is what convert_crd.py makes of the CRD kept beside it: never edited by hand."""
+    crd, version, source = converter.CONVERSIONS[name]
+    assert (CRD_SCHEMAS / name).read_text() == converter.convert_file(CRD_SCHEMAS / crd, version, source), (
+        f"run: python deploy/tests/crd_schemas/convert_crd.py (and never edit {name})"
+    )
+
+
+def test_the_conversion_is_strict() -> None:
+    """An unknown field is refused on every object of the CRD that lists its fields, nested ones included."""
+    crd = {
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {
+                                        "size": {"x-kubernetes-int-or-string": True},
+                                        "inner": {"type": "object", "properties": {"a": {"type": "string"}}},
+                                        "free": {
+                                            "type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True,
+                                        },
+                                    },
+                                },
+                                "status": {"type": "object"},
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    validator = jsonschema.Draft7Validator(converter.convert(crd, "v1", "a test", "0" * 64))
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    good = widget | {"spec": {"size": "10%", "inner": {"a": "x"}, "free": {"anything": 1}}}
+    assert list(validator.iter_errors(good)) == []
+    for bad in (
+        widget | {"spec": {"inner": {"a": "x", "b": "typo"}}},
+        widget | {"spec": {"sise": 1}},
+        widget | {"spec": {"size": 1.5}},
+        widget | {"metadata": {"name": "w", "labelz": {}}},
+        widget | {"status": {}},
+    ):
+        assert list(validator.iter_errors(bad)), bad

@@ -5,20 +5,17 @@ The scenarios and their renders (made once per session) come from conftest.py.
 
 from __future__ import annotations
 
-import ast
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
 
 from gateway.config import GatewaySettings
+from likeness import provisioning
 
 RELEASE = "demo"
 PREFIX = f"{RELEASE}-likeness"
-ROOT = Path(__file__).resolve().parents[2]
 
 SERVICES = ("gateway", "ingest", "retention", "trainer", "renderer")
 API_WORKLOADS = ("gateway", "ingest", "retention", "trainer-serve", "renderer-serve")
@@ -36,8 +33,14 @@ def component(doc: Manifest) -> str:
 
 
 def pod_spec(doc: Manifest) -> Manifest:
-    spec: Manifest = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
+    spec: Manifest = doc["spec"]["template"]["spec"] if doc["kind"] in ("Deployment", "Job") else doc["spec"]
     return spec
+
+
+def identity(kind: str) -> str:
+    """The identity of a workload: trainer-serve is `trainer`, trainer-work `trainer-worker`."""
+    service, _, role = kind.partition("-")
+    return f"{service}-worker" if role == "work" else service
 
 
 def env_of(container: Manifest) -> dict[str, Manifest]:
@@ -95,8 +98,8 @@ def test_gateway_reaches_every_grpc_service_by_its_service_name(scenario: Scenar
 
 def test_every_pod_runs_restricted(scenario: Scenario) -> None:
     _, rendered = scenario
-    pods = rendered.of_kind("Deployment") + rendered.hooks
-    assert pods
+    pods = rendered.pods  # the Deployments, the bootstrap Job, the helm test pod
+    assert {doc["kind"] for doc in pods} == {"Deployment", "Job", "Pod"}
     for doc in pods:
         spec = pod_spec(doc)
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -119,7 +122,7 @@ def test_every_pod_runs_restricted(scenario: Scenario) -> None:
 def test_nothing_is_written_to_disk(scenario: Scenario) -> None:
     """The only writable volume is the GPU workers' memory-backed /tmp; nothing mounts a host path."""
     _, rendered = scenario
-    for doc in rendered.of_kind("Deployment"):
+    for doc in rendered.of_kind("Deployment") + rendered.of_kind("Job"):
         spec = pod_spec(doc)
         volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
         for volume in volumes.values():
@@ -143,20 +146,32 @@ def test_nothing_is_written_to_disk(scenario: Scenario) -> None:
 
 
 def test_only_a_vault_token_is_projected(scenario: Scenario) -> None:
-    """No pod holds a Kubernetes API token; those using Vault get a short-lived Vault-audience token only."""
+    """No pod holds a Kubernetes API token; those using Vault get a short-lived Vault-audience token only,
+    each with a ServiceAccount and a Vault role of its own identity (a GPU worker's are not its API's).
+
+    (The other projected volume, a process's secret files, is test_chart_secrets.py's.)"""
     name, rendered = scenario
     accounts = rendered.by_name("ServiceAccount")
-    assert set(accounts) == {f"{PREFIX}-{service}" for service in SERVICES}
+    running = [component(doc) for doc in rendered.of_kind("Deployment")] + ["bootstrap"]
+    assert set(accounts) == {f"{PREFIX}-{identity(kind)}" for kind in running}
     assert all(account["automountServiceAccountToken"] is False for account in accounts.values())
-    for doc in rendered.of_kind("Deployment"):
+    for doc in rendered.of_kind("Deployment") + rendered.of_kind("Job"):
         spec = pod_spec(doc)
-        assert spec["serviceAccountName"] in accounts
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["serviceAccountName"] == f"{PREFIX}-{identity(component(doc))}"
         service = component(doc).split("-")[0]
-        assert spec["serviceAccountName"] == f"{PREFIX}-{service}"
-        tokens = [volume for volume in spec.get("volumes", []) if "projected" in volume]
+        tokens = [
+            volume
+            for volume in spec.get("volumes", [])
+            if any(
+                "serviceAccountToken" in source for source in volume.get("projected", {}).get("sources", [])
+            )
+        ]
         env = env_of(spec["containers"][0])
         if service not in VAULT_USERS:
-            assert tokens == [], "the gateway talks to neither Vault nor the Kubernetes API"
+            assert tokens == [], (
+                "the gateway and the bootstrap Job talk to neither Vault nor the Kubernetes API"
+            )
             assert "LIKENESS_VAULT_ROLE" not in env
             continue
         (token,) = tokens
@@ -169,7 +184,7 @@ def test_only_a_vault_token_is_projected(scenario: Scenario) -> None:
         mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
         assert mounts[token["name"]]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
         assert mounts[token["name"]]["readOnly"] is True
-        assert env["LIKENESS_VAULT_ROLE"]["value"] == f"likeness-{service}"
+        assert env["LIKENESS_VAULT_ROLE"]["value"] == f"likeness-{identity(component(doc))}"
 
 
 # --- resources and probes ---------------------------------------------------------------------------------
@@ -177,7 +192,7 @@ def test_only_a_vault_token_is_projected(scenario: Scenario) -> None:
 
 def test_every_container_has_resources(scenario: Scenario) -> None:
     _, rendered = scenario
-    for doc in rendered.of_kind("Deployment") + rendered.hooks:
+    for doc in rendered.pods:
         for container in pod_spec(doc)["containers"]:
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"]), doc["metadata"]["name"]
@@ -198,9 +213,11 @@ def test_every_deployment_container_has_probes(scenario: Scenario) -> None:
         elif kind in WORKERS:
             for probe in ("startupProbe", "readinessProbe"):
                 assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-        else:
+        else:  # the plaintext health port: the kubelet has no client certificate for the API port
+            assert ports["health"] == int(env_of(container)["LIKENESS_HEALTH_PORT"]["value"]) == 50050
+            assert ports["health"] != ports["grpc"]
             for probe in ("startupProbe", "readinessProbe"):
-                assert container[probe]["grpc"]["port"] == ports["grpc"], (kind, probe)
+                assert container[probe]["grpc"] == {"port": ports["health"]}, (kind, probe)
         # Dependency health gates readiness only: liveness just asks whether the process answers, on the
         # metrics port every process (the gateway included) serves.
         assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}, kind
@@ -248,80 +265,32 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: Scenario) -> None:
 
 # --- configuration and secrets ----------------------------------------------------------------------------
 
-SECRET_NAME = re.compile(
-    r"SECRET|ACCESS_KEY|PASSWORD|TOKEN|PRIVATE|SIGNING|WATERMARK|CERT_CHAIN", re.IGNORECASE
-)
 COMMON_ENV = {
     "LIKENESS_ENV", "LIKENESS_LOG_LEVEL", "LIKENESS_METRICS_PORT", "LIKENESS_NATS_URL",
     "LIKENESS_S3_ENDPOINT", "LIKENESS_S3_BUCKET", "LIKENESS_S3_REGION", "LIKENESS_VAULT_ADDR",
-    "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_TRANSIT_MOUNT", "LIKENESS_HMAC_SECRET",
+    "LIKENESS_VAULT_AUTH", "LIKENESS_VAULT_TRANSIT_MOUNT", "LIKENESS_SECRETS_DIR",
 }  # fmt: skip
-STORAGE_ENV = {"LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_ROLE"}
-
-
-def expected_secret_references(scenario: str, service: str) -> dict[str, dict[str, str]]:
-    """Every secret a service's settings need, each from its existing Secret; nothing it does not need."""
-    production = scenario == "production"
-    s3 = "acme-s3" if production else "likeness-s3"
-    references = {
-        "LIKENESS_HMAC_SECRET": {"name": "acme-hmac", "key": "secret"}
-        if production
-        else {"name": "likeness-hmac", "key": "hmac-secret"}
-    }
-    if production:
-        # Every service talks to NATS; the gateway for its idempotency bucket, erasures and progress events.
-        references["LIKENESS_NATS_URL"] = {"name": "likeness-nats", "key": "u"}
-    if service == "gateway":
-        return references  # no storage rights: no S3 credentials (and no Vault role or token)
-    references |= {
-        "LIKENESS_S3_ACCESS_KEY": {"name": s3, "key": "access-key"},
-        "LIKENESS_S3_SECRET_KEY": {"name": s3, "key": "secret-key"},
-    }
-    if service == "retention":
-        receipts = "acme-receipts" if production else "likeness-receipts"
-        references["LIKENESS_RECEIPT_SIGNING_KEY"] = {"name": receipts, "key": "signing-key"}
-    if service == "renderer":
-        marking = "acme-marking" if production else "likeness-renderer-marking"
-        references |= {
-            "LIKENESS_WATERMARK_KEY": {"name": marking, "key": "watermark-key"},
-            "LIKENESS_C2PA_CERT_CHAIN": {"name": marking, "key": "c2pa-cert-chain"},
-            "LIKENESS_C2PA_PRIVATE_KEY": {"name": marking, "key": "c2pa-private-key"},
-        }
-    return references
-
-
-def test_no_secret_value_is_inlined(scenario: Scenario) -> None:
-    name, rendered = scenario
-    assert not rendered.of_kind("Secret")
-    for config_map in rendered.of_kind("ConfigMap"):
-        assert not [key for key in config_map["data"] if SECRET_NAME.search(key)]
-    for doc in rendered.of_kind("Deployment"):
-        for container in pod_spec(doc)["containers"]:
-            for entry in container["env"]:
-                if SECRET_NAME.search(entry["name"]):
-                    assert "value" not in entry, entry["name"]
-                    assert set(entry["valueFrom"]) == {"secretKeyRef"}, entry["name"]
-            references = {
-                name: entry["valueFrom"]["secretKeyRef"] for name, entry in env_of(container).items()
-                if "valueFrom" in entry
-            }  # fmt: skip
-            assert references == expected_secret_references(name, component(doc).split("-")[0])
+STORAGE_ENV = {"LIKENESS_VAULT_ROLE"}
 
 
 def test_production_settings_the_services_require_are_all_set(renders: dict[str, Rendered]) -> None:
     """What each settings class refuses to start without in production (config.py of each service)."""
     rendered = renders["production"]
-    gateway = env_of(pod_spec(rendered.deployment("gateway"))["containers"][0])
-    assert gateway["LIKENESS_JWKS_FILE"]["value"] == "/etc/likeness/jwks/jwks.json"
-    assert "LIKENESS_JWKS_URL" not in gateway
-    assert gateway["LIKENESS_JWT_ISSUER"]["value"] == "https://idp.acme.internal/"
-    (jwks,) = [v for v in pod_spec(rendered.deployment("gateway"))["volumes"] if v["name"] == "jwks"]
-    assert jwks["secret"]["secretName"] == "acme-jwks"
+    # Every process verifies end users' tokens against the identity provider's keys (a file here).
+    for doc in rendered.of_kind("Deployment"):
+        spec = pod_spec(doc)
+        env = env_of(spec["containers"][0])
+        assert env["LIKENESS_JWKS_FILE"]["value"] == "/etc/likeness/jwks/jwks.json"
+        assert "LIKENESS_JWKS_URL" not in env
+        assert env["LIKENESS_JWT_ISSUER"]["value"] == "https://idp.acme.internal/"
+        (jwks,) = [v for v in spec["volumes"] if v["name"] == "jwks"]
+        assert jwks["secret"]["secretName"] == "acme-jwks"
     retention = env_of(pod_spec(rendered.deployment("retention"))["containers"][0])
     assert retention["LIKENESS_RECEIPT_PREVIOUS_PUBLIC_KEYS"]["value"] == '["' + "A" * 43 + '="]'
-    for role in ("serve", "work"):
+    # Only the GPU workers mark outputs: the serve role signs nothing, so it holds no C2PA key.
+    for role, signs in (("serve", "false"), ("work", "true")):
         renderer = env_of(pod_spec(rendered.deployment(f"renderer-{role}"))["containers"][0])
-        assert renderer["LIKENESS_C2PA_SIGN"]["value"] == "true"
+        assert renderer["LIKENESS_C2PA_SIGN"]["value"] == signs
     for doc in rendered.of_kind("Deployment"):
         spec = pod_spec(doc)
         env = env_of(spec["containers"][0])
@@ -362,38 +331,17 @@ GATEWAY_TUNED_FIELDS = {
 }
 
 
-def gateway_settings(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
-    """The gateway's settings as its pod would read them: the ConfigMap, then its env (secrets: stand-ins)."""
-    container = pod_spec(rendered.deployment("gateway"))["containers"][0]
-    (source,) = container["envFrom"]
-    environment = dict(rendered.by_name("ConfigMap")[source["configMapRef"]["name"]]["data"])
-    for name, entry in env_of(container).items():
-        if "value" in entry:
-            environment[name] = entry["value"]
-        elif name == "LIKENESS_HMAC_SECRET":
-            environment[name] = "a stand-in for the Secret, long enough"
-    for name in [name for name in os.environ if name.startswith("LIKENESS_")]:
-        monkeypatch.delenv(name)
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    fields = {f"LIKENESS_{field.upper()}" for field in GatewaySettings.model_fields}
-    unknown = {name for name in environment if name.startswith("LIKENESS_") and name not in fields}
-    assert unknown == set(), "the chart sets variables the gateway does not read"
-    return GatewaySettings()
-
-
-def test_gateway_tuning_reaches_its_settings(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = gateway_settings(render({"gateway": GATEWAY_TUNING}), monkeypatch)
+def test_gateway_tuning_reaches_its_settings(render: Any, process_settings: Any) -> None:
+    settings = process_settings(render({"gateway": GATEWAY_TUNING}), "gateway")
+    assert isinstance(settings, GatewaySettings)
     assert settings.is_production
     assert {field: getattr(settings, field) for field in GATEWAY_TUNED_FIELDS} == GATEWAY_TUNED_FIELDS
     assert settings.metrics_port == 9464
     assert settings.nats_url == "tls://nats.nats.svc.cluster.local:4222"
 
 
-def test_gateway_defaults_match_the_code(
-    renders: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = gateway_settings(renders["defaults"], monkeypatch)
+def test_gateway_defaults_match_the_code(renders: dict[str, Rendered], process_settings: Any) -> None:
+    settings = process_settings(renders["defaults"], "gateway")
     for field in GATEWAY_TUNED_FIELDS:
         assert getattr(settings, field) == GatewaySettings.model_fields[field].default, field
 
@@ -409,6 +357,9 @@ def test_every_process_gets_the_shared_configuration(scenario: Scenario) -> None
         kind = component(doc)
         expected = COMMON_ENV | (set() if kind == "gateway" else STORAGE_ENV)
         assert names >= expected, expected - names
+        # Every process verifies end users' tokens (the gateway, then the service holding the data).
+        assert {"LIKENESS_JWT_ISSUER", "LIKENESS_JWT_AUDIENCE"} <= names
+        assert len({"LIKENESS_JWKS_URL", "LIKENESS_JWKS_FILE"} & names) == 1
         if kind == "gateway":
             assert not names & STORAGE_ENV, "the gateway holds no storage rights"
         assert data["LIKENESS_ENV"] == "production"
@@ -423,8 +374,6 @@ def test_every_process_gets_the_shared_configuration(scenario: Scenario) -> None
         if kind == "gateway":
             assert set(ports) == {"http", "metrics"}, "the gateway serves /metrics off its API port"
             assert int(env_of(container)["LIKENESS_HTTP_PORT"]["value"]) == ports["http"]
-            assert {"LIKENESS_JWT_ISSUER", "LIKENESS_JWT_AUDIENCE"} <= names
-            assert {"LIKENESS_JWKS_URL", "LIKENESS_JWKS_FILE"} & names
             assert container["command"] == ["python", "-m", "gateway"]
             continue
         if kind in WORKERS:
@@ -559,7 +508,7 @@ def test_network_policies_deny_by_default(scenario: Scenario) -> None:
     assert "egress" not in default["spec"]
     for policy in policies:
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    expected = {component(doc) for doc in rendered.of_kind("Deployment")} | {"gateway-test"}
+    expected = {component(doc) for doc in rendered.of_kind("Deployment")} | {"gateway-test", "bootstrap"}
     assert set(policies_by_component(rendered)) == expected
 
 
@@ -573,8 +522,8 @@ def test_network_policies_admit_only_the_callers(scenario: Scenario) -> None:
     ]  # fmt: skip
     for kind, policy in policies_by_component(rendered).items():
         admitted = ingress_ports(policy) if "ingress" in policy["spec"] else {}
-        if kind == "gateway-test":
-            assert admitted == {}, "the test pod accepts no connection"
+        if kind in ("gateway-test", "bootstrap"):
+            assert admitted == {}, f"{kind} accepts no connection"
             continue
         assert admitted.pop("metrics") == metrics_from, kind
         if kind == "gateway":
@@ -590,12 +539,13 @@ def test_network_policies_admit_only_the_callers(scenario: Scenario) -> None:
                 assert peers is None
             assert admitted == {}, f"the gateway admits more than its callers: {admitted}"
             continue
-        if kind not in WORKERS:
+        if kind not in WORKERS:  # nobody calls a GPU worker
             peers = admitted.pop("grpc")
             assert peers is not None
             assert matches(peers[0]["podSelector"]["matchLabels"], gateway_pods)
             extra = 1 if (name, kind) == ("restricted-callers", "retention") else 0
             assert len(peers) == 1 + extra
+        # Nor the plaintext health port: no rule at all, so only the pod's own node (the kubelet) reaches it.
         assert admitted == {}, f"{kind} admits more than its callers: {admitted}"
 
 
@@ -624,6 +574,7 @@ def test_network_policies_let_each_pod_reach_only_what_it_talks_to(scenario: Sce
         "restricted-callers": [(((4317, "TCP"),), None)],
     }.get(name, [])
     grpc_port = {"retention": 50051, "ingest": 50051, "trainer": 50051, "renderer": 50051}
+    jwks: list[Any] = [] if production else [(((443, "TCP"),), None)]
     for kind, policy in policies_by_component(rendered).items():
         rules = egress_targets(policy)
         assert rules[0] == (DNS, KUBE_DNS), kind
@@ -633,6 +584,9 @@ def test_network_policies_let_each_pod_reach_only_what_it_talks_to(scenario: Sce
             assert rule[0] == ((8080, "TCP"),)
             assert rule[1] is not None
             assert rule[1][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+            continue
+        if kind == "bootstrap":  # provisioning: NATS and S3, nothing else (not Vault, not the services)
+            assert rules == [nats, (storage[0], storage_peers[0])]
             continue
         # Everyone talks to NATS, the gateway included (idempotency bucket, erasures, progress events).
         assert rules[0] == nats, kind
@@ -644,10 +598,11 @@ def test_network_policies_let_each_pod_reach_only_what_it_talks_to(scenario: Sce
                 rule[1][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for rule in backends
             ]  # type: ignore[index]
             assert selected == ["retention", "ingest", "trainer-serve", "renderer-serve"]
-            jwks = [] if production else [(((443, "TCP"),), None)]
             assert rules[4:] == jwks + otlp
-        else:
+        elif kind in WORKERS:  # they verify no end user's token
             assert rules == list(zip(storage, storage_peers, strict=True)) + otlp, kind
+        else:  # every gRPC service verifies end users' tokens again (a JWKS file in production)
+            assert rules == list(zip(storage, storage_peers, strict=True)) + jwks + otlp, kind
 
 
 # --- helm test ----------------------------------------------------------------------------------------------
@@ -751,25 +706,13 @@ def test_horizontal_pod_autoscalers_follow_the_values(renders: dict[str, Rendere
     assert "behavior" not in ingest
 
 
-def code_constant(path: str, name: str) -> str:
-    """A string constant assigned at module or class level in our code (the names KEDA must agree with)."""
-    for node in ast.walk(ast.parse((ROOT / path).read_text())):
-        if isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                assert isinstance(node.value, ast.Constant)
-                return str(node.value.value)
-    raise AssertionError(f"{name} not found in {path}")
-
-
 def test_keda_scales_workers_on_their_own_work_queue(renders: dict[str, Rendered]) -> None:
     scaled = {component(doc): doc["spec"] for doc in renders["keda-hpa"].of_kind("ScaledObject")}
+    # The work queues as provisioning declares them (the one description bootstrap and workers share).
     queues = {
-        "trainer-work": (code_constant("libs/likeness/likeness/bus.py", "TRAIN_STREAM"),
-                         code_constant("services/trainer/trainer/worker.py", "durable")),
-        "renderer-work": (code_constant("libs/likeness/likeness/bus.py", "RENDER_STREAM"),
-                          code_constant("services/renderer/renderer/worker.py", "durable")),
-    }  # fmt: skip
+        "trainer-work": (provisioning.TRAIN_STREAM, provisioning.TRAINER_WORKERS_CONSUMER),
+        "renderer-work": (provisioning.RENDER_STREAM, provisioning.RENDERER_WORKERS_CONSUMER),
+    }
     assert queues == {
         "trainer-work": ("LIKENESS_JOBS_TRAIN", "trainer-workers"),
         "renderer-work": ("LIKENESS_JOBS_RENDER", "renderer-workers"),
@@ -819,9 +762,22 @@ def test_egress_ports_follow_the_urls(render: Any) -> None:
         "nats": {"url": "tls://nats.example:7422"},
         "s3": {"endpoint": "https://s3.example"},
         "vault": {"addr": "https://vault.example"},
+        "auth": {"jwksUrl": "https://idp.example:8443/jwks.json"},
         "networkPolicy": {"egress": {"vault": {"to": [], "ports": [8200, 8201]}}},
     }
     policy = render(values).by_name("NetworkPolicy")[f"{PREFIX}-ingest"]
     assert [rule[0] for rule in egress_targets(policy)] == [
-        DNS, ((7422, "TCP"),), ((443, "TCP"),), ((8200, "TCP"), (8201, "TCP"))
+        DNS, ((7422, "TCP"),), ((443, "TCP"),), ((8200, "TCP"), (8201, "TCP")), ((8443, "TCP"),)
     ]  # fmt: skip
+
+
+def test_the_health_port_admits_only_the_peers_named_for_probes(render: Any) -> None:
+    """networkPolicy.probesFrom (for a CNI that filters node traffic) opens the health port, and only it."""
+    nodes = [{"ipBlock": {"cidr": "10.0.0.0/16"}}]
+    policies = policies_by_component(render({"networkPolicy": {"probesFrom": nodes}}))
+    for kind in ("retention", "ingest", "trainer-serve", "renderer-serve"):
+        admitted = ingress_ports(policies[kind])
+        assert admitted["health"] == nodes, kind
+        assert admitted["grpc"] != nodes, kind
+    for kind in ("gateway", *WORKERS):  # no health port there
+        assert "health" not in ingress_ports(policies[kind]), kind

@@ -122,6 +122,27 @@ def test_schema_rejects_a_typo_in_every_object_the_chart_owns(
         {"gateway": {"requestTimeoutSeconds": 0}},
         {"gateway": {"subjectStatusCacheSeconds": 11}},
         {"gateway": {"idempotency": {"ttlSeconds": 30}}},
+        {"gateway": {"idempotency": {"existingSecret": ""}}},
+        {"credentials": {"gateway": {"natsUser": "two words"}}},
+        {"credentials": {"ingest": {"existingSecret": "Not_A_Name"}}},
+        {"credentials": {"bootstrapper": {"existingSecret": "x", "natsUser": ""}}},
+        {"auth": {"jwtDevSecretExistingSecret": "Bad_Name"}},
+        {"config": {"healthPort": 0}},
+        {"tls": {"certManager": {"duration": "1 day"}}},
+        {"tls": {"certManager": {"renewBefore": "-8h"}}},
+        {"tls": {"certManager": {"issuerRef": {"name": "ca", "namespace": "elsewhere"}}}},
+        {"tls": {"certManager": {"clusterDomain": "Cluster_Local"}}},
+        {"tls": {"existingSecrets": {"gateway": "Bad_Name"}}},
+        {"tls": {"existingSecrets": {"trainer-worker": "workers-have-no-grpc-hop"}}},
+        {"credentials": {"bootstrap": {"natsUser": ""}}},
+        {"credentials": {"bootstrap": {"existingSecret": ""}}},
+        {"networkPolicy": {"probesFrom": [{"cidr": "10.0.0.0/8"}]}},
+        {"bootstrap": {"backoffLimit": -1}},
+        {"bootstrap": {"activeDeadlineSeconds": 5}},
+        {"bootstrap": {"auditMaxBytes": "2Gi"}},
+        {"bootstrap": {"image": {"repository": "elsewhere"}}},
+        {"trainer": {"work": {"vaultRole": 5}}},
+        {"renderer": {"work": {"serviceAccount": {"create": "yes"}}}},
     ],
     ids=lambda values: "/".join(str(part) for part in _first_path(values)),
 )
@@ -157,7 +178,19 @@ def _first_path(values: dict[str, Any]) -> list[str]:
         {"nats": {"password": "hunter2"}},
         {"retention": {"receipts": {"signingKey": "abc"}}},
         {"renderer": {"marking": {"watermarkKey": "abc"}}},
-        {"gateway": {"auth": {"jwtDevSecret": "abc"}}},
+        {"auth": {"jwtDevSecret": "abc"}},
+        {"credentials": {"ingest": {"s3SecretKey": "abc"}}},
+        {"credentials": {"gateway": {"natsPassword": "abc"}}},
+        {"gateway": {"idempotency": {"secret": "abc"}}},
+        {"credentials": {"bootstrap": {"s3SecretKey": "abc"}}},
+        # A certificate's key only from its Secret (cert-manager's or the operator's), never a value.
+        {"tls": {"existingSecrets": {"gateway": {"tls.key": "-----BEGIN PRIVATE KEY-----"}}}},
+        {"tls": {"certManager": {"privateKey": "-----BEGIN PRIVATE KEY-----"}}},
+        # NATS credentials never ride in the URL (it lands in a ConfigMap).
+        {"nats": {"url": "tls://likeness:hunter2@nats:4222"}},
+        # Secrets reach processes as files: not even extraEnv may reference one.
+        {"ingest": {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+        {"renderer": {"work": {"extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {}}}]}}},
     ],
 )
 def test_secrets_cannot_be_passed_as_values(chart: helm.Chart, values: dict[str, Any]) -> None:
@@ -175,7 +208,7 @@ def test_secrets_cannot_be_passed_as_values(chart: helm.Chart, values: dict[str,
         ({"nats": {"url": "nats://nats:4222"}}, "nats.url"),
         ({"s3": {"endpoint": "http://s3.local:8333"}}, "s3.endpoint"),
         ({"vault": {"addr": "http://vault:8200"}}, "vault.addr"),
-        ({"gateway": {"auth": {"jwksUrl": "http://auth/jwks.json"}}}, "gateway.auth.jwksUrl"),
+        ({"auth": {"jwksUrl": "http://auth/jwks.json"}}, "auth.jwksUrl"),
     ],
 )
 def test_production_refuses_plaintext_endpoints(
@@ -293,7 +326,13 @@ def test_the_description_check_can_fail() -> None:
 
 def test_helm_lint_strict_is_clean_for_every_scenario(scenario_values: dict[str, dict[str, Any]]) -> None:
     """`helm lint --strict` of every scenario of the render tests, for the oldest and newest Kubernetes."""
-    extra = {"development": {"config": {"env": "development"}, "nats": {"url": "nats://nats:4222"}}}
+    extra = {
+        "development": {
+            "config": {"env": "development"},
+            "nats": {"url": "nats://nats:4222"},
+            "auth": {"jwtDevSecretExistingSecret": "likeness-dev-jwt"},
+        }
+    }
     problems = {}
     for name, values in (scenario_values | extra).items():
         for kube_version in ("v1.29.0", "v1.33.0"):

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Prepares a Vault (or OpenBao) server for Likeness: the Transit engine, Kubernetes auth, one least-privilege
-# policy and one Kubernetes-auth role per service. Idempotent: run it again after changing a policy.
+# policy and one Kubernetes-auth role per process identity. Idempotent: run it again after changing a policy.
+#
+# Identities (one per process kind; a job service's `serve` and `work` roles are two identities, with two
+# service accounts, because the API holds far fewer Vault rights than its GPU worker):
+#   retention, ingest, trainer (serve), trainer-worker, renderer (serve), renderer-worker
+# each gets policy likeness-<identity> (policies/<identity>.hcl) and role likeness-<identity>
+# (roles/<identity>.json), bound to service account <prefix>-<identity> in one namespace.
 #
 #   VAULT_ADDR=https://vault.example:8200 VAULT_TOKEN=<admin token> \
 #   LIKENESS_NAMESPACE=likeness LIKENESS_SERVICE_ACCOUNT_PREFIX=likeness deploy/vault/bootstrap.sh
@@ -10,7 +16,7 @@
 #                                     set from VAULT_ADDR/VAULT_TOKEN when missing, so either CLI works
 #   LIKENESS_NAMESPACE                namespace of the release's service accounts (default: likeness)
 #   LIKENESS_SERVICE_ACCOUNT_PREFIX   the chart's "<release>-<chart>" fullname: service accounts are named
-#                                     <prefix>-<service> (default: likeness, i.e. release "likeness")
+#                                     <prefix>-<identity> (default: likeness, i.e. release "likeness")
 #   LIKENESS_TOKEN_AUDIENCE           audience of the pods' projected tokens, the chart's vault.tokenAudience
 #                                     (default: vault)
 #   LIKENESS_TRANSIT_MOUNT            Transit mount, the chart's vault.transitMount (default: transit)
@@ -28,7 +34,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
-SERVICES=(retention ingest trainer renderer)
+IDENTITIES=(retention ingest trainer trainer-worker renderer renderer-worker)
 
 CLI="${VAULT_CLI:-$(command -v vault || command -v bao || true)}"
 if [[ -z "$CLI" ]]; then
@@ -94,18 +100,18 @@ if [[ "${SKIP_KUBERNETES_AUTH_CONFIG:-}" != "1" ]]; then
   run "${config[@]}"
 fi
 
-# 3. Policies: likeness-<service>, with the Transit mount path substituted.
-for service in "${SERVICES[@]}"; do
-  policy="$(sed "s#\"transit/#\"$TRANSIT/#; s#\"transit\"#\"$TRANSIT\"#" "$HERE/policies/$service.hcl")"
-  run_with_stdin "$policy" policy write "likeness-$service" -
+# 3. Policies: likeness-<identity>, with the Transit mount path substituted.
+for identity in "${IDENTITIES[@]}"; do
+  policy="$(sed "s#\"transit/#\"$TRANSIT/#; s#\"transit\"#\"$TRANSIT\"#" "$HERE/policies/$identity.hcl")"
+  run_with_stdin "$policy" policy write "likeness-$identity" -
 done
 
-# 4. Roles: likeness-<service>, bound to one service account in one namespace, short-lived tokens carrying
-#    only that service's policy (no default policy).
-for service in "${SERVICES[@]}"; do
+# 4. Roles: likeness-<identity>, bound to one service account in one namespace, short-lived tokens carrying
+#    only that identity's policy (no default policy).
+for identity in "${IDENTITIES[@]}"; do
   role="$(sed -e "s#\${SERVICE_ACCOUNT_PREFIX}#$SA_PREFIX#g" -e "s#\${NAMESPACE}#$NAMESPACE#g" \
-    -e "s#\${AUDIENCE}#$AUDIENCE#g" "$HERE/roles/$service.json")"
-  run_with_stdin "$role" write "auth/$AUTH/role/likeness-$service" -
+    -e "s#\${AUDIENCE}#$AUDIENCE#g" "$HERE/roles/$identity.json")"
+  run_with_stdin "$role" write "auth/$AUTH/role/likeness-$identity" -
 done
 
-echo "Vault is ready for Likeness: policies and roles likeness-{$(IFS=,; echo "${SERVICES[*]}")}"
+echo "Vault is ready for Likeness: policies and roles likeness-{$(IFS=,; echo "${IDENTITIES[*]}")}"

@@ -50,7 +50,7 @@ def _dev_up(args: argparse.Namespace) -> int:
     say(f"dev stack up in {time.monotonic() - began:.1f}s")
     endpoints = stack.infra.endpoints
     lines = [
-        f"  NATS      {endpoints.nats_url}",
+        f"  NATS      {endpoints.nats_address}",
         f"  S3        {endpoints.s3_endpoint}  (bucket {endpoints.s3_bucket})",
         f"  Vault API {endpoints.vault_addr}",
     ]

@@ -10,13 +10,15 @@ from likeness_dev.ports import LOOPBACK, is_listening
 
 
 class Probe(StrEnum):
-    GRPC = "grpc"  # grpc.health.v1 Check(service="") == SERVING
+    GRPC = "grpc"  # grpc.health.v1 Check(service="") == SERVING, on the plaintext health port
     READYZ = "readyz"  # HTTP GET /readyz == 200 (the gateway)
     HEALTHZ = "healthz"  # HTTP GET /healthz == 200 on the metrics port (workers)
     TCP = "tcp"  # accepts connections (infrastructure servers once started)
 
 
 def check_grpc(port: int, timeout: float = 1.0) -> str | None:
+    """Asks a service's health port (`LIKENESS_HEALTH_PORT`), as Kubernetes' gRPC probes do: in plaintext
+    and without a certificate. The service port itself is mutual TLS only and would refuse this."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -1,12 +1,21 @@
 """The real backing servers on loopback: NATS JetStream, SeaweedFS S3 and OpenBao (the Vault API).
 
 `start_infra(state_dir)` starts all three on free 127.0.0.1 ports with every data dir and log under
-`state_dir`, waits until each really works (JetStream on, the bucket made with versioning, transit
-mounted) and returns an `Infra` whose `endpoints.as_env()` is what our services read.
+`state_dir`, waits until each really works (JetStream on, S3 answering, transit mounted), provisions them
+as `likeness bootstrap` does (with the `bootstrap` identity: streams, buckets, consumers, the S3 bucket with
+versioning and its policy) and returns an `Infra` whose `endpoints.as_env()` is what tests read.
+
+Credentials are per identity, as in a cluster, made up anew for each `Infra`: nats-server runs with a
+config file holding one user per identity (`gateway`, `retention`, ..., `bootstrap`) with the permissions
+`likeness.access_policies` derives, and SeaweedFS with one S3 identity each (`-s3.config`). Both also know
+an unrestricted `admin`, for tests only: `endpoints` (and so `as_env()`) hold the admin's credentials, the
+NATS ones inside `nats_url`. A service gets its own identity's instead (`credentials(identity)`, handed
+out by the dev stack); the files survive a restart of a server, so it comes back with the same users.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -16,13 +25,19 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
+from likeness.access_policies import nats_authorization, seaweedfs_identities
+from likeness.config import CommonSettings
+from likeness.provisioner import Change, bootstrap
+from likeness.provisioning import BOOTSTRAP, IDENTITIES
 from likeness_dev.ports import LOOPBACK, free_port, wait_until_closed
 from likeness_dev.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary, signal_group
 
@@ -48,11 +63,28 @@ class InfraStartError(RuntimeError):
     """A server did not come up (the message names it and quotes the end of its log)."""
 
 
+#: The unrestricted user of the dev servers (tests only; never a service's, never in production).
+ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class IdentityCredentials:
+    """One identity's NATS password and S3 keys on these servers (no S3 keys: no S3 identity)."""
+
+    identity: str
+    nats_password: str
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+
+
 @dataclass(frozen=True)
 class InfraEndpoints:
-    """Where the servers are and how to authenticate to them."""
+    """Where the servers are and how to authenticate to them (as the unrestricted admin)."""
 
+    #: With the admin's credentials in it (`nats://admin:...@127.0.0.1:port`): for tests and tools.
     nats_url: str
+    #: The same server without credentials: what services are given, with their own user.
+    nats_address: str
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
@@ -77,6 +109,10 @@ class InfraEndpoints:
             "LIKENESS_VAULT_AUTH": "token",
             "LIKENESS_ENV": "development",
         }
+
+
+#: Which of `InfraEndpoints.as_env()` are secrets: a dev stack hands them to services as files.
+INFRA_SECRET_VARIABLES = ("LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY", "LIKENESS_VAULT_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -152,6 +188,17 @@ class Infra:
         self._s3_access_key = "likeness-" + secrets.token_hex(6)
         self._s3_secret_key = secrets.token_urlsafe(30)
         self._vault_token = "dev-" + secrets.token_urlsafe(24)
+        self._nats_admin_password = secrets.token_urlsafe(24)
+        self._nats_config = self.state_dir / "nats-users.conf"
+        self._credentials = {
+            spec.name: IdentityCredentials(
+                spec.name,
+                nats_password=secrets.token_urlsafe(24),
+                s3_access_key=f"likeness-{spec.name}-{secrets.token_hex(4)}" if spec.s3 is not None else "",
+                s3_secret_key=secrets.token_urlsafe(30) if spec.s3 is not None else "",
+            )
+            for spec in IDENTITIES
+        }
 
         self.nats = self._nats_process()
         self.s3 = self._weed_process()
@@ -161,8 +208,10 @@ class Infra:
 
     @property
     def endpoints(self) -> InfraEndpoints:
+        nats_address = f"nats://{LOOPBACK}:{self._nats_ports.client}"
         return InfraEndpoints(
-            nats_url=f"nats://{LOOPBACK}:{self._nats_ports.client}",
+            nats_url=f"nats://{ADMIN}:{self._nats_admin_password}@{LOOPBACK}:{self._nats_ports.client}",
+            nats_address=nats_address,
             s3_endpoint=f"http://{LOOPBACK}:{self._weed_ports.s3}",
             s3_access_key=self._s3_access_key,
             s3_secret_key=self._s3_secret_key,
@@ -173,6 +222,37 @@ class Infra:
             nats_store_dir=self.nats_store_dir,
             s3_data_dir=self.s3_data_dir,
         )
+
+    def credentials(self, identity: str) -> IdentityCredentials:
+        """An identity's NATS password and S3 keys on these servers (`likeness.provisioning.IDENTITIES`)."""
+        return self._credentials[identity]
+
+    def settings_of(self, identity: str) -> CommonSettings:
+        """Settings that connect as `identity` (its NATS user, its S3 keys): what its process would read."""
+        credentials = self._credentials[identity]
+        endpoints = self.endpoints
+        return CommonSettings(
+            nats_url=endpoints.nats_address,
+            nats_user=identity,
+            nats_password=SecretStr(credentials.nats_password),
+            s3_endpoint=endpoints.s3_endpoint,
+            s3_access_key=SecretStr(credentials.s3_access_key),
+            s3_secret_key=SecretStr(credentials.s3_secret_key),
+            s3_bucket=endpoints.s3_bucket,
+            s3_region=endpoints.s3_region,
+        )
+
+    def provision(
+        self, *, nats_side: bool = True, s3_side: bool = True, audit_max_bytes: int | None = None
+    ) -> list[Change]:
+        """What `likeness bootstrap` does, with the `bootstrap` identity (idempotent); one side only, or
+        another audit bound, for tests that start one server of their own."""
+        coroutine = bootstrap(
+            self.settings_of(BOOTSTRAP), nats_side=nats_side, s3_side=s3_side, audit_max_bytes=audit_max_bytes
+        )
+        # In a thread of its own: callers may be inside an event loop (async fixtures) or not.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
 
     @property
     def processes(self) -> dict[str, ManagedProcess]:
@@ -209,6 +289,7 @@ class Infra:
             self._wait_nats()
             self._wait_s3()
             self._wait_vault()
+            self.provision()
         except BaseException:
             self.stop()
             raise
@@ -271,19 +352,22 @@ class Infra:
         """After stop(): wait until no port of ours accepts connections; returns any still open."""
         return wait_until_closed([port for ports in self.ports().values() for port in ports], timeout)
 
-    def s3_client(self, secret_key: str | None = None) -> Any:
-        """A `minio.Minio` client for our S3 (optionally with a different secret, to test refusals)."""
+    def s3_client(
+        self, secret_key: str | None = None, *, access_key: str | None = None, retries: int = 2
+    ) -> Any:
+        """A `minio.Minio` client for our S3, as the admin (optionally with other keys: an identity's, or a
+        wrong secret, to test refusals)."""
         import urllib3
         from minio import Minio
 
         # Few, quick retries: the default client retries a refused connection for seconds.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=2.0, read=10.0),
-            retries=urllib3.Retry(total=2, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]),
+            retries=urllib3.Retry(total=retries, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]),
         )
         return Minio(
             f"{LOOPBACK}:{self._weed_ports.s3}",
-            access_key=self._s3_access_key,
+            access_key=self._s3_access_key if access_key is None else access_key,
             secret_key=self._s3_secret_key if secret_key is None else secret_key,
             secure=False,
             region=S3_REGION,
@@ -315,6 +399,8 @@ class Infra:
     def _nats_process(self) -> ManagedProcess:
         argv = [
             find_binary("nats-server"),
+            # The users and their permissions (written before each start; flags below win for the rest).
+            "-c", str(self._nats_config),
             "-js",
             "-a", LOOPBACK,
             "-p", str(self._nats_ports.client),
@@ -391,6 +477,9 @@ class Infra:
 
     def _spawn_nats(self) -> None:
         self.nats_store_dir.mkdir(parents=True, exist_ok=True)
+        passwords = {name: found.nats_password for name, found in self._credentials.items()}
+        admin = {"user": ADMIN, "password": self._nats_admin_password}
+        _private_file(self._nats_config, nats_authorization(passwords, extra_users=[admin]))
         self.nats.start()
 
     def _spawn_s3(self) -> None:
@@ -399,15 +488,17 @@ class Infra:
         for stale_socket in ("filer.sock", "s3.sock"):
             (self._socket_dir / stale_socket).unlink(missing_ok=True)
         self._remove_weed_grpc_sockets()
-        identities = {
-            "identities": [
-                {
-                    "name": "likeness",
-                    "credentials": [{"accessKey": self._s3_access_key, "secretKey": self._s3_secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
-            ]
+        keys = {
+            name: (found.s3_access_key, found.s3_secret_key)
+            for name, found in self._credentials.items()
+            if found.s3_access_key
         }
+        admin = {
+            "name": ADMIN,
+            "credentials": [{"accessKey": self._s3_access_key, "secretKey": self._s3_secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        identities = seaweedfs_identities(keys, S3_BUCKET, extra=[admin])
         _private_file(self._s3_identities, json.dumps(identities, indent=2))
         self.s3.start()
 
@@ -476,15 +567,8 @@ class Infra:
 
     def _wait_s3(self) -> None:
         def probe() -> str | None:
-            from minio.commonconfig import ENABLED
-            from minio.versioningconfig import VersioningConfig
-
-            client = self.s3_client()
-            if not client.bucket_exists(S3_BUCKET):
-                client.make_bucket(S3_BUCKET)
-            if client.get_bucket_versioning(S3_BUCKET).status != ENABLED:
-                client.set_bucket_versioning(S3_BUCKET, VersioningConfig(ENABLED))
-                return "versioning was just enabled, checking again"
+            # Answering an authenticated request is ready; the bucket is bootstrap's (`provision`).
+            self.s3_client().list_buckets()
             return None
 
         self._wait(self.s3, self.endpoints.s3_endpoint, probe)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import httpx
 import numpy as np
 
+from likeness.provisioning import SERVICE_IDENTITIES
+
 if TYPE_CHECKING:
     from likeness_dev.stack import DevStack
 
@@ -203,12 +205,20 @@ def scan_metric_labels(urls: Iterable[str], needles: Mapping[str, str]) -> tuple
 def stack_secrets(stack: DevStack) -> dict[str, str]:
     """The key material of a stack that must never appear in a log line or a label."""
     endpoints = stack.infra.endpoints
-    return {
+    found = {
         "the HMAC secret": stack.hmac_secret,
         "the JWT signing secret": stack.jwt_secret,
-        "the S3 secret key": endpoints.s3_secret_key,
+        "the idempotency secret": stack.idempotency_secret,
+        "the admin S3 secret key": endpoints.s3_secret_key,
         "the Vault token": endpoints.vault_token,
+        "the admin NATS URL (with its password)": endpoints.nats_url,
     }
+    for identity in SERVICE_IDENTITIES:
+        credentials = stack.infra.credentials(identity)
+        found[f"the NATS password of {identity}"] = credentials.nats_password
+        if credentials.s3_secret_key:
+            found[f"the S3 secret key of {identity}"] = credentials.s3_secret_key
+    return found
 
 
 def scan_stack(

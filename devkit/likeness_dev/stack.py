@@ -3,6 +3,10 @@
 `DevStack.start(project_dir)` is what `likeness dev up` runs, and what end-to-end tests run in a tmp dir:
 state, logs and the tiny model live in `<project_dir>/.likeness/`, the processes are recorded in
 `.likeness/stack.json` so `likeness dev down` (another process) can stop them all.
+
+Every gRPC hop runs mutual TLS as in a cluster: each start makes a throwaway CA and hands each process with
+a gRPC hop the certificate of its identity in `.likeness/secrets/<process>/tls/` (`LIKENESS_TLS_DIR`,
+removed with the secrets); gRPC services answer the stack's probes on their plaintext health port.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from likeness.config import SECRETS_DIR_VARIABLE
 from likeness_dev import health
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.health import Probe
-from likeness_dev.infra import NATS, S3, VAULT, Infra, start_infra
+from likeness_dev.infra import INFRA_SECRET_VARIABLES, NATS, S3, VAULT, Infra, start_infra
 from likeness_dev.ports import LOOPBACK, free_port
 from likeness_dev.procs import (
     DEFAULT_GRACE_SECONDS,
@@ -38,12 +44,15 @@ from likeness_dev.procs import (
 from likeness_dev.stackfile import (
     read_stack_file,
     remove_stack_files,
+    secrets_dir_of,
     state_dir_of,
     write_dev_env,
+    write_private,
     write_stack_file,
 )
 from likeness_dev.tiny_model_cache import ensure_tiny_model
 from likeness_dev.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
+from likeness_dev.vault_identities import identity_vault_token
 
 DEFAULT_SERVICE_TIMEOUT = 180.0
 
@@ -107,10 +116,19 @@ SERVICE_NAMES = tuple(spec.name for spec in SERVICES)
 _PER_STACK_KEYS = frozenset(
     {
         "LIKENESS_GRPC_PORT",
+        "LIKENESS_HEALTH_PORT",
+        "LIKENESS_TLS_DIR",
         "LIKENESS_METRICS_PORT",
         "LIKENESS_HTTP_PORT",
         "LIKENESS_HMAC_SECRET",
+        "LIKENESS_IDEMPOTENCY_SECRET",
         "LIKENESS_JWT_DEV_SECRET",
+        "LIKENESS_S3_ACCESS_KEY",
+        "LIKENESS_S3_SECRET_KEY",
+        "LIKENESS_NATS_USER",
+        "LIKENESS_NATS_PASSWORD",
+        "LIKENESS_VAULT_TOKEN",
+        SECRETS_DIR_VARIABLE,
         "LIKENESS_BASE_MODEL",
         "LIKENESS_GATEWAY_URL",
         "LIKENESS_DEV_TOKEN",
@@ -128,6 +146,8 @@ class ServiceProcess:
     metrics_port: int
     grpc_port: int | None = None
     http_port: int | None = None
+    #: Plaintext gRPC health only (gRPC services): what the stack probes, as Kubernetes does.
+    health_port: int | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -147,8 +167,8 @@ class ServiceProcess:
 
     @property
     def probe(self) -> tuple[Probe, int]:
-        if self.grpc_port is not None:
-            return Probe.GRPC, self.grpc_port
+        if self.health_port is not None:
+            return Probe.GRPC, self.health_port
         if self.http_port is not None:
             return Probe.READYZ, self.http_port
         return Probe.HEALTHZ, self.metrics_port
@@ -211,6 +231,7 @@ class DevStack:
         infra_only: bool,
         jwt_secret: str,
         hmac_secret: str,
+        idempotency_secret: str,
     ) -> None:
         self.project_dir = project_dir
         self.state_dir = state_dir_of(project_dir)
@@ -219,6 +240,10 @@ class DevStack:
         self.infra_only = infra_only
         self.jwt_secret = jwt_secret
         self.hmac_secret = hmac_secret
+        self.idempotency_secret = idempotency_secret
+        #: This stack's throwaway CA (its key only in memory): every gRPC hop of the stack is mutual TLS, and
+        #: tests issue certificates from it (`stack.pki.issue("ingest")`) to call the services as another.
+        self.pki = DevCertificateAuthority.create()
         self.services: dict[str, ServiceProcess] = {}
         self.base_model: str | None = None
         self.stack_id = uuid.uuid4().hex
@@ -274,6 +299,7 @@ class DevStack:
             infra_only=infra_only,
             jwt_secret=secrets.token_urlsafe(32),
             hmac_secret=secrets.token_urlsafe(32),
+            idempotency_secret=secrets.token_urlsafe(32),
         )
         try:
             stack._write_records()
@@ -286,6 +312,10 @@ class DevStack:
                 stack._write_records()
                 say("waiting until every service is healthy")
                 _wait_healthy(list(stack.services.values()), timeout or settings.stack_timeout)
+            else:  # services run by hand: LIKENESS_TLS_DIR=.likeness/secrets/<process>/tls
+                for spec in wanted:
+                    if spec.kind is not ServiceKind.WORKER:
+                        stack.pki.issue(spec.name).write(stack.tls_dir(spec.name))
             stack._write_records(dev_env=True)
         except BaseException:
             stack.stop()
@@ -307,6 +337,7 @@ class DevStack:
                 metrics_port=free_port(),
                 grpc_port=free_port() if spec.kind is ServiceKind.GRPC else None,
                 http_port=free_port() if spec.kind is ServiceKind.HTTP else None,
+                health_port=free_port() if spec.kind is ServiceKind.GRPC else None,
             )
             planned.append(service)
         addresses = {service.spec.address_env: service.address for service in planned if service.grpc_port}
@@ -328,9 +359,13 @@ class DevStack:
         # Settings that belong to one stack (ports, addresses, secrets) are never inherited: a shell
         # that loaded an old dev.env must not hand a stale value to a service we did not set it for.
         env = {key: value for key, value in os.environ.items() if key not in _PER_STACK_KEYS}
-        env |= self.infra.endpoints.as_env()
+        infra_env = self.infra.endpoints.as_env()
+        env |= {key: value for key, value in infra_env.items() if key not in INFRA_SECRET_VARIABLES}
+        # Its own NATS user (part P: process names are identities): never the admin in the infra's URL.
+        env |= {"LIKENESS_NATS_URL": self.infra.endpoints.nats_address, "LIKENESS_NATS_USER": service.name}
         env |= {
-            "LIKENESS_HMAC_SECRET": self.hmac_secret,
+            # Secrets reach each service as files, as in a cluster (mounted Secrets), and only its own.
+            SECRETS_DIR_VARIABLE: str(self._write_secrets(service, infra_env)),
             "LIKENESS_METRICS_PORT": str(service.metrics_port),
             "PYTHONUNBUFFERED": "1",
             # A temp dir of this stack's own: whatever a library spills there is inside the stack's state
@@ -339,13 +374,54 @@ class DevStack:
         }
         if service.grpc_port is not None:
             env["LIKENESS_GRPC_PORT"] = str(service.grpc_port)
+        if service.health_port is not None:
+            env["LIKENESS_HEALTH_PORT"] = str(service.health_port)
+        if service.spec.kind is not ServiceKind.WORKER:  # a gRPC hop (server or the gateway's channels)
+            env["LIKENESS_TLS_DIR"] = str(self._write_tls(service))
         if service.spec.needs_model and self.base_model is not None:
             env["LIKENESS_BASE_MODEL"] = self.base_model
         if service.spec.kind is ServiceKind.HTTP:
             env |= dict(addresses)
             env["LIKENESS_HTTP_PORT"] = str(service.http_port)
-            env["LIKENESS_JWT_DEV_SECRET"] = self.jwt_secret
         return env
+
+    def _write_secrets(self, service: ServiceProcess, infra_env: Mapping[str, str]) -> Path:
+        """The service's secrets, one file each (readable by the owner only), in a directory of its own."""
+        values: dict[str, str] = {}
+        if service.spec.kind is ServiceKind.HTTP:
+            values |= {"idempotency_secret": self.idempotency_secret, "jwt_dev_secret": self.jwt_secret}
+        else:  # every other service reads and writes encrypted data: S3 and Vault
+            values |= {
+                variable.removeprefix("LIKENESS_").lower(): infra_env[variable]
+                for variable in INFRA_SECRET_VARIABLES
+            }
+        # Part P: its own NATS password and S3 identity, not the infra's admin keys.
+        own = self.infra.credentials(service.name)
+        values["nats_password"] = own.nats_password
+        if service.spec.kind is not ServiceKind.HTTP:
+            values |= {"s3_access_key": own.s3_access_key, "s3_secret_key": own.s3_secret_key}
+            # Part K: a Vault token with only this identity's policy (deploy/vault/policies), not root.
+            values["vault_token"] = identity_vault_token(self.infra, service.name)
+        if service.spec.module == "retention":
+            values["hmac_secret"] = self.hmac_secret
+        if service.spec.kind is not ServiceKind.WORKER:
+            # Whoever serves calls verifies the caller's token (the gateway, and every service again).
+            # Workers serve none; with HS256 the verifying secret also signs, so they do not get it.
+            values["jwt_dev_secret"] = self.jwt_secret
+        directory = secrets_dir_of(self.state_dir) / service.name
+        for name, value in values.items():
+            write_private(directory / name, value)
+        directory.chmod(0o700)
+        return directory
+
+    def tls_dir(self, name: str) -> Path:
+        """The TLS directory of process `name` (its LIKENESS_TLS_DIR), beside its secrets."""
+        return secrets_dir_of(self.state_dir) / name / "tls"
+
+    def _write_tls(self, service: ServiceProcess) -> Path:
+        """The process's certificate of its identity (its process name) from this stack's CA; workers
+        have no gRPC hop and get none."""
+        return self.pki.issue(service.name).write(self.tls_dir(service.name))
 
     # ------------------------------------------------------------------------------------------ use
 
@@ -418,6 +494,7 @@ class DevStack:
         """Stop the services (gateway first), then the servers if this stack started them. Idempotent."""
         processes = [service.process for service in reversed(self.services.values())]
         _stop_processes(processes, grace)
+        shutil.rmtree(secrets_dir_of(self.state_dir), ignore_errors=True)
         if self._owns_infra:
             self.infra.stop(grace)
         if not self._stopped and _recorded_stack_id(self.state_dir) == self.stack_id:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from likeness_cli.local_settings import DEV_ENV_FILENAME, find_project_dir, read_dev_env, state_dir_of
 
 STACK_FILENAME = "stack.json"
+#: Under the state dir: one directory of secret files per service process (its LIKENESS_SECRETS_DIR).
+SECRETS_DIRNAME = "secrets"
 STACK_FILE_VERSION = 1
 
 
@@ -65,9 +68,14 @@ def write_dev_env(state_dir: Path, env: Mapping[str, str]) -> Path:
     return path
 
 
+def secrets_dir_of(state_dir: Path) -> Path:
+    return state_dir / SECRETS_DIRNAME
+
+
 def remove_stack_files(state_dir: Path) -> None:
     for name in (STACK_FILENAME, DEV_ENV_FILENAME):
         (state_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(secrets_dir_of(state_dir), ignore_errors=True)
 
 
 __all__ = [
@@ -77,6 +85,7 @@ __all__ = [
     "read_dev_env",
     "read_stack_file",
     "remove_stack_files",
+    "secrets_dir_of",
     "state_dir_of",
     "write_dev_env",
     "write_private",

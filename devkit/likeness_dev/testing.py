@@ -30,12 +30,19 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
+from likeness.bus import Bus
+from likeness.provisioner import provision_nats
+from likeness.provisioning import BucketSpec, ConsumerSpec
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra, start_infra
 from likeness_dev.procs import (
     FORBID_SERVERS_ENV,
@@ -52,7 +59,9 @@ INTEGRATION_TIER = "integration"
 SERVER_FIXTURES = frozenset({"infra", "server_process"})
 
 # Programs that are servers whatever their arguments, and programs that are one with a subcommand.
-_SERVER_PROGRAMS = frozenset({"nats-server", "weed", "prometheus", "uvicorn", "gunicorn", "hypercorn"})
+_SERVER_PROGRAMS = frozenset(
+    {"nats-server", "weed", "prometheus", "uvicorn", "gunicorn", "hypercorn", "etcd", "kube-apiserver"}
+)
 _SERVER_SUBCOMMANDS = {"bao": "server", "vault": "server", "minio": "server"}
 # `python -m <module>` that starts a server: our services, and uvicorn.
 _SERVER_MODULES = frozenset({"gateway", "ingest", "trainer", "renderer", "retention", "uvicorn"})
@@ -78,7 +87,10 @@ atexit.register(_stop_all)
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    """NATS JetStream, SeaweedFS S3 (bucket with versioning) and OpenBao (transit mounted), running."""
+    """NATS JetStream, SeaweedFS S3 and OpenBao (transit mounted), running, with one user per identity,
+    and provisioned as `likeness bootstrap` does (streams, buckets, consumers, the versioned bucket).
+    `infra.endpoints` hold an unrestricted admin's credentials; `infra.settings_of("ingest")` an
+    identity's."""
     refuse_server_start("the infra fixture (NATS, S3 and OpenBao)")
     started = Infra(tmp_path_factory.mktemp("infra"))
     _running.append(started)
@@ -103,6 +115,44 @@ def server_process() -> None:
     or HTTP server, uvicorn, a ManagedProcess): it makes every test that uses it an integration test.
     Session-scoped so that fixtures of any scope may request it; it starts nothing itself."""
     refuse_server_start("the server_process fixture")
+
+
+# Mutual TLS (issue 14, S1): certificates for tests' own gRPC servers and channels (`likeness_dev.dev_pki`).
+
+
+@pytest.fixture(scope="session")
+def dev_ca() -> DevCertificateAuthority:
+    """The tests' CA: `dev_ca.issue("retention").material` for a server, `.issue("gateway")` for a caller."""
+    return DevCertificateAuthority.create("likeness test CA")
+
+
+@pytest.fixture(scope="session")
+def foreign_ca() -> DevCertificateAuthority:
+    """Another CA, trusted by nobody: its certificates must be refused everywhere."""
+    return DevCertificateAuthority.create("foreign CA")
+
+
+# Provisioning (issue 14, part P): services bind, never create; a test that needs a private bucket or
+# consumer makes it first, as the admin, with the same code `likeness bootstrap` runs.
+
+
+#: A test's private bucket is small: JetStream reserves every bucket's bound from the server's storage
+#: when it is made, and a session makes hundreds.
+TEST_BUCKET_BYTES = 8 * 1024 * 1024
+
+
+async def provisioned_kv(bus: Bus, name: str) -> KeyValue:
+    """A private KV bucket for a test (created as `likeness bootstrap` would, then bound)."""
+    await provision_for_test(bus.js, [BucketSpec(name)])
+    return await bus.kv(name)
+
+
+async def provision_for_test(
+    js: JetStreamContext, buckets: Iterable[BucketSpec] = (), consumers: Iterable[ConsumerSpec] = ()
+) -> None:
+    """Private buckets and durable consumers for a test (a prefixed retention, a gateway app of its own)."""
+    small = [replace(spec, max_bytes=TEST_BUCKET_BYTES) for spec in buckets]
+    await provision_nats(js, streams=(), buckets=small, consumers=consumers)
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -316,4 +366,13 @@ def _loopback_reachable() -> bool:
         return probe.connect_ex(("127.0.0.1", 1)) != errno.ENETUNREACH
 
 
-__all__ = ["SERVER_FIXTURES", "ServerStartForbidden", "infra", "infra_env", "server_process", "start_infra"]
+__all__ = [
+    "SERVER_FIXTURES",
+    "ServerStartForbidden",
+    "infra",
+    "infra_env",
+    "provision_for_test",
+    "provisioned_kv",
+    "server_process",
+    "start_infra",
+]

@@ -1,12 +1,22 @@
-"""Development JWTs for the gateway: HS256, signed with the per-stack `LIKENESS_JWT_DEV_SECRET`."""
+"""Development JWTs for the gateway (and the services, which verify them again): HS256, signed with the
+per-stack `jwt_dev_secret`.
+
+The dev token carries every scope a route asks for plus `tenant:all`, the grant a token without `sub` needs
+to touch the tenant's subjects (`likeness.user_tokens`): without it, such a token may only open subjects
+and manage the tenant's policies and looks.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import jwt
+
+from likeness.grpc_user_tokens import token_interceptors
+from likeness.user_tokens import TENANT_WIDE_SCOPE
 
 DEV_ISSUER = "likeness-dev"
 DEV_AUDIENCE = "likeness"
@@ -28,6 +38,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "retention:write",
     "looks:read",
     "looks:write",
+    TENANT_WIDE_SCOPE,
 )
 
 
@@ -70,3 +81,33 @@ def mint_dev_token(
 def parse_scopes(text: str) -> tuple[str, ...]:
     """Scopes as typed on the command line: separated by spaces and/or commas."""
     return tuple(part for part in text.replace(",", " ").split() if part)
+
+
+class CallerToken:
+    """Whose calls a channel makes: the dev token its gRPC calls carry, switched with `act_as`.
+
+    For tests (and tools) that call the services directly, as the gateway does with the token of the
+    request it handles: `grpc.aio.insecure_channel(..., interceptors=caller.interceptors())`, then
+    `caller.act_as("acme")` before the calls of tenant acme (`subject=` for an end user's token).
+    """
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.token: str | None = None
+
+    def act_as(
+        self,
+        tenant: str,
+        subject: str | None = None,
+        scopes: Sequence[str] = ALL_SCOPES,
+        ttl_seconds: int = 3600,
+    ) -> str:
+        self.token = mint_dev_token(self.secret, tenant, scopes, subject=subject, ttl_seconds=ttl_seconds)
+        return self.token
+
+    def anonymous(self) -> None:
+        """The calls from now on carry no token."""
+        self.token = None
+
+    def interceptors(self) -> list[Any]:
+        return token_interceptors(lambda: self.token)

@@ -92,8 +92,11 @@ def test_env_names_every_endpoint(infra: Infra, infra_env: dict[str, str]) -> No
     assert infra_env["LIKENESS_VAULT_TOKEN"] == endpoints.vault_token
     assert infra_env["LIKENESS_VAULT_AUTH"] == "token"
     assert infra_env["LIKENESS_ENV"] == "development"
-    for url in (endpoints.nats_url, endpoints.s3_endpoint, endpoints.vault_addr):
+    for url in (endpoints.nats_address, endpoints.s3_endpoint, endpoints.vault_addr):
         assert "://127.0.0.1:" in url
+    # The tests' NATS URL carries the admin's credentials; services get the address and a user of their own.
+    assert endpoints.nats_url.startswith("nats://admin:")
+    assert endpoints.nats_url.endswith(endpoints.nats_address[7:])
 
 
 def test_one_server_restarts_and_everything_stops_and_frees_its_ports(

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from cryptography import x509
 
 from likeness_dev.infra import Infra
 from likeness_dev.procs import is_alive
@@ -45,14 +46,14 @@ STANDIN = textwrap.dedent(
     http(os.environ["LIKENESS_METRICS_PORT"], {"/healthz", "/metrics"})
     if "LIKENESS_HTTP_PORT" in os.environ:
         http(os.environ["LIKENESS_HTTP_PORT"], {"/readyz", "/healthz"})
-    if "LIKENESS_GRPC_PORT" in os.environ:
+    if "LIKENESS_HEALTH_PORT" in os.environ:  # as a real service: health alone, plaintext, on its own port
         import grpc
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         servicer = health.HealthServicer()
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        server.add_insecure_port("127.0.0.1:" + os.environ["LIKENESS_GRPC_PORT"])
+        server.add_insecure_port("127.0.0.1:" + os.environ["LIKENESS_HEALTH_PORT"])
         server.start()
     print("stand-in up:", sys.argv, flush=True)
     stop = threading.Event()
@@ -89,14 +90,48 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
         gateway_env = stack.services["gateway"].env
         for name in ("retention", "ingest", "trainer", "renderer"):
             assert gateway_env[f"LIKENESS_{name.upper()}_ADDR"] == stack.services[name].address
-        assert gateway_env["LIKENESS_JWT_DEV_SECRET"] == stack.jwt_secret
+        gateway_secrets = Path(gateway_env["LIKENESS_SECRETS_DIR"])
+        assert (gateway_secrets / "jwt_dev_secret").read_text() == stack.jwt_secret
         metrics_ports = set()
         for service in stack.services.values():
             env = service.env
-            assert env["LIKENESS_NATS_URL"] == infra.endpoints.nats_url
-            assert env["LIKENESS_HMAC_SECRET"] == stack.hmac_secret
-            assert len(stack.hmac_secret) >= 32
+            # Part P: its own NATS user and S3 identity, never the infra's admin.
+            assert env["LIKENESS_NATS_URL"] == infra.endpoints.nats_address
+            assert env["LIKENESS_NATS_USER"] == service.name
+            assert not any(
+                key.endswith(("_SECRET", "_TOKEN", "_KEY")) for key in env if key.startswith("LIKENESS_")
+            ), "secrets reach services as files, never in their environment"
+            secret_files = [path for path in Path(env["LIKENESS_SECRETS_DIR"]).iterdir() if path.is_file()]
+            secrets = {path.name: path.read_text() for path in secret_files}
+            if service.name == "retention":
+                assert secrets["hmac_secret"] == stack.hmac_secret
+                assert len(stack.hmac_secret) >= 32
+            else:
+                assert "hmac_secret" not in secrets, "only retention holds the HMAC secret"
+            assert secrets["nats_password"] == infra.credentials(service.name).nats_password
+            if service.name == "gateway":
+                assert set(secrets) == {"idempotency_secret", "jwt_dev_secret", "nats_password"}, "no storage"
+            else:
+                assert {"s3_secret_key", "vault_token"} <= set(secrets)
+                assert secrets["s3_access_key"] == infra.credentials(service.name).s3_access_key
+                assert secrets["s3_secret_key"] != infra.endpoints.s3_secret_key, "not the admin's"
             assert ("LIKENESS_GRPC_PORT" in env) == (service.spec.kind == "grpc")
+            assert ("LIKENESS_HEALTH_PORT" in env) == (service.spec.kind == "grpc")
+            # Mutual TLS: each process with a gRPC hop holds a certificate of its own identity (issue 14, S1).
+            if service.spec.kind == "worker":
+                assert "LIKENESS_TLS_DIR" not in env, "workers have no gRPC hop"
+            else:
+                tls_dir = Path(env["LIKENESS_TLS_DIR"])
+                assert tls_dir == stack.tls_dir(service.name)
+                names = x509.load_pem_x509_certificate((tls_dir / "tls.crt").read_bytes()).extensions
+                san = names.get_extension_for_class(x509.SubjectAlternativeName).value
+                assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+                    f"spiffe://likeness/{service.name}"
+                ]
+                assert (tls_dir / "tls.key").stat().st_mode & 0o077 == 0
+                assert (tls_dir / "ca.crt").read_bytes() == stack.pki.ca_pem
+            # Whoever serves calls verifies end users' tokens; workers serve none (issue 14, part S2).
+            assert (secrets.get("jwt_dev_secret") == stack.jwt_secret) == (service.spec.kind != "worker")
             assert (env.get("LIKENESS_BASE_MODEL") == "/models/stand-in") == service.spec.needs_model
             assert ("LIKENESS_HTTP_PORT" in env) == (service.name == "gateway")
             metrics_ports.add(env["LIKENESS_METRICS_PORT"])
@@ -126,6 +161,7 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
             DevStack.start(tmp_path, infra=infra)
 
         assert stop_recorded_stack(tmp_path) is not None  # what `likeness dev down` runs
+        assert not stack.tls_dir("gateway").exists(), "keys go with the stack"
         assert not any(is_alive(entry["pid"], entry["start_ticks"]) for entry in recorded.values())
         assert read_stack_file(tmp_path / ".likeness") is None
         assert infra.nats.running  # not ours to stop
@@ -174,3 +210,11 @@ def test_a_stopped_service_comes_back_on_its_port(tmp_path: Path, standins: Path
         assert record["processes"][0]["pid"] == retention.process.pid
         assert record["processes"][0]["probe"] == "grpc"
     assert not (tmp_path / ".likeness" / "stack.json").exists()
+
+
+def test_an_infra_only_stack_leaves_certificates_for_hand_run_services(tmp_path: Path, infra: Infra) -> None:
+    with DevStack.start(tmp_path, infra=infra, infra_only=True) as stack:
+        for name in ("retention", "ingest", "trainer", "renderer", "gateway"):
+            assert (stack.tls_dir(name) / "tls.crt").is_file(), name
+        assert not stack.tls_dir("trainer-worker").exists(), "workers have no gRPC hop"
+    assert not stack.tls_dir("retention").exists(), "keys go with the stack"

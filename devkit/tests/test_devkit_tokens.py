@@ -5,6 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
+from likeness.user_tokens import TENANT_WIDE_SCOPE
 from likeness_dev.tokens import ALL_SCOPES, DEV_AUDIENCE, DEV_ISSUER, mint_dev_token, parse_scopes
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -54,7 +55,7 @@ def test_all_scopes_are_every_scope_a_gateway_route_requires() -> None:
         for scopes in requirement.values()
         for scope in scopes
     }
-    assert set(ALL_SCOPES) == required
+    assert set(ALL_SCOPES) == required | {TENANT_WIDE_SCOPE}, "and the grant over the tenant's subjects"
     assert len(ALL_SCOPES) == len(set(ALL_SCOPES))
 
 

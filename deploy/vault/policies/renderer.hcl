@@ -1,14 +1,10 @@
-# likeness-renderer: opens the subject's LoRA and face templates (work) and stored images (serve:
-# FetchImage streams them to the gateway), and seals every image it renders (work).
+# likeness-renderer: the renderer's `serve` role (the gRPC API over render records) opens stored images:
+# FetchImage streams a rendered image to the gateway. It renders and seals nothing (the worker does).
 #
-# What the code calls (libs/likeness/likeness/vault_transit.py through sealed.py, renderer/worker.py, service.py):
-#   SubjectKeys.data_key  POST transit/datakey/plaintext/likeness-subject-<id>   (rendered images)
-#   SubjectKeys.unwrap    POST transit/decrypt/likeness-subject-<id>             (LoRA, templates, images)
-# No create, read, list, rotate or delete of keys; no encrypt, no wrapped-only data keys, no export.
-
-path "transit/datakey/plaintext/likeness-subject-*" {
-  capabilities = ["update"]
-}
+# What the code calls (libs/likeness/likeness/vault_transit.py through sealed.py, renderer/service.py):
+#   SubjectKeys.unwrap    POST transit/decrypt/likeness-subject-<id>             (FetchImage)
+# No data keys (it seals nothing), no create, read, list, rotate or delete of keys, no encrypt, no export.
+# The worker's rights are in renderer-worker.hcl.
 
 path "transit/decrypt/likeness-subject-*" {
   capabilities = ["update"]

@@ -1,15 +1,6 @@
-# likeness-trainer: opens the subject's photos (and its own checkpoints when resuming) and seals the LoRA
-# and checkpoints it produces. Both roles (serve, work) share one service account; only `work` uses these.
+# likeness-trainer: the trainer's `serve` role (the gRPC API over training records) holds no Vault right.
 #
-# What the code calls (libs/likeness/likeness/vault_transit.py through sealed.py, trainer/worker.py):
-#   SubjectKeys.data_key  POST transit/datakey/plaintext/likeness-subject-<id>   (LoRA, checkpoints)
-#   SubjectKeys.unwrap    POST transit/decrypt/likeness-subject-<id>             (photos, checkpoints)
-# No create, read, list, rotate or delete of keys; no encrypt, no wrapped-only data keys, no export.
-
-path "transit/datakey/plaintext/likeness-subject-*" {
-  capabilities = ["update"]
-}
-
-path "transit/decrypt/likeness-subject-*" {
-  capabilities = ["update"]
-}
+# It accepts trainings onto the work queue and reports on them from its KV records; it never opens or seals
+# a subject's data (trainer/service.py makes no Transit call). It still logs in at start-up (the shared
+# runtime connects to Vault in every role), so it has a role, and that role's token can do nothing:
+# every Transit path is refused. The GPU worker's rights are in trainer-worker.hcl.

@@ -1,5 +1,10 @@
 """NATS JetStream: the domain event stream, work queues, KV buckets, trace context in headers.
 
+Services only bind: streams, buckets and durable consumers are provisioned by `likeness bootstrap`
+(`likeness.provisioning`), and one that is missing is a startup error (`NotProvisioned`) that says so.
+Each process connects as its own NATS user, with a reply inbox of its own (`_INBOX.<user>`), and may do
+only what that user's permissions allow (`likeness.access_policies`).
+
 Words: a *subject* is a person (the domain's word); what NATS routes on is a *NATS subject*, and every name
 here that means the latter says so (`event_nats_subject`, `nats_subject=`). NATS subjects carry ids only
 (`evt.<tenant>.<subject_id>.<name>`, `job.<kind>.<tenant>.<subject_id>`); payloads are protobuf messages
@@ -12,9 +17,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -23,63 +28,24 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    DiscardPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 from opentelemetry import propagate
 
-EVENTS_STREAM = "LIKENESS_EVENTS"
-AUDIT_STREAM = "LIKENESS_AUDIT"
-TRAIN_STREAM = "LIKENESS_JOBS_TRAIN"
-RENDER_STREAM = "LIKENESS_JOBS_RENDER"
+from likeness.config import NatsCredentials
+from likeness.provisioning import AUDIT_STREAM as AUDIT_STREAM
+from likeness.provisioning import EVENTS_STREAM as EVENTS_STREAM
+from likeness.provisioning import RENDER_STREAM as RENDER_STREAM
+from likeness.provisioning import TRAIN_STREAM as TRAIN_STREAM
+from likeness.provisioning import inbox_prefix
+
+# The stream names above are declared with what bootstrap provisions, and re-exported for the bus's users.
 log = logging.getLogger(__name__)
 
 TYPE_HEADER = "Likeness-Type"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 M = TypeVar("M", bound=Message)
-
-DAY = 24 * 3600.0
-STREAMS = (
-    StreamConfig(
-        name=EVENTS_STREAM,
-        subjects=["evt.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=30 * DAY,
-        duplicate_window=120.0,
-        discard=DiscardPolicy.OLD,
-    ),
-    StreamConfig(
-        name=AUDIT_STREAM,
-        subjects=["audit.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=6 * 365 * DAY,
-    ),
-    StreamConfig(
-        name=TRAIN_STREAM,
-        subjects=["job.train.>"],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        duplicate_window=600.0,
-    ),
-    StreamConfig(
-        name=RENDER_STREAM,
-        subjects=["job.render.>"],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        duplicate_window=600.0,
-    ),
-)
 
 
 def event_nats_subject(tenant: str, subject_id: str, name: str) -> str:
@@ -122,10 +88,49 @@ def trace_headers() -> dict[str, str]:
     return carrier
 
 
-@dataclass(frozen=True)
-class BusConfig:
-    url: str
-    name: str
+class NotProvisioned(RuntimeError):
+    """A stream, bucket or consumer this process binds to does not exist: `likeness bootstrap` makes them."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(
+            f"NATS {kind} {name!r} does not exist: services never create it; run `likeness bootstrap` "
+            "(the chart's bootstrap Job) first"
+        )
+
+
+async def report_nats_error(error: Exception) -> None:
+    """nats-py's error callback: a refusal by nats-server's permissions is logged as one (naming only the
+    NATS subject's first token: the rest may hold ids), anything else as a connection problem."""
+    text = str(error)
+    if "permissions violation" in text.lower():
+        operation = "subscribe" if "subscription" in text.lower() else "publish"
+        quoted = text.split('"')
+        root = quoted[1].split(".")[0] if len(quoted) > 1 else ""
+        log.error(
+            "NATS refused this user the operation (permissions violation)",
+            extra={"operation": operation, "nats_subject_root": root},
+        )
+        return
+    log.warning("NATS connection problem", extra={"error": type(error).__name__})
+
+
+def connect_options(credentials: NatsCredentials | None = None) -> dict[str, Any]:
+    """nats-py connect options every process uses (reconnecting forever), with its user when given."""
+    options: dict[str, Any] = {
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 5,
+        "allow_reconnect": True,
+        "drain_timeout": 10,
+        "error_cb": report_nats_error,
+    }
+    if credentials is not None and credentials.user:
+        options |= {
+            "user": credentials.user,
+            "password": credentials.password,
+            "inbox_prefix": inbox_prefix(credentials.user),
+        }
+    return options
 
 
 class Bus:
@@ -138,34 +143,26 @@ class Bus:
         self._pull_subscriptions: list[JetStreamContext.PullSubscription] = []
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
-        nc = await nats.connect(
-            url,
-            name=name,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            allow_reconnect=True,
-            drain_timeout=10,
-        )
+    async def connect(cls, url: str, name: str, credentials: NatsCredentials | None = None) -> Bus:
+        """Connects as `credentials.user` when given (else as the URL says: tests use an admin URL)."""
+        nc = await nats.connect(url, name=name, **connect_options(credentials))
         return cls(nc, nc.jetstream())
 
-    async def ensure_streams(self) -> None:
-        """Creates the streams or updates their configuration (idempotent; any service may run it)."""
-        for config in STREAMS:
-            try:
-                await self.js.add_stream(config)
-            except nats.js.errors.BadRequestError:
-                await self.js.update_stream(config)
-
-    async def kv(self, bucket: str, history: int = 1) -> KeyValue:
+    async def kv(self, bucket: str) -> KeyValue:
+        """Binds a provisioned bucket (`NotProvisioned` if it is missing)."""
         if bucket not in self._kv:
             try:
                 self._kv[bucket] = await self.js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
-                config = KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
-                self._kv[bucket] = await self.js.create_key_value(config)
+                raise NotProvisioned("KV bucket", bucket) from None
         return self._kv[bucket]
+
+    async def require_consumer(self, stream: str, durable: str) -> None:
+        """`NotProvisioned` unless the durable consumer exists (binding never creates one)."""
+        try:
+            await self.js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            raise NotProvisioned("consumer", f"{stream}/{durable}") from None
 
     async def publish(self, nats_subject: str, message: Message, msg_id: str | None = None) -> None:
         headers = {TYPE_HEADER: message_type(message), **trace_headers()}
@@ -208,19 +205,15 @@ class Bus:
         after = (await self.js.stream_info(EVENTS_STREAM)).state.messages
         return max(0, before - after)
 
-    async def work_queue(self, stream: str, durable: str, ack_wait: float, max_deliver: int) -> WorkQueue:
-        config = ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=ack_wait,
-            max_deliver=max_deliver,
-            max_ack_pending=64,
-        )
-        subjects = (await self.js.stream_info(stream)).config.subjects or [">"]
-        filter_subject = subjects[0]
-        subscription = await self.js.pull_subscribe(
-            filter_subject, durable=durable, stream=stream, config=config
-        )
+    async def work_queue(
+        self, stream: str, durable: str, ack_wait: float | None = None, max_deliver: int | None = None
+    ) -> WorkQueue:
+        """Binds the provisioned pull consumer of a work queue. Its AckWait and MaxDeliver are the
+        consumer's own (`QueueWorker` tunes them at start); `ack_wait` and `max_deliver` are accepted for
+        callers that still pass them and change nothing."""
+        del ack_wait, max_deliver
+        await self.require_consumer(stream, durable)
+        subscription = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
         self._pull_subscriptions.append(subscription)
         return WorkQueue(subscription)
 
@@ -229,9 +222,11 @@ class Bus:
     ) -> None:
         """Delivers events matching the filter to `handler`.
 
-        With `durable`, replicas of one service share a durable consumer (each event handled once, also
-        the ones published while the service was down). Without it, every process gets its own copy of new
-        events (workers cancelling their own jobs). A failing handler leaves the event for redelivery.
+        With `durable` (a provisioned consumer, `likeness.provisioning`), replicas of one service share it:
+        each event is handled once, also the ones published while the service was down, and a failing
+        handler leaves the event for redelivery. Without it, every process gets its own copy of new events
+        (workers cancelling their own jobs) through a short-lived consumer without acks, named so that its
+        filter is part of the request's NATS subject, which is what its user's permissions allow.
         """
 
         async def on_message(msg: Msg) -> None:
@@ -245,8 +240,14 @@ class Bus:
             with contextlib.suppress(nats.errors.Error):
                 await msg.ack()
 
+        async def on_new_event(msg: Msg) -> None:
+            try:
+                await handler(msg)
+            except Exception:
+                log.exception("event handler failed")
+
         if durable is not None:
-            config = ConsumerConfig(ack_wait=30.0, max_deliver=20, filter_subject=filter_subject)
+            await self.require_consumer(EVENTS_STREAM, durable)
             await self.js.subscribe(
                 filter_subject,
                 queue=durable,
@@ -254,16 +255,17 @@ class Bus:
                 stream=EVENTS_STREAM,
                 cb=on_message,
                 manual_ack=True,
-                config=config,
             )
             return
+        config = ConsumerConfig(name=f"watch-{uuid.uuid4().hex}", ack_policy=AckPolicy.NONE)
         await self.js.subscribe(
             filter_subject,
             stream=EVENTS_STREAM,
-            cb=on_message,
+            cb=on_new_event,
             deliver_policy=DeliverPolicy.NEW,
             manual_ack=True,
             inactive_threshold=60.0,
+            config=config,
         )
 
     def is_connected(self) -> bool:

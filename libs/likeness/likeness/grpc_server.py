@@ -1,5 +1,17 @@
-"""A `grpc.aio` server with health (NOT_SERVING while a dependency is down), reflection, graceful stop, and
-traces and metrics of every call (`likeness.grpc_telemetry`)."""
+"""A `grpc.aio` server for one service: mutual TLS only, caller authorization on every method, health
+(NOT_SERVING while a dependency is down) on a plaintext port of its own, graceful stop, and traces and
+metrics of every call (`likeness.grpc_telemetry`).
+
+- The service port serves TLS and requires a client certificate of our CA (`likeness.grpc_tls`); the
+  certificate, key and CA are read again from disk when they change, so renewals need no restart. There
+  is no plaintext service port, in development either.
+- Every call passes `likeness.grpc_callers.CallerInterceptor` first: the caller's identity (from its
+  certificate) must be in the method's row of the service's table; anything else is PERMISSION_DENIED and
+  reported to `on_denied` (the audit trail).
+- The health port answers `grpc.health.v1.Health` in plaintext and nothing else: Kubernetes' gRPC probes
+  send no client certificate. The service port answers health too (the gateway's readiness asks there).
+- Reflection only when asked for (development); never in production.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +25,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from likeness.grpc_callers import (
+    HEALTH_METHODS,
+    REFLECTION_METHODS,
+    CallerInterceptor,
+    CallerTable,
+    DeniedCallSink,
+)
 from likeness.grpc_telemetry import ServerTelemetryInterceptor
+from likeness.grpc_tls import ReloadingServerCredentials
+from likeness.grpc_user_tokens import UserTokenInterceptor
 
 log = logging.getLogger(__name__)
 
 DependencyCheck = Callable[[], bool]
+MAX_RECEIVE_BYTES = 8 * 1024 * 1024
 
 
 class GrpcServer:
@@ -26,16 +48,35 @@ class GrpcServer:
         port: int,
         service_names: Sequence[str],
         dependencies: dict[str, DependencyCheck],
+        *,
+        tls: ReloadingServerCredentials,
+        callers: CallerTable,
+        health_port: int,
+        on_denied: DeniedCallSink | None = None,
+        reflection: bool = False,
+        user_tokens: UserTokenInterceptor | None = None,
         host: str = "0.0.0.0",
         check_interval: float = 2.0,
         grace: float = 10.0,
     ) -> None:
+        self.reflection = reflection
+        open_methods = HEALTH_METHODS | (REFLECTION_METHODS if reflection else frozenset())
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)],
-            # Continues the caller's trace (traceparent metadata) and counts every call by status code.
-            interceptors=[ServerTelemetryInterceptor()],
+            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), ("grpc.so_reuseport", 0)],
+            # Caller authorization first: a refused call reaches neither the telemetry nor the servicer.
+            # Telemetry continues the caller's trace (traceparent metadata) and counts every call by code.
+            # Then the end user's token, checked against the method's rule (`likeness.grpc_user_tokens`).
+            interceptors=[
+                CallerInterceptor(callers, open_methods, on_denied),
+                ServerTelemetryInterceptor(),
+                *([user_tokens] if user_tokens is not None else []),
+            ],
         )
+        # Health only: no interceptor needs to see probes, and no servicer but health is ever added here.
+        self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.tls = tls
         self.port = port
+        self.health_port = health_port
         self.host = host
         self.service_names = list(service_names)
         self.dependencies = dependencies
@@ -51,9 +92,14 @@ class GrpcServer:
 
     async def start(self) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection([*self.service_names, reflection.SERVICE_NAME], self.server)
-        self.server.add_insecure_port(f"{self.host}:{self.port}")
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        if self.reflection:
+            reflection.enable_server_reflection([*self.service_names, reflection.SERVICE_NAME], self.server)
+        # Port 0 picks a free port; the bound ones are kept (tests).
+        self.port = self.server.add_secure_port(f"{self.host}:{self.port}", self.tls.credentials)
+        self.health_port = self.health_server.add_insecure_port(f"{self.host}:{self.health_port}")
         await self.server.start()
+        await self.health_server.start()
         await self._update_health()
         self._watch = asyncio.create_task(self._watch_dependencies())
 
@@ -86,6 +132,7 @@ class GrpcServer:
             self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace)
+        await self.health_server.stop(None)
 
 
 def install_shutdown_handlers(stop: asyncio.Event) -> None:

@@ -4,7 +4,7 @@ Prometheus counters of every call a server handles.
 - `ServerTelemetryInterceptor` (installed by `likeness.grpc_server.GrpcServer`): continues the caller's trace
   from the `traceparent` metadata, runs the handler inside a SERVER span, and counts the call by service,
   method and status code (`likeness_grpc_server_handled_total`) with its duration.
-- `client_interceptors()` (for `grpc.aio.insecure_channel(..., interceptors=...)`): a CLIENT span per call and
+- `client_interceptors()` (for `grpc.aio.secure_channel(..., interceptors=...)`): a CLIENT span per call and
   its context injected as `traceparent` metadata, so the server's span joins the caller's trace.
 
 Spans and labels carry only service, method and status code: never request fields, ids or peers.

@@ -16,9 +16,13 @@ from typing import Protocol, TypeVar
 import grpc
 from nats.aio.msg import Msg
 
+from likeness.audit import CallAudit
 from likeness.bus import Bus, decode, subject_erased_filter
 from likeness.config import CommonSettings
+from likeness.grpc_callers import CallerTable
 from likeness.grpc_server import GrpcServer, install_shutdown_handlers
+from likeness.grpc_tls import ReloadingServerCredentials
+from likeness.grpc_user_tokens import user_token_interceptor
 from likeness.job_metrics import Queue, QueueLagMonitor
 from likeness.sealed import SealedObjects
 from likeness.store import ObjectStore
@@ -39,8 +43,8 @@ class Platform:
 
     @classmethod
     async def connect(cls, settings: CommonSettings, name: str) -> Platform:
-        bus = await Bus.connect(settings.nats_url, name)
-        await bus.ensure_streams()
+        # Streams, buckets and consumers are bootstrap's (`likeness bootstrap`): this process only binds.
+        bus = await Bus.connect(settings.nats_url, name, settings.nats_credentials())
         store = ObjectStore.from_settings(settings)
         keys = await asyncio.to_thread(SubjectKeys.from_settings, settings)
         return cls(settings, bus, store, keys, SealedObjects(keys, store))
@@ -63,20 +67,35 @@ Register = Callable[[Platform, grpc.aio.Server], Awaitable[OnStop | None]]
 
 
 async def run_grpc_service(
-    settings: CommonSettings, service_names: Sequence[str], register: Register
+    settings: CommonSettings, service_names: Sequence[str], register: Register, callers: CallerTable
 ) -> None:
-    """Connects, registers the servicers, serves until SIGTERM, then drains (gRPC, then NATS)."""
+    """Connects, registers the servicers, serves until SIGTERM, then drains (gRPC, then NATS).
+
+    `callers`: who may call which method (the service's `callers.CALLERS`); refusals go to the audit trail.
+    """
     name = settings.service_name
     bootstrap(settings, name)
+    # Before any connection: a process without its certificate must fail at once, not after a while.
+    tls = ReloadingServerCredentials(settings.tls_dir)
     stop = asyncio.Event()
     install_shutdown_handlers(stop)
     platform = await Platform.connect(settings, name)
-    server = GrpcServer(settings.grpc_port, service_names, platform.dependency_checks())
+    server = GrpcServer(
+        settings.grpc_port,
+        service_names,
+        platform.dependency_checks(),
+        tls=tls,
+        callers=callers,
+        health_port=settings.health_port,
+        on_denied=CallAudit(platform.bus).denied,
+        reflection=not settings.is_production,
+        user_tokens=user_token_interceptor(settings),
+    )
     on_stop = await register(platform, server.server)
     await server.start()
     metrics = MetricsServer(settings.metrics_port, lambda: server.serving)
     await metrics.start()
-    log.info("serving", extra={"grpc_port": settings.grpc_port})
+    log.info("serving", extra={"grpc_port": server.port, "health_port": server.health_port})
     await stop.wait()
     log.info("shutting down")
     await server.stop()
@@ -152,10 +171,11 @@ def serve_job_api(
     queue: Queue,
     open_records: Callable[[Bus], Awaitable[RecordsT]],
     add_servicer: Callable[[Platform, RecordsT, grpc.aio.Server], Awaitable[None]],
+    callers: CallerTable,
 ) -> None:
     """The `serve` role of a job service (trainer, renderer): its gRPC API over its job records, which it
     purges when their subject is erased, and the lag of its work queue, measured here because this role is
-    always up while the GPU workers may be scaled to zero."""
+    always up while the GPU workers may be scaled to zero. `callers`: who may call which method."""
 
     async def register(platform: Platform, server: grpc.aio.Server) -> OnStop:
         records = await open_records(platform.bus)
@@ -170,7 +190,7 @@ def serve_job_api(
 
         return on_stop
 
-    asyncio.run(run_grpc_service(settings, [grpc_service], register))
+    asyncio.run(run_grpc_service(settings, [grpc_service], register, callers))
 
 
 def work_job_queue(

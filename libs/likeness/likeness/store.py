@@ -1,7 +1,10 @@
 """Object store over any S3 API (SeaweedFS locally, MinIO or S3 in production) with the minio SDK.
 
 Holds only envelopes (ciphertext). Streams both ways; deletes every version of an object, since a
-versioned bucket otherwise keeps old copies of a person's data.
+versioned bucket otherwise keeps old copies of a person's data, where this process's S3 identity may:
+only retention may delete versions of durable data (`likeness.provisioning`), so for any other identity a
+deletion hides the object behind a delete marker and leaves its versions to retention. The bucket and its
+versioning are made by `likeness bootstrap`, never here.
 
 An S3 outage (a restarted or briefly unreachable server) is ridden out: every operation is retried with
 exponential backoff for up to `retry_seconds` while S3 cannot be reached or answers 5xx, and only then
@@ -23,7 +26,6 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error, ServerError
-from minio.versioningconfig import VersioningConfig
 
 from likeness.config import CommonSettings
 
@@ -74,6 +76,15 @@ class StoredObject:
     version_id: str | None = None
 
 
+@dataclass(frozen=True)
+class _Version:
+    key: str
+    size: int
+    version_id: str | None
+    latest: bool
+    delete_marker: bool
+
+
 class _IterableReader(io.RawIOBase):
     """A file-like view of an iterator of byte pieces, so uploads stream without buffering the blob."""
 
@@ -108,6 +119,25 @@ def _translate(exc: Exception, key: str) -> StoreError:
     return StoreUnavailable(f"S3 unreachable: {type(exc).__name__}")
 
 
+def s3_client(settings: CommonSettings) -> Minio:
+    """A client of the S3 endpoint with this process's S3 identity (`s3_access_key`, `s3_secret_key`)."""
+    url = urlparse(settings.s3_endpoint)
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=60),
+        # Kept although `_retrying` retries too: listings and streamed reads do not go through it, and
+        # urllib3's quick retries are what carry them over a pooled connection the server has closed.
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    return Minio(
+        url.netloc,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=url.scheme == "https",
+        region=settings.s3_region,
+        http_client=http,
+    )
+
+
 class ObjectStore:
     def __init__(self, client: Minio, bucket: str, retry_seconds: float = RETRY_SECONDS) -> None:
         self._client = client
@@ -131,31 +161,7 @@ class ObjectStore:
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> ObjectStore:
-        url = urlparse(settings.s3_endpoint)
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60),
-            # Kept although `_retrying` retries too: listings and streamed reads do not go through it, and
-            # urllib3's quick retries are what carry them over a pooled connection the server has closed.
-            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
-        )
-        client = Minio(
-            url.netloc,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=url.scheme == "https",
-            region=settings.s3_region,
-            http_client=http,
-        )
-        return cls(client, settings.s3_bucket)
-
-    def ensure_bucket(self, versioning: bool = True) -> None:
-        def ensure() -> None:
-            if not self._client.bucket_exists(self.bucket):
-                self._client.make_bucket(self.bucket)
-            if versioning:
-                self._client.set_bucket_versioning(self.bucket, VersioningConfig("Enabled"))
-
-        self._retrying("ensure bucket", self.bucket, ensure)
+        return cls(s3_client(settings), settings.s3_bucket)
 
     def put_stream(self, key: str, pieces: Iterable[bytes]) -> int:
         """Uploads a stream of unknown length; returns the bytes written.
@@ -205,20 +211,36 @@ class ObjectStore:
         return self._retrying("list", prefix, list_)
 
     def list_versions(self, prefix: str) -> list[StoredObject]:
-        def list_() -> list[StoredObject]:
+        return [
+            StoredObject(key=version.key, size=version.size, version_id=version.version_id)
+            for version in self._versions(prefix)
+        ]
+
+    def _versions(self, prefix: str) -> list[_Version]:
+        def list_() -> list[_Version]:
             objects = self._client.list_objects(
                 self.bucket, prefix=prefix, recursive=True, include_version=True
             )
             return [
-                StoredObject(key=str(o.object_name), size=int(o.size or 0), version_id=o.version_id)
+                _Version(
+                    key=str(o.object_name),
+                    size=int(o.size or 0),
+                    version_id=o.version_id,
+                    latest=bool(o.is_latest),
+                    delete_marker=bool(o.is_delete_marker),
+                )
                 for o in objects
             ]
 
         return self._retrying("list versions", prefix, list_)
 
     def delete_all_versions(self, prefix: str) -> tuple[int, int]:
-        """Deletes every version (and delete marker) under a prefix; returns (objects, bytes)."""
-        versions = self.list_versions(prefix)
+        """Deletes every version (and delete marker) under a prefix; returns (objects, bytes).
+
+        Versions this S3 identity may not delete (only retention may, `likeness.provisioning`) are left to
+        retention: their object is hidden behind a delete marker instead, so nobody reads it any more, and
+        counts as deleted."""
+        versions = self._versions(prefix)
         if not versions:
             return 0, 0
         targets = [DeleteObject(v.key, v.version_id) for v in versions]
@@ -226,13 +248,35 @@ class ObjectStore:
         errors = self._retrying(
             "delete", prefix, lambda: list(self._client.remove_objects(self.bucket, targets))
         )
-        if errors:
+        refused = {str(error.name) for error in errors if error.code == "AccessDenied"}
+        if len(refused) < len({error.name for error in errors}):
             raise StoreError(f"S3 could not delete {len(errors)} object versions")
+        if refused:
+            self._hide(sorted(refused), versions)
         return len({v.key for v in versions}), sum(v.size for v in versions)
 
+    def _hide(self, keys: list[str], versions: list[_Version]) -> None:
+        """Delete markers on the objects whose versions S3 kept (unless one is their latest already)."""
+        hidden = {v.key for v in versions if v.latest and v.delete_marker}
+        targets = [DeleteObject(key) for key in keys if key not in hidden]
+        if not targets:
+            return
+        log.info(
+            "S3 keeps object versions for retention; hiding the objects", extra={"objects": len(targets)}
+        )
+        errors = self._retrying(
+            "hide", keys[0], lambda: list(self._client.remove_objects(self.bucket, targets))
+        )
+        if errors:
+            raise StoreError(f"S3 could not hide {len(errors)} objects")
+
     def is_available(self) -> bool:
+        """Whether S3 answers. A refusal is an answer: a scoped identity may not even ask for the bucket
+        (only its own prefixes), and what it may do is not health's business."""
         try:
             self._client.bucket_exists(self.bucket)
+        except S3Error as exc:
+            return exc.code not in _TRANSIENT_CODES
         except _S3_FAILURES:
             return False
         return True

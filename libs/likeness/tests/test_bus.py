@@ -22,13 +22,14 @@ from likeness.bus import (
     kv_keys,
 )
 from likeness.config import CommonSettings
+from likeness.provisioning import ConsumerSpec
 from likeness.v1 import events_pb2, jobs_pb2
+from likeness_dev.testing import provision_for_test, provisioned_kv
 
 
 @pytest.fixture
 async def bus(settings: CommonSettings) -> AsyncIterator[Bus]:
     connected = await Bus.connect(settings.nats_url, "test")
-    await connected.ensure_streams()
     yield connected
     await connected.close()
 
@@ -56,7 +57,10 @@ async def test_msg_id_deduplicates_a_retried_publish(bus: Bus) -> None:
             await bus.publish(subject, job, msg_id=job.training_id)
         info = await bus.js.stream_info(stream)
         assert info.state.messages == 1
-        queue = await bus.work_queue(stream, "test-dedup", ack_wait=30, max_deliver=2)
+        await provision_for_test(
+            bus.js, consumers=[ConsumerSpec(stream, "test-dedup", f"{stream.lower()}.>", pull=True)]
+        )
+        queue = await bus.work_queue(stream, "test-dedup")
         msg = await queue.next(timeout=2)
         assert msg is not None
         await msg.ack()
@@ -145,7 +149,7 @@ async def test_publish_once_publishes_only_what_the_stream_does_not_hold(bus: Bu
 
 
 async def test_kv_compare_and_set_and_prefix_listing(bus: Bus) -> None:
-    kv = await bus.kv(f"test-{uuid.uuid4().hex[:8]}")
+    kv = await provisioned_kv(bus, f"test-{uuid.uuid4().hex[:8]}")
     record = events_pb2.SubjectOpened(tenant="a")
     revision = await kv.put("a.sub_1", record.SerializeToString())
     await kv.put("a.sub_2", record.SerializeToString())
@@ -167,7 +171,7 @@ async def test_kv_entries_list_every_key_while_others_rewrite_them(bus: Bus) -> 
     # nats-py's end marker, and a key rewritten while it runs arrives after that marker. The old
     # watch-based listing missed keys in about one round of ten here; 40 rounds of a snapshot listing
     # must miss none, and every value read must be one that was written.
-    kv = await bus.kv(f"test-{uuid.uuid4().hex[:8]}")
+    kv = await provisioned_kv(bus, f"test-{uuid.uuid4().hex[:8]}")
     keys = [f"t.sub_{i:03d}" for i in range(200)]
     await asyncio.gather(*(kv.put(key, b"v0") for key in keys))
     stop = asyncio.Event()
@@ -191,7 +195,7 @@ async def test_kv_entries_list_every_key_while_others_rewrite_them(bus: Bus) -> 
 
 async def test_kv_listing_sees_every_key_written_concurrently_before_it(bus: Bus) -> None:
     # nats-py's watch-based keys() can end its replay early and drop keys (nats.py#842); ours must not.
-    kv = await bus.kv(f"test-{uuid.uuid4().hex[:8]}")
+    kv = await provisioned_kv(bus, f"test-{uuid.uuid4().hex[:8]}")
     for round_ in range(5):
         written = [f"t.sub_{round_}_{i}" for i in range(60)]
         await asyncio.gather(*(kv.put(key, b"x") for key in written))
@@ -211,7 +215,10 @@ async def test_durable_event_watch_sees_events_published_while_away(bus: Bus) ->
         if event.subject_id == subject:
             await seen.put(event.subject_id)
 
-    await bus.watch_events(
-        event_nats_subject(tenant, subject, "subject.erased"), handler, durable=f"t{uuid.uuid4().hex[:8]}"
+    durable = f"t{uuid.uuid4().hex[:8]}"
+    nats_subject = event_nats_subject(tenant, subject, "subject.erased")
+    await provision_for_test(
+        bus.js, consumers=[ConsumerSpec(EVENTS_STREAM, durable, nats_subject, pull=False)]
     )
+    await bus.watch_events(nats_subject, handler, durable=durable)
     assert await asyncio.wait_for(seen.get(), timeout=5) == subject

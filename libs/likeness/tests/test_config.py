@@ -1,13 +1,15 @@
-"""Production settings refuse development secrets and plaintext endpoints."""
+"""Production settings refuse development secrets, secrets in the environment and plaintext endpoints;
+secrets are read from the files of `LIKENESS_SECRETS_DIR`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from likeness.config import CommonSettings
+from likeness.config import SECRETS_DIR_VARIABLE, CommonSettings, secret_field_names
 
 STRONG = "x" * 40
 PRODUCTION = {
@@ -17,8 +19,17 @@ PRODUCTION = {
     "vault_addr": "https://vault.example:8200",
     "vault_auth": "kubernetes",
     "s3_secret_key": STRONG,
-    "hmac_secret": STRONG,
+    # Every service verifies end users' tokens against the identity provider's keys (issue 14, part S2).
+    "jwks_url": "https://idp.example/.well-known/jwks.json",
+    "jwt_issuer": "https://idp.example/",
 }
+
+
+class WithKey(CommonSettings):
+    """A service with a key of its own (as retention's HMAC secret or the gateway's idempotency key)."""
+
+    key_secrets: ClassVar[tuple[str, ...]] = ("signing_secret",)
+    signing_secret: SecretStr = SecretStr("likeness-dev")
 
 
 def test_development_defaults_are_accepted_in_development() -> None:
@@ -32,8 +43,8 @@ def test_production_with_real_values_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "complaint"),
     [
-        ("hmac_secret", "likeness-dev", "LIKENESS_HMAC_SECRET"),
-        ("hmac_secret", "short", "at least 32"),
+        ("signing_secret", "likeness-dev", "LIKENESS_SIGNING_SECRET"),
+        ("signing_secret", "short", "at least 32"),
         ("s3_secret_key", "minioadmin", "LIKENESS_S3_SECRET_KEY"),
         ("nats_url", "nats://nats:4222", "LIKENESS_NATS_URL"),
         ("s3_endpoint", "http://s3:8333", "LIKENESS_S3_ENDPOINT"),
@@ -41,8 +52,9 @@ def test_production_with_real_values_is_accepted() -> None:
     ],
 )
 def test_production_refuses_development_values(field: str, value: str, complaint: str) -> None:
+    assert WithKey.model_validate({**PRODUCTION, "signing_secret": STRONG}).is_production
     with pytest.raises(ValidationError, match=complaint):
-        CommonSettings.model_validate({**PRODUCTION, field: value})
+        WithKey.model_validate({**PRODUCTION, "signing_secret": STRONG, field: value})
 
 
 def test_production_token_auth_refuses_the_dev_token() -> None:
@@ -63,3 +75,42 @@ def test_a_service_without_storage_is_not_asked_for_storage_secrets() -> None:
     assert NoStorage.model_validate(values).is_production
     with pytest.raises(ValidationError, match="LIKENESS_S3_ENDPOINT"):
         CommonSettings.model_validate(values)
+
+
+def test_secrets_are_read_from_the_files_of_the_secrets_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "s3_secret_key").write_text("from-a-file\n")
+    (tmp_path / "signing_secret").write_text("s" * 40)
+    monkeypatch.setenv(SECRETS_DIR_VARIABLE, str(tmp_path))
+    settings = WithKey()
+    assert settings.s3_secret_key.get_secret_value() == "from-a-file"
+    assert settings.signing_secret.get_secret_value() == "s" * 40
+    assert settings.vault_token.get_secret_value() == "dev", "a secret without a file keeps its default"
+
+
+def test_production_refuses_a_secret_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIKENESS_S3_SECRET_KEY", STRONG)
+    with pytest.raises(ValidationError, match="LIKENESS_S3_SECRET_KEY is set in the environment"):
+        CommonSettings.model_validate(
+            {key: value for key, value in PRODUCTION.items() if key != "s3_secret_key"}
+        )
+    assert CommonSettings().s3_secret_key.get_secret_value() == STRONG, "development still reads it"
+    monkeypatch.delenv("LIKENESS_S3_SECRET_KEY")
+    (tmp_path / "s3_secret_key").write_text(STRONG)
+    monkeypatch.setenv(SECRETS_DIR_VARIABLE, str(tmp_path))
+    values = {key: value for key, value in PRODUCTION.items() if key != "s3_secret_key"}
+    assert CommonSettings.model_validate(values).s3_secret_key.get_secret_value() == STRONG
+
+
+def test_secret_settings_are_the_secretstr_ones() -> None:
+    assert set(secret_field_names(WithKey)) == {
+        "s3_access_key",
+        "s3_secret_key",
+        "vault_token",
+        "signing_secret",
+        "nats_password",  # issue 14, part P: one NATS user per identity
+        "jwt_dev_secret",  # issue 14, part S2: development tokens only (refused in production)
+    }

@@ -16,6 +16,7 @@ from likeness.jobs import CancelFlag, JobCancelled, JobRecords, PermanentJobFail
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
+from likeness_dev.testing import provisioned_kv
 
 JS = common_pb2.JobStatus
 
@@ -68,7 +69,9 @@ async def harness(settings: CommonSettings) -> AsyncIterator[tuple[ScriptedWorke
     await platform.bus.js.add_stream(
         StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention=RetentionPolicy.WORK_QUEUE)
     )
-    records = JobRecords(await platform.bus.kv(f"{stream.lower()}-records"), trainer_pb2.Training)
+    records = JobRecords(
+        await provisioned_kv(platform.bus, f"{stream.lower()}-records"), trainer_pb2.Training
+    )
     worker = ScriptedWorker(platform, records, stream)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

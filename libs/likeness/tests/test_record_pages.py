@@ -13,13 +13,14 @@ from likeness.ids import new_id
 from likeness.jobs import JobRecords
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.v1 import trainer_pb2
+from likeness_dev.testing import provisioned_kv
 
 
 @pytest.fixture
 async def records(settings: CommonSettings) -> AsyncIterator[JobRecords[trainer_pb2.Training]]:
     bus = await Bus.connect(settings.nats_url, "pages-test")
     name = f"pages-{uuid.uuid4().hex[:8]}"
-    yield JobRecords(await bus.kv(name), trainer_pb2.Training)
+    yield JobRecords(await provisioned_kv(bus, name), trainer_pb2.Training)
     await bus.js.delete_key_value(name)
     await bus.close()
 

@@ -3,6 +3,10 @@
 Everything a caller may not see answers the same 404 `not_found` as what does not exist (a malformed id,
 another tenant's id, another subject's resource), so existence cannot be probed. Services answer
 NOT_FOUND for ids outside the tenant they are given, and the tenant always comes from the token.
+
+A token touches a subject only as its end user's token (`sub`) or with `tenant:all` (`Principal.can_touch`);
+the services check the same again with the token the gateway forwards, so these checks save round trips
+and keep answers uniform, while the boundary holds even if the gateway does not.
 """
 
 from __future__ import annotations
@@ -179,7 +183,12 @@ async def cached_job_json(
             cache.put(tenant, job_id, subject_id, body, stamp)
             return subject_id, body
 
-        subject_id, body = await cache.reads.run((tenant, job_id), read_and_keep)
+        if principal.tenant_wide:
+            subject_id, body = await cache.reads.run((tenant, job_id), read_and_keep)
+        else:
+            # An end user's read goes under that user's token, which the backend checks against the job's
+            # subject: shared, another user's "not found" could answer a request that may see the job.
+            subject_id, body = await read_and_keep()
     else:
         subject_id, body = await fetch()
     if not principal.can_touch(subject_id):

@@ -1,7 +1,8 @@
 """The gateway's settings (`LIKENESS_*` environment variables), read once through `get_settings()`.
 
-In production the gateway verifies tokens only against the tenant identity provider's public keys
-(JWKS): it refuses to start without them, and refuses a development signing secret.
+Token settings (`LIKENESS_JWKS_URL`, `LIKENESS_JWT_ISSUER`...) are shared with every service, which
+verifies the same tokens again: `likeness.config.CommonSettings` holds them and refuses, in production, a
+development signing secret or a missing JWKS.
 """
 
 from __future__ import annotations
@@ -9,22 +10,23 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import ClassVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from likeness.config import CommonSettings
 
-DEV_ISSUER = "likeness-dev"
 MIB = 1024 * 1024
 
 
 class GatewaySettings(CommonSettings):
     # No S3 or Vault rights: bytes come from the services that own them.
     uses_storage: ClassVar[bool] = False
+    key_secrets: ClassVar[tuple[str, ...]] = ("idempotency_secret",)
 
     service_name: str = "gateway"
     http_port: int = 8080
 
-    #: Backends as host:port (plaintext on loopback in dev; mutual TLS comes from the mesh in a cluster).
+    #: Backends as host:port. Every hop is mutual TLS with the gateway's certificate (`LIKENESS_TLS_DIR`), and
+    #: each backend must present the certificate of its identity (`gateway.backends.BACKEND_IDENTITIES`).
     retention_addr: str = "127.0.0.1:50051"
     ingest_addr: str = "127.0.0.1:50052"
     trainer_addr: str = "127.0.0.1:50053"
@@ -33,15 +35,6 @@ class GatewaySettings(CommonSettings):
     #: Uploads and image downloads stream at the client's pace, so they get a longer deadline than a lookup.
     stream_timeout_seconds: float = Field(default=120.0, gt=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
-
-    #: HS256 secret for tokens minted by `likeness token` (development only).
-    jwt_dev_secret: SecretStr = SecretStr("")
-    #: The identity provider's public keys: a URL (fetched and cached) or a JWKS file (e.g. a mounted secret).
-    jwks_url: str = ""
-    jwks_file: str = ""
-    jwt_issuer: str = DEV_ISSUER
-    jwt_audience: str = "likeness"
-    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     max_upload_bytes: int = Field(default=25 * MIB, gt=0)
     #: Accepted photos a subject needs before a training may start.
@@ -61,6 +54,8 @@ class GatewaySettings(CommonSettings):
 
     #: Idempotency records: a NATS KV bucket owned by the gateway, entries expire after this long.
     idempotency_bucket: str = "gateway_idempotency"
+    #: Keys the idempotency records' ids and seals their bodies; the gateway's own (it holds no other key).
+    idempotency_secret: SecretStr = SecretStr("likeness-dev")
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     #: The durable consumer that purges an erased subject's idempotency records: shared by the replicas
     #: that share the bucket (each erasure handled once), and by no one else: a process holding a member
@@ -83,22 +78,24 @@ class GatewaySettings(CommonSettings):
     sse_poll_seconds: float = Field(default=2.0, gt=0)
     sse_max_seconds: float = Field(default=3600.0, gt=0)
 
-    @model_validator(mode="after")
-    def _refuse_development_auth_in_production(self) -> GatewaySettings:
-        if not self.is_production:
-            return self
-        problems: list[str] = []
-        if not (self.jwks_url or self.jwks_file):
-            problems.append("set LIKENESS_JWKS_URL or LIKENESS_JWKS_FILE")
-        if self.jwks_url and not self.jwks_url.startswith("https://"):
-            problems.append("LIKENESS_JWKS_URL must use https://")
-        if self.jwt_dev_secret.get_secret_value():
-            problems.append("LIKENESS_JWT_DEV_SECRET is for development only")
-        if self.jwt_issuer in ("", DEV_ISSUER):
-            problems.append("set LIKENESS_JWT_ISSUER to the identity provider's issuer")
-        if problems:
-            raise ValueError("refusing production settings: " + "; ".join(problems))
-        return self
+    @field_validator("retention_addr", "ingest_addr", "trainer_addr", "renderer_addr")
+    @classmethod
+    def _refuse_plaintext_backends_in_production(cls, address: str, info: ValidationInfo) -> str:
+        """A backend address is a gRPC target (`host:port`, `dns:///host:port`); one written as a URL
+        (`http://...`, `h2c://...`) means plaintext, which production never speaks."""
+        if info.data.get("env") == "production" and not _is_grpc_target(address):
+            raise ValueError(
+                f"refusing production settings: LIKENESS_{str(info.field_name).upper()} must be host:port "
+                "(gRPC to backends is mutual TLS only)"
+            )
+        return address
+
+
+def _is_grpc_target(address: str) -> bool:
+    scheme, separator, _ = address.partition("://")
+    if separator:  # a URL: only gRPC's own name resolver scheme
+        return scheme == "dns"
+    return bool(address)
 
 
 @lru_cache(maxsize=1)

@@ -2,8 +2,13 @@
 tenant's rate limit, and the request's idempotency claim.
 
 A route asks for its scope by its principal's type, e.g. `principal: PhotosWrite`; the check runs before
-the route touches anything, so a token without the scope learns nothing about the resource. A route that
-takes `Idempotency-Key` lists `claim: Idempotent` after its principal (dependencies resolve in order).
+the route touches anything, so a token without the scope learns nothing about the resource. Every route
+that names or lists subjects also needs an end user's token or the `tenant:all` scope (a token without
+`sub` has no authority over the tenant's people without it); only `TENANT_LEVEL_ROUTES` do not. A route
+that takes `Idempotency-Key` lists `claim: Idempotent` after its principal (dependencies resolve in order).
+
+The verified token is forwarded with every backend call the request makes (`likeness.grpc_user_tokens`):
+each service verifies it again and checks tenant, scope and subject itself.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from fastapi.security import HTTPBearer, SecurityScopes
 
 from gateway import backends as backend_clients
 from gateway.access import LiveSubjects
-from gateway.auth import Principal, TokenVerifier, insufficient_scope, unauthenticated
+from gateway.auth import TENANT_WIDE_SCOPE, Principal, TokenVerifier, insufficient_scope, unauthenticated
 from gateway.config import GatewaySettings
 from gateway.errors import ApiError, unavailable
 from gateway.idempotency import (
@@ -39,6 +44,7 @@ from gateway.middleware import is_streaming
 from gateway.multipart_stream import form_boundary
 from gateway.nats_link import NatsLink
 from gateway.ratelimit import RateLimiter
+from likeness.grpc_user_tokens import forward_user_token
 from likeness.ids import is_valid_id
 
 #: Routes (by endpoint name) that draw from the tenant's upload bucket instead of the general one.
@@ -46,6 +52,20 @@ UPLOAD_ROUTES = frozenset({"upload_photos"})
 #: Seconds beyond a request's own deadline that its idempotency claim is held before another may take it.
 LEASE_MARGIN_SECONDS = 30.0
 PRINCIPAL_STATE_KEY = "likeness_principal"
+#: Routes (by endpoint name) that touch no existing subject: a token without `sub` and without `tenant:all`
+#: may use them (with their scope). Every other authenticated route needs one of the two.
+TENANT_LEVEL_ROUTES = frozenset(
+    {
+        "create_subject",
+        "list_styles",
+        "get_retention_policy",
+        "put_retention_policy",
+        "list_looks",
+        "get_look",
+        "put_look",
+        "delete_look",
+    }
+)
 
 
 class BearerAuth(HTTPBearer):
@@ -68,10 +88,16 @@ class BearerAuth(HTTPBearer):
         for scope in security_scopes.scopes:
             if scope not in principal.scopes:
                 raise insufficient_scope(scope)
+        route_name = getattr(request.scope.get("route"), "name", "")
+        if not principal.touches_subjects and route_name not in TENANT_LEVEL_ROUTES:
+            # Before anything is read: the answer is the same whether the id exists or not.
+            raise insufficient_scope(TENANT_WIDE_SCOPE)
+        # Every backend call of this request carries the token: the services verify it again.
+        forward_user_token(credentials)
         state = request.scope.setdefault("state", {})
         if state.get(PRINCIPAL_STATE_KEY) is None:
             # Once per request (a route may depend on several principals): spend one token of the tenant's.
-            kind = "upload" if getattr(request.scope.get("route"), "name", "") in UPLOAD_ROUTES else "api"
+            kind = "upload" if route_name in UPLOAD_ROUTES else "api"
             try:
                 cast(RateLimiter, app_state.rate_limiter).check(principal.tenant, kind)
             except ApiError:

@@ -7,11 +7,12 @@ Records live in the gateway's own NATS KV bucket (entries expire after `idempote
 | `r.<id>` | the record: `in_flight` (with a lease) or `done`, the request fingerprint, the sealed answer |
 | `s.<tenant>.<subject>.<id>` | index: the record belongs to this subject (dropped with it on erasure) |
 
-`<id>` is an HMAC (keyed with `LIKENESS_HMAC_SECRET`) of tenant, key, method and route template, so the
-bucket names neither the key nor the request. The fingerprint is an HMAC of the path and the body (for
-photo uploads, of the files' bytes, hashed while they stream). The response (status, `Location`, body) is
-sealed with AES-256-GCM under a key derived from the secret, the tenant and the Idempotency-Key itself:
-only a caller who holds the key can have it replayed, and the bucket holds nothing personal in clear.
+`<id>` is an HMAC (keyed with the gateway's own `LIKENESS_IDEMPOTENCY_SECRET`) of tenant, key, method and
+route template, so the bucket names neither the key nor the request. The fingerprint is an HMAC of the
+path and the body (for photo uploads, of the files' bytes, hashed while they stream). The response
+(status, `Location`, body) is sealed with AES-256-GCM under a key derived from the secret, the tenant and
+the Idempotency-Key itself: only a caller who holds the key can have it replayed, and the bucket holds
+nothing personal in clear.
 
 A response is stored when the route answered it (2xx or 4xx); refusals before the route ran (401, 403,
 429) and failures (5xx, timeouts, a client gone mid-request) release the key, so a retry runs again.

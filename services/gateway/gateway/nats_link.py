@@ -1,5 +1,9 @@
 """The gateway's NATS connection: its idempotency bucket, erasure purges, and event feeds for SSE.
 
+It connects as the `gateway` NATS user, which may read and write its own bucket, bind its erasures
+consumer and subscribe to the events it streams, nothing else; the bucket and the consumer are made by
+`likeness bootstrap`, never here.
+
 The gateway starts without NATS (it connects in the background and keeps retrying), like it starts with
 a backend down: what needs NATS answers 503 `unavailable` meanwhile and `/readyz` says so.
 """
@@ -15,14 +19,21 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import KeyValueConfig, StorageType
 
 from gateway.access import LiveSubjects
 from gateway.config import GatewaySettings
 from gateway.errors import unavailable
 from gateway.idempotency import IdempotencyStore
 from gateway.job_cache import JobCache
-from likeness.bus import Bus, decode, event_nats_subject, subject_erased_filter
+from likeness.bus import (
+    Bus,
+    NotProvisioned,
+    connect_options,
+    decode,
+    event_nats_subject,
+    report_nats_error,
+    subject_erased_filter,
+)
 from likeness.jobs import stop_task
 from likeness.v1 import events_pb2
 
@@ -55,20 +66,23 @@ class NatsLink:
             nc = await nats.connect(
                 self.settings.nats_url,
                 name="gateway",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=RECONNECT_SECONDS,
-                connect_timeout=2,
-                allow_reconnect=True,
-                drain_timeout=5,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
+                **(
+                    connect_options(self.settings.nats_credentials())
+                    | {
+                        "reconnect_time_wait": RECONNECT_SECONDS,
+                        "connect_timeout": 2,
+                        "drain_timeout": 5,
+                        "error_cb": self._on_error,
+                        "disconnected_cb": self._on_disconnected,
+                        "reconnected_cb": self._on_reconnected,
+                    }
+                ),
             )
             bus = Bus(nc, nc.jetstream())
             try:
-                await bus.ensure_streams()
-                kv = await self._bucket(bus)
-                store = IdempotencyStore(kv, self.settings.hmac_secret.get_secret_value().encode())
+                # Bind only: the bucket and the erasures consumer are provisioned (`likeness bootstrap`).
+                kv = await bus.kv(self.settings.idempotency_bucket)
+                store = IdempotencyStore(kv, self.settings.idempotency_secret.get_secret_value().encode())
                 await bus.watch_events(
                     subject_erased_filter(), self._purge_erased(store), self.settings.erasures_durable
                 )
@@ -80,6 +94,12 @@ class NatsLink:
                     for name in JOB_EVENTS:
                         await bus.nc.subscribe(event_nats_subject("*", "*", name), cb=self._job_changed)
                     self.jobs.listening = True
+            except NotProvisioned as missing:
+                # The bootstrap Job may still be running: said plainly, and tried again.
+                log.error("NATS setup failed; retrying", extra={"reason": str(missing)})
+                await bus.close()
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
             except (OSError, nats.errors.Error, nats.js.errors.Error, TimeoutError):
                 log.warning("NATS setup failed; retrying")
                 await bus.close()
@@ -88,19 +108,6 @@ class NatsLink:
             self.bus, self.idempotency = bus, store
             log.info("NATS connected")
             return
-
-    async def _bucket(self, bus: Bus) -> nats.js.kv.KeyValue:
-        name = self.settings.idempotency_bucket
-        try:
-            return await bus.js.key_value(name)
-        except nats.js.errors.BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=name,
-                history=1,
-                ttl=float(self.settings.idempotency_ttl_seconds),
-                storage=StorageType.FILE,
-            )
-            return await bus.js.create_key_value(config)
 
     async def _forget_erased(self, msg: Msg) -> None:
         try:
@@ -135,6 +142,9 @@ class NatsLink:
 
     async def _on_error(self, error: Exception) -> None:
         kind = type(error).__name__
+        if "permissions violation" in str(error).lower():
+            await report_nats_error(error)  # a refusal by nats-server, each one worth reporting
+            return
         if kind not in self._reported:
             self._reported.add(kind)
             log.warning("NATS connection problem; retrying", extra={"error": kind})

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import httpx
+import nats
 import pytest
 import pytest_asyncio
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,7 +27,10 @@ from grpc_health.v1._async import HealthServicer
 from gateway.app import create_app
 from gateway.backends import SERVICE_NAMES
 from gateway.config import GatewaySettings
+from likeness.grpc_tls import static_server_credentials
+from likeness.grpc_user_tokens import bearer_token
 from likeness.ids import new_id
+from likeness.provisioning import BucketSpec, erasures_consumer
 from likeness.rpc_errors import abort
 from likeness.v1 import (
     common_pb2,
@@ -39,7 +43,9 @@ from likeness.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra
+from likeness_dev.testing import provision_for_test
 from likeness_dev.tokens import ALL_SCOPES as DEV_SCOPES
 from likeness_dev.tokens import mint_dev_token
 
@@ -411,6 +417,17 @@ def _page_of(records: list[Any], subject_id: str, after: str) -> list[Any]:
     return sorted(mine, key=lambda record: record.id, reverse=True)
 
 
+class TokenRecorder(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Remembers the bearer token each backend call carried: the gateway forwards its caller's."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        self.calls.append((details.method.rsplit("/", 1)[-1], bearer_token(details.invocation_metadata)))
+        return await continuation(details)
+
+
 @dataclass
 class Fakes:
     retention: FakeRetention
@@ -420,6 +437,10 @@ class Fakes:
     addresses: dict[str, str]
     health: dict[str, HealthServicer]
     nats_url: str
+    #: The gateway's certificate, key and CA (its LIKENESS_TLS_DIR): the doubles require it.
+    gateway_tls_dir: str
+    #: (method, bearer token) of every call the doubles received (part S2: tokens are forwarded).
+    tokens: TokenRecorder
 
     async def set_serving(self, name: str, serving: bool) -> None:
         status = (
@@ -429,7 +450,7 @@ class Fakes:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def fakes(infra: Infra) -> AsyncIterator[Fakes]:
+async def fakes(infra: Infra, add_backend_port: BackendPort, gateway_tls_dir: str) -> AsyncIterator[Fakes]:
     servicers = {
         "retention": (FakeRetention(), retention_pb2_grpc.add_RetentionServiceServicer_to_server),
         "ingest": (FakeIngest(), ingest_pb2_grpc.add_IngestServiceServicer_to_server),
@@ -437,12 +458,13 @@ async def fakes(infra: Infra) -> AsyncIterator[Fakes]:
         "renderer": (FakeRenderer(), renderer_pb2_grpc.add_RendererServiceServicer_to_server),
     }
     servers, addresses, health = [], {}, {}
+    recorder = TokenRecorder()
     for name, (servicer, register) in servicers.items():
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[recorder])
         register(servicer, server)  # type: ignore[operator]
         health[name] = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health[name], server)
-        port = server.add_insecure_port("127.0.0.1:0")  # a free port, chosen by the kernel
+        port = add_backend_port(server, name)
         await server.start()
         await health[name].set(SERVICE_NAMES[name], health_pb2.HealthCheckResponse.SERVING)
         servers.append(server)
@@ -455,8 +477,30 @@ async def fakes(infra: Infra) -> AsyncIterator[Fakes]:
         addresses=addresses,
         health=health,
         nats_url=infra.endpoints.nats_url,
+        gateway_tls_dir=gateway_tls_dir,
+        tokens=recorder,
     )
     await asyncio.gather(*(server.stop(None) for server in servers))
+
+
+BackendPort = Callable[[grpc.aio.Server, str], int]
+
+
+@pytest.fixture(scope="session")
+def add_backend_port(dev_ca: DevCertificateAuthority) -> BackendPort:
+    """add_backend_port(server, "ingest"): a free loopback port serving mutual TLS as that backend (its
+    certificate from the tests' CA, a client certificate of that CA required), as the real ones do."""
+
+    def add(server: grpc.aio.Server, identity: str) -> int:
+        credentials = static_server_credentials(dev_ca.issue(identity).material)
+        return server.add_secure_port("127.0.0.1:0", credentials)  # a free port, chosen by the kernel
+
+    return add
+
+
+@pytest.fixture(scope="session")
+def gateway_tls_dir(dev_ca: DevCertificateAuthority, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(dev_ca.issue("gateway").write(tmp_path_factory.mktemp("gateway-tls")))
 
 
 def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
@@ -464,7 +508,7 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
         "env": "development",
         "jwt_dev_secret": SECRET,
         "nats_url": fakes.nats_url,
-        "hmac_secret": "gateway-tests-hmac-secret-0123456789abcdef",
+        "idempotency_secret": "gateway-tests-idempotency-secret-0123456789abcdef",
         "metrics_port": 0,
         # Every read asks the retention double (tests change subjects behind the gateway's back).
         "subject_status_cache_seconds": 0,
@@ -484,6 +528,7 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
         "ingest_addr": fakes.addresses["ingest"],
         "trainer_addr": fakes.addresses["trainer"],
         "renderer_addr": fakes.addresses["renderer"],
+        "tls_dir": fakes.gateway_tls_dir,
         "grpc_timeout_seconds": 5,
         "stream_timeout_seconds": 10,
         "readiness_timeout_seconds": 2,
@@ -498,13 +543,26 @@ def gateway_settings(fakes: Fakes, **overrides: Any) -> GatewaySettings:
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
+async def _provision_app(settings: GatewaySettings) -> None:
+    """The app's own idempotency bucket and erasures consumer, as `likeness bootstrap` makes the real ones
+    (the gateway only binds); as the tests' admin, on the session's NATS."""
+    nc = await nats.connect(settings.nats_url, connect_timeout=5)
+    try:
+        bucket = BucketSpec(settings.idempotency_bucket, ttl=float(settings.idempotency_ttl_seconds))
+        await provision_for_test(nc.jetstream(), [bucket], [erasures_consumer(settings.erasures_durable)])
+    finally:
+        await nc.close()
+
+
 @pytest.fixture(scope="session")
 def make_client(fakes: Fakes) -> ClientFactory:
     """A client of a fresh app with these setting overrides (its lifespan runs around the client)."""
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(gateway_settings(fakes, **overrides))
+        settings = gateway_settings(fakes, **overrides)
+        await _provision_app(settings)
+        app = create_app(settings)
         async with app.router.lifespan_context(app):
             for _ in range(200):  # NATS connects in the background: wait for it, as /readyz would
                 if app.state.nats.idempotency is not None:

@@ -137,7 +137,9 @@ async def test_a_backend_that_is_down_answers_503(make_client, auth) -> None:
 
 
 async def test_an_unexpected_exception_answers_internal_with_the_usual_headers(fakes) -> None:
-    settings = GatewaySettings(jwt_dev_secret="x" * 40, retention_addr=fakes.addresses["retention"])
+    settings = GatewaySettings(
+        jwt_dev_secret="x" * 40, retention_addr=fakes.addresses["retention"], tls_dir=fakes.gateway_tls_dir
+    )
     app = create_app(settings)
 
     @app.get("/boom")

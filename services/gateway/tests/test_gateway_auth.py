@@ -1,4 +1,9 @@
-"""The authorization matrix: every route against every kind of token the gateway must refuse (or accept)."""
+"""The authorization matrix: every route against every kind of token the gateway must refuse (or accept).
+
+Three kinds of valid token: a tenant-wide one (no `sub`, scope `tenant:all`: every subject of its tenant),
+an end user's (`sub`: that subject only) and a tenant token without either (only what names no subject:
+opening subjects, the style catalog, the tenant's policies and looks).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import jwt
 import pytest
 
 from likeness.ids import new_id
+from likeness.user_tokens import TENANT_WIDE_SCOPE
 from likeness_dev.tokens import ALL_SCOPES
 
 OTHER_TENANT = "globex"
@@ -33,6 +39,8 @@ class Route:
     ok: int
     #: Whether the route reaches a resource of a subject (so other tenants and subjects must get a 404).
     owned: bool = True
+    #: Whether it names no subject, so a token without `sub` and without `tenant:all` may use it.
+    tenant_level: bool = False
 
     def url(self, world: Any) -> str:
         return self.path.format(
@@ -57,7 +65,8 @@ class Route:
 
 
 ROUTES = [
-    Route("POST", "/v1/subjects", "subjects:write", 201, owned=False),
+    Route("POST", "/v1/subjects", "subjects:write", 201, owned=False, tenant_level=True),
+    Route("GET", "/v1/subjects", "subjects:read", 200, owned=False),
     Route("GET", "/v1/subjects/{sub}", "subjects:read", 200),
     Route("POST", "/v1/subjects/{sub}/photos", "photos:write", 200),
     Route("GET", "/v1/subjects/{sub}/photos", "photos:read", 200),
@@ -67,7 +76,7 @@ ROUTES = [
     Route("POST", "/v1/subjects/{sub}/renders", "renders:write", 202),
     Route("GET", "/v1/renders/{ren}", "renders:read", 200),
     Route("GET", "/v1/renders/{ren}/images/{img}", "renders:read", 200),
-    Route("GET", "/v1/styles", "renders:read", 200, owned=False),
+    Route("GET", "/v1/styles", "renders:read", 200, owned=False, tenant_level=True),
     Route("DELETE", "/v1/subjects/{sub}", "subjects:erase", 202),
     Route("GET", "/v1/erasures/{era}", "subjects:erase", 200),
 ]
@@ -96,9 +105,23 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=route_id)
-async def test_a_tenant_token_with_the_scope_is_served(client, world, token, route) -> None:
-    response = await call(client, route, world, token(scopes=[route.scope]))
+async def test_a_tenant_wide_token_with_the_scope_is_served(client, world, token, route) -> None:
+    response = await call(client, route, world, token(scopes=[route.scope, TENANT_WIDE_SCOPE]))
     assert response.status_code == route.ok, response.text
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=route_id)
+async def test_a_token_without_sub_or_tenant_all_touches_no_subject(client, world, token, route) -> None:
+    """No `sub` is no longer tenant-wide authority: it needs the explicit grant, asked for before anything
+    is read (so the answer is the same whether the subject exists or not)."""
+    response = await call(client, route, world, token(scopes=[route.scope]))
+    if route.tenant_level:
+        assert response.status_code == route.ok, response.text
+        return
+    assert_error(response, 403, "insufficient_scope")
+    assert f'scope="{TENANT_WIDE_SCOPE}"' in response.headers["WWW-Authenticate"]
+    for value in (world.subject, world.training, world.render, world.image, world.erasure):
+        assert value not in response.text
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=route_id)
@@ -243,3 +266,28 @@ async def test_a_token_for_another_issuer_or_audience_is_unauthenticated(client,
 async def test_a_non_bearer_authorization_is_unauthenticated(client) -> None:
     response = await client.get("/v1/styles", headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"})
     assert_error(response, 401, "unauthenticated")
+
+
+async def test_every_backend_call_of_a_request_carries_its_callers_token(
+    client, shared_world, token, fakes
+) -> None:
+    """The services verify the caller's token themselves: the gateway forwards it with each call it makes
+    for the request, and no other request's."""
+    mine, theirs = token(), token(subject=shared_world.subject)
+    before = len(fakes.tokens.calls)
+    response = await client.get(
+        f"/v1/renders/{shared_world.render}/images/{shared_world.image}",
+        headers={"Authorization": f"Bearer {mine}"},
+    )
+    assert response.status_code == 200, response.text
+    response = await client.get(
+        f"/v1/subjects/{shared_world.subject}", headers={"Authorization": f"Bearer {theirs}"}
+    )
+    assert response.status_code == 200, response.text
+    calls = fakes.tokens.calls[before:]
+    assert [method for method, _ in calls] == ["GetRender", "GetSubject", "FetchImage", "GetSubject"]
+    assert [carried for _, carried in calls] == [mine, mine, mine, theirs]
+    before = len(fakes.tokens.calls)
+    await client.get("/readyz", headers={"Authorization": f"Bearer {mine}"})
+    checks = [carried for method, carried in fakes.tokens.calls[before:] if method == "Check"]
+    assert checks == [None] * 4, "health checks are no one's call"

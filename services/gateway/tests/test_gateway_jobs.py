@@ -305,6 +305,7 @@ async def test_training_needs_the_configured_minimum_of_accepted_photos(multipar
         ingest_addr=fakes.addresses["ingest"],
         trainer_addr=fakes.addresses["trainer"],
         renderer_addr=fakes.addresses["renderer"],
+        tls_dir=fakes.gateway_tls_dir,
         min_photos_for_training=3,
     )
     headers = {"Authorization": f"Bearer {mint_dev_token(RULES_SECRET, 'acme', ALL_SCOPES)}"}

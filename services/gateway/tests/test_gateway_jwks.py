@@ -167,7 +167,7 @@ async def test_tokens_the_identity_provider_did_not_issue_are_refused(make_clien
 
 PRODUCTION = {
     "env": "production",
-    "hmac_secret": "h" * 40,
+    "idempotency_secret": "i" * 40,
     "s3_secret_key": "s3-production-secret",
     "vault_token": "vault-production-token",
     "nats_url": "tls://nats:4222",

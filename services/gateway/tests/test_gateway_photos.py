@@ -333,10 +333,10 @@ async def open_subject(client: Any, auth: Any) -> str:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def scripted_ingest() -> AsyncIterator[str]:
+async def scripted_ingest(add_backend_port: Any) -> AsyncIterator[str]:
     server = grpc.aio.server()
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(ScriptedIngest(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = add_backend_port(server, "ingest")
     await server.start()
     yield f"127.0.0.1:{port}"
     await server.stop(None)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from likeness.ids import is_valid_id
 from likeness.object_names import photo_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectMissing
@@ -25,20 +26,24 @@ CHUNK = 256 * 1024
 
 
 async def exported_photos(
-    sealed: SealedObjects, photos: list[ingest_pb2.Photo]
+    sealed: SealedObjects, tenant: str, subject_id: str, photos: list[ingest_pb2.Photo]
 ) -> AsyncIterator[ingest_pb2.ExportPhotosResponse]:
-    """For each accepted photo whose crop is still stored: its header, then its bytes in chunks.
+    """For each accepted photo of `subject_id` whose crop is still stored: its header, then its bytes.
 
-    Raises what reading a sealed object raises (`KeyDestroyed`, `VaultUnavailable`, `StoreError`...), for
-    the caller to turn into a gRPC status; a crop that is simply gone is skipped.
+    `tenant` and `subject_id` are the request's, checked against the caller's token: the object and the
+    key that opens it are named from them and the photo's id, never from the record's own fields (a record
+    naming another subject is skipped). Raises what reading a sealed object raises (`KeyDestroyed`,
+    `VaultUnavailable`, `StoreError`...), for the caller to turn into a gRPC status; a crop that is simply
+    gone is skipped.
     """
     sent = skipped = 0
     for photo in photos:
         if photo.status != ingest_pb2.PHOTO_STATUS_ACCEPTED:
             continue
-        ref = ObjectRef(
-            photo.tenant, photo.subject_id, photo_key(photo.tenant, photo.subject_id, photo.id), "photo"
-        )
+        if (photo.tenant, photo.subject_id) != (tenant, subject_id) or not is_valid_id(photo.id, "pho"):
+            log.warning("a photo record names another subject; skipped")
+            continue
+        ref = ObjectRef(tenant, subject_id, photo_key(tenant, subject_id, photo.id), "photo")
         try:
             data = await asyncio.to_thread(sealed.get, ref)
         except ObjectMissing:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from ingest.callers import CALLERS
 from ingest.config import IngestSettings, get_settings
 from ingest.records import PhotoRecords
 from ingest.service import IngestServicer
@@ -33,4 +34,4 @@ def register_with(settings: IngestSettings) -> Callable[[Platform, grpc.aio.Serv
 
 def serve() -> None:
     settings = get_settings()
-    asyncio.run(run_grpc_service(settings, [SERVICE_NAME], register_with(settings)))
+    asyncio.run(run_grpc_service(settings, [SERVICE_NAME], register_with(settings), CALLERS))

@@ -9,6 +9,9 @@ Several replicas: the lock is per process. Two uploads of one subject handled at
 replicas can each pass the checks without seeing the other (both copies of one picture accepted, or one
 photo over the limit); nothing is lost or corrupted, since every object is written once. The gateway
 sends the files of one request over one channel, which keeps them on one replica in practice.
+
+Every method runs with the caller's verified token (`ingest.method_rules`) and checks its request against
+it: the tenant must be the token's, and an end user's token may touch only its own subject.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ingest.config import IngestSettings
 from ingest.export import exported_photos
 from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits, SubjectRules
+from ingest.method_rules import TOKEN_RULES
 from ingest.records import PhotoRecords
 from ingest.sanitize import sanitize
 from ingest.subject_checks import subject_problem
@@ -33,6 +37,7 @@ from ingest.templates import FaceTemplate, SubjectTemplates
 from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, SanitizeResult, rejected
 from likeness import ids
 from likeness.bus import event_nats_subject
+from likeness.method_access import require_subject
 from likeness.object_names import photo_key
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -50,6 +55,9 @@ PS = ingest_pb2.PhotoStatus
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    #: What each method asks of the caller's token (enforced by the server's interceptor).
+    token_rules = TOKEN_RULES
+
     def __init__(
         self,
         platform: Platform,
@@ -83,6 +91,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 "The upload must start with a header.",
             )
         header = first.header
+        # The header arrives in the stream: checked here, before a byte of the file is read.
+        await require_subject(context, header.tenant, header.subject_id)
         if not ids.is_valid_tenant(header.tenant) or not ids.is_valid_id(header.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         tenant, subject_id = header.tenant, header.subject_id
@@ -231,6 +241,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def ListPhotos(
         self, request: ingest_pb2.ListPhotosRequest, context: Context
     ) -> ingest_pb2.ListPhotosResponse:
+        await require_subject(context, request.tenant, request.subject_id)
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             return ingest_pb2.ListPhotosResponse()
         return ingest_pb2.ListPhotosResponse(
@@ -241,11 +252,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.ExportPhotosRequest, context: Context
     ) -> AsyncIterator[ingest_pb2.ExportPhotosResponse]:
         """The subject's stored crops, decrypted, for their data export (see `ingest.export`)."""
+        await require_subject(context, request.tenant, request.subject_id)
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         photos = await self.records.list(request.tenant, request.subject_id)
         async with storage_errors(context):
-            async for part in exported_photos(self.platform.sealed, photos):
+            async for part in exported_photos(
+                self.platform.sealed, request.tenant, request.subject_id, photos
+            ):
                 yield part
 
 

@@ -1,6 +1,7 @@
 """The ingest service in-process against the real NATS, S3 and OpenBao servers.
 
-Uploads go through a real gRPC server; what is stored is read back from S3 and decrypted with the
+Uploads go through a real gRPC server with the user-token interceptor, carrying tenant acme's token (every
+scope, `tenant:all`) as the gateway would; what is stored is read back from S3 and decrypted with the
 subject's key, so the checks see exactly what the trainer will.
 """
 
@@ -25,16 +26,21 @@ from ingest.service import IngestServicer
 from ingest.templates import FaceTemplate, SubjectTemplates
 from likeness import ids
 from likeness.bus import EVENTS_STREAM, event_nats_subject
+from likeness.grpc_tls import secure_channel, static_server_credentials
+from likeness.grpc_user_tokens import user_token_interceptor
 from likeness.object_names import photo_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import ingest_pb2, ingest_pb2_grpc
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra
 from likeness_dev.samples import ACCEPTED, CorpusFile, no_face_photo, other_person_photo, sample_photos
+from likeness_dev.tokens import CallerToken
 
 PS = ingest_pb2.PhotoStatus
 TENANT = "acme"
 CHUNK = 256 * 1024
+TOKEN_SECRET = "ingest-service-tests-token-secret-0123456789"
 
 
 def _free_port() -> int:
@@ -87,22 +93,30 @@ ServiceFactory = Callable[..., Any]
 
 
 @pytest.fixture(scope="module")
-def start_service(infra: Infra, analyzer: FaceAnalyzer) -> ServiceFactory:
+def start_service(infra: Infra, analyzer: FaceAnalyzer, dev_ca: DevCertificateAuthority) -> ServiceFactory:
     """start_service(**setting_overrides): an async context manager running IngestServicer on gRPC."""
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Service]:
         env = infra.endpoints.as_env()
         values = {key.removeprefix("LIKENESS_").lower(): value for key, value in env.items()}
-        settings = IngestSettings.model_validate({**values, **overrides})
+        settings = IngestSettings.model_validate({**values, "jwt_dev_secret": TOKEN_SECRET, **overrides})
         platform = await Platform.connect(settings, "ingest-test")
         servicer = IngestServicer(platform, await PhotoRecords.open(platform.bus), settings, analyzer)
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)])
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+            interceptors=[user_token_interceptor(settings)],
+        )
         ingest_pb2_grpc.add_IngestServiceServicer_to_server(servicer, server)
         port = _free_port()
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        ingest_tls = static_server_credentials(dev_ca.issue("ingest").material)
+        server.add_secure_port(f"127.0.0.1:{port}", ingest_tls)
         await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        caller = CallerToken(TOKEN_SECRET)
+        caller.act_as(TENANT)
+        gateway_tls = dev_ca.issue("gateway").material
+        address = f"127.0.0.1:{port}"
+        channel = secure_channel(address, gateway_tls, "ingest", interceptors=caller.interceptors())
         try:
             yield Service(ingest_pb2_grpc.IngestServiceStub(channel), platform, servicer)
         finally:

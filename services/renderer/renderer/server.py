@@ -10,6 +10,7 @@ from likeness.job_metrics import RENDER
 from likeness.jobs import JobRecords, QueueWorker
 from likeness.runtime import Platform, serve_job_api, work_job_queue
 from likeness.v1 import jobs_pb2, renderer_pb2, renderer_pb2_grpc
+from renderer.callers import CALLERS
 from renderer.config import get_settings
 from renderer.records import open_renders
 from renderer.service import RendererServicer
@@ -34,7 +35,7 @@ def _new_worker(platform: Platform, records: Renders) -> QueueWorker[jobs_pb2.Re
 
 
 def serve() -> None:
-    serve_job_api(get_settings(), SERVICE_NAME, RENDER, open_renders, _add_servicer)
+    serve_job_api(get_settings(), SERVICE_NAME, RENDER, open_renders, _add_servicer, CALLERS)
 
 
 def work() -> None:

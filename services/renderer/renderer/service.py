@@ -1,4 +1,12 @@
-"""RendererService (the `serve` role): queues renders, reports them, streams decrypted images out."""
+"""RendererService (the `serve` role): queues renders, reports them, streams decrypted images out.
+
+Every method that reads or changes a tenant's or a person's data runs with the caller's verified token
+(`renderer.method_rules`) and checks its request against it: the tenant must be the token's; an end user's
+token may touch only its own subject, and a render of another subject answers NOT_FOUND, exactly like one
+that does not exist. An image is decrypted only from a render record that is the one its key names
+(`renderer.records.verified_render`), and the object and the key that opens it are named from the request's
+tenant and render id, never from free fields of the record.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import grpc
 from likeness import ids
 from likeness.bus import job_nats_subject
 from likeness.jobs import JobRecords
+from likeness.method_access import may_touch, require_subject, require_tenant
 from likeness.object_names import render_image_key
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
@@ -21,6 +30,8 @@ from likeness.timeutil import now_timestamp, to_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
 from likeness.vault_transit import KeyDestroyed, VaultUnavailable
 from renderer.config import RendererSettings
+from renderer.method_rules import TOKEN_RULES
+from renderer.records import verified_render
 from renderer.styles import Style
 from renderer.team_looks import RenderPlan, TeamLook, TeamLookError, TeamLooks
 
@@ -30,6 +41,9 @@ CHUNK = 256 * 1024
 
 
 class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
+    #: What each method asks of the caller's token (enforced by the server's interceptor).
+    token_rules = TOKEN_RULES
+
     def __init__(
         self,
         platform: Platform,
@@ -62,6 +76,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def SubmitRender(
         self, request: renderer_pb2.SubmitRenderRequest, context: Context
     ) -> renderer_pb2.SubmitRenderResponse:
+        await require_subject(context, request.tenant, request.subject_id)
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         if not ids.is_valid_id(request.training_id, "trn"):
@@ -116,12 +131,13 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         return renderer_pb2.SubmitRenderResponse(render=render)
 
     async def _require(self, tenant: str, render_id: str, context: Context) -> renderer_pb2.Render:
-        found = None
-        if ids.is_valid_tenant(tenant) and ids.is_valid_id(render_id, "ren"):
-            found = await self.records.get(tenant, render_id)
-        if found is None:
+        """The render, if it is of the token's tenant, its record is the one its key names, and the token may
+        see its subject (else NOT_FOUND, as for a render that does not exist)."""
+        await require_tenant(context, tenant)
+        render = await verified_render(self.records, tenant, render_id)
+        if render is None or not may_touch(tenant, render.subject_id):
             await abort(context, grpc.StatusCode.NOT_FOUND, "render_not_found", "No such render.")
-        return found[0]
+        return render
 
     async def GetRender(
         self, request: renderer_pb2.GetRenderRequest, context: Context
@@ -135,10 +151,12 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     ) -> AsyncIterator[renderer_pb2.FetchImageResponse]:
         render = await self._require(request.tenant, request.render_id, context)
         image = next((i for i in render.images if i.id == request.image_id), None)
-        if image is None:
+        if image is None or not ids.is_valid_id(request.image_id, "img"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "image_not_found", "No such image.")
-        key = render_image_key(render.tenant, render.subject_id, render.id, image.id)
-        ref = ObjectRef(render.tenant, render.subject_id, key, "render")
+        # Named from what the request says and the token allowed, the record adding only its subject (checked
+        # by `_require` to be one the token may see): the record cannot point at another tenant's object.
+        key = render_image_key(request.tenant, render.subject_id, request.render_id, request.image_id)
+        ref = ObjectRef(request.tenant, render.subject_id, key, "render")
         try:
             data = await asyncio.to_thread(self.platform.sealed.get, ref)
         except (KeyDestroyed, ObjectMissing):
@@ -182,6 +200,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def ListRenders(
         self, request: renderer_pb2.ListRendersRequest, context: Context
     ) -> renderer_pb2.ListRendersResponse:
+        await require_subject(context, request.tenant, request.subject_id)
         try:
             page = await subject_page(
                 self.records, request.tenant, request.subject_id, request.page_size, request.page_token, "ren"
@@ -202,6 +221,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def PutTeamLook(
         self, request: renderer_pb2.PutTeamLookRequest, context: Context
     ) -> renderer_pb2.PutTeamLookResponse:
+        await require_tenant(context, request.tenant)
         looks = await self._team_looks(context)
         if not ids.is_valid_tenant(request.tenant):
             await abort(
@@ -220,6 +240,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def GetTeamLook(
         self, request: renderer_pb2.GetTeamLookRequest, context: Context
     ) -> renderer_pb2.GetTeamLookResponse:
+        await require_tenant(context, request.tenant)
         look = await (await self._team_looks(context)).get(request.tenant, request.look_id)
         if look is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "team_look_not_found", "No such team look.")
@@ -228,12 +249,14 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def ListTeamLooks(
         self, request: renderer_pb2.ListTeamLooksRequest, context: Context
     ) -> renderer_pb2.ListTeamLooksResponse:
+        await require_tenant(context, request.tenant)
         looks = await (await self._team_looks(context)).list_looks(request.tenant)
         return renderer_pb2.ListTeamLooksResponse(looks=[_look_message(look) for look in looks])
 
     async def DeleteTeamLook(
         self, request: renderer_pb2.DeleteTeamLookRequest, context: Context
     ) -> renderer_pb2.DeleteTeamLookResponse:
+        await require_tenant(context, request.tenant)
         if not await (await self._team_looks(context)).delete(request.tenant, request.look_id):
             await abort(context, grpc.StatusCode.NOT_FOUND, "team_look_not_found", "No such team look.")
         return renderer_pb2.DeleteTeamLookResponse()

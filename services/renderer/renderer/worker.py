@@ -7,6 +7,10 @@ Each output is scored against the subject's face templates (the quality gate), m
 renders, the previous style's images are encrypted and stored. `evt.subject.erased` cancels the subject's
 running job and drops everything of theirs from the cache; their queued jobs find no record and are
 skipped (the serve role purges the records).
+
+The worker acts under its own identity on its own queue's jobs only, and runs a job only when the job's
+record (written by the serve role, under the caller's verified token) names the same tenant, subject and
+training: a job message that disagrees with its record is dropped before anything is read or deleted.
 """
 
 from __future__ import annotations
@@ -109,6 +113,31 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
     def identify(self, job: jobs_pb2.RenderJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.render_id
+
+    async def handle(self, msg: Msg) -> None:
+        job = decode(msg, jobs_pb2.RenderJob)
+        if not await self._agrees_with_its_record(job):
+            log.warning(
+                "a render job that disagrees with its record; dropped", extra={"render_id": job.render_id}
+            )
+            await msg.term()
+            return
+        await super().handle(msg)
+
+    async def _agrees_with_its_record(self, job: jobs_pb2.RenderJob) -> bool:
+        """Whether the job names what its record does (no record: the job is skipped as erased anyway)."""
+        if not ids.is_valid_id(job.subject_id, "sub") or not ids.is_valid_id(job.training_id, "trn"):
+            return False
+        found = await self.records.get(job.tenant, job.render_id)
+        if found is None:
+            return True
+        record = found[0]
+        return (record.tenant, record.id, record.subject_id, record.training_id) == (
+            job.tenant,
+            job.render_id,
+            job.subject_id,
+            job.training_id,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         sweeper = asyncio.create_task(self._sweep_cache(stop))

@@ -198,12 +198,14 @@ def test_plain_png_has_the_iptc_statement_only(outputs: list[PIL.Image.Image]) -
 def _production(**values: Any) -> dict[str, Any]:
     return {
         "env": "production",
-        "hmac_secret": "h" * 40,
         "s3_secret_key": "real-s3-secret",
         "vault_auth": "kubernetes",
         "nats_url": "tls://nats:4222",
         "s3_endpoint": "https://s3",
         "vault_addr": "https://vault",
+        # The token settings every service needs in production (issue 14, part S2).
+        "jwks_url": "https://idp.example/jwks.json",
+        "jwt_issuer": "https://idp.example/",
     } | values
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from likeness.config import CommonSettings
 from likeness.runtime import Platform
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra
+from likeness_dev.testing import provisioned_kv
 from likeness_ml.subject import SUBJECT_PHRASE
 from renderer.styles import load_backgrounds, load_styles
 from renderer.team_looks import TeamLook, TeamLookError, TeamLooks, plan_for
@@ -21,7 +23,7 @@ async def looks(infra: Infra) -> AsyncIterator[TeamLooks]:
     settings = CommonSettings.model_validate({k.removeprefix("LIKENESS_").lower(): v for k, v in env.items()})
     platform = await Platform.connect(settings, "team-looks-test")
     bucket = f"team_looks_test_{uuid.uuid4().hex[:8]}"
-    yield TeamLooks(await platform.bus.kv(bucket), load_styles(), load_backgrounds())
+    yield TeamLooks(await provisioned_kv(platform.bus, bucket), load_styles(), load_backgrounds())
     await platform.bus.js.delete_key_value(bucket)
     await platform.close()
 
@@ -113,31 +115,42 @@ def test_the_catalog_offers_every_styles_own_background() -> None:
     assert {style.background for style in load_styles().values()} <= offered
 
 
-async def test_team_looks_over_grpc(looks: TeamLooks, infra: Infra) -> None:
-    """The RPCs a tenant's admin uses: put, get, list, delete, with catalog-only fields and clear codes."""
+async def test_team_looks_over_grpc(looks: TeamLooks, infra: Infra, dev_ca: DevCertificateAuthority) -> None:
+    """The RPCs a tenant's admin uses: put, get, list, delete, with catalog-only fields and clear codes.
+
+    Through the user-token interceptor, as deployed: the calls carry tenant initech's token."""
     import socket
 
     import grpc
 
+    from likeness.grpc_tls import secure_channel, static_server_credentials
+    from likeness.grpc_user_tokens import user_token_interceptor
     from likeness.v1 import renderer_pb2, renderer_pb2_grpc
+    from likeness_dev.tokens import CallerToken
     from renderer.config import RendererSettings
     from renderer.service import RendererServicer
 
+    secret = "team-looks-tests-token-secret-0123456789"
     env = infra.endpoints.as_env()
     settings = RendererSettings.model_validate(
-        {k.removeprefix("LIKENESS_").lower(): v for k, v in env.items()}
+        {k.removeprefix("LIKENESS_").lower(): v for k, v in env.items()} | {"jwt_dev_secret": secret}
     )
     platform = await Platform.connect(settings, "team-looks-rpc-test")
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[user_token_interceptor(settings)])
+    caller = CallerToken(secret)
+    caller.act_as("initech", scopes=["looks:read", "looks:write"])
     servicer = RendererServicer(platform, None, load_styles(), settings, looks=looks)  # type: ignore[arg-type]
     renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_secure_port(f"127.0.0.1:{port}", static_server_credentials(dev_ca.issue("renderer").material))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        gateway_tls = dev_ca.issue("gateway").material
+        async with secure_channel(
+            f"127.0.0.1:{port}", gateway_tls, "renderer", interceptors=caller.interceptors()
+        ) as channel:
             stub = renderer_pb2_grpc.RendererServiceStub(channel)
             put = await stub.PutTeamLook(
                 renderer_pb2.PutTeamLookRequest(

@@ -26,6 +26,7 @@ from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
+from likeness_dev.testing import provisioned_kv
 from likeness_marks import watermark
 from likeness_marks.iptc import is_marked
 from renderer.config import RendererSettings
@@ -184,7 +185,7 @@ async def harness(
     await platform.bus.js.add_stream(
         StreamConfig(name=name, subjects=[f"{name.lower()}.>"], retention=RetentionPolicy.WORK_QUEUE)
     )
-    records = JobRecords(await platform.bus.kv(f"{name.lower()}-renders"), renderer_pb2.Render)
+    records = JobRecords(await provisioned_kv(platform.bus, f"{name.lower()}-renders"), renderer_pb2.Render)
     worker = await asyncio.to_thread(ObservedWorker, platform, records, load_styles(), settings, pipe)
     worker.stream = name
     worker.durable = f"{name}-workers"

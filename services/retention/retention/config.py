@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from functools import lru_cache
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -12,7 +13,12 @@ from likeness.config import CommonSettings
 
 
 class RetentionSettings(CommonSettings):
+    key_secrets: ClassVar[tuple[str, ...]] = ("hmac_secret",)
+
     service_name: str = "retention"
+    #: Key for keyed HMACs of identifiers that must never appear in clear (audit records, external refs).
+    #: Retention alone holds it: with it, an external ref's hash could be reversed by dictionary.
+    hmac_secret: SecretStr = SecretStr("likeness-dev")
     #: Default schedule for subjects of tenants that set none (days; see RetentionSchedule).
     photos_days: int = Field(default=30, ge=1)
     photos_deleted_after_training: bool = False

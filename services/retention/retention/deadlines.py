@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,10 +21,12 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from likeness import ids
 from likeness.bus import kv_entries, kv_get_bytes
 from likeness.object_names import subject_prefix
 from likeness.timeutil import from_rfc3339, to_rfc3339
 
+log = logging.getLogger(__name__)
 _CONFLICTS = (nats.js.errors.KeyWrongLastSequenceError,)
 
 
@@ -108,7 +111,8 @@ class DeadlineBook:
 
     async def get(self, key: str) -> tuple[Deadline, int] | None:
         found = await kv_get_bytes(self.kv, key)
-        return (Deadline.from_json(found[0]), found[1]) if found else None
+        deadline = _trusted(key, found[0]) if found else None
+        return (deadline, found[1]) if deadline is not None and found else None
 
     async def schedule(self, deadline: Deadline) -> Deadline:
         """Creates the deadline, or brings an existing one forward if this one is earlier (never later:
@@ -169,7 +173,8 @@ class DeadlineBook:
         return True
 
     async def all(self, prefix: str = "") -> list[tuple[Deadline, int]]:
-        return [(Deadline.from_json(value), rev) for _, value, rev in await kv_entries(self.kv, prefix)]
+        trusted = [(_trusted(key, value), rev) for key, value, rev in await kv_entries(self.kv, prefix)]
+        return [(deadline, rev) for deadline, rev in trusted if deadline is not None]
 
     async def of_subject(self, tenant: str, subject_id: str) -> list[tuple[Deadline, int]]:
         return await self.all(f"{tenant}.{subject_id}.")
@@ -183,6 +188,22 @@ class DeadlineBook:
                 await self.kv.purge(deadline.key)
                 dropped += 1
         return dropped
+
+
+def _trusted(key: str, raw: bytes) -> Deadline | None:
+    """The deadline stored at `key`, if it is the one its key names: what gets deleted is derived from the
+    record's tenant, subject and resource, so a record that names another prefix than its own key (written
+    by anyone but this service's code) is ignored, never carried out."""
+    deadline = Deadline.from_json(raw)
+    if (
+        deadline.key != key
+        or not ids.is_valid_tenant(deadline.tenant)
+        or not ids.is_valid_id(deadline.subject_id, "sub")
+        or not ids.ID_PATTERN.match(deadline.resource_id)  # an id (photo, training...), never a path
+    ):
+        log.warning("a deadline record does not match its key; ignored")
+        return None
+    return deadline
 
 
 def due_keys(deadlines: list[tuple[Deadline, int]], now: datetime) -> Iterator[str]:

@@ -11,6 +11,7 @@ import grpc
 
 from likeness.runtime import Platform, run_grpc_service
 from likeness.v1 import retention_pb2, retention_pb2_grpc
+from retention.callers import CALLERS
 from retention.config import RetentionSettings, get_settings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer
@@ -48,4 +49,4 @@ def register_with(
 
 def serve() -> None:
     settings = get_settings()
-    asyncio.run(run_grpc_service(settings, [SERVICE_NAME], register_with(settings)))
+    asyncio.run(run_grpc_service(settings, [SERVICE_NAME], register_with(settings), CALLERS))

@@ -1,5 +1,10 @@
 """RetentionService: opens subjects (with their own Vault key and the tenant's schedule), reports them,
-erases them, runs the reaper, issues erasure receipts and states tenants' retention policies."""
+erases them, runs the reaper, issues erasure receipts and states tenants' retention policies.
+
+Every method that reads or changes a tenant's or a person's data runs with the caller's verified token
+(`retention.method_rules`) and checks its request against it: the tenant must be the token's, and an end
+user's token may touch only its own subject (an erasure's subject comes from its records, checked there).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,19 @@ import logging
 import grpc
 
 from likeness import ids
-from likeness.audit import AuditTrail
+from likeness.audit import AuditTrail, AuditTrailFull
 from likeness.bus import event_nats_subject, kv_records
 from likeness.hashing import keyed_hmac
+from likeness.method_access import may_touch, require_subject, require_tenant, require_tenant_wide
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import SYSTEM_CLOCK, Clock, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2, retention_pb2_grpc
-from likeness.vault_transit import KEY_PREFIX, KeyError_, VaultUnavailable
+from likeness.vault_transit import KeyError_, VaultUnavailable
 from retention.config import RetentionSettings
 from retention.erasure import Eraser
 from retention.leases import Leases
+from retention.method_rules import TOKEN_RULES
 from retention.orphans import OrphanSweeper
 from retention.reaper import Reaper, SweepResult
 from retention.receipts import ReceiptIssuer
@@ -38,6 +45,9 @@ ES = retention_pb2.ErasureStatus
 
 
 class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
+    #: What each method asks of the caller's token (enforced by the server's interceptor).
+    token_rules = TOKEN_RULES
+
     def __init__(
         self,
         platform: Platform,
@@ -64,6 +74,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def OpenSubject(
         self, request: retention_pb2.OpenSubjectRequest, context: Context
     ) -> retention_pb2.OpenSubjectResponse:
+        await require_tenant(context, request.tenant)
         if not ids.is_valid_tenant(request.tenant):
             await abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "The tenant id is not valid."
@@ -110,12 +121,26 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
             events_pb2.SubjectOpened(tenant=request.tenant, subject_id=subject_id, at=to_timestamp(now)),
             msg_id=f"{subject_id}.opened",
         )
-        await self.audit.record(request.tenant, "subject.opened", subject_id, "ok")
+        await self._audit_or_refuse(context, request.tenant, "subject.opened", subject_id)
         return retention_pb2.OpenSubjectResponse(subject=_public(subject))
+
+    async def _audit_or_refuse(self, context: Context, tenant: str, action: str, subject_id: str) -> None:
+        """Records the access; a full audit trail refuses the call (503 at the gateway) rather than let an
+        unrecorded access through."""
+        try:
+            await self.audit.record(tenant, action, subject_id, "ok")
+        except AuditTrailFull:
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "audit_trail_full",
+                "The audit trail is full; the operator has been alerted. Try again later.",
+            )
 
     async def _require_subject(
         self, tenant: str, subject_id: str, context: Context
     ) -> tuple[retention_pb2.Subject, int]:
+        await require_subject(context, tenant, subject_id)
         found = None
         if ids.is_valid_tenant(tenant) and ids.is_valid_id(subject_id, "sub"):
             found = await self.records.get_subject(tenant, subject_id)
@@ -127,7 +152,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         self, request: retention_pb2.GetSubjectRequest, context: Context
     ) -> retention_pb2.GetSubjectResponse:
         subject, _ = await self._require_subject(request.tenant, request.subject_id, context)
-        await self.audit.record(subject.tenant, "subject.read", subject.id, "ok")
+        await self._audit_or_refuse(context, subject.tenant, "subject.read", subject.id)
         return retention_pb2.GetSubjectResponse(subject=_public(subject))
 
     async def EraseSubject(
@@ -142,12 +167,11 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def GetErasure(
         self, request: retention_pb2.GetErasureRequest, context: Context
     ) -> retention_pb2.GetErasureResponse:
-        erasure = None
-        if ids.is_valid_tenant(request.tenant) and ids.is_valid_id(request.erasure_id, "era"):
-            erasure = await self.records.get_erasure(request.tenant, request.erasure_id)
-        if erasure is None:
+        await require_tenant(context, request.tenant)
+        found = await self.visible_erasure(request.tenant, request.erasure_id)
+        if found is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "erasure_not_found", "No such erasure.")
-        return retention_pb2.GetErasureResponse(erasure=erasure)
+        return retention_pb2.GetErasureResponse(erasure=found[0])
 
     async def Sweep(
         self, request: retention_pb2.SweepRequest, context: Context
@@ -163,6 +187,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def GetRetentionPolicy(
         self, request: retention_pb2.GetRetentionPolicyRequest, context: Context
     ) -> retention_pb2.GetRetentionPolicyResponse:
+        await require_tenant(context, request.tenant)
         if not ids.is_valid_tenant(request.tenant):
             await abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "The tenant id is not valid."
@@ -179,6 +204,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def SetRetentionPolicy(
         self, request: retention_pb2.SetRetentionPolicyRequest, context: Context
     ) -> retention_pb2.SetRetentionPolicyResponse:
+        await require_tenant(context, request.tenant)
         try:
             schedule = await self.set_policy(request.tenant, request.schedule)
         except ValueError as invalid:
@@ -188,7 +214,10 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def GetErasureReceipt(
         self, request: retention_pb2.GetErasureReceiptRequest, context: Context
     ) -> retention_pb2.GetErasureReceiptResponse:
-        raw = await self.receipt(request.tenant, request.erasure_id)
+        await require_tenant(context, request.tenant)
+        raw = None
+        if await self.visible_erasure(request.tenant, request.erasure_id) is not None:
+            raw = await self.receipt(request.tenant, request.erasure_id)
         if raw is None:
             await abort(
                 context, grpc.StatusCode.NOT_FOUND, "receipt_not_found", "No receipt (yet) for this erasure."
@@ -203,6 +232,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def ListSubjects(
         self, request: retention_pb2.ListSubjectsRequest, context: Context
     ) -> retention_pb2.ListSubjectsResponse:
+        await require_tenant_wide(context, request.tenant)
         size = request.page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
             await abort(
@@ -246,6 +276,16 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
 
     # ------------------------------------------------------------------------------------------ receipts
 
+    async def visible_erasure(self, tenant: str, erasure_id: str) -> tuple[retention_pb2.Erasure, str] | None:
+        """The erasure and its subject, if its records agree and the call's token may see that subject
+        (None otherwise: the caller answers NOT_FOUND, exactly as for an erasure that does not exist)."""
+        if not ids.is_valid_tenant(tenant) or not ids.is_valid_id(erasure_id, "era"):
+            return None
+        found = await self.records.erasure_with_subject(tenant, erasure_id)
+        if found is None or not may_touch(tenant, found[1]):
+            return None
+        return found
+
     async def receipt(self, tenant: str, erasure_id: str) -> bytes | None:
         """The signed receipt of a completed erasure (issued now if a crash left it unissued); None while
         the erasure is under way or unknown."""
@@ -254,10 +294,10 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         stored = await self.receipts.get(tenant, erasure_id)
         if stored is not None:
             return stored
-        erasure = await self.records.get_erasure(tenant, erasure_id)
-        if erasure is None or erasure.status != ES.ERASURE_STATUS_COMPLETED:
-            return None
-        return await self.receipts.issue(erasure)
+        found = await self.records.erasure_with_subject(tenant, erasure_id)
+        if found is None or found[0].status != ES.ERASURE_STATUS_COMPLETED:
+            return None  # a receipt is signed only for an erasure its subject's record confirms
+        return await self.receipts.issue(found[0])
 
     def receipt_keys(self) -> dict[str, list[dict[str, str]]]:
         """The published public keys (JWK set) that verify receipts."""
@@ -280,10 +320,16 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     # ------------------------------------------------------------------------------------------ lifecycle
 
     async def resume_unfinished_erasures(self) -> None:
-        """After a restart, every erasure that had not completed is driven to completion."""
-        for erasure in await self.records.all_erasures():
-            if erasure.status != ES.ERASURE_STATUS_COMPLETED:
-                self.eraser.start(erasure, erasure.key_name.removeprefix(KEY_PREFIX))
+        """After a restart, every erasure that had not completed is driven to completion.
+
+        Only erasures their subject's record confirms: the key destroyed and the prefix deleted come from
+        records that agree with each other and with their own keys, never from one record alone."""
+        for listed in await self.records.all_erasures():
+            if listed.status == ES.ERASURE_STATUS_COMPLETED:
+                continue
+            found = await self.records.erasure_with_subject(listed.tenant, listed.id)
+            if found is not None and found[0].status != ES.ERASURE_STATUS_COMPLETED:
+                self.eraser.start(found[0], found[1])
 
     async def run_orphan_sweeps(self) -> None:
         while True:

@@ -3,6 +3,9 @@
 Each test gets KV buckets of its own (a bucket prefix), a tenant of its own (so its S3 prefix is its own)
 and, where it asks, a ManualClock: sweeps and deadlines then only ever see that test's subjects, whatever
 else runs on the same servers.
+
+Methods called directly (not over gRPC) run as the call of an explicit principal (`acting_as`): the
+servicer's own checks then see the same token a real call's interceptor would have verified.
 """
 
 from __future__ import annotations
@@ -15,17 +18,31 @@ from typing import Any
 
 import pytest
 
+from likeness.method_access import acting_as
 from likeness.object_names import subject_prefix
+from likeness.provisioning import retention_resources
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import SYSTEM_CLOCK, Clock
+from likeness.user_tokens import Principal
 from likeness.v1 import retention_pb2
 from likeness_dev.infra import Infra
+from likeness_dev.testing import provision_for_test
+from likeness_dev.tokens import ALL_SCOPES
 from retention.config import RetentionSettings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer
 
 CONSENT = retention_pb2.Consent(purpose="headshots", policy_version="2026-01")
+#: The dev secret tests sign end users' tokens with (`likeness dev token` signs the same way).
+TOKEN_SECRET = "retention-tests-token-secret-0123456789abcdef"
+
+
+def tenant_wide(tenant: str) -> Principal:
+    """A tenant's token with every scope and `tenant:all`: what a tenant's backend calls with."""
+    return Principal(tenant=tenant, scopes=frozenset(ALL_SCOPES))
+
+
 ES = retention_pb2.ErasureStatus
 
 
@@ -33,6 +50,7 @@ def retention_settings(infra: Infra, **overrides: Any) -> RetentionSettings:
     env = infra.endpoints.as_env()
     values: dict[str, Any] = {key.removeprefix("LIKENESS_").lower(): value for key, value in env.items()}
     values |= {
+        "jwt_dev_secret": TOKEN_SECRET,
         "erasure_retry_initial_seconds": 0.2,
         "erasure_retry_max_seconds": 0.5,
         "hmac_secret": "retention-tests-hmac-secret",
@@ -57,6 +75,8 @@ class Instances:
             self.infra, kv_bucket_prefix=self.prefix, replica_id=holder, **overrides
         )
         platform = await Platform.connect(settings, f"retention-test-{holder}")
+        # The instance's private buckets and deadlines consumer, as bootstrap makes the real ones.
+        await provision_for_test(platform.bus.js, *retention_resources(settings.kv_bucket_prefix))
         records = await RetentionRecords.open(platform.bus, settings.kv_bucket_prefix)
         servicer = RetentionServicer(platform, records, settings, clock)
         self.platforms.append(platform)
@@ -82,8 +102,9 @@ class Instances:
     @staticmethod
     async def open_subject(servicer: RetentionServicer, tenant: str) -> retention_pb2.Subject:
         request = retention_pb2.OpenSubjectRequest(tenant=tenant, consent=CONSENT)
-        # No context: OpenSubject only uses it to abort on invalid input.
-        response = await servicer.OpenSubject(request, None)  # type: ignore[arg-type]
+        # No context: OpenSubject only uses it to abort on invalid input (or a token that may not call).
+        with acting_as(tenant_wide(tenant)):
+            response = await servicer.OpenSubject(request, None)  # type: ignore[arg-type]
         return response.subject
 
     @staticmethod

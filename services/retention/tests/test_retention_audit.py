@@ -11,6 +11,8 @@ from prometheus_client import REGISTRY
 from likeness import ids
 from likeness.audit import AuditTrail
 from likeness.bus import AUDIT_STREAM, audit_nats_subject
+from likeness.method_access import acting_as
+from likeness.user_tokens import Principal
 from likeness.v1 import events_pb2, retention_pb2
 
 ERASURE_TRAIL = ("subject.opened", "subject.read", "subject.erase_requested", "subject.key_destroyed")
@@ -41,7 +43,8 @@ async def test_an_erasure_leaves_an_audit_trail_and_metrics_without_ids(instance
     tenant = instances.tenant
     sid = (await instances.open_subject(servicer, tenant)).id
     await instances.put_object(servicer, tenant, sid, f"renders/{ids.new_id('ren')}/img", b"x" * 100)
-    await servicer.GetSubject(retention_pb2.GetSubjectRequest(tenant=tenant, subject_id=sid), None)
+    with acting_as(Principal(tenant=tenant, scopes=frozenset({"subjects:read"}), subject=sid)):  # the person
+        await servicer.GetSubject(retention_pb2.GetSubjectRequest(tenant=tenant, subject_id=sid), None)
     render_labels = {"kind": "render", "reason": "erasure"}
     deleted_before = _sample("likeness_retention_deleted_objects_total", render_labels)
     latency_before = _sample("likeness_retention_erasure_seconds_count", {"stage": "key_destroyed"})

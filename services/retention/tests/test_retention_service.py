@@ -1,4 +1,8 @@
-"""The retention service in-process against the real NATS, S3 and OpenBao servers."""
+"""The retention service in-process against the real NATS, S3 and OpenBao servers.
+
+Calls go over gRPC through the user-token interceptor, as in a deployment: each test says whose token its
+calls carry (`caller.act_as`).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,16 @@ import grpc
 import pytest
 
 from likeness import receipts
+from likeness.grpc_tls import secure_channel, static_server_credentials
+from likeness.grpc_user_tokens import user_token_interceptor
 from likeness.object_names import photo_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import retention_pb2, retention_pb2_grpc
 from likeness.vault_transit import SubjectKeys, key_name
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra
+from likeness_dev.tokens import CallerToken
 from retention.config import RetentionSettings
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer
@@ -32,23 +40,41 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+TOKEN_SECRET = "retention-service-tests-token-secret-0123456789"
+
+
+@pytest.fixture
+def caller() -> CallerToken:
+    """Whose token the test's calls carry: tenant acme's backend (every scope, `tenant:all`) unless told."""
+    token = CallerToken(TOKEN_SECRET)
+    token.act_as("acme")
+    return token
+
+
 @pytest.fixture
 async def service(
-    infra: Infra,
+    infra: Infra, caller: CallerToken, dev_ca: DevCertificateAuthority
 ) -> AsyncIterator[tuple[retention_pb2_grpc.RetentionServiceStub, Platform, Any]]:
     env = infra.endpoints.as_env()
     values = {key.removeprefix("LIKENESS_").lower(): value for key, value in env.items()}
     settings = RetentionSettings.model_validate(
-        {**values, "erasure_retry_initial_seconds": 0.2, "erasure_retry_max_seconds": 0.5}
+        {
+            **values,
+            "jwt_dev_secret": TOKEN_SECRET,
+            "erasure_retry_initial_seconds": 0.2,
+            "erasure_retry_max_seconds": 0.5,
+        }
     )
     platform = await Platform.connect(settings, "retention-test")
     servicer = RetentionServicer(platform, await RetentionRecords.open(platform.bus), settings)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[user_token_interceptor(settings)])
     retention_pb2_grpc.add_RetentionServiceServicer_to_server(servicer, server)
     port = _free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_secure_port(f"127.0.0.1:{port}", static_server_credentials(dev_ca.issue("retention").material))
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = secure_channel(
+        f"127.0.0.1:{port}", dev_ca.issue("gateway").material, "retention", interceptors=caller.interceptors()
+    )
     yield retention_pb2_grpc.RetentionServiceStub(channel), platform, servicer
     await channel.close()
     await server.stop(0)
@@ -81,27 +107,37 @@ async def test_open_creates_the_key_and_hides_the_external_ref(service: Any) -> 
 
 
 @pytest.mark.parametrize(
-    ("request_", "code"),
+    ("request_", "status", "code"),
     [
-        (retention_pb2.OpenSubjectRequest(tenant="Bad Tenant!", consent=CONSENT), "invalid_tenant"),
-        (retention_pb2.OpenSubjectRequest(tenant="acme"), "consent_required"),
+        # No token names an invalid tenant (it is refused), so a request naming one is not the token's.
+        (
+            retention_pb2.OpenSubjectRequest(tenant="Bad Tenant!", consent=CONSENT),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "wrong_tenant",
+        ),
+        (
+            retention_pb2.OpenSubjectRequest(tenant="acme"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "consent_required",
+        ),
     ],
 )
 async def test_open_refuses_bad_input(
-    service: Any, request_: retention_pb2.OpenSubjectRequest, code: str
+    service: Any, request_: retention_pb2.OpenSubjectRequest, status: grpc.StatusCode, code: str
 ) -> None:
     stub, _, _ = service
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.OpenSubject(request_)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.code() == status
     assert ("likeness-error-code", code) in tuple(caught.value.trailing_metadata() or ())
 
 
-async def test_another_tenant_cannot_see_the_subject(service: Any) -> None:
+async def test_another_tenant_cannot_see_the_subject(service: Any, caller: CallerToken) -> None:
     stub, _, _ = service
     subject = (
         await stub.OpenSubject(retention_pb2.OpenSubjectRequest(tenant="acme", consent=CONSENT))
     ).subject
+    caller.act_as("other")  # a valid token of another tenant, asking in its own name
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetSubject(retention_pb2.GetSubjectRequest(tenant="other", subject_id=subject.id))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -202,9 +238,10 @@ async def test_erasure_with_s3_down_destroys_the_key_at_once_then_waits_for_s3(
     assert facts["objects_deleted"] == 1
 
 
-async def test_policy_and_receipt_rpcs(service: Any) -> None:
+async def test_policy_and_receipt_rpcs(service: Any, caller: CallerToken) -> None:
     stub, _, _ = service
     tenant = f"pol{uuid.uuid4().hex[:8]}"
+    caller.act_as(tenant)
     before = await stub.GetRetentionPolicy(retention_pb2.GetRetentionPolicyRequest(tenant=tenant))
     assert not before.tenant_specific
     assert before.hard_cap_days == 3 * 365
@@ -217,7 +254,7 @@ async def test_policy_and_receipt_rpcs(service: Any) -> None:
     assert after.schedule.photos_deleted_after_training
     with pytest.raises(grpc.aio.AioRpcError) as invalid:
         await stub.GetRetentionPolicy(retention_pb2.GetRetentionPolicyRequest(tenant="Not A Tenant"))
-    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert invalid.value.code() == grpc.StatusCode.PERMISSION_DENIED, "no token is of an invalid tenant"
     keys = json.loads((await stub.GetReceiptKeys(retention_pb2.GetReceiptKeysRequest())).jwks_json)
     assert keys["keys"][0]["kty"] == "OKP"
     with pytest.raises(grpc.aio.AioRpcError) as missing:

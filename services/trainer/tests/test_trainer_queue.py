@@ -21,6 +21,7 @@ from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
 from likeness_dev.infra import Infra
+from likeness_dev.testing import provisioned_kv
 
 JS = common_pb2.JobStatus
 
@@ -64,7 +65,7 @@ async def queue(infra: Infra) -> AsyncIterator[tuple[Platform, str, JobRecords[t
         StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention=RetentionPolicy.WORK_QUEUE)
     )
     bucket = f"{stream.lower()}-records"
-    records = JobRecords(await platform.bus.kv(bucket), trainer_pb2.Training)
+    records = JobRecords(await provisioned_kv(platform.bus, bucket), trainer_pb2.Training)
     yield platform, stream, records
     await platform.bus.js.delete_stream(stream)
     await platform.bus.js.delete_key_value(bucket)

@@ -35,6 +35,7 @@ from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, trainer_pb2
 from likeness_dev.infra import Infra
+from likeness_dev.testing import provisioned_kv
 from likeness_ml.lora_format import read_lora_metadata
 from trainer.config import TrainerSettings
 from trainer.lora_training import StepReport, train_lora
@@ -164,7 +165,7 @@ async def harness(
         StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], retention=RetentionPolicy.WORK_QUEUE)
     )
     bucket = f"{stream.lower()}-trainings"
-    records = JobRecords(await platform.bus.kv(bucket), trainer_pb2.Training)
+    records = JobRecords(await provisioned_kv(platform.bus, bucket), trainer_pb2.Training)
     worker = await asyncio.to_thread(TrainingWorker, platform, records, settings)
     worker.stream = stream
     worker.durable = f"{stream}-workers"

@@ -9,6 +9,7 @@ from likeness.job_metrics import TRAIN
 from likeness.jobs import JobRecords, QueueWorker
 from likeness.runtime import Platform, serve_job_api, work_job_queue
 from likeness.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
+from trainer.callers import CALLERS
 from trainer.config import get_settings
 from trainer.records import open_trainings
 from trainer.service import TrainerServicer
@@ -31,7 +32,7 @@ def _new_worker(
 
 
 def serve() -> None:
-    serve_job_api(get_settings(), SERVICE_NAME, TRAIN, open_trainings, _add_servicer)
+    serve_job_api(get_settings(), SERVICE_NAME, TRAIN, open_trainings, _add_servicer, CALLERS)
 
 
 def work() -> None:

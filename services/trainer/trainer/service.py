@@ -1,4 +1,9 @@
-"""TrainerService (the `serve` role): accepts trainings onto the work queue and reports on them."""
+"""TrainerService (the `serve` role): accepts trainings onto the work queue and reports on them.
+
+Every method runs with the caller's verified token (`trainer.method_rules`) and checks its request against
+it: the tenant must be the token's; an end user's token may touch only its own subject, and a training of
+another subject answers NOT_FOUND, exactly like one that does not exist.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,23 @@ import grpc
 from likeness import ids
 from likeness.bus import job_nats_subject
 from likeness.jobs import TERMINAL, JobRecords
+from likeness.method_access import may_touch, require_subject, require_tenant
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
 from trainer.config import TrainerSettings
+from trainer.method_rules import TOKEN_RULES
 
 Context = grpc.aio.ServicerContext[object, object]
 JS = common_pb2.JobStatus
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    #: What each method asks of the caller's token (enforced by the server's interceptor).
+    token_rules = TOKEN_RULES
+
     def __init__(
         self, platform: Platform, records: JobRecords[trainer_pb2.Training], settings: TrainerSettings
     ) -> None:
@@ -32,6 +42,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def SubmitTraining(
         self, request: trainer_pb2.SubmitTrainingRequest, context: Context
     ) -> trainer_pb2.SubmitTrainingResponse:
+        await require_subject(context, request.tenant, request.subject_id)
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         if not request.photo_ids or not all(ids.is_valid_id(p, "pho") for p in request.photo_ids):
@@ -74,10 +85,17 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         return trainer_pb2.SubmitTrainingResponse(training=training)
 
     async def _require(self, tenant: str, training_id: str, context: Context) -> trainer_pb2.Training:
+        """The training, if it is of the token's tenant, its record is the one its key names, and the token
+        may see its subject (else NOT_FOUND, as for a training that does not exist)."""
+        await require_tenant(context, tenant)
         found = None
         if ids.is_valid_tenant(tenant) and ids.is_valid_id(training_id, "trn"):
             found = await self.records.get(tenant, training_id)
-        if found is None:
+        if (
+            found is None
+            or (found[0].tenant, found[0].id) != (tenant, training_id)
+            or not may_touch(tenant, found[0].subject_id)
+        ):
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
         return found[0]
 
@@ -109,6 +127,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def ListTrainings(
         self, request: trainer_pb2.ListTrainingsRequest, context: Context
     ) -> trainer_pb2.ListTrainingsResponse:
+        await require_subject(context, request.tenant, request.subject_id)
         try:
             page = await subject_page(
                 self.records, request.tenant, request.subject_id, request.page_size, request.page_token, "trn"

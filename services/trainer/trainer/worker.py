@@ -25,8 +25,10 @@ import time
 from dataclasses import replace
 
 import PIL.Image
+from nats.aio.msg import Msg
 
-from likeness.bus import TRAIN_STREAM
+from likeness import ids
+from likeness.bus import TRAIN_STREAM, decode
 from likeness.job_metrics import TRAIN, init_job_metrics, job_ended
 from likeness.jobs import (
     CANCELLED_ON_REQUEST,
@@ -88,6 +90,35 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
 
     def identify(self, job: jobs_pb2.TrainJob) -> tuple[str, str, str]:
         return job.tenant, job.subject_id, job.training_id
+
+    async def handle(self, msg: Msg) -> None:
+        """A job runs only if its record (written by the serve role, under the caller's verified token)
+        names the same tenant, subject and photos: one that disagrees is dropped before anything is read."""
+        job = decode(msg, jobs_pb2.TrainJob)
+        if not await self._agrees_with_its_record(job):
+            log.warning(
+                "a training job that disagrees with its record; dropped",
+                extra={"training_id": job.training_id},
+            )
+            await msg.term()
+            return
+        await super().handle(msg)
+
+    async def _agrees_with_its_record(self, job: jobs_pb2.TrainJob) -> bool:
+        if not ids.is_valid_id(job.subject_id, "sub") or not all(
+            ids.is_valid_id(p, "pho") for p in job.photo_ids
+        ):
+            return False
+        found = await self.records.get(job.tenant, job.training_id)
+        if found is None:
+            return True  # skipped as erased by the queue worker
+        record = found[0]
+        return (record.tenant, record.id, record.subject_id, list(record.photo_ids)) == (
+            job.tenant,
+            job.training_id,
+            job.subject_id,
+            list(job.photo_ids),
+        )
 
     def objects_of(self, job: jobs_pb2.TrainJob) -> TrainingObjects:
         platform = self.platform

@@ -4,7 +4,8 @@ Every container starts the same way, `python -m <service> <role>` (role `serve` 
 `work`). Three kinds share it:
   http   the gateway (`python -m gateway serve`): REST on LIKENESS_HTTP_PORT, probes GET /healthz (startup)
          and /readyz (readiness) there; /metrics and /healthz on the metrics port like every other process
-  grpc   a gRPC API (`python -m <service> serve`): native grpc probes on the grpc.health.v1 service
+  grpc   a gRPC API (`python -m <service> serve`): mutual TLS on its API port, native grpc probes on its
+         plaintext health port (config.healthPort, LIKENESS_HEALTH_PORT: grpc.health.v1 and nothing else)
   worker a GPU worker (`python -m <service> work`): a GPU, GPU nodes, a memory-backed /tmp, the base model
          read-only, no API port; readiness GET /healthz on the metrics port
 (liveness: see likeness.probes)
@@ -16,9 +17,6 @@ Renders nothing for a workload whose values say enabled: false.
 {{- $svc := index $root.Values .service -}}
 {{- $pod := ternary (index $svc (default "" .role)) $svc (not (empty .role)) -}}
 {{- $ctx := dict "root" $root "component" $w.component -}}
-{{- $usesVault := include "likeness.usesVault" .service -}}
-{{- $jwksSecret := and (eq $w.kind "http") $svc.auth.jwksExistingSecret -}}
-{{- $caBundle := $root.Values.tls.caBundle -}}
 {{- if or (not (hasKey $pod "enabled")) $pod.enabled }}
 apiVersion: apps/v1
 kind: Deployment
@@ -100,6 +98,11 @@ spec:
             - name: grpc
               containerPort: {{ $svc.grpcPort }}
               protocol: TCP
+            # Plaintext health for the kubelet's probes (they present no client certificate): no Service
+            # publishes it, no NetworkPolicy admits it.
+            - name: health
+              containerPort: {{ $root.Values.config.healthPort }}
+              protocol: TCP
             {{- end }}
             # /metrics and /healthz, off the API port.
             - name: metrics
@@ -109,7 +112,7 @@ spec:
             - configMapRef:
                 name: {{ include "likeness.componentName" (dict "root" $root "component" "config") }}
           env:
-            {{- include "likeness.sharedEnv" . | trim | nindent 12 }}
+            {{- include "likeness.processEnv" . | trim | nindent 12 }}
             {{- if eq $w.kind "http" }}
             - name: LIKENESS_HTTP_PORT
               value: {{ $svc.httpPort | quote }}
@@ -117,17 +120,6 @@ spec:
             - name: LIKENESS_{{ upper $name }}_ADDR
               value: {{ include "likeness.grpcAddress" (dict "root" $root "service" $name) | quote }}
             {{- end }}
-            {{- if $jwksSecret }}
-            - name: LIKENESS_JWKS_FILE
-              value: /etc/likeness/jwks/{{ $svc.auth.jwksExistingSecretKey }}
-            {{- else }}
-            - name: LIKENESS_JWKS_URL
-              value: {{ $svc.auth.jwksUrl | quote }}
-            {{- end }}
-            - name: LIKENESS_JWT_ISSUER
-              value: {{ $svc.auth.issuer | quote }}
-            - name: LIKENESS_JWT_AUDIENCE
-              value: {{ $svc.auth.audience | quote }}
             # Per-tenant token buckets, kept by each replica on its own (a tenant's ceiling is N times these).
             - name: LIKENESS_RATE_LIMIT_PER_SECOND
               value: {{ $svc.rateLimit.perSecond | quote }}
@@ -148,6 +140,8 @@ spec:
             {{- else if eq $w.kind "grpc" }}
             - name: LIKENESS_GRPC_PORT
               value: {{ $svc.grpcPort | quote }}
+            - name: LIKENESS_HEALTH_PORT
+              value: {{ $root.Values.config.healthPort | quote }}
             {{- end }}
             {{- if has .service (splitList " " (include "likeness.jobServices" .)) }}
             # One settings class per service: both roles carry it, only workers mount the weights.
@@ -173,67 +167,14 @@ spec:
             {{- toYaml $resources | nindent 12 }}
           securityContext:
             {{- include "likeness.containerSecurityContext" . | nindent 12 }}
-          {{- include "likeness.probes" (dict "kind" $w.kind "pod" $pod "grpcPort" $svc.grpcPort) | nindent 10 }}
-          {{- if or $usesVault $jwksSecret $caBundle.existingConfigMap (eq $w.kind "worker") }}
+          {{- include "likeness.probes" (dict "kind" $w.kind "pod" $pod "healthPort" $root.Values.config.healthPort) | nindent 10 }}
+          {{- with include "likeness.processVolumes" (dict "root" $root "service" .service "role" .role "part" "mounts") | trim }}
           volumeMounts:
-            {{- if $usesVault }}
-            {{- include "likeness.vaultTokenMount" . | nindent 12 }}
-            {{- end }}
-            {{- if $jwksSecret }}
-            - name: jwks
-              mountPath: /etc/likeness/jwks
-              readOnly: true
-            {{- end }}
-            {{- if $caBundle.existingConfigMap }}
-            - name: ca-bundle
-              mountPath: /etc/likeness/ca
-              readOnly: true
-            {{- end }}
-            {{- if eq $w.kind "worker" }}
-            # The only writable path: RAM, so no plaintext ever reaches a disk.
-            - name: scratch
-              mountPath: /tmp
-            - name: base-model
-              mountPath: {{ $root.Values.baseModel.mountPath }}
-              {{- with $root.Values.baseModel.subPath }}
-              subPath: {{ . }}
-              {{- end }}
-              readOnly: true
-            {{- end }}
+            {{- . | nindent 12 }}
           {{- end }}
-      {{- if or $usesVault $jwksSecret $caBundle.existingConfigMap (eq $w.kind "worker") }}
+      {{- with include "likeness.processVolumes" (dict "root" $root "service" .service "role" .role "part" "volumes") | trim }}
       volumes:
-        {{- if $usesVault }}
-        {{- include "likeness.vaultTokenVolume" $root | nindent 8 }}
-        {{- end }}
-        {{- if $jwksSecret }}
-        - name: jwks
-          secret:
-            secretName: {{ $jwksSecret }}
-            defaultMode: 0440
-            items:
-              - key: {{ $svc.auth.jwksExistingSecretKey }}
-                path: {{ $svc.auth.jwksExistingSecretKey }}
-        {{- end }}
-        {{- if $caBundle.existingConfigMap }}
-        - name: ca-bundle
-          configMap:
-            name: {{ $caBundle.existingConfigMap }}
-            defaultMode: 0444
-            items:
-              - key: {{ $caBundle.key }}
-                path: {{ $caBundle.key }}
-        {{- end }}
-        {{- if eq $w.kind "worker" }}
-        - name: scratch
-          emptyDir:
-            medium: Memory
-            sizeLimit: {{ $pod.scratch.sizeLimit }}
-        - name: base-model
-          persistentVolumeClaim:
-            claimName: {{ $root.Values.baseModel.existingClaim }}
-            readOnly: true
-        {{- end }}
+        {{- . | nindent 8 }}
       {{- end }}
 {{- end }}
 {{- end -}}
@@ -254,8 +195,9 @@ true
 {{- end -}}
 
 {{/*
-Startup, liveness and readiness probes of a container. Input: dict kind, pod (its values), grpcPort.
-Readiness (and startup) follow the service's own health: the gRPC health service, or /healthz and /readyz,
+Startup, liveness and readiness probes of a container. Input: dict kind, pod (its values), healthPort.
+Readiness (and startup) follow the service's own health: the gRPC health service (on the plaintext health
+port: the API port is mutual TLS, and the kubelet has no client certificate), or /healthz and /readyz,
 which turn NOT_SERVING / 503 while NATS, S3 or Vault is unreachable. Liveness must not: restarting every
 pod during a dependency outage fixes nothing (and would drop the GPU workers' resident pipelines), so
 liveness of every process (the gateway included) asks /metrics on the metrics port, which answers whenever
@@ -287,7 +229,7 @@ readinessProbe:
 {{- else if eq .kind "grpc" -}}
 startupProbe:
   grpc:
-    port: {{ .grpcPort }}
+    port: {{ .healthPort }}
   periodSeconds: 2
   failureThreshold: 30
 livenessProbe:
@@ -299,7 +241,7 @@ livenessProbe:
   failureThreshold: 3
 readinessProbe:
   grpc:
-    port: {{ .grpcPort }}
+    port: {{ .healthPort }}
   periodSeconds: 5
   timeoutSeconds: 2
   failureThreshold: 2

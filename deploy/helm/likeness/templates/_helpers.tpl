@@ -84,13 +84,25 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 {{- end -}}
 
-{{/* The ServiceAccount of a service (both roles of trainer and renderer share one). Input: dict root, service. */}}
+{{/*
+The ServiceAccount of a process, one per identity ("<fullname>-<identity>", as deploy/vault binds each Vault
+role): <service>.serviceAccount for a service's API role (and bootstrap.serviceAccount for the Job),
+<service>.work.serviceAccount for its GPU workers, which hold other Vault rights than its API. Input: dict
+root, service, role.
+*/}}
 {{- define "likeness.serviceAccountName" -}}
-{{- $sa := (index .root.Values .service).serviceAccount -}}
+{{- $svc := index .root.Values .service -}}
+{{- $worker := eq (default "" .role) "work" -}}
+{{- $sa := $svc.serviceAccount -}}
+{{- $where := printf "%s.serviceAccount" .service -}}
+{{- if $worker -}}
+{{- $sa = $svc.work.serviceAccount -}}
+{{- $where = printf "%s.work.serviceAccount" .service -}}
+{{- end -}}
 {{- if $sa.create -}}
-{{- default (include "likeness.componentName" (dict "root" .root "component" .service)) $sa.name -}}
+{{- default (include "likeness.componentName" (dict "root" .root "component" (include "likeness.identity" .))) $sa.name -}}
 {{- else -}}
-{{- required (printf "%s.serviceAccount.name is required when serviceAccount.create is false" .service) $sa.name -}}
+{{- required (printf "%s.name is required when %s.create is false" $where $where) $sa.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -128,85 +140,11 @@ Input: dict root, service.
 {{- end -}}
 
 {{/*
-Environment a process gets besides the shared ConfigMap: its Vault role and its secrets, by reference only
-(secretKeyRef), never by value, and only those its service uses. Every service talks to NATS (the gateway
-for its idempotency bucket, erasure purges and progress events), so each gets the NATS URL with
-credentials when nats.existingSecret is set. The gateway holds no storage right: no Vault role, no S3
-credentials. Input: dict root, service.
+Whether a service authenticates to Vault (all but the gateway and the bootstrap Job). Input: service name.
+Renders "true" or "".
 */}}
-{{- define "likeness.sharedEnv" -}}
-{{- $v := .root.Values -}}
-{{- $svc := index $v .service -}}
-{{- with $v.nats.existingSecret }}
-- name: LIKENESS_NATS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ . | quote }}
-      key: {{ $v.nats.existingSecretUrlKey | quote }}
-{{- end }}
-{{- if ne .service "gateway" }}
-- name: LIKENESS_VAULT_ROLE
-  value: {{ default (printf "likeness-%s" .service) $svc.vaultRole | quote }}
-- name: LIKENESS_S3_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ $v.s3.existingSecret | quote }}
-      key: {{ $v.s3.existingSecretAccessKeyKey | quote }}
-- name: LIKENESS_S3_SECRET_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ $v.s3.existingSecret | quote }}
-      key: {{ $v.s3.existingSecretSecretKeyKey | quote }}
-{{- end }}
-- name: LIKENESS_HMAC_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ $v.hmac.existingSecret | quote }}
-      key: {{ $v.hmac.existingSecretKey | quote }}
-{{- if eq .service "retention" }}
-- name: LIKENESS_RECEIPT_SIGNING_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ $svc.receipts.existingSecret | quote }}
-      key: {{ $svc.receipts.existingSecretKey | quote }}
-{{- with $svc.receipts.previousPublicKeys }}
-- name: LIKENESS_RECEIPT_PREVIOUS_PUBLIC_KEYS
-  value: {{ toJson . | quote }}
-{{- end }}
-{{- end }}
-{{- if eq .service "renderer" }}
-- name: LIKENESS_WATERMARK_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ $svc.marking.existingSecret | quote }}
-      key: {{ $svc.marking.watermarkKeyKey | quote }}
-- name: LIKENESS_C2PA_SIGN
-  value: {{ $svc.marking.c2paSign | quote }}
-{{- if $svc.marking.c2paSign }}
-- name: LIKENESS_C2PA_CERT_CHAIN
-  valueFrom:
-    secretKeyRef:
-      name: {{ $svc.marking.existingSecret | quote }}
-      key: {{ $svc.marking.c2paCertChainKey | quote }}
-- name: LIKENESS_C2PA_PRIVATE_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ $svc.marking.existingSecret | quote }}
-      key: {{ $svc.marking.c2paPrivateKeyKey | quote }}
-{{- end }}
-{{- end }}
-{{- if $v.tls.caBundle.existingConfigMap }}
-# Every client library reads these: OpenSSL (NATS, the OTLP exporter, urllib), requests (Vault), minio (S3).
-- name: SSL_CERT_FILE
-  value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
-- name: REQUESTS_CA_BUNDLE
-  value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
-{{- end }}
-{{- end -}}
-
-{{/* Whether a service authenticates to Vault (all but the gateway). Input: service name. Renders "true" or "". */}}
 {{- define "likeness.usesVault" -}}
-{{- if ne . "gateway" }}true{{ end -}}
+{{- if not (has . (list "gateway" "bootstrap")) }}true{{ end -}}
 {{- end -}}
 
 {{/*
@@ -279,25 +217,32 @@ namespace: {{ .Release.Namespace | quote }}
 
 {{/*
 Refuse values that production would refuse anyway, at render time rather than in a crash loop: every hop is
-TLS in a cluster (ARCHITECTURE.md, principle 7).
+TLS in a cluster (ARCHITECTURE.md, principle 7), gRPC hops mutual TLS (certificates: likeness.tlsSecretName,
+likeness.certificate).
 */}}
 {{- define "likeness.validate" -}}
 {{- $v := .Values -}}
+{{- if and $v.tls.certManager.enabled (not $v.tls.certManager.issuerRef.name) -}}
+{{- fail "tls.certManager.issuerRef.name is required when tls.certManager.enabled is true: the Issuer or ClusterIssuer that signs every process's certificate (see \"Mutual TLS\" in the chart's README)" -}}
+{{- end -}}
 {{- if eq $v.config.env "production" -}}
 {{- if not (hasPrefix "tls://" $v.nats.url) -}}
 {{- fail (printf "nats.url must use tls:// when config.env is production (got %q)" $v.nats.url) -}}
 {{- end -}}
 {{- $urls := dict "s3.endpoint" $v.s3.endpoint "vault.addr" $v.vault.addr -}}
-{{- if not $v.gateway.auth.jwksExistingSecret -}}
-{{- $_ := set $urls "gateway.auth.jwksUrl" $v.gateway.auth.jwksUrl -}}
+{{- if not $v.auth.jwksExistingSecret -}}
+{{- $_ := set $urls "auth.jwksUrl" $v.auth.jwksUrl -}}
 {{- end -}}
 {{- range $key, $url := $urls -}}
 {{- if not (hasPrefix "https://" $url) -}}
 {{- fail (printf "%s must use https:// when config.env is production (got %q)" $key $url) -}}
 {{- end -}}
 {{- end -}}
-{{- if not (or $v.gateway.auth.jwksUrl $v.gateway.auth.jwksExistingSecret) -}}
-{{- fail "gateway.auth.jwksUrl or gateway.auth.jwksExistingSecret is required when config.env is production: the gateway verifies tokens against the identity provider's keys" -}}
+{{- if not (or $v.auth.jwksUrl $v.auth.jwksExistingSecret) -}}
+{{- fail "auth.jwksUrl or auth.jwksExistingSecret is required when config.env is production: every process verifies end users' tokens against the identity provider's keys" -}}
+{{- end -}}
+{{- if $v.auth.jwtDevSecretExistingSecret -}}
+{{- fail "auth.jwtDevSecretExistingSecret is for development only: production verifies tokens against the identity provider's keys (auth.jwksUrl or auth.jwksExistingSecret) and refuses a signing secret" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

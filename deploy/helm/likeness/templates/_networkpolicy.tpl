@@ -2,12 +2,14 @@
 The NetworkPolicy of one workload; common-networkpolicy.yaml denies all other ingress and egress.
 Ingress:
   http   (gateway) its REST port from gateway.networkPolicy.from (empty: anywhere) and the helm test pod
-  grpc   its gRPC port from the gateway's pods, plus networkPolicy.extraFrom
-  worker no API port at all
+  grpc   its gRPC API port (mutual TLS) from the gateway's pods, plus networkPolicy.extraFrom; its plaintext
+         health port from nobody: the kubelet probes from the pod's own node, which NetworkPolicy always
+         admits (networkPolicy.probesFrom adds peers, for a CNI that filters node traffic too)
+  worker no API port at all (nobody calls a GPU worker)
   and, for everyone, the metrics port from networkPolicy.metricsFrom (empty: anywhere).
-Egress: DNS and NATS for everyone; the gateway its four gRPC backends and the JWKS URL; every other service
-S3 and Vault; everyone the OTLP collector when traces are exported. Kubelet probes are not subject to
-NetworkPolicy.
+Egress: DNS and NATS for everyone; the gateway its four gRPC backends; every other service S3 and Vault;
+the gateway and the gRPC services (which verify end users' tokens) the JWKS URL unless the keys are a file;
+everyone the OTLP collector when traces are exported. (The bootstrap Job's policy: likeness.bootstrap.)
 Input: dict root, service, role.
 */}}
 {{- define "likeness.networkPolicy" -}}
@@ -55,6 +57,13 @@ spec:
         {{- with $pod.networkPolicy.extraFrom }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+    {{- with $v.networkPolicy.probesFrom }}
+    - ports:
+        - port: health
+          protocol: TCP
+      from:
+        {{- toYaml . | nindent 8 }}
+    {{- end }}
     {{- end }}
     - ports:
         - port: metrics
@@ -77,12 +86,12 @@ spec:
             matchLabels:
               {{- include "likeness.selectorLabels" (dict "root" $root "component" $selected) | nindent 14 }}
     {{- end }}
-    {{- if not $svc.auth.jwksExistingSecret }}
-    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.jwks "url" $svc.auth.jwksUrl "default" "443") | nindent 4 }}
-    {{- end }}
     {{- else }}
     {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.s3 "url" $v.s3.endpoint "default" "443") | nindent 4 }}
     {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.vault "url" $v.vault.addr "default" "8200") | nindent 4 }}
+    {{- end }}
+    {{- if and (ne $w.kind "worker") (not $v.auth.jwksExistingSecret) }}
+    {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.jwks "url" $v.auth.jwksUrl "default" "443") | nindent 4 }}
     {{- end }}
     {{- with $v.config.otlpEndpoint }}
     {{- include "likeness.egressRule" (dict "target" $v.networkPolicy.egress.otlp "url" . "default" "4317") | nindent 4 }}

@@ -1,0 +1,144 @@
+"""Turns a published CustomResourceDefinition into the strict JSON schema the chart tests validate against.
+
+    python deploy/tests/crd_schemas/convert_crd.py           # every schema of CONVERSIONS, written in place
+    python deploy/tests/crd_schemas/convert_crd.py CRD.yaml VERSION "SOURCE" > GROUP_VERSION_KIND.json
+
+The schema is the CRD's own `openAPIV3Schema` for VERSION, changed only where JSON Schema (draft-07) and the
+API server read it differently, so a manifest passes here exactly when the API server would take it with
+`kubectl apply --validate=strict`:
+- an object with `properties` (and neither `additionalProperties` nor `x-kubernetes-preserve-unknown-fields`)
+  refuses any other field (`additionalProperties: false`): the API server refuses unknown fields;
+- `x-kubernetes-int-or-string` becomes `type: [integer, string]`, and `nullable` adds `null` to the type;
+- `metadata` (a bare `type: object` in every CRD) becomes the object metadata a chart sets, strictly: name,
+  namespace, labels, annotations; `apiVersion` and `kind` are constants and, with `metadata`, required;
+  `status` is left out (the server's, never a chart's);
+- descriptions and the other `x-kubernetes-*` extensions are dropped (list types are no validation rule;
+  CEL rules, `x-kubernetes-validations`, cannot be evaluated here and are named in `$comment`).
+
+The CRD itself is kept beside the result (crds/, unmodified) with its origin in SOURCE, and
+test_chart_kubernetes_schemas.py converts it again and compares, so the schema is the CRD's, never edited
+by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+DRAFT = "http://json-schema.org/draft-07/schema#"
+#: Each converted schema: its file here -> (the CRD as published, under crds/; the version; where it is from).
+CONVERSIONS: dict[str, tuple[str, str, str]] = {
+    "cert-manager.io_v1_Certificate.json": (
+        "crds/cert-manager.io_certificates.yaml",
+        "v1",
+        "cert-manager v1.21.1 (github.com/cert-manager/cert-manager, commit "
+        "24e33194fb39488eff2bbf10c6dc640f407cad44), deploy/crds/cert-manager.io_certificates.yaml",
+    ),
+}
+#: Object metadata as a chart writes it (the same definition as the other schemas of this folder).
+OBJECT_META: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+        "namespace": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+def _strict(node: Any, rules: list[str], path: str) -> Any:
+    """One schema node of the CRD as strict JSON Schema (see the module's docstring)."""
+    if isinstance(node, list):
+        return [_strict(item, rules, path) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "description":
+            continue
+        if key == "x-kubernetes-validations":
+            rules += [f"{path or '.'}: {rule['rule']}" for rule in value]
+            continue
+        if key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        if key == "properties":
+            converted[key] = {name: _strict(child, rules, f"{path}.{name}") for name, child in value.items()}
+        elif key in ("items", "additionalProperties"):
+            converted[key] = _strict(value, rules, f"{path}[]")
+        else:
+            converted[key] = _strict(value, rules, path)
+    if node.get("x-kubernetes-int-or-string"):
+        converted["type"] = ["integer", "string"]
+    if node.get("nullable") and "type" in converted:
+        types = converted["type"] if isinstance(converted["type"], list) else [converted["type"]]
+        converted["type"] = [*types, "null"]
+    preserves_unknown = node.get("x-kubernetes-preserve-unknown-fields", False)
+    if "properties" in node and "additionalProperties" not in node and not preserves_unknown:
+        converted["additionalProperties"] = False
+    return converted
+
+
+def convert(crd: dict[str, Any], version: str, source: str, digest: str) -> dict[str, Any]:
+    """The JSON schema of the CRD's VERSION, as this module's docstring says."""
+    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+    (served,) = [entry for entry in crd["spec"]["versions"] if entry["name"] == version]
+    root = served["schema"]["openAPIV3Schema"]
+    rules: list[str] = []
+    properties = {
+        name: _strict(child, rules, f".{name}")
+        for name, child in root["properties"].items()
+        if name not in ("apiVersion", "kind", "metadata", "status")
+    }
+    comment = (
+        f"Generated by deploy/tests/crd_schemas/convert_crd.py from {source} "
+        f"(sha256 {digest}); do not edit, convert again."
+    )
+    if rules:
+        comment += " Rules of the CRD not checked here (CEL): " + "; ".join(rules)
+    return {
+        "$schema": DRAFT,
+        "$comment": comment,
+        "title": f"{kind} ({group}/{version}), from the CRD {crd['metadata']['name']}",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", *root.get("required", [])],
+        "properties": {
+            "apiVersion": {"const": f"{group}/{version}"},
+            "kind": {"const": kind},
+            "metadata": OBJECT_META,
+            **properties,
+        },
+    }
+
+
+def convert_file(path: Path, version: str, source: str) -> str:
+    """The schema's text, as committed next to the others."""
+    text = path.read_bytes()
+    crd = yaml.safe_load(text)
+    schema = convert(crd, version, source, hashlib.sha256(text).hexdigest())
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        for name, (crd, version, source) in CONVERSIONS.items():
+            (HERE / name).write_text(convert_file(HERE / crd, version, source))
+        return 0
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    sys.stdout.write(convert_file(Path(argv[0]), argv[1], argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,486 @@
+"""What Likeness needs from NATS and S3, provisioned once, and who may do what with it.
+
+One description serves every place that must agree: `likeness bootstrap` creates these streams, KV
+buckets, durable consumers and the S3 bucket (services only bind to them); `likeness.access_policies`
+derives each identity's nats-server permissions, SeaweedFS identities, bucket policy and IAM policies from
+it; the dev stack and the chart render the same tables.
+
+Identities are one per process kind (`gateway`, `retention`, `ingest`, `trainer`, `trainer-worker`,
+`renderer`, `renderer-worker`) plus `bootstrap`, which provisions. An identity's NATS access is declared
+here in the words of the code that uses it (the buckets it writes, the events it publishes, the
+consumers it binds); its JetStream API subjects are derived from that, never listed by hand.
+
+Bounds: every stream and bucket has a byte bound, so that a runaway writer fills its own quota instead of
+the disk. JetStream reserves every bound from the server's storage when the stream is made (it refuses
+one that does not fit), so together they stay modest (about 5 GiB): production raises them here, where
+they are reviewed (issue 18). The audit stream refuses new records when full (`DiscardNew`): a record is
+never dropped silently to make room.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+# ------------------------------------------------------------------------------------------ names
+
+EVENTS_STREAM = "LIKENESS_EVENTS"
+AUDIT_STREAM = "LIKENESS_AUDIT"
+TRAIN_STREAM = "LIKENESS_JOBS_TRAIN"
+RENDER_STREAM = "LIKENESS_JOBS_RENDER"
+
+SUBJECTS_BUCKET = "subjects"
+ERASURES_BUCKET = "erasures"
+TENANTS_BUCKET = "tenants"
+DEADLINES_BUCKET = "deadlines"
+LEASES_BUCKET = "leases"
+RECEIPTS_BUCKET = "receipts"
+PHOTOS_BUCKET = "photos"
+TRAININGS_BUCKET = "trainings"
+RENDERS_BUCKET = "renders"
+TEAM_LOOKS_BUCKET = "team_looks"
+GATEWAY_IDEMPOTENCY_BUCKET = "gateway_idempotency"
+#: Retention's buckets, in the order `RetentionRecords` opens them.
+RETENTION_BUCKETS = (
+    SUBJECTS_BUCKET,
+    ERASURES_BUCKET,
+    TENANTS_BUCKET,
+    DEADLINES_BUCKET,
+    LEASES_BUCKET,
+    RECEIPTS_BUCKET,
+)
+
+TRAINER_WORKERS_CONSUMER = "trainer-workers"
+RENDERER_WORKERS_CONSUMER = "renderer-workers"
+RETENTION_DEADLINES_CONSUMER = "retention-deadlines"
+
+GATEWAY = "gateway"
+RETENTION = "retention"
+INGEST = "ingest"
+TRAINER = "trainer"
+TRAINER_WORKER = "trainer-worker"
+RENDERER = "renderer"
+RENDERER_WORKER = "renderer-worker"
+BOOTSTRAP = "bootstrap"
+SERVICE_IDENTITIES = (GATEWAY, RETENTION, INGEST, TRAINER, TRAINER_WORKER, RENDERER, RENDERER_WORKER)
+
+DEFAULT_S3_BUCKET = "likeness-data"
+
+DAY = 24 * 3600.0
+GIB = 1024**3
+MIB = 1024**2
+
+#: NATS subjects (`likeness.bus` builds them; repeated here as the filters and allow-lists they are).
+SUBJECT_ERASED = "evt.*.*.subject.erased"
+#: Where refused gRPC calls are audited (`likeness.audit.CallAudit`): no tenant, so a token of its own.
+CALL_DENIED_AUDIT = "audit._mesh.call_denied"
+
+
+def erasures_consumer_name(service: str) -> str:
+    """The durable consumer through which a service's replicas purge an erased subject's records."""
+    return f"{service}-erasures"
+
+
+def inbox_prefix(identity: str) -> str:
+    """The reply subjects of an identity's connection: its own, so no other identity can read them."""
+    return f"_INBOX.{identity}"
+
+
+def deliver_subject(consumer: str) -> str:
+    """Where a provisioned push consumer delivers: a subject only its owner may subscribe to."""
+    return f"_deliver.{consumer}"
+
+
+# --------------------------------------------------------------------------------------- streams
+
+STREAMS: tuple[StreamConfig, ...] = (
+    StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=["evt.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=30 * DAY,
+        max_bytes=1 * GIB,
+        duplicate_window=120.0,
+        discard=DiscardPolicy.OLD,
+    ),
+    StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=["audit.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=6 * 365 * DAY,
+        max_bytes=2 * GIB,
+        duplicate_window=120.0,
+        # Full means full: a write fails (and says so) instead of pushing the oldest record out.
+        discard=DiscardPolicy.NEW,
+        # Nobody deletes or purges a record, not even the stream's writer; nats-server refuses to turn
+        # these off again once set.
+        deny_delete=True,
+        deny_purge=True,
+    ),
+    StreamConfig(
+        name=TRAIN_STREAM,
+        subjects=["job.train.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_bytes=128 * MIB,
+        duplicate_window=600.0,
+        # A full queue refuses new jobs (the serve role answers "unavailable") rather than losing old ones.
+        discard=DiscardPolicy.NEW,
+    ),
+    StreamConfig(
+        name=RENDER_STREAM,
+        subjects=["job.render.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_bytes=128 * MIB,
+        duplicate_window=600.0,
+        discard=DiscardPolicy.NEW,
+    ),
+)
+#: Streams bootstrap creates but never changes afterwards: their drift is reported, an operator decides.
+FROZEN_STREAMS = frozenset({AUDIT_STREAM})
+
+
+def stream(name: str) -> StreamConfig:
+    return next(config for config in STREAMS if config.name == name)
+
+
+def sized_audit_stream(max_bytes: int) -> StreamConfig:
+    """The audit stream with another byte bound (an operator's choice at the first bootstrap)."""
+    return replace(stream(AUDIT_STREAM), max_bytes=max_bytes)
+
+
+# ------------------------------------------------------------------------------------ KV buckets
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """A JetStream KV bucket, stored as the stream `KV_<name>` with the configuration nats-py gives it."""
+
+    name: str
+    history: int = 1
+    ttl: float | None = None
+    max_bytes: int = 128 * MIB
+
+    @property
+    def stream_name(self) -> str:
+        return f"KV_{self.name}"
+
+    def stream_config(self) -> StreamConfig:
+        """What `JetStreamContext.create_key_value` would create (so clients bind it as a bucket)."""
+        duplicate_window = 120.0 if not self.ttl else min(120.0, self.ttl)
+        return StreamConfig(
+            name=self.stream_name,
+            subjects=[f"$KV.{self.name}.>"],
+            allow_rollup_hdrs=True,
+            allow_msg_ttl=True,
+            deny_delete=True,
+            discard=DiscardPolicy.NEW,
+            duplicate_window=duplicate_window,
+            max_age=self.ttl,
+            max_bytes=self.max_bytes,
+            max_consumers=-1,
+            max_msgs=-1,
+            max_msgs_per_subject=self.history,
+            num_replicas=1,
+            storage=StorageType.FILE,
+        )
+
+
+#: The gateway's idempotency records live as long as a client may retry (`idempotency_ttl_seconds`).
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
+
+BUCKETS: tuple[BucketSpec, ...] = (
+    *(BucketSpec(name) for name in RETENTION_BUCKETS),
+    BucketSpec(PHOTOS_BUCKET),
+    BucketSpec(TRAININGS_BUCKET),
+    BucketSpec(RENDERS_BUCKET),
+    BucketSpec(TEAM_LOOKS_BUCKET, max_bytes=32 * MIB),
+    BucketSpec(GATEWAY_IDEMPOTENCY_BUCKET, ttl=IDEMPOTENCY_TTL_SECONDS, max_bytes=512 * MIB),
+)
+
+
+def bucket(name: str) -> BucketSpec:
+    return next(spec for spec in BUCKETS if spec.name == name)
+
+
+# ------------------------------------------------------------------------------------- consumers
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable consumer: `pull` (a work queue's workers fetch) or `push` (delivered to a queue group of
+    the owner's replicas, on a deliver subject only the owner may subscribe to)."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    pull: bool
+    ack_wait: float = 30.0
+    max_deliver: int = 20
+    max_ack_pending: int = 1000
+
+    @property
+    def deliver_subject(self) -> str | None:
+        return None if self.pull else deliver_subject(self.name)
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=self.name,
+            durable_name=self.name,
+            filter_subject=self.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            deliver_subject=self.deliver_subject,
+            deliver_group=None if self.pull else self.name,
+        )
+
+
+#: Fields of a work queue's consumer its workers may tune themselves (`QueueWorker` applies its
+#: `ack_wait`/`max_deliver` settings at start): bootstrap creates them with these defaults, then leaves them.
+WORKER_TUNED_FIELDS = ("ack_wait", "max_deliver")
+
+
+def work_queue_consumer(stream_name: str, name: str, max_deliver: int) -> ConsumerSpec:
+    """A work queue's pull consumer, with its workers' default AckWait (`ack_wait_seconds`)."""
+    subjects = stream(stream_name).subjects or [">"]
+    return ConsumerSpec(
+        stream_name, name, subjects[0], pull=True, ack_wait=60.0, max_deliver=max_deliver, max_ack_pending=64
+    )
+
+
+def erasures_consumer(name: str) -> ConsumerSpec:
+    """A push consumer of `subject.erased` (the configuration `Bus.watch_events` binds with `durable`)."""
+    return ConsumerSpec(EVENTS_STREAM, name, SUBJECT_ERASED, pull=False)
+
+
+def deadlines_consumer(name: str = RETENTION_DEADLINES_CONSUMER) -> ConsumerSpec:
+    return ConsumerSpec(EVENTS_STREAM, name, "evt.>", pull=False)
+
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    # Trainer: `max_deliver` 3 attempts plus the final delivery it reserves to fail a job whose every
+    # attempt died; renderer: 3.
+    work_queue_consumer(TRAIN_STREAM, TRAINER_WORKERS_CONSUMER, max_deliver=4),
+    work_queue_consumer(RENDER_STREAM, RENDERER_WORKERS_CONSUMER, max_deliver=3),
+    deadlines_consumer(),
+    *(erasures_consumer(erasures_consumer_name(service)) for service in (INGEST, TRAINER, RENDERER, GATEWAY)),
+)
+
+
+def consumer(name: str) -> ConsumerSpec:
+    return next(spec for spec in CONSUMERS if spec.name == name)
+
+
+def retention_resources(prefix: str) -> tuple[list[BucketSpec], list[ConsumerSpec]]:
+    """Retention's buckets and deadlines consumer under a name prefix (`kv_bucket_prefix`: tests run
+    isolated retention instances on shared servers this way; production uses no prefix)."""
+    buckets = [replace(bucket(name), name=f"{prefix}{name}") for name in RETENTION_BUCKETS]
+    return buckets, [deadlines_consumer(f"{prefix}{RETENTION_DEADLINES_CONSUMER}")]
+
+
+# ------------------------------------------------------------------------------------------- S3
+
+#: Object keys of one kind, as patterns (`*` matches any characters, `/` included; keys come only from
+#: `likeness.object_names`, so `t/<tenant>/s/<subject>/<kind>/...` holds).
+PHOTOS = "t/*/s/*/photos/*"
+FACES = "t/*/s/*/faces/*"
+MODELS = "t/*/s/*/models/*"
+LORAS = "t/*/s/*/models/*/lora"
+CHECKPOINTS = "t/*/s/*/models/*/ckpt-*"
+RENDERS = "t/*/s/*/renders/*"
+EVERY_SUBJECT = "t/*"
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """What one identity may do in the bucket, by key pattern. `delete` places delete markers (the
+    object is hidden, its versions stay); `delete_versions` removes versions for good: only retention,
+    plus what a GPU worker's own killed attempt left behind (the trainer worker's checkpoints, scratch state
+    it alone reads, gone once trained; the render worker's images of an attempt that is redone), so that no
+    copy of a person's outputs outlives the attempt that made it (data minimisation)."""
+
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    delete_versions: tuple[str, ...] = ()
+    list: tuple[str, ...] = ()
+    #: Creates the bucket and sets its versioning and policy (bootstrap only).
+    configure_bucket: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.read or self.write or self.delete or self.delete_versions or self.list)
+
+
+# ------------------------------------------------------------------------------------------ NATS
+
+
+@dataclass(frozen=True)
+class NatsAccess:
+    """What one identity does on NATS, in the words of the code that does it."""
+
+    #: KV buckets it reads and writes (get, put, create, update, delete, purge, listing).
+    kv: tuple[str, ...] = ()
+    #: Of those, buckets it watches (a job's record, to stop when it is cancelled).
+    kv_watch: tuple[str, ...] = ()
+    #: NATS subjects it publishes on (stream subjects: events, jobs, audit).
+    publish: tuple[str, ...] = ()
+    #: Durable consumers it binds and acknowledges (pull: fetches; push: subscribes to its deliver subject).
+    consumers: tuple[str, ...] = ()
+    #: Of those, work-queue consumers whose `WORKER_TUNED_FIELDS` it updates.
+    tunes: tuple[str, ...] = ()
+    #: Work-queue consumers whose lag it reads (info of the consumer and stream, the oldest message).
+    lag_of: tuple[str, ...] = ()
+    #: (stream, filter) of short-lived consumers it creates, without acks (new events only).
+    ephemeral: tuple[tuple[str, str], ...] = ()
+    #: Streams whose messages it reads one by one (is this event already published?).
+    stream_reads: tuple[str, ...] = ()
+    #: Streams it purges by NATS subject (a subject's history; a training's own late events).
+    stream_purges: tuple[str, ...] = ()
+    #: Plain (core NATS) subscriptions: the gateway's caches and progress feeds.
+    subscribe: tuple[str, ...] = ()
+    #: Provisioning: creates and updates streams and consumers (never the frozen ones), reads no message.
+    provisions: bool = False
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    nats: NatsAccess = field(default_factory=NatsAccess)
+    #: None: no S3 identity at all (the gateway holds no storage right).
+    s3: S3Access | None = None
+    #: What the identity is, in a sentence (rendered next to its permissions).
+    about: str = ""
+
+
+IDENTITIES: tuple[Identity, ...] = (
+    Identity(
+        GATEWAY,
+        NatsAccess(
+            kv=(GATEWAY_IDEMPOTENCY_BUCKET,),
+            consumers=(erasures_consumer_name(GATEWAY),),
+            subscribe=(SUBJECT_ERASED, "evt.*.*.training.*", "evt.*.*.render.*"),
+        ),
+        about="the public API: its idempotency records and the progress events it streams, nothing else",
+    ),
+    Identity(
+        RETENTION,
+        NatsAccess(
+            kv=RETENTION_BUCKETS,
+            publish=("evt.*.*.subject.opened", "evt.*.*.subject.erased", "audit.>"),
+            consumers=(RETENTION_DEADLINES_CONSUMER,),
+            stream_purges=(EVENTS_STREAM,),
+        ),
+        S3Access(list=(EVERY_SUBJECT,), delete=(EVERY_SUBJECT,), delete_versions=(EVERY_SUBJECT,)),
+        about="subjects, deadlines and erasures: the only one that announces an erasure or deletes versions",
+    ),
+    Identity(
+        INGEST,
+        NatsAccess(
+            kv=(PHOTOS_BUCKET,),
+            publish=("evt.*.*.photo.*", CALL_DENIED_AUDIT),
+            consumers=(erasures_consumer_name(INGEST),),
+        ),
+        S3Access(read=(PHOTOS, FACES), write=(PHOTOS, FACES), delete=(PHOTOS, FACES), list=(PHOTOS, FACES)),
+        about="sanitized photos and face templates",
+    ),
+    Identity(
+        TRAINER,
+        NatsAccess(
+            kv=(TRAININGS_BUCKET,),
+            publish=("job.train.*.*", CALL_DENIED_AUDIT),
+            consumers=(erasures_consumer_name(TRAINER),),
+            lag_of=(TRAINER_WORKERS_CONSUMER,),
+        ),
+        S3Access(),
+        about="the training API: queues jobs, reads and cancels records; no object",
+    ),
+    Identity(
+        TRAINER_WORKER,
+        NatsAccess(
+            kv=(TRAININGS_BUCKET,),
+            kv_watch=(TRAININGS_BUCKET,),
+            publish=("evt.*.*.training.*",),
+            consumers=(TRAINER_WORKERS_CONSUMER,),
+            tunes=(TRAINER_WORKERS_CONSUMER,),
+            ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),
+            stream_reads=(EVENTS_STREAM,),
+            stream_purges=(EVENTS_STREAM,),
+        ),
+        S3Access(
+            read=(PHOTOS, MODELS),
+            write=(MODELS,),
+            delete=(MODELS,),
+            delete_versions=(CHECKPOINTS,),
+            list=(MODELS,),
+        ),
+        about="the GPU training worker: photos in, checkpoints and a LoRA out",
+    ),
+    Identity(
+        RENDERER,
+        NatsAccess(
+            kv=(RENDERS_BUCKET, TEAM_LOOKS_BUCKET),
+            publish=("job.render.*.*", CALL_DENIED_AUDIT),
+            consumers=(erasures_consumer_name(RENDERER),),
+            lag_of=(RENDERER_WORKERS_CONSUMER,),
+        ),
+        S3Access(read=(RENDERS,)),
+        about="the render API: queues jobs, team looks, streams finished images",
+    ),
+    Identity(
+        RENDERER_WORKER,
+        NatsAccess(
+            kv=(RENDERS_BUCKET,),
+            kv_watch=(RENDERS_BUCKET,),
+            publish=("evt.*.*.render.*",),
+            consumers=(RENDERER_WORKERS_CONSUMER,),
+            tunes=(RENDERER_WORKERS_CONSUMER,),
+            ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),
+            stream_reads=(EVENTS_STREAM,),
+        ),
+        S3Access(
+            read=(LORAS, FACES),
+            write=(RENDERS,),
+            delete=(RENDERS,),
+            delete_versions=(RENDERS,),
+            list=(FACES, RENDERS),
+        ),
+        about="the GPU render worker: a LoRA and face templates in, marked images out",
+    ),
+    Identity(
+        BOOTSTRAP,
+        NatsAccess(provisions=True),
+        S3Access(configure_bucket=True),
+        about=(
+            "provisioning (`likeness bootstrap`): creates the streams, buckets and consumers the spec "
+            "names, and no consumer of its own: reads no record"
+        ),
+    ),
+)
+
+
+def identity(name: str) -> Identity:
+    for found in IDENTITIES:
+        if found.name == name:
+            return found
+    raise KeyError(f"no identity {name!r}; known: {', '.join(spec.name for spec in IDENTITIES)}")
+
+
+def owner_of_consumer(name: str) -> str:
+    """The identity that binds a provisioned consumer."""
+    return next(spec.name for spec in IDENTITIES if name in spec.nats.consumers)

@@ -1,0 +1,25 @@
+"""What each of the trainer's gRPC methods asks of the end user's token (`likeness.method_access`).
+
+Scopes are those of the gateway routes that call the method (any one admits): a render request reads its
+training, a data export lists them. `likeness.grpc_user_tokens.UserTokenInterceptor` enforces the table;
+each method also checks its request's tenant, and the training's subject against the token (NOT_FOUND when
+the token may not see it, as for a training that does not exist).
+"""
+
+from __future__ import annotations
+
+from likeness.method_access import subject, token_rules
+from likeness.v1 import trainer_pb2
+
+SERVICE = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]
+
+TOKEN_RULES = token_rules(
+    SERVICE,
+    {
+        "SubmitTraining": subject("trainings:write"),
+        "GetTraining": subject("trainings:read", "trainings:write", "renders:write"),
+        "CancelTraining": subject("trainings:write"),
+        "WatchTraining": subject("trainings:read"),
+        "ListTrainings": subject("trainings:read", "subjects:export"),
+    },
+)

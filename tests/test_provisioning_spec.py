@@ -1,0 +1,131 @@
+"""The provisioning spec agrees with the code that binds to what it provisions, and its derived rights
+say what the architecture says (no server: these read the spec and the services' own constants)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from gateway.config import GatewaySettings
+from ingest.records import PHOTOS_BUCKET
+from likeness import provisioning
+from likeness.access_policies import bucket_policy, iam_policies, nats_permissions
+from likeness.config import CommonSettings
+from likeness.job_metrics import RENDER, TRAIN
+from likeness.provisioning import (
+    AUDIT_STREAM,
+    BOOTSTRAP,
+    BUCKETS,
+    CONSUMERS,
+    IDENTITIES,
+    RETENTION,
+    SERVICE_IDENTITIES,
+    identity,
+    owner_of_consumer,
+)
+from renderer.records import RENDERS_BUCKET
+from renderer.team_looks import TEAM_LOOKS_BUCKET
+from renderer.worker import RenderWorker
+from retention import records as retention_records
+from trainer.records import TRAININGS_BUCKET
+from trainer.worker import TrainingWorker
+
+
+def test_the_services_bind_to_the_names_bootstrap_provisions() -> None:
+    names = {spec.name for spec in BUCKETS}
+    assert {PHOTOS_BUCKET, RENDERS_BUCKET, TEAM_LOOKS_BUCKET, TRAININGS_BUCKET} <= names
+    retention = (
+        retention_records.SUBJECTS_BUCKET,
+        retention_records.ERASURES_BUCKET,
+        retention_records.TENANTS_BUCKET,
+        retention_records.DEADLINES_BUCKET,
+        retention_records.LEASES_BUCKET,
+        retention_records.RECEIPTS_BUCKET,
+    )
+    assert retention == provisioning.RETENTION_BUCKETS
+    gateway = GatewaySettings()
+    assert gateway.idempotency_bucket == provisioning.GATEWAY_IDEMPOTENCY_BUCKET
+    bucket = provisioning.bucket(gateway.idempotency_bucket)
+    assert bucket.ttl == gateway.idempotency_ttl_seconds, "records expire when the gateway expects"
+    assert gateway.erasures_durable == provisioning.erasures_consumer_name("gateway")
+    assert TrainingWorker.durable == TRAIN.durable == provisioning.TRAINER_WORKERS_CONSUMER
+    assert RenderWorker.durable == RENDER.durable == provisioning.RENDERER_WORKERS_CONSUMER
+    assert TRAIN.stream == provisioning.TRAIN_STREAM
+    assert RENDER.stream == provisioning.RENDER_STREAM
+
+
+def test_every_consumer_has_exactly_one_owner_and_every_bucket_one_service() -> None:
+    for spec in CONSUMERS:
+        owners = [found.name for found in IDENTITIES if spec.name in found.nats.consumers]
+        assert owners == [owner_of_consumer(spec.name)], spec.name
+    for spec in BUCKETS:
+        writers = {found.name.removesuffix("-worker") for found in IDENTITIES if spec.name in found.nats.kv}
+        assert len(writers) == 1, f"{spec.name} is written by {writers}: one owner per bucket"
+
+
+def test_every_stream_and_bucket_is_bounded_and_the_audit_stream_fails_closed() -> None:
+    assert all((config.max_bytes or 0) > 0 for config in provisioning.STREAMS)
+    assert all(spec.max_bytes > 0 for spec in BUCKETS)
+    audit = provisioning.stream(AUDIT_STREAM)
+    assert audit.deny_delete
+    assert audit.deny_purge
+    assert audit.discard is not None
+    assert audit.discard.value == "new"
+
+
+def test_only_retention_may_announce_an_erasure_or_touch_the_audit_trail_records() -> None:
+    for spec in IDENTITIES:
+        permissions = nats_permissions(spec)
+        announces = "evt.*.*.subject.erased" in permissions.publish_allow
+        assert announces == (spec.name == RETENTION), spec.name
+        assert "evt.*.*.subject.erased" in permissions.publish_deny or spec.name == RETENTION
+        assert f"$JS.API.STREAM.PURGE.{AUDIT_STREAM}" in permissions.publish_deny
+        assert f"$JS.API.STREAM.UPDATE.{AUDIT_STREAM}" in permissions.publish_deny
+
+
+def test_no_identity_may_read_every_reply_or_the_whole_bus() -> None:
+    for spec in IDENTITIES:
+        permissions = nats_permissions(spec)
+        assert "_INBOX.>" not in permissions.subscribe_allow
+        assert f"_INBOX.{spec.name}.>" in permissions.subscribe_allow
+        assert not {">", "evt.>", "$JS.API.>", "$KV.>"} & set(permissions.publish_allow), spec.name
+
+
+def test_the_gateway_touches_only_its_bucket_its_consumer_and_its_feeds() -> None:
+    permissions = nats_permissions(identity("gateway"))
+    assert all(
+        subject.startswith(("$KV.gateway_idempotency.", "$JS.ACK.LIKENESS_EVENTS.gateway-erasures."))
+        or subject.endswith(("KV_gateway_idempotency", "LIKENESS_EVENTS.gateway-erasures"))
+        for subject in permissions.publish_allow
+    ), permissions.publish_allow
+    assert identity("gateway").s3 is None
+
+
+def test_versions_are_deleted_by_retention_and_by_gpu_workers_of_their_own_attempts_only() -> None:
+    policies = iam_policies("b")
+    holders = {
+        name: statement["Resource"]
+        for name, policy in policies.items()
+        for statement in policy["Statement"]
+        if "s3:DeleteObjectVersion" in statement["Action"]
+    }
+    assert holders == {
+        RETENTION: ["arn:aws:s3:::b/t/*"],
+        "trainer-worker": ["arn:aws:s3:::b/t/*/s/*/models/*/ckpt-*"],
+        "renderer-worker": ["arn:aws:s3:::b/t/*/s/*/renders/*"],
+    }
+    denied = {principal for s in bucket_policy("b")["Statement"] for principal in s["Principal"]["AWS"]}
+    expected = {name for name in SERVICE_IDENTITIES if identity(name).s3 is not None}
+    assert {arn.rsplit("/", 1)[1] for arn in denied} == expected
+    assert BOOTSTRAP not in policies or "s3:GetObject" not in str(policies[BOOTSTRAP])
+
+
+def test_production_refuses_a_development_nats_password() -> None:
+    values = {
+        "env": "production",
+        "nats_url": "tls://nats:4222",
+        "nats_user": "ingest",
+        "nats_password": SecretStr("dev"),
+    }
+    with pytest.raises(ValidationError, match="LIKENESS_NATS_PASSWORD is a development value"):
+        CommonSettings.model_validate(values)
