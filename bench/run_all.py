@@ -70,7 +70,8 @@ GOALS: dict[str, list[Goal]] = {
         Goal("key_destroyed_p99_s", "<", "GOAL_KEY_P99", 1.0),
         Goal("purge_complete_p99_s", "<", "GOAL_PURGE_P99", 10.0),
     ],
-    "gateway": [Goal("of_ceiling", ">=", "GOAL_OF_CEILING", 0.5)],
+    "gateway": [Goal("of_ceiling", ">=", "GOAL_OF_CEILING", 0.6)],
+    "grpc_hop": [Goal("added_ms_p50", "<", "GOAL_ADDED_MS", 1.0)],
 }
 
 #: Smaller sizes for --quick, per option; a bench gets only the ones its --help lists.
@@ -81,6 +82,7 @@ QUICK_OPTIONS: dict[str, dict[str, str]] = {
     "renderer": {"--subjects": "2", "--images": "4", "--rounds": "1"},
     "erasure": {"--rounds": "5", "--concurrent": "10"},
     "gateway": {"--quick": ""},
+    "grpc_hop": {"--calls": "500", "--rounds": "1"},
 }
 _NOT_BENCHES = {"run_all"}
 
