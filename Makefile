@@ -10,6 +10,11 @@ PACKAGES := libs/likeness/likeness libs/likeness_ml/likeness_ml libs/likeness_ma
 	services/trainer/trainer services/renderer/renderer services/retention/retention cli/likeness_cli \
 	devkit/likeness_dev clients/python/likeness_client
 
+# The dev targets run against the dev servers, as development, said explicitly: an unset LIKENESS_ENV means
+# production, which refuses their plaintext endpoints and development secrets.
+DEV_TARGETS := test test-unit test-integration test-vault-k8s test-chaos bench demo up down clean
+$(DEV_TARGETS): export LIKENESS_ENV := development
+
 .PHONY: venv tools lock lock-check lock-verify system-packages python-venv kube-apiserver proto lint typecheck test test-unit \
 	test-integration test-vault-k8s test-chaos bench demo up down clean
 

@@ -7,8 +7,9 @@ Both servers are uvicorn with one worker, the same options (no access log, our s
 previous answer is in, for a fixed duration after a warm-up. The gateway runs as the dev stack runs it
 (`python -m gateway serve`, its default settings but for a rate limit no load here reaches): every request
 verifies the dev-signed JWT (cached verification, as in production), checks the scope, spends a
-rate-limit token and goes through the same middleware (request id, deadline, metrics, access log: DEBUG
-for a quick successful read by default; trace context, spans recorded only where an OTLP endpoint is
+rate-limit token of its caller and of its tenant (at the edge, with the body, concurrency and
+header-timeout limits) and goes through the same middleware (request id, deadline, metrics, access log:
+DEBUG for a quick successful read by default; trace context, spans recorded only where an OTLP endpoint is
 set). It authorizes the training for the token's tenant (and an end-user token's subject) against a live
 subject on every request; the record itself comes from the gateway's job cache
 (`LIKENESS_JOB_CACHE_SECONDS`, 1 s, dropped by the subject's NATS events): one GetTraining (trainer) and
@@ -192,6 +193,8 @@ def main() -> None:
                 "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2",
                 "LIKENESS_RATE_LIMIT_PER_SECOND": "1000000",
                 "LIKENESS_RATE_LIMIT_BURST": "1000000",
+                "LIKENESS_TENANT_RATE_LIMIT_PER_SECOND": "1000000",
+                "LIKENESS_TENANT_RATE_LIMIT_BURST": "1000000",
                 **(
                     {"LIKENESS_JOB_CACHE_SECONDS": str(args.job_cache_seconds)}
                     if args.job_cache_seconds is not None

@@ -42,6 +42,8 @@ fi
 export PYTHONPATH="libs/likeness_ml:services/renderer${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
 export PYTHONWARNINGS=ignore
+# A benchmark, never a deployment: said explicitly, since an unset LIKENESS_ENV means production.
+export LIKENESS_ENV=development
 
 exec "$python" - "$dry_run" <<'PY'
 import json

@@ -38,6 +38,8 @@ if ! "$PYTHON" -c "import diffusers" 2>/dev/null; then
 fi
 export PYTHONPATH="libs/likeness_ml:services/trainer:libs/likeness${PYTHONPATH:+:$PYTHONPATH}"
 export DIFFUSERS_VERBOSITY=error TRANSFORMERS_VERBOSITY=error
+# A benchmark, never a deployment: said explicitly, since an unset LIKENESS_ENV means production.
+export LIKENESS_ENV=development
 
 exec "$PYTHON" - "$@" <<'PY'
 import argparse

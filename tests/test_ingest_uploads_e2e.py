@@ -2,17 +2,20 @@
 
 The gateway answers an upload whose every photo was rejected with the status of the first reason:
 413 file_too_large, 415 unsupported_format, 422 for every other; one usable photo makes it a 200 that
-lists every verdict.
+lists every verdict. Ingest parses every upload in its decoding sandbox, whose workers are checked here too.
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from PIL import Image
 
+from ingest.sandbox.worker_process import confinement_problems
 from likeness_dev.journey import GatewayClient
 from likeness_dev.samples import DISTINCT_SAMPLES, other_person_photo, sample_photos
+from likeness_dev.stack import DevStack
 
 
 def _open_subject(gateway: GatewayClient) -> str:
@@ -61,3 +64,52 @@ def test_a_file_that_is_not_a_photo_is_415(gateway_module: GatewayClient) -> Non
     ).json()
     assert response["error"]["code"] == "unsupported_format"
     assert response["photos"][0]["status"] == "rejected"
+
+
+def _decoding_workers(service_pid: int) -> list[int]:
+    """The decoding sandbox's workers of the ingest process: its children running the worker module."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == service_pid and b"ingest.sandbox.worker" in argv:
+            workers.append(int(entry.name))
+    return sorted(workers)
+
+
+def _wake_ups(pid: int) -> int:
+    """How often the process has blocked and woken again (a worker blocks on its channel between jobs)."""
+    [line] = [
+        line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("voluntary")
+    ]
+    return int(line.split()[1])
+
+
+def test_a_good_upload_is_accepted_with_the_decoding_sandbox_on(
+    stack: DevStack, gateway_module: GatewayClient
+) -> None:
+    """The real ingest process decodes in its sandbox: its workers run confined (seccomp filter, no new
+    privileges, no capabilities, as /proc says), one per photo it sanitizes at once, and do the work."""
+    ingest = stack.services["ingest"].process.pid
+    assert ingest is not None
+    workers = _decoding_workers(ingest)
+    assert len(workers) == 2, "LIKENESS_MAX_CONCURRENT (2) workers"
+    for pid in workers:
+        assert confinement_problems(pid) == [], pid
+    woken = {pid: _wake_ups(pid) for pid in workers}
+
+    subject_id = _open_subject(gateway_module)
+    [photo] = gateway_module.json(
+        "POST", f"/v1/subjects/{subject_id}/photos", files=_files(sample_photos(1)[0])
+    )["photos"]
+    assert photo["status"] == "accepted", photo
+
+    # A worker decoded it (unless it was recycled on the way: then its replacement is there instead).
+    after = _decoding_workers(ingest)
+    assert len(after) == 2
+    assert any(_wake_ups(pid) > woken[pid] for pid in after if pid in woken) or set(after) != set(workers)

@@ -12,6 +12,7 @@ import helm_python as helm
 import pytest
 
 from gateway.config import GatewaySettings
+from ingest.config import IngestSettings
 from likeness import provisioning
 
 RELEASE = "demo"
@@ -297,6 +298,7 @@ def test_production_settings_the_services_require_are_all_set(renders: dict[str,
         assert (
             env["SSL_CERT_FILE"]["value"]
             == env["REQUESTS_CA_BUNDLE"]["value"]
+            == env["OTEL_EXPORTER_OTLP_CERTIFICATE"]["value"]  # gRPC's TLS (OTLP) ignores SSL_CERT_FILE
             == "/etc/likeness/ca/bundle.pem"
         )
         (ca,) = [v for v in spec["volumes"] if v["name"] == "ca-bundle"]
@@ -311,9 +313,23 @@ GATEWAY_TUNING = {
     "rateLimit": {
         "perSecond": 12.5,
         "burst": 40,
+        "tenantPerSecond": 30.5,
+        "tenantBurst": 90,
         "uploadPerSecond": 0.5,
         "uploadBurst": 3,
+        "tenantUploadPerSecond": 1.5,
+        "tenantUploadBurst": 7,
         "tenants": 2_000_000,
+        "callers": 3_000_000,
+    },
+    "edge": {
+        "maxJsonBodyBytes": 2_000_000,
+        "maxConcurrentRequests": 300,
+        "maxEventStreamsPerCaller": 3,
+        "maxExportsPerCaller": 1,
+        "headerTimeoutSeconds": 7.5,
+        "keepAliveTimeoutSeconds": 9,
+        "streamTimeoutSeconds": 90,
     },
     "requestTimeoutSeconds": 45,
     "subjectStatusCacheSeconds": 0,
@@ -322,9 +338,21 @@ GATEWAY_TUNING = {
 GATEWAY_TUNED_FIELDS = {
     "rate_limit_per_second": 12.5,
     "rate_limit_burst": 40,
+    "tenant_rate_limit_per_second": 30.5,
+    "tenant_rate_limit_burst": 90,
     "upload_rate_limit_per_second": 0.5,
     "upload_rate_limit_burst": 3,
+    "tenant_upload_rate_limit_per_second": 1.5,
+    "tenant_upload_rate_limit_burst": 7,
     "rate_limit_tenants": 2_000_000,
+    "rate_limit_callers": 3_000_000,
+    "max_json_body_bytes": 2_000_000,
+    "max_concurrent_requests": 300,
+    "max_event_streams_per_caller": 3,
+    "max_exports_per_caller": 1,
+    "header_timeout_seconds": 7.5,
+    "keep_alive_timeout_seconds": 9,
+    "stream_timeout_seconds": 90.0,
     "request_timeout_seconds": 45.0,
     "subject_status_cache_seconds": 0.0,
     "idempotency_ttl_seconds": 1_000_000,
@@ -344,6 +372,22 @@ def test_gateway_defaults_match_the_code(renders: dict[str, Rendered], process_s
     settings = process_settings(renders["defaults"], "gateway")
     for field in GATEWAY_TUNED_FIELDS:
         assert getattr(settings, field) == GatewaySettings.model_fields[field].default, field
+
+
+@pytest.mark.parametrize(
+    ("values", "seconds"),
+    [
+        ({}, IngestSettings.model_fields["upload_receive_seconds"].default),
+        ({"uploadReceiveSeconds": 33}, 33.0),
+    ],
+    ids=["default", "tuned"],
+)
+def test_ingest_receive_deadline_reaches_its_settings(
+    render: Any, process_settings: Any, values: dict[str, Any], seconds: float
+) -> None:
+    settings = process_settings(render({"ingest": values}), "ingest")
+    assert isinstance(settings, IngestSettings)
+    assert settings.upload_receive_seconds == seconds
 
 
 def test_every_process_gets_the_shared_configuration(scenario: Scenario) -> None:

@@ -209,6 +209,8 @@ def test_secrets_cannot_be_passed_as_values(chart: helm.Chart, values: dict[str,
         ({"s3": {"endpoint": "http://s3.local:8333"}}, "s3.endpoint"),
         ({"vault": {"addr": "http://vault:8200"}}, "vault.addr"),
         ({"auth": {"jwksUrl": "http://auth/jwks.json"}}, "auth.jwksUrl"),
+        ({"config": {"otlpEndpoint": "http://otel:4317"}}, "config.otlpEndpoint must use https://"),
+        ({"config": {"otlpEndpoint": "otel:4317"}}, "config.otlpEndpoint must use https://"),
     ],
 )
 def test_production_refuses_plaintext_endpoints(
@@ -216,6 +218,13 @@ def test_production_refuses_plaintext_endpoints(
 ) -> None:
     with pytest.raises(helm.HelmRenderError, match=re.escape(field)):
         chart.render(values, name="demo")
+
+
+@pytest.mark.parametrize("audience", ["likeness", " likeness "])  # empty: the schema's minLength
+def test_production_refuses_the_development_audience(chart: helm.Chart, audience: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape("auth.audience must be")):
+        chart.render({"auth": {"audience": audience}}, name="demo")
+    assert chart.render({"auth": {"audience": "likeness-api"}}, name="demo")
 
 
 def test_other_environments_may_use_plaintext(chart: helm.Chart) -> None:

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import httpx
 from pydantic import SecretStr
@@ -65,6 +65,8 @@ class InfraStartError(RuntimeError):
 
 #: The unrestricted user of the dev servers (tests only; never a service's, never in production).
 ADMIN = "admin"
+#: `LIKENESS_ENV` of everything that runs against these servers (tests, the dev stack, benchmarks).
+DEVELOPMENT: Final = "development"
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ class InfraEndpoints:
             "LIKENESS_VAULT_ADDR": self.vault_addr,
             "LIKENESS_VAULT_TOKEN": self.vault_token,
             "LIKENESS_VAULT_AUTH": "token",
-            "LIKENESS_ENV": "development",
+            # Said explicitly: the settings' default is production, which refuses everything above.
+            "LIKENESS_ENV": DEVELOPMENT,
         }
 
 
@@ -232,6 +235,7 @@ class Infra:
         credentials = self._credentials[identity]
         endpoints = self.endpoints
         return CommonSettings(
+            env=DEVELOPMENT,  # the dev servers' plaintext endpoints (the default, production, refuses them)
             nats_url=endpoints.nats_address,
             nats_user=identity,
             nats_password=SecretStr(credentials.nats_password),

@@ -75,3 +75,15 @@ def wait_until_closed(ports: Sequence[int], timeout: float = 10.0, host: str = L
             break
         time.sleep(0.05)
     return open_ports
+
+
+def wait_until_listening(ports: Sequence[int], timeout: float = 10.0, host: str = LOOPBACK) -> list[int]:
+    """Wait until every one of `ports` accepts connections; returns those still silent at the end."""
+    deadline = time.monotonic() + timeout
+    silent = list(ports)
+    while silent:
+        silent = [port for port in silent if not is_listening(port, host, timeout=0.2)]
+        if not silent or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return silent

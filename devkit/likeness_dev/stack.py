@@ -32,7 +32,7 @@ from likeness.config import SECRETS_DIR_VARIABLE
 from likeness_dev import health
 from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.health import Probe
-from likeness_dev.infra import INFRA_SECRET_VARIABLES, NATS, S3, VAULT, Infra, start_infra
+from likeness_dev.infra import DEVELOPMENT, INFRA_SECRET_VARIABLES, NATS, S3, VAULT, Infra, start_infra
 from likeness_dev.ports import LOOPBACK, free_port
 from likeness_dev.procs import (
     DEFAULT_GRACE_SECONDS,
@@ -364,6 +364,9 @@ class DevStack:
         # Its own NATS user (part P: process names are identities): never the admin in the infra's URL.
         env |= {"LIKENESS_NATS_URL": self.infra.endpoints.nats_address, "LIKENESS_NATS_USER": service.name}
         env |= {
+            # Every process of a dev stack runs as development, said explicitly (the default is production,
+            # which refuses the dev servers' plaintext endpoints and development secrets).
+            "LIKENESS_ENV": DEVELOPMENT,
             # Secrets reach each service as files, as in a cluster (mounted Secrets), and only its own.
             SECRETS_DIR_VARIABLE: str(self._write_secrets(service, infra_env)),
             "LIKENESS_METRICS_PORT": str(service.metrics_port),

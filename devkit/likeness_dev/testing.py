@@ -43,7 +43,7 @@ from likeness.bus import Bus
 from likeness.provisioner import provision_nats
 from likeness.provisioning import BucketSpec, ConsumerSpec
 from likeness_dev.dev_pki import DevCertificateAuthority
-from likeness_dev.infra import Infra, start_infra
+from likeness_dev.infra import DEVELOPMENT, Infra, start_infra
 from likeness_dev.procs import (
     FORBID_SERVERS_ENV,
     ServerStartForbidden,
@@ -170,7 +170,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: What every test runs as: development (the settings' default is production, which refuses the dev
+#: servers' plaintext endpoints and development secrets). A test of production passes `env="production"`.
+TEST_ENVIRONMENT = {"LIKENESS_ENV": DEVELOPMENT}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Said explicitly, in the environment, so that settings read here and every process a test starts
+    # (which inherits it) run as development; a test of the default removes it from its child's environment.
+    os.environ.update(TEST_ENVIRONMENT)
     config.addinivalue_line(
         "markers",
         f"{INTEGRATION}: starts or uses a real server; applied by fixture "

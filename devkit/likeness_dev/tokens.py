@@ -15,11 +15,13 @@ from typing import Any
 
 import jwt
 
+from likeness.config import DEV_JWT_AUDIENCE, DEV_JWT_ISSUER
 from likeness.grpc_user_tokens import token_interceptors
 from likeness.user_tokens import TENANT_WIDE_SCOPE
 
-DEV_ISSUER = "likeness-dev"
-DEV_AUDIENCE = "likeness"
+# The settings' development defaults, which production refuses: a dev token is never accepted there.
+DEV_ISSUER = DEV_JWT_ISSUER
+DEV_AUDIENCE = DEV_JWT_AUDIENCE
 DEV_ALGORITHM = "HS256"
 DEV_TENANT = "dev"
 

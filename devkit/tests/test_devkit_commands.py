@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,12 @@ LIKENESS = Path(sys.executable).parent / "likeness"
 
 
 def _likeness(*args: str, project: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The command as a developer's shell runs it: without LIKENESS_ENV (which means production), so the dev
+    kit must say development itself wherever it needs it."""
     command = [str(LIKENESS)] if LIKENESS.exists() else [sys.executable, "-m", "likeness_cli.main"]
+    env = {key: value for key, value in os.environ.items() if key != "LIKENESS_ENV"}
     return subprocess.run(
-        [*command, *args], cwd=project, capture_output=True, text=True, timeout=timeout, check=False
+        [*command, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

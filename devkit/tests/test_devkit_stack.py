@@ -78,6 +78,7 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
     tmp_path: Path, standins: Path, infra: Infra, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LIKENESS_HTTP_PORT", "1")  # as if a shell had loaded an old dev.env
+    monkeypatch.delenv("LIKENESS_ENV")  # a developer's shell says nothing: the stack says development itself
     stack = DevStack.start(
         tmp_path,
         infra=infra,
@@ -98,6 +99,7 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
             # Part P: its own NATS user and S3 identity, never the infra's admin.
             assert env["LIKENESS_NATS_URL"] == infra.endpoints.nats_address
             assert env["LIKENESS_NATS_USER"] == service.name
+            assert env["LIKENESS_ENV"] == "development", "unset means production: the stack says it"
             assert not any(
                 key.endswith(("_SECRET", "_TOKEN", "_KEY")) for key in env if key.startswith("LIKENESS_")
             ), "secrets reach services as files, never in their environment"
@@ -144,6 +146,9 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
 
         dev_env = read_dev_env(tmp_path / ".likeness")
         assert dev_env["LIKENESS_GATEWAY_URL"] == stack.gateway_url
+        assert dev_env["LIKENESS_ENV"] == "development", (
+            "a hand-run service that loads dev.env is development"
+        )
         assert jwt.decode(
             dev_env["LIKENESS_DEV_TOKEN"], stack.jwt_secret, algorithms=["HS256"], audience="likeness"
         )

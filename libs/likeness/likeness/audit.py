@@ -39,7 +39,7 @@ import nats.js.errors
 
 from likeness.bus import Bus, audit_nats_subject
 from likeness.hashing import keyed_hmac
-from likeness.ids import ID_PATTERN, is_valid_tenant
+from likeness.ids import is_any_id, is_valid_tenant
 from likeness.timeutil import SYSTEM_CLOCK, Clock, now_timestamp
 from likeness.v1 import events_pb2
 
@@ -75,7 +75,7 @@ async def publish_audit_record(bus: Bus, nats_subject: str, record: events_pb2.A
 
 class AuditTrail:
     def __init__(self, bus: Bus, hmac_secret: str, actor: str, clock: Clock = SYSTEM_CLOCK) -> None:
-        if not _WORD.match(actor):
+        if not _WORD.fullmatch(actor):
             raise ValueError("an audit actor is a service name")
         self._bus = bus
         self._secret = hmac_secret
@@ -91,11 +91,11 @@ class AuditTrail:
         """The record as it will be published (checked: nothing personal can be in it)."""
         if not is_valid_tenant(tenant):
             raise ValueError("an audited tenant is a tenant id")
-        if not _WORD.match(action) or not _WORD.match(outcome):
+        if not _WORD.fullmatch(action) or not _WORD.fullmatch(outcome):
             raise ValueError("audit actions and outcomes are short dotted words")
-        if resource_id and not ID_PATTERN.match(resource_id):
+        if resource_id and not is_any_id(resource_id):
             raise ValueError("an audited resource is one of our ids")
-        if subject_id and not ID_PATTERN.match(subject_id):
+        if subject_id and not is_any_id(subject_id):
             raise ValueError("an audited subject is a subject id")
         return events_pb2.AuditRecord(
             tenant=tenant,
@@ -146,7 +146,7 @@ class CallAudit:
         self._clock = clock
 
     def build(self, peer: str, method: str) -> events_pb2.AuditRecord:
-        if not _IDENTITY.match(peer) or not _GRPC_METHOD.match(method):
+        if not _IDENTITY.fullmatch(peer) or not _GRPC_METHOD.fullmatch(method):
             raise ValueError("a refused call is recorded by caller identity and gRPC method only")
         return events_pb2.AuditRecord(
             action=self.ACTION,

@@ -4,8 +4,13 @@ Each service subclasses `CommonSettings` with its own fields, in one place, and 
 cached `get_settings()`. Secrets (every `SecretStr` setting) come from files: `LIKENESS_SECRETS_DIR` names
 a directory with one file per secret, named after the setting (`s3_secret_key`, `vault_token`...), as a
 Kubernetes Secret mounted as a volume lays them out. A process holds only the secrets its settings
-declare. In production the settings refuse development secrets, plaintext endpoints, and a secret given
-as an environment variable (those leak into `/proc/<pid>/environ`, crash reports and child processes).
+declare. In production the settings refuse development secrets, plaintext endpoints (OTLP included), the
+development token issuer and audience, and a secret given as an environment variable (those leak into
+`/proc/<pid>/environ`, crash reports and child processes).
+
+`LIKENESS_ENV` defaults to production: an image started anywhere without it refuses development values
+instead of silently running on them. The dev stack, the tests, the benchmarks and the demo say
+`LIKENESS_ENV=development` explicitly.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +38,10 @@ SECURE_SCHEMES = {"nats_url": {"tls"}, "s3_endpoint": {"https"}, "vault_addr": {
 ENV_PREFIX = "LIKENESS_"
 #: The issuer of development tokens (`likeness dev token`); production must name its identity provider's.
 DEV_JWT_ISSUER = "likeness-dev"
+#: The audience of development tokens (the default); production must name its own API's.
+DEV_JWT_AUDIENCE = "likeness"
+#: Schemes of `LIKENESS_OTLP_ENDPOINT`: OTLP/gRPC over TLS, or plaintext (development only).
+OTLP_SCHEMES = frozenset({"https", "http"})
 #: The directory of secret files (one per secret setting, named after it).
 SECRETS_DIR_VARIABLE = "LIKENESS_SECRETS_DIR"
 
@@ -57,9 +66,13 @@ class NatsCredentials:
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIKENESS_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refusal prints what was refused, never the values given (secrets among them).
+    model_config = SettingsConfigDict(
+        env_prefix="LIKENESS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
-    env: Literal["development", "production"] = "development"
+    #: Production unless said otherwise (`development` for the dev stack, tests and benchmarks only).
+    env: Literal["development", "production"] = "production"
     log_level: str = "INFO"
     service_name: str = "likeness"
 
@@ -87,6 +100,8 @@ class CommonSettings(BaseSettings):
 
     grpc_port: int = 50051
     metrics_port: int = 9464
+    #: OTLP/gRPC collector of traces: `https://host:4317` (TLS; production accepts nothing else) or
+    #: `http://host:4317` (plaintext, development). Empty: no export.
     otlp_endpoint: str = ""
 
     # Mutual TLS on every gRPC hop (issue 14, part S1: `likeness.grpc_tls`, `likeness.grpc_callers`).
@@ -106,7 +121,7 @@ class CommonSettings(BaseSettings):
     jwks_url: str = ""
     jwks_file: str = ""
     jwt_issuer: str = DEV_JWT_ISSUER
-    jwt_audience: str = "likeness"
+    jwt_audience: str = DEV_JWT_AUDIENCE
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     #: Whether this service talks to S3 and Vault (the gateway does not: it holds no storage rights).
@@ -147,6 +162,16 @@ class CommonSettings(BaseSettings):
             secrets["nats_password"] = self.nats_password
         return secrets
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint_is_a_url(cls, endpoint: str) -> str:
+        """`https://` or `http://` with a host: without a scheme the exporter would choose TLS or not from
+        other environment variables (`OTEL_EXPORTER_OTLP_INSECURE`), out of this class's sight."""
+        url = urlparse(endpoint.strip())
+        if endpoint and (url.scheme not in OTLP_SCHEMES or not url.hostname):
+            raise ValueError("LIKENESS_OTLP_ENDPOINT must be https://host:port (or http:// in development)")
+        return endpoint.strip()
+
     @model_validator(mode="after")
     def _refuse_development_values_in_production(self) -> CommonSettings:
         if self.env != "production":
@@ -171,6 +196,9 @@ class CommonSettings(BaseSettings):
                 problems.append(
                     f"LIKENESS_{name.upper()} must use {'/'.join(sorted(schemes))}:// in production"
                 )
+        if self.otlp_endpoint and urlparse(self.otlp_endpoint).scheme != "https":
+            # Spans name routes, services and timings of every request: not for anyone on the wire.
+            problems.append("LIKENESS_OTLP_ENDPOINT must use https:// in production (plaintext OTLP)")
         if problems:
             raise ValueError("refusing production settings: " + "; ".join(problems))
         return self
@@ -189,6 +217,13 @@ class CommonSettings(BaseSettings):
             problems.append("LIKENESS_JWT_DEV_SECRET is for development only")
         if self.jwt_issuer in ("", DEV_JWT_ISSUER):
             problems.append("set LIKENESS_JWT_ISSUER to the identity provider's issuer")
+        if self.jwt_audience.strip() in ("", DEV_JWT_AUDIENCE):
+            # The default is every deployment's default: a token minted for another deployment (or any
+            # API that kept the default) would be accepted here too.
+            problems.append(
+                "set LIKENESS_JWT_AUDIENCE to this deployment's own audience "
+                f"(not the default {DEV_JWT_AUDIENCE!r})"
+            )
         if problems:
             raise ValueError("refusing production settings: " + "; ".join(problems))
         return self

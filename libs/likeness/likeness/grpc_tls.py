@@ -52,7 +52,7 @@ class TlsMaterialError(RuntimeError):
 
 
 def spiffe_id(identity: str) -> str:
-    if not IDENTITY_PATTERN.match(identity):
+    if not IDENTITY_PATTERN.fullmatch(identity):
         raise ValueError(f"not an identity: {identity!r}")
     return f"spiffe://{TRUST_DOMAIN}/{identity}"
 
@@ -63,7 +63,7 @@ def identity_of_spiffe_id(value: str) -> str | None:
     if not value.startswith(prefix):
         return None
     identity = value.removeprefix(prefix)
-    return identity if IDENTITY_PATTERN.match(identity) else None
+    return identity if IDENTITY_PATTERN.fullmatch(identity) else None
 
 
 @dataclass(frozen=True, repr=False)
@@ -199,7 +199,7 @@ def secure_channel(
 
     One channel keeps one connection (one handshake) for all its calls: open it once, not per call.
     """
-    if not IDENTITY_PATTERN.match(server_identity):
+    if not IDENTITY_PATTERN.fullmatch(server_identity):
         raise ValueError(f"not an identity: {server_identity!r}")
     return grpc.aio.secure_channel(
         address,

@@ -1,4 +1,10 @@
-"""Identifiers: random, sortable by creation time, safe as NATS subject tokens and S3 key segments."""
+"""Identifiers: random, sortable by creation time, safe as NATS subject tokens and S3 key segments.
+
+Every check of an id or tenant that came from outside is a *full* match (`\\A...\\Z`, `re.fullmatch`): a
+pattern ending in `$` also accepts a trailing newline (`sub_...\\n`), which then reaches NATS as a subject
+token it refuses (a 500 instead of a 404). The character classes are ASCII ranges, so neither another
+script's digits nor upper case pass.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,10 @@ import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _PREFIXES = ("sub", "pho", "trn", "ren", "img", "era", "job")
-ID_PATTERN = re.compile(r"^(?:" + "|".join(_PREFIXES) + r")_[0-9a-hjkmnp-tv-z]{26}$")
+ID_PATTERN = re.compile(r"\A(?:" + "|".join(_PREFIXES) + r")_[0-9a-hjkmnp-tv-z]{26}\Z", re.ASCII)
 #: A subject id anywhere in a text (object keys, Vault key names, URLs): what log lines must never carry.
 SUBJECT_ID_IN_TEXT = re.compile(r"\bsub_[0-9a-hjkmnp-tv-z]{26}\b")
-TENANT_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+TENANT_PATTERN = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?\Z", re.ASCII)
 
 
 def _encode(value: int, length: int) -> str:
@@ -53,11 +59,18 @@ def new_id(prefix: str) -> str:
 
 
 def is_valid_id(value: str, prefix: str) -> bool:
-    return value.startswith(prefix + "_") and ID_PATTERN.match(value) is not None
+    """Whether `value` is, whole, an id of kind `prefix` (`sub`, `pho`...)."""
+    return isinstance(value, str) and value.startswith(prefix + "_") and is_any_id(value)
+
+
+def is_any_id(value: str) -> bool:
+    """Whether `value` is, whole, an id of any kind."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 def is_valid_tenant(value: str) -> bool:
-    return TENANT_PATTERN.match(value) is not None
+    """Whether `value` is, whole, a tenant name (1-40 lower-case letters, digits and inner dashes)."""
+    return isinstance(value, str) and TENANT_PATTERN.fullmatch(value) is not None
 
 
 def redact_subject_ids(text: str) -> str:

@@ -27,3 +27,15 @@ def error_code(exc: grpc.aio.AioRpcError) -> str | None:
         if key == CODE_METADATA_KEY:
             return value.decode() if isinstance(value, bytes) else value
     return None
+
+
+def status_lost_to_a_late_write(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether grpc.aio replaced the server's status with its own INTERNAL error.
+
+    When a server ends a client-streaming call (a refusal, a deadline) while the client still has a write in
+    flight, grpc.aio's `_write` turns the failed write into `INTERNAL: Internal error from Core`, overwriting
+    the status and trailers the server had sent (grpc/grpc#36066; fix proposed in grpc/grpc#43486). The
+    server's answer is then unknowable to the client: callers treat the call as ended by the server, and
+    retryable, rather than as a server fault.
+    """
+    return exc.code() == grpc.StatusCode.INTERNAL and "execute_batch" in (exc.debug_error_string() or "")

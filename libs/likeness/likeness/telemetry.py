@@ -16,11 +16,12 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import urlparse
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
@@ -69,18 +70,32 @@ def setup_logging(service: str, level: str = "INFO") -> None:
 
 
 def setup_tracing(service: str, otlp_endpoint: str = "") -> None:
-    """Traces of this process, exported over OTLP/gRPC when `otlp_endpoint` is set (`http://host:4317` for
-    plaintext, `https://` for TLS). Context travels as W3C `traceparent` only: a caller's `baggage` could hold
-    anything and would otherwise be copied into every gRPC call and stored in NATS message headers."""
+    """Traces of this process, exported over OTLP/gRPC when `otlp_endpoint` is set (`https://host:4317` for
+    TLS, `http://` for plaintext: refused in production by `likeness.config`). Context travels as W3C
+    `traceparent` only: a caller's `baggage` could hold anything and would otherwise be copied into every
+    gRPC call and stored in NATS message headers (the gateway also starts a new trace for every request:
+    `likeness.http_tracing`)."""
     propagate.set_global_textmap(TraceContextTextMapPropagator())
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.namespace": "likeness"})
     )
     if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+        provider.add_span_processor(BatchSpanProcessor(otlp_exporter(otlp_endpoint)))
     trace.set_tracer_provider(provider)
+
+
+def otlp_exporter(endpoint: str) -> SpanExporter:
+    """The OTLP/gRPC exporter of `endpoint`, TLS exactly when its scheme is `https`.
+
+    Said explicitly: left to itself the exporter reads `OTEL_EXPORTER_OTLP_INSECURE` (and its traces
+    variant) for an endpoint without a scheme, so the environment could turn TLS off behind the settings.
+    """
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    scheme = urlparse(endpoint).scheme
+    if scheme not in ("https", "http"):
+        raise ValueError("an OTLP endpoint is https://host:port (or http:// in development)")
+    return OTLPSpanExporter(endpoint=endpoint, insecure=scheme == "http")
 
 
 ReadyCheck = Callable[[], bool]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ class Principal:
     subject: str | None = None
     #: The token's `exp` (seconds since the epoch): long streams end when their token does.
     expires_at: float | None = None
+    #: The OAuth client the token was issued to (`client_id`, else `azp`), when it names one in a harmless
+    #: form: the gateway's limits count a tenant's back ends apart by it. Never authority over anything.
+    client: str | None = None
 
     @property
     def tenant_wide(self) -> bool:
@@ -175,4 +179,18 @@ def principal_of(claims: dict[str, Any]) -> Principal:
         raise TokenRefused("The token's subject is not a subject id.")
     expires = claims.get("exp")
     expires_at = float(expires) if isinstance(expires, int | float) else None
-    return Principal(tenant=tenant, scopes=scopes, subject=subject, expires_at=expires_at)
+    return Principal(
+        tenant=tenant, scopes=scopes, subject=subject, expires_at=expires_at, client=_client_of(claims)
+    )
+
+
+#: What a client id may look like to be kept (it only tells callers apart; anything else is ignored).
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}", re.ASCII)
+
+
+def _client_of(claims: dict[str, Any]) -> str | None:
+    for claim in ("client_id", "azp"):
+        value = claims.get(claim)
+        if isinstance(value, str) and _CLIENT_ID.fullmatch(value):
+            return value
+    return None

@@ -1,15 +1,17 @@
-"""Production settings refuse development secrets, secrets in the environment and plaintext endpoints;
-secrets are read from the files of `LIKENESS_SECRETS_DIR`."""
+"""Production settings refuse development secrets, secrets in the environment, plaintext endpoints (OTLP
+included) and the development token audience; production is the default; secrets are read from the files
+of `LIKENESS_SECRETS_DIR`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from likeness.config import SECRETS_DIR_VARIABLE, CommonSettings, secret_field_names
+from likeness.config import DEV_JWT_AUDIENCE, SECRETS_DIR_VARIABLE, CommonSettings, secret_field_names
 
 STRONG = "x" * 40
 PRODUCTION = {
@@ -22,6 +24,8 @@ PRODUCTION = {
     # Every service verifies end users' tokens against the identity provider's keys (issue 14, part S2).
     "jwks_url": "https://idp.example/.well-known/jwks.json",
     "jwt_issuer": "https://idp.example/",
+    "jwt_audience": "https://api.example/",
+    "otlp_endpoint": "https://otel.example:4317",
 }
 
 
@@ -33,7 +37,61 @@ class WithKey(CommonSettings):
 
 
 def test_development_defaults_are_accepted_in_development() -> None:
-    assert CommonSettings().env == "development"
+    assert CommonSettings(env="development").vault_token.get_secret_value() == "dev"
+
+
+def test_the_default_environment_is_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, LIKENESS_ENV means production: an image run outside the chart refuses dev secrets."""
+    for name in [name for name in os.environ if name.startswith("LIKENESS_")]:
+        monkeypatch.delenv(name)  # LIKENESS_ENV among them: nothing says which environment this is
+    assert CommonSettings.model_fields["env"].default == "production"
+    with pytest.raises(ValidationError, match="LIKENESS_VAULT_TOKEN is a development value"):
+        CommonSettings()
+    without_env = {key: value for key, value in PRODUCTION.items() if key != "env"}
+    assert CommonSettings.model_validate(without_env).is_production
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "complaint"),
+    [
+        ("http://otel.example:4317", "LIKENESS_OTLP_ENDPOINT must use https:// in production"),
+        ("otel.example:4317", "LIKENESS_OTLP_ENDPOINT must be https://host:port"),
+        ("grpc://otel.example:4317", "LIKENESS_OTLP_ENDPOINT must be https://host:port"),
+        ("https://", "LIKENESS_OTLP_ENDPOINT must be https://host:port"),
+    ],
+)
+def test_production_refuses_plaintext_otlp(endpoint: str, complaint: str) -> None:
+    assert CommonSettings.model_validate(PRODUCTION).otlp_endpoint == "https://otel.example:4317"
+    with pytest.raises(ValidationError, match=complaint):
+        CommonSettings.model_validate(PRODUCTION | {"otlp_endpoint": endpoint})
+
+
+def test_development_may_export_plaintext_otlp_but_not_without_a_scheme() -> None:
+    """Without a scheme the exporter would pick TLS or not from OTEL_EXPORTER_OTLP_INSECURE: refused."""
+    assert CommonSettings(env="development", otlp_endpoint="http://127.0.0.1:4317").otlp_endpoint
+    with pytest.raises(ValidationError, match="LIKENESS_OTLP_ENDPOINT must be https://host:port"):
+        CommonSettings(env="development", otlp_endpoint="127.0.0.1:4317")
+
+
+@pytest.mark.parametrize("audience", [DEV_JWT_AUDIENCE, "", "  "])
+def test_production_refuses_the_default_audience(audience: str) -> None:
+    with pytest.raises(ValidationError, match="set LIKENESS_JWT_AUDIENCE to this deployment's own audience"):
+        CommonSettings.model_validate(PRODUCTION | {"jwt_audience": audience})
+    without_audience = {key: value for key, value in PRODUCTION.items() if key != "jwt_audience"}
+    with pytest.raises(ValidationError, match="LIKENESS_JWT_AUDIENCE"):
+        CommonSettings.model_validate(without_audience)
+
+
+def test_a_refusal_never_quotes_the_values_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pydantic would quote the input (`input_value=...`, cut at ~50 characters): the start of a secret."""
+    monkeypatch.setenv("LIKENESS_S3_SECRET_KEY", "zq7-a-secret-that-must-not-be-printed")
+    with pytest.raises(ValidationError) as refused:
+        CommonSettings.model_validate(PRODUCTION | {"vault_token": "zq8-another-secret-value"})
+    message = str(refused.value)
+    assert "LIKENESS_S3_SECRET_KEY is set in the environment" in message
+    assert "input_value" not in message
+    assert "zq7" not in message
+    assert "zq8" not in message
 
 
 def test_production_with_real_values_is_accepted() -> None:

@@ -152,6 +152,7 @@ PRODUCTION = {
     "s3_secret_key": "x" * 40,
     "jwks_url": "https://idp.example/.well-known/jwks.json",
     "jwt_issuer": "https://idp.example/",
+    "jwt_audience": "https://api.example/",
 }
 
 

@@ -13,13 +13,15 @@ from gateway.auth import TokenVerifier
 from gateway.backends import Backends
 from gateway.config import GatewaySettings, get_settings
 from gateway.contract import document_answers
+from gateway.edge import EdgeGuard
+from gateway.edge_routes import RouteTable
 from gateway.errors import install_error_handlers
 from gateway.idempotency import REPLAYED_HEADER, Replay
 from gateway.job_cache import JobCache
 from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
 from gateway.nats_link import NatsLink
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Limits, Rate, RateLimiter
 from gateway.routes import (
     erasures,
     events,
@@ -54,7 +56,12 @@ trainings, renders and erasure; a training to renders from it; a render to its i
 pass. A method a path does not have answers 405 with `Allow` naming those it has.
 
 **Retries.** Send `Idempotency-Key` with a POST (or a subject DELETE) to make a retry safe. 429
-`rate_limited` and 503 `unavailable` come with `Retry-After` (seconds).
+(`rate_limited`, `too_many_streams`, `too_many_exports`) and 503 (`unavailable`, `overloaded`) come with
+`Retry-After` (seconds).
+
+**Limits.** Bodies are limited per route (JSON: 64 KiB by default) and refused with 413 before they are
+read; a request without a valid token never has its body read. Rates are limited per caller (an end
+user, or a tenant's back end by its token's client) under a total per tenant.
 
 **Progress.** `GET /v1/trainings/{id}/events` and `GET /v1/renders/{id}/events` stream Server-Sent
 Events: `progress` (the resource as its GET returns it) on every change, then `end` with the final state.
@@ -99,29 +106,52 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.live_subjects = LiveSubjects(settings.subject_status_cache_seconds)
     app.state.job_cache = JobCache(settings.job_cache_seconds)
-    app.state.rate_limiter = RateLimiter(
-        {
-            "api": (settings.rate_limit_per_second, settings.rate_limit_burst),
-            "upload": (settings.upload_rate_limit_per_second, settings.upload_rate_limit_burst),
-        },
-        max_tenants=settings.rate_limit_tenants,
-    )
+    app.state.rate_limiter = rate_limiter(settings)
     install_error_handlers(app)
     app.add_exception_handler(Replay, _replay)
+    for module in (trainings, renders, subjects, photos, events, styles, looks, erasures, retention, health):
+        app.include_router(module.router)
+    app.include_router(export.router)
+    # Innermost of ours: limits weighed from the headers alone, before FastAPI reads a body.
+    app.add_middleware(
+        EdgeGuard,
+        routes=RouteTable.of(app, settings),
+        settings=settings,
+        verifier=app.state.verifier,
+        rate_limiter=app.state.rate_limiter,
+        metrics=app.state.metrics,
+    )
     app.add_middleware(
         RequestMiddleware,
         metrics=app.state.metrics,
         timeout=settings.request_timeout_seconds,
         log_reads=settings.access_log_reads,
     )
-    # Outermost: a span per request continuing the caller's traceparent, so the access log has its trace id.
+    # Outermost: a span per request, a new trace linked to the caller's traceparent (whose context goes no
+    # further), so the access log has its trace id.
     app.add_middleware(TracingMiddleware)
-    for module in (trainings, renders, subjects, photos, events, styles, looks, erasures, retention, health):
-        app.include_router(module.router)
-    app.include_router(export.router)
     # Every route's answers in the schema, shared ones included, and the links between operations.
     document_answers(app)
     return app
+
+
+def rate_limiter(settings: GatewaySettings) -> RateLimiter:
+    return RateLimiter(
+        {
+            "api": Limits(
+                caller=Rate(settings.rate_limit_per_second, settings.rate_limit_burst),
+                tenant=Rate(settings.tenant_rate_limit_per_second, settings.tenant_rate_limit_burst),
+            ),
+            "upload": Limits(
+                caller=Rate(settings.upload_rate_limit_per_second, settings.upload_rate_limit_burst),
+                tenant=Rate(
+                    settings.tenant_upload_rate_limit_per_second, settings.tenant_upload_rate_limit_burst
+                ),
+            ),
+        },
+        max_tenants=settings.rate_limit_tenants,
+        max_callers=settings.rate_limit_callers,
+    )
 
 
 async def _replay(request: Request, exc: Exception) -> Response:

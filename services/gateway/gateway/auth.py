@@ -13,7 +13,19 @@ from gateway.errors import ApiError, unavailable
 from likeness import user_tokens
 from likeness.user_tokens import TENANT_WIDE_SCOPE, Principal, TokenKeysUnavailable, TokenRefused
 
-__all__ = ["TENANT_WIDE_SCOPE", "Principal", "TokenVerifier", "insufficient_scope", "unauthenticated"]
+__all__ = [
+    "EDGE_PRINCIPAL_KEY",
+    "TENANT_WIDE_SCOPE",
+    "Principal",
+    "TokenVerifier",
+    "bearer_credentials",
+    "insufficient_scope",
+    "unauthenticated",
+]
+
+#: Where the edge (`gateway.edge`) leaves the request's verified (credentials, principal) for the route's
+#: dependency, so a token is verified once per request (a key of the ASGI scope's "state").
+EDGE_PRINCIPAL_KEY = "likeness_edge_principal"
 
 
 def unauthenticated(message: str, *, token_given: bool = True) -> ApiError:
@@ -29,6 +41,15 @@ def insufficient_scope(scope: str) -> ApiError:
         f"This token lacks the {scope} scope.",
         headers={"WWW-Authenticate": challenge},
     )
+
+
+def bearer_credentials(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or the 401 of a request without one."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        raise unauthenticated("A bearer token is required.", token_given=False)
+    return credentials
 
 
 class TokenVerifier:

@@ -33,6 +33,9 @@ class GatewaySettings(CommonSettings):
     renderer_addr: str = "127.0.0.1:50054"
     grpc_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Uploads and image downloads stream at the client's pace, so they get a longer deadline than a lookup.
+    #: A photo upload must be received whole within it, counted from its arrival: then the gateway stops
+    #: reading, cancels its ingest calls (their gRPC deadline is the same instant), answers 408
+    #: `upload_timeout` and closes the connection.
     stream_timeout_seconds: float = Field(default=120.0, gt=0)
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
 
@@ -41,16 +44,41 @@ class GatewaySettings(CommonSettings):
     min_photos_for_training: int = Field(default=4, ge=1)
     max_files_per_request: int = Field(default=20, gt=0)
 
-    #: Per-tenant token buckets (in-process: each replica keeps its own, so a tenant's effective ceiling
-    #: is the rate times the replica count). Uploads draw from a separate, stricter bucket.
+    #: Token buckets per caller (an end user's `sub`, else the token's client, within its tenant), each
+    #: under a tenant-wide total (`gateway.ratelimit`). In-process: each replica keeps its own, so the
+    #: effective ceilings are these times the replica count. Uploads draw from separate, stricter buckets.
     rate_limit_per_second: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    tenant_rate_limit_per_second: float = Field(default=200.0, gt=0)
+    tenant_rate_limit_burst: int = Field(default=400, ge=1)
     upload_rate_limit_per_second: float = Field(default=2.0, gt=0)
     upload_rate_limit_burst: int = Field(default=10, ge=1)
+    tenant_upload_rate_limit_per_second: float = Field(default=10.0, gt=0)
+    tenant_upload_rate_limit_burst: int = Field(default=40, ge=1)
     #: Tenants tracked per replica (least recently seen are forgotten, i.e. start with a full bucket).
     rate_limit_tenants: int = Field(default=10_000, ge=1)
+    #: Callers tracked per replica, all tenants together (the same forgetting; the tenant-wide bucket
+    #: still holds for a tenant whose callers are forgotten).
+    rate_limit_callers: int = Field(default=100_000, ge=1)
     #: Deadline of a non-streaming request (uploads, downloads and event streams have their own).
     request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Limits before work (`gateway.edge`): each is checked before the request's body is read.
+    #: Largest body of any route but the photo upload (every one of them takes JSON or nothing). A declared
+    #: Content-Length above it is refused with 413 unread; a chunked body is cut at it.
+    max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Requests in flight per replica (all routes but /healthz and /readyz, streams included); past it:
+    #: 503 `overloaded` with Retry-After. Bounds memory: a 512Mi pod holds this many at once.
+    max_concurrent_requests: int = Field(default=512, ge=1)
+    #: Server-Sent Event streams open at once per caller, per replica (429 `too_many_streams` past it).
+    max_event_streams_per_caller: int = Field(default=8, ge=1)
+    #: Exports streaming at once per caller, per replica (429 `too_many_exports` past it).
+    max_exports_per_caller: int = Field(default=2, ge=1)
+    #: A connection must deliver a request's complete headers within this many seconds of opening (or of
+    #: the previous response), else it is answered 408 and closed (`gateway.http_protocol`: slowloris).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: An idle keep-alive connection is closed after this many seconds without a new request.
+    keep_alive_timeout_seconds: int = Field(default=5, ge=1, le=300)
 
     #: Idempotency records: a NATS KV bucket owned by the gateway, entries expire after this long.
     idempotency_bucket: str = "gateway_idempotency"

@@ -4,6 +4,9 @@ A route declares only the answers of its own logic (`responses=answers("not_foun
 `document_answers(app)` then adds what the shared machinery can answer on it, found from the route's
 dependencies and parameters, so no route can forget one:
 
+- the edge (`gateway.edge`), on every route but the probes: 503 `overloaded` (`Retry-After`); on a route
+  that takes a body, 413 `payload_too_large`; on an event stream 429 `too_many_streams`, on the export
+  429 `too_many_exports` (`Retry-After`);
 - a bearer token: 401 `unauthenticated` (`WWW-Authenticate`), 403 `insufficient_scope`, 429 `rate_limited`
   (`Retry-After`), 503 `unavailable` (`Retry-After`: token keys or a backend unreachable);
 - `Idempotency-Key`: 400 `invalid_idempotency_key`, 409 `idempotency_in_progress` (`Retry-After`), 422
@@ -28,6 +31,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway import links
 from gateway.deps import authenticate, idempotency_claim
+from gateway.edge_routes import RouteKind, kind_of
 from gateway.middleware import is_streaming
 from gateway.request_context import REQUEST_ID_HEADER
 from gateway.schemas import ErrorResponse
@@ -37,7 +41,16 @@ ERRORS: dict[str, tuple[int, str]] = {
     # Shared machinery (added to routes by `document_answers`).
     "unauthenticated": (401, "no bearer token, or one that is invalid, expired or not for this API"),
     "insufficient_scope": (403, "the token lacks the route's scope, or is an end user's on a tenant route"),
-    "rate_limited": (429, "the tenant's request rate is exceeded; retry after `Retry-After` seconds"),
+    "rate_limited": (
+        429,
+        "the caller's or its tenant's request rate is exceeded; retry after `Retry-After` seconds",
+    ),
+    "overloaded": (503, "the gateway has as many requests in flight as it takes; retry after `Retry-After`"),
+    "too_many_streams": (
+        429,
+        "the caller has as many event streams open as it may; retry after `Retry-After`",
+    ),
+    "too_many_exports": (429, "the caller has as many exports running as it may; retry after `Retry-After`"),
     "unavailable": (503, "a backend (or NATS, or the token keys) is unreachable; retry after `Retry-After`"),
     "internal": (500, "an unexpected failure on our side; the message says nothing about it"),
     "timeout": (504, "the request took longer than the gateway's deadline"),
@@ -59,7 +72,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_multipart": (400, "the multipart/form-data body is malformed or has no boundary"),
     "no_files": (400, "the body has no `file` part"),
     "too_many_photos": (409, "the subject already has the most accepted photos kept"),
-    "payload_too_large": (413, "the request is larger than the files allowed together"),
+    "payload_too_large": (
+        413,
+        "the body is larger than the route accepts (`LIKENESS_MAX_JSON_BODY_BYTES`; an upload: the files "
+        "allowed together), refused before it is read",
+    ),
+    "upload_timeout": (408, "the upload's body did not arrive within its deadline; the connection is closed"),
     "file_too_large": (413, "a file is larger than `LIKENESS_MAX_UPLOAD_BYTES`"),
     "too_many_files": (413, "more files than `LIKENESS_MAX_FILES_PER_REQUEST`"),
     "unsupported_media_type": (415, "the body is not multipart/form-data"),
@@ -163,7 +181,7 @@ _ALWAYS_HEADERS = ("RequestId", "NoStore")
 #: Statuses whose every answer carries `Retry-After`.
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: Answers of an idempotent route that are stored, so a retry may get them again with `Idempotent-Replayed`.
-_NOT_REPLAYED = frozenset({401, 403, 429})
+_NOT_REPLAYED = frozenset({401, 403, 408, 429})
 
 
 def header(key: str) -> dict[str, dict[str, Any]]:
@@ -284,6 +302,15 @@ def _not_nullable(schema: dict[str, Any]) -> None:
 
 
 def _shared_codes(route: _Operation) -> Iterator[str]:
+    kind = kind_of(route.name)
+    if kind is not RouteKind.PROBE:
+        yield "overloaded"
+    if kind is RouteKind.UPLOAD or _takes_body(route.dependant):
+        yield "payload_too_large"
+    if kind is RouteKind.EVENTS:
+        yield "too_many_streams"
+    if kind is RouteKind.EXPORT:
+        yield "too_many_exports"
     if _depends_on(route.dependant, authenticate):
         yield from ("unauthenticated", "insufficient_scope", "rate_limited", "unavailable")
     if _depends_on(route.dependant, idempotency_claim):
@@ -326,6 +353,10 @@ def _depends_on(dependant: Dependant, call: Any) -> bool:
 def _all_query_params(dependant: Dependant) -> Iterator[Any]:
     for node in _walk(dependant):
         yield from node.query_params
+
+
+def _takes_body(dependant: Dependant) -> bool:
+    return any(node.body_params for node in _walk(dependant))
 
 
 def _validates(dependant: Dependant) -> bool:

@@ -1,8 +1,9 @@
-"""Route dependencies as `Annotated` aliases: who is calling (with the route's scope), the backends, the
-tenant's rate limit, and the request's idempotency claim.
+"""Route dependencies as `Annotated` aliases: who is calling (with the route's scope), the backends, and
+the request's idempotency claim (rate limits and other limits are the edge's: `gateway.edge`).
 
 A route asks for its scope by its principal's type, e.g. `principal: PhotosWrite`; the check runs before
-the route touches anything, so a token without the scope learns nothing about the resource. Every route
+the route touches anything, so a token without the scope learns nothing about the resource; right after
+it, every id in the path is checked whole (`gateway.path_ids`: a malformed one is not found). Every route
 that names or lists subjects also needs an end user's token or the `tenant:all` scope (a token without
 `sub` has no authority over the tenant's people without it); only `TENANT_LEVEL_ROUTES` do not. A route
 that takes `Idempotency-Key` lists `claim: Idempotent` after its principal (dependencies resolve in order).
@@ -13,6 +14,7 @@ each service verifies it again and checks tenant, scope and subject itself.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, cast
 
 import nats.errors
@@ -22,9 +24,17 @@ from fastapi.security import HTTPBearer, SecurityScopes
 
 from gateway import backends as backend_clients
 from gateway.access import LiveSubjects
-from gateway.auth import TENANT_WIDE_SCOPE, Principal, TokenVerifier, insufficient_scope, unauthenticated
+from gateway.auth import (
+    EDGE_PRINCIPAL_KEY,
+    TENANT_WIDE_SCOPE,
+    Principal,
+    TokenVerifier,
+    bearer_credentials,
+    insufficient_scope,
+)
+from gateway.caller import caller_of
 from gateway.config import GatewaySettings
-from gateway.errors import ApiError, unavailable
+from gateway.errors import not_found, unavailable
 from gateway.idempotency import (
     CLAIM_STATE_KEY,
     DOCUMENTATION,
@@ -39,15 +49,15 @@ from gateway.idempotency import (
     key_error,
 )
 from gateway.job_cache import JobCache
-from gateway.metrics import Metrics
 from gateway.middleware import is_streaming
 from gateway.multipart_stream import form_boundary
 from gateway.nats_link import NatsLink
-from gateway.ratelimit import RateLimiter
+from gateway.path_ids import refuse_malformed_path_ids
+from gateway.uploads import deadline_of, upload_timeout
 from likeness.grpc_user_tokens import forward_user_token
 from likeness.ids import is_valid_id
 
-#: Routes (by endpoint name) that draw from the tenant's upload bucket instead of the general one.
+#: Routes (by endpoint name) that draw from the upload buckets instead of the general ones.
 UPLOAD_ROUTES = frozenset({"upload_photos"})
 #: Seconds beyond a request's own deadline that its idempotency claim is held before another may take it.
 LEASE_MARGIN_SECONDS = 30.0
@@ -69,7 +79,8 @@ TENANT_LEVEL_ROUTES = frozenset(
 
 
 class BearerAuth(HTTPBearer):
-    """The route's caller, from its bearer token, with the route's scopes; one tenant rate-limit token.
+    """The route's caller, from its bearer token (verified once per request, at the edge), with the
+    route's scopes.
 
     The HTTP bearer scheme and the check in one dependency (FastAPI resolves each dependency of every
     request on its own, and this runs on every call): the OpenAPI schema still shows the `HTTPBearer`
@@ -79,12 +90,14 @@ class BearerAuth(HTTPBearer):
     async def __call__(  # type: ignore[override]  # a Principal, not the credentials
         self, request: Request, security_scopes: SecurityScopes
     ) -> Principal:
-        scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() != "bearer" or not credentials:
-            raise unauthenticated("A bearer token is required.", token_given=False)
-        app_state = request.app.state
-        principal = await cast(TokenVerifier, app_state.verifier).verify(credentials)
+        credentials = bearer_credentials(request.headers.get("authorization"))
+        state = request.scope.setdefault("state", {})
+        verified = state.get(EDGE_PRINCIPAL_KEY)
+        if isinstance(verified, tuple) and verified[0] == credentials:
+            # Verified at the edge (`gateway.edge`), which also spent the caller's rate-limit token.
+            principal: Principal = verified[1]
+        else:
+            principal = await cast(TokenVerifier, request.app.state.verifier).verify(credentials)
         for scope in security_scopes.scopes:
             if scope not in principal.scopes:
                 raise insufficient_scope(scope)
@@ -94,16 +107,10 @@ class BearerAuth(HTTPBearer):
             raise insufficient_scope(TENANT_WIDE_SCOPE)
         # Every backend call of this request carries the token: the services verify it again.
         forward_user_token(credentials)
-        state = request.scope.setdefault("state", {})
-        if state.get(PRINCIPAL_STATE_KEY) is None:
-            # Once per request (a route may depend on several principals): spend one token of the tenant's.
-            kind = "upload" if route_name in UPLOAD_ROUTES else "api"
-            try:
-                cast(RateLimiter, app_state.rate_limiter).check(principal.tenant, kind)
-            except ApiError:
-                cast(Metrics, app_state.metrics).rate_limited.labels(kind=kind).inc()
-                raise
-            state[PRINCIPAL_STATE_KEY] = principal
+        # Authenticated and allowed the route: what the idempotency claim waits for.
+        state[PRINCIPAL_STATE_KEY] = principal
+        # Before the idempotency claim, the route and any backend: a malformed id is not found (full match).
+        refuse_malformed_path_ids(request.method, request.path_params)
         return principal
 
 
@@ -163,10 +170,14 @@ async def idempotency_claim(
         ),
     ] = None,
 ) -> Claim | None:
-    """Takes the request's Idempotency-Key (if it has one), or answers from the stored record."""
+    """Takes the request's Idempotency-Key (if it has one), or answers from the stored record.
+
+    Only for a request that may go on: authenticated with the route's scope (the principal dependency ran
+    before) and, when its path names a subject, allowed to touch it (else the route's own 404, and no
+    record): a refused request claims nothing. Records are the caller's own (`gateway.idempotency`)."""
     if idempotency_key is None:
         return None
-    if not VALID_KEY.match(idempotency_key):
+    if not VALID_KEY.fullmatch(idempotency_key):
         raise key_error()
     principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
     if not isinstance(principal, Principal):
@@ -181,11 +192,13 @@ async def idempotency_claim(
         fingerprint = store.fingerprint(principal.tenant, request.method, request.url.path, digest)
     deadline = settings.stream_timeout_seconds if streaming else settings.request_timeout_seconds
     subject = request.path_params.get("subject_id")
-    if not isinstance(subject, str) or not is_valid_id(subject, "sub"):
-        subject = None  # the route answers 404 for it; nothing to index
+    if isinstance(subject, str) and not (is_valid_id(subject, "sub") and principal.can_touch(subject)):
+        raise not_found()  # what the route answers, before anything is claimed for it
+    if not isinstance(subject, str):
+        subject = None
     try:
         claim = await store.claim(
-            tenant=principal.tenant,
+            caller=caller_of(principal),
             key=idempotency_key,
             method=request.method,
             route=route,
@@ -197,7 +210,13 @@ async def idempotency_claim(
     except Replay as replay:
         if fingerprint is None:
             boundary = form_boundary(request.headers.get("content-type")) or b"-"
-            digest = await drain_upload_digest(store, request.stream(), boundary)
+            state = request.scope.setdefault("state", {})
+            try:
+                # Within the upload's own deadline; its size is cut by the edge like any upload's.
+                async with asyncio.timeout_at(deadline_of(state, settings.stream_timeout_seconds)):
+                    digest = await drain_upload_digest(store, request.stream(), boundary)
+            except TimeoutError:
+                raise upload_timeout(settings.stream_timeout_seconds) from None
             check_fingerprint(
                 replay, store.fingerprint(principal.tenant, request.method, request.url.path, digest)
             )

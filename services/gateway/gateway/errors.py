@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from gateway.request_context import current_request_id
-from likeness.rpc_errors import error_code
+from likeness.rpc_errors import error_code, status_lost_to_a_late_write
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ _CODE_STATUS = {"team_look_conflict": 409}
 
 
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
+    if status_lost_to_a_late_write(exc):
+        # The backend ended an upload while a chunk was on its way, and grpc.aio lost its answer: the
+        # request did not go through as a whole, and a retry (same Idempotency-Key) gets the real answer.
+        log.warning("backend answer lost to a late write")
+        return unavailable("The upload was interrupted by the backend; retry it.")
     mapped = _GRPC_TO_HTTP.get(exc.code())
     if mapped is None:
         log.error("backend call failed", extra={"grpc_status": exc.code().name})

@@ -7,12 +7,17 @@ Records live in the gateway's own NATS KV bucket (entries expire after `idempote
 | `r.<id>` | the record: `in_flight` (with a lease) or `done`, the request fingerprint, the sealed answer |
 | `s.<tenant>.<subject>.<id>` | index: the record belongs to this subject (dropped with it on erasure) |
 
-`<id>` is an HMAC (keyed with the gateway's own `LIKENESS_IDEMPOTENCY_SECRET`) of tenant, key, method and
-route template, so the bucket names neither the key nor the request. The fingerprint is an HMAC of the
-path and the body (for photo uploads, of the files' bytes, hashed while they stream). The response
-(status, `Location`, body) is sealed with AES-256-GCM under a key derived from the secret, the tenant and
-the Idempotency-Key itself: only a caller who holds the key can have it replayed, and the bucket holds
-nothing personal in clear.
+`<id>` is an HMAC (keyed with the gateway's own `LIKENESS_IDEMPOTENCY_SECRET`) of tenant, caller, key,
+method and route template, so the bucket names neither the key, the caller nor the request. The caller is
+the token's (`gateway.caller`: its end user's `sub`, else its client): the same key sent by another caller
+of the tenant is another record, so one caller's answer (a 404 included) is never replayed to another.
+The fingerprint is an HMAC of the path and the body (for photo uploads, of the files' bytes, hashed while
+they stream). The response (status, `Location`, body) is sealed with AES-256-GCM under a key derived from
+the secret, the tenant, the caller and the Idempotency-Key itself: only that caller, holding the key, can
+have it replayed, and the bucket holds nothing personal in clear.
+
+A key is claimed only once the request is authenticated, holds the route's scope and may touch the
+subject its path names (`gateway.deps.idempotency_claim`): a refused request claims nothing.
 
 A response is stored when the route answered it (2xx or 4xx); refusals before the route ran (401, 403,
 429) and failures (5xx, timeouts, a client gone mid-request) release the key, so a retry runs again.
@@ -44,6 +49,7 @@ from nats.js.kv import KeyValue
 from python_multipart.exceptions import MultipartParseError
 from starlette.datastructures import MutableHeaders
 
+from gateway.caller import Caller
 from gateway.errors import ApiError, unavailable
 from gateway.multipart_stream import Event, FileData, FileEnded, FileStarted, MultipartEvents
 from likeness.bus import kv_keys
@@ -135,8 +141,8 @@ class IdempotencyStore:
         message = b"\x1f".join(part.encode() if isinstance(part, str) else part for part in parts)
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def record_id(self, tenant: str, key: str, method: str, route: str) -> str:
-        return self._mac("idempotency-record", tenant, key, method, route)
+    def record_id(self, caller: Caller, key: str, method: str, route: str) -> str:
+        return self._mac("idempotency-record", caller.tenant, caller.name, key, method, route)
 
     def fingerprint(self, tenant: str, method: str, path: str, body_digest: bytes) -> str:
         return self._mac("idempotency-request", tenant, method, path, body_digest)
@@ -145,15 +151,17 @@ class IdempotencyStore:
         """A keyed running hash (for an upload's files as they stream)."""
         return hmac.new(self._secret, b"idempotency-upload", hashlib.sha256)
 
-    def _aead(self, tenant: str, key: str) -> AESGCM:
-        info = b"\x1f".join((b"likeness-idempotency-v1", tenant.encode(), key.encode()))
+    def _aead(self, caller: Caller, key: str) -> AESGCM:
+        info = b"\x1f".join(
+            (b"likeness-idempotency-v2", caller.tenant.encode(), caller.name.encode(), key.encode())
+        )
         derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self._secret)
         return AESGCM(derived)
 
     async def claim(
         self,
         *,
-        tenant: str,
+        caller: Caller,
         key: str,
         method: str,
         route: str,
@@ -166,9 +174,10 @@ class IdempotencyStore:
         `fingerprint` None: not known yet (an upload is hashed while it streams); the stored one is then
         compared by the caller with `check_fingerprint` once the retry's body has been read.
         """
-        record_id = self.record_id(tenant, key, method, route)
+        tenant = caller.tenant
+        record_id = self.record_id(caller, key, method, route)
         record_key = f"r.{record_id}"
-        aead = self._aead(tenant, key)
+        aead = self._aead(caller, key)
         for _ in range(5):
             fresh = {"state": "in_flight", "fp": fingerprint, "lease_until": time.time() + lease_seconds}
             try:
@@ -298,7 +307,10 @@ class Claim:
 
 
 async def drain_upload_digest(store: IdempotencyStore, body: AsyncIterator[bytes], boundary: bytes) -> bytes:
-    """The keyed digest of an upload's files, read (and dropped) chunk by chunk: for a retried upload."""
+    """The keyed digest of an upload's files, read (and dropped) chunk by chunk: for a retried upload.
+
+    Bounded like the upload itself: `body` is the request's stream, which the edge cuts at the upload's
+    body limit (413), and the caller runs this within the upload's deadline (408)."""
     digest = store.digest()
     events = MultipartEvents(boundary)
     try:

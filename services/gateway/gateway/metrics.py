@@ -16,6 +16,18 @@ from prometheus_client import (
 
 #: Any other method is counted as "other", so a client cannot mint label values.
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: Why the edge refused a request before any work (`gateway.edge`, `gateway.http_protocol`): the only values
+#: of `likeness_gateway_refused_total{reason}`, each created at 0 so rates and alerts read 0, not "no data".
+REFUSAL_REASONS = (
+    "overloaded",
+    "body_too_large",
+    "unauthenticated",
+    "rate_limited",
+    "too_many_streams",
+    "too_many_exports",
+    "header_timeout",
+    "upload_timeout",
+)
 
 
 class Metrics:
@@ -50,8 +62,21 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "likeness_gateway_rate_limited",
-            "Requests refused with 429, by bucket kind",
+            "Requests refused with 429 by a rate bucket, by bucket kind (api, upload)",
             ["kind"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "likeness_gateway_refused",
+            "Requests refused at the edge before any work was done for them, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason=reason)
+        self.in_flight = Gauge(
+            "likeness_gateway_requests_in_flight",
+            "Requests being answered now (probes excluded), against LIKENESS_MAX_CONCURRENT_REQUESTS",
             registry=self.registry,
         )
         self.idempotent_replays = Counter(

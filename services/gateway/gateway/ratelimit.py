@@ -1,9 +1,14 @@
-"""Per-tenant token buckets: requests beyond a tenant's rate answer 429 `rate_limited` with `Retry-After`.
+"""Token buckets per caller under a tenant-wide total: beyond either, 429 `rate_limited` with `Retry-After`.
 
-In-process, per replica: with N gateway replicas a tenant's ceiling is N times the configured rate (the
-chart documents this). Photo uploads draw from a separate, stricter bucket, since each costs far more
-(decoding, face detection, a Vault round trip). The tenant comes from the verified token, so an
-unauthenticated caller cannot spend a tenant's budget.
+Every request of a caller (`gateway.caller`: an end user, or one of the tenant's back ends) draws one token
+from that caller's bucket *and* one from its tenant's: a caller cannot starve the others of its tenant
+beyond its own rate, and a tenant with many callers (many end users) cannot exceed its total. A request
+refused by either bucket takes from neither. Photo uploads draw from separate, stricter buckets of both
+kinds, since each costs far more (decoding, face detection, a Vault round trip).
+
+In-process, per replica: with N gateway replicas the ceilings are N times the configured rates (the chart
+documents this; issue "Many tenants, one fleet" makes them cluster-wide). The caller comes from the
+verified token, so an unauthenticated request cannot spend anyone's budget.
 """
 
 from __future__ import annotations
@@ -11,10 +16,17 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from gateway.caller import Caller
 from gateway.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float
+    burst: int
 
 
 @dataclass
@@ -24,45 +36,70 @@ class TokenBucket:
     tokens: float
     updated: float
 
-    def take(self, now: float) -> float:
-        """Takes one token; returns 0 when it could, else the seconds until one is there."""
+    def refill(self, now: float) -> None:
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
+
+    def wait(self) -> float:
+        """0 when a token is there (after `refill`), else the seconds until one is."""
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
 
 
-class RateLimiter:
-    """Buckets by (tenant, kind); the least recently seen tenants are forgotten beyond `max_tenants`."""
+class _Buckets:
+    """Buckets by key, the least recently used forgotten beyond `capacity` (a forgotten key starts full)."""
 
-    def __init__(
-        self,
-        limits: dict[str, tuple[float, int]],
-        max_tenants: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limits = limits
-        self.max_tenants = max_tenants
-        self.clock = clock
-        self._buckets: OrderedDict[tuple[str, str], TokenBucket] = OrderedDict()
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
 
-    def check(self, tenant: str, kind: str) -> None:
-        rate, burst = self.limits[kind]
-        now = self.clock()
-        key = (tenant, kind)
+    def get(self, key: Hashable, rate: Rate, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = TokenBucket(rate=rate, burst=float(burst), tokens=float(burst), updated=now)
+            bucket = TokenBucket(rate.per_second, float(rate.burst), float(rate.burst), now)
             self._buckets[key] = bucket
-            while len(self._buckets) > self.max_tenants * len(self.limits):
+            while len(self._buckets) > self.capacity:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        wait = bucket.take(now)
+        bucket.refill(now)
+        return bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The rates of one kind of request (`api`, `upload`): per caller, and the tenant-wide total."""
+
+    caller: Rate
+    tenant: Rate
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        limits: dict[str, Limits],
+        max_tenants: int,
+        max_callers: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.clock = clock
+        self._tenants = _Buckets(max_tenants * len(limits))
+        self._callers = _Buckets(max_callers * len(limits))
+
+    def check(self, caller: Caller, kind: str) -> None:
+        """Takes a token of the caller's and of its tenant's bucket of `kind`, or raises 429."""
+        limits = self.limits[kind]
+        now = self.clock()
+        own = self._callers.get((caller, kind), limits.caller, now)
+        total = self._tenants.get((caller.tenant, kind), limits.tenant, now)
+        wait = max(own.wait(), total.wait())
         if wait > 0:
             raise rate_limited(wait)
+        own.tokens -= 1.0
+        total.tokens -= 1.0
 
 
 def rate_limited(wait_seconds: float) -> ApiError:
@@ -70,6 +107,6 @@ def rate_limited(wait_seconds: float) -> ApiError:
     return ApiError(
         429,
         "rate_limited",
-        f"Too many requests for this tenant; retry in {retry_after} s.",
+        f"Too many requests; retry in {retry_after} s.",
         headers={"Retry-After": str(retry_after)},
     )

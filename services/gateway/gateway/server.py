@@ -1,4 +1,5 @@
-"""The gateway's one role, `serve`: the REST API under uvicorn on 0.0.0.0:LIKENESS_HTTP_PORT, JSON logs."""
+"""The gateway's one role, `serve`: the REST API under uvicorn on 0.0.0.0:LIKENESS_HTTP_PORT, JSON logs,
+with a header-read timeout of our own (`gateway.http_protocol`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings, get_settings
+from gateway.http_protocol import with_header_timeout
 from gateway.middleware import install_request_id_logging
 from likeness.telemetry import setup_logging, setup_tracing
 
@@ -32,10 +34,19 @@ def setup_observability(settings: GatewaySettings) -> None:
 
 
 def serve() -> None:
-    """Serves the REST API until SIGTERM (uvicorn drains open requests for up to 20 s)."""
+    """Serves the REST API until SIGTERM (uvicorn drains open requests for up to 20 s).
+
+    uvicorn with the gateway's own HTTP protocol (`gateway.http_protocol`: uvicorn's h11 protocol plus a
+    header-read timeout, which uvicorn lacks; that module says why not another server). Idle keep-alive
+    connections close after `LIKENESS_KEEP_ALIVE_TIMEOUT_SECONDS`; bodies and responses have the request's
+    own deadlines."""
     settings = get_settings()
     setup_observability(settings)
     app = create_app(settings)
+    metrics = app.state.metrics
+    protocol = with_header_timeout(
+        settings.header_timeout_seconds, metrics.refused.labels(reason="header_timeout").inc
+    )
     # What is loaded by now (modules, schemas, the app) lives as long as the process: out of the collector's
     # sight, so that the full collections that requests trigger do not walk it again and again.
     gc.collect()
@@ -44,6 +55,9 @@ def serve() -> None:
         app,
         host="0.0.0.0",
         port=settings.http_port,
+        http=protocol,
+        ws="none",  # no WebSocket route: an upgrade request is an ordinary (refused) request
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         # Our JSON root handler only; uvicorn's access log would print paths with ids in them.
         log_config=None,
         access_log=False,

@@ -5,6 +5,11 @@ as the part's bytes arrive, so the gateway holds at most one chunk per file and 
 Limits are checked while streaming. Calls run in parallel with the rest of the upload; their verdicts
 are collected at the end. The client's filename is echoed in the answer only: ingest never sees it and
 it is never logged.
+
+The upload has one deadline, `LIKENESS_STREAM_TIMEOUT_SECONDS` after it arrived (`deadline_of`): every
+ingest call it makes has that instant as its gRPC deadline, and a body not read to its end by then is
+not read any further: the calls are cancelled (ingest frees their slots at once), the answer is 408
+`upload_timeout`, and the connection is closed (`gateway.edge` marks an answer to an unread body so).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from python_multipart.exceptions import MultipartParseError
@@ -32,12 +37,40 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 256 * 1024
 #: Room for part headers and boundaries on top of the files themselves.
 FORM_OVERHEAD_BYTES = 1024 * 1024
+#: Where the edge leaves an upload's deadline (event loop time; a key of the ASGI scope's "state").
+UPLOAD_DEADLINE_KEY = "likeness_upload_deadline"
+
+
+def deadline_of(state: dict[str, Any], seconds: float) -> float:
+    """The upload's deadline (event loop time): the one the edge set at its arrival, else `seconds` from
+    now, kept for the rest of the request."""
+    deadline = state.get(UPLOAD_DEADLINE_KEY)
+    if not isinstance(deadline, float):
+        deadline = asyncio.get_running_loop().time() + seconds
+        state[UPLOAD_DEADLINE_KEY] = deadline
+    return deadline
+
+
+def upload_timeout(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        "upload_timeout",
+        f"The upload was not received within {seconds:g} s; nothing more of it was read. Earlier files of "
+        "this request may have been stored: list the subject's photos to see which.",
+    )
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left until `deadline` (event loop time), as a gRPC timeout (never zero or negative)."""
+    return max(0.001, deadline - asyncio.get_running_loop().time())
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     max_file_bytes: int
     max_files: int
+    #: The upload's deadline, in seconds from its arrival (for the message of its 408).
+    seconds: float = 120.0
 
     @property
     def max_body_bytes(self) -> int:
@@ -133,8 +166,11 @@ async def receive_photos(
     tenant: str,
     subject_id: str,
     limits: UploadLimits,
+    deadline: float,
     digest: hmac.HMAC | None = None,
 ) -> list[schemas.UploadedPhoto]:
+    """The verdicts of the upload's photos; raises `upload_timeout` if its body is not read by `deadline`
+    (event loop time), which is also every ingest call's deadline."""
     boundary = form_boundary(content_type)
     if boundary is None:
         raise ApiError(415, "unsupported_media_type", "Send photos as multipart/form-data with `file` parts.")
@@ -149,9 +185,21 @@ async def receive_photos(
 
     uploads: list[PhotoUpload] = []
     try:
-        await _stream_parts(
-            body, MultipartEvents(boundary), backends, tenant, subject_id, limits, uploads, digest
-        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                await _stream_parts(
+                    body,
+                    MultipartEvents(boundary),
+                    backends,
+                    tenant,
+                    subject_id,
+                    limits,
+                    uploads,
+                    deadline,
+                    digest,
+                )
+        except TimeoutError:
+            raise upload_timeout(limits.seconds) from None
         if not uploads:
             raise ApiError(400, "no_files", "The request has no `file` parts.")
         return [await upload.verdict() for upload in uploads]
@@ -169,6 +217,7 @@ async def _stream_parts(
     subject_id: str,
     limits: UploadLimits,
     uploads: list[PhotoUpload],
+    deadline: float,
     digest: hmac.HMAC | None = None,
 ) -> None:
     current: PhotoUpload | None = None
@@ -191,7 +240,8 @@ async def _stream_parts(
                     raise ApiError(
                         413, "too_many_files", f"Send at most {limits.max_files} files per request."
                     )
-                call = backends.ingest.SanitizePhoto(None, timeout=backends.stream_timeout)
+                # The upload's own deadline, not a fresh one: ingest stops waiting when the gateway does.
+                call = backends.ingest.SanitizePhoto(None, timeout=_remaining(deadline))
                 current = PhotoUpload(call, event.filename, len(uploads) + 1, limits)
                 uploads.append(current)
                 await current.begin(tenant, subject_id, event.content_type)

@@ -104,6 +104,17 @@ def test_other_grpc_errors_are_internal_without_details(status) -> None:
     assert "secrets" not in mapped.message
 
 
+def test_an_answer_grpc_lost_to_a_late_write_is_a_retryable_503() -> None:
+    """grpc.aio's INTERNAL for a backend that ended an upload mid-write (likeness.rpc_errors) is not a
+    fault of ours: the client is told to retry, where it gets the backend's real answer."""
+    late_write = 'Failed "execute_batch": (<grpc._cython.cygrpc.SendMessageOperation object at 0x1>,)'
+    lost = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), "Internal error", late_write
+    )
+    mapped = from_grpc(lost)
+    assert (mapped.status, mapped.code) == (503, "unavailable")
+
+
 @pytest.mark.parametrize(
     ("status", "http", "code"),
     [

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.caller import Caller
 from gateway.idempotency import IdempotencyStore
 from likeness.bus import Bus, event_nats_subject
 from likeness.timeutil import now_timestamp
@@ -171,7 +172,7 @@ async def test_a_key_in_flight_answers_409_with_retry_after(client, auth) -> Non
     store: IdempotencyStore = client.app.state.nats.idempotency
     headers = {**auth(), **key()}
     await store.claim(
-        tenant="acme",
+        caller=Caller("acme", "tenant"),  # a token of acme's naming no subject and no client
         key=headers["Idempotency-Key"],
         method="POST",
         route="/v1/subjects",
@@ -189,7 +190,7 @@ async def test_an_abandoned_claim_is_taken_over_after_its_lease(client, auth) ->
     store: IdempotencyStore = client.app.state.nats.idempotency
     headers = {**auth(), **key()}
     await store.claim(
-        tenant="acme",
+        caller=Caller("acme", "tenant"),  # a token of acme's naming no subject and no client
         key=headers["Idempotency-Key"],
         method="POST",
         route="/v1/subjects",

@@ -174,6 +174,7 @@ PRODUCTION = {
     "s3_endpoint": "https://s3.example.com",
     "vault_addr": "https://vault:8200",
     "jwt_issuer": ISSUER,
+    "jwt_audience": "likeness-api",  # production refuses the default audience (issue 15)
 }
 
 

@@ -1,12 +1,14 @@
-"""Ingest settings: the sanitization limits, the per-subject rules (documented defaults) and concurrency."""
+"""Ingest settings: the sanitization limits, the per-subject rules (documented defaults), concurrency and
+the decoding sandbox."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ingest.limits import SanitizeLimits, SubjectRules
+from ingest.sandbox.worker_process import WorkerLimits
 from likeness.config import CommonSettings
 
 
@@ -33,6 +35,36 @@ class IngestSettings(CommonSettings):
     #: Uploads received at once per process (each buffers at most max_upload_bytes in memory); later
     #: ones wait, so a burst of uploads cannot hold more than this many files in memory.
     max_concurrent_uploads: int = Field(default=8, gt=0)
+    #: An upload must be received within this many seconds of taking its slot (or by the caller's gRPC
+    #: deadline, if sooner), else it ends with DEADLINE_EXCEEDED and frees its slot: a slow or compromised
+    #: caller cannot hold the slots. The gateway's own upload deadline is LIKENESS_STREAM_TIMEOUT_SECONDS.
+    upload_receive_seconds: float = Field(default=120.0, gt=0)
+
+    # The decoding sandbox (`ingest.sandbox`): one worker process per `max_concurrent`.
+    #: Decode uploads in the sandbox's workers. Off, they are decoded in this process, which holds the
+    #: Vault, S3 and NATS credentials: development only (a machine without seccomp); production refuses.
+    decode_sandbox: bool = True
+    #: Seconds one decode may take in a worker before the worker is killed (the photo: `corrupt_image`).
+    decode_timeout_seconds: float = Field(default=20.0, gt=0)
+    #: Decodes a worker serves before it is replaced (an upload takes one, sometimes two). A decoder
+    #: exploit lives at most this many jobs, seeing the uploads that reach its worker; 1 gives every job a
+    #: fresh worker, for about 0.2 s of CPU each.
+    decode_jobs_per_worker: int = Field(default=25, gt=0)
+    #: Address space of a worker, in MiB (RLIMIT_AS). The costliest photo the default limits allow, a
+    #: 50 MP 16-bit greyscale PNG, peaks at about 1.4 GiB; a decoder asking for more fails (`corrupt_image`).
+    decode_memory_limit_mb: int = Field(default=2048, ge=512)
+    #: CPU seconds one decode may use in a worker (RLIMIT_CPU, reset per job): a second line behind the
+    #: timeout, for decoders that spin on several threads.
+    decode_cpu_seconds: int = Field(default=20, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_decoding_outside_the_sandbox_in_production(self) -> IngestSettings:
+        if self.is_production and not self.decode_sandbox:
+            raise ValueError(
+                "refusing production settings: LIKENESS_DECODE_SANDBOX=false would parse uploads in the "
+                "process that holds the keys"
+            )
+        return self
 
     def limits(self) -> SanitizeLimits:
         return SanitizeLimits(
@@ -44,6 +76,14 @@ class IngestSettings(CommonSettings):
             min_face_brightness=self.min_face_brightness,
             max_face_clipped=self.max_face_clipped,
             crop_size=self.crop_size,
+        )
+
+    def sandbox_limits(self) -> WorkerLimits:
+        return WorkerLimits(
+            timeout_seconds=self.decode_timeout_seconds,
+            jobs=self.decode_jobs_per_worker,
+            address_space_bytes=self.decode_memory_limit_mb * 1024 * 1024,
+            cpu_seconds_per_job=self.decode_cpu_seconds,
         )
 
     def subject_rules(self) -> SubjectRules:

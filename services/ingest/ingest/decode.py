@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import ExifTags, Image
 
 from ingest.formats import ImageFormat, open_image, sniff_format
 from ingest.limits import SanitizeLimits
+from ingest.reasons import ReasonCode, RejectedInput
 from ingest.srgb import to_srgb_rgb
-from ingest.verdicts import ReasonCode, RejectedInput
 
 # Formats where several frames mean an animation. A JPEG with extra frames is an MPO (phones store depth
 # and HDR gain maps that way) and a HEIF may hold several images; for both we use the primary image.
@@ -30,6 +31,16 @@ class DecodedImage:
     def scale(self) -> float:
         """Pixels of ``image`` per pixel of the full-size photo (1, or 1/2 to 1/8 for a reduced JPEG)."""
         return self.image.width / self.source_size[0]
+
+
+class Decoder(Protocol):
+    """Anything that decodes an upload as :func:`decode_image` does: the function itself (in this process,
+    for development and the tests of decoding) or the sandbox's pool (`ingest.sandbox`), which runs it in a
+    locked-down worker process."""
+
+    def __call__(
+        self, data: bytes, limits: SanitizeLimits, *, min_side: int | None = None
+    ) -> DecodedImage: ...
 
 
 def decode_image(data: bytes, limits: SanitizeLimits, *, min_side: int | None = None) -> DecodedImage:

@@ -7,7 +7,7 @@ import math
 from PIL import Image
 
 from ingest.crop import aligned_face_crop
-from ingest.decode import DecodedImage, decode_image
+from ingest.decode import DecodedImage, Decoder, decode_image
 from ingest.encode import clean_png
 from ingest.faces import FaceAnalyzer, FaceBox, detection_min_side
 from ingest.formats import ImageFormat, sniff_format
@@ -17,8 +17,15 @@ from ingest.quality import MIN_MEASURED_FACE_SIDE, measure_face, quality_problem
 from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, RejectedInput, SanitizeResult, rejected
 
 
-def sanitize(data: bytes, limits: SanitizeLimits, analyzer: FaceAnalyzer) -> SanitizeResult:
+def sanitize(
+    data: bytes, limits: SanitizeLimits, analyzer: FaceAnalyzer, decoder: Decoder | None = None
+) -> SanitizeResult:
     """Check and clean one uploaded photo. Never raises for bad input: every failure is a ``Rejected``.
+
+    ``decoder`` parses the upload: the service passes the sandbox's pool (`ingest.sandbox`), so that no
+    byte of it is parsed in this process; without one, :func:`ingest.decode.decode_image` runs here (the
+    tests of the pipeline itself, and development with the sandbox off). Everything after decoding works
+    on plain pixels.
 
     A JPEG is first decoded only as large as face detection needs (DCT scaling), and decoded again at a
     larger scale only when the face found is too small in that copy for a full-quality crop. Accepted
@@ -26,11 +33,12 @@ def sanitize(data: bytes, limits: SanitizeLimits, analyzer: FaceAnalyzer) -> San
     profile or trailing bytes survive), with the face's box, scores, identity embedding and the photo's
     perceptual hash.
     """
+    decode = decoder if decoder is not None else decode_image
     try:
-        decoded = decode_image(data, limits, min_side=_first_decode_side(data, limits))
+        decoded = decode(data, limits, min_side=_first_decode_side(data, limits))
         face = _find_subject(analyzer, decoded.image, limits)
         photo_hash = perceptual_hash(decoded.image)
-        decoded, face = _with_enough_pixels(data, limits, decoded, face)
+        decoded, face = _with_enough_pixels(data, limits, decoded, face, decode)
     except RejectedInput as rejection:
         return rejected(rejection.code, limits)
 
@@ -82,7 +90,7 @@ def _wanted_face_side(limits: SanitizeLimits) -> float:
 
 
 def _with_enough_pixels(
-    data: bytes, limits: SanitizeLimits, decoded: DecodedImage, face: FaceBox
+    data: bytes, limits: SanitizeLimits, decoded: DecodedImage, face: FaceBox, decode: Decoder
 ) -> tuple[DecodedImage, FaceBox]:
     """The decoded photo and face again, at a larger scale if the face has too few pixels for the crop.
 
@@ -97,7 +105,7 @@ def _with_enough_pixels(
     min_side = math.ceil(min(decoded.source_size) * scale) if scale < 1.0 else None
     old_scale = decoded.scale
     del decoded  # the smaller copy is not needed while the larger one is decoded
-    larger = decode_image(data, limits, min_side=min_side)
+    larger = decode(data, limits, min_side=min_side)
     return larger, _scaled(face, larger.scale / old_scale)
 
 

@@ -25,11 +25,13 @@ import grpc
 import nats.errors
 
 from ingest.config import IngestSettings
+from ingest.decode import Decoder
 from ingest.export import exported_photos
 from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits, SubjectRules
 from ingest.method_rules import TOKEN_RULES
 from ingest.records import PhotoRecords
+from ingest.sandbox.pool import DecoderUnavailable
 from ingest.sanitize import sanitize
 from ingest.subject_checks import subject_problem
 from ingest.subject_locks import SubjectLocks
@@ -50,8 +52,10 @@ from likeness.vault_transit import KeyAccessDenied, KeyDestroyed, KeyError_
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
-Sanitizer = Callable[[bytes, SanitizeLimits, FaceAnalyzer], SanitizeResult]
+Sanitizer = Callable[[bytes, SanitizeLimits, FaceAnalyzer, Decoder], SanitizeResult]
 PS = ingest_pb2.PhotoStatus
+#: An upload whose stream ends less than this before its caller's deadline was cut by the deadline.
+CUT_BY_DEADLINE_SECONDS = 0.25
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
@@ -63,10 +67,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         platform: Platform,
         records: PhotoRecords,
         settings: IngestSettings,
+        decoder: Decoder,
         analyzer: FaceAnalyzer | None = None,
         sanitizer: Sanitizer = sanitize,
     ) -> None:
-        """``analyzer``: share one (its models are loaded once); ``sanitizer``: the per-photo pipeline,
+        """``decoder``: what parses the uploads, the decoding sandbox's started pool (`ingest.decoding`);
+        ``analyzer``: share one (its models are loaded once); ``sanitizer``: the per-photo pipeline,
         replaceable so bench/ingest.py can run a naive one through the same service."""
         self.platform = platform
         self.records = records
@@ -74,10 +80,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self.rules: SubjectRules = settings.subject_rules()
         self.analyzer = analyzer or FaceAnalyzer()
         self.sanitizer = sanitizer
+        self.decoder = decoder
         self.templates = SubjectTemplates(platform.sealed, platform.store)
         self.subject_locks = SubjectLocks()
         self._slots = asyncio.Semaphore(settings.max_concurrent)
         self._uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
+        self._receive_seconds = settings.upload_receive_seconds
 
     async def SanitizePhoto(
         self, request_iterator: AsyncIterator[ingest_pb2.SanitizePhotoRequest], context: Context
@@ -105,7 +113,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 reason = Reason.of(ReasonCode.TOO_MANY_PHOTOS, self.limits, self.rules)
                 await abort(context, grpc.StatusCode.FAILED_PRECONDITION, reason.code, reason.message)
 
-            data, too_large = await self._receive(request_iterator)
+            data, too_large = await self._receive(request_iterator, context)
             photo = ingest_pb2.Photo(
                 id=ids.new_id("pho"), tenant=tenant, subject_id=subject_id, created_at=now_timestamp()
             )
@@ -114,7 +122,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 if too_large:
                     result = rejected(ReasonCode.FILE_TOO_LARGE, self.limits)
                 else:
-                    result = await asyncio.to_thread(self.sanitizer, data, self.limits, self.analyzer)
+                    result = await self._sanitize(data, context)
             del data  # the upload's bytes are not needed past this point
 
             if isinstance(result, Accepted):
@@ -135,17 +143,56 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         )
         return ingest_pb2.SanitizePhotoResponse(photo=photo)
 
-    async def _receive(self, requests: AsyncIterator[ingest_pb2.SanitizePhotoRequest]) -> tuple[bytes, bool]:
+    async def _receive(
+        self, requests: AsyncIterator[ingest_pb2.SanitizePhotoRequest], context: Context
+    ) -> tuple[bytes, bool]:
         """Collects the file in memory (never on disk), stopping as soon as it passes the byte limit.
 
-        At most the limit plus one message (8 MiB at most, the server's message limit) is ever held.
+        At most the limit plus one message (8 MiB at most, the server's message limit) is ever held. The
+        file must arrive within `upload_receive_seconds` of its slot being taken, or by the caller's gRPC
+        deadline if that is sooner: then the call ends with DEADLINE_EXCEEDED (`upload_timeout`) and its
+        upload slot is free, so no caller (a slow or compromised gateway, one sending no deadline) holds
+        a slot longer.
         """
+        seconds = self._receive_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            seconds = min(seconds, remaining)
         buffer = bytearray()
-        async for message in requests:
-            buffer += message.chunk
-            if len(buffer) > self.limits.max_bytes:
-                return b"", True
+        try:
+            async with asyncio.timeout(seconds):
+                async for message in requests:
+                    buffer += message.chunk
+                    if len(buffer) > self.limits.max_bytes:
+                        return b"", True
+                # gRPC ends a request stream at its deadline as if the caller had closed it, before it
+                # cancels this handler: a stream ending that late was cut, not finished.
+                left = context.time_remaining()
+                if left is not None and left < CUT_BY_DEADLINE_SECONDS:
+                    raise TimeoutError
+        except TimeoutError:
+            buffer.clear()  # not kept while the refusal goes out
+            await abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "upload_timeout",
+                f"The photo was not received within {seconds:.3g} s.",
+            )
         return bytes(buffer), False
+
+    async def _sanitize(self, data: bytes, context: Context) -> SanitizeResult:
+        """The photo's verdict; its bytes are parsed only by the decoder (the sandbox), never here. A
+        decoder that crashes or hangs on it makes it `corrupt_image`; no worker at all is UNAVAILABLE."""
+        try:
+            return await asyncio.to_thread(self.sanitizer, data, self.limits, self.analyzer, self.decoder)
+        except DecoderUnavailable:
+            log.error("no decoding worker could be had")
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "decoder_unavailable",
+                "Photos cannot be checked right now; retry later.",
+            )
 
     async def _admit(self, photo: ingest_pb2.Photo, accepted: Accepted, context: Context) -> SanitizeResult:
         """Checks the photo against the subject's accepted ones and, if it passes, stores it.

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Literal
 
 from ingest.faces import FaceBox
 from ingest.limits import DEFAULT_LIMITS, DEFAULT_RULES, SanitizeLimits, SubjectRules
 from ingest.phash import PhotoHash
+from ingest.reasons import ReasonCode, RejectedInput
 
-
-class ReasonCode(StrEnum):
-    """Stable machine codes; clients switch on these, so never rename one."""
-
-    FILE_TOO_LARGE = "file_too_large"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    CORRUPT_IMAGE = "corrupt_image"
-    IMAGE_TOO_LARGE = "image_too_large"
-    IMAGE_TOO_SMALL = "image_too_small"
-    NO_FACE = "no_face"
-    MULTIPLE_FACES = "multiple_faces"
-    FACE_TOO_SMALL = "face_too_small"
-    TOO_BLURRY = "too_blurry"
-    TOO_DARK = "too_dark"
-    OVEREXPOSED = "overexposed"
-    # Checked by the service against the subject's other photos (see ingest.subject_checks).
-    TOO_MANY_PHOTOS = "too_many_photos"
-    DUPLICATE = "duplicate"
-    DIFFERENT_PERSON = "different_person"
+__all__ = [
+    "MESSAGES",
+    "Accepted",
+    "Reason",
+    "ReasonCode",
+    "Rejected",
+    "RejectedInput",
+    "SanitizeResult",
+    "rejected",
+]
 
 
 # Templates filled from the limits in force, so the numbers a person reads are the ones we applied.
@@ -98,18 +89,6 @@ class Reason:
 def _tidy(value: float) -> str:
     """25.0 -> "25", 12.5 -> "12.5": numbers as a person would write them."""
     return f"{value:.1f}".removesuffix(".0")
-
-
-class RejectedInput(Exception):
-    """Raised inside the pipeline when the input is unusable; sanitize() turns it into a Rejected verdict.
-
-    The detail is for developers (tests, debugging) and never contains image content.
-    """
-
-    def __init__(self, code: ReasonCode, detail: str = "") -> None:
-        super().__init__(f"{code.value}: {detail}" if detail else code.value)
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,17 @@ import shutil
 import struct
 import subprocess
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ingest.config import IngestSettings
 from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits
+from ingest.sandbox.pool import DecoderPool
 from ingest.sanitize import sanitize
 from ingest.verdicts import SanitizeResult
 from likeness_dev.samples import PLANTED_SECRETS, CorpusFile, astronaut, hostile_corpus
@@ -43,8 +45,32 @@ def limits() -> SanitizeLimits:
 
 @pytest.fixture(scope="session")
 def run_sanitize(analyzer: FaceAnalyzer, limits: SanitizeLimits) -> Callable[[bytes], SanitizeResult]:
+    """sanitize() with the photo decoded in this process: the pipeline's own tests."""
+
     def run(data: bytes) -> SanitizeResult:
         return sanitize(data, limits, analyzer)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def decoder_pool(limits: SanitizeLimits) -> Iterator[DecoderPool]:
+    """The decoding sandbox as the service starts it (production worker, default settings, two workers)."""
+    settings = IngestSettings(env="development")  # the defaults of every decode_* setting
+    pool = DecoderPool(2, limits.max_bytes, limits.max_pixels, settings.sandbox_limits())
+    pool.start()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def run_sanitize_sandboxed(
+    analyzer: FaceAnalyzer, limits: SanitizeLimits, decoder_pool: DecoderPool
+) -> Callable[[bytes], SanitizeResult]:
+    """sanitize() as the service runs it: every byte of the upload parsed in the sandbox's workers."""
+
+    def run(data: bytes) -> SanitizeResult:
+        return sanitize(data, limits, analyzer, decoder_pool)
 
     return run
 

@@ -1,4 +1,5 @@
-"""The hostile corpus: every file gets its exact verdict, and every accepted one comes out as pixels only.
+"""The hostile corpus: every file gets its exact verdict, and every accepted one comes out as pixels only,
+whether the file is decoded in this process or, as the service does, in the decoding sandbox.
 
 The corpus is built by the project (likeness_dev.samples.hostile_corpus). Each hostile property is first
 shown to be present in the input, as exiftool or the bytes see it, so a corpus that lost its metadata
@@ -103,10 +104,17 @@ def test_the_thumbnail_shows_another_picture_and_the_trailers_follow_the_image(
     Image.open(io.BytesIO(jpeg)).load()  # the photo itself is complete
 
 
-@pytest.fixture(scope="module")
-def verdict_of(corpus: dict[str, CorpusFile], run_sanitize: Run) -> Callable[[str], SanitizeResult]:
-    """Each file sanitized once for the whole module."""
-    return functools.cache(lambda name: run_sanitize(corpus[name].data))
+@pytest.fixture(scope="module", params=["in-process", "sandboxed"])
+def verdict_of(
+    request: pytest.FixtureRequest,
+    corpus: dict[str, CorpusFile],
+    run_sanitize: Run,
+    run_sanitize_sandboxed: Run,
+) -> Callable[[str], SanitizeResult]:
+    """Each file sanitized once per pipeline: decoded in this process, and as the service does it, in the
+    decoding sandbox's workers (`ingest.sandbox`); both must give every file its exact verdict."""
+    run = run_sanitize if request.param == "in-process" else run_sanitize_sandboxed
+    return functools.cache(lambda name: run(corpus[name].data))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -88,7 +88,7 @@ class TeamLooks:
         seed: int | None = None,
     ) -> TeamLook:
         """Creates or replaces a look (keeping its created_at); a fixed look without a seed gets one."""
-        if not LOOK_ID.match(look_id):
+        if not LOOK_ID.fullmatch(look_id):
             raise TeamLookError(
                 "invalid_team_look_id", "A look id is 1-40 lower-case letters, digits, dashes."
             )
@@ -122,7 +122,7 @@ class TeamLooks:
         return look
 
     async def get(self, tenant: str, look_id: str) -> TeamLook | None:
-        if not LOOK_ID.match(look_id):
+        if not LOOK_ID.fullmatch(look_id):
             return None
         try:
             entry = await self.kv.get(self.key(tenant, look_id))

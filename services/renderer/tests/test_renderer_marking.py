@@ -206,6 +206,7 @@ def _production(**values: Any) -> dict[str, Any]:
         # The token settings every service needs in production (issue 14, part S2).
         "jwks_url": "https://idp.example/jwks.json",
         "jwt_issuer": "https://idp.example/",
+        "jwt_audience": "likeness-api",  # not the default (issue 15)
     } | values
 
 

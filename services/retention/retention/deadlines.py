@@ -199,7 +199,7 @@ def _trusted(key: str, raw: bytes) -> Deadline | None:
         deadline.key != key
         or not ids.is_valid_tenant(deadline.tenant)
         or not ids.is_valid_id(deadline.subject_id, "sub")
-        or not ids.ID_PATTERN.match(deadline.resource_id)  # an id (photo, training...), never a path
+        or not ids.is_any_id(deadline.resource_id)  # an id (photo, training...), never a path
     ):
         log.warning("a deadline record does not match its key; ignored")
         return None

@@ -133,6 +133,7 @@ def test_signing_keys_come_from_settings_and_rotate() -> None:
             env="production",
             jwks_url="https://idp.example/jwks.json",  # the token settings production requires (part S2)
             jwt_issuer="https://idp.example/",
+            jwt_audience="likeness-api",  # not the default (issue 15)
             hmac_secret="x" * 40,
             s3_secret_key="a-real-s3-secret",
             vault_token="a-real-vault-token",

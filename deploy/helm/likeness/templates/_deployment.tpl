@@ -120,17 +120,43 @@ spec:
             - name: LIKENESS_{{ upper $name }}_ADDR
               value: {{ include "likeness.grpcAddress" (dict "root" $root "service" $name) | quote }}
             {{- end }}
-            # Per-tenant token buckets, kept by each replica on its own (a tenant's ceiling is N times these).
+            # Token buckets per caller under a tenant's total, kept by each replica on its own (the ceilings
+            # are N times these).
             - name: LIKENESS_RATE_LIMIT_PER_SECOND
               value: {{ $svc.rateLimit.perSecond | quote }}
             - name: LIKENESS_RATE_LIMIT_BURST
               value: {{ int64 $svc.rateLimit.burst | quote }}
+            - name: LIKENESS_TENANT_RATE_LIMIT_PER_SECOND
+              value: {{ $svc.rateLimit.tenantPerSecond | quote }}
+            - name: LIKENESS_TENANT_RATE_LIMIT_BURST
+              value: {{ int64 $svc.rateLimit.tenantBurst | quote }}
             - name: LIKENESS_UPLOAD_RATE_LIMIT_PER_SECOND
               value: {{ $svc.rateLimit.uploadPerSecond | quote }}
             - name: LIKENESS_UPLOAD_RATE_LIMIT_BURST
               value: {{ int64 $svc.rateLimit.uploadBurst | quote }}
+            - name: LIKENESS_TENANT_UPLOAD_RATE_LIMIT_PER_SECOND
+              value: {{ $svc.rateLimit.tenantUploadPerSecond | quote }}
+            - name: LIKENESS_TENANT_UPLOAD_RATE_LIMIT_BURST
+              value: {{ int64 $svc.rateLimit.tenantUploadBurst | quote }}
             - name: LIKENESS_RATE_LIMIT_TENANTS
               value: {{ int64 $svc.rateLimit.tenants | quote }}
+            - name: LIKENESS_RATE_LIMIT_CALLERS
+              value: {{ int64 $svc.rateLimit.callers | quote }}
+            # Limits before work (gateway.edge, gateway.http_protocol), per replica.
+            - name: LIKENESS_MAX_JSON_BODY_BYTES
+              value: {{ int64 $svc.edge.maxJsonBodyBytes | quote }}
+            - name: LIKENESS_MAX_CONCURRENT_REQUESTS
+              value: {{ int64 $svc.edge.maxConcurrentRequests | quote }}
+            - name: LIKENESS_MAX_EVENT_STREAMS_PER_CALLER
+              value: {{ int64 $svc.edge.maxEventStreamsPerCaller | quote }}
+            - name: LIKENESS_MAX_EXPORTS_PER_CALLER
+              value: {{ int64 $svc.edge.maxExportsPerCaller | quote }}
+            - name: LIKENESS_HEADER_TIMEOUT_SECONDS
+              value: {{ $svc.edge.headerTimeoutSeconds | quote }}
+            - name: LIKENESS_KEEP_ALIVE_TIMEOUT_SECONDS
+              value: {{ int64 $svc.edge.keepAliveTimeoutSeconds | quote }}
+            - name: LIKENESS_STREAM_TIMEOUT_SECONDS
+              value: {{ $svc.edge.streamTimeoutSeconds | quote }}
             - name: LIKENESS_REQUEST_TIMEOUT_SECONDS
               value: {{ $svc.requestTimeoutSeconds | quote }}
             - name: LIKENESS_SUBJECT_STATUS_CACHE_SECONDS
@@ -142,6 +168,11 @@ spec:
               value: {{ $svc.grpcPort | quote }}
             - name: LIKENESS_HEALTH_PORT
               value: {{ $root.Values.config.healthPort | quote }}
+            {{- end }}
+            {{- if eq .service "ingest" }}
+            # An upload's receive ends at this deadline whatever its caller sends (its slot is freed).
+            - name: LIKENESS_UPLOAD_RECEIVE_SECONDS
+              value: {{ $svc.uploadReceiveSeconds | quote }}
             {{- end }}
             {{- if has .service (splitList " " (include "likeness.jobServices" .)) }}
             # One settings class per service: both roles carry it, only workers mount the weights.

@@ -217,8 +217,8 @@ namespace: {{ .Release.Namespace | quote }}
 
 {{/*
 Refuse values that production would refuse anyway, at render time rather than in a crash loop: every hop is
-TLS in a cluster (ARCHITECTURE.md, principle 7), gRPC hops mutual TLS (certificates: likeness.tlsSecretName,
-likeness.certificate).
+TLS in a cluster (ARCHITECTURE.md, principle 7), the OTLP collector's too, gRPC hops mutual TLS (certificates:
+likeness.tlsSecretName, likeness.certificate), and tokens name this deployment's own audience.
 */}}
 {{- define "likeness.validate" -}}
 {{- $v := .Values -}}
@@ -243,6 +243,14 @@ likeness.certificate).
 {{- end -}}
 {{- if $v.auth.jwtDevSecretExistingSecret -}}
 {{- fail "auth.jwtDevSecretExistingSecret is for development only: production verifies tokens against the identity provider's keys (auth.jwksUrl or auth.jwksExistingSecret) and refuses a signing secret" -}}
+{{- end -}}
+{{- with $v.config.otlpEndpoint -}}
+{{- if not (hasPrefix "https://" .) -}}
+{{- fail (printf "config.otlpEndpoint must use https:// when config.env is production (got %q): spans are not sent in plaintext" .) -}}
+{{- end -}}
+{{- end -}}
+{{- if has (trim $v.auth.audience) (list "" "likeness") -}}
+{{- fail "auth.audience must be this deployment's own API audience when config.env is production, not empty or the development default \"likeness\"" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

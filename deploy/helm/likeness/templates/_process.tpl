@@ -198,10 +198,13 @@ tokens, and the CA bundle. Values only, never a secretKeyRef: secrets are files 
   value: {{ and (eq (default "" .role) "work") $v.renderer.marking.c2paSign | quote }}
 {{- end }}
 {{- if $v.tls.caBundle.existingConfigMap }}
-# Every client library reads these: OpenSSL (NATS, the OTLP exporter, urllib), requests (Vault), minio (S3).
+# Every client library reads these: OpenSSL (NATS, urllib), requests (Vault), minio (S3); the OTLP exporter
+# speaks gRPC, whose TLS ignores SSL_CERT_FILE and reads its roots from OTEL_EXPORTER_OTLP_CERTIFICATE.
 - name: SSL_CERT_FILE
   value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
 - name: REQUESTS_CA_BUNDLE
+  value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
+- name: OTEL_EXPORTER_OTLP_CERTIFICATE
   value: /etc/likeness/ca/{{ $v.tls.caBundle.key }}
 {{- end }}
 {{- end -}}

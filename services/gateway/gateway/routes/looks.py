@@ -20,8 +20,8 @@ LookId = Annotated[
         max_length=40,
         description="The tenant's own id: lower-case letters, digits and inner dashes",
         examples=["sales-emea"],
-        # Documented, not enforced here: the renderer answers a malformed id like a missing one (404), or
-        # refuses to create it (400 `invalid_team_look_id`).
+        # Enforced (whole) by `gateway.path_ids` right after authentication, not as a 422: a malformed id is
+        # not found (404), or refused as a name to create (400 `invalid_team_look_id`).
         json_schema_extra={"pattern": schemas.LOOK_ID_PATTERN},
     ),
 ]

@@ -13,7 +13,7 @@ from gateway.contract import answers
 from gateway.deps import Backends, Idempotent, PhotosRead, PhotosWrite
 from gateway.paging import Limit, PhotoCursor, decode_cursor, next_cursor
 from gateway.request_context import current_request_id
-from gateway.uploads import UploadLimits, receive_photos
+from gateway.uploads import UploadLimits, deadline_of, receive_photos
 from likeness.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/photos", tags=["photos"])
@@ -74,7 +74,9 @@ _EVERY_PHOTO_REJECTED = (
 )
 #: The upload's answers. Its 413, 415 and 422 are either the error envelope or a `RejectedUpload`.
 UPLOAD_ANSWERS: dict[int | str, dict[str, Any]] = {
-    **answers("not_found", "subject_erased", "invalid_multipart", "no_files", "too_many_photos"),
+    **answers(
+        "not_found", "subject_erased", "invalid_multipart", "no_files", "too_many_photos", "upload_timeout"
+    ),
     **answers(
         "payload_too_large",
         "file_too_large",
@@ -99,8 +101,9 @@ UPLOAD_ANSWERS: dict[int | str, dict[str, Any]] = {
     "",
     summary="Upload photos; each is sanitized and answered with a verdict",
     description="Scope `photos:write`. Streamed: files are never buffered whole or written to disk. "
-    "Uploads draw from the tenant's stricter upload rate limit. Accepts `Idempotency-Key` (the files' "
-    "bytes are fingerprinted as they stream).",
+    "Uploads draw from the caller's and the tenant's stricter upload rate limits. The whole body must "
+    "arrive within the upload deadline (120 s by default), else 408 `upload_timeout` and the connection "
+    "is closed. Accepts `Idempotency-Key` (the files' bytes are fingerprinted as they stream).",
     responses=UPLOAD_ANSWERS,
     openapi_extra=_MULTIPART_BODY,
     response_model=schemas.UploadResult,
@@ -110,7 +113,11 @@ async def upload_photos(
 ) -> schemas.UploadResult | JSONResponse:
     await access.live_subject(backends, principal, subject_id)
     settings = cast(GatewaySettings, request.app.state.settings)
-    limits = UploadLimits(max_file_bytes=settings.max_upload_bytes, max_files=settings.max_files_per_request)
+    limits = UploadLimits(
+        max_file_bytes=settings.max_upload_bytes,
+        max_files=settings.max_files_per_request,
+        seconds=settings.stream_timeout_seconds,
+    )
     # With an Idempotency-Key, the files' bytes are fingerprinted as they stream (never buffered).
     store = claim.store if claim is not None else None
     digest = store.digest() if store is not None else None
@@ -122,6 +129,7 @@ async def upload_photos(
         principal.tenant,
         subject_id,
         limits,
+        deadline_of(request.scope.setdefault("state", {}), settings.stream_timeout_seconds),
         digest=digest,
     )
     if claim is not None and store is not None and digest is not None:
