@@ -57,7 +57,7 @@ from likeness_dev.tokens import CallerToken
 TENANT = "bench"
 GOAL_KEY_P99 = 1.0
 GOAL_PURGE_P99 = 10.0
-CONSENT = retention_pb2.Consent(purpose="benchmark", policy_version="1")
+CONSENT = retention_pb2.Consent(purpose="headshots", policy_version="1")
 ES = retention_pb2.ErasureStatus
 
 

@@ -151,7 +151,7 @@ def _prepare_training(base_url: str, token: str) -> str:
 
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
-        consent = {"consent": {"purpose": "benchmark", "policy_version": "1"}}
+        consent = {"consent": {"purpose": "headshots", "policy_version": "1"}}
         subject = client.post("/v1/subjects", json=consent).json()["id"]
         files = [("file", (name, data, "image/jpeg")) for name, data in sample_photos(2)]
         uploaded = client.post(f"/v1/subjects/{subject}/photos", files=files)

@@ -122,6 +122,10 @@ def test_a_training_is_cancelled_and_a_render_follows_a_team_look(client: Likene
     assert (look.id, look.seed_policy, look.seed) == (look_id, "fixed", 99)
     assert client.get_team_look(look_id) == look
     assert look_id in [listed.id for listed in client.list_team_looks()]
+    # A render in a team look needs the person's `team_look` grant (opening gave `headshots` only).
+    grant = client.grant_consent(subject.id, "team_look", "2026-01")
+    assert (grant.purpose, grant.granted_by, grant.live) == ("team_look", "tenant", True)
+    assert [g.purpose for g in client.list_consents(subject.id)] == ["headshots", "team_look"]
     render = client.create_render(
         subject.id, training_id=training.id, team_look_id=look_id, images_per_style=1
     )

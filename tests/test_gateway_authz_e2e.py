@@ -36,6 +36,8 @@ TENANT_ONLY = {
     ("POST", "/v1/subjects"),
     ("GET", "/v1/retention-policy"),
     ("PUT", "/v1/retention-policy"),
+    ("GET", "/v1/consent-policy"),
+    ("PUT", "/v1/consent-policy"),
     ("PUT", "/v1/team-looks/{look_id}"),
     ("DELETE", "/v1/team-looks/{look_id}"),
 }
@@ -46,6 +48,8 @@ TENANT_LEVEL = {
     ("GET", "/v1/styles"),
     ("GET", "/v1/retention-policy"),
     ("PUT", "/v1/retention-policy"),
+    ("GET", "/v1/consent-policy"),
+    ("PUT", "/v1/consent-policy"),
     ("GET", "/v1/team-looks"),
     ("GET", "/v1/team-looks/{look_id}"),
     ("PUT", "/v1/team-looks/{look_id}"),
@@ -137,6 +141,12 @@ def _body(method: str, path: str, world: World) -> dict[str, Any]:
         return {"json": {"training_id": world.training, "styles": ["linkedin"], "images_per_style": 1}}
     if path.endswith("/trainings") and method == "POST":
         return {"json": {}}
+    if path.endswith("/consents") and method == "POST":
+        return {"json": {"purpose": "instant", "policy_version": "1"}}
+    if path.endswith("/consents") and method == "DELETE":
+        return {"params": {"purpose": "instant"}}
+    if path == "/v1/consent-policy" and method == "PUT":
+        return {"json": {"grants_need_subject_token": False, "erase_on_withdrawal": False}}
     if path == "/v1/retention-policy" and method == "PUT":
         return {"json": {"photos_days": 10}}
     if path.startswith("/v1/team-looks/") and method == "PUT":

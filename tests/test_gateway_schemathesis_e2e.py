@@ -49,7 +49,7 @@ def seeded(stack: DevStack, token: str) -> Iterator[Seed]:
         yield made
         # The run starts trainings and renders of these subjects: erasing them cancels what is still
         # queued, so the stack other tests share is not kept busy.
-        for subject in (made.subject_id, made.upload_subject_id):
+        for subject in (made.subject_id, made.upload_subject_id, made.consent_subject_id):
             client.call("DELETE", f"/v1/subjects/{subject}", expect=(202,))
     finally:
         client.close()

@@ -293,9 +293,24 @@ NEVER = {
         f"$JS.ACK.{EVENTS_STREAM}.retention-deadlines.1.1.1.1.0",
     ],
     "ingest": [EVENT.format("subject.erased"), f"$KV.renders.{TENANT}.ren_forged", f"job.train.{TENANT}.x"],
-    "trainer-worker": [EVENT.format("subject.erased"), f"$KV.renders.{TENANT}.ren_forged"],
-    "renderer": [EVENT.format("subject.erased"), f"job.train.{TENANT}.{SUBJECT}"],
-    "renderer-worker": [EVENT.format("subject.erased"), f"job.render.{TENANT}.{SUBJECT}"],
+    # Trainer and renderer read consent grants; none of them can write one or announce a withdrawal.
+    "trainer-worker": [
+        EVENT.format("subject.erased"),
+        f"$KV.renders.{TENANT}.ren_forged",
+        f"$KV.consents.{TENANT}.{SUBJECT}",
+        EVENT.format("consent.withdrawn"),
+    ],
+    "renderer": [
+        EVENT.format("subject.erased"),
+        f"job.train.{TENANT}.{SUBJECT}",
+        f"$KV.consents.{TENANT}.{SUBJECT}",
+        EVENT.format("consent.withdrawn"),
+    ],
+    "renderer-worker": [
+        EVENT.format("subject.erased"),
+        f"job.render.{TENANT}.{SUBJECT}",
+        f"$KV.consents.{TENANT}.{SUBJECT}",
+    ],
     RETENTION: [f"$KV.renders.{TENANT}.ren_forged", f"job.train.{TENANT}.{SUBJECT}"],
     # The provisioner makes what the spec names, nothing else: no stream of its own choosing, and no
     # consumer of its own (through which it could read events, records or the audit trail).
@@ -433,6 +448,8 @@ async def _exercise(bus: Bus, spec: Identity) -> None:
         if name in access.kv_watch:
             watcher = await kv.watch(f"{TENANT}.probe")
             await watcher.stop()
+    for name in access.kv_read:
+        assert await kv_get_bytes(await bus.kv(name), f"{TENANT}.probe") is None
     for pattern in access.publish:
         await bus.publish(_concrete(pattern), events_pb2.SubjectOpened(tenant=TENANT))
     for name in access.consumers:

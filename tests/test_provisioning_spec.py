@@ -8,6 +8,7 @@ from pydantic import SecretStr, ValidationError
 
 from gateway.config import GatewaySettings
 from ingest.records import PHOTOS_BUCKET
+from likeness import consent as likeness_consent
 from likeness import provisioning
 from likeness.access_policies import bucket_policy, iam_policies, nats_permissions
 from likeness.config import CommonSettings
@@ -41,8 +42,11 @@ def test_the_services_bind_to_the_names_bootstrap_provisions() -> None:
         retention_records.DEADLINES_BUCKET,
         retention_records.LEASES_BUCKET,
         retention_records.RECEIPTS_BUCKET,
+        retention_records.CONSENTS_BUCKET,
     )
     assert retention == provisioning.RETENTION_BUCKETS
+    # Trainer and renderer read retention's grants under the name retention writes them.
+    assert likeness_consent.CONSENTS_BUCKET == retention_records.CONSENTS_BUCKET
     gateway = GatewaySettings()
     assert gateway.idempotency_bucket == provisioning.GATEWAY_IDEMPOTENCY_BUCKET
     bucket = provisioning.bucket(gateway.idempotency_bucket)
@@ -113,6 +117,8 @@ def test_versions_are_deleted_by_retention_and_by_gpu_workers_of_their_own_attem
         RETENTION: ["arn:aws:s3:::b/t/*"],
         "trainer-worker": ["arn:aws:s3:::b/t/*/s/*/models/*/ckpt-*"],
         "renderer-worker": ["arn:aws:s3:::b/t/*/s/*/renders/*"],
+        # The person's rejection of one image deletes it for good (RejectImage, issue 16).
+        "renderer": ["arn:aws:s3:::b/t/*/s/*/renders/*"],
     }
     denied = {principal for s in bucket_policy("b")["Statement"] for principal in s["Principal"]["AWS"]}
     expected = {name for name in SERVICE_IDENTITIES if identity(name).s3 is not None}

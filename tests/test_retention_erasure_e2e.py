@@ -5,6 +5,7 @@ on, and the signed receipt verifies against the published key."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +13,12 @@ from typing import Any
 
 import nats
 import pytest
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from likeness import receipts
 from likeness.bus import EVENTS_STREAM, subject_events_filter
 from likeness.config import CommonSettings
+from likeness.hashing import keyed_hmac
 from likeness.object_names import subject_prefix
 from likeness.store import ObjectStore
 from likeness.v1 import renderer_pb2, retention_pb2, trainer_pb2
@@ -68,7 +70,7 @@ def _erase(gateway: GatewayClient, subject_id: str) -> str:
     return erasure_id
 
 
-async def _kv_leftovers(nc: Any, subject_id: str) -> list[str]:
+async def _kv_leftovers(nc: Any, subject_id: str, subject_hmac: str) -> list[str]:
     js = nc.jetstream()
     found = []
     owners: dict[str, type[Any] | None] = {
@@ -96,11 +98,17 @@ async def _kv_leftovers(nc: Any, subject_id: str) -> list[str]:
                 found.append(f"KV {bucket}/{entry.key}")
         await watcher.stop()
     subjects = await js.key_value("subjects")
-    entry = await subjects.get(f"{DEV_TENANT}.{subject_id}")
+    with contextlib.suppress(KeyNotFoundError):
+        await subjects.get(f"{DEV_TENANT}.{subject_id}")
+        found.append("the subject record is still kept under the subject id")
+    # The tombstone is kept under the subject's keyed HMAC, and holds no subject id.
+    entry = await subjects.get(f"{DEV_TENANT}.erased.{subject_hmac}")
     tombstone = retention_pb2.Subject()
     tombstone.ParseFromString(entry.value or b"")
     if tombstone.status != retention_pb2.SUBJECT_STATUS_ERASED or tombstone.HasField("consent"):
         found.append("the subject record is more than a tombstone")
+    if tombstone.id:
+        found.append("the tombstone names the subject")
     return found
 
 
@@ -108,7 +116,7 @@ async def _event_leftovers(nc: Any, subject_id: str) -> list[str]:
     info = await nc.jetstream().stream_info(
         EVENTS_STREAM, subjects_filter=subject_events_filter(DEV_TENANT, subject_id)
     )
-    # The erasure notice (ids only) stays, so services that were down still learn of the erasure.
+    # The erasure notice may still be there: it goes once every service has acknowledged it.
     return [f"event {s}" for s in (info.state.subjects or {}) if not s.endswith(".subject.erased")]
 
 
@@ -124,7 +132,8 @@ def _leftovers(stack: DevStack, subject_id: str) -> list[str]:
     async def on_the_bus() -> list[str]:
         nc = await nats.connect(settings.nats_url)
         try:
-            return await _kv_leftovers(nc, subject_id) + await _event_leftovers(nc, subject_id)
+            subject_hmac = keyed_hmac(stack.hmac_secret, "subject", DEV_TENANT, subject_id)
+            return await _kv_leftovers(nc, subject_id, subject_hmac) + await _event_leftovers(nc, subject_id)
         finally:
             await nc.close()
 

@@ -229,7 +229,7 @@ def traced_job(traced_stack: DevStack, nats_tap: NatsTap) -> TracedJob:
     }
     client = GatewayClient(traced_stack.gateway_url, traced_stack.mint_token())
     try:
-        consent = {"purpose": "professional headshots", "policy_version": "2026-01"}
+        consent = {"purpose": "headshots", "policy_version": "2026-01"}
         subject = client.json(
             "POST", "/v1/subjects", expect=(201,), json={"consent": consent}, headers=traced
         )

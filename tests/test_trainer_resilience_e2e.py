@@ -189,8 +189,8 @@ def test_a_killed_worker_is_resumed_from_its_checkpoint_with_one_lora_and_one_co
 
     assert training["status"] == "succeeded", training
     versions = store.list_versions(_models_prefix(subject_id, training_id))
-    assert [found.key.rsplit("/", 1)[1] for found in versions] == ["lora"], (
-        "one LoRA, one version, no checkpoint"
+    assert [found.key.rsplit("/", 1)[1] for found in versions] == ["faces", "lora"], (
+        "one LoRA and its face templates, one version each, no checkpoint"
     )
 
     events = _training_events(stack, subject_id)

@@ -3,8 +3,10 @@
 
     likeness subjects create|list|get|export|erase      likeness photos upload|list
     likeness trainings start|list|get|watch|cancel      likeness renders create|list|get|watch|image|download
+                                                        likeness renders reject
     likeness styles list                                likeness team-looks list|get|set|delete
     likeness retention policy get|set                   likeness erasures get|receipt|keys
+    likeness consents grant|list|withdraw|policy get|set
     likeness gateway health|ready
 
 Each module below adds its own group; `api_cli` says where the gateway and token come from and how
@@ -13,11 +15,26 @@ errors become exit codes.
 
 from __future__ import annotations
 
-from likeness_cli import erasure_commands, gateway_commands, job_commands, subject_commands, tenant_commands
+from likeness_cli import (
+    consent_commands,
+    erasure_commands,
+    gateway_commands,
+    job_commands,
+    subject_commands,
+    tenant_commands,
+)
 from likeness_cli.api_cli import ApiCommands, Commands
 
 
 def register(commands: Commands) -> None:
     api = ApiCommands(commands)
-    for module in (subject_commands, job_commands, tenant_commands, erasure_commands, gateway_commands):
+    modules = (
+        subject_commands,
+        job_commands,
+        tenant_commands,
+        consent_commands,
+        erasure_commands,
+        gateway_commands,
+    )
+    for module in modules:
         module.register(api)

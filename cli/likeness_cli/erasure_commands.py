@@ -2,7 +2,8 @@
 published keys.
 
     likeness erasures get ERASURE                 # the record: status, what was deleted, backups horizon
-    likeness erasures receipt ERASURE [--out FILE]   # the signed receipt, verified; exit 1 if not valid
+    likeness erasures receipt ERASURE [--out FILE] [--subject ID --salt SALT]
+                                                  # the signed receipt, verified; exit 1 if not valid
     likeness erasures keys                        # the published JWK set (public: no token needed)
 
 A receipt can be checked again later, offline: `likeness receipt verify FILE --keys KEYS.json`.
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from likeness import receipts
 from likeness_cli.api_cli import ApiCommands, prints
-from likeness_cli.errors import EXIT_FAILED, EXIT_OK, say
+from likeness_cli.errors import EXIT_FAILED, say
+from likeness_cli.receipts import add_subject_options, subject_check
 from likeness_client import LikenessClient
 
 
@@ -37,7 +39,7 @@ def _receipt(args: argparse.Namespace, client: LikenessClient) -> int:
         say(f"receipt written to {out}")
     say("VALID: signed by a key the gateway publishes, nothing altered")
     say(receipts.describe(facts))
-    return EXIT_OK
+    return subject_check(facts, args.subject, args.salt, say)
 
 
 def register(api: ApiCommands) -> None:
@@ -50,5 +52,6 @@ def register(api: ApiCommands) -> None:
     )
     receipt.add_argument("erasure_id", metavar="ERASURE")
     receipt.add_argument("--out", type=Path, help="write the receipt here (default: standard output)")
+    add_subject_options(receipt)
     read_keys = prints(lambda client, args: client.get_receipt_keys())
     api.command(erasures, "keys", "print the published keys that verify receipts", read_keys, public=True)

@@ -12,6 +12,7 @@ likeness renders get ID
 likeness renders watch ID [--poll]
 likeness renders image ID IMAGE --out FILE    # one image
 likeness renders download ID --out DIR        # every image
+likeness renders reject ID IMAGE              # delete one image for good (every version)
 likeness styles list [--json]                 # curated styles, and backgrounds for team looks
 """
 
@@ -134,6 +135,12 @@ def _image(args: argparse.Namespace, client: LikenessClient) -> int:
     return EXIT_OK
 
 
+def _reject(args: argparse.Namespace, client: LikenessClient) -> int:
+    render = client.reject_image(args.render_id, args.image_id)
+    say(f"image {args.image_id} deleted; the render keeps {len(render.images)}")
+    return EXIT_OK
+
+
 def _download(args: argparse.Namespace, client: LikenessClient) -> int:
     saved = client.download_render(args.render_id, args.out)
     for path in saved:
@@ -199,6 +206,9 @@ def register(api: ApiCommands) -> None:
     image.add_argument("render_id", metavar="ID")
     image.add_argument("image_id", metavar="IMAGE")
     image.add_argument("--out", type=Path, required=True, help="the file to write")
+    reject = api.command(renders, "reject", "reject one image: every copy of it is deleted", _reject)
+    reject.add_argument("render_id", metavar="ID")
+    reject.add_argument("image_id", metavar="IMAGE")
     download = api.command(renders, "download", "save every image of a render", _download)
     download.add_argument("render_id", metavar="ID")
     download.add_argument("--out", type=Path, required=True, help="folder to save the images in")

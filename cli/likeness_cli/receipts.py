@@ -1,6 +1,7 @@
 """`likeness receipt ...`: erasure receipts, checked offline, and the keys that sign them.
 
-    likeness receipt verify FILE [--keys FILE | --keys-url URL]   # exit 0 valid, 1 not valid
+    likeness receipt verify FILE [--keys FILE | --keys-url URL] [--subject ID --salt SALT]
+                                                                   # exit 0 valid, 1 not valid
     likeness receipt keys                                          # the public keys (JWK set) to publish
     likeness receipt keygen --jwks-out FILE                        # a new signing key for production
 
@@ -9,6 +10,9 @@ Keys for `verify` come from `--keys` (a JWK set, one JWK or a bare base64 key, a
 the configured signing key (`LIKENESS_RECEIPT_SIGNING_KEY`, else the local dev stack's, derived from its
 HMAC secret in dev.env). To fetch a receipt and check it against the gateway's published keys in one
 go: `likeness erasures receipt ERASURE`.
+
+With `--subject ID --salt SALT` (the salt the erasure request answered with, once) it also checks that the
+receipt names that subject: the receipt holds only a salted hash of the subject id, never the id itself.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +73,28 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     print("VALID: signed by the published key, nothing altered")
     print(receipts.describe(facts))
-    return EXIT_OK
+    return subject_check(facts, args.subject, args.salt, print)
+
+
+def subject_check(
+    facts: dict[str, Any], subject: str | None, salt: str | None, show: Callable[[str], None]
+) -> int:
+    """With a subject and its salt: whether the verified receipt names that subject (exit status)."""
+    if subject is None and salt is None:
+        return EXIT_OK
+    if not subject or not salt:
+        say("error: --subject and --salt go together")
+        return EXIT_USAGE
+    if receipts.names_subject(facts, subject, salt):
+        show(f"NAMES {subject}: the receipt's subject commitment matches this subject and salt")
+        return EXIT_OK
+    show(f"DOES NOT NAME {subject}: the commitment does not match (another subject, or another salt)")
+    return EXIT_INVALID
+
+
+def add_subject_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subject", metavar="ID", help="check that the receipt names this subject")
+    parser.add_argument("--salt", help="the receipt salt the erasure request answered with (given once)")
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -113,6 +139,7 @@ def register(commands: Any) -> None:
     source = verify.add_mutually_exclusive_group()
     source.add_argument("--keys", help="the published public keys: a JWK set, one JWK or a base64 key")
     source.add_argument("--keys-url", help="a URL serving the published JWK set")
+    add_subject_options(verify)
     verify.set_defaults(handler=_verify)
 
     keys = receipt.add_parser("keys", parents=[where], help="print the public keys (JWK set) to publish")

@@ -1,11 +1,11 @@
 """`likeness subjects ...` and `likeness photos ...`: people and their photos.
 
-likeness subjects create [--external-ref REF] [--purpose P] [--policy-version V]   # prints the id
+likeness subjects create [--external-ref REF] [--purpose headshots|team_look|instant] [--policy-version V]
 likeness subjects list [--limit N] [--cursor C | --all] [--json]
 likeness subjects get ID
 likeness subjects export ID --out FILE.zip
 likeness subjects erase ID                    # prints the erasure id (follow it: likeness erasures)
-likeness photos upload SUBJECT DIR            # progress bar, then a table of verdicts
+likeness photos upload SUBJECT DIR [--send-originals]  # progress bar, then a table of verdicts
 likeness photos list SUBJECT [--limit N] [--cursor C | --all] [--json]
 """
 
@@ -25,7 +25,15 @@ from likeness_cli.api_cli import (
 )
 from likeness_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, say
 from likeness_cli.progress_bar import ProgressBar
-from likeness_client import ApiError, LikenessClient, Photo, Subject, UploadRejected
+from likeness_client import (
+    PURPOSES,
+    ApiError,
+    LikenessClient,
+    Photo,
+    PhotoNotPrepared,
+    Subject,
+    UploadRejected,
+)
 
 #: What `photos upload DIR` picks up (the gateway decides the real format by the content).
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp"})
@@ -68,6 +76,10 @@ def _erase(args: argparse.Namespace, client: LikenessClient) -> int:
     print(accepted.erasure_id)
     say(f"erasure {accepted.status}: the key is destroyed first, then every object, record and event")
     say(f"follow it: likeness erasures get {accepted.erasure_id} (then: likeness erasures receipt)")
+    if accepted.receipt_salt:
+        # Shown once and stored nowhere: the receipt holds only a salted hash of the subject id.
+        say(f"receipt salt (keep it; it is not shown again): {accepted.receipt_salt}")
+        say(f"  check the receipt names this subject: --subject {args.subject_id} --salt SALT")
     return EXIT_OK
 
 
@@ -96,7 +108,11 @@ def _upload(args: argparse.Namespace, client: LikenessClient) -> int:
         for index, path in enumerate(files):
             bar.show(index, len(files), path.name)
             try:
-                verdicts = client.upload_photos(args.subject_id, [path]).photos
+                prepare = not args.send_originals
+                verdicts = client.upload_photos(args.subject_id, [path], prepare=prepare).photos
+            except PhotoNotPrepared as refused:
+                rows.append([path.name, "not sent", "", refused.problem])
+                continue
             except UploadRejected as rejected:
                 verdicts = rejected.photos
             except ApiError as error:
@@ -132,7 +148,12 @@ def register(api: ApiCommands) -> None:
     subjects = api.group("subjects", "subjects (people): open, list, read, export, erase")
     create = api.command(subjects, "create", "open a subject with consent; prints its id", _create)
     create.add_argument("--external-ref", help="your own reference (stored only as a keyed hash)")
-    create.add_argument("--purpose", default="headshots", help="consent purpose (default: headshots)")
+    create.add_argument(
+        "--purpose",
+        default="headshots",
+        choices=PURPOSES,
+        help="the consent given, which becomes the first grant (default: headshots)",
+    )
     create.add_argument("--policy-version", default="2026-01", help="policy version consented to")
     create.add_argument("--json", action="store_true", help="print the whole record")
     add_listing_options(api.command(subjects, "list", "the tenant's subjects, newest first", _list))
@@ -155,6 +176,12 @@ def register(api: ApiCommands) -> None:
     upload = api.command(photos, "upload", "upload every photo of a folder; prints each verdict", _upload)
     upload.add_argument("subject_id", metavar="SUBJECT")
     upload.add_argument("folder", metavar="DIR", type=Path)
+    upload.add_argument(
+        "--send-originals",
+        action="store_true",
+        help="send the files as they are; by default each photo is turned upright, converted to sRGB, "
+        "capped at 3072 px and stripped of all metadata (GPS, camera, thumbnails) before it is sent",
+    )
     listed = api.command(photos, "list", "a subject's photos and their verdicts, oldest first", _list_photos)
     listed.add_argument("subject_id", metavar="SUBJECT")
     add_listing_options(listed)

@@ -19,7 +19,7 @@ def receipt_facts() -> dict[str, Any]:
         "tenant": "acme",
         "subject_hmac": "a" * 64,
         "cause": "request",
-        "key_name": "likeness-subject-sub_01j0000000000000000000000a",
+        "subject_commitment": "c" * 64,
         "requested_at": "2026-03-01T10:00:00Z",
         "key_destroyed_at": "2026-03-01T10:00:00.100000Z",
         "purge_completed_at": "2026-03-01T10:00:02Z",

@@ -11,23 +11,34 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import io
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import PIL.Image
 import pytest
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from likeness_cli import api_cli
 from likeness_cli.main import build_parser, main
-from likeness_client import AsyncLikenessClient, LikenessClient, Retention, TeamLookSpec
+from likeness_client import AsyncLikenessClient, ConsentPolicy, LikenessClient, Retention, TeamLookSpec
 from likeness_client.calls import ROUTES, Route
+
+
+def _tiny_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8), (128, 96, 64)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 BASE = "http://gateway.test"
+#: A real (tiny) JPEG: uploads prepare each photo before sending it (`likeness_client.photo_prep`).
+PHOTO = _tiny_jpeg()
 IDS = {"subject": "sub_1", "training": "trn_1", "render": "ren_1", "image": "img_1", "erasure": "era_1"}
 
 #: Every public method of the clients, with arguments; the test also checks this lists them all.
@@ -42,7 +53,7 @@ CLIENT_CALLS: dict[str, tuple[Any, ...]] = {
     "get_receipt_keys": (),
     "stream_export": ("sub_1",),
     "export_subject": ("sub_1", "unused.zip"),
-    "upload_photos": ("sub_1", [("me.jpg", b"\xff\xd8")]),
+    "upload_photos": ("sub_1", [("me.jpg", PHOTO)]),
     "list_photos": ("sub_1",),
     "iter_photos": ("sub_1",),
     "create_training": ("sub_1",),
@@ -61,6 +72,7 @@ CLIENT_CALLS: dict[str, tuple[Any, ...]] = {
     "stream_image": ("ren_1", "img_1"),
     "download_image": ("ren_1", "img_1"),
     "download_render": ("ren_1", "unused"),
+    "reject_image": ("ren_1", "img_1"),
     "list_styles": (),
     "get_catalog": (),
     "list_team_looks": (),
@@ -69,6 +81,11 @@ CLIENT_CALLS: dict[str, tuple[Any, ...]] = {
     "delete_team_look": ("sales",),
     "get_retention_policy": (),
     "set_retention_policy": (Retention(photos_days=7),),
+    "grant_consent": ("sub_1", "headshots", "2026-01"),
+    "list_consents": ("sub_1",),
+    "withdraw_consent": ("sub_1", "headshots"),
+    "get_consent_policy": (),
+    "set_consent_policy": (ConsentPolicy(grants_need_subject_token=True),),
     "get_health": (),
     "get_readiness": (),
 }
@@ -99,6 +116,7 @@ CLI_COMMANDS: dict[tuple[str, ...], list[str]] = {
     ("renders", "watch"): ["ren_1"],
     ("renders", "image"): ["ren_1", "img_1", "--out", "{tmp}/one.png"],
     ("renders", "download"): ["ren_1", "--out", "{tmp}/images"],
+    ("renders", "reject"): ["ren_1", "img_1"],
     ("styles", "list"): [],
     ("team-looks", "list"): [],
     ("team-looks", "get"): ["sales"],
@@ -106,6 +124,11 @@ CLI_COMMANDS: dict[tuple[str, ...], list[str]] = {
     ("team-looks", "delete"): ["sales"],
     ("retention", "policy", "get"): [],
     ("retention", "policy", "set"): ["--photos-days", "7"],
+    ("consents", "grant"): ["sub_1", "--purpose", "headshots", "--policy-version", "2026-01"],
+    ("consents", "list"): ["sub_1"],
+    ("consents", "withdraw"): ["sub_1", "--purpose", "team_look"],
+    ("consents", "policy", "get"): [],
+    ("consents", "policy", "set"): ["--grants-need-subject-token"],
     ("erasures", "get"): ["era_1"],
     ("erasures", "receipt"): ["era_1"],
     ("erasures", "keys"): [],
@@ -230,7 +253,7 @@ def test_the_cli_has_a_command_for_every_route_of_the_gateway(
         api_cli, "LikenessClient", functools.partial(LikenessClient, transport=httpx.MockTransport(stop))
     )
     (tmp_path / "photos").mkdir()
-    (tmp_path / "photos" / "me.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "photos" / "me.jpg").write_bytes(PHOTO)
     connection = ["--url", BASE, "--token", "tok", "--project-dir", str(tmp_path)]
     called: dict[tuple[str, str], tuple[str, ...]] = {}
     for command, arguments in CLI_COMMANDS.items():

@@ -70,3 +70,24 @@ def test_keys_prints_the_published_set_of_the_configured_key(
     assert likeness("receipt", "verify", str(receipt), "--project-dir", str(clean_env)) == EXIT_OK
     monkeypatch.setenv("LIKENESS_HMAC_SECRET", "another-stack")
     assert likeness("receipt", "verify", str(receipt), "--project-dir", str(clean_env)) == EXIT_INVALID
+
+
+def test_verify_checks_that_the_receipt_names_a_subject_given_its_salt(
+    clean_env: Path, receipt_facts: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    subject, salt = "sub_01j0000000000000000000000a", receipts.new_receipt_salt()
+    facts = receipt_facts | {"subject_commitment": receipts.subject_commitment(salt, "acme", subject)}
+    private = receipts.private_key_from_text(receipts.new_private_key_text())
+    receipt = clean_env / "receipt.json"
+    receipt.write_text(json.dumps(receipts.sign_receipt(facts, private)))
+    keys = clean_env / "keys.json"
+    keys.write_text(json.dumps(receipts.jwks([private.public_key()])))
+    verify = ["receipt", "verify", str(receipt), "--keys", str(keys)]
+
+    assert likeness(*verify, "--subject", subject, "--salt", salt) == EXIT_OK
+    assert f"NAMES {subject}" in capsys.readouterr().out
+    other = "sub_01j0000000000000000000000b"
+    assert likeness(*verify, "--subject", other, "--salt", salt) == EXIT_INVALID
+    assert f"DOES NOT NAME {other}" in capsys.readouterr().out
+    assert likeness(*verify, "--subject", subject, "--salt", salt[:-2]) == EXIT_INVALID
+    assert likeness(*verify, "--subject", subject) == 2, "a subject without its salt is bad usage"

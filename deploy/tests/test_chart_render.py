@@ -258,6 +258,21 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: Scenario) -> None:
             assert "nodeSelector" not in spec
         if kind.startswith(("trainer", "renderer")):
             assert env_of(container)["LIKENESS_BASE_MODEL"]["value"] == "/models/base"
+        if kind == "renderer-work":
+            # The safety classifier, pinned like the base model: from the same claim, read-only.
+            env = env_of(container)
+            assert env["LIKENESS_SAFETY_GATE"]["value"] == "enforce"
+            assert env["LIKENESS_SAFETY_MODEL"]["value"] == "/models/safety"
+            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/models/safety")
+            assert (mount["name"], mount["subPath"], mount["readOnly"]) == (
+                "base-model",
+                "safety-classifier",
+                True,
+            )
+        elif kind == "renderer-serve":
+            assert env_of(container)["LIKENESS_SAFETY_GATE"]["value"] == "off", (
+                "the serve role classifies nothing"
+            )
         visible = env_of(container).get("NVIDIA_VISIBLE_DEVICES", {}).get("value")
         assert visible == ("void" if kind in ("trainer-serve", "renderer-serve") else None), kind
     if name == "workers-disabled":

@@ -97,7 +97,7 @@ def run_journey(
         expect=(201,),
         json={
             "external_ref": "demo-person-1",
-            "consent": {"purpose": "professional headshots", "policy_version": "2026-01"},
+            "consent": {"purpose": "headshots", "policy_version": "2026-01"},
         },
     )
     subject_id = subject["id"]

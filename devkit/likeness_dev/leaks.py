@@ -10,10 +10,13 @@ tests after they ran:
   the stack's secrets).
 - `scan_metric_labels(urls, needles)`: no label value of any `/metrics` sample contains a needle or
   looks like one of our ids.
+- `scan_streams(js, needles)`: no message JetStream keeps (every stream, KV buckets included: subject,
+  headers, payload) holds a needle, e.g. an erased subject's id.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import nats.js.errors
 import numpy as np
+from nats.js import JetStreamContext
 
 from likeness.provisioning import SERVICE_IDENTITIES
 
@@ -202,6 +207,38 @@ def scan_metric_labels(urls: Iterable[str], needles: Mapping[str, str]) -> tuple
     return findings, seen
 
 
+async def scan_streams(
+    js: JetStreamContext, needles: Mapping[str, str], streams: Iterable[str] | None = None
+) -> tuple[list[Finding], int]:
+    """Every message kept by JetStream (KV buckets are streams too: their keys are NATS subjects, so a
+    delete or purge marker keeps a key): its NATS subject, headers and payload, searched for each needle.
+
+    `streams`: the names to read (default every stream on the server, which needs an unrestricted
+    connection). Returns the findings and how many messages were read (to check that it read something).
+    """
+    findings: list[Finding] = []
+    read = 0
+    names = list(streams) if streams is not None else [info.config.name for info in await js.streams_info()]
+    for name in names:
+        if name is None:
+            continue
+        state = (await js.stream_info(name)).state
+        if not state.messages:
+            continue
+        for sequence in range(state.first_seq, state.last_seq + 1):
+            try:
+                message = await js.get_msg(name, sequence)
+            except nats.js.errors.NotFoundError:
+                continue  # deleted or purged: nothing of it is kept
+            read += 1
+            headers = json.dumps(message.headers or {}).encode()
+            kept = (message.subject or "").encode() + b"\n" + headers + b"\n" + (message.data or b"")
+            for what, needle in needles.items():
+                if needle and needle.encode() in kept:
+                    findings.append(Finding(f"stream {name} message {sequence} ({message.subject})", what))
+    return findings, read
+
+
 def stack_secrets(stack: DevStack) -> dict[str, str]:
     """The key material of a stack that must never appear in a log line or a label."""
     endpoints = stack.infra.endpoints
@@ -251,6 +288,7 @@ __all__ = [
     "scan_metric_labels",
     "scan_plaintext",
     "scan_stack",
+    "scan_streams",
     "scan_text",
     "stack_secrets",
 ]

@@ -36,7 +36,7 @@ ENV_PREFIX = "LIKENESS_SEED_"
 DEFAULT_PHOTOS = 4
 LOOK_ID = "contract-look"
 SPARE_LOOK_ID = "contract-spare-look"
-_CONSENT = {"consent": {"purpose": "contract tests", "policy_version": "2026-01"}}
+_CONSENT = {"consent": {"purpose": "headshots", "policy_version": "2026-01"}}
 _DONE = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -49,6 +49,9 @@ class Seed:
     render_id: str
     image_id: str
     upload_subject_id: str
+    #: Grants and withdrawals go to a subject of their own: a withdrawal must not stop the trained one's
+    #: renders, nor (under a fuzzed `erase_on_withdrawal`) erase it.
+    consent_subject_id: str
     erased_subject_id: str
     erasure_id: str
     look_id: str
@@ -82,6 +85,7 @@ def seed(
         trained = _trained_subject(client, photos, say, timeout)
     subject_id, training_id, render_id, image_id = trained
     upload_subject_id = _open_subject(client)
+    consent_subject_id = _open_subject(client)
     for look_id, style in ((LOOK_ID, "linkedin"), (SPARE_LOOK_ID, "corporate")):
         look = {
             "name": f"Contract {look_id}",
@@ -100,6 +104,7 @@ def seed(
         render_id=render_id,
         image_id=image_id,
         upload_subject_id=upload_subject_id,
+        consent_subject_id=consent_subject_id,
         erased_subject_id=erased_subject_id,
         erasure_id=erasure_id,
         look_id=LOOK_ID,
@@ -125,6 +130,9 @@ def _trained_subject(
     # for minutes. Set before the subject opens, since a subject keeps the schedule it was opened under.
     client.call("PUT", "/v1/retention-policy", json={"photos_deleted_after_training": True})
     subject_id = _open_subject(client)
+    # Opening granted `headshots`; renders in a team look need their own grant (`likeness.consent`).
+    grant = {"purpose": "team_look", "policy_version": "2026-01"}
+    client.call("POST", f"/v1/subjects/{subject_id}/consents", expect=(201,), json=grant)
     files = [("file", (name, data, "application/octet-stream")) for name, data in sample_photos(photos)]
     uploaded = client.json("POST", f"/v1/subjects/{subject_id}/photos", files=files)["photos"]
     refused = [photo for photo in uploaded if photo["status"] != "accepted"]

@@ -39,9 +39,13 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from likeness import ids
 from likeness.bus import Bus
+from likeness.consent import BY_SUBJECT, HEADSHOTS, consent_key
 from likeness.provisioner import provision_nats
-from likeness.provisioning import BucketSpec, ConsumerSpec
+from likeness.provisioning import CONSENTS_BUCKET, BucketSpec, ConsumerSpec
+from likeness.timeutil import now_timestamp
+from likeness.v1 import retention_pb2
 from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import DEVELOPMENT, Infra, start_infra
 from likeness_dev.procs import (
@@ -384,3 +388,21 @@ __all__ = [
     "server_process",
     "start_infra",
 ]
+
+
+# ------------------------------------------------------------------------------------------------ consent
+
+
+async def grant_for_test(bus: Bus, tenant: str, subject_id: str, purpose: str = HEADSHOTS) -> None:
+    """A live consent grant of `purpose`, written as retention writes it (`retention.consents`), for a test
+    that runs a worker without retention: every worker checks the grant when it starts a job."""
+    grant = retention_pb2.ConsentGrant(
+        id=ids.new_id("cns"),
+        purpose=purpose,
+        policy_version="test",
+        granted_at=now_timestamp(),
+        granted_by=BY_SUBJECT,
+    )
+    record = retention_pb2.SubjectConsents(tenant=tenant, subject_id=subject_id, grants=[grant])
+    kv = await bus.kv(CONSENTS_BUCKET)
+    await kv.put(consent_key(tenant, subject_id), record.SerializeToString())

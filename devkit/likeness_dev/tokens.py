@@ -40,6 +40,8 @@ ALL_SCOPES: tuple[str, ...] = (
     "retention:write",
     "looks:read",
     "looks:write",
+    "consents:read",
+    "consents:write",
     TENANT_WIDE_SCOPE,
 )
 

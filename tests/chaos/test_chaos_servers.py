@@ -61,8 +61,9 @@ def test_a_nats_restart_mid_journey_loses_no_job_and_no_event(kit: Any, wait_unt
     assert names.count("training.completed") == 1, names
     assert names.count("render.completed") == 1, names
     assert [found.key.rsplit("/", 1)[1] for found in kit.versions(subject_id, f"models/{training_id}/")] == [
-        "lora"
-    ]
+        "faces",
+        "lora",
+    ], "one LoRA and its face templates, one version each"
     kit.erase(subject_id)
 
 
@@ -82,7 +83,7 @@ def test_s3_down_for_10_seconds_mid_training_and_the_journey_completes(kit: Any,
     render = kit.ended(f"/v1/renders/{render_id}")
     assert render["status"] == "succeeded", render
     assert len(kit.download(render)) == 2
-    assert [found.key.rsplit("/", 1)[1] for found in kit.versions(subject_id, models)] == ["lora"]
+    assert [found.key.rsplit("/", 1)[1] for found in kit.versions(subject_id, models)] == ["faces", "lora"]
     erasure = kit.erase(subject_id)
     assert erasure["status"] == "completed"
 

@@ -62,8 +62,8 @@ def test_a_killed_trainer_worker_ends_with_one_lora_and_one_completion(kit: Any,
     wait_until(lambda: kit.consumer_idle(TRAIN_STREAM, "trainer-workers"), 60, "the worker's ack")
 
     assert training["status"] == "succeeded", training
-    assert [found.key.rsplit("/", 1)[1] for found in kit.versions(subject_id, models)] == ["lora"], (
-        "one LoRA, one version, no checkpoint"
+    assert [found.key.rsplit("/", 1)[1] for found in kit.versions(subject_id, models)] == ["faces", "lora"], (
+        "one LoRA and its face templates, one version each, no checkpoint"
     )
     assert _training_completions(kit, subject_id, training_id) == 1, "exactly one completion event"
     kit.erase(subject_id)

@@ -13,6 +13,7 @@ progress streams (Server-Sent Events), image downloads and data exports.
 """
 
 from likeness_client.async_client import AsyncLikenessClient
+from likeness_client.consent_models import PURPOSES, ConsentGrant, ConsentPolicy, ConsentWithdrawal
 from likeness_client.errors import (
     ApiError,
     BadRequest,
@@ -59,6 +60,7 @@ from likeness_client.models import (
     Training,
     UploadResult,
 )
+from likeness_client.photo_prep import PhotoNotPrepared
 from likeness_client.retry import NO_RETRY, RetryPolicy
 from likeness_client.settings import ClientSettings
 from likeness_client.sse import ServerSentEvent, SSEDecoder
@@ -66,6 +68,7 @@ from likeness_client.sync_client import LikenessClient
 
 __all__ = [
     "NO_RETRY",
+    "PURPOSES",
     "TERMINAL_STATUSES",
     "ApiError",
     "AsyncLikenessClient",
@@ -75,6 +78,9 @@ __all__ = [
     "ClientSettings",
     "Conflict",
     "Consent",
+    "ConsentGrant",
+    "ConsentPolicy",
+    "ConsentWithdrawal",
     "Erasure",
     "ErasureAccepted",
     "ErasureReceipt",
@@ -88,6 +94,7 @@ __all__ = [
     "Page",
     "PayloadTooLarge",
     "Photo",
+    "PhotoNotPrepared",
     "Progress",
     "RateLimited",
     "Readiness",

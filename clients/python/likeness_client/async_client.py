@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
@@ -15,6 +16,7 @@ import httpx
 
 from likeness_client import calls
 from likeness_client.calls import Call, PhotoInput
+from likeness_client.consent_models import ConsentGrant, ConsentPolicy, ConsentWithdrawal
 from likeness_client.errors import (
     LikenessError,
     StreamError,
@@ -253,8 +255,12 @@ class AsyncLikenessClient:
 
     # ------------------------------------------------------------------------------------------ photos
 
-    async def upload_photos(self, subject_id: str, photos: Sequence[PhotoInput]) -> UploadResult:
-        return await self._run(calls.upload_photos(subject_id, photos))
+    async def upload_photos(
+        self, subject_id: str, photos: Sequence[PhotoInput], *, prepare: bool = True
+    ) -> UploadResult:
+        """As `LikenessClient.upload_photos`; photos are prepared in a thread (decoding is CPU work)."""
+        call = await asyncio.to_thread(calls.upload_photos, subject_id, photos, prepare)
+        return await self._run(call)
 
     async def list_photos(
         self, subject_id: str, *, limit: int | None = None, cursor: str | None = None
@@ -307,6 +313,10 @@ class AsyncLikenessClient:
 
     async def get_render(self, render_id: str) -> Render:
         return await self._run(calls.get_render(render_id))
+
+    async def reject_image(self, render_id: str, image_id: str) -> Render:
+        """Deletes one image of a render for good (every stored version); returns the render without it."""
+        return await self._run(calls.reject_image(render_id, image_id))
 
     async def list_renders(
         self, subject_id: str, *, limit: int | None = None, cursor: str | None = None
@@ -370,6 +380,25 @@ class AsyncLikenessClient:
 
     async def set_retention_policy(self, schedule: Retention) -> RetentionPolicy:
         return await self._run(calls.set_retention_policy(schedule))
+
+    # ------------------------------------------------------------------------------------------ consents
+
+    async def grant_consent(
+        self, subject_id: str, purpose: str, policy_version: str, expires_at: datetime | None = None
+    ) -> ConsentGrant:
+        return await self._run(calls.grant_consent(subject_id, purpose, policy_version, expires_at))
+
+    async def list_consents(self, subject_id: str) -> list[ConsentGrant]:
+        return await self._run(calls.list_consents(subject_id))
+
+    async def withdraw_consent(self, subject_id: str, purpose: str) -> ConsentWithdrawal:
+        return await self._run(calls.withdraw_consent(subject_id, purpose))
+
+    async def get_consent_policy(self) -> ConsentPolicy:
+        return await self._run(calls.get_consent_policy())
+
+    async def set_consent_policy(self, policy: ConsentPolicy) -> ConsentPolicy:
+        return await self._run(calls.set_consent_policy(policy))
 
     # ------------------------------------------------------------------------------------------ operations
 

@@ -14,6 +14,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
+from likeness_client.consent_models import ConsentGrant, ConsentList, ConsentPolicy, ConsentWithdrawal
 from likeness_client.models import (
     Catalog,
     Erasure,
@@ -43,6 +45,7 @@ from likeness_client.models import (
     Training,
     UploadResult,
 )
+from likeness_client.photo_prep import prepare_photo
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -112,6 +115,7 @@ LIST_RENDERS = _route("GET", "/v1/subjects/{subject_id}/renders")
 GET_RENDER = _route("GET", "/v1/renders/{render_id}")
 RENDER_EVENTS = _route("GET", "/v1/renders/{render_id}/events")
 GET_IMAGE = _route("GET", "/v1/renders/{render_id}/images/{image_id}")
+REJECT_IMAGE = _route("DELETE", "/v1/renders/{render_id}/images/{image_id}", idempotent=True)
 LIST_STYLES = _route("GET", "/v1/styles")
 LIST_TEAM_LOOKS = _route("GET", "/v1/team-looks")
 GET_TEAM_LOOK = _route("GET", "/v1/team-looks/{look_id}")
@@ -119,6 +123,11 @@ PUT_TEAM_LOOK = _route("PUT", "/v1/team-looks/{look_id}")
 DELETE_TEAM_LOOK = _route("DELETE", "/v1/team-looks/{look_id}")
 GET_RETENTION_POLICY = _route("GET", "/v1/retention-policy")
 PUT_RETENTION_POLICY = _route("PUT", "/v1/retention-policy")
+GRANT_CONSENT = _route("POST", "/v1/subjects/{subject_id}/consents")
+LIST_CONSENTS = _route("GET", "/v1/subjects/{subject_id}/consents")
+WITHDRAW_CONSENT = _route("DELETE", "/v1/subjects/{subject_id}/consents")
+GET_CONSENT_POLICY = _route("GET", "/v1/consent-policy")
+PUT_CONSENT_POLICY = _route("PUT", "/v1/consent-policy")
 GET_ERASURE = _route("GET", "/v1/erasures/{erasure_id}")
 GET_ERASURE_RECEIPT = _route("GET", "/v1/erasures/{erasure_id}/receipt")
 GET_RECEIPT_KEYS = _route("GET", "/v1/receipt-keys")
@@ -229,21 +238,26 @@ def get_receipt_keys() -> Call[ReceiptKeys]:
 # ------------------------------------------------------------------------------------------------ photos
 
 
-def photo_part(photo: PhotoInput) -> FilePart:
+def photo_part(photo: PhotoInput, prepare: bool = True) -> FilePart:
+    """The multipart part of one photo; with `prepare`, the photo made fit to leave the machine first
+    (upright, sRGB, capped, no metadata: `likeness_client.photo_prep`)."""
     if isinstance(photo, tuple):
         name, data = photo
     else:
         path = Path(photo)
         name, data = path.name, path.read_bytes()
+    if prepare:
+        prepared = prepare_photo(name, data)
+        return ("file", (prepared.name, prepared.data, prepared.content_type))
     # The gateway decides the format by the content; the type sent is only a hint.
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return ("file", (name, data, content_type))
 
 
-def upload_photos(subject_id: str, photos: Sequence[PhotoInput]) -> Call[UploadResult]:
+def upload_photos(subject_id: str, photos: Sequence[PhotoInput], prepare: bool = True) -> Call[UploadResult]:
     if not photos:
         raise ValueError("no photos to upload")
-    files = [photo_part(photo) for photo in photos]
+    files = [photo_part(photo, prepare) for photo in photos]
     return _call(UPLOAD_PHOTOS, [subject_id], _model(UploadResult), files=files)
 
 
@@ -292,6 +306,11 @@ def get_render(render_id: str) -> Call[Render]:
     return _call(GET_RENDER, [render_id], _model(Render))
 
 
+def reject_image(render_id: str, image_id: str) -> Call[Render]:
+    """The person rejects one image: every copy of it is deleted; the render without it."""
+    return _call(REJECT_IMAGE, [render_id, image_id], _model(Render))
+
+
 def list_renders(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[Render]]:
     return _listing(LIST_RENDERS, [subject_id], "renders", Render, limit, cursor)
 
@@ -331,6 +350,37 @@ def get_retention_policy() -> Call[RetentionPolicy]:
 def set_retention_policy(schedule: Retention) -> Call[RetentionPolicy]:
     body = schedule.model_dump(mode="json")
     return _call(PUT_RETENTION_POLICY, [], _model(RetentionPolicy), json=body)
+
+
+# ------------------------------------------------------------------------------------------------ consents
+
+
+def grant_consent(
+    subject_id: str, purpose: str, policy_version: str, expires_at: datetime | None
+) -> Call[ConsentGrant]:
+    body: dict[str, Any] = {"purpose": purpose, "policy_version": policy_version}
+    if expires_at is not None:
+        body["expires_at"] = expires_at.isoformat()
+    return _call(GRANT_CONSENT, [subject_id], _model(ConsentGrant), json=body)
+
+
+def list_consents(subject_id: str) -> Call[list[ConsentGrant]]:
+    def parse(response: httpx.Response) -> list[ConsentGrant]:
+        return ConsentList.model_validate_json(response.content).grants
+
+    return _call(LIST_CONSENTS, [subject_id], parse)
+
+
+def withdraw_consent(subject_id: str, purpose: str) -> Call[ConsentWithdrawal]:
+    return _call(WITHDRAW_CONSENT, [subject_id], _model(ConsentWithdrawal), params={"purpose": purpose})
+
+
+def get_consent_policy() -> Call[ConsentPolicy]:
+    return _call(GET_CONSENT_POLICY, [], _model(ConsentPolicy))
+
+
+def set_consent_policy(policy: ConsentPolicy) -> Call[ConsentPolicy]:
+    return _call(PUT_CONSENT_POLICY, [], _model(ConsentPolicy), json=policy.model_dump(mode="json"))
 
 
 # ------------------------------------------------------------------------------------------------ operations

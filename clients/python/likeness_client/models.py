@@ -99,11 +99,38 @@ class Training(Model):
         return self.status in TERMINAL_STATUSES
 
 
+class ImageQuality(Model):
+    """What the output gates found on one image (identity: faces and distance; safety: the classifier)."""
+
+    faces: int | None = None
+    identity_distance: float | None = None
+    rerolls: int = 0
+    passed: bool = True
+    safety_scores: dict[str, float] = Field(default_factory=dict)
+    safety_flags: list[str] = Field(default_factory=list)
+
+
 class RenderedImage(Model):
     id: str
     style: str
     seed: int
     url: str
+    quality: ImageQuality | None = None
+
+
+class RenderQuality(Model):
+    """What the output gates did over a render: images dropped by reason, flags, rejections."""
+
+    identity_gate: str | None = None
+    safety_gate: str | None = None
+    images_requested: int = 0
+    rerolls: int = 0
+    failures: int = 0
+    templates: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    safety_flags: dict[str, int] = Field(default_factory=dict)
+    rejected: int = 0
+    note: str | None = None
 
 
 class Render(Model):
@@ -121,6 +148,7 @@ class Render(Model):
     #: The team look the render followed, and the background it put instead of the styles' own.
     team_look_id: str | None = None
     background: str | None = None
+    quality: RenderQuality | None = None
 
     @property
     def done(self) -> bool:
@@ -180,6 +208,9 @@ class TeamLookList(Model):
 class ErasureAccepted(Model):
     erasure_id: str
     status: str
+    #: Given once, by the call that started the erasure, and stored nowhere: keep it to check that the
+    #: receipt names the subject (`likeness.receipts.names_subject`).
+    receipt_salt: str | None = None
 
 
 class Erasure(Model):

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
@@ -15,6 +16,7 @@ import httpx
 
 from likeness_client import calls
 from likeness_client.calls import Call, PhotoInput
+from likeness_client.consent_models import ConsentGrant, ConsentPolicy, ConsentWithdrawal
 from likeness_client.errors import (
     LikenessError,
     StreamError,
@@ -275,10 +277,17 @@ class LikenessClient:
 
     # ------------------------------------------------------------------------------------------ photos
 
-    def upload_photos(self, subject_id: str, photos: Sequence[PhotoInput]) -> UploadResult:
+    def upload_photos(
+        self, subject_id: str, photos: Sequence[PhotoInput], *, prepare: bool = True
+    ) -> UploadResult:
         """Uploads photos (paths or (name, bytes)); each gets a verdict. When every one is rejected,
-        raises `UploadRejected`, whose `photos` hold the verdicts."""
-        return self._run(calls.upload_photos(subject_id, photos))
+        raises `UploadRejected`, whose `photos` hold the verdicts.
+
+        With `prepare` (the default) each photo is first made fit to leave this machine: upright, sRGB,
+        at most 3072 px long, re-encoded without any metadata (`likeness_client.photo_prep`); a file
+        that is not a photo ingest accepts raises `PhotoNotPrepared` and nothing is sent. `prepare=False`
+        sends the files as they are (ingest sanitizes them either way)."""
+        return self._run(calls.upload_photos(subject_id, photos, prepare))
 
     def list_photos(
         self, subject_id: str, *, limit: int | None = None, cursor: str | None = None
@@ -335,6 +344,10 @@ class LikenessClient:
 
     def get_render(self, render_id: str) -> Render:
         return self._run(calls.get_render(render_id))
+
+    def reject_image(self, render_id: str, image_id: str) -> Render:
+        """Deletes one image of a render for good (every stored version); returns the render without it."""
+        return self._run(calls.reject_image(render_id, image_id))
 
     def list_renders(
         self, subject_id: str, *, limit: int | None = None, cursor: str | None = None
@@ -404,6 +417,32 @@ class LikenessClient:
         """Replaces the tenant's whole schedule (0 days: the service default; the legal cap applies) for
         subjects opened from now on; returns the policy as it now stands."""
         return self._run(calls.set_retention_policy(schedule))
+
+    # ------------------------------------------------------------------------------------------ consents
+
+    def grant_consent(
+        self, subject_id: str, purpose: str, policy_version: str, expires_at: datetime | None = None
+    ) -> ConsentGrant:
+        """Grants consent for one purpose (`headshots`, `team_look`, `instant`): with the person's own
+        token, or a tenant-wide one unless the tenant's policy takes grants only from the person."""
+        return self._run(calls.grant_consent(subject_id, purpose, policy_version, expires_at))
+
+    def list_consents(self, subject_id: str) -> list[ConsentGrant]:
+        """Every grant of the subject, oldest first (withdrawn and expired ones too)."""
+        return self._run(calls.list_consents(subject_id))
+
+    def withdraw_consent(self, subject_id: str, purpose: str) -> ConsentWithdrawal:
+        """Withdraws the purpose's live grants: its queued and running jobs are cancelled, new ones are
+        refused."""
+        return self._run(calls.withdraw_consent(subject_id, purpose))
+
+    def get_consent_policy(self) -> ConsentPolicy:
+        """The tenant's consent policy (tenant-level tokens only)."""
+        return self._run(calls.get_consent_policy())
+
+    def set_consent_policy(self, policy: ConsentPolicy) -> ConsentPolicy:
+        """Replaces the tenant's consent policy; it applies at once."""
+        return self._run(calls.set_consent_policy(policy))
 
     # ------------------------------------------------------------------------------------------ operations
 

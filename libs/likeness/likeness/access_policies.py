@@ -25,6 +25,7 @@ from likeness.provisioning import (
     RETENTION,
     STREAMS,
     SUBJECT_ERASED,
+    SUBJECT_KEYED_BUCKETS,
     BucketSpec,
     Identity,
     S3Access,
@@ -65,6 +66,9 @@ def _bucket_subjects(spec: BucketSpec, watch: bool) -> list[str]:
         f"{API}.STREAM.INFO.{kv_stream}",  # binding, and listing keys (`likeness.bus.kv_keys`)
         f"{API}.STREAM.MSG.GET.{kv_stream}",  # get
     ]
+    if spec.name in SUBJECT_KEYED_BUCKETS:
+        # Forgetting keys without a marker that names the subject (`likeness.bus.kv_forget`), on erasure.
+        subjects.append(f"{API}.STREAM.PURGE.{kv_stream}")
     if watch:  # nats-py's ordered consumer: created unnamed, read, flow-controlled, removed
         subjects += [
             f"{API}.CONSUMER.CREATE.{kv_stream}",
@@ -82,6 +86,10 @@ def nats_permissions(spec: Identity) -> NatsPermissions:
     subscribe: list[str] = [f"{inbox_prefix(spec.name)}.>", *access.subscribe]
     for name in access.kv:
         publish += _bucket_subjects(bucket(name), watch=name in access.kv_watch)
+    for name in access.kv_read:
+        # Get by key only: no put, no watch, no listing beyond the stream's info needed to bind it.
+        kv_stream = bucket(name).stream_name
+        publish += [f"{API}.STREAM.INFO.{kv_stream}", f"{API}.STREAM.MSG.GET.{kv_stream}"]
     for name in access.consumers:
         found = consumer(name)
         publish += [f"{API}.CONSUMER.INFO.{found.stream}.{name}", f"$JS.ACK.{found.stream}.{name}.>"]

@@ -384,3 +384,16 @@ async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
         offset += len(subjects)
         if not subjects or offset >= int(response.get("total") or 0):
             return keys
+
+
+async def kv_forget(kv: KeyValue, key_filter: str) -> None:
+    """Removes every revision of the keys matching `key_filter` ("t1.sub_x" or "t1.sub_x.>"), leaving no
+    marker behind.
+
+    `KeyValue.delete` and `KeyValue.purge` write a marker whose NATS subject is the key itself, kept by the
+    bucket's stream for good: a key that names a person (`<tenant>.<subject>...`) would outlive their
+    erasure in it. A stream purge by subject removes the messages and writes nothing; readers then see the
+    key as absent, exactly as after a delete. Needs `$JS.API.STREAM.PURGE.KV_<bucket>`, which the owner of
+    a bucket holds (`likeness.access_policies`).
+    """
+    await kv._js.purge_stream(kv._stream, subject=f"{kv._pre}{key_filter}")

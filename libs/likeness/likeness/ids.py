@@ -14,7 +14,7 @@ import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-_PREFIXES = ("sub", "pho", "trn", "ren", "img", "era", "job")
+_PREFIXES = ("sub", "pho", "trn", "ren", "img", "era", "job", "cns")
 ID_PATTERN = re.compile(r"\A(?:" + "|".join(_PREFIXES) + r")_[0-9a-hjkmnp-tv-z]{26}\Z", re.ASCII)
 #: A subject id anywhere in a text (object keys, Vault key names, URLs): what log lines must never carry.
 SUBJECT_ID_IN_TEXT = re.compile(r"\bsub_[0-9a-hjkmnp-tv-z]{26}\b")

@@ -45,6 +45,8 @@ STATUS_NAMES = {
 #: The reasons a CancelFlag carries (and `finish` receives): the person asked, or the person is gone.
 CANCELLED_ON_REQUEST = "cancelled on request"
 SUBJECT_ERASED = "subject erased"
+#: A grant of the job's purpose was withdrawn (or is missing) when it was due to run (`likeness.consent`).
+CONSENT_WITHDRAWN_REASON = "consent withdrawn"
 
 
 R = TypeVar("R", bound=Message)
@@ -98,7 +100,7 @@ class JobRecords(Generic[R]):
                 record = self.cls()
                 record.ParseFromString(entry.value)
                 if getattr(record, "status") == JS.JOB_STATUS_CANCELLED:  # noqa: B009 - R is a job record
-                    flag.set(CANCELLED_ON_REQUEST)
+                    flag.set(_cancel_reason(record))
                     return
         finally:
             with contextlib.suppress(Exception):
@@ -108,6 +110,28 @@ class JobRecords(Generic[R]):
         """Every record of the tenant (see `kv_entries` for why this never replays a watch)."""
         return [record for record, _ in await kv_records(self.kv, self.cls, f"{tenant}.")]
 
+    async def cancel_open(
+        self, tenant: str, subject_id: str, matches: Callable[[object], bool], reason: str
+    ) -> int:
+        """Cancels the subject's queued and running jobs that `matches` selects (a withdrawn consent's
+        purpose); a running job's worker sees its record change and stops. Returns how many."""
+
+        def cancel(record: R) -> bool:
+            if getattr(record, "status") in TERMINAL:  # noqa: B009 - R is a job record
+                return False
+            setattr(record, "status", JS.JOB_STATUS_CANCELLED)  # noqa: B010
+            setattr(record, "error", reason)  # noqa: B010
+            return True
+
+        cancelled = 0
+        for record in await self.tenant_records(tenant):
+            _, job_id, owner = _identity(record)
+            if owner != subject_id or getattr(record, "status") in TERMINAL or not matches(record):  # noqa: B009
+                continue
+            updated = await self.mutate(tenant, job_id, cancel)
+            cancelled += updated is not None and getattr(updated, "error") == reason  # noqa: B009
+        return cancelled
+
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         removed = 0
         for record in await self.tenant_records(tenant):
@@ -115,6 +139,12 @@ class JobRecords(Generic[R]):
                 await self.kv.purge(self.key(tenant, _identity(record)[1]))
                 removed += 1
         return removed
+
+
+def _cancel_reason(record: Message) -> str:
+    """Why a cancelled record was cancelled: a withdrawn consent says so, anything else was a request."""
+    error = str(getattr(record, "error", ""))
+    return CONSENT_WITHDRAWN_REASON if error == CONSENT_WITHDRAWN_REASON else CANCELLED_ON_REQUEST
 
 
 def _identity(record: Message) -> tuple[str, str, str]:
@@ -364,4 +394,4 @@ class QueueWorker(ABC, Generic[J, R]):
         if found is None:
             flag.set(SUBJECT_ERASED)
         elif getattr(found[0], "status") == JS.JOB_STATUS_CANCELLED:  # noqa: B009
-            flag.set(CANCELLED_ON_REQUEST)
+            flag.set(_cancel_reason(found[0]))

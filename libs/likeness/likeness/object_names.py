@@ -19,6 +19,12 @@ def lora_key(tenant: str, subject_id: str, training_id: str) -> str:
     return f"{subject_prefix(tenant, subject_id)}models/{training_id}/lora"
 
 
+def model_faces_key(tenant: str, subject_id: str, training_id: str) -> str:
+    """The face templates a model was trained on, sealed beside it: the renderer's identity reference for
+    the model's whole life (the photos' own templates expire with the photos), deleted with the model."""
+    return f"{subject_prefix(tenant, subject_id)}models/{training_id}/faces"
+
+
 def checkpoint_key(tenant: str, subject_id: str, training_id: str, step: int) -> str:
     return f"{subject_prefix(tenant, subject_id)}models/{training_id}/ckpt-{step:08d}"
 

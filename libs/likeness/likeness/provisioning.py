@@ -44,6 +44,8 @@ TENANTS_BUCKET = "tenants"
 DEADLINES_BUCKET = "deadlines"
 LEASES_BUCKET = "leases"
 RECEIPTS_BUCKET = "receipts"
+#: Consent grants (`<tenant>.<subject>`): retention writes them; trainer and renderer only read them.
+CONSENTS_BUCKET = "consents"
 PHOTOS_BUCKET = "photos"
 TRAININGS_BUCKET = "trainings"
 RENDERS_BUCKET = "renders"
@@ -57,6 +59,7 @@ RETENTION_BUCKETS = (
     DEADLINES_BUCKET,
     LEASES_BUCKET,
     RECEIPTS_BUCKET,
+    CONSENTS_BUCKET,
 )
 
 TRAINER_WORKERS_CONSUMER = "trainer-workers"
@@ -81,6 +84,7 @@ MIB = 1024**2
 
 #: NATS subjects (`likeness.bus` builds them; repeated here as the filters and allow-lists they are).
 SUBJECT_ERASED = "evt.*.*.subject.erased"
+CONSENT_WITHDRAWN = "evt.*.*.consent.withdrawn"
 #: Where refused gRPC calls are audited (`likeness.audit.CallAudit`): no tenant, so a token of its own.
 CALL_DENIED_AUDIT = "audit._mesh.call_denied"
 
@@ -88,6 +92,22 @@ CALL_DENIED_AUDIT = "audit._mesh.call_denied"
 def erasures_consumer_name(service: str) -> str:
     """The durable consumer through which a service's replicas purge an erased subject's records."""
     return f"{service}-erasures"
+
+
+#: Buckets whose keys name a subject (`<tenant>.<subject>...`): on erasure their owners forget those keys
+#: with a stream purge (`likeness.bus.kv_forget`), which leaves no marker naming the person.
+SUBJECT_KEYED_BUCKETS = frozenset(
+    {SUBJECTS_BUCKET, DEADLINES_BUCKET, CONSENTS_BUCKET, PHOTOS_BUCKET, GATEWAY_IDEMPOTENCY_BUCKET}
+)
+
+#: Services that purge their own records of an erased subject, each through its durable consumer of
+#: `subject.erased`; retention forgets an erasure notice once every one of them has acknowledged it.
+ERASURE_PURGERS = (INGEST, TRAINER, RENDERER, GATEWAY)
+
+
+def withdrawals_consumer_name(service: str) -> str:
+    """The durable consumer through which a job service's replicas cancel the jobs of a withdrawn grant."""
+    return f"{service}-withdrawals"
 
 
 def inbox_prefix(identity: str) -> str:
@@ -268,6 +288,11 @@ def erasures_consumer(name: str) -> ConsumerSpec:
     return ConsumerSpec(EVENTS_STREAM, name, SUBJECT_ERASED, pull=False)
 
 
+def withdrawals_consumer(name: str) -> ConsumerSpec:
+    """A push consumer of `consent.withdrawn` (bound by `likeness.consent.cancel_jobs_on_withdrawal`)."""
+    return ConsumerSpec(EVENTS_STREAM, name, CONSENT_WITHDRAWN, pull=False)
+
+
 def deadlines_consumer(name: str = RETENTION_DEADLINES_CONSUMER) -> ConsumerSpec:
     return ConsumerSpec(EVENTS_STREAM, name, "evt.>", pull=False)
 
@@ -279,6 +304,7 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     work_queue_consumer(RENDER_STREAM, RENDERER_WORKERS_CONSUMER, max_deliver=3),
     deadlines_consumer(),
     *(erasures_consumer(erasures_consumer_name(service)) for service in (INGEST, TRAINER, RENDERER, GATEWAY)),
+    *(withdrawals_consumer(withdrawals_consumer_name(service)) for service in (TRAINER, RENDERER)),
 )
 
 
@@ -301,6 +327,7 @@ PHOTOS = "t/*/s/*/photos/*"
 FACES = "t/*/s/*/faces/*"
 MODELS = "t/*/s/*/models/*"
 LORAS = "t/*/s/*/models/*/lora"
+MODEL_FACES = "t/*/s/*/models/*/faces"
 CHECKPOINTS = "t/*/s/*/models/*/ckpt-*"
 RENDERS = "t/*/s/*/renders/*"
 EVERY_SUBJECT = "t/*"
@@ -338,6 +365,8 @@ class NatsAccess:
     kv: tuple[str, ...] = ()
     #: Of those, buckets it watches (a job's record, to stop when it is cancelled).
     kv_watch: tuple[str, ...] = ()
+    #: KV buckets of another identity it only reads, key by key (trainer and renderer: consent grants).
+    kv_read: tuple[str, ...] = ()
     #: NATS subjects it publishes on (stream subjects: events, jobs, audit).
     publish: tuple[str, ...] = ()
     #: Durable consumers it binds and acknowledges (pull: fetches; push: subscribes to its deliver subject).
@@ -382,9 +411,12 @@ IDENTITIES: tuple[Identity, ...] = (
         RETENTION,
         NatsAccess(
             kv=RETENTION_BUCKETS,
-            publish=("evt.*.*.subject.opened", "evt.*.*.subject.erased", "audit.>"),
+            publish=("evt.*.*.subject.opened", "evt.*.*.subject.erased", CONSENT_WITHDRAWN, "audit.>"),
             consumers=(RETENTION_DEADLINES_CONSUMER,),
-            stream_purges=(EVENTS_STREAM,),
+            # Erasure purges the subject's events and its still-queued jobs (their subjects name them).
+            stream_purges=(EVENTS_STREAM, TRAIN_STREAM, RENDER_STREAM),
+            # Whether every purger has acknowledged an erasure notice (`retention.history`).
+            lag_of=tuple(erasures_consumer_name(service) for service in ERASURE_PURGERS),
         ),
         S3Access(list=(EVERY_SUBJECT,), delete=(EVERY_SUBJECT,), delete_versions=(EVERY_SUBJECT,)),
         about="subjects, deadlines and erasures: the only one that announces an erasure or deletes versions",
@@ -403,8 +435,9 @@ IDENTITIES: tuple[Identity, ...] = (
         TRAINER,
         NatsAccess(
             kv=(TRAININGS_BUCKET,),
+            kv_read=(CONSENTS_BUCKET,),
             publish=("job.train.*.*", CALL_DENIED_AUDIT),
-            consumers=(erasures_consumer_name(TRAINER),),
+            consumers=(erasures_consumer_name(TRAINER), withdrawals_consumer_name(TRAINER)),
             lag_of=(TRAINER_WORKERS_CONSUMER,),
         ),
         S3Access(),
@@ -415,6 +448,7 @@ IDENTITIES: tuple[Identity, ...] = (
         NatsAccess(
             kv=(TRAININGS_BUCKET,),
             kv_watch=(TRAININGS_BUCKET,),
+            kv_read=(CONSENTS_BUCKET,),
             publish=("evt.*.*.training.*",),
             consumers=(TRAINER_WORKERS_CONSUMER,),
             tunes=(TRAINER_WORKERS_CONSUMER,),
@@ -423,30 +457,33 @@ IDENTITIES: tuple[Identity, ...] = (
             stream_purges=(EVENTS_STREAM,),
         ),
         S3Access(
-            read=(PHOTOS, MODELS),
+            read=(PHOTOS, FACES, MODELS),
             write=(MODELS,),
             delete=(MODELS,),
             delete_versions=(CHECKPOINTS,),
             list=(MODELS,),
         ),
-        about="the GPU training worker: photos in, checkpoints and a LoRA out",
+        about="the GPU training worker: photos and their face templates in, checkpoints and a LoRA out",
     ),
     Identity(
         RENDERER,
         NatsAccess(
             kv=(RENDERS_BUCKET, TEAM_LOOKS_BUCKET),
+            kv_read=(CONSENTS_BUCKET,),
             publish=("job.render.*.*", CALL_DENIED_AUDIT),
-            consumers=(erasures_consumer_name(RENDERER),),
+            consumers=(erasures_consumer_name(RENDERER), withdrawals_consumer_name(RENDERER)),
             lag_of=(RENDERER_WORKERS_CONSUMER,),
         ),
-        S3Access(read=(RENDERS,)),
-        about="the render API: queues jobs, team looks, streams finished images",
+        # A person's rejection of one image removes it for good: every version (RejectImage).
+        S3Access(read=(RENDERS,), delete_versions=(RENDERS,), list=(RENDERS,)),
+        about="the render API: queues jobs, team looks, streams finished images, deletes rejected ones",
     ),
     Identity(
         RENDERER_WORKER,
         NatsAccess(
             kv=(RENDERS_BUCKET,),
             kv_watch=(RENDERS_BUCKET,),
+            kv_read=(CONSENTS_BUCKET,),
             publish=("evt.*.*.render.*",),
             consumers=(RENDERER_WORKERS_CONSUMER,),
             tunes=(RENDERER_WORKERS_CONSUMER,),
@@ -454,7 +491,7 @@ IDENTITIES: tuple[Identity, ...] = (
             stream_reads=(EVENTS_STREAM,),
         ),
         S3Access(
-            read=(LORAS, FACES),
+            read=(LORAS, MODEL_FACES, FACES),
             write=(RENDERS,),
             delete=(RENDERS,),
             delete_versions=(RENDERS,),

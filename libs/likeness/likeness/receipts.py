@@ -7,7 +7,12 @@ A receipt file is
 
 and the signature covers the canonical JSON of `receipt` (keys sorted, no spaces, ASCII), so reformatting
 the file keeps it valid and changing any value breaks it. The facts hold nothing personal: the subject
-appears as a keyed HMAC; `key_name` names the destroyed Vault key.
+appears as a keyed HMAC (`subject_hmac`, which only retention's secret can recompute) and as a salted hash
+(`subject_commitment` = SHA-256 of a per-erasure salt, the tenant and the subject id). The salt is handed
+to whoever asked for the erasure, once, and never stored: with it the person checks that a receipt names
+them (`names_subject`, `likeness receipt verify --subject ID --salt SALT`); without it, a receipt, the kept
+erasure record or a backup of them cannot be linked to a subject id, even by someone holding a list of ids.
+Version 1 receipts (issued before) named the destroyed Vault key, hence the subject id; they still verify.
 
 Public keys are published as a JWK set (`{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ..., "kid": ...}]}`)
 so keys can rotate: old receipts name the key that signed them.
@@ -18,7 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -32,8 +39,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from likeness.timeutil import from_rfc3339
 
 RECEIPT_TYPE = "likeness.erasure_receipt"
-RECEIPT_VERSION = 1
+RECEIPT_VERSION = 2
+#: Versions this code verifies: 1 (named the Vault key, so the subject id) and the current one.
+VERIFIED_VERSIONS = (1, RECEIPT_VERSION)
 ALGORITHM = "Ed25519"
+#: Domain separation of the subject commitment (a hash of nothing else can equal it).
+COMMITMENT_CONTEXT = b"likeness.erasure_receipt.subject.v1"
 
 #: Facts every receipt states, and their JSON types.
 REQUIRED_FIELDS: dict[str, type] = {
@@ -44,7 +55,7 @@ REQUIRED_FIELDS: dict[str, type] = {
     "tenant": str,
     "subject_hmac": str,
     "cause": str,
-    "key_name": str,
+    "subject_commitment": str,
     "requested_at": str,
     "key_destroyed_at": str,
     "purge_completed_at": str,
@@ -55,6 +66,8 @@ REQUIRED_FIELDS: dict[str, type] = {
     "records_deleted": int,
     "events_purged": int,
 }
+#: What a version 1 receipt held instead of the commitment.
+_V1_FIELDS = {**{k: v for k, v in REQUIRED_FIELDS.items() if k != "subject_commitment"}, "key_name": str}
 _TIMES = ("requested_at", "key_destroyed_at", "purge_completed_at", "backups_expire_by", "issued_at")
 
 
@@ -204,13 +217,14 @@ def sign_receipt(facts: Mapping[str, Any], private: Ed25519PrivateKey) -> dict[s
 
 def check_facts(facts: Mapping[str, Any]) -> dict[str, datetime]:
     """The receipt's own consistency: every field present with its type, times in a possible order."""
-    for name, kind in REQUIRED_FIELDS.items():
+    if facts.get("type") != RECEIPT_TYPE or facts.get("version") not in VERIFIED_VERSIONS:
+        raise ReceiptError(f"not an erasure receipt of version {' or '.join(map(str, VERIFIED_VERSIONS))}")
+    fields = _V1_FIELDS if facts["version"] == 1 else REQUIRED_FIELDS
+    for name, kind in fields.items():
         value = facts.get(name)
         # bool is an int in Python, never in a receipt.
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ReceiptError(f"the field {name!r} is missing or not a {kind.__name__}")
-    if facts["type"] != RECEIPT_TYPE or facts["version"] != RECEIPT_VERSION:
-        raise ReceiptError(f"not a version {RECEIPT_VERSION} erasure receipt")
     try:
         times = {name: from_rfc3339(str(facts[name])) for name in _TIMES}
     except ValueError as exc:
@@ -256,14 +270,51 @@ def verify_receipt_text(text: str | bytes, keys: Mapping[str, Ed25519PublicKey])
     return verify_receipt(parse_strict_json(text), keys)
 
 
+# ----------------------------------------------------------------------------------------------- the subject
+
+
+def new_receipt_salt() -> str:
+    """A fresh salt for one erasure's subject commitment (192 random bits, URL-safe text)."""
+    return secrets.token_urlsafe(24)
+
+
+def subject_commitment(salt: str, tenant: str, subject_id: str) -> str:
+    """SHA-256 (hex) binding one subject of one tenant under `salt`: what a receipt states of the person.
+
+    Unlike the keyed HMAC, anyone holding the salt can recompute it; unlike a plain hash of the id, nobody
+    without the salt can test a guessed (or leaked) subject id against it.
+    """
+    if not salt:
+        raise ValueError("a subject commitment needs a salt")
+    digest = hashlib.sha256(COMMITMENT_CONTEXT)
+    for part in (salt, tenant, subject_id):
+        encoded = part.encode()
+        digest.update(len(encoded).to_bytes(4, "big") + encoded)
+    return digest.hexdigest()
+
+
+def names_subject(facts: Mapping[str, Any], subject_id: str, salt: str) -> bool:
+    """Whether verified receipt facts name this subject (the salt is the one given with the erasure)."""
+    stated = facts.get("subject_commitment")
+    if not isinstance(stated, str) or not stated:
+        return False
+    expected = subject_commitment(salt, str(facts["tenant"]), subject_id)
+    return hmac.compare_digest(stated.encode(), expected.encode())
+
+
 def describe(facts: Mapping[str, Any]) -> str:
     """The verified facts in words."""
+    destroyed = f"  ({facts['key_name']})" if "key_name" in facts else ""
+    subject = (
+        [f"  subject (salted hash) {facts['subject_commitment']}"] if "subject_commitment" in facts else []
+    )
     return "\n".join(
         [
             f"erasure {facts['erasure_id']} (tenant {facts['tenant']}, cause {facts['cause']})",
             f"  subject (keyed HMAC)  {facts['subject_hmac']}",
+            *subject,
             f"  requested             {facts['requested_at']}",
-            f"  key destroyed         {facts['key_destroyed_at']}  ({facts['key_name']})",
+            f"  key destroyed         {facts['key_destroyed_at']}{destroyed}",
             f"  purge completed       {facts['purge_completed_at']}",
             f"  deleted               {facts['objects_deleted']} objects, {facts['bytes_deleted']} bytes, "
             f"{facts['records_deleted']} records, {facts['events_purged']} events",

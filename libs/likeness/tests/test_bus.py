@@ -18,6 +18,7 @@ from likeness.bus import (
     decode,
     event_nats_subject,
     kv_entries,
+    kv_forget,
     kv_get,
     kv_keys,
 )
@@ -164,6 +165,19 @@ async def test_kv_compare_and_set_and_prefix_listing(bus: Bus) -> None:
     # A purged key may still be listed (its purge marker is the subject's last entry); reading it says gone.
     assert set(await kv_keys(kv, "a.")) <= {"a.sub_1", "a.sub_2"}
     assert await kv_get(kv, "a.sub_2", events_pb2.SubjectOpened) is None
+
+
+async def test_forgetting_keys_leaves_no_marker_that_names_them(bus: Bus) -> None:
+    kv = await provisioned_kv(bus, f"test-{uuid.uuid4().hex[:8]}")
+    await kv.put("a.sub_1.pho_1", b"x")
+    await kv.put("a.sub_1.pho_2", b"x")
+    await kv.delete("a.sub_1.pho_2")  # a delete marker: its NATS subject is the key
+    await kv.put("a.sub_2.pho_3", b"x")
+    await kv_forget(kv, "a.sub_1.>")
+    assert await kv_keys(kv, "a.") == ["a.sub_2.pho_3"], "nothing of a.sub_1, markers included"
+    assert await kv_get(kv, "a.sub_1.pho_1", events_pb2.SubjectOpened) is None
+    await kv.purge("a.sub_2.pho_3")
+    assert await kv_keys(kv, "a.") == ["a.sub_2.pho_3"], "a purge, by contrast, keeps a marker"
 
 
 async def test_kv_entries_list_every_key_while_others_rewrite_them(bus: Bus) -> None:

@@ -23,6 +23,7 @@ from gateway.middleware import RequestMiddleware
 from gateway.nats_link import NatsLink
 from gateway.ratelimit import Limits, Rate, RateLimiter
 from gateway.routes import (
+    consents,
     erasures,
     events,
     export,
@@ -109,7 +110,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.rate_limiter = rate_limiter(settings)
     install_error_handlers(app)
     app.add_exception_handler(Replay, _replay)
-    for module in (trainings, renders, subjects, photos, events, styles, looks, erasures, retention, health):
+    modules = (
+        trainings,
+        renders,
+        subjects,
+        photos,
+        events,
+        styles,
+        looks,
+        erasures,
+        retention,
+        consents,
+        health,
+    )
+    for module in modules:
         app.include_router(module.router)
     app.include_router(export.router)
     # Innermost of ours: limits weighed from the headers alone, before FastAPI reads a body.

@@ -68,7 +68,19 @@ ERRORS: dict[str, tuple[int, str]] = {
     # Route logic (declared by each route with `answers`).
     "not_found": (404, "no such resource, or not one this token may see"),
     "subject_erased": (410, "the subject is being or has been erased"),
-    "consent_required": (400, "the consent's purpose and policy version are required"),
+    "invalid_consent": (400, "the consent's purpose and policy version are required"),
+    "invalid_purpose": (400, "a consent purpose that is not `headshots`, `team_look` or `instant`"),
+    "invalid_policy_version": (400, "the policy version is blank or longer than 64 characters"),
+    "invalid_expiry": (400, "a grant's expiry that is not in the future"),
+    "too_many_grants": (400, "the subject's consent history is at its bound"),
+    "consent_required": (
+        403,
+        "the subject has no live consent grant for this job's purpose (`POST /v1/subjects/{id}/consents`)",
+    ),
+    "grant_needs_subject_token": (
+        403,
+        "the tenant's consent policy takes grants only from the person's own token",
+    ),
     "invalid_multipart": (400, "the multipart/form-data body is malformed or has no boundary"),
     "no_files": (400, "the body has no `file` part"),
     "too_many_photos": (409, "the subject already has the most accepted photos kept"),

@@ -119,6 +119,11 @@ def training(value: trainer_pb2.Training) -> schemas.Training:
 
 
 def render(value: renderer_pb2.Render) -> schemas.Render:
+    # Whether the identity gate looked at the images (its face count means something only then).
+    identity_scored = value.quality.gate in (
+        renderer_pb2.QUALITY_GATE_SCORE,
+        renderer_pb2.QUALITY_GATE_ENFORCE,
+    )
     return schemas.Render(
         id=value.id,
         subject_id=value.subject_id,
@@ -133,6 +138,7 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
                 style=image.style,
                 seed=image.seed,
                 url=f"/v1/renders/{value.id}/images/{image.id}",
+                quality=image_quality(image.quality, identity_scored) if image.HasField("quality") else None,
             )
             for image in value.images
         ],
@@ -141,6 +147,39 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
         updated_at=timestamp(value, "updated_at"),
         team_look_id=value.team_look_id or None,
         background=value.background or None,
+        quality=render_quality(value.quality) if value.HasField("quality") else None,
+    )
+
+
+def _gate(value: renderer_pb2.QualityGate.ValueType) -> Any:
+    name = enum_name(renderer_pb2.QualityGate, value, "QUALITY_GATE_")
+    return None if name == "unspecified" else name
+
+
+def image_quality(value: renderer_pb2.ImageQuality, identity_scored: bool) -> schemas.ImageQuality:
+    identity = value.HasField("identity_distance")
+    return schemas.ImageQuality(
+        faces=value.faces if identity_scored else None,
+        identity_distance=round(value.identity_distance, 4) if identity else None,
+        rerolls=value.rerolls,
+        passed=value.passed,
+        safety_scores={label: round(score, 4) for label, score in value.safety_scores.items()},
+        safety_flags=list(value.safety_flags),
+    )
+
+
+def render_quality(value: renderer_pb2.RenderQuality) -> schemas.RenderQuality:
+    return schemas.RenderQuality(
+        identity_gate=_gate(value.gate),
+        safety_gate=_gate(value.safety_gate),
+        images_requested=value.images_requested,
+        rerolls=value.rerolls,
+        failures=value.failures,
+        templates=value.templates,
+        dropped=dict(value.drop_reasons),
+        safety_flags=dict(value.safety_flags),
+        rejected=value.rejected,
+        note=value.note or None,
     )
 
 

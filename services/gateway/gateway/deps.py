@@ -74,6 +74,8 @@ TENANT_LEVEL_ROUTES = frozenset(
         "get_look",
         "put_look",
         "delete_look",
+        "get_consent_policy",
+        "put_consent_policy",
     }
 )
 
@@ -248,3 +250,5 @@ RetentionRead = Annotated[Principal, Security(authenticate, scopes=["retention:r
 RetentionWrite = Annotated[Principal, Security(authenticate, scopes=["retention:write"])]
 LooksRead = Annotated[Principal, Security(authenticate, scopes=["looks:read"])]
 LooksWrite = Annotated[Principal, Security(authenticate, scopes=["looks:write"])]
+ConsentsRead = Annotated[Principal, Security(authenticate, scopes=["consents:read"])]
+ConsentsWrite = Annotated[Principal, Security(authenticate, scopes=["consents:write"])]

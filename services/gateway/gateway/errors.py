@@ -73,7 +73,7 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 #: Machine codes whose HTTP status is not their gRPC status's: a team look's style or seed that a render
 #: request contradicts is a conflict with the look's current state (a PUT may change it), not a malformed
 #: request.
-_CODE_STATUS = {"team_look_conflict": 409}
+_CODE_STATUS = {"team_look_conflict": 409, "subject_erased": 410}
 
 
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
@@ -94,6 +94,8 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     return ApiError(_CODE_STATUS.get(code, status), code, exc.details() or default_code.replace("_", " "))
 
 
+#: FastAPI's detail for a body it could not decode at all.
+_UNPARSEABLE_BODY = "There was an error parsing the body"
 _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
@@ -122,6 +124,10 @@ async def _on_grpc_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
+        # FastAPI's answer to a JSON body that is not UTF-8 (a JSON syntax error is already a validation
+        # error): the same 422 `invalid_request` every route documents for a body that does not validate.
+        return envelope(422, "invalid_request", "Invalid request: the body is not JSON (UTF-8).")
     code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "bad_request")
     message = "No such resource." if exc.status_code == 404 else str(exc.detail)
     headers = dict(exc.headers or {})

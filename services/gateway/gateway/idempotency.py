@@ -52,7 +52,7 @@ from starlette.datastructures import MutableHeaders
 from gateway.caller import Caller
 from gateway.errors import ApiError, unavailable
 from gateway.multipart_stream import Event, FileData, FileEnded, FileStarted, MultipartEvents
-from likeness.bus import kv_keys
+from likeness.bus import kv_forget, kv_keys
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +220,9 @@ class IdempotencyStore:
         for index_key in await kv_keys(self.kv, f"s.{tenant}.{subject_id}."):
             record_id = index_key.rsplit(".", 1)[-1]
             await self.kv.purge(f"r.{record_id}")
-            await self.kv.purge(index_key)
             removed += 1
+        # The index keys name the subject: forgotten without the purge marker that would keep the name.
+        await kv_forget(self.kv, f"s.{tenant}.{subject_id}.>")
         return removed
 
 

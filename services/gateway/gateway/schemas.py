@@ -11,6 +11,8 @@ JobStatus = Literal["unspecified", "queued", "running", "succeeded", "failed", "
 SubjectStatus = Literal["unspecified", "active", "erasing", "erased"]
 PhotoStatus = Literal["unspecified", "accepted", "rejected"]
 ErasureStatus = Literal["unspecified", "pending", "key_destroyed", "completed"]
+#: The consent purposes (`likeness.consent.PURPOSES`).
+Purpose = Literal["headshots", "team_look", "instant"]
 
 SUBJECT_ID = "sub_01jbz3k7q8m2x4v6n9p0r5t7wy"
 PHOTO_ID = "pho_01jbz3m2a4c6e8g0j2k4m6p8rt"
@@ -97,8 +99,10 @@ NOT_BLANK_PATTERN = (
 
 class ConsentIn(BaseModel):
     model_config = REQUEST
-    purpose: str = Field(
-        min_length=1, max_length=200, pattern=NOT_BLANK_PATTERN, examples=["professional_headshots"]
+    #: One of the fixed purposes (`likeness.consent.PURPOSES`): it becomes the subject's first grant.
+    purpose: Purpose = Field(
+        description="`headshots` (train and render), `team_look` (renders in a team look), `instant` "
+        "(one-photo renders without training)"
     )
     policy_version: str = Field(min_length=1, max_length=64, pattern=NOT_BLANK_PATTERN, examples=["2025-01"])
 
@@ -286,11 +290,50 @@ class CreateRenderRequest(BaseModel):
         return self
 
 
+GateMode = Literal["off", "score", "enforce"]
+
+
+class ImageQuality(BaseModel):
+    """What the output gates found on one image."""
+
+    faces: int | None = Field(default=None, description="Faces the identity gate found (absent with it off)")
+    identity_distance: float | None = Field(
+        default=None,
+        description="dlib distance of the face to the person's templates (under 0.6: the same person)",
+    )
+    rerolls: int = Field(description="Times the image was rendered again before it passed")
+    passed: bool = Field(description="Whether it passed every gate (under `score` a kept image may not have)")
+    safety_scores: dict[str, float] = Field(
+        default_factory=dict, description="The safety classifier's probability of each watched label"
+    )
+    safety_flags: list[str] = Field(default_factory=list, description="The labels it flagged the image for")
+
+
 class RenderedImage(BaseModel):
     id: str
     style: str
     seed: int
     url: str = Field(examples=[f"/v1/renders/{RENDER_ID}/images/{IMAGE_ID}"])
+    quality: ImageQuality | None = Field(default=None, description="The output gates' scores of this image")
+
+
+class RenderQuality(BaseModel):
+    """What the output gates did over the whole render."""
+
+    identity_gate: GateMode | None = Field(default=None, description="The identity gate's mode")
+    safety_gate: GateMode | None = Field(default=None, description="The safety classifier's gate mode")
+    images_requested: int
+    rerolls: int
+    failures: int = Field(description="Images that failed a gate (dropped under `enforce`)")
+    templates: int = Field(description="Face templates of the person the identity gate scored against")
+    dropped: dict[str, int] = Field(
+        default_factory=dict, description='Images dropped, by reason: "identity" or "unsafe:<label>"'
+    )
+    safety_flags: dict[str, int] = Field(
+        default_factory=dict, description="Delivered images the safety classifier flagged, by label"
+    )
+    rejected: int = Field(default=0, description="Images the person rejected (deleted) since")
+    note: str | None = None
 
 
 class Render(BaseModel):
@@ -327,6 +370,7 @@ class Render(BaseModel):
     updated_at: datetime | None
     team_look_id: str | None = Field(default=None, description="The team look the render followed")
     background: str | None = Field(default=None, description="A background that replaced the styles' own")
+    quality: RenderQuality | None = Field(default=None, description="The output gates' account")
 
 
 class TrainingList(BaseModel):
@@ -364,9 +408,15 @@ class StyleList(BaseModel):
 
 
 class ErasureAccepted(BaseModel):
-    model_config = _example(erasure_id=ERASURE_ID, status="pending")
+    model_config = _example(erasure_id=ERASURE_ID, status="pending", receipt_salt="q3N5...Zw")
     erasure_id: str
     status: ErasureStatus
+    receipt_salt: str | None = Field(
+        default=None,
+        description="Given once, in the answer that started the erasure, and stored nowhere: with it the "
+        "person checks that the signed receipt names them (`likeness receipt verify FILE --subject ID "
+        "--salt SALT`). The receipt itself holds only a salted hash of the subject id.",
+    )
 
 
 class Erasure(BaseModel):

@@ -288,6 +288,7 @@ def test_openapi_documents_every_route_and_its_errors(client) -> None:
         ("POST", "/v1/subjects/{subject_id}/renders"),
         ("GET", "/v1/renders/{render_id}"),
         ("GET", "/v1/renders/{render_id}/images/{image_id}"),
+        ("DELETE", "/v1/renders/{render_id}/images/{image_id}"),
         ("GET", "/v1/styles"),
         ("GET", "/v1/erasures/{erasure_id}"),
         ("GET", "/v1/subjects"),

@@ -151,7 +151,7 @@ async def test_a_retried_create_returns_the_first_answer_and_creates_nothing(cli
 async def test_the_same_key_with_another_body_is_refused(client, auth) -> None:
     headers = {**auth(), **key()}
     assert (await client.post("/v1/subjects", json=CONSENT, headers=headers)).status_code == 201
-    changed = {"consent": {"purpose": "other", "policy_version": "2025-01"}}
+    changed = {"consent": {"purpose": "team_look", "policy_version": "2025-01"}}
     response = await client.post("/v1/subjects", json=changed, headers=headers)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "idempotency_key_reused"

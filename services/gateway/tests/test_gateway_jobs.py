@@ -198,6 +198,7 @@ async def test_reading_a_render(client, auth, world) -> None:
             "style": "corporate",
             "seed": 7,
             "url": f"/v1/renders/{world.render}/images/{world.image}",
+            "quality": None,  # the fake renderer's record has no gate scores
         }
     ]
 

@@ -6,7 +6,7 @@ import logging
 
 from nats.js.kv import KeyValue
 
-from likeness.bus import Bus, kv_get, kv_keys
+from likeness.bus import Bus, kv_forget, kv_get, kv_keys
 from likeness.v1 import ingest_pb2
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,6 @@ class PhotoRecords:
 
     async def purge_subject(self, tenant: str, subject_id: str) -> int:
         keys = await kv_keys(self.kv, f"{tenant}.{subject_id}.")
-        for key in keys:
-            await self.kv.purge(key)
+        # One purge of the stream by subject: no purge marker keeps a key that names the person.
+        await kv_forget(self.kv, f"{tenant}.{subject_id}.>")
         return len(keys)

@@ -9,6 +9,10 @@ one subject at the same time cannot lose each other's templates.
 Reading them back (for the duplicate and same-person checks) is one S3 listing, one GET per photo (at
 most ``SubjectRules.max_photos``, each under 1 KB) and a single batched Vault decrypt of their data keys.
 
+When a training succeeds, the trainer copies the embeddings of the photos it trained on into one object
+sealed beside the model (`likeness.object_names.model_faces_key`, `likeness_ml.face_templates`), so the
+renderer's identity gate outlives these per-photo templates, which expire with their photos.
+
 Layout (little-endian): ``b"LKFT"``, version (1 byte, 1), 3 reserved zero bytes, the hash (u64), then
 the embedding as 128 float32. Version 0, the first layout, is the bare 128 float32 (no hash).
 """

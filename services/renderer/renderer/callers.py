@@ -25,5 +25,6 @@ CALLERS = caller_table(
         "ListTeamLooks": {GATEWAY},
         "DeleteTeamLook": {GATEWAY},
         "ListRenders": {GATEWAY},
+        "RejectImage": {GATEWAY},
     },
 )

@@ -1,5 +1,5 @@
 """Renderer settings (both roles): base model, sampling budget, work-queue timing, the subject cache, the
-quality gate and how outputs are marked as AI-generated."""
+quality and safety gates and how outputs are marked as AI-generated."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from likeness.config import DEVELOPMENT_SECRETS, CommonSettings
 
@@ -42,6 +42,16 @@ class RendererSettings(CommonSettings):
     #: HOG detections scoring below this are not counted as faces (false positives score near 0).
     quality_min_face_score: float = 0.3
 
+    #: The output safety gate. enforce: re-roll outputs the classifier flags, drop those that stay flagged
+    #: (the reason counted on the render); score: record the scores only; off: no classifier.
+    safety_gate: QualityGate = "enforce"
+    #: Directory of the pinned `ViTForImageClassification` (with its `likeness-manifest.json`), provisioned
+    #: like the base model. Unset: the gate is off (refused in production unless safety_gate is off).
+    safety_model: Path | None = None
+    #: Labels of the classifier that flag an image, and the probability at which they do.
+    safety_flagged_labels: list[str] = ["nsfw"]
+    safety_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+
     #: Key of the invisible watermark; `likeness verify-image` needs the same one.
     watermark_key: SecretStr = SecretStr("likeness-dev")
     #: Sign a C2PA manifest into every output. Without the two PEMs below (development only) a throwaway
@@ -63,6 +73,10 @@ class RendererSettings(CommonSettings):
             self.c2pa_cert_chain.get_secret_value() and self.c2pa_private_key.get_secret_value()
         ):
             problems.append("C2PA signing needs LIKENESS_C2PA_CERT_CHAIN and LIKENESS_C2PA_PRIVATE_KEY")
+        if self.safety_gate != "off" and self.safety_model is None:
+            problems.append(
+                "the output safety gate needs LIKENESS_SAFETY_MODEL (or LIKENESS_SAFETY_GATE=off)"
+            )
         if problems:
             raise ValueError("refusing production settings: " + "; ".join(problems))
         return self
@@ -71,6 +85,10 @@ class RendererSettings(CommonSettings):
         if self.quality_gate != "auto":
             return self.quality_gate
         return "score" if tiny_model else "enforce"
+
+    def safety_gate_in_effect(self) -> QualityGate:
+        """The safety gate as run: off without a classifier (production refuses that at start)."""
+        return self.safety_gate if self.safety_model is not None else "off"
 
 
 @lru_cache(maxsize=1)

@@ -2,15 +2,15 @@
 
 Uses the same dlib models as ingest (the CC0 face-recognition-models files), but only what a generated,
 centred headshot needs: dlib's HOG frontal face detector to count faces, the 5-point landmarks to align
-the one face, and the ResNet embedding, compared with the 128-D templates ingest stored for each of the
-subject's accepted photos. The score is the distance to the mean template (dlib treats under 0.6 as the
+the one face, and the ResNet embedding, compared with the 128-D templates of the photos the model was
+trained on (sealed beside the model by the trainer; for models from before that, ingest's templates of the
+subject's accepted photos). The score is the distance to the mean template (dlib treats under 0.6 as the
 same person). Nothing here logs: an embedding identifies a person.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +20,13 @@ import dlib
 import numpy as np
 import PIL.Image
 
-EMBEDDING_SIZE = 128
-_EMBEDDING = struct.Struct(f"<{EMBEDDING_SIZE}f")
-_TEMPLATE_HEADER = struct.Struct("<4sB3xQ")
-_TEMPLATE_MAGIC = b"LKFT"
+from likeness_ml.face_templates import (
+    EMBEDDING_SIZE,
+    FloatArray,
+    parse_photo_templates,
+    read_photo_template,
+)
+
 _LANDMARKS_MODEL = "shape_predictor_5_face_landmarks.dat"
 _EMBEDDING_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 # dlib's embedding network expects a 150 px chip aligned on the landmarks, with 25 % padding.
@@ -31,8 +34,6 @@ _CHIP_SIZE = 150
 _CHIP_PADDING = 0.25
 # HOG's window is 80 px: smaller images are upsampled before detection so a headshot's face fits.
 _MIN_DETECT_SIDE = 320
-
-FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 
 
 def face_models_dir() -> Path:
@@ -45,31 +46,13 @@ def face_models_dir() -> Path:
 
 
 def read_template(blob: bytes) -> FloatArray | None:
-    """The embedding in one of ingest's stored templates, or None for a layout this version cannot read.
-
-    Layouts (little-endian), as ingest writes them: version 1 is b"LKFT", a version byte (1), 3 zero
-    bytes, the photo's perceptual hash (u64), then 128 float32; version 0 is the bare 128 float32.
-    """
-    if len(blob) == _EMBEDDING.size:
-        values = _EMBEDDING.unpack(blob)
-    elif len(blob) == _TEMPLATE_HEADER.size + _EMBEDDING.size:
-        magic, version, _ = _TEMPLATE_HEADER.unpack_from(blob)
-        if magic != _TEMPLATE_MAGIC or version != 1:
-            return None
-        values = _EMBEDDING.unpack_from(blob, _TEMPLATE_HEADER.size)
-    else:
-        return None
-    embedding: FloatArray = np.asarray(values, dtype=np.float32)
-    return embedding if np.all(np.isfinite(embedding)) else None
+    """The embedding in one of ingest's stored templates, or None for a layout this version cannot read."""
+    return read_photo_template(blob)
 
 
 def parse_templates(blobs: list[bytes]) -> FloatArray:
     """(n, 128) float32 embeddings of the readable templates among ingest's stored blobs."""
-    rows = [row for row in (read_template(blob) for blob in blobs) if row is not None]
-    if not rows:
-        return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
-    templates: FloatArray = np.stack(rows).astype(np.float32)
-    return templates
+    return parse_photo_templates(blobs)
 
 
 @dataclass(frozen=True)
@@ -134,3 +117,6 @@ class FaceScorer:
             return FaceScore(faces=len(embeddings), distance=None)
         reference = templates.mean(axis=0)
         return FaceScore(faces=1, distance=float(np.linalg.norm(embeddings[0] - reference)))
+
+
+__all__ = ["EMBEDDING_SIZE", "FaceScore", "FaceScorer", "FloatArray", "parse_templates", "read_template"]

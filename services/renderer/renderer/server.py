@@ -1,11 +1,13 @@
 """The renderer's two roles on the shared job-service skeleton (`likeness.runtime`): `serve` (the gRPC API
 over the `renders` records, the style catalog and the tenants' team looks) and `work` (the GPU worker on
-the `job.render` queue)."""
+the `job.render` queue). The serve role also cancels a subject's renders of a purpose whose grant is withdrawn
+(`likeness.consent`)."""
 
 from __future__ import annotations
 
 import grpc
 
+from likeness.consent import cancel_jobs_on_withdrawal, render_purpose
 from likeness.job_metrics import RENDER
 from likeness.jobs import JobRecords, QueueWorker
 from likeness.runtime import Platform, serve_job_api, work_job_queue
@@ -26,6 +28,13 @@ async def _add_servicer(platform: Platform, records: Renders, server: grpc.aio.S
     looks = await TeamLooks.open(platform.bus, styles, load_backgrounds())
     servicer = RendererServicer(platform, records, styles, get_settings(), looks)
     renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
+    await cancel_jobs_on_withdrawal(platform.bus, "renderer", records, _purpose_of)
+
+
+def _purpose_of(record: object) -> str:
+    """A render in a team look is of the `team_look` purpose; any other of `headshots`."""
+    team_look_id = record.team_look_id if isinstance(record, renderer_pb2.Render) else ""
+    return render_purpose(team_look_id)
 
 
 def _new_worker(platform: Platform, records: Renders) -> QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]:

@@ -18,6 +18,7 @@ import grpc
 
 from likeness import ids
 from likeness.bus import job_nats_subject
+from likeness.consent import ConsentReader, render_purpose, require_consent
 from likeness.jobs import JobRecords
 from likeness.method_access import may_touch, require_subject, require_tenant
 from likeness.object_names import render_image_key
@@ -32,6 +33,7 @@ from likeness.vault_transit import KeyDestroyed, VaultUnavailable
 from renderer.config import RendererSettings
 from renderer.method_rules import TOKEN_RULES
 from renderer.records import verified_render
+from renderer.rejection import ImageNotFound, reject_image
 from renderer.styles import Style
 from renderer.team_looks import RenderPlan, TeamLook, TeamLookError, TeamLooks
 
@@ -57,6 +59,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         self.styles = styles
         self.settings = settings
         self.looks = looks
+        self.consent = ConsentReader(platform.bus)
 
     async def _plan(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> RenderPlan:
         """Styles, background and seed: from the request, or pinned by the tenant's team look."""
@@ -81,6 +84,10 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         if not ids.is_valid_id(request.training_id, "trn"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
+        # The person's live grant for this render's purpose (`headshots`, or `team_look` in a team look).
+        await require_consent(
+            context, self.consent, request.tenant, request.subject_id, render_purpose(request.team_look_id)
+        )
         plan = await self._plan(request, context)
         unknown = [s for s in plan.styles if s not in self.styles]
         if not plan.styles or unknown or len(plan.styles) > self.settings.max_styles:
@@ -174,6 +181,26 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         yield renderer_pb2.FetchImageResponse(info=info)
         for start in range(0, len(data), CHUNK):
             yield renderer_pb2.FetchImageResponse(chunk=data[start : start + CHUNK])
+
+    async def RejectImage(
+        self, request: renderer_pb2.RejectImageRequest, context: Context
+    ) -> renderer_pb2.RejectImageResponse:
+        """The person rejects one image: every version of it is deleted and it leaves the render."""
+        render = await self._require(request.tenant, request.render_id, context)
+        try:
+            if not ids.is_valid_id(request.image_id, "img"):
+                raise ImageNotFound(request.image_id)
+            render = await reject_image(self.platform.store, self.records, render, request.image_id)
+        except ImageNotFound:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "image_not_found", "No such image.")
+        except StoreError:
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "storage_unavailable",
+                "Storage is unavailable; retry later.",
+            )
+        return renderer_pb2.RejectImageResponse(render=render)
 
     async def ListStyles(
         self, request: renderer_pb2.ListStylesRequest, context: Context

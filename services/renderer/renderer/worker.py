@@ -2,11 +2,12 @@
 memory, or taken from the worker's short-lived subject cache) is merged in, used for every image of the
 job in one batch per style, and taken out again.
 
-Each output is scored against the subject's face templates (the quality gate), marked as AI-generated
-(watermark, IPTC, C2PA), encrypted under the subject's key and recorded with its seed. While one style
-renders, the previous style's images are encrypted and stored. `evt.subject.erased` cancels the subject's
-running job and drops everything of theirs from the cache; their queued jobs find no record and are
-skipped (the serve role purges the records).
+Each output is scored against the face templates sealed beside the model (the identity gate; they live as
+long as the model, unlike the photos' own), classified for inappropriate content (the safety gate), marked
+as AI-generated (watermark, IPTC, C2PA), encrypted under the subject's key and recorded with its seed, its
+scores and why any image was dropped. While one style renders, the previous style's images are encrypted
+and stored. `evt.subject.erased` cancels the subject's running job and drops everything of theirs from the
+cache; their queued jobs find no record and are skipped (the serve role purges the records).
 
 The worker acts under its own identity on its own queue's jobs only, and runs a job only when the job's
 record (written by the serve role, under the caller's verified token) names the same tenant, subject and
@@ -28,9 +29,10 @@ from prometheus_client import Counter, Histogram
 
 from likeness import ids
 from likeness.bus import RENDER_STREAM, decode, event_nats_subject
+from likeness.consent import ConsentReader, check_consent_at_start, render_purpose
 from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
-from likeness.object_names import lora_key, render_image_key, subject_prefix
+from likeness.object_names import lora_key, model_faces_key, render_image_key, subject_prefix
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing
@@ -38,6 +40,7 @@ from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
 from likeness.vault_transit import KeyDestroyed
 from likeness_ml.base_model import load_pipeline
+from likeness_ml.face_templates import unpack_template_set
 from likeness_ml.lora_format import read_lora_metadata
 from likeness_ml.tiny_model import is_tiny_model
 from renderer.config import RendererSettings
@@ -46,6 +49,7 @@ from renderer.identity import EMBEDDING_SIZE, FaceScore, FaceScorer, FloatArray,
 from renderer.marking import OutputMarker
 from renderer.provenance import Credentials, ManifestSigner, ProvenanceUnavailable
 from renderer.quality import BatchResult, GatePolicy, JobQuality, Output, gated_batch
+from renderer.safety import SafetyGate
 from renderer.styles import Background, Style, load_backgrounds
 from renderer.subject_cache import CacheKey, SubjectCache
 
@@ -53,11 +57,16 @@ log = logging.getLogger(__name__)
 JS = common_pb2.JobStatus
 TINY_MODEL_STEPS = 6
 FACES_ITEM = "faces"
+#: Object kind of the templates the trainer seals beside a model (part of the envelope's context).
+MODEL_FACES_KIND = "model-faces"
 
 IMAGES = Counter("likeness_renderer_images_total", "Images delivered")
 REROLLS = Counter("likeness_renderer_rerolls_total", "Images rendered again by the quality gate")
 GATE_FAILURES = Counter(
     "likeness_renderer_gate_failures_total", "Images that did not pass the quality gate", ["mode"]
+)
+GATE_DROPS = Counter(
+    "likeness_renderer_gate_drops_total", "Images dropped by an enforced gate, by reason", ["reason"]
 )
 IDENTITY = Histogram(
     "likeness_renderer_identity_distance",
@@ -80,6 +89,15 @@ def make_marker(settings: RendererSettings) -> OutputMarker:
     return OutputMarker(settings.watermark_key.get_secret_value(), signer)
 
 
+def make_safety_gate(settings: RendererSettings) -> SafetyGate | None:
+    """The pinned classifier, loaded once (refused if its files differ from their manifest)."""
+    if settings.safety_gate_in_effect() == "off" or settings.safety_model is None:
+        if settings.safety_gate != "off":
+            log.warning("no safety classifier configured (LIKENESS_SAFETY_MODEL): the safety gate is off")
+        return None
+    return SafetyGate.load(settings.safety_model, settings.safety_flagged_labels, settings.safety_threshold)
+
+
 class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     job_type = jobs_pb2.RenderJob
     stream = RENDER_STREAM
@@ -94,6 +112,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         pipe: StableDiffusionPipeline | None = None,
     ) -> None:
         super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
+        self.consent = ConsentReader(platform.bus)
         self.styles = styles
         self.backgrounds: dict[str, Background] = load_backgrounds()
         self.settings = settings
@@ -105,9 +124,13 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             settings.subject_cache_entries, settings.subject_cache_bytes, settings.subject_cache_ttl_seconds
         )
         self.policy = GatePolicy(
-            settings.gate_for(tiny), settings.quality_max_rerolls, settings.quality_max_distance
+            settings.gate_for(tiny),
+            settings.quality_max_rerolls,
+            settings.quality_max_distance,
+            settings.safety_gate_in_effect(),
         )
         self.scorer = FaceScorer(settings.quality_min_face_score) if self.policy.mode != "off" else None
+        self.safety = make_safety_gate(settings)
         self.marker = make_marker(settings)
         init_job_metrics(RENDER)
 
@@ -163,10 +186,15 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         await super().on_subject_erased(msg)
 
     async def run_job(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
+        # Before the LoRA is decrypted: the grant of the render's purpose (from its record: a team look's
+        # render needs `team_look`) must still be live.
+        found = await self.records.get(job.tenant, job.render_id)
+        purpose = render_purpose(found[0].team_look_id if found else "")
+        await check_consent_at_start(self.consent, job.tenant, job.subject_id, purpose, flag)
         await self._discard_earlier_attempt(job)
         try:
             lora = await self._lora(job)
-            templates = await self._templates(job) if self.policy.mode != "off" else None
+            templates = await self._templates(job) if self.scorer is not None else None
             await self._render(job, flag, lora, templates)
         except KeyDestroyed:
             # The key is gone: so must every copy of this person here, before the erasure event arrives.
@@ -221,25 +249,40 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             raise PermanentJobFailure("the training's model is not available") from missing
 
     async def _templates(self, job: jobs_pb2.RenderJob) -> FloatArray:
-        """The subject's face templates from ingest (one listing, one batched decrypt), as (n, 128)."""
+        """The identity reference as (n, 128): the templates sealed beside the model, which live as long as
+        it does; for a model from before those, the subject's photo templates (while they last)."""
 
         def load() -> bytes:
-            prefix = f"{subject_prefix(job.tenant, job.subject_id)}faces/"
-            for attempt in (1, 2):
-                refs = [
-                    ObjectRef(job.tenant, job.subject_id, stored.key, "face")
-                    for stored in self.platform.store.list_current(prefix)
-                ]
-                try:
-                    return parse_templates(self.platform.sealed.get_many(refs)).tobytes()
-                except ObjectMissing:
-                    if attempt == 2:  # deleted between listing and reading (retention): list again once
-                        raise
-            raise AssertionError("unreachable")
+            ref = ObjectRef(
+                job.tenant,
+                job.subject_id,
+                model_faces_key(job.tenant, job.subject_id, job.training_id),
+                MODEL_FACES_KIND,
+            )
+            try:
+                return unpack_template_set(self.platform.sealed.get(ref)).tobytes()
+            except ObjectMissing:
+                return self._photo_templates(job)
 
-        blob = await self._cached(CacheKey(job.tenant, job.subject_id, FACES_ITEM), load)
+        key = CacheKey(job.tenant, job.subject_id, f"{FACES_ITEM}/{job.training_id}")
+        blob = await self._cached(key, load)
         templates: FloatArray = np.frombuffer(blob, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         return templates
+
+    def _photo_templates(self, job: jobs_pb2.RenderJob) -> bytes:
+        """Ingest's templates of the subject's photos (one listing, one batched decrypt)."""
+        prefix = f"{subject_prefix(job.tenant, job.subject_id)}faces/"
+        for attempt in (1, 2):
+            refs = [
+                ObjectRef(job.tenant, job.subject_id, stored.key, "face")
+                for stored in self.platform.store.list_current(prefix)
+            ]
+            try:
+                return parse_templates(self.platform.sealed.get_many(refs)).tobytes()
+            except ObjectMissing:
+                if attempt == 2:  # deleted between listing and reading (retention): list again once
+                    raise
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------------------ rendering
 
@@ -289,28 +332,32 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             self.policy,
             have_templates=templates is not None and len(templates) > 0,
             cancelled=flag.is_set,
+            judge_safety=self.safety.judge if self.safety is not None else None,
         )
 
     async def _render(
         self, job: jobs_pb2.RenderJob, flag: CancelFlag, lora: bytes, templates: FloatArray | None
     ) -> None:
         phrase = read_lora_metadata(lora).subject_phrase
-
-        def mark_running(record: renderer_pb2.Render) -> bool:
-            if record.status in TERMINAL:
-                raise JobCancelled
-            record.status = JS.JOB_STATUS_RUNNING
-            return True
-
-        if await self.records.mutate(job.tenant, job.render_id, mark_running) is None:
-            raise JobCancelled
         quality = JobQuality(
             mode=self.policy.mode,
             requested=len(job.styles) * job.images_per_style,
             max_rerolls=self.policy.max_rerolls,
             max_distance=self.policy.max_distance,
             templates=0 if templates is None else len(templates),
+            safety_mode=self.policy.safety_mode if self.safety is not None else "off",
         )
+
+        def mark_running(record: renderer_pb2.Render) -> bool:
+            if record.status in TERMINAL:
+                raise JobCancelled
+            record.status = JS.JOB_STATUS_RUNNING
+            # The gates' modes from the start, so the images recorded meanwhile read right.
+            record.quality.CopyFrom(quality.as_started())
+            return True
+
+        if await self.records.mutate(job.tenant, job.render_id, mark_running) is None:
+            raise JobCancelled
         storing: asyncio.Task[None] | None = None
         try:
             async with self._merged(lora):
@@ -383,6 +430,8 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         IMAGES.inc(quality.delivered)
         REROLLS.inc(quality.rerolls)
         GATE_FAILURES.labels(quality.mode).inc(quality.failures)
+        for reason, count in quality.dropped.items():
+            GATE_DROPS.labels(reason).inc(count)
         for distance in quality.distances:
             IDENTITY.observe(distance)
 

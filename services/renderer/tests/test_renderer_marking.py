@@ -215,7 +215,7 @@ def test_production_refuses_the_development_watermark_key_and_missing_c2pa_crede
         RendererSettings.model_validate(_production(c2pa_sign=False))
     with pytest.raises(ValueError, match="C2PA"):
         RendererSettings.model_validate(_production(watermark_key="w" * 40))
-    RendererSettings.model_validate(_production(watermark_key="w" * 40, c2pa_sign=False))
+    RendererSettings.model_validate(_production(watermark_key="w" * 40, c2pa_sign=False, safety_gate="off"))
 
 
 def test_configured_c2pa_credentials_must_match() -> None:

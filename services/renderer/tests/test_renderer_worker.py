@@ -26,7 +26,7 @@ from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
-from likeness_dev.testing import provisioned_kv
+from likeness_dev.testing import grant_for_test, provisioned_kv
 from likeness_marks import watermark
 from likeness_marks.iptc import is_marked
 from renderer.config import RendererSettings
@@ -98,6 +98,7 @@ class Harness:
         subject_id, training_id = ids.new_id("sub"), ids.new_id("trn")
         sealed = self.platform.sealed
         await asyncio.to_thread(self.platform.keys.create, subject_id)
+        await grant_for_test(self.platform.bus, TENANT, subject_id)  # checked when a job starts
         ref = ObjectRef(TENANT, subject_id, lora_key(TENANT, subject_id, training_id), "lora")
         await asyncio.to_thread(sealed.put, ref, lora)
         for template in templates or []:

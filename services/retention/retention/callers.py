@@ -26,5 +26,10 @@ CALLERS = caller_table(
         "GetErasureReceipt": {GATEWAY},
         "GetReceiptKeys": {GATEWAY},
         "ListSubjects": {GATEWAY},
+        "GrantConsent": {GATEWAY},
+        "ListConsents": {GATEWAY},
+        "WithdrawConsent": {GATEWAY},
+        "GetConsentPolicy": {GATEWAY},
+        "SetConsentPolicy": {GATEWAY},
     },
 )

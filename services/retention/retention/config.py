@@ -36,6 +36,9 @@ class RetentionSettings(CommonSettings):
     #: After an erasure completes, its subject's prefix and events are checked again this much later, for
     #: what a worker was still writing when the key went (it is noise, but it must go too).
     erasure_rescan_seconds: float = 10.0
+    #: The erasure notice (`subject.erased`, which names the subject) is forgotten once every service has
+    #: acknowledged it; one a service never acknowledges (down for good) is forgotten after this anyway.
+    erasure_notice_max_hours: float = Field(default=168.0, gt=0)
     #: Orphan sweep (objects whose key is gone, keys without a live subject, objects past their schedule).
     orphan_sweep_interval_seconds: float = 24 * 3600.0
     #: A key without a live subject is destroyed only when older than this (a subject being opened has its

@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from likeness import ids
-from likeness.bus import kv_entries, kv_get_bytes
+from likeness.bus import kv_entries, kv_forget, kv_get_bytes
 from likeness.object_names import subject_prefix
 from likeness.timeutil import from_rfc3339, to_rfc3339
 
@@ -185,9 +185,15 @@ class DeadlineBook:
         dropped = 0
         for deadline, _ in await self.of_subject(tenant, subject_id):
             if deadline.kind not in keep:
-                await self.kv.purge(deadline.key)
+                # No purge marker: its key names the subject, whom the erasure calling this removes.
+                await kv_forget(self.kv, deadline.key)
                 dropped += 1
         return dropped
+
+    async def forget_subject(self, tenant: str, subject_id: str) -> None:
+        """Every deadline key of the subject gone, with the markers of the ones carried out before (their
+        keys name the subject): the last step of an erasure, once its rescan is done."""
+        await kv_forget(self.kv, f"{tenant}.{subject_id}.>")
 
 
 def _trusted(key: str, raw: bytes) -> Deadline | None:

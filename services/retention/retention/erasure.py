@@ -4,9 +4,16 @@
 2. Delete every object version under the subject's prefix.
 3. Purge the subject's event history and announce `evt.<tenant>.<subject>.subject.erased`, on which the
    owners of the other KV buckets drop their records and workers cancel jobs and drop caches.
-4. Replace the subject record with a tombstone (no personal data left in it), drop its deadlines, schedule
-   a rescan of the prefix for what a worker was still writing, complete the erasure.
-5. Issue the signed erasure receipt.
+4. Replace the subject record with a tombstone keyed by the subject's keyed HMAC (status and erasure id,
+   no subject id), drop its deadlines, schedule a rescan of the prefix for what a worker was still writing,
+   complete the erasure: from then on its record names the subject only as `subject_hmac` and
+   `subject_commitment` (the Vault key name, which holds the id, is cleared).
+5. Issue the signed erasure receipt (which binds the subject through the commitment: see
+   `likeness.receipts`; its salt goes to the caller that requested the erasure, once, and is never stored).
+
+The rescan, once done, forgets the subject's deadline keys and (when every service has acknowledged it)
+the `subject.erased` notice: after that no KV key, stream message or receipt names the subject in clear
+(`retention.history`).
 
 Nothing is reported done before the key is destroyed; transient failures (Vault, S3 or NATS away) are
 retried with backoff and shown on the erasure record (`last_error`, `attempts`). One replica at a time
@@ -30,13 +37,15 @@ from likeness import ids
 from likeness.audit import AuditTrail
 from likeness.bus import event_nats_subject
 from likeness.object_names import subject_prefix
+from likeness.receipts import new_receipt_salt, subject_commitment
 from likeness.runtime import Platform
 from likeness.store import StoreError
 from likeness.timeutil import Clock, from_timestamp, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2
-from likeness.vault_transit import KeyError_, key_name
-from retention import metrics
+from likeness.vault_transit import KEY_PREFIX, KeyError_, key_name
+from retention import history, metrics
 from retention.config import RetentionSettings
+from retention.consents import ConsentBook
 from retention.deadlines import Deadline, DeadlineBook, DeadlineKind
 from retention.leases import Leases
 from retention.receipts import ReceiptIssuer
@@ -57,6 +66,8 @@ class Requested(NamedTuple):
     erasure: retention_pb2.Erasure | None
     #: Whether this call started it (False: it was already under way or done, or there is none).
     started: bool
+    #: The salt of the erasure's subject commitment, when this call started it (given once, never stored).
+    receipt_salt: str = ""
 
 
 def erasure_lease(tenant: str, erasure_id: str) -> str:
@@ -82,6 +93,9 @@ class Eraser:
         self.leases = leases
         self.receipts = receipts
         self.deadlines = DeadlineBook(records.deadlines)
+        # Tombstones are keyed by the audit trail's keyed HMAC of the subject: one secret, one pseudonym.
+        records.subject_hmac = audit.subject_hmac
+        self.consents = ConsentBook(records, clock)
         self.store = RetentionStore.of(platform.store)
         self._running: dict[str, asyncio.Task[None]] = {}
         # Key destruction never queues behind bulk S3 deletions: with many erasures at once, every key
@@ -115,6 +129,7 @@ class Eraser:
                 return Requested(await self._existing(subject, cause), started=False)
             if subject.status != SS.SUBJECT_STATUS_ACTIVE or (still_due and not still_due(subject)):
                 return Requested(None, started=False)
+            salt = new_receipt_salt()
             erasure = new_erasure_record(
                 ids.new_id("era"),
                 tenant,
@@ -122,6 +137,7 @@ class Eraser:
                 subject_id,
                 cause,
                 self.clock.now(),
+                salt,
             )
             subject.status = SS.SUBJECT_STATUS_ERASING
             subject.erasure_id = erasure.id
@@ -132,13 +148,14 @@ class Eraser:
             await self.records.put_erasure(erasure)
             await self.audit.record(tenant, "subject.erase_requested", subject_id, "accepted", erasure.id)
             self.start(erasure, subject_id)
-            return Requested(erasure, started=True)
+            return Requested(erasure, started=True, receipt_salt=salt)
         raise RuntimeError("subject record kept changing under us")
 
     async def _existing(self, subject: retention_pb2.Subject, cause: str) -> retention_pb2.Erasure:
         erasure = await self.records.get_erasure(subject.tenant, subject.erasure_id)
         if erasure is None:
-            # The process stopped between marking the subject and writing the erasure: write it now.
+            # The process stopped between marking the subject and writing the erasure: write it now. Its
+            # salt is lost with the answer that never went out: the commitment binds, nobody can check it.
             erasure = new_erasure_record(
                 subject.erasure_id,
                 subject.tenant,
@@ -146,6 +163,7 @@ class Eraser:
                 subject.id,
                 cause,
                 self.clock.now(),
+                new_receipt_salt(),
             )
             await self.records.put_erasure(erasure)
         if erasure.status != ES.ERASURE_STATUS_COMPLETED or not await self.receipts.get(
@@ -301,6 +319,7 @@ class Eraser:
             metrics.count_deleted([(v.key, v.size) for v in deleted], "erasure")
             await self.records.put_erasure(erasure)
         erasure.events_purged += await self.platform.bus.purge_subject_events(tenant, subject_id)
+        await history.purge_queued_jobs(self.platform.bus.js, tenant, subject_id)
         now = self.clock.now()
         await self.platform.bus.publish(
             event_nats_subject(tenant, subject_id, "subject.erased"),
@@ -310,6 +329,7 @@ class Eraser:
             msg_id=f"{erasure.id}.erased",
         )
         erasure.records_deleted += await self._tombstone_subject(tenant, subject_id)
+        erasure.records_deleted += await self.consents.drop(tenant, subject_id)
         erasure.records_deleted += await self.deadlines.drop_subject(
             tenant, subject_id, keep=frozenset({DeadlineKind.RESCAN})
         )
@@ -321,25 +341,47 @@ class Eraser:
         erasure.status = ES.ERASURE_STATUS_COMPLETED
         erasure.completed_at.CopyFrom(to_timestamp(now))
         erasure.last_error = ""
+        erasure.key_name = ""  # it holds the subject id; the rescan takes the id from its own deadline
+        if not erasure.subject_commitment:  # requested before commitments existed: bind, unverifiably
+            salt = new_receipt_salt()
+            erasure.subject_commitment = subject_commitment(salt, tenant, subject_id)
         await self.records.put_erasure(erasure)
         metrics.ERASURE_SECONDS.labels(stage="purge_complete").observe(_since(erasure, now))
         metrics.ERASURES.labels(cause=metrics.cause_label(erasure.cause)).inc()
         await self.audit.record_quietly(tenant, "subject.erased", subject_id, "ok", erasure.id)
 
     async def _tombstone_subject(self, tenant: str, subject_id: str) -> int:
-        """Replaces the subject record with a tombstone holding only ids and status (later reads say 410)."""
+        """Replaces the subject record with a tombstone under the subject's keyed HMAC, holding status and
+        erasure id only (later reads say 410), then forgets the record and its history without a marker."""
         found = await self.records.get_subject(tenant, subject_id)
         if found is None or found[0].status == SS.SUBJECT_STATUS_ERASED:
             return 0
-        subject, revision = found
-        tombstone = retention_pb2.Subject(
-            tenant=tenant,
-            id=subject_id,
-            status=SS.SUBJECT_STATUS_ERASED,
-            erasure_id=subject.erasure_id,
+        # Tombstone first: a crash in between leaves both, and the subject always reads as erasing or erased.
+        await self.records.put_tombstone(
+            tenant, self.audit.subject_hmac(tenant, subject_id), found[0].erasure_id
         )
-        await self.records.update_subject(tombstone, revision)
+        await self.records.forget_subject(tenant, subject_id)
         return 1
+
+    # ------------------------------------------------------------------------------------------ upgrade
+    # Erasures completed before their records stopped naming the subject. Both steps are idempotent;
+    # receipts already signed stay as they are (version 1, which named the key).
+
+    async def conceal_tombstone(self, subject: retention_pb2.Subject) -> None:
+        """An old tombstone (kept under the subject id) moves under the subject's keyed HMAC; the subject's
+        deadline keys are forgotten with it."""
+        subject_hmac = self.audit.subject_hmac(subject.tenant, subject.id)
+        await self.records.put_tombstone(subject.tenant, subject_hmac, subject.erasure_id)
+        await self.records.forget_subject(subject.tenant, subject.id)
+        await self.deadlines.forget_subject(subject.tenant, subject.id)
+
+    async def conceal_completed(self, erasure: retention_pb2.Erasure) -> None:
+        """A completed erasure record loses its key name (bound instead by a commitment nobody can check)."""
+        if not erasure.subject_commitment:
+            subject_id = erasure.key_name.removeprefix(KEY_PREFIX)
+            erasure.subject_commitment = subject_commitment(new_receipt_salt(), erasure.tenant, subject_id)
+        erasure.key_name = ""
+        await self.records.put_erasure(erasure)
 
 
 class _HeldLease:
@@ -361,7 +403,13 @@ def _since(erasure: retention_pb2.Erasure, now: datetime) -> float:
 
 
 def new_erasure_record(
-    erasure_id: str, tenant: str, subject_hmac: str, subject_id: str, cause: str, now: datetime
+    erasure_id: str,
+    tenant: str,
+    subject_hmac: str,
+    subject_id: str,
+    cause: str,
+    now: datetime,
+    salt: str,
 ) -> retention_pb2.Erasure:
     return retention_pb2.Erasure(
         id=erasure_id,
@@ -371,4 +419,5 @@ def new_erasure_record(
         cause=cause,
         key_name=key_name(subject_id),
         requested_at=to_timestamp(now),
+        subject_commitment=subject_commitment(salt, tenant, subject_id),
     )

@@ -24,6 +24,8 @@ SUBJECT_ROUTE_SCOPES = (
     "trainings:write",
     "renders:read",
     "renders:write",
+    "consents:read",
+    "consents:write",
 )
 
 TOKEN_RULES = token_rules(
@@ -43,5 +45,11 @@ TOKEN_RULES = token_rules(
         # Public keys: anyone holding a receipt may verify it.
         "GetReceiptKeys": public(),
         "ListSubjects": tenant_wide("subjects:read"),
+        # The person's own token, or a tenant-wide one (which the tenant's consent policy may refuse).
+        "GrantConsent": subject("consents:write"),
+        "ListConsents": subject("consents:read", "subjects:export"),
+        "WithdrawConsent": subject("consents:write"),
+        "GetConsentPolicy": tenant("consents:read", "consents:write"),
+        "SetConsentPolicy": tenant("consents:write"),
     },
 )

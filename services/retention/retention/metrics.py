@@ -16,7 +16,7 @@ from retention.storage import KINDS, kind_of
 OBJECT_KINDS = frozenset({*KINDS.values(), "other"})
 #: Why something was deleted: an erasure, a per-kind deadline, an orphan sweep, a late write after erasure.
 REASONS = frozenset({"erasure", "deadline", "orphan", "late"})
-CAUSES = frozenset({"request", "inactivity", "hard_cap", "other"})
+CAUSES = frozenset({"request", "inactivity", "hard_cap", "consent_withdrawn", "other"})
 
 DELETED_OBJECTS = Counter(
     "likeness_retention_deleted_objects",

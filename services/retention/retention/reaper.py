@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 
 from likeness.audit import AuditTrail
 from likeness.bus import TYPE_HEADER
+from likeness.provisioning import ERASURE_PURGERS, erasures_consumer_name
 from likeness.runtime import Platform
 from likeness.timeutil import Clock, from_timestamp, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2
@@ -41,6 +42,9 @@ from retention.erasure import Eraser
 from retention.records import RetentionRecords
 from retention.schedule import model_deadline, photo_deadline, render_deadline, subject_deadline
 from retention.storage import RetentionStore, Version
+
+#: The durable consumers that must have acknowledged an erasure notice before it is forgotten.
+NOTICE_CONSUMERS = tuple(erasures_consumer_name(service) for service in ERASURE_PURGERS)
 
 log = logging.getLogger(__name__)
 SS = retention_pb2.SubjectStatus
@@ -195,7 +199,13 @@ class Reaper:
         except BaseException:
             await self.deadlines.release(key, revision)
             raise
-        await self.deadlines.complete(key, revision)
+        if deadline.kind == DeadlineKind.RESCAN:
+            # The erasure's last step: every deadline key of the subject goes, without a marker naming
+            # them (this one included), and the erasure notice once every service acknowledged it.
+            await self.forget_erasure_notice(deadline.tenant, deadline.subject_id)
+            await self.deadlines.forget_subject(deadline.tenant, deadline.subject_id)
+        else:
+            await self.deadlines.complete(key, revision)
         self.objects_deleted += len(deleted)
         metrics.DEADLINES_FIRED.labels(kind=deadline.kind.value).inc()
         self.fired.append(key)
@@ -206,6 +216,7 @@ class Reaper:
         if deadline.kind == DeadlineKind.RESCAN:
             deleted = await asyncio.to_thread(self.store.delete_under, deadline.prefixes())
             await history.purge_late_events(self.platform.bus.js, deadline.tenant, deadline.subject_id)
+            await history.purge_queued_jobs(self.platform.bus.js, deadline.tenant, deadline.subject_id)
             metrics.count_deleted([(v.key, v.size) for v in deleted], "late")
             return deleted
         if found is None or found[0].status != SS.SUBJECT_STATUS_ACTIVE:
@@ -227,6 +238,15 @@ class Reaper:
             found = await self.deadlines.get(key)
             if found is not None and not found[0].is_claimed(self.clock.now()):
                 await self.deadlines.complete(key, found[1])
+
+    async def forget_erasure_notice(self, tenant: str, subject_id: str) -> bool:
+        return await history.forget_erasure_notice(
+            self.platform.bus.js, tenant, subject_id, NOTICE_CONSUMERS, self.clock.now(), self._notice_age
+        )
+
+    @property
+    def _notice_age(self) -> timedelta:
+        return timedelta(hours=self.settings.erasure_notice_max_hours)
 
     async def fire_due(self) -> list[str]:
         """One pass over every deadline record: carries out the due ones this replica claims."""
@@ -274,6 +294,9 @@ class Reaper:
                         _overdue(result, now - due[0])
                 else:
                     self.remember(due[0], f"{_SUBJECT_KEY}{subject.tenant}.{subject.id}")
+            elif subject.status == SS.SUBJECT_STATUS_ERASED and subject.id:
+                # A tombstone from before tombstones stopped naming the subject (after an upgrade).
+                await self.eraser.conceal_tombstone(subject)
             elif subject.status == SS.SUBJECT_STATUS_ERASING:
                 # Drives (or takes over) an erasure whose replica stopped; the lease keeps it single.
                 erasure = (await self.eraser.request(subject.tenant, subject.id, "retention")).erasure
@@ -298,6 +321,11 @@ class Reaper:
                 _overdue(result, now - deadline.due)
         metrics.OVERDUE.set(result.overdue)
         metrics.OLDEST_OVERDUE_SECONDS.set(result.oldest_overdue_seconds)
+        # Last, so a NATS hiccup here skips nothing above: notices the rescan left (a service had not
+        # acknowledged yet, or the rescan ran on another replica).
+        await history.forget_acknowledged_notices(
+            self.platform.bus.js, NOTICE_CONSUMERS, self.clock.now(), self._notice_age
+        )
         return result
 
     def remember(self, due: datetime, key: str) -> None:

@@ -1,5 +1,6 @@
 """Issuing erasure receipts: the facts of a completed erasure, signed with retention's Ed25519 key and kept
 in the `receipts` bucket (which erasure never touches). Format and verification: `likeness.receipts`.
+A receipt names the subject only as the keyed HMAC and the salted commitment, never by id.
 
 The signing key comes from settings (`LIKENESS_RECEIPT_SIGNING_KEY`); its public half, with any earlier
 ones still valid, is published as a JWK set (`public_keys()`), which `likeness receipt verify` checks
@@ -50,6 +51,8 @@ def _time(erasure: retention_pb2.Erasure, field: str) -> str:
 def receipt_facts(erasure: retention_pb2.Erasure, issued_at: str) -> dict[str, Any]:
     if erasure.status != retention_pb2.ErasureStatus.ERASURE_STATUS_COMPLETED:
         raise ValueError("a receipt is issued only for a completed erasure")
+    if not erasure.subject_commitment:
+        raise ValueError("the erasure binds no subject (no subject commitment)")
     return {
         "type": receipts.RECEIPT_TYPE,
         "version": receipts.RECEIPT_VERSION,
@@ -58,7 +61,8 @@ def receipt_facts(erasure: retention_pb2.Erasure, issued_at: str) -> dict[str, A
         "tenant": erasure.tenant,
         "subject_hmac": erasure.subject_hmac,
         "cause": erasure.cause,
-        "key_name": erasure.key_name,
+        # Never the key name (it holds the subject id): the subject is bound by the salted commitment.
+        "subject_commitment": erasure.subject_commitment,
         "requested_at": _time(erasure, "requested_at"),
         "key_destroyed_at": _time(erasure, "key_destroyed_at"),
         "purge_completed_at": _time(erasure, "completed_at"),

@@ -2,12 +2,21 @@
 
 | bucket | key | value |
 |---|---|---|
-| `subjects` | `<tenant>.<subject>` | Subject (schedule, consent, deadlines; a tombstone once erased) |
+| `subjects` | `<tenant>.<subject>` | Subject (schedule, consent, deadlines) while live or being erased |
+| `subjects` | `<tenant>.erased.<subject_hmac>` | an erased subject's tombstone: status and erasure id only |
 | `erasures` | `<tenant>.<erasure>` | Erasure (progress and facts) |
 | `tenants` | `<tenant>` | RetentionSchedule the tenant chose (absent: the service defaults) |
 | `deadlines` | `<tenant>.<subject>.<kind>.<resource>` | a per-object deadline (JSON, deadlines.py) |
 | `leases` | `<name>` | who works on an erasure or a sweep right now (JSON, see leases.py) |
 | `receipts` | `<tenant>.<erasure>` | the signed erasure receipt (JSON) |
+| `consents` | `<tenant>.<subject>` | SubjectConsents: every grant of the subject (`retention.consents`) |
+
+`tenants` also holds each tenant's ConsentPolicy, under `<tenant>.consent_policy` (a tenant id has no dot).
+Trainer and renderer read `consents` (key by key, never writing): the grant checks of `likeness.consent`.
+
+Once erased, nothing kept names the subject in clear: the live record is forgotten without a marker
+(`likeness.bus.kv_forget`) and the tombstone is keyed by the subject's keyed HMAC (which only retention's
+secret computes), so a later read of the subject still answers "erased" (410) rather than "unknown".
 
 Tests give the buckets a prefix (`kv_bucket_prefix`) to run isolated instances on shared servers.
 """
@@ -15,11 +24,12 @@ Tests give the buckets a prefix (`kv_bucket_prefix`) to run isolated instances o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from nats.js.kv import KeyValue
 
 from likeness import ids
-from likeness.bus import Bus, kv_get, kv_keys, kv_records
+from likeness.bus import Bus, kv_forget, kv_get, kv_keys, kv_records
 from likeness.v1 import retention_pb2
 from likeness.vault_transit import KEY_PREFIX
 
@@ -31,10 +41,16 @@ TENANTS_BUCKET = "tenants"
 DEADLINES_BUCKET = "deadlines"
 LEASES_BUCKET = "leases"
 RECEIPTS_BUCKET = "receipts"
+CONSENTS_BUCKET = "consents"
 
 
 def record_key(tenant: str, record_id: str) -> str:
     return f"{tenant}.{record_id}"
+
+
+def tombstone_key(tenant: str, subject_hmac: str) -> str:
+    """Where an erased subject's tombstone is kept: under its keyed HMAC, never its id."""
+    return f"{tenant}.erased.{subject_hmac}"
 
 
 class RetentionRecords:
@@ -46,6 +62,7 @@ class RetentionRecords:
         deadlines: KeyValue,
         leases: KeyValue,
         receipts: KeyValue,
+        consents: KeyValue,
     ) -> None:
         self.subjects = subjects
         self.erasures = erasures
@@ -53,6 +70,10 @@ class RetentionRecords:
         self.deadlines = deadlines
         self.leases = leases
         self.receipts = receipts
+        #: The subject's keyed HMAC (tenant, subject id): what tombstones are keyed by. Set by the eraser
+        #: (the audit trail's); without it, erased subjects read as absent.
+        self.subject_hmac: Callable[[str, str], str] | None = None
+        self.consents = consents
 
     @classmethod
     async def open(cls, bus: Bus, prefix: str = "") -> RetentionRecords:
@@ -63,6 +84,7 @@ class RetentionRecords:
             DEADLINES_BUCKET,
             LEASES_BUCKET,
             RECEIPTS_BUCKET,
+            CONSENTS_BUCKET,
         )
         buckets = [await bus.kv(f"{prefix}{name}") for name in names]
         return cls(*buckets)
@@ -74,7 +96,32 @@ class RetentionRecords:
         if found is not None and (found[0].tenant, found[0].id) != (tenant, subject_id):
             log.warning("a subject record does not match its key; ignored")
             return None
+        if found is None and self.subject_hmac is not None:
+            tombstone = await self.get_tombstone(tenant, self.subject_hmac(tenant, subject_id))
+            if tombstone is not None:
+                # The caller named the subject; the id is filled in here, never stored.
+                erased = retention_pb2.Subject()
+                erased.CopyFrom(tombstone[0])
+                erased.id = subject_id
+                return erased, tombstone[1]
         return found
+
+    async def get_tombstone(self, tenant: str, subject_hmac: str) -> tuple[retention_pb2.Subject, int] | None:
+        found = await kv_get(self.subjects, tombstone_key(tenant, subject_hmac), retention_pb2.Subject)
+        if found is not None and (found[0].tenant, found[0].id) != (tenant, ""):
+            log.warning("a tombstone does not match its key; ignored")
+            return None
+        return found
+
+    async def put_tombstone(self, tenant: str, subject_hmac: str, erasure_id: str) -> None:
+        tombstone = retention_pb2.Subject(
+            tenant=tenant, status=retention_pb2.SubjectStatus.SUBJECT_STATUS_ERASED, erasure_id=erasure_id
+        )
+        await self.subjects.put(tombstone_key(tenant, subject_hmac), tombstone.SerializeToString())
+
+    async def forget_subject(self, tenant: str, subject_id: str) -> None:
+        """Removes the subject's live record and every revision of it, leaving no key that names them."""
+        await kv_forget(self.subjects, record_key(tenant, subject_id))
 
     async def create_subject(self, subject: retention_pb2.Subject) -> None:
         await self.subjects.create(record_key(subject.tenant, subject.id), subject.SerializeToString())
@@ -98,7 +145,8 @@ class RetentionRecords:
     async def erasure_with_subject(
         self, tenant: str, erasure_id: str
     ) -> tuple[retention_pb2.Erasure, str] | None:
-        """The erasure and the subject it erases, if both records agree (None otherwise).
+        """The erasure and the subject it erases, if both records agree (None otherwise; "" for the subject
+        of a completed erasure, which no kept record names).
 
         The subject comes from the erasure's key name (`likeness-subject-<id>`), and is trusted only when
         that subject's own record (kept as a tombstone once erased) names this erasure: the subject record
@@ -109,6 +157,16 @@ class RetentionRecords:
         erasure = await self.get_erasure(tenant, erasure_id)
         if erasure is None:
             return None
+        if erasure.status == retention_pb2.ErasureStatus.ERASURE_STATUS_COMPLETED and not erasure.key_name:
+            # A completed erasure no longer names its subject: its tombstone (keyed by the same HMAC) must
+            # name it back. The subject id is then "" (callers match a token against `subject_hmac`).
+            tombstone = await self.get_tombstone(tenant, erasure.subject_hmac)
+            if tombstone is None or tombstone[0].erasure_id != erasure.id:
+                log.warning(
+                    "a completed erasure no tombstone names; ignored", extra={"erasure_id": erasure_id}
+                )
+                return None
+            return erasure, ""
         subject_id = erasure.key_name.removeprefix(KEY_PREFIX)
         if not erasure.key_name.startswith(KEY_PREFIX) or not ids.is_valid_id(subject_id, "sub"):
             log.warning("an erasure record names no subject key; ignored", extra={"erasure_id": erasure_id})

@@ -1,5 +1,6 @@
-"""RetentionService: opens subjects (with their own Vault key and the tenant's schedule), reports them,
-erases them, runs the reaper, issues erasure receipts and states tenants' retention policies.
+"""RetentionService: opens subjects (with their own Vault key, the tenant's schedule and their first consent
+grant), reports them, erases them, runs the reaper, issues erasure receipts and states tenants' retention
+policies. The consent methods (grants, withdrawal, the tenant's consent policy) are `retention.consent_api`.
 
 Every method that reads or changes a tenant's or a person's data runs with the caller's verified token
 (`retention.method_rules`) and checks its request against it: the tenant must be the token's, and an end
@@ -9,6 +10,7 @@ user's token may touch only its own subject (an erasure's subject comes from its
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 
@@ -18,13 +20,21 @@ from likeness import ids
 from likeness.audit import AuditTrail, AuditTrailFull
 from likeness.bus import event_nats_subject, kv_records
 from likeness.hashing import keyed_hmac
-from likeness.method_access import may_touch, require_subject, require_tenant, require_tenant_wide
+from likeness.method_access import (
+    current_principal,
+    may_touch,
+    require_subject,
+    require_tenant,
+    require_tenant_wide,
+)
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import SYSTEM_CLOCK, Clock, to_timestamp
 from likeness.v1 import events_pb2, retention_pb2, retention_pb2_grpc
 from likeness.vault_transit import KeyError_, VaultUnavailable
 from retention.config import RetentionSettings
+from retention.consent_api import ConsentMethods, grantor_of
+from retention.consents import ConsentBook, InvalidGrant, validate_grant
 from retention.erasure import Eraser
 from retention.leases import Leases
 from retention.method_rules import TOKEN_RULES
@@ -44,7 +54,7 @@ MAX_PAGE_SIZE = 100
 ES = retention_pb2.ErasureStatus
 
 
-class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
+class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServicer):
     #: What each method asks of the caller's token (enforced by the server's interceptor).
     token_rules = TOKEN_RULES
 
@@ -64,6 +74,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         self.leases = Leases(records.leases, settings.holder, clock, settings.lease_seconds)
         self.receipts = ReceiptIssuer(records.receipts, settings, clock)
         self.tenants = TenantPolicies(records.tenants, settings)
+        self.consents = ConsentBook(records, clock)
         self.eraser = Eraser(platform, records, self.audit, settings, clock, self.leases, self.receipts)
         self.reaper = Reaper(platform, records, self.eraser, self.audit, settings, clock)
         self.eraser.on_scheduled = self.reaper.remember
@@ -74,7 +85,7 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
     async def OpenSubject(
         self, request: retention_pb2.OpenSubjectRequest, context: Context
     ) -> retention_pb2.OpenSubjectResponse:
-        await require_tenant(context, request.tenant)
+        principal = await require_tenant(context, request.tenant)
         if not ids.is_valid_tenant(request.tenant):
             await abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "The tenant id is not valid."
@@ -83,9 +94,14 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
             await abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "consent_required",
+                "invalid_consent",
                 "Consent with a purpose and a policy version is required to open a subject.",
             )
+        try:
+            # The consent given at opening becomes the first grant: it must be a grant we could record.
+            validate_grant(request.consent.purpose, request.consent.policy_version, None, self.clock.now())
+        except InvalidGrant as invalid:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
         subject_id = ids.new_id("sub")
         try:
             await asyncio.to_thread(self.platform.keys.create, subject_id)
@@ -116,6 +132,18 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
                 request.external_ref,
             )
         await self.records.create_subject(subject)
+        if not (await self.consents.policy(request.tenant)).grants_need_subject_token:
+            # A tenant that takes consent only from the person's own token gets no grant from its back end
+            # here: the person grants (`POST /v1/subjects/{id}/consents`) before any training or render.
+            await self.consents.grant(
+                request.tenant,
+                subject_id,
+                consent.purpose,
+                consent.policy_version,
+                None,
+                grantor_of(principal),
+            )
+            await self._audit_or_refuse(context, request.tenant, "consent.granted", subject_id)
         await self.platform.bus.publish(
             event_nats_subject(request.tenant, subject_id, "subject.opened"),
             events_pb2.SubjectOpened(tenant=request.tenant, subject_id=subject_id, at=to_timestamp(now)),
@@ -159,10 +187,13 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         self, request: retention_pb2.EraseSubjectRequest, context: Context
     ) -> retention_pb2.EraseSubjectResponse:
         subject, _ = await self._require_subject(request.tenant, request.subject_id, context)
-        erasure = (await self.eraser.request(subject.tenant, subject.id, request.cause or "request")).erasure
-        if erasure is None:  # only if the record vanished in between
+        requested = await self.eraser.request(subject.tenant, subject.id, request.cause or "request")
+        if requested.erasure is None:  # only if the record vanished in between
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
-        return retention_pb2.EraseSubjectResponse(erasure=erasure)
+        # The salt that lets the person check their receipt: in this answer only, never stored.
+        return retention_pb2.EraseSubjectResponse(
+            erasure=requested.erasure, receipt_salt=requested.receipt_salt
+        )
 
     async def GetErasure(
         self, request: retention_pb2.GetErasureRequest, context: Context
@@ -282,9 +313,22 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         if not ids.is_valid_tenant(tenant) or not ids.is_valid_id(erasure_id, "era"):
             return None
         found = await self.records.erasure_with_subject(tenant, erasure_id)
-        if found is None or not may_touch(tenant, found[1]):
+        if found is None or not self._may_see(found[0], found[1]):
             return None
         return found
+
+    def _may_see(self, erasure: retention_pb2.Erasure, subject_id: str) -> bool:
+        if subject_id:
+            return may_touch(erasure.tenant, subject_id)
+        # A completed erasure no longer names its subject: a person's own token sees it when the keyed HMAC
+        # of the token's subject is the erasure's.
+        principal = current_principal()
+        if principal is None or principal.tenant != erasure.tenant:
+            return False
+        if principal.subject is not None:
+            mine = self.audit.subject_hmac(erasure.tenant, principal.subject)
+            return hmac.compare_digest(mine.encode(), erasure.subject_hmac.encode())
+        return principal.tenant_wide
 
     async def receipt(self, tenant: str, erasure_id: str) -> bytes | None:
         """The signed receipt of a completed erasure (issued now if a crash left it unissued); None while
@@ -326,6 +370,8 @@ class RetentionServicer(retention_pb2_grpc.RetentionServiceServicer):
         records that agree with each other and with their own keys, never from one record alone."""
         for listed in await self.records.all_erasures():
             if listed.status == ES.ERASURE_STATUS_COMPLETED:
+                if listed.key_name:  # completed before records stopped naming the subject (an upgrade)
+                    await self.eraser.conceal_completed(listed)
                 continue
             found = await self.records.erasure_with_subject(listed.tenant, listed.id)
             if found is not None and found[0].status != ES.ERASURE_STATUS_COMPLETED:

@@ -88,7 +88,7 @@ class Instances:
             await servicer.eraser.stop()
         if self.platforms:
             js = self.platforms[0].bus.js
-            for name in ("subjects", "erasures", "tenants", "deadlines", "leases", "receipts"):
+            for name in ("subjects", "erasures", "tenants", "deadlines", "leases", "receipts", "consents"):
                 # Best-effort cleanup of this test's private buckets and consumer.
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(f"{self.prefix}{name}")

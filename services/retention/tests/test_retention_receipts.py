@@ -23,7 +23,7 @@ FACTS: dict[str, Any] = {
     "tenant": "acme",
     "subject_hmac": "5" * 64,
     "cause": "request",
-    "key_name": "likeness-subject-sub_01j0000000000000000000000a",
+    "subject_commitment": "c" * 64,
     "requested_at": "2026-03-01T10:00:00Z",
     "key_destroyed_at": "2026-03-01T10:00:00.120000Z",
     "purge_completed_at": "2026-03-01T10:00:01.500000Z",
@@ -59,7 +59,7 @@ def test_a_signed_receipt_verifies_and_survives_reformatting() -> None:
         ("purge_completed_at", "2026-03-01T10:00:01.400000Z"),
         ("backups_expire_by", "2026-04-30T10:00:00.120000Z"),
         ("subject_hmac", "6" * 64),
-        ("key_name", "likeness-subject-sub_01j0000000000000000000000b"),
+        ("subject_commitment", "d" * 64),
         ("tenant", "other"),
     ],
 )
@@ -150,17 +150,24 @@ async def test_a_completed_erasure_has_a_receipt_that_verifies(instances: Any) -
     sid = (await instances.open_subject(servicer, tenant)).id
     for n in range(3):
         await instances.put_object(servicer, tenant, sid, f"renders/{ids.new_id('ren')}/img{n}", b"x" * 1000)
-    erasure = (await servicer.eraser.request(tenant, sid, "request")).erasure
-    assert erasure is not None
-    erasure = await instances.wait_erased(servicer, tenant, erasure.id)
+    requested = await servicer.eraser.request(tenant, sid, "request")
+    assert requested.erasure is not None
+    assert requested.receipt_salt
+    erasure = await instances.wait_erased(servicer, tenant, requested.erasure.id)
 
     raw = await servicer.receipt(tenant, erasure.id)
     assert raw is not None
+    assert sid.encode() not in raw, "a receipt names the subject only by HMAC and salted hash"
+    assert requested.receipt_salt.encode() not in raw
     keys = receipts.load_public_keys(json.dumps(servicer.receipt_keys()))
     facts = receipts.verify_receipt_text(raw, keys)
+    assert facts["version"] == 2
+    assert "key_name" not in facts
     assert facts["subject_hmac"] == erasure.subject_hmac
-    assert sid not in facts["subject_hmac"]
-    assert facts["key_name"] == f"likeness-subject-{sid}"
+    assert receipts.names_subject(facts, sid, requested.receipt_salt)
+    assert not receipts.names_subject(facts, ids.new_id("sub"), requested.receipt_salt)
+    assert not receipts.names_subject(facts, sid, receipts.new_receipt_salt())
+    assert erasure.key_name == "", "the completed erasure's record no longer names the key (nor the subject)"
     assert facts["objects_deleted"] == 3
     assert facts["bytes_deleted"] == erasure.bytes_deleted > 3000
     assert facts["key_destroyed_at"] <= facts["purge_completed_at"]
@@ -172,3 +179,35 @@ async def test_a_completed_erasure_has_a_receipt_that_verifies(instances: Any) -
     with pytest.raises(ReceiptError):
         receipts.verify_receipt(tampered, keys)
     assert not await asyncio.to_thread(servicer.platform.keys.exists, sid)
+
+
+def test_a_version_1_receipt_still_verifies() -> None:
+    """Receipts issued before the commitment named the Vault key; they keep verifying."""
+    v1 = {k: v for k, v in FACTS.items() if k != "subject_commitment"}
+    v1 |= {"version": 1, "key_name": "likeness-subject-sub_01j0000000000000000000000a"}
+    private = receipts.private_key_from_text(receipts.new_private_key_text())
+    keys = receipts.load_public_keys(json.dumps(receipts.jwks([private.public_key()])))
+    assert receipts.verify_receipt(receipts.sign_receipt(v1, private), keys) == v1
+    with pytest.raises(ReceiptError, match="subject_commitment"):
+        receipts.sign_receipt({**FACTS, "subject_commitment": None}, private)
+
+
+def test_the_subject_commitment_binds_salt_tenant_and_subject() -> None:
+    sid, salt = ids.new_id("sub"), receipts.new_receipt_salt()
+    commitment = receipts.subject_commitment(salt, "acme", sid)
+    assert len(commitment) == 64
+    assert sid not in commitment
+    others = {
+        receipts.subject_commitment(receipts.new_receipt_salt(), "acme", sid),
+        receipts.subject_commitment(salt, "acme2", sid),
+        receipts.subject_commitment(salt, "acme", ids.new_id("sub")),
+        # Parts are length-prefixed: moving a character across a boundary changes the hash.
+        receipts.subject_commitment(salt + "a", "cme", sid),
+    }
+    assert commitment not in others
+    assert len(others) == 4
+    facts = {"tenant": "acme", "subject_commitment": commitment}
+    assert receipts.names_subject(facts, sid, salt)
+    assert not receipts.names_subject(facts, sid, salt[:-1])
+    with pytest.raises(ValueError, match="salt"):
+        receipts.subject_commitment("", "acme", sid)

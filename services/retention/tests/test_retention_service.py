@@ -23,7 +23,7 @@ from likeness.object_names import photo_key
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import retention_pb2, retention_pb2_grpc
-from likeness.vault_transit import SubjectKeys, key_name
+from likeness.vault_transit import SubjectKeys
 from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra
 from likeness_dev.tokens import CallerToken
@@ -118,7 +118,16 @@ async def test_open_creates_the_key_and_hides_the_external_ref(service: Any) -> 
         (
             retention_pb2.OpenSubjectRequest(tenant="acme"),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "consent_required",
+            "invalid_consent",
+        ),
+        # The consent given at opening becomes the first grant: its purpose is one of the fixed list.
+        (
+            retention_pb2.OpenSubjectRequest(
+                tenant="acme",
+                consent=retention_pb2.Consent(purpose="professional headshots", policy_version="2026-01"),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_purpose",
         ),
     ],
 )
@@ -179,7 +188,8 @@ async def test_erasure_waits_for_vault_and_never_reports_done_early(service: Any
     assert erasure.status == ES.ERASURE_STATUS_COMPLETED
     assert erasure.key_destroyed_at.seconds > 0
     assert erasure.objects_deleted == 1
-    assert erasure.key_name == key_name(subject.id)
+    assert erasure.key_name == "", "once completed, the record no longer names the subject's key"
+    assert len(erasure.subject_commitment) == 64
     assert erasure.backups_expire_by.seconds > erasure.key_destroyed_at.seconds
     keys = SubjectKeys.from_settings(platform.settings)
     assert not await asyncio.to_thread(keys.exists, subject.id)

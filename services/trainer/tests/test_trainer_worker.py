@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.js.errors
+import numpy as np
 import PIL.Image
 import pytest
 from diffusers import StableDiffusionPipeline
@@ -28,14 +29,17 @@ from nats.js.api import RetentionPolicy, StreamConfig
 import trainer.worker
 from likeness import ids
 from likeness.bus import EVENTS_STREAM, event_nats_subject
+from likeness.consent import BY_SUBJECT, HEADSHOTS, consent_key
 from likeness.jobs import TERMINAL, CancelFlag, JobRecords
-from likeness.object_names import photo_key, subject_prefix
+from likeness.object_names import face_template_key, photo_key, subject_prefix
+from likeness.provisioning import CONSENTS_BUCKET
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
-from likeness.v1 import common_pb2, events_pb2, jobs_pb2, trainer_pb2
+from likeness.v1 import common_pb2, events_pb2, jobs_pb2, retention_pb2, trainer_pb2
 from likeness_dev.infra import Infra
-from likeness_dev.testing import provisioned_kv
+from likeness_dev.testing import grant_for_test, provisioned_kv
+from likeness_ml.face_templates import unpack_template_set
 from likeness_ml.lora_format import read_lora_metadata
 from trainer.config import TrainerSettings
 from trainer.lora_training import StepReport, train_lora
@@ -172,6 +176,7 @@ async def harness(
 
     subject_id = ids.new_id("sub")
     await asyncio.to_thread(platform.keys.create, subject_id)
+    await grant_for_test(platform.bus, TENANT, subject_id)  # the worker checks it when a job starts
     from_photos = [_png(image) for image in _photos()]
     photo_ids = [ids.new_id("pho") for _ in from_photos]
     for photo_id, data in zip(photo_ids, from_photos, strict=True):
@@ -397,3 +402,60 @@ async def test_checkpoints_keep_the_newest_and_go_with_all_their_versions(harnes
     assert await asyncio.to_thread(objects.read_checkpoint, 8) == b"state 8"
     await asyncio.to_thread(objects.delete_checkpoints)
     assert harness.platform.store.list_versions(objects.prefix) == []
+
+
+async def grant_headshots(platform: Platform, tenant: str, subject_id: str) -> None:
+    """What retention writes when the person grants `headshots` (the worker checks it at job start)."""
+    record = retention_pb2.SubjectConsents(
+        tenant=tenant,
+        subject_id=subject_id,
+        grants=[
+            retention_pb2.ConsentGrant(
+                id=ids.new_id("cns"),
+                purpose=HEADSHOTS,
+                granted_at=now_timestamp(),
+                granted_by=BY_SUBJECT,
+            )
+        ],
+    )
+    kv = await platform.bus.kv(CONSENTS_BUCKET)
+    await kv.put(consent_key(tenant, subject_id), record.SerializeToString())
+
+
+async def test_the_photos_templates_are_sealed_beside_the_model_and_go_with_it(harness: Harness) -> None:
+    """The renderer's identity reference outlives the photos: the trainer seals the templates of the photos
+    it trains on beside the LoRA, under the person's key, and deleting the model deletes them."""
+    rng = np.random.default_rng(7)
+    embeddings = rng.normal(size=(2, 128)).astype(np.float32)
+    # Two of the three photos have a template (ingest's layout, version 1); the third has none.
+    for photo_id, embedding in zip(harness.photo_ids[:2], embeddings, strict=True):
+        blob = b"LKFT" + bytes([1, 0, 0, 0]) + (42).to_bytes(8, "little") + embedding.astype("<f4").tobytes()
+        ref = ObjectRef(
+            TENANT, harness.subject_id, face_template_key(TENANT, harness.subject_id, photo_id), "face"
+        )
+        await asyncio.to_thread(harness.platform.sealed.put, ref, blob)
+
+    await grant_headshots(harness.platform, TENANT, harness.subject_id)
+    training_id = await harness.submit(steps=2)
+    training = await harness.settled(training_id)
+    assert training.status == JS.JOB_STATUS_SUCCEEDED, training.error
+
+    objects = harness.objects(training_id)
+    assert objects.faces_ref.key == f"{objects.prefix}faces"
+    sealed = await asyncio.to_thread(objects.read_faces)
+    assert np.array_equal(unpack_template_set(sealed), embeddings)
+    assert embeddings.astype("<f4").tobytes()[:64] not in harness.platform.store.get_bytes(
+        objects.faces_ref.key
+    )
+
+    # A redelivery that finds them sealed leaves them alone: one version.
+    assert await asyncio.to_thread(objects.seal_templates_of, harness.photo_ids) == 0
+    assert len(harness.platform.store.list_versions(objects.faces_ref.key)) == 1
+
+    # The photos' own templates expire with the photos (retention); the model's stay.
+    await asyncio.to_thread(
+        harness.platform.store.delete_all_versions, face_template_key(TENANT, harness.subject_id, "")
+    )
+    assert np.array_equal(unpack_template_set(await asyncio.to_thread(objects.read_faces)), embeddings)
+    await asyncio.to_thread(objects.delete_all)
+    assert harness.platform.store.list_versions(objects.prefix) == [], "gone with the model"

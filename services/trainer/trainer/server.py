@@ -1,10 +1,12 @@
 """The trainer's two roles on the shared job-service skeleton (`likeness.runtime`): `serve` (the gRPC API
-over the `trainings` records) and `work` (the GPU worker on the `job.train` queue)."""
+over the `trainings` records) and `work` (the GPU worker on the `job.train` queue). The serve role also
+cancels a subject's trainings when their `headshots` grant is withdrawn (`likeness.consent`)."""
 
 from __future__ import annotations
 
 import grpc
 
+from likeness.consent import HEADSHOTS, cancel_jobs_on_withdrawal
 from likeness.job_metrics import TRAIN
 from likeness.jobs import JobRecords, QueueWorker
 from likeness.runtime import Platform, serve_job_api, work_job_queue
@@ -21,6 +23,12 @@ Trainings = JobRecords[trainer_pb2.Training]
 async def _add_servicer(platform: Platform, records: Trainings, server: grpc.aio.Server) -> None:
     servicer = TrainerServicer(platform, records, get_settings())
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, server)
+    await cancel_jobs_on_withdrawal(platform.bus, "trainer", records, _purpose_of)
+
+
+def _purpose_of(record: object) -> str:
+    """Every training is of the `headshots` purpose."""
+    return HEADSHOTS
 
 
 def _new_worker(

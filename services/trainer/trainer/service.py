@@ -2,7 +2,8 @@
 
 Every method runs with the caller's verified token (`trainer.method_rules`) and checks its request against
 it: the tenant must be the token's; an end user's token may touch only its own subject, and a training of
-another subject answers NOT_FOUND, exactly like one that does not exist.
+another subject answers NOT_FOUND, exactly like one that does not exist. A training needs the person's live
+`headshots` consent grant (`likeness.consent`): without it, PERMISSION_DENIED `consent_required`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import grpc
 
 from likeness import ids
 from likeness.bus import job_nats_subject
+from likeness.consent import HEADSHOTS, ConsentReader, require_consent
 from likeness.jobs import TERMINAL, JobRecords
 from likeness.method_access import may_touch, require_subject, require_tenant
 from likeness.record_pages import InvalidPage, subject_page
@@ -38,6 +40,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.platform = platform
         self.records = records
         self.settings = settings
+        self.consent = ConsentReader(platform.bus)
 
     async def SubmitTraining(
         self, request: trainer_pb2.SubmitTrainingRequest, context: Context
@@ -59,6 +62,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                 "invalid_steps",
                 f"steps must be 0..{self.settings.max_steps}.",
             )
+        # A training needs the person's live `headshots` grant (the worker checks it again when it starts).
+        await require_consent(context, self.consent, request.tenant, request.subject_id, HEADSHOTS)
         now = now_timestamp()
         training = trainer_pb2.Training(
             id=ids.new_id("trn"),

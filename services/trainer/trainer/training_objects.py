@@ -1,4 +1,6 @@
-"""The objects one training writes, all under `.../models/<training>/`: its checkpoints and its LoRA.
+"""The objects one training writes, all under `.../models/<training>/`: its checkpoints, its LoRA and the
+face templates of the photos it was trained on (the renderer's identity reference for the model's whole
+life; the photos' own templates expire with the photos). Deleting the model deletes them with it.
 
 Everything is sealed under the subject's key (``SealedObjects``); deleting always removes every version,
 because the bucket is versioned and an old version of a checkpoint is as personal as the LoRA. Blocking
@@ -10,14 +12,16 @@ from __future__ import annotations
 import logging
 import posixpath
 
-from likeness.object_names import checkpoint_key, lora_key
+from likeness.object_names import checkpoint_key, face_template_key, lora_key, model_faces_key
 from likeness.sealed import ObjectRef, SealedObjects
-from likeness.store import ObjectStore
+from likeness.store import ObjectMissing, ObjectStore
+from likeness_ml.face_templates import pack_template_set, parse_photo_templates
 
 log = logging.getLogger(__name__)
 
 LORA_KIND = "lora"
 CHECKPOINT_KIND = "checkpoint"
+MODEL_FACES_KIND = "model-faces"
 
 
 class TrainingObjects:
@@ -30,6 +34,9 @@ class TrainingObjects:
         self.subject_id = subject_id
         self.training_id = training_id
         self.lora_ref = ObjectRef(tenant, subject_id, lora_key(tenant, subject_id, training_id), LORA_KIND)
+        self.faces_ref = ObjectRef(
+            tenant, subject_id, model_faces_key(tenant, subject_id, training_id), MODEL_FACES_KIND
+        )
         # Derived from the canonical key functions, so the layout is defined in one place only.
         self.prefix = posixpath.dirname(self.lora_ref.key) + "/"
         first = checkpoint_key(tenant, subject_id, training_id, 0)
@@ -47,6 +54,43 @@ class TrainingObjects:
 
     def put_lora(self, lora_safetensors: bytes) -> None:
         self.sealed.put(self.lora_ref, lora_safetensors)
+
+    # --- face templates ------------------------------------------------------------------------------
+
+    def read_photo_templates(self, photo_ids: list[str]) -> list[bytes]:
+        """Ingest's templates of these photos (one batched decrypt); a photo without one is skipped."""
+        refs = [
+            ObjectRef(
+                self.tenant, self.subject_id, face_template_key(self.tenant, self.subject_id, p), "face"
+            )
+            for p in photo_ids
+        ]
+        try:
+            return self.sealed.get_many(refs)
+        except ObjectMissing:
+            pass  # one of them has none (a photo from before templates): read them one by one
+        found = []
+        for ref in refs:
+            try:
+                found.append(self.sealed.get(ref))
+            except ObjectMissing:
+                continue
+        return found
+
+    def seal_templates_of(self, photo_ids: list[str]) -> int:
+        """Seals the templates of the photos this model is trained on beside it, under the person's key:
+        the renderer's identity gate scores against them for the model's whole life, after the photos (and
+        their own templates) are deleted; they are deleted with the model. Returns how many (0 when an earlier
+        delivery sealed them already: the same photos give the same templates, and one version is kept)."""
+        if any(found.key == self.faces_ref.key for found in self.store.list_versions(self.faces_ref.key)):
+            return 0
+        embeddings = parse_photo_templates(self.read_photo_templates(photo_ids))
+        if len(embeddings):
+            self.sealed.put(self.faces_ref, pack_template_set(embeddings))
+        return len(embeddings)
+
+    def read_faces(self) -> bytes:
+        return self.sealed.get(self.faces_ref)
 
     # --- checkpoints ---------------------------------------------------------------------------------
 

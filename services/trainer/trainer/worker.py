@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 
 from likeness import ids
 from likeness.bus import TRAIN_STREAM, decode
+from likeness.consent import HEADSHOTS, ConsentReader, check_consent_at_start
 from likeness.job_metrics import TRAIN, init_job_metrics, job_ended
 from likeness.jobs import (
     CANCELLED_ON_REQUEST,
@@ -76,6 +77,7 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         self, platform: Platform, records: JobRecords[trainer_pb2.Training], settings: TrainerSettings
     ) -> None:
         super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
+        self.consent = ConsentReader(platform.bus)
         self.settings = settings
         self.pipe = load_pipeline(settings.base_model)  # once per worker, shared by every job
         self.family = detect_family(self.pipe)
@@ -133,6 +135,8 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
     # --- a job ---------------------------------------------------------------------------------------
 
     async def run_job(self, job: jobs_pb2.TrainJob, flag: CancelFlag) -> None:
+        # Before any photo is decrypted: the person's `headshots` grant must still be live.
+        await check_consent_at_start(self.consent, job.tenant, job.subject_id, HEADSHOTS, flag)
         started = time.monotonic()
         objects = self.objects_of(job)
         if await asyncio.to_thread(objects.lora_stored):
@@ -171,7 +175,11 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
             checkpoint_seconds=writer.seconds,
         )
         await self._record_report(job, report, flag)
-        _check_not_cancelled(flag)  # right before the write
+        _check_not_cancelled(flag)  # right before the writes
+        # The templates first: a stored LoRA means its templates are stored too (a redelivery that finds
+        # the LoRA only completes the job).
+        await asyncio.to_thread(objects.seal_templates_of, list(job.photo_ids))
+        _check_not_cancelled(flag)
         await asyncio.to_thread(objects.put_lora, result.lora_safetensors)
         await self._complete(job, objects, flag)
 

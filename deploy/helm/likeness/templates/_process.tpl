@@ -196,6 +196,22 @@ tokens, and the CA bundle. Values only, never a secretKeyRef: secrets are files 
 # Only the GPU workers mark outputs; the serve role holds no C2PA signing key.
 - name: LIKENESS_C2PA_SIGN
   value: {{ and (eq (default "" .role) "work") $v.renderer.marking.c2paSign | quote }}
+{{- $safety := $v.renderer.safety }}
+{{- if and (eq (default "" .role) "work") (ne $safety.gate "off") }}
+# The output safety gate: the pinned classifier (mounted read-only, likeness.processVolumes).
+- name: LIKENESS_SAFETY_GATE
+  value: {{ $safety.gate | quote }}
+- name: LIKENESS_SAFETY_MODEL
+  value: {{ $safety.mountPath | quote }}
+- name: LIKENESS_SAFETY_FLAGGED_LABELS
+  value: {{ toJson $safety.flaggedLabels | quote }}
+- name: LIKENESS_SAFETY_THRESHOLD
+  value: {{ $safety.threshold | quote }}
+{{- else }}
+# The serve role classifies nothing (and the GPU workers' gate may be off).
+- name: LIKENESS_SAFETY_GATE
+  value: "off"
+{{- end }}
 {{- end }}
 {{- if $v.tls.caBundle.existingConfigMap }}
 # Every client library reads these: OpenSSL (NATS, urllib), requests (Vault), minio (S3); the OTLP exporter
@@ -335,6 +351,12 @@ Input: dict root, service, role, part.
   persistentVolumeClaim:
     claimName: {{ $v.baseModel.existingClaim }}
     readOnly: true
+{{- if and (eq .service "renderer") (ne $v.renderer.safety.gate "off") $v.renderer.safety.existingClaim }}
+- name: safety-model
+  persistentVolumeClaim:
+    claimName: {{ $v.renderer.safety.existingClaim }}
+    readOnly: true
+{{- end }}
 {{- else }}
 # The only writable path: RAM, so no plaintext ever reaches a disk.
 - name: scratch
@@ -345,6 +367,15 @@ Input: dict root, service, role, part.
   subPath: {{ . }}
   {{- end }}
   readOnly: true
+{{- if and (eq .service "renderer") (ne $v.renderer.safety.gate "off") }}
+# The safety classifier: from its own claim, or from the base model's (then the same volume, another path).
+- name: {{ ternary "safety-model" "base-model" (not (empty $v.renderer.safety.existingClaim)) }}
+  mountPath: {{ $v.renderer.safety.mountPath }}
+  {{- with $v.renderer.safety.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}

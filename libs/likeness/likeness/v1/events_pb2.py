@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/events.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\rSubjectOpened\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\rSubjectErased\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x12\n\nerasure_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\rPhotoAccepted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\rPhotoRejected\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12\x14\n\x0creason_codes\x18\x04 \x03(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb9\x01\n\x10TrainingProgress\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\x13\n\x0b\x65ta_seconds\x18\x07 \x01(\x01\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x11TrainingCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x0eTrainingFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tcancelled\x18\x05 \x01(\x08\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x0fRenderCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\trender_id\x18\x03 \x01(\t\x12\x13\n\x0bimage_count\x18\x04 \x01(\x05\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x0cRenderFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\trender_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tcancelled\x18\x05 \x01(\x08\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x0b\x41uditRecord\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0csubject_hmac\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x13\n\x0bresource_id\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/events.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\rSubjectOpened\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\rSubjectErased\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x12\n\nerasure_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x10\x43onsentWithdrawn\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\rPhotoAccepted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\rPhotoRejected\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12\x14\n\x0creason_codes\x18\x04 \x03(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb9\x01\n\x10TrainingProgress\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x05\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\x13\n\x0b\x65ta_seconds\x18\x07 \x01(\x01\x12&\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x11TrainingCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x0eTrainingFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x13\n\x0btraining_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tcancelled\x18\x05 \x01(\x08\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x0fRenderCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\trender_id\x18\x03 \x01(\t\x12\x13\n\x0bimage_count\x18\x04 \x01(\x05\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x0cRenderFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\trender_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\tcancelled\x18\x05 \x01(\x08\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x0b\x41uditRecord\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x14\n\x0csubject_hmac\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x13\n\x0bresource_id\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,20 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBJECTOPENED']._serialized_end=165
   _globals['_SUBJECTERASED']._serialized_start=167
   _globals['_SUBJECTERASED']._serialized_end=278
-  _globals['_PHOTOACCEPTED']._serialized_start=280
-  _globals['_PHOTOACCEPTED']._serialized_end=389
-  _globals['_PHOTOREJECTED']._serialized_start=392
-  _globals['_PHOTOREJECTED']._serialized_end=523
-  _globals['_TRAININGPROGRESS']._serialized_start=526
-  _globals['_TRAININGPROGRESS']._serialized_end=711
-  _globals['_TRAININGCOMPLETED']._serialized_start=713
-  _globals['_TRAININGCOMPLETED']._serialized_end=829
-  _globals['_TRAININGFAILED']._serialized_start=832
-  _globals['_TRAININGFAILED']._serialized_end=980
-  _globals['_RENDERCOMPLETED']._serialized_start=983
-  _globals['_RENDERCOMPLETED']._serialized_end=1116
-  _globals['_RENDERFAILED']._serialized_start=1119
-  _globals['_RENDERFAILED']._serialized_end=1263
-  _globals['_AUDITRECORD']._serialized_start=1266
-  _globals['_AUDITRECORD']._serialized_end=1426
+  _globals['_CONSENTWITHDRAWN']._serialized_start=280
+  _globals['_CONSENTWITHDRAWN']._serialized_end=391
+  _globals['_PHOTOACCEPTED']._serialized_start=393
+  _globals['_PHOTOACCEPTED']._serialized_end=502
+  _globals['_PHOTOREJECTED']._serialized_start=505
+  _globals['_PHOTOREJECTED']._serialized_end=636
+  _globals['_TRAININGPROGRESS']._serialized_start=639
+  _globals['_TRAININGPROGRESS']._serialized_end=824
+  _globals['_TRAININGCOMPLETED']._serialized_start=826
+  _globals['_TRAININGCOMPLETED']._serialized_end=942
+  _globals['_TRAININGFAILED']._serialized_start=945
+  _globals['_TRAININGFAILED']._serialized_end=1093
+  _globals['_RENDERCOMPLETED']._serialized_start=1096
+  _globals['_RENDERCOMPLETED']._serialized_end=1229
+  _globals['_RENDERFAILED']._serialized_start=1232
+  _globals['_RENDERFAILED']._serialized_end=1376
+  _globals['_AUDITRECORD']._serialized_start=1379
+  _globals['_AUDITRECORD']._serialized_end=1539
 # @@protoc_insertion_point(module_scope)

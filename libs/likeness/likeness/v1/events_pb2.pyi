@@ -51,6 +51,11 @@ Global___SubjectOpened: _TypeAlias = SubjectOpened  # noqa: Y015
 
 @_typing.final
 class SubjectErased(_message.Message):
+    """Kept on the stream only until every service's durable erasure consumer has acknowledged it (or a bounded
+    time passed): its NATS subject and `subject_id` name the person, which each service needs to purge its own
+    records, and nothing that names them outlives the erasure (`retention.history`).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_FIELD_NUMBER: _builtins.int
@@ -77,6 +82,37 @@ class SubjectErased(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubjectErased: _TypeAlias = SubjectErased  # noqa: Y015
+
+@_typing.final
+class ConsentWithdrawn(_message.Message):
+    """A subject's grants for one purpose were withdrawn: that purpose's queued and running jobs are cancelled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    purpose: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "purpose", b"purpose", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentWithdrawn: _TypeAlias = ConsentWithdrawn  # noqa: Y015
 
 @_typing.final
 class PhotoAccepted(_message.Message):

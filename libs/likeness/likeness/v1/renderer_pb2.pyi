@@ -100,15 +100,46 @@ class ImageQuality(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SafetyScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     FACES_FIELD_NUMBER: _builtins.int
     IDENTITY_DISTANCE_FIELD_NUMBER: _builtins.int
     REROLLS_FIELD_NUMBER: _builtins.int
     PASSED_FIELD_NUMBER: _builtins.int
+    SAFETY_SCORES_FIELD_NUMBER: _builtins.int
+    SAFETY_FLAGS_FIELD_NUMBER: _builtins.int
     faces: _builtins.int
     identity_distance: _builtins.float
     """dlib distance between the image's face and the subject's templates (absent without one face)."""
     rerolls: _builtins.int
     passed: _builtins.bool
+    """Whether the image passed every gate (under `score`, a delivered image may not have)."""
+    @_builtins.property
+    def safety_scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The safety classifier's probability of each watched label (e.g. "nsfw"), absent with its gate off."""
+
+    @_builtins.property
+    def safety_flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The labels it flagged this image for."""
+
     def __init__(
         self,
         *,
@@ -116,10 +147,12 @@ class ImageQuality(_message.Message):
         identity_distance: _builtins.float | None = ...,
         rerolls: _builtins.int = ...,
         passed: _builtins.bool = ...,
+        safety_scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        safety_flags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance", "identity_distance", b"identity_distance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance", "faces", b"faces", "identity_distance", b"identity_distance", "passed", b"passed", "rerolls", b"rerolls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance", "faces", b"faces", "identity_distance", b"identity_distance", "passed", b"passed", "rerolls", b"rerolls", "safety_flags", b"safety_flags", "safety_scores", b"safety_scores"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__identity_distance: _TypeAlias = _typing.Literal["identity_distance"]  # noqa: Y015
     _WhichOneofArgType__identity_distance: _TypeAlias = _typing.Literal["_identity_distance", b"_identity_distance"]  # noqa: Y015
@@ -131,6 +164,46 @@ Global___ImageQuality: _TypeAlias = ImageQuality  # noqa: Y015
 class RenderQuality(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DropReasonsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SafetyFlagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     GATE_FIELD_NUMBER: _builtins.int
     IMAGES_REQUESTED_FIELD_NUMBER: _builtins.int
     REROLLS_FIELD_NUMBER: _builtins.int
@@ -138,6 +211,10 @@ class RenderQuality(_message.Message):
     TEMPLATES_FIELD_NUMBER: _builtins.int
     SHORTFALL_REASON_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    SAFETY_GATE_FIELD_NUMBER: _builtins.int
+    DROP_REASONS_FIELD_NUMBER: _builtins.int
+    SAFETY_FLAGS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     gate: Global___QualityGate.ValueType
     images_requested: _builtins.int
     rerolls: _builtins.int
@@ -146,6 +223,18 @@ class RenderQuality(_message.Message):
     shortfall_reason: _builtins.str
     """Why the render delivered fewer images than asked, if it did."""
     note: _builtins.str
+    safety_gate: Global___QualityGate.ValueType
+    """The output safety gate (the classifier of inappropriate content)."""
+    rejected: _builtins.int
+    """Images the person rejected (deleted) after delivery."""
+    @_builtins.property
+    def drop_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Images dropped by an enforced gate, by reason: "identity" or "unsafe:<label>"."""
+
+    @_builtins.property
+    def safety_flags(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Delivered images the safety classifier flagged (its gate scoring only), by label."""
+
     def __init__(
         self,
         *,
@@ -156,10 +245,14 @@ class RenderQuality(_message.Message):
         templates: _builtins.int = ...,
         shortfall_reason: _builtins.str = ...,
         note: _builtins.str = ...,
+        safety_gate: Global___QualityGate.ValueType = ...,
+        drop_reasons: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        safety_flags: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        rejected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "gate", b"gate", "images_requested", b"images_requested", "note", b"note", "rerolls", b"rerolls", "shortfall_reason", b"shortfall_reason", "templates", b"templates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drop_reasons", b"drop_reasons", "failures", b"failures", "gate", b"gate", "images_requested", b"images_requested", "note", b"note", "rejected", b"rejected", "rerolls", b"rerolls", "safety_flags", b"safety_flags", "safety_gate", b"safety_gate", "shortfall_reason", b"shortfall_reason", "templates", b"templates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -768,3 +861,50 @@ class ListRendersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRendersResponse: _TypeAlias = ListRendersResponse  # noqa: Y015
+
+@_typing.final
+class RejectImageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    RENDER_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    render_id: _builtins.str
+    image_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        render_id: _builtins.str = ...,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "render_id", b"render_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectImageRequest: _TypeAlias = RejectImageRequest  # noqa: Y015
+
+@_typing.final
+class RejectImageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RENDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def render(self) -> Global___Render:
+        """The render without the image."""
+
+    def __init__(
+        self,
+        *,
+        render: Global___Render | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["render", b"render"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["render", b"render"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectImageResponse: _TypeAlias = RejectImageResponse  # noqa: Y015

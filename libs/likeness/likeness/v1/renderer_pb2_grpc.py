@@ -80,6 +80,11 @@ class RendererServiceStub:
                 request_serializer=likeness_dot_v1_dot_renderer__pb2.ListRendersRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_renderer__pb2.ListRendersResponse.FromString,
                 _registered_method=True)
+        self.RejectImage = channel.unary_unary(
+                '/likeness.v1.RendererService/RejectImage',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.RejectImageRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.RejectImageResponse.FromString,
+                _registered_method=True)
 
 
 class RendererServiceServicer:
@@ -143,6 +148,13 @@ class RendererServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RejectImage(self, request, context):
+        """The person rejects one delivered image: every version of it is deleted and it leaves the render.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RendererServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +202,11 @@ def add_RendererServiceServicer_to_server(servicer, server):
                     servicer.ListRenders,
                     request_deserializer=likeness_dot_v1_dot_renderer__pb2.ListRendersRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_renderer__pb2.ListRendersResponse.SerializeToString,
+            ),
+            'RejectImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectImage,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.RejectImageRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.RejectImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -436,6 +453,33 @@ class RendererService:
             '/likeness.v1.RendererService/ListRenders',
             likeness_dot_v1_dot_renderer__pb2.ListRendersRequest.SerializeToString,
             likeness_dot_v1_dot_renderer__pb2.ListRendersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/RejectImage',
+            likeness_dot_v1_dot_renderer__pb2.RejectImageRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.RejectImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

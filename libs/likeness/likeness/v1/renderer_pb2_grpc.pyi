@@ -45,6 +45,8 @@ class RendererServiceStub:
     DeleteTeamLook: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.DeleteTeamLookRequest, _renderer_pb2.DeleteTeamLookResponse]
     ListRenders: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.ListRendersRequest, _renderer_pb2.ListRendersResponse]
     """A subject's renders, newest first, a page at a time."""
+    RejectImage: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.RejectImageRequest, _renderer_pb2.RejectImageResponse]
+    """The person rejects one delivered image: every version of it is deleted and it leaves the render."""
 
 @_typing.type_check_only
 class RendererServiceAsyncStub(RendererServiceStub):
@@ -63,6 +65,8 @@ class RendererServiceAsyncStub(RendererServiceStub):
     DeleteTeamLook: _aio.UnaryUnaryMultiCallable[_renderer_pb2.DeleteTeamLookRequest, _renderer_pb2.DeleteTeamLookResponse]  # type: ignore[assignment]
     ListRenders: _aio.UnaryUnaryMultiCallable[_renderer_pb2.ListRendersRequest, _renderer_pb2.ListRendersResponse]  # type: ignore[assignment]
     """A subject's renders, newest first, a page at a time."""
+    RejectImage: _aio.UnaryUnaryMultiCallable[_renderer_pb2.RejectImageRequest, _renderer_pb2.RejectImageResponse]  # type: ignore[assignment]
+    """The person rejects one delivered image: every version of it is deleted and it leaves the render."""
 
 class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
     """Renders styled headshots from the base model and one subject's LoRA."""
@@ -132,5 +136,13 @@ class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_renderer_pb2.ListRendersResponse, _abc.Awaitable[_renderer_pb2.ListRendersResponse]]:
         """A subject's renders, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def RejectImage(
+        self,
+        request: _renderer_pb2.RejectImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.RejectImageResponse, _abc.Awaitable[_renderer_pb2.RejectImageResponse]]:
+        """The person rejects one delivered image: every version of it is deleted and it leaves the render."""
 
 def add_RendererServiceServicer_to_server(servicer: RendererServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

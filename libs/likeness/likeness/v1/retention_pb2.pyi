@@ -60,12 +60,15 @@ Global___ErasureStatus: _TypeAlias = ErasureStatus  # noqa: Y015
 
 @_typing.final
 class Consent(_message.Message):
+    """The consent given when a subject is opened: it becomes the subject's first grant."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PURPOSE_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     GIVEN_AT_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
+    """One of the fixed purposes: "headshots", "team_look", "instant"."""
     policy_version: _builtins.str
     @_builtins.property
     def given_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -292,16 +295,22 @@ class EraseSubjectResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ERASURE_FIELD_NUMBER: _builtins.int
+    RECEIPT_SALT_FIELD_NUMBER: _builtins.int
+    receipt_salt: _builtins.str
+    """The salt of the erasure's subject_commitment, in this answer only (never stored): with it, the person
+    checks that the receipt names them. Empty when this call did not start the erasure.
+    """
     @_builtins.property
     def erasure(self) -> Global___Erasure: ...
     def __init__(
         self,
         *,
         erasure: Global___Erasure | None = ...,
+        receipt_salt: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure", "receipt_salt", b"receipt_salt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -371,12 +380,16 @@ class Erasure(_message.Message):
     BACKUPS_EXPIRE_BY_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SUBJECT_COMMITMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     subject_hmac: _builtins.str
     status: Global___ErasureStatus.ValueType
     cause: _builtins.str
     key_name: _builtins.str
+    """The subject's Vault key, needed to drive the erasure; cleared once it completes, so the record kept
+    afterwards names the subject only as `subject_hmac` and `subject_commitment`.
+    """
     objects_deleted: _builtins.int
     bytes_deleted: _builtins.int
     records_deleted: _builtins.int
@@ -384,6 +397,10 @@ class Erasure(_message.Message):
     last_error: _builtins.str
     """The last transient failure while erasing (e.g. Vault unavailable); erasure keeps retrying."""
     attempts: _builtins.int
+    subject_commitment: _builtins.str
+    """SHA-256 (hex) of a salt and the subject id (`likeness.receipts.subject_commitment`): the receipt binds
+    the person through it; only whoever holds the salt (given once, in EraseSubjectResponse) can check it.
+    """
     @_builtins.property
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -413,10 +430,11 @@ class Erasure(_message.Message):
         backups_expire_by: _timestamp_pb2.Timestamp | None = ...,
         last_error: _builtins.str = ...,
         attempts: _builtins.int = ...,
+        subject_commitment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backups_expire_by", b"backups_expire_by", "completed_at", b"completed_at", "key_destroyed_at", b"key_destroyed_at", "requested_at", b"requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backups_expire_by", b"backups_expire_by", "bytes_deleted", b"bytes_deleted", "cause", b"cause", "completed_at", b"completed_at", "events_purged", b"events_purged", "id", b"id", "key_destroyed_at", b"key_destroyed_at", "key_name", b"key_name", "last_error", b"last_error", "objects_deleted", b"objects_deleted", "records_deleted", b"records_deleted", "requested_at", b"requested_at", "status", b"status", "subject_hmac", b"subject_hmac", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backups_expire_by", b"backups_expire_by", "bytes_deleted", b"bytes_deleted", "cause", b"cause", "completed_at", b"completed_at", "events_purged", b"events_purged", "id", b"id", "key_destroyed_at", b"key_destroyed_at", "key_name", b"key_name", "last_error", b"last_error", "objects_deleted", b"objects_deleted", "records_deleted", b"records_deleted", "requested_at", b"requested_at", "status", b"status", "subject_commitment", b"subject_commitment", "subject_hmac", b"subject_hmac", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -686,3 +704,343 @@ class ListSubjectsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSubjectsResponse: _TypeAlias = ListSubjectsResponse  # noqa: Y015
+
+@_typing.final
+class ConsentGrant(_message.Message):
+    """One consent grant: a purpose a subject agreed to, by whom, when, under which policy, until when.
+    Kept in retention's `consents` KV bucket (key `<tenant>.<subject>`); trainer and renderer read it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    GRANTED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_FIELD_NUMBER: _builtins.int
+    CLIENT_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_AT_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_BY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    purpose: _builtins.str
+    """One of the fixed purposes: "headshots", "team_look", "instant"."""
+    policy_version: _builtins.str
+    granted_by: _builtins.str
+    """Who granted: "subject" (the person's own token) or "tenant" (a tenant-level token)."""
+    client: _builtins.str
+    """The OAuth client of the token that granted, when it names one."""
+    withdrawn_by: _builtins.str
+    @_builtins.property
+    def granted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset: until withdrawn."""
+
+    @_builtins.property
+    def withdrawn_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once withdrawn; a withdrawn grant stays in the history."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+        granted_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        granted_by: _builtins.str = ...,
+        client: _builtins.str = ...,
+        withdrawn_at: _timestamp_pb2.Timestamp | None = ...,
+        withdrawn_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "expires_at", b"expires_at", "granted_at", b"granted_at", "granted_by", b"granted_by", "id", b"id", "policy_version", b"policy_version", "purpose", b"purpose", "withdrawn_at", b"withdrawn_at", "withdrawn_by", b"withdrawn_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentGrant: _TypeAlias = ConsentGrant  # noqa: Y015
+
+@_typing.final
+class SubjectConsents(_message.Message):
+    """Every grant of one subject, oldest first (the consent history)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentGrant]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        grants: _abc.Iterable[Global___ConsentGrant] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubjectConsents: _TypeAlias = SubjectConsents  # noqa: Y015
+
+@_typing.final
+class ConsentPolicy(_message.Message):
+    """A tenant's rules for consent grants."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTS_NEED_SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    ERASE_ON_WITHDRAWAL_FIELD_NUMBER: _builtins.int
+    grants_need_subject_token: _builtins.bool
+    """Grants only from the person's own token (`sub`): the tenant's back end cannot grant on their behalf."""
+    erase_on_withdrawal: _builtins.bool
+    """A withdrawal that leaves no live grant starts the erasure of the whole subject."""
+    def __init__(
+        self,
+        *,
+        grants_need_subject_token: _builtins.bool = ...,
+        erase_on_withdrawal: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_on_withdrawal", b"erase_on_withdrawal", "grants_need_subject_token", b"grants_need_subject_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentPolicy: _TypeAlias = ConsentPolicy  # noqa: Y015
+
+@_typing.final
+class GrantConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    purpose: _builtins.str
+    policy_version: _builtins.str
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset: until withdrawn."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "policy_version", b"policy_version", "purpose", b"purpose", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantConsentRequest: _TypeAlias = GrantConsentRequest  # noqa: Y015
+
+@_typing.final
+class GrantConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grant(self) -> Global___ConsentGrant: ...
+    def __init__(
+        self,
+        *,
+        grant: Global___ConsentGrant | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantConsentResponse: _TypeAlias = GrantConsentResponse  # noqa: Y015
+
+@_typing.final
+class ListConsentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentsRequest: _TypeAlias = ListConsentsRequest  # noqa: Y015
+
+@_typing.final
+class ListConsentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentGrant]: ...
+    def __init__(
+        self,
+        *,
+        grants: _abc.Iterable[Global___ConsentGrant] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentsResponse: _TypeAlias = ListConsentsResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    purpose: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purpose", b"purpose", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawConsentRequest: _TypeAlias = WithdrawConsentRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    ERASURE_ID_FIELD_NUMBER: _builtins.int
+    erasure_id: _builtins.str
+    """Set when the tenant's policy started the subject's erasure."""
+    @_builtins.property
+    def withdrawn(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentGrant]:
+        """The grants withdrawn now (empty when none was live)."""
+
+    def __init__(
+        self,
+        *,
+        withdrawn: _abc.Iterable[Global___ConsentGrant] | None = ...,
+        erasure_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure_id", b"erasure_id", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawConsentResponse: _TypeAlias = WithdrawConsentResponse  # noqa: Y015
+
+@_typing.final
+class GetConsentPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsentPolicyRequest: _TypeAlias = GetConsentPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetConsentPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___ConsentPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___ConsentPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsentPolicyResponse: _TypeAlias = GetConsentPolicyResponse  # noqa: Y015
+
+@_typing.final
+class SetConsentPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    @_builtins.property
+    def policy(self) -> Global___ConsentPolicy: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        policy: Global___ConsentPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetConsentPolicyRequest: _TypeAlias = SetConsentPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetConsentPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___ConsentPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___ConsentPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetConsentPolicyResponse: _TypeAlias = SetConsentPolicyResponse  # noqa: Y015

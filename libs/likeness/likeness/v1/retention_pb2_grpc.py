@@ -85,6 +85,31 @@ class RetentionServiceStub:
                 request_serializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsResponse.FromString,
                 _registered_method=True)
+        self.GrantConsent = channel.unary_unary(
+                '/likeness.v1.RetentionService/GrantConsent',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.GrantConsentRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.GrantConsentResponse.FromString,
+                _registered_method=True)
+        self.ListConsents = channel.unary_unary(
+                '/likeness.v1.RetentionService/ListConsents',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.ListConsentsRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.ListConsentsResponse.FromString,
+                _registered_method=True)
+        self.WithdrawConsent = channel.unary_unary(
+                '/likeness.v1.RetentionService/WithdrawConsent',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.WithdrawConsentRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.WithdrawConsentResponse.FromString,
+                _registered_method=True)
+        self.GetConsentPolicy = channel.unary_unary(
+                '/likeness.v1.RetentionService/GetConsentPolicy',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.GetConsentPolicyRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.GetConsentPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetConsentPolicy = channel.unary_unary(
+                '/likeness.v1.RetentionService/SetConsentPolicy',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class RetentionServiceServicer:
@@ -159,6 +184,40 @@ class RetentionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantConsent(self, request, context):
+        """Records a consent grant for one purpose (`likeness.consent.PURPOSES`) of one subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsents(self, request, context):
+        """Every grant the subject was given (live, expired and withdrawn), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawConsent(self, request, context):
+        """Withdraws the live grants of one purpose: its queued and running jobs are cancelled, new ones refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsentPolicy(self, request, context):
+        """A tenant's consent policy (who may grant; whether withdrawal erases).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConsentPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetentionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +270,31 @@ def add_RetentionServiceServicer_to_server(servicer, server):
                     servicer.ListSubjects,
                     request_deserializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_retention__pb2.ListSubjectsResponse.SerializeToString,
+            ),
+            'GrantConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantConsent,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.GrantConsentRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.GrantConsentResponse.SerializeToString,
+            ),
+            'ListConsents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsents,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.ListConsentsRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.ListConsentsResponse.SerializeToString,
+            ),
+            'WithdrawConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawConsent,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.WithdrawConsentRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.WithdrawConsentResponse.SerializeToString,
+            ),
+            'GetConsentPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsentPolicy,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.GetConsentPolicyRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.GetConsentPolicyResponse.SerializeToString,
+            ),
+            'SetConsentPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConsentPolicy,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +568,141 @@ class RetentionService:
             '/likeness.v1.RetentionService/ListSubjects',
             likeness_dot_v1_dot_retention__pb2.ListSubjectsRequest.SerializeToString,
             likeness_dot_v1_dot_retention__pb2.ListSubjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/GrantConsent',
+            likeness_dot_v1_dot_retention__pb2.GrantConsentRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.GrantConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/ListConsents',
+            likeness_dot_v1_dot_retention__pb2.ListConsentsRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.ListConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/WithdrawConsent',
+            likeness_dot_v1_dot_retention__pb2.WithdrawConsentRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.WithdrawConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsentPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/GetConsentPolicy',
+            likeness_dot_v1_dot_retention__pb2.GetConsentPolicyRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.GetConsentPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConsentPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/SetConsentPolicy',
+            likeness_dot_v1_dot_retention__pb2.SetConsentPolicyRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.SetConsentPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

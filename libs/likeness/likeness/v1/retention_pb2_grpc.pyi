@@ -51,6 +51,15 @@ class RetentionServiceStub:
     """The public keys (a JWK set) that verify receipts."""
     ListSubjects: _grpc.UnaryUnaryMultiCallable[_retention_pb2.ListSubjectsRequest, _retention_pb2.ListSubjectsResponse]
     """A tenant's subjects that are not erased, newest first, a page at a time."""
+    GrantConsent: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GrantConsentRequest, _retention_pb2.GrantConsentResponse]
+    """Records a consent grant for one purpose (`likeness.consent.PURPOSES`) of one subject."""
+    ListConsents: _grpc.UnaryUnaryMultiCallable[_retention_pb2.ListConsentsRequest, _retention_pb2.ListConsentsResponse]
+    """Every grant the subject was given (live, expired and withdrawn), oldest first."""
+    WithdrawConsent: _grpc.UnaryUnaryMultiCallable[_retention_pb2.WithdrawConsentRequest, _retention_pb2.WithdrawConsentResponse]
+    """Withdraws the live grants of one purpose: its queued and running jobs are cancelled, new ones refused."""
+    GetConsentPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetConsentPolicyRequest, _retention_pb2.GetConsentPolicyResponse]
+    """A tenant's consent policy (who may grant; whether withdrawal erases)."""
+    SetConsentPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SetConsentPolicyRequest, _retention_pb2.SetConsentPolicyResponse]
 
 @_typing.type_check_only
 class RetentionServiceAsyncStub(RetentionServiceStub):
@@ -75,6 +84,15 @@ class RetentionServiceAsyncStub(RetentionServiceStub):
     """The public keys (a JWK set) that verify receipts."""
     ListSubjects: _aio.UnaryUnaryMultiCallable[_retention_pb2.ListSubjectsRequest, _retention_pb2.ListSubjectsResponse]  # type: ignore[assignment]
     """A tenant's subjects that are not erased, newest first, a page at a time."""
+    GrantConsent: _aio.UnaryUnaryMultiCallable[_retention_pb2.GrantConsentRequest, _retention_pb2.GrantConsentResponse]  # type: ignore[assignment]
+    """Records a consent grant for one purpose (`likeness.consent.PURPOSES`) of one subject."""
+    ListConsents: _aio.UnaryUnaryMultiCallable[_retention_pb2.ListConsentsRequest, _retention_pb2.ListConsentsResponse]  # type: ignore[assignment]
+    """Every grant the subject was given (live, expired and withdrawn), oldest first."""
+    WithdrawConsent: _aio.UnaryUnaryMultiCallable[_retention_pb2.WithdrawConsentRequest, _retention_pb2.WithdrawConsentResponse]  # type: ignore[assignment]
+    """Withdraws the live grants of one purpose: its queued and running jobs are cancelled, new ones refused."""
+    GetConsentPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetConsentPolicyRequest, _retention_pb2.GetConsentPolicyResponse]  # type: ignore[assignment]
+    """A tenant's consent policy (who may grant; whether withdrawal erases)."""
+    SetConsentPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.SetConsentPolicyRequest, _retention_pb2.SetConsentPolicyResponse]  # type: ignore[assignment]
 
 class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns each subject's lifecycle: their Vault key, retention deadlines and erasure."""
@@ -156,5 +174,44 @@ class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.ListSubjectsResponse, _abc.Awaitable[_retention_pb2.ListSubjectsResponse]]:
         """A tenant's subjects that are not erased, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def GrantConsent(
+        self,
+        request: _retention_pb2.GrantConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.GrantConsentResponse, _abc.Awaitable[_retention_pb2.GrantConsentResponse]]:
+        """Records a consent grant for one purpose (`likeness.consent.PURPOSES`) of one subject."""
+
+    @_abc_1.abstractmethod
+    def ListConsents(
+        self,
+        request: _retention_pb2.ListConsentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.ListConsentsResponse, _abc.Awaitable[_retention_pb2.ListConsentsResponse]]:
+        """Every grant the subject was given (live, expired and withdrawn), oldest first."""
+
+    @_abc_1.abstractmethod
+    def WithdrawConsent(
+        self,
+        request: _retention_pb2.WithdrawConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.WithdrawConsentResponse, _abc.Awaitable[_retention_pb2.WithdrawConsentResponse]]:
+        """Withdraws the live grants of one purpose: its queued and running jobs are cancelled, new ones refused."""
+
+    @_abc_1.abstractmethod
+    def GetConsentPolicy(
+        self,
+        request: _retention_pb2.GetConsentPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.GetConsentPolicyResponse, _abc.Awaitable[_retention_pb2.GetConsentPolicyResponse]]:
+        """A tenant's consent policy (who may grant; whether withdrawal erases)."""
+
+    @_abc_1.abstractmethod
+    def SetConsentPolicy(
+        self,
+        request: _retention_pb2.SetConsentPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.SetConsentPolicyResponse, _abc.Awaitable[_retention_pb2.SetConsentPolicyResponse]]: ...
 
 def add_RetentionServiceServicer_to_server(servicer: RetentionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

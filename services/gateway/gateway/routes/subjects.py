@@ -21,8 +21,13 @@ router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
     "",
     status_code=201,
     summary="Open a subject (a person) with their consent",
-    description="Scope `subjects:write`; not with an end user's token. Accepts `Idempotency-Key`.",
-    responses={**answers("consent_required"), 201: {"headers": header("Location")}},
+    description="Scope `subjects:write`; not with an end user's token. Accepts `Idempotency-Key`. The "
+    "consent's purpose is one of `headshots`, `team_look`, `instant`: it becomes the subject's first grant "
+    "(unless the tenant's consent policy takes grants only from the person's own token).",
+    responses={
+        **answers("invalid_consent", "invalid_purpose", "invalid_policy_version"),
+        201: {"headers": header("Location")},
+    },
 )
 async def create_subject(
     body: schemas.CreateSubjectRequest,
@@ -110,7 +115,8 @@ async def erase_subject(
         tenant=principal.tenant, subject_id=subject_id, cause="request"
     )
     try:
-        erasure = (await backends.retention.EraseSubject(request, timeout=backends.timeout)).erasure
+        answer = await backends.retention.EraseSubject(request, timeout=backends.timeout)
+        erasure = answer.erasure
     finally:
         # Again once retention marked it: a read that ran meanwhile must not keep "active" for it.
         live.forget(principal.tenant, subject_id)
@@ -119,4 +125,5 @@ async def erase_subject(
     return schemas.ErasureAccepted(
         erasure_id=erasure.id,
         status=convert.enum_name(retention_pb2.ErasureStatus, erasure.status, "ERASURE_STATUS_"),
+        receipt_salt=answer.receipt_salt or None,
     )

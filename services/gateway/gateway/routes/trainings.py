@@ -24,7 +24,14 @@ router = APIRouter(tags=["trainings"])
     description="Scope `trainings:write`. Accepts `Idempotency-Key`. Follow it with "
     "`GET /v1/trainings/{id}/events` (Server-Sent Events).",
     responses={
-        **answers("not_found", "subject_erased", "no_accepted_photos", "not_enough_photos", "invalid_steps"),
+        **answers(
+            "not_found",
+            "subject_erased",
+            "no_accepted_photos",
+            "not_enough_photos",
+            "invalid_steps",
+            "consent_required",
+        ),
         202: {"headers": header("Location")},
     },
 )
