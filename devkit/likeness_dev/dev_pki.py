@@ -17,6 +17,7 @@ against), see `likeness.grpc_tls`.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,18 +139,21 @@ class DevCertificateAuthority:
         identity: str,
         *,
         dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
         validity: datetime.timedelta = CERTIFICATE_VALIDITY,
         trusted_ca_pem: bytes | None = None,
     ) -> IssuedCertificate:
         """A certificate of `identity` (SPIFFE ID and DNS name), for serving and for calling.
 
         dns_names: more names it may serve as (a test double standing in for several services).
+        ip_addresses: addresses it may serve as (a server its clients reach by IP, e.g. kube-apiserver).
         trusted_ca_pem: the CAs its holder trusts (default: this CA alone; a CA rotation hands a bundle).
         """
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id(identity))]
         names += [x509.DNSName(name) for name in dict.fromkeys([identity, *dns_names])]
+        names += [x509.IPAddress(ipaddress.ip_address(address)) for address in ip_addresses]
         certificate = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))

@@ -16,7 +16,6 @@ under `work_dir`; the servers listen on free 127.0.0.1 ports and stop with `stop
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import secrets
 import shutil
@@ -29,11 +28,10 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.ports import LOOPBACK, free_port
 from likeness_dev.procs import ManagedProcess
 
@@ -121,53 +119,9 @@ def make_pki(directory: Path) -> KubePki:
     """A CA, a serving certificate for 127.0.0.1 signed by it, the service-account signing key and a
     static admin token (the test's own credential: `system:masters`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
     validity = datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "likeness-test-kubernetes-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    serving = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(serving_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + validity)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(LOOPBACK)), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = DevCertificateAuthority.create("likeness-test-kubernetes-ca", validity=validity)
+    serving = ca.issue("kube-apiserver", dns_names=["localhost"], ip_addresses=[LOOPBACK], validity=validity)
     pki = KubePki(
         ca_cert=directory / "ca.crt",
         serving_cert=directory / "apiserver.crt",
@@ -176,9 +130,9 @@ def make_pki(directory: Path) -> KubePki:
         token_file=directory / "tokens.csv",
         admin_token=secrets.token_urlsafe(32),
     )
-    pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
-    _write_private(pki.serving_key, _pem_key(serving_key))
+    pki.ca_cert.write_bytes(ca.ca_pem)
+    pki.serving_cert.write_bytes(serving.certificate_pem)
+    _write_private(pki.serving_key, serving.private_key_pem)
     # RS256: the algorithm every Kubernetes release signs service-account tokens with.
     _write_private(pki.service_account_key, _pem_key(rsa.generate_private_key(65537, 2048)))
     _write_private(
