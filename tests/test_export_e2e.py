@@ -1,6 +1,11 @@
 """GDPR data export: `GET /v1/subjects/{id}/export` against the real stack (every byte decrypted by the
 service that owns it), who may export what, and a backend failing half-way through cutting the stream
-(checked in-process over real HTTP, with a gRPC double of the backends that fails on cue)."""
+(checked in-process over real HTTP, with a gRPC double of the backends that fails on cue).
+
+The export holds every category (issue 16): the face templates and the LoRA in the archive load through
+the code that reads them in Likeness (`likeness_ml.face_templates`, the renderer's `read_lora`) and are
+exactly what the services hold, decrypted here with root credentials through the services' own readers;
+every item carries its deletion date."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import PIL.Image
 import pytest
 import uvicorn
@@ -23,7 +29,12 @@ from gateway.app import create_app
 from gateway.backends import Backends
 from gateway.config import GatewaySettings
 from gateway.export_zip import ZipStream
+from ingest.templates import FaceTemplate, SubjectTemplates
+from likeness.config import CommonSettings
 from likeness.grpc_tls import static_server_credentials
+from likeness.object_names import lora_key, model_faces_key
+from likeness.sealed import ObjectRef, SealedObjects
+from likeness.store import ObjectStore
 from likeness.user_tokens import TENANT_WIDE_SCOPE
 from likeness.v1 import (
     ingest_pb2,
@@ -35,14 +46,21 @@ from likeness.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
+from likeness.vault_transit import SubjectKeys
 from likeness_client import LikenessClient, TransportError
+from likeness_client.audit_models import AuditEntry
 from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.ports import free_port
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
-from likeness_dev.tokens import ALL_SCOPES, mint_dev_token
+from likeness_dev.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
+from likeness_ml.face_templates import FloatArray, embeddings_from_json, unpack_template_set
+from renderer.lora_swap import read_lora
 
 EXPORT_SCOPES = [*ALL_SCOPES, "subjects:export"]
+#: Under the default schedule a model, a render and the person's inactivity all last 365 days, so either
+#: deadline may come first by seconds; tests/test_subject_summary_e2e.py pins each rule with distinct periods.
+OWN_OR_SUBJECT = {rule: (rule, "inactivity") for rule in ("models_days", "renders_days")}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -98,10 +116,25 @@ class Exported:
     training_id: str
     render_id: str
     images: dict[str, bytes]
+    #: What the services held when each export was made, decrypted through their own readers.
+    templates_held: dict[str, FaceTemplate]
+    lora_held: bytes
+    model_templates_held: FloatArray
+    #: The person's processing log after both exports.
+    log: list[AuditEntry]
+
+
+def sealed_objects(stack: DevStack) -> tuple[SealedObjects, ObjectStore]:
+    """Root access to the stack's S3 and Vault (the services' credentials each hold only their part)."""
+    env = stack.infra.endpoints.as_env()
+    settings = CommonSettings.model_validate({k.removeprefix("LIKENESS_").lower(): v for k, v in env.items()})
+    store = ObjectStore.from_settings(settings)
+    return SealedObjects(SubjectKeys.from_settings(settings), store), store
 
 
 @pytest.fixture(scope="module")
 def exported(stack: DevStack) -> Iterator[Exported]:
+    sealed, store = sealed_objects(stack)
     with LikenessClient(stack.gateway_url, stack.mint_token(scopes=EXPORT_SCOPES), timeout=120) as client:
         subject = client.create_subject(
             purpose="headshots", policy_version="2026-01", external_ref="export-1"
@@ -110,6 +143,8 @@ def exported(stack: DevStack) -> Iterator[Exported]:
         accepted = [photo.id for photo in uploaded if photo.accepted]
         before = io.BytesIO()
         client.export_subject(subject.id, before)
+        # Ingest's own reader of the templates (its duplicate and same-person checks use it).
+        templates_held = SubjectTemplates(sealed, store).load(DEV_TENANT, subject.id)
 
         training = client.create_training(subject.id, steps=4)
         final = list(client.poll_training(training.id, interval=0.5))[-1]
@@ -122,6 +157,16 @@ def exported(stack: DevStack) -> Iterator[Exported]:
         images = {image.id: client.download_image(render.id, image.id) for image in done.images}
         after = io.BytesIO()
         client.export_subject(subject.id, after)
+        tenant = DEV_TENANT
+        lora_held = sealed.get(
+            ObjectRef(tenant, subject.id, lora_key(tenant, subject.id, training.id), "lora")
+        )
+        faces = ObjectRef(tenant, subject.id, model_faces_key(tenant, subject.id, training.id), "model-faces")
+        # As the renderer's identity gate reads them.
+        model_templates_held = unpack_template_set(sealed.get(faces))
+    own = stack.mint_token(scopes=["subjects:read"], subject=subject.id)
+    with LikenessClient(stack.gateway_url, own, timeout=60) as client:
+        log = list(client.iter_processing_log(subject.id))
         yield Exported(
             subject_id=subject.id,
             before_training=read_zip(before.getvalue()),
@@ -130,6 +175,10 @@ def exported(stack: DevStack) -> Iterator[Exported]:
             training_id=training.id,
             render_id=render.id,
             images=images,
+            templates_held=templates_held,
+            lora_held=lora_held,
+            model_templates_held=model_templates_held,
+            log=log,
         )
 
 
@@ -163,8 +212,9 @@ def test_export_after_rendering_lists_trainings_and_holds_the_images(exported: E
     assert [t["id"] for t in trainings] == [exported.training_id]
     assert trainings[0]["status"] == "succeeded"
     assert sorted(trainings[0]["photo_ids"]) == sorted(exported.accepted)
-    assert trainings[0]["model"]["included"] is False
-    assert not [name for name in entries if "lora" in name.lower()]
+    model = trainings[0]["model"]
+    assert model["file"] == f"models/{exported.training_id}.safetensors"
+    assert model["bytes"] == len(entries[model["file"]])
 
     renders = json.loads(entries["renders.json"])["renders"]
     assert [r["id"] for r in renders] == [exported.render_id]
@@ -178,6 +228,89 @@ def test_export_after_rendering_lists_trainings_and_holds_the_images(exported: E
     for photo in json.loads(entries["photos.json"])["photos"]:
         if photo["file"] is not None:
             assert entries[photo["file"]].startswith(PNG_MAGIC)
+
+
+# ------------------------------------------------------------------------------------ every category (16)
+
+
+def test_face_templates_in_the_export_load_and_are_the_ones_ingest_holds(exported: Exported) -> None:
+    document = json.loads(exported.before_training["face_templates.json"])
+    assert document["embedding_size"] == 128
+    exported_photos = {entry["photo_id"]: entry for entry in document["photos"]}
+    assert set(exported_photos) == set(exported.templates_held) == set(exported.accepted)
+    for photo_id, held in exported.templates_held.items():
+        entry = exported_photos[photo_id]
+        loaded = embeddings_from_json([entry["embedding"]])
+        assert np.array_equal(loaded[0], np.asarray(held.embedding, dtype=np.float32)), "exact float32 values"
+        assert held.perceptual_hash is not None
+        assert int(entry["perceptual_hash"], 16) == held.perceptual_hash
+        assert entry["delete_by"] is not None, "each template's deletion date"
+        assert entry["deletion_rule"]
+    assert document["models"] == [], "no model trained yet"
+
+
+def test_the_lora_in_the_export_loads_as_the_renderer_loads_it_and_is_the_model_held(
+    exported: Exported,
+) -> None:
+    entries = exported.after_render
+    lora = entries[f"models/{exported.training_id}.safetensors"]
+    assert lora == exported.lora_held, "the very weights the renderer decrypts for a render"
+    layers = read_lora(lora)  # the renderer's own loader: safetensors with our metadata, every layer whole
+    assert layers.metadata.rank > 0
+    assert [name for name in entries if name.startswith("models/")] == [
+        f"models/{exported.training_id}.safetensors"
+    ]
+
+    document = json.loads(entries["face_templates.json"])
+    [model] = document["models"]
+    assert model["training_id"] == exported.training_id
+    assert np.array_equal(embeddings_from_json(model["embeddings"]), exported.model_templates_held)
+    assert len(model["embeddings"]) == len(exported.accepted)
+    assert model["delete_by"] is not None
+    assert model["deletion_rule"] in OWN_OR_SUBJECT["models_days"]
+
+
+def test_each_decrypting_service_audits_its_part_of_each_export_once(exported: Exported) -> None:
+    """Ingest the templates, the trainer each model: one record per export that decrypted them, with the
+    exporting principal (the tenant's token here) and the purpose `export`."""
+    models = [entry for entry in exported.log if entry.action == "model.exported"]
+    assert [(e.resource_id, e.principal, e.purpose) for e in models] == [
+        (exported.training_id, "tenant", "export")
+    ], "the second export (the only one after training) opened the model once"
+    templates = [entry for entry in exported.log if entry.action == "templates.exported"]
+    assert templates, "the first export opened the photos' templates"
+    assert len(templates) <= 2, "at most once per export"
+    assert all((e.principal, e.purpose) == ("tenant", "export") for e in templates)
+
+
+def test_every_category_is_in_the_export_with_each_item_s_deletion_date(exported: Exported) -> None:
+    entries = exported.after_render
+    summary = json.loads(entries["summary.json"])
+    categories = {category["name"]: category for category in summary["categories"]}
+    assert {"photos", "face_templates", "models", "renders", "images", "consents"} <= set(categories)
+    assert [item["id"] for item in categories["models"]["items"]] == [exported.training_id]
+    assert [item["id"] for item in categories["renders"]["items"]] == [exported.render_id]
+    assert {item["id"] for item in categories["images"]["items"]} == set(exported.images)
+    for category in summary["categories"]:
+        for item in category["items"]:
+            assert item["delete_by"] is not None, (category["name"], item)
+            assert item["deletion_rule"], (category["name"], item)
+    assert summary["delete_by"] is not None
+    assert summary["deletion_rule"] in ("hard_cap", "inactivity")
+
+    # The same dates on the items of each file, and the consent history in full.
+    [training] = json.loads(entries["trainings.json"])["trainings"]
+    assert training["model"]["delete_by"] == categories["models"]["items"][0]["delete_by"]
+    [render] = json.loads(entries["renders.json"])["renders"]
+    assert render["delete_by"] is not None
+    assert render["deletion_rule"] in OWN_OR_SUBJECT["renders_days"]
+    assert all(image["delete_by"] is not None for image in render["images"])
+    grants = json.loads(entries["consents.json"])["grants"]
+    assert [(g["purpose"], g["granted_by"], g["live"]) for g in grants] == [("headshots", "tenant", True)]
+    assert [item["id"] for item in categories["consents"]["items"]] == [grants[0]["id"]]
+    readme = entries["README.txt"].decode()
+    for name in ("summary.json", "consents.json", "face_templates.json", "models/"):
+        assert name in readme
 
 
 def _export(stack: DevStack, subject_id: str, token: str | None) -> httpx.Response:
@@ -254,6 +387,12 @@ class OneSubject(retention_pb2_grpc.RetentionServiceServicer):
         )
         return retention_pb2.GetSubjectResponse(subject=subject)
 
+    async def ListConsents(self, request: retention_pb2.ListConsentsRequest, context: Context) -> Any:
+        return retention_pb2.ListConsentsResponse()
+
+    async def DescribeHoldings(self, request: retention_pb2.DescribeHoldingsRequest, context: Context) -> Any:
+        return retention_pb2.DescribeHoldingsResponse(tenant=TENANT, subject_id=SUBJECT_ID)
+
 
 class FailingIngest(ingest_pb2_grpc.IngestServiceServicer):
     """Sends the first crop, then half of the second, then fails as a backend going away would."""
@@ -262,6 +401,11 @@ class FailingIngest(ingest_pb2_grpc.IngestServiceServicer):
         photo = ingest_pb2.Photo(id=PHOTO_ID, tenant=TENANT, subject_id=SUBJECT_ID)
         photo.status = ingest_pb2.PHOTO_STATUS_ACCEPTED
         return ingest_pb2.ListPhotosResponse(photos=[photo])
+
+    async def ExportFaceTemplates(
+        self, request: ingest_pb2.ExportFaceTemplatesRequest, context: Context
+    ) -> Any:
+        return ingest_pb2.ExportFaceTemplatesResponse()
 
     async def ExportPhotos(
         self, request: ingest_pb2.ExportPhotosRequest, context: Context

@@ -40,6 +40,8 @@ TENANT_ONLY = {
     ("PUT", "/v1/consent-policy"),
     ("PUT", "/v1/team-looks/{look_id}"),
     ("DELETE", "/v1/team-looks/{look_id}"),
+    # The tenant's audit trail (`audit:read`): the person reads their own log, not the tenant's trail.
+    ("GET", "/v1/audit"),
 }
 #: Routes that name no subject: a token without `sub` and without `tenant:all` may use them (the gateway's
 #: `deps.TENANT_LEVEL_ROUTES`); every other route answers it 403 `insufficient_scope` (scope tenant:all).
@@ -56,7 +58,7 @@ TENANT_LEVEL = {
     ("DELETE", "/v1/team-looks/{look_id}"),
 }
 #: Path parameters that name a resource of one subject (another tenant or subject must get 404).
-OWNED_PARAMS = {"subject_id", "training_id", "render_id", "image_id", "erasure_id"}
+OWNED_PARAMS = {"subject_id", "photo_id", "training_id", "render_id", "image_id", "erasure_id"}
 LOOK = "authz-look"
 
 
@@ -69,9 +71,10 @@ class World:
     render: str
     image: str
     erasure: str
+    photo: str
 
     def ids(self) -> list[str]:
-        return [self.subject, self.training, self.render, self.image, self.erasure]
+        return [self.subject, self.training, self.render, self.image, self.erasure, self.photo]
 
 
 def _wait(client: httpx.Client, path: str, timeout: float = 240.0) -> dict[str, Any]:
@@ -104,7 +107,8 @@ def world(stack: DevStack) -> Iterator[World]:
         assert client.put(f"/v1/team-looks/{LOOK}", json=look).status_code == 200
         erasure = client.delete(f"/v1/subjects/{erased}").json()["erasure_id"]
         _wait(client, f"/v1/erasures/{erasure}")
-        yield World(tenant, subject, other, training, render, finished["images"][0]["id"], erasure)
+        photo = uploaded.json()["photos"][0]["id"]
+        yield World(tenant, subject, other, training, render, finished["images"][0]["id"], erasure, photo)
 
 
 def _routes() -> list[tuple[str, str]]:
@@ -127,6 +131,7 @@ def _url(path: str, world: World) -> str:
         "render_id": world.render,
         "image_id": world.image,
         "erasure_id": world.erasure,
+        "photo_id": world.photo,
         "look_id": LOOK,
     }
     return re.sub(r"\{(\w+)\}", lambda match: values[match.group(1)], path)
@@ -147,6 +152,8 @@ def _body(method: str, path: str, world: World) -> dict[str, Any]:
         return {"params": {"purpose": "instant"}}
     if path == "/v1/consent-policy" and method == "PUT":
         return {"json": {"grants_need_subject_token": False, "erase_on_withdrawal": False}}
+    if path == "/v1/subjects/{subject_id}" and method == "PATCH":
+        return {"json": {"external_ref": "authz-ref"}}
     if path == "/v1/retention-policy" and method == "PUT":
         return {"json": {"photos_days": 10}}
     if path.startswith("/v1/team-looks/") and method == "PUT":

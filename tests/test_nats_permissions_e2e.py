@@ -33,6 +33,7 @@ from likeness.config import NatsCredentials
 from likeness.ids import new_id
 from likeness.provisioner import provision_nats
 from likeness.provisioning import (
+    AUDIT_ACTIONS,
     AUDIT_STREAM,
     BOOTSTRAP,
     EVENTS_STREAM,
@@ -52,6 +53,12 @@ from likeness.v1 import events_pb2
 from likeness_dev.infra import Infra
 
 TENANT, SUBJECT = "t1", new_id("sub")
+#: A person's pseudonym in the audit trail (`audit.<tenant>.<pseudonym>.<action>`).
+PSEUDONYM = "0f" * 32
+
+
+def _audit(action: str) -> str:
+    return f"audit.{TENANT}.{PSEUDONYM}.{action.replace('.', '_')}"
 
 
 # ------------------------------------------------------------------------------------------ servers
@@ -207,8 +214,9 @@ PUBLISH_PROBES = [
     *(EVENT.format(name) for name in ("training.completed", "render.completed")),
     f"job.train.{TENANT}.{SUBJECT}",
     f"job.render.{TENANT}.{SUBJECT}",
-    f"audit.{TENANT}.subject_erased",
-    "audit._mesh.call_denied",
+    # Every audit action of every writer: each identity may publish its own actions only.
+    *(_audit(action) for actions in AUDIT_ACTIONS.values() for action in actions),
+    "audit._mesh._.call_denied",
     *(f"$KV.{spec.name}.{TENANT}.probe" for spec in (bucket(PHOTOS_BUCKET), bucket("renders"))),
     *(f"$KV.{name}.{TENANT}.probe" for name in ("subjects", "trainings", "gateway_idempotency")),
     *(f"{API}.STREAM.MSG.GET.KV_{name}" for name in ("subjects", "renders", "gateway_idempotency")),
@@ -286,32 +294,54 @@ NEVER = {
         EVENT.format("subject.erased"),
         f"$KV.renders.{TENANT}.ren_forged",
         f"$KV.subjects.{TENANT}.{SUBJECT}",
-        f"audit.{TENANT}.subject_read",
+        # The gateway holds no audit secret and writes no record: none of anyone's actions.
+        _audit("image.downloaded"),
+        _audit("photos.exported"),
+        _audit("access.denied"),
         f"{API}.STREAM.MSG.GET.{AUDIT_STREAM}",
         f"{API}.STREAM.INFO.{AUDIT_STREAM}",
         f"{API}.STREAM.CREATE.PROBE",
         f"$JS.ACK.{EVENTS_STREAM}.retention-deadlines.1.1.1.1.0",
     ],
-    "ingest": [EVENT.format("subject.erased"), f"$KV.renders.{TENANT}.ren_forged", f"job.train.{TENANT}.x"],
+    "ingest": [
+        EVENT.format("subject.erased"),
+        f"$KV.renders.{TENANT}.ren_forged",
+        f"job.train.{TENANT}.x",
+        # A compromised ingest cannot write another service's audit records (issue 16, item 2).
+        _audit("model.decrypted"),
+        _audit("photos.decrypted"),
+        _audit("consent.granted"),
+    ],
     # Trainer and renderer read consent grants; none of them can write one or announce a withdrawal.
     "trainer-worker": [
         EVENT.format("subject.erased"),
         f"$KV.renders.{TENANT}.ren_forged",
         f"$KV.consents.{TENANT}.{SUBJECT}",
         EVENT.format("consent.withdrawn"),
+        _audit("image.downloaded"),
+        _audit("subject.erased"),
     ],
     "renderer": [
         EVENT.format("subject.erased"),
         f"job.train.{TENANT}.{SUBJECT}",
         f"$KV.consents.{TENANT}.{SUBJECT}",
         EVENT.format("consent.withdrawn"),
+        _audit("model.decrypted"),
+        _audit("consent.withdrawn"),
     ],
     "renderer-worker": [
         EVENT.format("subject.erased"),
         f"job.render.{TENANT}.{SUBJECT}",
         f"$KV.consents.{TENANT}.{SUBJECT}",
+        _audit("photos.decrypted"),
+        _audit("image.downloaded"),
     ],
-    RETENTION: [f"$KV.renders.{TENANT}.ren_forged", f"job.train.{TENANT}.{SUBJECT}"],
+    RETENTION: [
+        f"$KV.renders.{TENANT}.ren_forged",
+        f"job.train.{TENANT}.{SUBJECT}",
+        _audit("photos.decrypted"),
+        _audit("model.decrypted"),
+    ],
     # The provisioner makes what the spec names, nothing else: no stream of its own choosing, and no
     # consumer of its own (through which it could read events, records or the audit trail).
     BOOTSTRAP: [
@@ -522,7 +552,7 @@ async def test_a_full_audit_stream_refuses_the_record_and_the_writer_says_so(
             refusal: AuditTrailFull | None = None
             while refusal is None and written < 1000:
                 try:
-                    await trail.record(TENANT, "subject.read", SUBJECT, "ok")
+                    await trail.record(TENANT, "subject.opened", SUBJECT, "ok")
                 except AuditTrailFull as full:
                     refusal = full
                 else:
@@ -530,13 +560,13 @@ async def test_a_full_audit_stream_refuses_the_record_and_the_writer_says_so(
             assert refusal is not None, "a bounded audit stream refuses records once full"
             assert "audit stream is full" in str(refusal)
             assert written > 0, "records went in until the bound"
-            admin = await nats.connect(small.endpoints.nats_url)  # retention may not read the stream
+            admin = await nats.connect(small.endpoints.nats_url)
             try:
                 held = (await admin.jetstream().stream_info(AUDIT_STREAM)).state
             finally:
                 await admin.close()
             assert held.messages == written, "nothing old was dropped to make room"
-            assert not await trail.record_quietly(TENANT, "subject.read", SUBJECT, "ok")
+            assert not await trail.record_quietly(TENANT, "subject.opened", SUBJECT, "ok")
         finally:
             await bus.close()
     finally:

@@ -69,11 +69,12 @@ from likeness_ml.tiny_safety import write_tiny_safety_classifier
 from renderer.config import RendererSettings
 from renderer.identity import FaceScorer
 from renderer.quality import GatePolicy
-from renderer.rejection import ImageNotFound, reject_image
+from renderer.rejection import ImageNotFound, image_to_reject, settle_rejection
 from renderer.safety import SafetyGate
 from renderer.styles import load_styles
 from renderer.worker import RenderWorker
 from retention.config import RetentionSettings
+from retention.item_purge import item_prefixes
 from retention.records import RetentionRecords
 from retention.service import RetentionServicer
 from trainer.training_objects import TrainingObjects
@@ -407,7 +408,15 @@ async def test_the_person_rejects_one_image_and_every_version_of_it_goes(
     await asyncio.to_thread(harness.platform.sealed.put, again, b"an older version")
     assert len(store.list_versions(rejected_key)) == 2
 
-    after = await reject_image(store, harness.records, render, rejected.id)
+    # The renderer checks the image is there; retention removes every version (PurgeItem names the object
+    # from the kind and ids); the renderer settles the record.
+    image_to_reject(render, rejected.id)
+    [prefix] = item_prefixes(
+        harness.tenant, subject_id, retention_pb2.ITEM_KIND_IMAGE, rejected.id, render.id
+    ).prefixes
+    assert prefix == rejected_key
+    await asyncio.to_thread(store.delete_all_versions, prefix)
+    after = await settle_rejection(harness.records, render, rejected.id)
     assert [image.id for image in after.images] == [kept.id]
     assert after.quality.rejected == 1
     assert store.list_versions(rejected_key) == []
@@ -419,7 +428,9 @@ async def test_the_person_rejects_one_image_and_every_version_of_it_goes(
     assert found is not None
     assert [image.id for image in found[0].images] == [kept.id]
     with pytest.raises(ImageNotFound):
-        await reject_image(store, harness.records, found[0], rejected.id)
+        image_to_reject(found[0], rejected.id)
+    again = await settle_rejection(harness.records, found[0], rejected.id)
+    assert again.quality.rejected == 1, "settling again changes nothing (a retried confirmation)"
     assert io.BytesIO(kept_bytes).getbuffer().nbytes == kept.size_bytes
 
 
@@ -477,7 +488,10 @@ def test_images_carry_their_gate_scores_and_the_person_rejects_one_through_the_g
 
     rejected, kept = render["images"]
     person = {"Authorization": f"Bearer {stack.mint_token(tenant=tenant, subject=subject_id)}"}
-    after = gateway.json("DELETE", rejected["url"], headers=person)
+    answer = gateway.json("DELETE", rejected["url"], headers=person)
+    assert answer["crypto_erase"] is False
+    assert "not a crypto-erase" in answer["notice"]
+    after = answer["render"]
     assert [image["id"] for image in after["images"]] == [kept["id"]]
     assert after["quality"]["rejected"] == 1
     key = render_image_key(tenant, subject_id, render_id, rejected["id"])

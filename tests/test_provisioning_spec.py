@@ -117,8 +117,7 @@ def test_versions_are_deleted_by_retention_and_by_gpu_workers_of_their_own_attem
         RETENTION: ["arn:aws:s3:::b/t/*"],
         "trainer-worker": ["arn:aws:s3:::b/t/*/s/*/models/*/ckpt-*"],
         "renderer-worker": ["arn:aws:s3:::b/t/*/s/*/renders/*"],
-        # The person's rejection of one image deletes it for good (RejectImage, issue 16).
-        "renderer": ["arn:aws:s3:::b/t/*/s/*/renders/*"],
+        # Not the render API: a rejected image's versions are retention's to remove (PurgeItem, issue 16).
     }
     denied = {principal for s in bucket_policy("b")["Statement"] for principal in s["Principal"]["AWS"]}
     expected = {name for name in SERVICE_IDENTITIES if identity(name).s3 is not None}

@@ -148,16 +148,22 @@ NEVER = [
     ("ingest", "delete version", "face"),
     ("trainer", "read", "photo"),
     ("trainer", "list", "photo"),
+    # The training API reads models only for a person's export (ExportModels): it writes none, reads no
+    # checkpoint, photo template or image (issue 16).
+    ("trainer", "write", "lora"),
+    ("trainer", "read", "checkpoint"),
+    ("trainer", "read", "face"),
+    ("trainer", "read", "render"),
     ("trainer-worker", "read", "render"),
     ("trainer-worker", "write", "photo"),
     ("trainer-worker", "delete version", "lora"),
     ("trainer-worker", "delete version", "photo"),
     ("renderer", "read", "photo"),
     ("renderer", "read", "lora"),
-    # It deletes every version of an image the person rejects (RejectImage), and nothing else. SeaweedFS's
-    # `Write` covers deleting, so there it may also put bytes under renders/ (not on AWS or MinIO, whose
-    # IAM policy grants it s3:DeleteObjectVersion alone): bytes it cannot seal (it holds no data-key right,
-    # tests/test_vault_policies_e2e.py), so no more than deleting them.
+    # It only reads images to stream them: a rejected image's or a deleted render's versions are
+    # retention's to remove (PurgeItem, issue 16), so a compromised render API can delete nothing.
+    ("renderer", "delete version", "render"),
+    ("renderer", "write", "render"),
     ("renderer", "write", "lora"),
     ("renderer", "write", "photo"),
     ("renderer", "delete version", "lora"),

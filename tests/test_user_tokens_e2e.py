@@ -229,6 +229,37 @@ REQUESTS: dict[tuple[str, str], Callable[[World], Any]] = {
     ("renderer", "RejectImage"): lambda w: renderer_pb2.RejectImageRequest(
         tenant=w.tenant, render_id=w.render, image_id=w.image
     ),
+    # Per-item deletion and rectification (issue 16): only the first, marking step, with wrong tokens only.
+    ("renderer", "DeleteRender"): lambda w: renderer_pb2.DeleteRenderRequest(
+        tenant=w.tenant, render_id=w.render
+    ),
+    ("trainer", "DeleteTraining"): lambda w: trainer_pb2.DeleteTrainingRequest(
+        tenant=w.tenant, training_id=w.training
+    ),
+    ("ingest", "DeletePhoto"): lambda w: ingest_pb2.DeletePhotoRequest(
+        tenant=w.tenant, subject_id=w.subject, photo_id=w.photo
+    ),
+    ("retention", "PurgeItem"): lambda w: retention_pb2.PurgeItemRequest(
+        tenant=w.tenant, subject_id=w.subject, kind=retention_pb2.ITEM_KIND_PHOTO, item_id=w.photo
+    ),
+    ("retention", "RectifySubject"): lambda w: retention_pb2.RectifySubjectRequest(
+        tenant=w.tenant, subject_id=w.subject, external_ref="changed"
+    ),
+    # The audit read API (issue 16, item 2).
+    ("retention", "ListProcessingLog"): lambda w: retention_pb2.ListProcessingLogRequest(
+        tenant=w.tenant, subject_id=w.subject
+    ),
+    ("retention", "ListAuditTrail"): lambda w: retention_pb2.ListAuditTrailRequest(tenant=w.tenant),
+    # The summary and the export's other categories (issue 16, items 3 and 7).
+    ("retention", "DescribeHoldings"): lambda w: retention_pb2.DescribeHoldingsRequest(
+        tenant=w.tenant, subject_id=w.subject
+    ),
+    ("ingest", "ExportFaceTemplates"): lambda w: ingest_pb2.ExportFaceTemplatesRequest(
+        tenant=w.tenant, subject_id=w.subject
+    ),
+    ("trainer", "ExportModels"): lambda w: trainer_pb2.ExportModelsRequest(
+        tenant=w.tenant, subject_id=w.subject
+    ),
 }
 METHODS = sorted(REQUESTS)
 #: Who may call what, by certificate (part 2 of the issue): a method the gateway may not call at all is

@@ -7,6 +7,7 @@
     likeness styles list                                likeness team-looks list|get|set|delete
     likeness retention policy get|set                   likeness erasures get|receipt|keys
     likeness consents grant|list|withdraw|policy get|set
+    likeness subjects log ID                            likeness audit trail
     likeness gateway health|ready
 
 Each module below adds its own group; `api_cli` says where the gateway and token come from and how
@@ -16,6 +17,7 @@ errors become exit codes.
 from __future__ import annotations
 
 from likeness_cli import (
+    audit_commands,
     consent_commands,
     erasure_commands,
     gateway_commands,
@@ -34,6 +36,7 @@ def register(commands: Commands) -> None:
         tenant_commands,
         consent_commands,
         erasure_commands,
+        audit_commands,
         gateway_commands,
     )
     for module in modules:

@@ -5,6 +5,7 @@ likeness trainings list SUBJECT [--limit N] [--cursor C | --all] [--json]
 likeness trainings get ID
 likeness trainings watch ID [--poll]          # live progress until done; exit 1 unless succeeded
 likeness trainings cancel ID
+likeness trainings delete ID                  # the training and its model, every version
 likeness renders create SUBJECT --training ID (--style S [--style S...] | --team-look LOOK)
                         [--images-per-style N] [--seed N]          # prints the id
 likeness renders list SUBJECT [--limit N] [--cursor C | --all] [--json]
@@ -13,6 +14,7 @@ likeness renders watch ID [--poll]
 likeness renders image ID IMAGE --out FILE    # one image
 likeness renders download ID --out DIR        # every image
 likeness renders reject ID IMAGE              # delete one image for good (every version)
+likeness renders delete ID                    # the render and every image, every version
 likeness styles list [--json]                 # curated styles, and backgrounds for team looks
 """
 
@@ -22,7 +24,7 @@ import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
-from likeness_cli import api_cli
+from likeness_cli import api_cli, deletion_commands
 from likeness_cli.api_cli import ApiCommands
 from likeness_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, say
 from likeness_cli.progress_bar import ProgressBar
@@ -135,12 +137,6 @@ def _image(args: argparse.Namespace, client: LikenessClient) -> int:
     return EXIT_OK
 
 
-def _reject(args: argparse.Namespace, client: LikenessClient) -> int:
-    render = client.reject_image(args.render_id, args.image_id)
-    say(f"image {args.image_id} deleted; the render keeps {len(render.images)}")
-    return EXIT_OK
-
-
 def _download(args: argparse.Namespace, client: LikenessClient) -> int:
     saved = client.download_render(args.render_id, args.out)
     for path in saved:
@@ -191,6 +187,7 @@ def register(api: ApiCommands) -> None:
     _add_reads(api, trainings, "training", _list_trainings, read_training, _watch_training)
     cancel = api.command(trainings, "cancel", "cancel a training; prints its status", _cancel)
     cancel.add_argument("training_id", metavar="ID")
+    deletion_commands.register_training_delete(api, trainings)
 
     renders = api.group("renders", "headshots rendered from a trained model")
     render = api.command(renders, "create", "render headshots; prints the render id", _create_render)
@@ -206,9 +203,7 @@ def register(api: ApiCommands) -> None:
     image.add_argument("render_id", metavar="ID")
     image.add_argument("image_id", metavar="IMAGE")
     image.add_argument("--out", type=Path, required=True, help="the file to write")
-    reject = api.command(renders, "reject", "reject one image: every copy of it is deleted", _reject)
-    reject.add_argument("render_id", metavar="ID")
-    reject.add_argument("image_id", metavar="IMAGE")
+    deletion_commands.register_render_deletes(api, renders)
     download = api.command(renders, "download", "save every image of a render", _download)
     download.add_argument("render_id", metavar="ID")
     download.add_argument("--out", type=Path, required=True, help="folder to save the images in")

@@ -3,10 +3,14 @@
 likeness subjects create [--external-ref REF] [--purpose headshots|team_look|instant] [--policy-version V]
 likeness subjects list [--limit N] [--cursor C | --all] [--json]
 likeness subjects get ID
+likeness subjects summary ID [--json]         # what is held: per category, each item's deletion date
+likeness subjects log ID [--limit N] [--cursor C | --all] [--json]  # who touched their data (own token)
 likeness subjects export ID --out FILE.zip
 likeness subjects erase ID                    # prints the erasure id (follow it: likeness erasures)
+likeness subjects rectify ID (--external-ref REF | --forget-external-ref)
 likeness photos upload SUBJECT DIR [--send-originals]  # progress bar, then a table of verdicts
 likeness photos list SUBJECT [--limit N] [--cursor C | --all] [--json]
+likeness photos delete SUBJECT PHOTO [--with-models] [--json]  # every version; names its models
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from likeness_cli import audit_commands, deletion_commands
 from likeness_cli.api_cli import (
     ApiCommands,
     add_listing_options,
@@ -32,6 +37,7 @@ from likeness_client import (
     Photo,
     PhotoNotPrepared,
     Subject,
+    SubjectSummary,
     UploadRejected,
 )
 
@@ -62,6 +68,30 @@ def _subject_row(subject: Subject) -> list[str]:
 def _list(args: argparse.Namespace, client: LikenessClient) -> int:
     columns = ["ID", "STATUS", "CREATED", "DELETE BY"]
     return show_listing(args, client.list_subjects, client.iter_subjects, [], columns, _subject_row)
+
+
+def _summary_rows(summary: SubjectSummary) -> list[list[str]]:
+    rows = []
+    for category in summary.categories:
+        rows.append([category.name, str(category.count), str(category.bytes), "", "", ""])
+        for item in category.items:
+            of = f" ({item.parent_id})" if item.parent_id and item.parent_id != item.id else ""
+            stored, due, rule = when(item.stored_at), when(item.delete_by), item.deletion_rule or "-"
+            rows.append(["", f"  {item.id}{of}", str(item.bytes), stored, due, rule])
+    return rows
+
+
+def _summary(args: argparse.Namespace, client: LikenessClient) -> int:
+    summary = client.get_subject_summary(args.subject_id)
+    if args.json:
+        print_json(summary)
+        return EXIT_OK
+    print(table(_summary_rows(summary), ["HELD", "COUNT / ITEM", "BYTES", "STORED", "DELETE BY", "RULE"]))
+    grants = ", ".join(f"{grant.purpose} (by {grant.granted_by})" for grant in summary.live_grants)
+    say(f"live grants: {grants or 'none'}")
+    say(f"last access: {when(summary.last_access_at)} ({summary.last_access_source or 'unknown'})")
+    say(f"everything deleted by: {when(summary.delete_by)} ({summary.deletion_rule or '-'})")
+    return EXIT_OK
 
 
 def _export(args: argparse.Namespace, client: LikenessClient) -> int:
@@ -164,6 +194,15 @@ def register(api: ApiCommands) -> None:
         prints(lambda client, args: client.get_subject(args.subject_id)),
     )
     get.add_argument("subject_id", metavar="ID")
+    summary = api.command(
+        subjects,
+        "summary",
+        "what is held about a subject: per category, counts, bytes, each item's deletion date",
+        _summary,
+    )
+    summary.add_argument("subject_id", metavar="ID")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit_commands.register_subject_log(api, subjects)
     export = api.command(subjects, "export", "download everything held about a subject (zip)", _export)
     export.add_argument("subject_id", metavar="ID")
     export.add_argument("--out", type=Path, required=True, help="the zip file to write")
@@ -171,6 +210,7 @@ def register(api: ApiCommands) -> None:
         subjects, "erase", "erase a subject (key destroyed first); prints the erasure id", _erase
     )
     erase.add_argument("subject_id", metavar="ID")
+    deletion_commands.register_rectify(api, subjects)
 
     photos = api.group("photos", "photos of a subject")
     upload = api.command(photos, "upload", "upload every photo of a folder; prints each verdict", _upload)
@@ -185,3 +225,4 @@ def register(api: ApiCommands) -> None:
     listed = api.command(photos, "list", "a subject's photos and their verdicts, oldest first", _list_photos)
     listed.add_argument("subject_id", metavar="SUBJECT")
     add_listing_options(listed)
+    deletion_commands.register_photo_delete(api, photos)

@@ -68,9 +68,9 @@ def test_s3_renders_agree_on_who_has_an_identity(capsys: pytest.CaptureFixture[s
         for statement in policy["Statement"]
         if "s3:DeleteObjectVersion" in statement["Action"]
     ]
-    # Retention, plus each GPU worker for what its own killed attempt left behind (provisioning.S3Access),
-    # plus the renderer serve role for an image the person rejects.
-    assert sorted(versions) == ["renderer", "renderer-worker", "retention", "trainer-worker"]
+    # Retention, plus each GPU worker for what its own killed attempt left behind (provisioning.S3Access);
+    # a person's per-item deletion is retention's (PurgeItem), never the renderer serve role's.
+    assert sorted(versions) == ["renderer-worker", "retention", "trainer-worker"]
     assert likeness("bootstrap", "bucket-policy", "--bucket", "b") == EXIT_OK
     denied = json.loads(capsys.readouterr().out)["Statement"]
     assert all(statement["Effect"] == "Deny" for statement in denied)

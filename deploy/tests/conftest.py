@@ -109,6 +109,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "s3": {"endpoint": "https://minio.storage:9000"},
         "vault": {"addr": "https://vault.vault:8200"},
         "hmac": {"existingSecret": "acme-hmac", "existingSecretKey": "secret"},
+        "auditPseudonym": {"existingSecret": "acme-audit-pseudonym", "existingSecretKey": "secret"},
         "credentials": {
             identity: {"existingSecret": f"acme-{identity}", "natsUser": identity} for identity in IDENTITIES
         },

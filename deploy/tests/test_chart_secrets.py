@@ -144,6 +144,12 @@ def expected_secret_files(scenario: str, process: str) -> dict[str, tuple[str, s
         )
         return files
     files |= {"s3_access_key": (own, "s3_access_key"), "s3_secret_key": (own, "s3_secret_key")}
+    # The audit pseudonym secret: every process that writes audit records about people, never the gateway.
+    files["audit_pseudonym_secret"] = (
+        ("acme-audit-pseudonym", "secret")
+        if production
+        else ("likeness-audit-pseudonym", "audit-pseudonym-secret")
+    )
     if process == "retention":  # the HMAC secret is retention's alone
         files["hmac_secret"] = ("acme-hmac", "secret") if production else ("likeness-hmac", "hmac-secret")
         receipts = "acme-receipts" if production else "likeness-receipts"
@@ -176,6 +182,22 @@ def test_only_retention_holds_the_hmac_secret(scenario: tuple[str, Rendered]) ->
         if "hmac_secret" in rendered.secret_files(component(doc))
     }
     assert holders == {"retention"}
+
+
+def test_the_audit_pseudonym_secret_is_mounted_where_audit_records_are_written(
+    scenario: tuple[str, Rendered],
+) -> None:
+    """Ingest, trainer and renderer (both roles) and retention write records naming a person by pseudonym;
+    the gateway writes none and never holds the secret."""
+    _, rendered = scenario
+    holders = {
+        component(doc)
+        for doc in rendered.of_kind("Deployment")
+        if "audit_pseudonym_secret" in rendered.secret_files(component(doc))
+    }
+    deployments = {component(doc) for doc in rendered.of_kind("Deployment")}
+    assert holders == deployments - {"gateway"}
+    assert "gateway" in deployments
 
 
 def test_secret_files_are_one_read_only_projected_volume(scenario: tuple[str, Rendered]) -> None:

@@ -196,7 +196,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     token = dev.add_parser("token", parents=[where], help="print a dev JWT for the running stack")
     token.add_argument("--tenant", default=DEV_TENANT, help=f"tenant claim (default: {DEV_TENANT})")
     token.add_argument("--subject", help="sub claim (omitted by default)")
-    token.add_argument("--scopes", help="space/comma separated scopes (default: all)")
+    token.add_argument(
+        "--scopes", help="space/comma separated scopes (default: all, `audit:read` and `tenant:all` included)"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
     token.set_defaults(handler=_as_cli_errors, dev_handler=_dev_token)
 

@@ -244,6 +244,7 @@ def stack_secrets(stack: DevStack) -> dict[str, str]:
     endpoints = stack.infra.endpoints
     found = {
         "the HMAC secret": stack.hmac_secret,
+        "the audit pseudonym secret": stack.audit_pseudonym_secret,
         "the JWT signing secret": stack.jwt_secret,
         "the idempotency secret": stack.idempotency_secret,
         "the admin S3 secret key": endpoints.s3_secret_key,

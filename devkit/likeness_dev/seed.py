@@ -12,10 +12,13 @@ operations that read them. So this makes, for the token's tenant:
 - an erased subject with its completed erasure: `DELETE /v1/subjects/{id}` of it answers its erasure
   again, so the run's erasures never touch the subjects the other operations use, and
   `GET /v1/erasures/{id}/receipt` has a receipt to give;
-- a team look to read and replace, and a spare one for the run to delete.
+- a team look to read and replace, and a spare one for the run to delete;
+- spares for the per-item deletions, so the run's deletions never take away what the other operations
+  read: a second render of the trained model, a subject with one photo (no model trained on it), and a
+  training of a subject of its own, cancelled at once (a finished training may be deleted).
 
 Seeding again reuses the trained subject while it is still there (a training takes a while) and makes
-anew what a run uses up: the empty subject and the spare look.
+anew what a run uses up: the empty subject, the spare look and the spares of the deletions.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from pathlib import Path
 from likeness_dev.journey import GatewayClient, JourneyError
 from likeness_dev.samples import sample_photos
 from likeness_dev.stackfile import read_dev_env, write_dev_env
+from likeness_dev.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
 
 Say = Callable[[str], None]
 
 ENV_PREFIX = "LIKENESS_SEED_"
+#: The seeded (trained) subject's own token, for what only the person's token may read (the processing log).
+PERSON_TOKEN_VARIABLE = f"{ENV_PREFIX}PERSON_TOKEN"
 #: Photos of the trained subject: the gateway's default `LIKENESS_MIN_PHOTOS_FOR_TRAINING`.
 DEFAULT_PHOTOS = 4
 LOOK_ID = "contract-look"
@@ -56,6 +62,11 @@ class Seed:
     erasure_id: str
     look_id: str
     spare_look_id: str
+    #: Targets of the run's per-item deletions (each deleted once, then 404 like any missing item).
+    spare_render_id: str
+    spare_photo_subject_id: str
+    spare_photo_id: str
+    spare_training_id: str
 
     def as_env(self) -> dict[str, str]:
         return {f"{ENV_PREFIX}{name.upper()}": value for name, value in asdict(self).items()}
@@ -94,6 +105,10 @@ def seed(
             "seed_policy": "fixed",
         }
         client.call("PUT", f"/v1/team-looks/{look_id}", json=look)
+    spare_render_id = _render(client, subject_id, training_id, timeout, say)
+    spare_photo_subject_id = _open_subject(client)
+    spare_photo_id = _upload(client, spare_photo_subject_id, 1)[0]
+    spare_training_id = _cancelled_training(client, photos)
     if erased is None:
         client.wait(
             f"/v1/erasures/{erasure_id}", lambda r: r["status"] == "completed", timeout, say, "erasure"
@@ -109,6 +124,10 @@ def seed(
         erasure_id=erasure_id,
         look_id=LOOK_ID,
         spare_look_id=SPARE_LOOK_ID,
+        spare_render_id=spare_render_id,
+        spare_photo_subject_id=spare_photo_subject_id,
+        spare_photo_id=spare_photo_id,
+        spare_training_id=spare_training_id,
     )
 
 
@@ -133,11 +152,7 @@ def _trained_subject(
     # Opening granted `headshots`; renders in a team look need their own grant (`likeness.consent`).
     grant = {"purpose": "team_look", "policy_version": "2026-01"}
     client.call("POST", f"/v1/subjects/{subject_id}/consents", expect=(201,), json=grant)
-    files = [("file", (name, data, "application/octet-stream")) for name, data in sample_photos(photos)]
-    uploaded = client.json("POST", f"/v1/subjects/{subject_id}/photos", files=files)["photos"]
-    refused = [photo for photo in uploaded if photo["status"] != "accepted"]
-    if refused:
-        raise JourneyError(f"sample photos were rejected: {refused}")
+    uploaded = _upload(client, subject_id, photos)
     say(f"subject {subject_id}: {len(uploaded)} photos accepted; training")
     training_id = str(
         client.json("POST", f"/v1/subjects/{subject_id}/trainings", expect=(202,), json={})["id"]
@@ -147,12 +162,40 @@ def _trained_subject(
     )
     if training["status"] != "succeeded":
         raise JourneyError(f"the seed training ended {training['status']}: {training.get('error')}")
+    render_id = _render(client, subject_id, training_id, timeout, say)
+    render = client.json("GET", f"/v1/renders/{render_id}")
+    return subject_id, training_id, render_id, str(render["images"][0]["id"])
+
+
+def _upload(client: GatewayClient, subject_id: str, photos: int) -> list[str]:
+    """Uploads `photos` sample photos of a real face; their ids (every one must be accepted)."""
+    files = [("file", (name, data, "application/octet-stream")) for name, data in sample_photos(photos)]
+    uploaded = client.json("POST", f"/v1/subjects/{subject_id}/photos", files=files)["photos"]
+    refused = [photo for photo in uploaded if photo["status"] != "accepted"]
+    if refused:
+        raise JourneyError(f"sample photos were rejected: {refused}")
+    return [str(photo["id"]) for photo in uploaded]
+
+
+def _render(client: GatewayClient, subject_id: str, training_id: str, timeout: float, say: Say) -> str:
+    """A succeeded render of one image from the training."""
     body = {"training_id": training_id, "styles": ["linkedin"], "images_per_style": 1, "seed": 7}
     render_id = str(client.json("POST", f"/v1/subjects/{subject_id}/renders", expect=(202,), json=body)["id"])
     render = client.wait(f"/v1/renders/{render_id}", lambda r: r["status"] in _DONE, timeout, say, "render")
     if render["status"] != "succeeded":
         raise JourneyError(f"the seed render ended {render['status']}: {render.get('error')}")
-    return subject_id, training_id, render_id, str(render["images"][0]["id"])
+    return render_id
+
+
+def _cancelled_training(client: GatewayClient, photos: int) -> str:
+    """A training of a subject of its own, cancelled at once: finished (so deletable) without training."""
+    subject_id = _open_subject(client)
+    _upload(client, subject_id, photos)
+    training_id = str(
+        client.json("POST", f"/v1/subjects/{subject_id}/trainings", expect=(202,), json={})["id"]
+    )
+    client.call("POST", f"/v1/trainings/{training_id}/cancel", expect=(202,))
+    return training_id
 
 
 def _still_trained(client: GatewayClient, previous: Seed | None) -> tuple[str, str, str, str] | None:
@@ -189,6 +232,13 @@ def seed_dev_stack(state_dir: Path, *, photos: int = DEFAULT_PHOTOS, say: Say = 
         seeded = seed(client, photos=photos, previous=Seed.from_env(env), say=say)
     finally:
         client.close()
-    write_dev_env(state_dir, {**env, **seeded.as_env()})
+    person = mint_dev_token(
+        env["LIKENESS_JWT_DEV_SECRET"],
+        DEV_TENANT,
+        ALL_SCOPES,
+        subject=seeded.subject_id,
+        ttl_seconds=7 * 24 * 3600,
+    )
+    write_dev_env(state_dir, {**env, **seeded.as_env(), PERSON_TOKEN_VARIABLE: person})
     say(f"seeded in {time.monotonic() - began:.1f}s")
     return seeded

@@ -241,6 +241,9 @@ class DevStack:
         self.jwt_secret = jwt_secret
         self.hmac_secret = hmac_secret
         self.idempotency_secret = idempotency_secret
+        #: The audit trail's pseudonym secret (`likeness.audit`), given to every service that audits
+        #: accesses (ingest, trainer, renderer, retention), never the gateway.
+        self.audit_pseudonym_secret = secrets.token_urlsafe(32)
         #: This stack's throwaway CA (its key only in memory): every gRPC hop of the stack is mutual TLS, and
         #: tests issue certificates from it (`stack.pki.issue("ingest")`) to call the services as another.
         self.pki = DevCertificateAuthority.create()
@@ -407,6 +410,8 @@ class DevStack:
             values["vault_token"] = identity_vault_token(self.infra, service.name)
         if service.spec.module == "retention":
             values["hmac_secret"] = self.hmac_secret
+        if service.spec.kind is not ServiceKind.HTTP:  # every service that holds personal data audits it
+            values["audit_pseudonym_secret"] = self.audit_pseudonym_secret
         if service.spec.kind is not ServiceKind.WORKER:
             # Whoever serves calls verifies the caller's token (the gateway, and every service again).
             # Workers serve none; with HS256 the verifying secret also signs, so they do not get it.

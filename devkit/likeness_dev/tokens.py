@@ -42,6 +42,8 @@ ALL_SCOPES: tuple[str, ...] = (
     "looks:write",
     "consents:read",
     "consents:write",
+    # The tenant's audit trail (`GET /v1/audit`); the person's own processing log needs only their token.
+    "audit:read",
     TENANT_WIDE_SCOPE,
 )
 

@@ -110,6 +110,11 @@ def test_every_service_gets_its_settings_and_dev_down_stops_all(
                 assert len(stack.hmac_secret) >= 32
             else:
                 assert "hmac_secret" not in secrets, "only retention holds the HMAC secret"
+            if service.name == "gateway":  # it writes no audit record, so holds no pseudonym secret
+                assert "audit_pseudonym_secret" not in secrets
+            else:  # one pseudonym per person in every auditing service
+                assert secrets["audit_pseudonym_secret"] == stack.audit_pseudonym_secret
+                assert stack.audit_pseudonym_secret != stack.hmac_secret
             assert secrets["nats_password"] == infra.credentials(service.name).nats_password
             if service.name == "gateway":
                 assert set(secrets) == {"idempotency_secret", "jwt_dev_secret", "nats_password"}, "no storage"

@@ -13,7 +13,9 @@ progress streams (Server-Sent Events), image downloads and data exports.
 """
 
 from likeness_client.async_client import AsyncLikenessClient
+from likeness_client.audit_models import AuditEntry
 from likeness_client.consent_models import PURPOSES, ConsentGrant, ConsentPolicy, ConsentWithdrawal
+from likeness_client.deletion_models import ItemDeletion, TrainedModel
 from likeness_client.errors import (
     ApiError,
     BadRequest,
@@ -64,6 +66,7 @@ from likeness_client.photo_prep import PhotoNotPrepared
 from likeness_client.retry import NO_RETRY, RetryPolicy
 from likeness_client.settings import ClientSettings
 from likeness_client.sse import ServerSentEvent, SSEDecoder
+from likeness_client.summary_models import HeldCategory, HeldItem, SubjectSummary
 from likeness_client.sync_client import LikenessClient
 
 __all__ = [
@@ -72,6 +75,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ApiError",
     "AsyncLikenessClient",
+    "AuditEntry",
     "Background",
     "BadRequest",
     "Catalog",
@@ -87,6 +91,9 @@ __all__ = [
     "Forbidden",
     "Gone",
     "Health",
+    "HeldCategory",
+    "HeldItem",
+    "ItemDeletion",
     "JobAccepted",
     "LikenessClient",
     "LikenessError",
@@ -112,8 +119,10 @@ __all__ = [
     "StreamError",
     "Style",
     "Subject",
+    "SubjectSummary",
     "TeamLook",
     "TeamLookSpec",
+    "TrainedModel",
     "Training",
     "TransportError",
     "Unauthenticated",

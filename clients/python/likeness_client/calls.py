@@ -22,7 +22,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
+from likeness_client.audit_models import AuditEntry
 from likeness_client.consent_models import ConsentGrant, ConsentList, ConsentPolicy, ConsentWithdrawal
+from likeness_client.deletion_models import ItemDeletion
 from likeness_client.models import (
     Catalog,
     Erasure,
@@ -46,6 +48,7 @@ from likeness_client.models import (
     UploadResult,
 )
 from likeness_client.photo_prep import prepare_photo
+from likeness_client.summary_models import SubjectSummary
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -116,6 +119,11 @@ GET_RENDER = _route("GET", "/v1/renders/{render_id}")
 RENDER_EVENTS = _route("GET", "/v1/renders/{render_id}/events")
 GET_IMAGE = _route("GET", "/v1/renders/{render_id}/images/{image_id}")
 REJECT_IMAGE = _route("DELETE", "/v1/renders/{render_id}/images/{image_id}", idempotent=True)
+# Per-item deletions: each is idempotent by design (a retry finishes what a failure left), so retried.
+DELETE_PHOTO = _route("DELETE", "/v1/subjects/{subject_id}/photos/{photo_id}", idempotent=True)
+DELETE_TRAINING = _route("DELETE", "/v1/trainings/{training_id}", idempotent=True)
+DELETE_RENDER = _route("DELETE", "/v1/renders/{render_id}", idempotent=True)
+RECTIFY_SUBJECT = _route("PATCH", "/v1/subjects/{subject_id}")
 LIST_STYLES = _route("GET", "/v1/styles")
 LIST_TEAM_LOOKS = _route("GET", "/v1/team-looks")
 GET_TEAM_LOOK = _route("GET", "/v1/team-looks/{look_id}")
@@ -127,6 +135,9 @@ GRANT_CONSENT = _route("POST", "/v1/subjects/{subject_id}/consents")
 LIST_CONSENTS = _route("GET", "/v1/subjects/{subject_id}/consents")
 WITHDRAW_CONSENT = _route("DELETE", "/v1/subjects/{subject_id}/consents")
 GET_CONSENT_POLICY = _route("GET", "/v1/consent-policy")
+GET_SUBJECT_SUMMARY = _route("GET", "/v1/subjects/{subject_id}/summary")
+LIST_PROCESSING_LOG = _route("GET", "/v1/subjects/{subject_id}/processing-log")
+LIST_AUDIT_TRAIL = _route("GET", "/v1/audit")
 PUT_CONSENT_POLICY = _route("PUT", "/v1/consent-policy")
 GET_ERASURE = _route("GET", "/v1/erasures/{erasure_id}")
 GET_ERASURE_RECEIPT = _route("GET", "/v1/erasures/{erasure_id}/receipt")
@@ -211,8 +222,25 @@ def create_subject(purpose: str, policy_version: str, external_ref: str | None) 
     return _call(CREATE_SUBJECT, [], _model(Subject), json=body)
 
 
+def rectify_subject(subject_id: str, external_ref: str | None) -> Call[Subject]:
+    """Corrects the tenant's reference for the person (None forgets it); stored only as a keyed HMAC."""
+    return _call(RECTIFY_SUBJECT, [subject_id], _model(Subject), json={"external_ref": external_ref})
+
+
 def get_subject(subject_id: str) -> Call[Subject]:
     return _call(GET_SUBJECT, [subject_id], _model(Subject))
+
+
+def get_subject_summary(subject_id: str) -> Call[SubjectSummary]:
+    return _call(GET_SUBJECT_SUMMARY, [subject_id], _model(SubjectSummary))
+
+
+def list_processing_log(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[AuditEntry]]:
+    return _listing(LIST_PROCESSING_LOG, [subject_id], "entries", AuditEntry, limit, cursor)
+
+
+def list_audit_trail(limit: int | None, cursor: str | None) -> Call[Page[AuditEntry]]:
+    return _listing(LIST_AUDIT_TRAIL, [], "entries", AuditEntry, limit, cursor)
 
 
 def list_subjects(limit: int | None, cursor: str | None) -> Call[Page[Subject]]:
@@ -261,6 +289,12 @@ def upload_photos(subject_id: str, photos: Sequence[PhotoInput], prepare: bool =
     return _call(UPLOAD_PHOTOS, [subject_id], _model(UploadResult), files=files)
 
 
+def delete_photo(subject_id: str, photo_id: str, with_models: bool) -> Call[ItemDeletion]:
+    """One photo; the answer names the models trained on it, deleted too with `with_models`."""
+    params: dict[str, str | int] = {"with_models": "true"} if with_models else {}
+    return _call(DELETE_PHOTO, [subject_id, photo_id], _model(ItemDeletion), params=params)
+
+
 def list_photos(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[Photo]]:
     return _listing(LIST_PHOTOS, [subject_id], "photos", Photo, limit, cursor)
 
@@ -285,6 +319,11 @@ def cancel_training(training_id: str) -> Call[Training]:
     return _call(CANCEL_TRAINING, [training_id], _model(Training))
 
 
+def delete_training(training_id: str) -> Call[ItemDeletion]:
+    """The training and its model: every version of its weights, templates and checkpoints."""
+    return _call(DELETE_TRAINING, [training_id], _model(ItemDeletion))
+
+
 # ------------------------------------------------------------------------------------------------ renders
 
 
@@ -306,9 +345,13 @@ def get_render(render_id: str) -> Call[Render]:
     return _call(GET_RENDER, [render_id], _model(Render))
 
 
-def reject_image(render_id: str, image_id: str) -> Call[Render]:
-    """The person rejects one image: every copy of it is deleted; the render without it."""
-    return _call(REJECT_IMAGE, [render_id, image_id], _model(Render))
+def reject_image(render_id: str, image_id: str) -> Call[ItemDeletion]:
+    """The person rejects one image: every version of it is deleted (`render`: the render without it)."""
+    return _call(REJECT_IMAGE, [render_id, image_id], _model(ItemDeletion))
+
+
+def delete_render(render_id: str) -> Call[ItemDeletion]:
+    return _call(DELETE_RENDER, [render_id], _model(ItemDeletion))
 
 
 def list_renders(subject_id: str, limit: int | None, cursor: str | None) -> Call[Page[Render]]:

@@ -15,8 +15,10 @@ from typing import IO, Any, TypeVar
 import httpx
 
 from likeness_client import calls
+from likeness_client.audit_models import AuditEntry
 from likeness_client.calls import Call, PhotoInput
 from likeness_client.consent_models import ConsentGrant, ConsentPolicy, ConsentWithdrawal
+from likeness_client.deletion_models import ItemDeletion
 from likeness_client.errors import (
     LikenessError,
     StreamError,
@@ -49,6 +51,7 @@ from likeness_client.models import (
 from likeness_client.retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy
 from likeness_client.settings import ClientSettings, request_headers
 from likeness_client.sse import SSEDecoder
+from likeness_client.summary_models import SubjectSummary
 
 T = TypeVar("T")
 J = TypeVar("J", Training, Render)
@@ -233,6 +236,31 @@ class LikenessClient:
     def get_subject(self, subject_id: str) -> Subject:
         return self._run(calls.get_subject(subject_id))
 
+    def rectify_subject(self, subject_id: str, *, external_ref: str | None) -> Subject:
+        """Corrects the tenant's reference for the person (None forgets it)."""
+        return self._run(calls.rectify_subject(subject_id, external_ref))
+
+    def get_subject_summary(self, subject_id: str) -> SubjectSummary:
+        """What is held about the subject: per category, counts, bytes and each item's deletion date; the
+        live grants and the last access."""
+        return self._run(calls.get_subject_summary(subject_id))
+
+    def list_processing_log(
+        self, subject_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[AuditEntry]:
+        """The person's processing log, oldest first (their own token only)."""
+        return self._run(calls.list_processing_log(subject_id, limit, cursor))
+
+    def iter_processing_log(self, subject_id: str, *, page_size: int | None = None) -> Iterator[AuditEntry]:
+        return self._iterate(lambda cursor: calls.list_processing_log(subject_id, page_size, cursor))
+
+    def list_audit_trail(self, *, limit: int | None = None, cursor: str | None = None) -> Page[AuditEntry]:
+        """The tenant's audit trail, oldest first (a tenant-wide token with `audit:read`)."""
+        return self._run(calls.list_audit_trail(limit, cursor))
+
+    def iter_audit_trail(self, *, page_size: int | None = None) -> Iterator[AuditEntry]:
+        return self._iterate(lambda cursor: calls.list_audit_trail(page_size, cursor))
+
     def list_subjects(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Subject]:
         return self._run(calls.list_subjects(limit, cursor))
 
@@ -289,6 +317,11 @@ class LikenessClient:
         sends the files as they are (ingest sanitizes them either way)."""
         return self._run(calls.upload_photos(subject_id, photos, prepare))
 
+    def delete_photo(self, subject_id: str, photo_id: str, *, with_models: bool = False) -> ItemDeletion:
+        """Deletes one photo (every version of its crop and face template); the answer names the models
+        trained on it, deleted too with `with_models` (which needs `trainings:write` as well)."""
+        return self._run(calls.delete_photo(subject_id, photo_id, with_models))
+
     def list_photos(
         self, subject_id: str, *, limit: int | None = None, cursor: str | None = None
     ) -> Page[Photo]:
@@ -315,6 +348,10 @@ class LikenessClient:
 
     def cancel_training(self, training_id: str) -> Training:
         return self._run(calls.cancel_training(training_id))
+
+    def delete_training(self, training_id: str) -> ItemDeletion:
+        """Deletes a training and its model (a training still running is refused: 409)."""
+        return self._run(calls.delete_training(training_id))
 
     def watch_training(self, training_id: str) -> Iterator[Training]:
         """The training on every change (Server-Sent Events), ending with its terminal state."""
@@ -345,9 +382,14 @@ class LikenessClient:
     def get_render(self, render_id: str) -> Render:
         return self._run(calls.get_render(render_id))
 
-    def reject_image(self, render_id: str, image_id: str) -> Render:
-        """Deletes one image of a render for good (every stored version); returns the render without it."""
+    def reject_image(self, render_id: str, image_id: str) -> ItemDeletion:
+        """Deletes one image of a render for good (every stored version); `render` is the render without
+        it. Not a crypto-erase (see `ItemDeletion.notice`)."""
         return self._run(calls.reject_image(render_id, image_id))
+
+    def delete_render(self, render_id: str) -> ItemDeletion:
+        """Deletes a render and every version of its images (a render still running is refused: 409)."""
+        return self._run(calls.delete_render(render_id))
 
     def list_renders(
         self, subject_id: str, *, limit: int | None = None, cursor: str | None = None

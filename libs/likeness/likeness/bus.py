@@ -64,8 +64,14 @@ def subject_erased_filter() -> str:
     return "evt.*.*.subject.erased"
 
 
-def audit_nats_subject(tenant: str, action: str) -> str:
-    return f"audit.{tenant}.{action}"
+def audit_nats_subject(tenant: str, pseudonym: str, action: str) -> str:
+    """`audit.<tenant>.<pseudonym or _>.<action with _ for .>` (`likeness.audit`)."""
+    return f"audit.{tenant}.{pseudonym}.{action.replace('.', '_')}"
+
+
+def audit_log_filter(tenant: str, pseudonym: str = "*") -> str:
+    """The NATS filter of one person's processing log (or, with `*`, of a tenant's whole trail)."""
+    return f"audit.{tenant}.{pseudonym}.*"
 
 
 def message_type(message: Message) -> str:

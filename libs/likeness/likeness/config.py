@@ -235,3 +235,16 @@ class CommonSettings(BaseSettings):
     def nats_credentials(self) -> NatsCredentials:
         """This process's NATS user and password (part P)."""
         return NatsCredentials(self.nats_user, self.nats_password.get_secret_value())
+
+
+class AuditedSettings(CommonSettings):
+    """Settings of a service that writes audit records about people (ingest, trainer, renderer, retention;
+    never the gateway): the secret of their pseudonym in the trail (`likeness.audit`)."""
+
+    key_secrets: ClassVar[tuple[str, ...]] = ("audit_pseudonym_secret",)
+
+    #: Key of the keyed HMAC that names a person in the audit trail (`subject_hmac`, the pseudonym): the
+    #: same in every auditing service, so one person's records share one pseudonym and their processing
+    #: log is one filtered read. Held apart from retention's `hmac_secret` (tombstones, external refs,
+    #: erasure records): the services that audit accesses never get that one.
+    audit_pseudonym_secret: SecretStr = SecretStr("likeness-dev")

@@ -24,8 +24,10 @@ import grpc
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from likeness.audit import AuditTrail
 from likeness.bus import Bus, decode, kv_get
 from likeness.jobs import CONSENT_WITHDRAWN_REASON, CancelFlag, JobCancelled
+from likeness.method_access import current_principal
 from likeness.provisioning import CONSENT_WITHDRAWN, CONSENTS_BUCKET, withdrawals_consumer_name
 from likeness.rpc_errors import abort
 from likeness.timeutil import from_timestamp, utcnow
@@ -100,12 +102,29 @@ class ConsentReader:
 
 
 async def require_consent(
-    context: Context, reader: ConsentReader, tenant: str, subject_id: str, purpose: str
+    context: Context,
+    reader: ConsentReader,
+    tenant: str,
+    subject_id: str,
+    purpose: str,
+    *,
+    audit: AuditTrail | None = None,
+    refused_action: str = "",
 ) -> retention_pb2.ConsentGrant:
     """The live grant a job of `purpose` needs, else PERMISSION_DENIED `consent_required` (the gateway's
-    403): checked by trainer and renderer when a job is submitted."""
+    403): checked by trainer and renderer when a job is submitted. A refusal is recorded as
+    `refused_action` (`training.refused`, `render.refused`) on the person's log when `audit` is given."""
     grant = await reader.live(tenant, subject_id, purpose, utcnow())
     if grant is None:
+        if audit is not None and refused_action:
+            await audit.record(
+                tenant,
+                refused_action,
+                subject_id,
+                "consent_required",
+                principal=audit.principal(current_principal()),
+                purpose=purpose,
+            )
         await abort(
             context,
             grpc.StatusCode.PERMISSION_DENIED,

@@ -48,6 +48,18 @@ else:
 
 log = logging.getLogger(__name__)
 
+#: Told of a token refused on a subject it may not touch (`wrong_subject`): (principal, tenant, subject id).
+WrongSubjectSink = Callable[[Principal, str, str], Awaitable[None]]
+_wrong_subject_sinks: list[WrongSubjectSink] = []
+
+
+def on_wrong_subject(sink: WrongSubjectSink) -> None:
+    """Has this process's interceptor tell `sink` of every `wrong_subject` refusal, before it answers:
+    retention, which owns subjects, records `access.denied` on the person's log (issue 16). The sink is
+    best effort: whatever it raises, the call is refused the same way."""
+    _wrong_subject_sinks.append(sink)
+
+
 #: The metadata key the token travels in (gRPC's own convention for credentials).
 TOKEN_METADATA_KEY = "authorization"  # noqa: S105 - a header name, not a secret
 #: Infrastructure services on every server, outside the user-token rules (they carry no one's data).
@@ -243,6 +255,11 @@ class _Gate:
             )
         bound = principal.subject
         if "subject_id" in fields and bound is not None and request.subject_id != bound:
+            for sink in _wrong_subject_sinks:
+                try:
+                    await sink(principal, request.tenant, request.subject_id)
+                except Exception:  # the refusal stands whatever the sink does
+                    log.warning("a wrong_subject sink failed", extra={"method": self.method})
             await self._refuse(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,

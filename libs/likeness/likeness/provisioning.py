@@ -86,7 +86,39 @@ MIB = 1024**2
 SUBJECT_ERASED = "evt.*.*.subject.erased"
 CONSENT_WITHDRAWN = "evt.*.*.consent.withdrawn"
 #: Where refused gRPC calls are audited (`likeness.audit.CallAudit`): no tenant, so a token of its own.
-CALL_DENIED_AUDIT = "audit._mesh.call_denied"
+CALL_DENIED_AUDIT = "audit._mesh._.call_denied"
+
+#: The audit actions each identity writes (`likeness.audit`'s table): it may publish those and no other,
+#: so a compromised service cannot write another's records (`audit.<tenant>.<pseudonym>.<action>`).
+AUDIT_ACTIONS: dict[str, tuple[str, ...]] = {
+    INGEST: ("photo.stored", "photos.exported", "templates.exported", "photo.deleted"),
+    TRAINER: ("training.refused", "model.exported", "model.deleted"),
+    TRAINER_WORKER: ("photos.decrypted",),
+    RENDERER: ("render.refused", "image.downloaded", "image.rejected", "render.deleted"),
+    RENDERER_WORKER: ("model.decrypted",),
+    RETENTION: (
+        "subject.opened",
+        "consent.granted",
+        "consent.withdrawn",
+        "consent.refused",
+        "subject.erase_requested",
+        "subject.key_destroyed",
+        "subject.erased",
+        "receipt.issued",
+        "data.deleted",
+        "orphan.objects_deleted",
+        "orphan.key_destroyed",
+        "policy.changed",
+        "subject.exported",
+        "subject.rectified",
+        "access.denied",
+    ),
+}
+
+
+def audit_publish_subjects(identity_name: str) -> tuple[str, ...]:
+    """The audit subjects an identity may publish on: its own actions, for any tenant and pseudonym."""
+    return tuple(f"audit.*.*.{action.replace('.', '_')}" for action in AUDIT_ACTIONS.get(identity_name, ()))
 
 
 def erasures_consumer_name(service: str) -> str:
@@ -411,8 +443,17 @@ IDENTITIES: tuple[Identity, ...] = (
         RETENTION,
         NatsAccess(
             kv=RETENTION_BUCKETS,
-            publish=("evt.*.*.subject.opened", "evt.*.*.subject.erased", CONSENT_WITHDRAWN, "audit.>"),
+            publish=(
+                "evt.*.*.subject.opened",
+                "evt.*.*.subject.erased",
+                CONSENT_WITHDRAWN,
+                # Like every gRPC service, it audits the calls its caller table refuses.
+                CALL_DENIED_AUDIT,
+                *audit_publish_subjects(RETENTION),
+            ),
             consumers=(RETENTION_DEADLINES_CONSUMER,),
+            # The processing log and the tenant's trail (`retention.audit_log`): records one by one.
+            stream_reads=(AUDIT_STREAM,),
             # Erasure purges the subject's events and its still-queued jobs (their subjects name them).
             stream_purges=(EVENTS_STREAM, TRAIN_STREAM, RENDER_STREAM),
             # Whether every purger has acknowledged an erasure notice (`retention.history`).
@@ -425,7 +466,7 @@ IDENTITIES: tuple[Identity, ...] = (
         INGEST,
         NatsAccess(
             kv=(PHOTOS_BUCKET,),
-            publish=("evt.*.*.photo.*", CALL_DENIED_AUDIT),
+            publish=("evt.*.*.photo.*", CALL_DENIED_AUDIT, *audit_publish_subjects(INGEST)),
             consumers=(erasures_consumer_name(INGEST),),
         ),
         S3Access(read=(PHOTOS, FACES), write=(PHOTOS, FACES), delete=(PHOTOS, FACES), list=(PHOTOS, FACES)),
@@ -436,12 +477,13 @@ IDENTITIES: tuple[Identity, ...] = (
         NatsAccess(
             kv=(TRAININGS_BUCKET,),
             kv_read=(CONSENTS_BUCKET,),
-            publish=("job.train.*.*", CALL_DENIED_AUDIT),
+            publish=("job.train.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(TRAINER)),
             consumers=(erasures_consumer_name(TRAINER), withdrawals_consumer_name(TRAINER)),
             lag_of=(TRAINER_WORKERS_CONSUMER,),
         ),
-        S3Access(),
-        about="the training API: queues jobs, reads and cancels records; no object",
+        # A data export opens the person's models (`ExportModels`): the LoRAs and the templates beside them.
+        S3Access(read=(LORAS, MODEL_FACES)),
+        about="the training API: queues jobs, reads and cancels records; reads models for an export only",
     ),
     Identity(
         TRAINER_WORKER,
@@ -449,7 +491,7 @@ IDENTITIES: tuple[Identity, ...] = (
             kv=(TRAININGS_BUCKET,),
             kv_watch=(TRAININGS_BUCKET,),
             kv_read=(CONSENTS_BUCKET,),
-            publish=("evt.*.*.training.*",),
+            publish=("evt.*.*.training.*", *audit_publish_subjects(TRAINER_WORKER)),
             consumers=(TRAINER_WORKERS_CONSUMER,),
             tunes=(TRAINER_WORKERS_CONSUMER,),
             ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),
@@ -470,13 +512,14 @@ IDENTITIES: tuple[Identity, ...] = (
         NatsAccess(
             kv=(RENDERS_BUCKET, TEAM_LOOKS_BUCKET),
             kv_read=(CONSENTS_BUCKET,),
-            publish=("job.render.*.*", CALL_DENIED_AUDIT),
+            publish=("job.render.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(RENDERER)),
             consumers=(erasures_consumer_name(RENDERER), withdrawals_consumer_name(RENDERER)),
             lag_of=(RENDERER_WORKERS_CONSUMER,),
         ),
-        # A person's rejection of one image removes it for good: every version (RejectImage).
-        S3Access(read=(RENDERS,), delete_versions=(RENDERS,), list=(RENDERS,)),
-        about="the render API: queues jobs, team looks, streams finished images, deletes rejected ones",
+        # Reads images to stream them; removes none: a rejected image's or deleted render's versions are
+        # retention's to remove (PurgeItem, issue 16), so a compromised render API can delete nothing.
+        S3Access(read=(RENDERS,)),
+        about="the render API: queues jobs, team looks, streams finished images",
     ),
     Identity(
         RENDERER_WORKER,
@@ -484,7 +527,7 @@ IDENTITIES: tuple[Identity, ...] = (
             kv=(RENDERS_BUCKET,),
             kv_watch=(RENDERS_BUCKET,),
             kv_read=(CONSENTS_BUCKET,),
-            publish=("evt.*.*.render.*",),
+            publish=("evt.*.*.render.*", *audit_publish_subjects(RENDERER_WORKER)),
             consumers=(RENDERER_WORKERS_CONSUMER,),
             tunes=(RENDERER_WORKERS_CONSUMER,),
             ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),

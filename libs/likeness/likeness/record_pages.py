@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from likeness import ids
+from likeness.item_deletion import is_marked
 from likeness.jobs import JobRecords
 
 DEFAULT_PAGE_SIZE = 50
@@ -45,14 +46,19 @@ class Page(Generic[R]):
 async def subject_page(
     records: JobRecords[R], tenant: str, subject_id: str, requested_size: int, page_token: str, id_prefix: str
 ) -> Page[R]:
-    """One page of the subject's records; an unknown tenant or subject is simply an empty page."""
+    """One page of the subject's records (less those a per-item deletion has begun on); an unknown tenant
+    or subject is simply an empty page."""
     size = page_size(requested_size)
     if page_token and not ids.is_valid_id(page_token, id_prefix):
         raise InvalidPage("invalid_page_token", "The page token is not valid.")
     if not ids.is_valid_tenant(tenant) or not ids.is_valid_id(subject_id, "sub"):
         return Page([], "")
     mine = sorted(
-        (record for record in await records.tenant_records(tenant) if _subject_of(record) == subject_id),
+        (
+            record
+            for record in await records.tenant_records(tenant)
+            if _subject_of(record) == subject_id and not is_marked(record)
+        ),
         key=_id_of,
         reverse=True,
     )

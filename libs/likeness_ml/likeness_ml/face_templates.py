@@ -10,12 +10,15 @@ model's whole life, long after the photos and their templates are deleted. Only 
 (the perceptual hashes are ingest's duplicate check and stay with the photos): ``b"LKFS"``, a version
 byte (1), 3 zero bytes, the count (u32), then count x 128 float32. Biometric data: sealed under the
 person's key like everything else of theirs, never logged.
+
+A data export gives both back to the person as JSON numbers (`face_templates.json`: each embedding a list
+of 128 numbers, exact float32 values); `embeddings_from_json` reads them back as the arrays above.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,5 +87,19 @@ def unpack_template_set(blob: bytes) -> FloatArray:
     values = np.frombuffer(blob, dtype="<f4", offset=_SET_HEADER.size).reshape(count, EMBEDDING_SIZE)
     if not np.all(np.isfinite(values)):
         raise ValueError("a template set with non-finite values")
+    embeddings: FloatArray = values.astype(np.float32)
+    return embeddings
+
+
+def embeddings_from_json(rows: Sequence[Sequence[float]]) -> FloatArray:
+    """(n, 128) float32 from an export's JSON embeddings; ValueError for anything else (a wrong length,
+    a value that is not a finite number, more than `MAX_TEMPLATES`)."""
+    if len(rows) > MAX_TEMPLATES:
+        raise ValueError(f"at most {MAX_TEMPLATES} templates")
+    if any(len(row) != EMBEDDING_SIZE for row in rows):
+        raise ValueError(f"an embedding has {EMBEDDING_SIZE} values")
+    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), EMBEDDING_SIZE)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("an embedding with non-finite values")
     embeddings: FloatArray = values.astype(np.float32)
     return embeddings

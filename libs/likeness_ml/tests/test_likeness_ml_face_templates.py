@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from likeness_ml.face_templates import (
     EMBEDDING_SIZE,
     MAX_TEMPLATES,
+    embeddings_from_json,
     pack_template_set,
     parse_photo_templates,
     read_photo_template,
@@ -46,3 +49,20 @@ def test_ingests_layouts_are_read_and_others_skipped() -> None:
     assert np.array_equal(read_photo_template(version_1), embedding)  # type: ignore[arg-type]
     assert read_photo_template(b"LKFT" + bytes([2]) + version_1[5:]) is None
     assert parse_photo_templates([version_0, b"junk", version_1]).shape == (2, EMBEDDING_SIZE)
+
+
+def test_an_export_s_json_embeddings_read_back_exactly() -> None:
+    """The export writes each float32 as a JSON number (through a double): read back, it is the same."""
+    embeddings = np.random.default_rng(2).normal(size=(3, EMBEDDING_SIZE)).astype(np.float32)
+    written = json.loads(json.dumps([[float(v) for v in row] for row in embeddings]))
+    assert np.array_equal(embeddings_from_json(written), embeddings)
+    assert embeddings_from_json([]).shape == (0, EMBEDDING_SIZE)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[[0.0] * (EMBEDDING_SIZE - 1)], [[0.0] * EMBEDDING_SIZE, [0.0]], [[float("nan")] * EMBEDDING_SIZE]],
+)
+def test_json_embeddings_of_the_wrong_shape_or_not_finite_are_refused(rows: list[list[float]]) -> None:
+    with pytest.raises(ValueError, match="embedding"):
+        embeddings_from_json(rows)

@@ -11,6 +11,7 @@ and keep answers uniform, while the boundary holds even if the gateway does not.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -50,8 +51,19 @@ async def subject_record(backends: Backends, principal: Principal, subject_id: s
     """The subject as retention has it, erased or not (404 when the token may not see it)."""
     require_id(subject_id, "sub")
     if not principal.can_touch(subject_id):
-        raise not_found()
+        raise await refused(backends, principal, subject_id)
     return await _read_subject(backends, principal.tenant, subject_id)
+
+
+async def refused(backends: Backends, principal: Principal, subject_id: str) -> ApiError:
+    """The 404 for a subject the token may not touch, once retention has been told of the attempt: asked
+    for the subject with this token, it refuses it too and records `access.denied` on the person's log
+    when the subject exists (the gateway holds no audit secret; retention, which owns subjects, writes
+    the record). Whatever retention answers, the caller gets the same 404 as for no such subject."""
+    request = retention_pb2.GetSubjectRequest(tenant=principal.tenant, subject_id=subject_id)
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await backends.retention.GetSubject(request, timeout=backends.timeout)
+    return not_found()
 
 
 async def live_subject(backends: Backends, principal: Principal, subject_id: str) -> retention_pb2.Subject:
@@ -111,7 +123,7 @@ async def live_subject_cached(
         return
     require_id(subject_id, "sub")
     if not principal.can_touch(subject_id):
-        raise not_found()
+        raise await refused(backends, principal, subject_id)
 
     async def read_and_remember() -> retention_pb2.Subject:
         # Stamped where the (possibly shared) read starts: a forget after that point wins.

@@ -23,17 +23,21 @@ from gateway.middleware import RequestMiddleware
 from gateway.nats_link import NatsLink
 from gateway.ratelimit import Limits, Rate, RateLimiter
 from gateway.routes import (
+    audit,
     consents,
+    deletions,
     erasures,
     events,
     export,
     health,
     looks,
     photos,
+    rectification,
     renders,
     retention,
     styles,
     subjects,
+    summary,
     trainings,
 )
 from likeness.http_tracing import TracingMiddleware
@@ -121,6 +125,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         erasures,
         retention,
         consents,
+        summary,
+        audit,
+        deletions,
+        rectification,
         health,
     )
     for module in modules:

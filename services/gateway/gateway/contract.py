@@ -68,6 +68,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     # Route logic (declared by each route with `answers`).
     "not_found": (404, "no such resource, or not one this token may see"),
     "subject_erased": (410, "the subject is being or has been erased"),
+    "own_token_required": (
+        403,
+        "the processing log is served only to the person's own token (one whose `sub` is the subject)",
+    ),
     "invalid_consent": (400, "the consent's purpose and policy version are required"),
     "invalid_purpose": (400, "a consent purpose that is not `headshots`, `team_look` or `instant`"),
     "invalid_policy_version": (400, "the policy version is blank or longer than 64 characters"),
@@ -99,6 +103,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_steps": (400, "more steps than the trainer allows"),
     "training_not_found": (404, "`training_id` names no training of this subject"),
     "training_not_ready": (409, "the training has not succeeded (yet)"),
+    "training_running": (409, "the training is still queued or running: cancel it, then delete it"),
+    "render_running": (409, "the render is still queued or running: cancel it, then delete it"),
     "unknown_style": (400, "a style that is not in the catalog (`GET /v1/styles`)"),
     "unknown_background": (400, "a background that is not in the catalog (`GET /v1/styles`)"),
     "invalid_images_per_style": (400, "more images per style than the renderer allows"),

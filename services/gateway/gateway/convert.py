@@ -206,3 +206,18 @@ def erasure(value: retention_pb2.Erasure) -> schemas.Erasure:
         last_error=value.last_error or None,
         attempts=value.attempts,
     )
+
+
+def audit_entry(entry: retention_pb2.AuditEntry) -> schemas.AuditEntry:
+    return schemas.AuditEntry(
+        sequence=entry.sequence,
+        action=entry.action,
+        at=timestamp(entry, "at"),
+        principal=entry.principal,
+        purpose=entry.purpose or None,
+        outcome=entry.outcome,
+        resource_id=entry.resource_id or None,
+        notice=entry.notice or None,
+        actor=entry.actor,
+        subject_pseudonym=entry.subject_hmac or None,
+    )

@@ -252,3 +252,5 @@ LooksRead = Annotated[Principal, Security(authenticate, scopes=["looks:read"])]
 LooksWrite = Annotated[Principal, Security(authenticate, scopes=["looks:write"])]
 ConsentsRead = Annotated[Principal, Security(authenticate, scopes=["consents:read"])]
 ConsentsWrite = Annotated[Principal, Security(authenticate, scopes=["consents:write"])]
+#: The tenant's audit trail (`GET /v1/audit`): a tenant-wide token with this scope.
+AuditRead = Annotated[Principal, Security(authenticate, scopes=["audit:read"])]

@@ -8,6 +8,7 @@ kind answers 400 `invalid_cursor`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import Query
@@ -42,6 +43,16 @@ SubjectCursor = _cursor("sub", "sub_01jbz3k7q8m2x4v6n9p0r5t7wy")
 PhotoCursor = _cursor("pho", "pho_01jbz3m2a4c6e8g0j2k4m6p8rt")
 TrainingCursor = _cursor("trn", "trn_01jbz3p5b7d9f1h3k5m7q9s1vw")
 RenderCursor = _cursor("ren", "ren_01jbz3r8c0e2g4j6m8p0s2v4xy")
+#: Audit pages resume after a record's sequence in the trail (`sequence` of the last entry).
+AUDIT_CURSOR_PATTERN = "^[1-9][0-9]{0,19}$"
+AuditCursor = Annotated[
+    str | None,
+    Query(
+        description="`next_cursor` of the previous page; absent for the first page",
+        examples=["1042"],
+        json_schema_extra={"pattern": AUDIT_CURSOR_PATTERN},
+    ),
+]
 
 
 def invalid_cursor() -> ApiError:
@@ -53,6 +64,15 @@ def decode_cursor(cursor: str | None, prefix: str) -> str:
     if cursor is None:
         return ""
     if not is_valid_id(cursor, prefix):
+        raise invalid_cursor()
+    return cursor
+
+
+def decode_sequence_cursor(cursor: str | None) -> str:
+    """The audit sequence the page starts after ("" for the first page)."""
+    if cursor is None:
+        return ""
+    if not re.fullmatch(AUDIT_CURSOR_PATTERN, cursor):
         raise invalid_cursor()
     return cursor
 

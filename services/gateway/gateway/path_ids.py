@@ -23,6 +23,7 @@ from likeness.ids import is_valid_id
 #: Path parameter -> the kind prefix of the id it holds.
 ID_KINDS: dict[str, str] = {
     "subject_id": "sub",
+    "photo_id": "pho",
     "training_id": "trn",
     "render_id": "ren",
     "image_id": "img",

@@ -220,6 +220,45 @@ class SubjectList(BaseModel):
     next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
 
 
+# The audit trail (issue 16, item 2)
+
+
+class AuditEntry(BaseModel):
+    """One access to a person's data (or a tenant's action), as the service holding the data recorded it."""
+
+    sequence: int = Field(description="Position in the audit trail (pages resume after it)")
+    action: str = Field(description="What was done, e.g. `image.downloaded`", examples=["photos.decrypted"])
+    at: datetime | None = Field(description="When")
+    principal: str = Field(
+        description="Who acted, never naming a person: `subject` (the person's own token), `tenant` or "
+        "`tenant:<client>` (a tenant back end), `service:<identity>` (background work)",
+        examples=["service:trainer-worker"],
+    )
+    purpose: str | None = Field(
+        description="Why: a consent purpose (`headshots`, `team_look`, `instant`) or `export`, `erasure`, "
+        "`retention`, `review`, `rectification`, `deletion`, `access`",
+        examples=["headshots"],
+    )
+    outcome: str = Field(description="How it ended, e.g. `ok`, `denied`", examples=["ok"])
+    resource_id: str | None = Field(description="The item concerned (a photo, training, render, image...)")
+    notice: str | None = Field(
+        description="A short word to read with the record, e.g. `not_a_crypto_erase`", examples=[None]
+    )
+    actor: str = Field(
+        description="The service that holds the data and wrote the record", examples=["trainer"]
+    )
+    subject_pseudonym: str | None = Field(
+        default=None,
+        description="The person's pseudonym (a keyed HMAC; tenant trail only): the same for every record "
+        "of one person, never their id",
+    )
+
+
+class ProcessingLog(BaseModel):
+    entries: list[AuditEntry] = Field(description="Oldest first")
+    next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+
+
 # Trainings and renders
 
 

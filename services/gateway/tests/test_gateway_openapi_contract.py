@@ -59,7 +59,7 @@ def assert_documented(schema: dict[str, Any], method: str, path: str, response: 
     [
         ("DELETE", "/v1/retention-policy", "GET, PUT"),
         ("OPTIONS", "/v1/subjects", "GET, POST"),
-        ("PUT", "/v1/subjects/sub_01jbz3k7q8m2x4v6n9p0r5t7wy", "DELETE, GET"),
+        ("PUT", "/v1/subjects/sub_01jbz3k7q8m2x4v6n9p0r5t7wy", "DELETE, GET, PATCH"),
         ("PATCH", "/v1/team-looks/sales-emea", "DELETE, GET, PUT"),
         ("DELETE", "/v1/subjects/sub_01jbz3k7q8m2x4v6n9p0r5t7wy/photos", "GET, POST"),
     ],

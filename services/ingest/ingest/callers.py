@@ -17,5 +17,8 @@ CALLERS = caller_table(
         "SanitizePhoto": {GATEWAY},
         "ListPhotos": {GATEWAY},
         "ExportPhotos": {GATEWAY},
+        # Per-item deletion: the gateway marks, has retention purge, then confirms (issue 16).
+        "DeletePhoto": {GATEWAY},
+        "ExportFaceTemplates": {GATEWAY},
     },
 )

@@ -9,10 +9,10 @@ from pydantic import Field, model_validator
 
 from ingest.limits import SanitizeLimits, SubjectRules
 from ingest.sandbox.worker_process import WorkerLimits
-from likeness.config import CommonSettings
+from likeness.config import AuditedSettings
 
 
-class IngestSettings(CommonSettings):
+class IngestSettings(AuditedSettings):
     service_name: str = "ingest"
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=50_000_000, gt=0)

@@ -4,6 +4,10 @@ Ingest owns the photos, so it is the one that decrypts them: the gateway, which 
 archive, holds no Vault rights. Crops go out one at a time (each is a small PNG), so at most one is held
 in memory however many the subject has. A crop already deleted by retention (after a training, or on its
 deadline) is skipped: the export holds what is held, and the record still says the photo existed.
+
+The face templates (`ExportFaceTemplates`) go out as numbers, the embedding and the perceptual hash of each
+photo still held: a person is owed their biometric data too, in a form they can read (JSON, in the
+archive), not as our binary layout.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from ingest.templates import SubjectTemplates
 from likeness.ids import is_valid_id
 from likeness.object_names import photo_key
 from likeness.sealed import ObjectRef, SealedObjects
 from likeness.store import ObjectMissing
-from likeness.v1 import ingest_pb2
+from likeness.v1 import common_pb2, ingest_pb2
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +62,20 @@ async def exported_photos(
         del data
         sent += 1
     log.info("photos exported", extra={"photos": sent, "photos_gone": skipped})
+
+
+def exported_templates(
+    templates: SubjectTemplates, tenant: str, subject_id: str
+) -> list[common_pb2.FaceEmbedding]:
+    """Every face template of the subject still held, decrypted (one batched Vault call), by photo id.
+    Blocking (S3 and Vault): call from a thread. Raises what reading sealed objects raises."""
+    return [
+        common_pb2.FaceEmbedding(
+            photo_id=photo_id,
+            values=template.embedding,
+            perceptual_hash=f"{template.perceptual_hash:016x}"
+            if template.perceptual_hash is not None
+            else "",
+        )
+        for photo_id, template in sorted(templates.load(tenant, subject_id).items())
+    ]

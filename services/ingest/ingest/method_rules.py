@@ -18,5 +18,7 @@ TOKEN_RULES = token_rules(
         "SanitizePhoto": subject("photos:write"),
         "ListPhotos": subject("photos:read", "trainings:write", "subjects:export"),
         "ExportPhotos": subject("subjects:export"),
+        "DeletePhoto": subject("photos:write"),
+        "ExportFaceTemplates": subject("subjects:export"),
     },
 )

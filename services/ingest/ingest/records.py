@@ -25,8 +25,8 @@ class PhotoRecords:
         await self.kv.put(self.key_of(photo), photo.SerializeToString())
 
     async def list(self, tenant: str, subject_id: str) -> list[ingest_pb2.Photo]:
-        """The subject's photo records; a record that is not the one its key names is left out (nothing
-        is ever derived from a record that lies about whose photo it is)."""
+        """The subject's photo records, less those being deleted; a record that is not the one its key
+        names is left out (nothing is ever derived from a record that lies about whose photo it is)."""
         photos = []
         for key in await kv_keys(self.kv, f"{tenant}.{subject_id}."):
             found = await kv_get(self.kv, key, ingest_pb2.Photo)
@@ -36,6 +36,8 @@ class PhotoRecords:
             if (photo.tenant, photo.subject_id) != (tenant, subject_id) or key != self.key_of(photo):
                 log.warning("a photo record does not match its key; ignored")
                 continue
+            if photo.HasField("deletion_requested_at"):
+                continue  # a per-item deletion has begun (`ingest.deletion`): gone for every reader
             photos.append(photo)
         return sorted(photos, key=lambda p: p.id)
 

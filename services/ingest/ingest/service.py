@@ -26,7 +26,8 @@ import nats.errors
 
 from ingest.config import IngestSettings
 from ingest.decode import Decoder
-from ingest.export import exported_photos
+from ingest.deletion import forget_photo, mark_photo, marked_photo
+from ingest.export import exported_photos, exported_templates
 from ingest.faces import FaceAnalyzer
 from ingest.limits import SanitizeLimits, SubjectRules
 from ingest.method_rules import TOKEN_RULES
@@ -38,8 +39,10 @@ from ingest.subject_locks import SubjectLocks
 from ingest.templates import FaceTemplate, SubjectTemplates
 from ingest.verdicts import Accepted, Reason, ReasonCode, Rejected, SanitizeResult, rejected
 from likeness import ids
+from likeness.audit import AuditTrail
 from likeness.bus import event_nats_subject
-from likeness.method_access import require_subject
+from likeness.item_deletion import NOT_A_CRYPTO_ERASE, ItemNotFound, NotMarked, audited, deletion_once_key
+from likeness.method_access import current_principal, require_subject
 from likeness.object_names import photo_key
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -76,6 +79,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         replaceable so bench/ingest.py can run a naive one through the same service."""
         self.platform = platform
         self.records = records
+        self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "ingest")
         self.limits = settings.limits()
         self.rules: SubjectRules = settings.subject_rules()
         self.analyzer = analyzer or FaceAnalyzer()
@@ -129,6 +133,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 async with self.subject_locks.hold(tenant, subject_id):
                     verdict = await self._admit(photo, result, context)
                     await self._record(photo, verdict, context)
+                if photo.status == PS.PHOTO_STATUS_ACCEPTED:
+                    await self.audit.record(
+                        tenant,
+                        "photo.stored",
+                        subject_id,
+                        "ok",
+                        photo.id,
+                        principal=self.audit.principal(current_principal()),
+                    )
             else:
                 await self._record(photo, result, context)
 
@@ -303,11 +316,87 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         photos = await self.records.list(request.tenant, request.subject_id)
+        if any(photo.status == PS.PHOTO_STATUS_ACCEPTED for photo in photos):
+            # Recorded before a crop is decrypted: a full audit trail refuses the export instead.
+            await self.audit.record(
+                request.tenant,
+                "photos.exported",
+                request.subject_id,
+                "ok",
+                principal=self.audit.principal(current_principal()),
+                purpose="export",
+            )
         async with storage_errors(context):
             async for part in exported_photos(
                 self.platform.sealed, request.tenant, request.subject_id, photos
             ):
                 yield part
+
+    async def ExportFaceTemplates(
+        self, request: ingest_pb2.ExportFaceTemplatesRequest, context: Context
+    ) -> ingest_pb2.ExportFaceTemplatesResponse:
+        """The subject's face templates, decrypted, for their data export (see `ingest.export`)."""
+        await require_subject(context, request.tenant, request.subject_id)
+        if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
+            await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
+        async with storage_errors(context):
+            found = await asyncio.to_thread(
+                exported_templates, self.templates, request.tenant, request.subject_id
+            )
+        if found:
+            # Recorded before the templates leave this service: a full audit trail refuses the export.
+            await self.audit.record(
+                request.tenant,
+                "templates.exported",
+                request.subject_id,
+                "ok",
+                principal=self.audit.principal(current_principal()),
+                purpose="export",
+            )
+        return ingest_pb2.ExportFaceTemplatesResponse(templates=found)
+
+    async def DeletePhoto(
+        self, request: ingest_pb2.DeletePhotoRequest, context: Context
+    ) -> ingest_pb2.DeletePhotoResponse:
+        """Per-item deletion (`ingest.deletion`): marks the record; with `purged`, forgets it and audits."""
+        principal = await require_subject(context, request.tenant, request.subject_id)
+        try:
+            if not (
+                ids.is_valid_tenant(request.tenant)
+                and ids.is_valid_id(request.subject_id, "sub")
+                and ids.is_valid_id(request.photo_id, "pho")
+            ):
+                raise ItemNotFound(request.photo_id)
+            if not request.purged:
+                photo = await mark_photo(self.records, request.tenant, request.subject_id, request.photo_id)
+                return ingest_pb2.DeletePhotoResponse(photo=photo)
+            photo = await marked_photo(self.records, request.tenant, request.subject_id, request.photo_id)
+        except ItemNotFound:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "photo_not_found", "No such photo.")
+        except NotMarked:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "deletion_not_started",
+                "Delete the photo first.",
+            )
+        # Audited before the record goes (a full trail refuses, and the retry finds the record still there).
+        await audited(
+            context,
+            self.audit.record(
+                request.tenant,
+                "photo.deleted",
+                request.subject_id,
+                "ok",
+                request.photo_id,
+                principal=self.audit.principal(principal),
+                purpose="deletion",
+                notice=NOT_A_CRYPTO_ERASE,
+                once_key=deletion_once_key(request.photo_id),
+            ),
+        )
+        await forget_photo(self.records, request.tenant, request.subject_id, request.photo_id)
+        return ingest_pb2.DeletePhotoResponse(photo=photo)
 
 
 @asynccontextmanager

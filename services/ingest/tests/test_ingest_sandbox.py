@@ -223,6 +223,7 @@ PRODUCTION = {
     "jwt_issuer": "https://idp.example/",
     "jwt_audience": "https://api.example/",
     "otlp_endpoint": "https://otel.example:4317",
+    "audit_pseudonym_secret": "p" * 40,  # the audit trail's pseudonym key (issue 16)
 }
 
 

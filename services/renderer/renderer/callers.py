@@ -26,5 +26,7 @@ CALLERS = caller_table(
         "DeleteTeamLook": {GATEWAY},
         "ListRenders": {GATEWAY},
         "RejectImage": {GATEWAY},
+        # Per-item deletion: the gateway marks, has retention purge, then confirms (issue 16).
+        "DeleteRender": {GATEWAY},
     },
 )

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from likeness.config import DEVELOPMENT_SECRETS, CommonSettings
+from likeness.config import DEVELOPMENT_SECRETS, AuditedSettings
 
 #: enforce: re-roll outputs without exactly one face or too far from the person, drop those that never
 #: pass; score: record the identity score only; off: no face check. auto: enforce, except on the tiny dev
@@ -18,7 +18,7 @@ QualityGateSetting = Literal["auto", "enforce", "score", "off"]
 QualityGate = Literal["enforce", "score", "off"]
 
 
-class RendererSettings(CommonSettings):
+class RendererSettings(AuditedSettings):
     service_name: str = "renderer"
     base_model: Path = Path(".likeness/models/tiny")
     #: Overrides every style's sampler steps when set (the tiny dev model needs only a few).

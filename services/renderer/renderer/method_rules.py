@@ -22,6 +22,7 @@ TOKEN_RULES = token_rules(
         "ListRenders": subject("renders:read", "subjects:export"),
         # The person (or their tenant) deletes one delivered image.
         "RejectImage": subject("renders:write"),
+        "DeleteRender": subject("renders:write"),
         # The curated catalog: the same for everyone, nobody's data.
         "ListStyles": public(),
         # A tenant's looks: the tenant's settings, no person's data.

@@ -1,19 +1,18 @@
 """A person rejects one delivered image: it is deleted for good and leaves its render.
 
-Every version of the image's object goes (the bucket is versioned, and an old version is as much the
-person's likeness as the current one), then the image leaves the render's record and the render counts
-it as rejected. Deleting first makes a retry safe: a second call finds nothing left to delete and only
-settles the record. This is not a crypto-erase: the person's key still opens a restored backup of the
-image until the key is destroyed or the backup expires.
+The renderer owns the render's record, not the right to remove object versions (retention alone holds
+it): the gateway first asks here whether the image is there to reject (`image_to_reject`), has retention
+remove every version of the image's object (`PurgeItem`: an old version is as much the person's likeness
+as the current one), then confirms here (`settle_rejection`): the image leaves the record and the render
+counts it as rejected. Each step is idempotent, so a retry of the whole rejection is safe. This is not a
+crypto-erase: the person's key still opens a restored backup of the image until the key is destroyed or
+the backup expires.
 """
 
 from __future__ import annotations
 
-import asyncio
-
+from likeness import ids
 from likeness.jobs import JobRecords
-from likeness.object_names import render_image_key
-from likeness.store import ObjectStore
 from likeness.v1 import renderer_pb2
 
 
@@ -21,18 +20,18 @@ class ImageNotFound(LookupError):
     """The render has no such image (never had, or it was already rejected)."""
 
 
-async def reject_image(
-    store: ObjectStore,
-    records: JobRecords[renderer_pb2.Render],
-    render: renderer_pb2.Render,
-    image_id: str,
-) -> renderer_pb2.Render:
-    """Deletes the image (all versions) and returns the render without it. `render` must be verified."""
-    if not any(image.id == image_id for image in render.images):
+def image_to_reject(render: renderer_pb2.Render, image_id: str) -> renderer_pb2.RenderedImage:
+    """The image, if the render holds it. `render` must be verified."""
+    found = next((image for image in render.images if image.id == image_id), None)
+    if found is None or not ids.is_valid_id(image_id, "img"):
         raise ImageNotFound(image_id)
-    key = render_image_key(render.tenant, render.subject_id, render.id, image_id)
-    # As a prefix this names the one object: image ids have a fixed length, so none prefixes another.
-    await asyncio.to_thread(store.delete_all_versions, key)
+    return found
+
+
+async def settle_rejection(
+    records: JobRecords[renderer_pb2.Render], render: renderer_pb2.Render, image_id: str
+) -> renderer_pb2.Render:
+    """The image leaves the render's record (its objects already purged); returns the render without it."""
 
     def drop(record: renderer_pb2.Render) -> bool:
         kept = [image for image in record.images if image.id != image_id]
@@ -46,6 +45,4 @@ async def reject_image(
     found = await records.mutate(render.tenant, render.id, drop)
     if found is None:
         raise ImageNotFound(image_id)  # the subject was erased meanwhile
-    # Audit hook (issue 16, item 2): the service holding the data writes one `image.rejected` record here,
-    # with the caller's principal and the person's keyed HMAC; left to the audit work.
     return found

@@ -17,10 +17,23 @@ from collections.abc import AsyncIterator
 import grpc
 
 from likeness import ids
+from likeness.audit import AuditTrail
 from likeness.bus import job_nats_subject
 from likeness.consent import ConsentReader, render_purpose, require_consent
+from likeness.item_deletion import (
+    NOT_A_CRYPTO_ERASE,
+    ItemNotFound,
+    JobBusy,
+    NotMarked,
+    audited,
+    deletion_once_key,
+    forget_job,
+    is_marked,
+    mark_job,
+    marked_job,
+)
 from likeness.jobs import JobRecords
-from likeness.method_access import may_touch, require_subject, require_tenant
+from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
 from likeness.object_names import render_image_key
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
@@ -33,7 +46,7 @@ from likeness.vault_transit import KeyDestroyed, VaultUnavailable
 from renderer.config import RendererSettings
 from renderer.method_rules import TOKEN_RULES
 from renderer.records import verified_render
-from renderer.rejection import ImageNotFound, reject_image
+from renderer.rejection import ImageNotFound, image_to_reject, settle_rejection
 from renderer.styles import Style
 from renderer.team_looks import RenderPlan, TeamLook, TeamLookError, TeamLooks
 
@@ -60,6 +73,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         self.settings = settings
         self.looks = looks
         self.consent = ConsentReader(platform.bus)
+        self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "renderer")
 
     async def _plan(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> RenderPlan:
         """Styles, background and seed: from the request, or pinned by the tenant's team look."""
@@ -86,7 +100,13 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
         # The person's live grant for this render's purpose (`headshots`, or `team_look` in a team look).
         await require_consent(
-            context, self.consent, request.tenant, request.subject_id, render_purpose(request.team_look_id)
+            context,
+            self.consent,
+            request.tenant,
+            request.subject_id,
+            render_purpose(request.team_look_id),
+            audit=self.audit,
+            refused_action="render.refused",
         )
         plan = await self._plan(request, context)
         unknown = [s for s in plan.styles if s not in self.styles]
@@ -137,12 +157,15 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         )
         return renderer_pb2.SubmitRenderResponse(render=render)
 
-    async def _require(self, tenant: str, render_id: str, context: Context) -> renderer_pb2.Render:
+    async def _require(
+        self, tenant: str, render_id: str, context: Context, *, deleting: bool = False
+    ) -> renderer_pb2.Render:
         """The render, if it is of the token's tenant, its record is the one its key names, and the token may
-        see its subject (else NOT_FOUND, as for a render that does not exist)."""
+        see its subject (else NOT_FOUND, as for a render that does not exist). A render whose per-item
+        deletion has begun is gone for every caller but the deletion itself (`deleting`)."""
         await require_tenant(context, tenant)
         render = await verified_render(self.records, tenant, render_id)
-        if render is None or not may_touch(tenant, render.subject_id):
+        if render is None or not may_touch(tenant, render.subject_id) or (is_marked(render) and not deleting):
             await abort(context, grpc.StatusCode.NOT_FOUND, "render_not_found", "No such render.")
         return render
 
@@ -175,6 +198,16 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 "storage_unavailable",
                 "Storage is unavailable; retry later.",
             )
+        # One record per image fetched (decrypted for the caller); status reads write none.
+        await self.audit.record(
+            request.tenant,
+            "image.downloaded",
+            render.subject_id,
+            "ok",
+            request.image_id,
+            principal=self.audit.principal(current_principal()),
+            purpose="export" if request.for_export else "access",
+        )
         info = renderer_pb2.RenderedImage()
         info.CopyFrom(image)
         info.size_bytes = len(data)
@@ -185,22 +218,77 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def RejectImage(
         self, request: renderer_pb2.RejectImageRequest, context: Context
     ) -> renderer_pb2.RejectImageResponse:
-        """The person rejects one image: every version of it is deleted and it leaves the render."""
+        """The person rejects one image (`renderer.rejection`): checks it is there; with `purged` (retention
+        has removed every version of it), audits the rejection and the image leaves the render."""
         render = await self._require(request.tenant, request.render_id, context)
         try:
-            if not ids.is_valid_id(request.image_id, "img"):
-                raise ImageNotFound(request.image_id)
-            render = await reject_image(self.platform.store, self.records, render, request.image_id)
+            image_to_reject(render, request.image_id)
+            if not request.purged:
+                return renderer_pb2.RejectImageResponse(render=render)
+            # Recorded before the record settles: a retry inside the dedup window is one record, and a
+            # full trail refuses the confirmation before anything changes.
+            await audited(
+                context,
+                self.audit.record(
+                    request.tenant,
+                    "image.rejected",
+                    render.subject_id,
+                    "ok",
+                    request.image_id,
+                    principal=self.audit.principal(current_principal()),
+                    purpose="review",
+                    notice=NOT_A_CRYPTO_ERASE,
+                    once_key=deletion_once_key(request.image_id),
+                ),
+            )
+            render = await settle_rejection(self.records, render, request.image_id)
         except ImageNotFound:
             await abort(context, grpc.StatusCode.NOT_FOUND, "image_not_found", "No such image.")
-        except StoreError:
+        return renderer_pb2.RejectImageResponse(render=render)
+
+    async def DeleteRender(
+        self, request: renderer_pb2.DeleteRenderRequest, context: Context
+    ) -> renderer_pb2.DeleteRenderResponse:
+        """Per-item deletion of a render and its images (`likeness.item_deletion`): marks the record (a
+        render still queued or running is refused: cancel it first); with `purged`, audits and forgets it."""
+        render = await self._require(request.tenant, request.render_id, context, deleting=True)
+        try:
+            if not request.purged:
+                marked = await mark_job(self.records, request.tenant, request.render_id)
+                return renderer_pb2.DeleteRenderResponse(render=marked)
+            render = await marked_job(self.records, request.tenant, request.render_id)
+        except ItemNotFound:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "render_not_found", "No such render.")
+        except JobBusy:
             await abort(
                 context,
-                grpc.StatusCode.UNAVAILABLE,
-                "storage_unavailable",
-                "Storage is unavailable; retry later.",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "render_running",
+                "The render is still queued or running: cancel it, then delete it.",
             )
-        return renderer_pb2.RejectImageResponse(render=render)
+        except NotMarked:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "deletion_not_started",
+                "Delete the render first.",
+            )
+        await audited(
+            context,
+            self.audit.record(
+                render.tenant,
+                "render.deleted",
+                render.subject_id,
+                "ok",
+                render.id,
+                principal=self.audit.principal(current_principal()),
+                purpose="deletion",
+                notice=NOT_A_CRYPTO_ERASE,
+                once_key=deletion_once_key(render.id),
+            ),
+        )
+        await forget_job(self.records, request.tenant, request.render_id)
+        return renderer_pb2.DeleteRenderResponse(render=render)
 
     async def ListStyles(
         self, request: renderer_pb2.ListStylesRequest, context: Context

@@ -28,11 +28,13 @@ from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from likeness import ids
+from likeness.audit import AuditTrail
 from likeness.bus import RENDER_STREAM, decode, event_nats_subject
 from likeness.consent import ConsentReader, check_consent_at_start, render_purpose
 from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
 from likeness.object_names import lora_key, model_faces_key, render_image_key, subject_prefix
+from likeness.provisioning import RENDERER_WORKER
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing
@@ -113,6 +115,8 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     ) -> None:
         super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
         self.consent = ConsentReader(platform.bus)
+        secret = settings.audit_pseudonym_secret.get_secret_value()
+        self.audit = AuditTrail(platform.bus, secret, RENDERER_WORKER)
         self.styles = styles
         self.backgrounds: dict[str, Background] = load_backgrounds()
         self.settings = settings
@@ -194,6 +198,17 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         await self._discard_earlier_attempt(job)
         try:
             lora = await self._lora(job)
+            # One record per attempt that holds the decrypted LoRA (from Vault or the worker's cache of
+            # it), before a step runs; a publish repeated within the attempt is deduplicated.
+            await self.audit.record(
+                job.tenant,
+                "model.decrypted",
+                job.subject_id,
+                "ok",
+                job.render_id,
+                purpose=purpose,
+                once_key=f"{job.render_id}.{self.delivery}",
+            )
             templates = await self._templates(job) if self.scorer is not None else None
             await self._render(job, flag, lora, templates)
         except KeyDestroyed:

@@ -207,6 +207,7 @@ def _production(**values: Any) -> dict[str, Any]:
         "jwks_url": "https://idp.example/jwks.json",
         "jwt_issuer": "https://idp.example/",
         "jwt_audience": "likeness-api",  # not the default (issue 15)
+        "audit_pseudonym_secret": "p" * 40,  # the audit trail's pseudonym key (issue 16)
     } | values
 
 

@@ -129,6 +129,7 @@ def _production(**values: object) -> dict[str, object]:
         "jwks_url": "https://idp.example/jwks.json",
         "jwt_issuer": "https://idp.example/",
         "jwt_audience": "likeness-api",
+        "audit_pseudonym_secret": "p" * 40,
     } | values
 
 

@@ -31,5 +31,14 @@ CALLERS = caller_table(
         "WithdrawConsent": {GATEWAY},
         "GetConsentPolicy": {GATEWAY},
         "SetConsentPolicy": {GATEWAY},
+        # Per-item deletion: the gateway has retention purge an item once its owner has marked it (issue 16).
+        # No service may: a compromised ingest, trainer or renderer cannot remove any version of anything.
+        "PurgeItem": {GATEWAY},
+        "RectifySubject": {GATEWAY},
+        # The person's summary and the deletion dates of their export.
+        "DescribeHoldings": {GATEWAY},
+        # The person's processing log (their own token) and the tenant's audit trail (`audit:read`).
+        "ListProcessingLog": {GATEWAY},
+        "ListAuditTrail": {GATEWAY},
     },
 )

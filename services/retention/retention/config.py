@@ -9,11 +9,11 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 
-from likeness.config import CommonSettings
+from likeness.config import AuditedSettings
 
 
-class RetentionSettings(CommonSettings):
-    key_secrets: ClassVar[tuple[str, ...]] = ("hmac_secret",)
+class RetentionSettings(AuditedSettings):
+    key_secrets: ClassVar[tuple[str, ...]] = ("hmac_secret", "audit_pseudonym_secret")
 
     service_name: str = "retention"
     #: Key for keyed HMACs of identifiers that must never appear in clear (audit records, external refs).

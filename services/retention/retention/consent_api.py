@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import grpc
 
-from likeness.audit import AuditTrail
+from likeness.audit import CONSENT_PURPOSES, AuditTrail
 from likeness.bus import event_nats_subject
 from likeness.consent import BY_SUBJECT, BY_TENANT
 from likeness.method_access import require_tenant
@@ -68,7 +68,14 @@ class ConsentMethods:
         )
         policy = await self.consents.policy(subject.tenant)
         if policy.grants_need_subject_token and principal.subject is None:
-            await self.audit.record(subject.tenant, "consent.refused", subject.id, "denied")
+            await self.audit.record(
+                subject.tenant,
+                "consent.refused",
+                subject.id,
+                "denied",
+                principal=self.audit.principal(principal),
+                purpose=request.purpose if request.purpose in CONSENT_PURPOSES else "",
+            )
             await abort(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -87,7 +94,15 @@ class ConsentMethods:
             )
         except InvalidGrant as invalid:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
-        await self.audit.record(subject.tenant, "consent.granted", subject.id, "ok", grant.id)
+        await self.audit.record(
+            subject.tenant,
+            "consent.granted",
+            subject.id,
+            "ok",
+            grant.id,
+            principal=self.audit.principal(principal),
+            purpose=grant.purpose,
+        )
         return retention_pb2.GrantConsentResponse(grant=grant)
 
     async def ListConsents(
@@ -127,7 +142,15 @@ class ConsentMethods:
                 msg_id=f"{withdrawn[0].id}.withdrawn",
             )
             for grant in withdrawn:
-                await self.audit.record(subject.tenant, "consent.withdrawn", subject.id, "ok", grant.id)
+                await self.audit.record(
+                    subject.tenant,
+                    "consent.withdrawn",
+                    subject.id,
+                    "ok",
+                    grant.id,
+                    principal=self.audit.principal(principal),
+                    purpose=grant.purpose,
+                )
         policy = await self.consents.policy(subject.tenant)
         if policy.erase_on_withdrawal and not any_left:
             requested = await self.eraser.request(subject.tenant, subject.id, WITHDRAWAL_CAUSE)
@@ -144,7 +167,9 @@ class ConsentMethods:
     async def SetConsentPolicy(
         self, request: retention_pb2.SetConsentPolicyRequest, context: Context
     ) -> retention_pb2.SetConsentPolicyResponse:
-        await require_tenant(context, request.tenant)
+        principal = await require_tenant(context, request.tenant)
         await self.consents.set_policy(request.tenant, request.policy)
-        await self.audit.record(request.tenant, "policy.changed", "", "ok")
+        await self.audit.record(
+            request.tenant, "policy.changed", "", "ok", principal=self.audit.principal(principal)
+        )
         return retention_pb2.SetConsentPolicyResponse(policy=request.policy)

@@ -36,6 +36,8 @@ import nats.js.errors
 from likeness import ids
 from likeness.audit import AuditTrail
 from likeness.bus import event_nats_subject
+from likeness.hashing import keyed_hmac
+from likeness.method_access import current_principal
 from likeness.object_names import subject_prefix
 from likeness.receipts import new_receipt_salt, subject_commitment
 from likeness.runtime import Platform
@@ -93,8 +95,9 @@ class Eraser:
         self.leases = leases
         self.receipts = receipts
         self.deadlines = DeadlineBook(records.deadlines)
-        # Tombstones are keyed by the audit trail's keyed HMAC of the subject: one secret, one pseudonym.
-        records.subject_hmac = audit.subject_hmac
+        # Tombstones and erasure records name the subject by a keyed HMAC under retention's own secret
+        # (`hmac_secret`), not the audit pseudonym: the services that hold the audit secret cannot link them.
+        records.subject_hmac = self.subject_hmac
         self.consents = ConsentBook(records, clock)
         self.store = RetentionStore.of(platform.store)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -104,6 +107,10 @@ class Eraser:
         self._store_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="erasure-store")
         #: Told of each deadline the eraser schedules (the reaper, so the rescan fires on time).
         self.on_scheduled: Callable[[datetime, str], None] = lambda due, key: None
+
+    def subject_hmac(self, tenant: str, subject_id: str) -> str:
+        """The subject's keyed HMAC on what outlives it (tombstone, erasure record, receipt)."""
+        return keyed_hmac(self.settings.hmac_secret.get_secret_value(), "subject", tenant, subject_id)
 
     # ------------------------------------------------------------------------------------------ request
 
@@ -133,7 +140,7 @@ class Eraser:
             erasure = new_erasure_record(
                 ids.new_id("era"),
                 tenant,
-                self.audit.subject_hmac(tenant, subject_id),
+                self.subject_hmac(tenant, subject_id),
                 subject_id,
                 cause,
                 self.clock.now(),
@@ -146,7 +153,16 @@ class Eraser:
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
             await self.records.put_erasure(erasure)
-            await self.audit.record(tenant, "subject.erase_requested", subject_id, "accepted", erasure.id)
+            await self.audit.record(
+                tenant,
+                "subject.erase_requested",
+                subject_id,
+                "accepted",
+                erasure.id,
+                # The caller's token when asked through the API; `service:retention` for a deadline.
+                principal=self.audit.principal(current_principal()),
+                purpose="erasure",
+            )
             self.start(erasure, subject_id)
             return Requested(erasure, started=True, receipt_salt=salt)
         raise RuntimeError("subject record kept changing under us")
@@ -159,7 +175,7 @@ class Eraser:
             erasure = new_erasure_record(
                 subject.erasure_id,
                 subject.tenant,
-                self.audit.subject_hmac(subject.tenant, subject.id),
+                self.subject_hmac(subject.tenant, subject.id),
                 subject.id,
                 cause,
                 self.clock.now(),
@@ -290,7 +306,9 @@ class Eraser:
         if erasure.status == ES.ERASURE_STATUS_KEY_DESTROYED:
             await self._purge(erasure, subject_id)
         await self.receipts.issue(erasure)
-        await self.audit.record_quietly(erasure.tenant, "receipt.issued", subject_id, "ok", erasure.id)
+        await self.audit.record_quietly(
+            erasure.tenant, "receipt.issued", subject_id, "ok", erasure.id, purpose="erasure"
+        )
         return True
 
     async def _destroy_key(self, erasure: retention_pb2.Erasure, subject_id: str) -> None:
@@ -306,7 +324,9 @@ class Eraser:
         metrics.ERASURE_SECONDS.labels(stage="key_destroyed").observe(_since(erasure, now))
         if destroyed:
             metrics.KEYS_DESTROYED.labels(reason="erasure").inc()
-        await self.audit.record_quietly(erasure.tenant, "subject.key_destroyed", subject_id, "ok", erasure.id)
+        await self.audit.record_quietly(
+            erasure.tenant, "subject.key_destroyed", subject_id, "ok", erasure.id, purpose="erasure"
+        )
 
     async def _purge(self, erasure: retention_pb2.Erasure, subject_id: str) -> None:
         tenant = erasure.tenant
@@ -348,7 +368,9 @@ class Eraser:
         await self.records.put_erasure(erasure)
         metrics.ERASURE_SECONDS.labels(stage="purge_complete").observe(_since(erasure, now))
         metrics.ERASURES.labels(cause=metrics.cause_label(erasure.cause)).inc()
-        await self.audit.record_quietly(tenant, "subject.erased", subject_id, "ok", erasure.id)
+        await self.audit.record_quietly(
+            tenant, "subject.erased", subject_id, "ok", erasure.id, purpose="erasure"
+        )
 
     async def _tombstone_subject(self, tenant: str, subject_id: str) -> int:
         """Replaces the subject record with a tombstone under the subject's keyed HMAC, holding status and
@@ -357,9 +379,7 @@ class Eraser:
         if found is None or found[0].status == SS.SUBJECT_STATUS_ERASED:
             return 0
         # Tombstone first: a crash in between leaves both, and the subject always reads as erasing or erased.
-        await self.records.put_tombstone(
-            tenant, self.audit.subject_hmac(tenant, subject_id), found[0].erasure_id
-        )
+        await self.records.put_tombstone(tenant, self.subject_hmac(tenant, subject_id), found[0].erasure_id)
         await self.records.forget_subject(tenant, subject_id)
         return 1
 
@@ -370,7 +390,7 @@ class Eraser:
     async def conceal_tombstone(self, subject: retention_pb2.Subject) -> None:
         """An old tombstone (kept under the subject id) moves under the subject's keyed HMAC; the subject's
         deadline keys are forgotten with it."""
-        subject_hmac = self.audit.subject_hmac(subject.tenant, subject.id)
+        subject_hmac = self.subject_hmac(subject.tenant, subject.id)
         await self.records.put_tombstone(subject.tenant, subject_hmac, subject.erasure_id)
         await self.records.forget_subject(subject.tenant, subject.id)
         await self.deadlines.forget_subject(subject.tenant, subject.id)

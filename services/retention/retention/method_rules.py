@@ -26,6 +26,7 @@ SUBJECT_ROUTE_SCOPES = (
     "renders:write",
     "consents:read",
     "consents:write",
+    "subjects:write",
 )
 
 TOKEN_RULES = token_rules(
@@ -51,5 +52,15 @@ TOKEN_RULES = token_rules(
         "WithdrawConsent": subject("consents:write"),
         "GetConsentPolicy": tenant("consents:read", "consents:write"),
         "SetConsentPolicy": tenant("consents:write"),
+        # Per-item deletion: the scope of the route deleting that kind (checked against the kind there).
+        "PurgeItem": subject("photos:write", "trainings:write", "renders:write"),
+        "RectifySubject": subject("subjects:write"),
+        # The summary (`subjects:read`) and the export's deletion dates (`subjects:export`): the person's own
+        # token or a tenant-level one.
+        "DescribeHoldings": subject("subjects:read", "subjects:export"),
+        # The person's processing log: their own token (the method refuses a tenant-level one unless it
+        # may export the subject: the export holds the log). The tenant's whole trail: `audit:read`.
+        "ListProcessingLog": subject("subjects:read", "subjects:export"),
+        "ListAuditTrail": tenant_wide("audit:read"),
     },
 )

@@ -110,7 +110,9 @@ class OrphanSweeper:
                 if deleted:
                     result.orphan_objects += len(deleted)
                     metrics.count_deleted([(v.key, v.size) for v in deleted], "orphan")
-                    await self.audit.record(tenant, "orphan.objects_deleted", subject_id, "ok")
+                    await self.audit.record(
+                        tenant, "orphan.objects_deleted", subject_id, "ok", purpose="retention"
+                    )
                 continue
             found = await self.records.get_subject(tenant, subject_id)
             if found is None or found[0].status != SS.SUBJECT_STATUS_ACTIVE:
@@ -121,7 +123,7 @@ class OrphanSweeper:
                 await asyncio.to_thread(self.store.delete_versions, expired)
                 result.expired_objects += len(expired)
                 metrics.count_deleted([(v.key, v.size) for v in expired], "deadline")
-                await self.audit.record(tenant, "data.deleted", subject_id, "ok")
+                await self.audit.record(tenant, "data.deleted", subject_id, "ok", purpose="retention")
         return result
 
     async def sweep_keys(self, only: Callable[[str], bool] | None = None) -> int:
@@ -143,6 +145,6 @@ class OrphanSweeper:
                 destroyed += 1
                 metrics.KEYS_DESTROYED.labels(reason="orphan").inc()
                 tenant = subject.tenant if subject is not None else UNKNOWN_TENANT
-                await self.audit.record(tenant, "orphan.key_destroyed", subject_id, "ok")
+                await self.audit.record(tenant, "orphan.key_destroyed", subject_id, "ok", purpose="retention")
                 log.info("orphan key destroyed")
         return destroyed

@@ -226,7 +226,12 @@ class Reaper:
         if deadline.kind == DeadlineKind.TRAINED_PHOTOS:
             await self._complete_photo_deadlines(deadline, deleted)
         await self.audit.record(
-            deadline.tenant, "data.deleted", deadline.subject_id, "ok", deadline.resource_id
+            deadline.tenant,
+            "data.deleted",
+            deadline.subject_id,
+            "ok",
+            deadline.resource_id,
+            purpose="retention",
         )
         return deleted
 

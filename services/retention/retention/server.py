@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from likeness.grpc_user_tokens import on_wrong_subject
 from likeness.runtime import Platform, run_grpc_service
 from likeness.v1 import retention_pb2, retention_pb2_grpc
 from retention.callers import CALLERS
@@ -27,6 +28,8 @@ def register_with(
         records = await RetentionRecords.open(platform.bus, settings.kv_bucket_prefix)
         servicer = RetentionServicer(platform, records, settings)
         retention_pb2_grpc.add_RetentionServiceServicer_to_server(servicer, server)
+        # Another person's token refused on a subject: recorded on that subject's log (`access.denied`).
+        on_wrong_subject(servicer.record_if_denied)
         await servicer.resume_unfinished_erasures()
         await servicer.reaper.consume_events()
         background = [

@@ -17,7 +17,7 @@ import logging
 import grpc
 
 from likeness import ids
-from likeness.audit import AuditTrail, AuditTrailFull
+from likeness.audit import PURPOSES, AuditTrail, AuditTrailFull
 from likeness.bus import event_nats_subject, kv_records
 from likeness.hashing import keyed_hmac
 from likeness.method_access import (
@@ -30,12 +30,17 @@ from likeness.method_access import (
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.timeutil import SYSTEM_CLOCK, Clock, to_timestamp
+from likeness.user_tokens import Principal
 from likeness.v1 import events_pb2, retention_pb2, retention_pb2_grpc
 from likeness.vault_transit import KeyError_, VaultUnavailable
+from retention.audit_api import AuditMethods
+from retention.audit_log import AuditLog
 from retention.config import RetentionSettings
 from retention.consent_api import ConsentMethods, grantor_of
 from retention.consents import ConsentBook, InvalidGrant, validate_grant
 from retention.erasure import Eraser
+from retention.holdings_api import HoldingsMethods
+from retention.item_methods import ItemMethods
 from retention.leases import Leases
 from retention.method_rules import TOKEN_RULES
 from retention.orphans import OrphanSweeper
@@ -54,7 +59,13 @@ MAX_PAGE_SIZE = 100
 ES = retention_pb2.ErasureStatus
 
 
-class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServicer):
+class RetentionServicer(
+    ConsentMethods,
+    HoldingsMethods,
+    ItemMethods,
+    AuditMethods,
+    retention_pb2_grpc.RetentionServiceServicer,
+):
     #: What each method asks of the caller's token (enforced by the server's interceptor).
     token_rules = TOKEN_RULES
 
@@ -69,8 +80,9 @@ class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServi
         self.records = records
         self.settings = settings
         self.clock = clock
-        secret = settings.hmac_secret.get_secret_value()
-        self.audit = AuditTrail(platform.bus, secret, actor="retention", clock=clock)
+        pseudonyms = settings.audit_pseudonym_secret.get_secret_value()
+        self.audit = AuditTrail(platform.bus, pseudonyms, actor="retention", clock=clock)
+        self.audit_log = AuditLog(platform.bus.js)
         self.leases = Leases(records.leases, settings.holder, clock, settings.lease_seconds)
         self.receipts = ReceiptIssuer(records.receipts, settings, clock)
         self.tenants = TenantPolicies(records.tenants, settings)
@@ -143,20 +155,33 @@ class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServi
                 None,
                 grantor_of(principal),
             )
-            await self._audit_or_refuse(context, request.tenant, "consent.granted", subject_id)
+            await self._audit_or_refuse(
+                context, request.tenant, "consent.granted", subject_id, purpose=consent.purpose
+            )
         await self.platform.bus.publish(
             event_nats_subject(request.tenant, subject_id, "subject.opened"),
             events_pb2.SubjectOpened(tenant=request.tenant, subject_id=subject_id, at=to_timestamp(now)),
             msg_id=f"{subject_id}.opened",
         )
-        await self._audit_or_refuse(context, request.tenant, "subject.opened", subject_id)
+        await self._audit_or_refuse(
+            context, request.tenant, "subject.opened", subject_id, purpose=consent.purpose
+        )
         return retention_pb2.OpenSubjectResponse(subject=_public(subject))
 
-    async def _audit_or_refuse(self, context: Context, tenant: str, action: str, subject_id: str) -> None:
-        """Records the access; a full audit trail refuses the call (503 at the gateway) rather than let an
-        unrecorded access through."""
+    async def _audit_or_refuse(
+        self, context: Context, tenant: str, action: str, subject_id: str, *, purpose: str = ""
+    ) -> None:
+        """Records the access by the call's principal; a full audit trail refuses the call (503 at the
+        gateway) rather than let an unrecorded access through."""
         try:
-            await self.audit.record(tenant, action, subject_id, "ok")
+            await self.audit.record(
+                tenant,
+                action,
+                subject_id,
+                "ok",
+                principal=self.audit.principal(current_principal()),
+                purpose=purpose if purpose in PURPOSES else "",
+            )
         except AuditTrailFull:
             await abort(
                 context,
@@ -165,9 +190,30 @@ class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServi
                 "The audit trail is full; the operator has been alerted. Try again later.",
             )
 
+    async def _record_if_denied(self, tenant: str, subject_id: str) -> None:
+        await self.record_if_denied(current_principal(), tenant, subject_id)
+
+    async def record_if_denied(self, principal: Principal | None, tenant: str, subject_id: str) -> None:
+        """`access.denied` on the subject when a token of this tenant may not touch it and it exists: the
+        person learns from their log that someone tried. Retention, which owns subjects, is where every
+        such refusal is recorded, once (the gateway asks it: `gateway.access.refused`; the interceptor
+        tells it: `likeness.grpc_user_tokens.on_wrong_subject`); nothing is recorded for a subject that
+        does not exist or is erased, or for another tenant (nobody to tell)."""
+        if principal is None or principal.tenant != tenant or principal.can_touch(subject_id):
+            return
+        if not (ids.is_valid_tenant(tenant) and ids.is_valid_id(subject_id, "sub")):
+            return
+        found = await self.records.get_subject(tenant, subject_id)
+        if found is None or found[0].status != SS.SUBJECT_STATUS_ACTIVE:
+            return
+        await self.audit.record_quietly(
+            tenant, "access.denied", subject_id, "denied", principal=self.audit.principal(principal)
+        )
+
     async def _require_subject(
         self, tenant: str, subject_id: str, context: Context
     ) -> tuple[retention_pb2.Subject, int]:
+        await self._record_if_denied(tenant, subject_id)
         await require_subject(context, tenant, subject_id)
         found = None
         if ids.is_valid_tenant(tenant) and ids.is_valid_id(subject_id, "sub"):
@@ -179,8 +225,8 @@ class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServi
     async def GetSubject(
         self, request: retention_pb2.GetSubjectRequest, context: Context
     ) -> retention_pb2.GetSubjectResponse:
+        # A status read: not an access to personal data, so it writes no audit record.
         subject, _ = await self._require_subject(request.tenant, request.subject_id, context)
-        await self._audit_or_refuse(context, subject.tenant, "subject.read", subject.id)
         return retention_pb2.GetSubjectResponse(subject=_public(subject))
 
     async def EraseSubject(
@@ -326,7 +372,7 @@ class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServi
         if principal is None or principal.tenant != erasure.tenant:
             return False
         if principal.subject is not None:
-            mine = self.audit.subject_hmac(erasure.tenant, principal.subject)
+            mine = self.eraser.subject_hmac(erasure.tenant, principal.subject)
             return hmac.compare_digest(mine.encode(), erasure.subject_hmac.encode())
         return principal.tenant_wide
 
@@ -358,7 +404,9 @@ class RetentionServicer(ConsentMethods, retention_pb2_grpc.RetentionServiceServi
         if not ids.is_valid_tenant(tenant):
             raise ValueError("invalid tenant id")
         effective = await self.tenants.set(tenant, schedule)
-        await self.audit.record(tenant, "policy.changed", "", "ok")
+        await self.audit.record(
+            tenant, "policy.changed", "", "ok", principal=self.audit.principal(current_principal())
+        )
         return effective
 
     # ------------------------------------------------------------------------------------------ lifecycle

@@ -150,7 +150,7 @@ async def test_records_of_earlier_erasures_stop_naming_the_subject(instances: An
         retention_pb2.Erasure(
             id=erasure_id,
             tenant=tenant,
-            subject_hmac=servicer.audit.subject_hmac(tenant, sid),
+            subject_hmac=servicer.eraser.subject_hmac(tenant, sid),
             status=retention_pb2.ErasureStatus.ERASURE_STATUS_COMPLETED,
             key_name=key_name(sid),
             requested_at=now,

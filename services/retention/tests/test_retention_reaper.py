@@ -285,7 +285,7 @@ async def test_two_replicas_never_double_delete_nor_miss_a_deadline(instances: A
     assert sum(r.subjects_erased for r in results) == 4
     erasures = await a.records.all_erasures()
     assert sorted(e.subject_hmac for e in erasures) == sorted(
-        a.audit.subject_hmac(tenant, s) for s in subjects
+        a.eraser.subject_hmac(tenant, s) for s in subjects
     )
     for erasure in erasures:
         await instances.wait_erased(a, tenant, erasure.id)

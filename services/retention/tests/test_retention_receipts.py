@@ -135,6 +135,7 @@ def test_signing_keys_come_from_settings_and_rotate() -> None:
             jwt_issuer="https://idp.example/",
             jwt_audience="likeness-api",  # not the default (issue 15)
             hmac_secret="x" * 40,
+            audit_pseudonym_secret="p" * 40,
             s3_secret_key="a-real-s3-secret",
             vault_token="a-real-vault-token",
             nats_url="tls://nats:4222",

@@ -21,5 +21,9 @@ CALLERS = caller_table(
         # Nothing calls it today (the gateway streams progress from NATS events): closed until one does.
         "WatchTraining": set(),
         "ListTrainings": {GATEWAY},
+        # Hands out decrypted LoRAs and their face templates: the gateway's data export only.
+        "ExportModels": {GATEWAY},
+        # Per-item deletion: the gateway marks, has retention purge, then confirms (issue 16).
+        "DeleteTraining": {GATEWAY},
     },
 )

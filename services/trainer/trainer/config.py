@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from likeness.config import CommonSettings
+from likeness.config import AuditedSettings
 
 
-class TrainerSettings(CommonSettings):
+class TrainerSettings(AuditedSettings):
     service_name: str = "trainer"
     #: Directory of the base Stable Diffusion pipeline (diffusers layout), loaded once per worker.
     base_model: Path = Path(".likeness/models/tiny")

@@ -19,7 +19,10 @@ TOKEN_RULES = token_rules(
         "SubmitTraining": subject("trainings:write"),
         "GetTraining": subject("trainings:read", "trainings:write", "renders:write"),
         "CancelTraining": subject("trainings:write"),
+        "DeleteTraining": subject("trainings:write"),
         "WatchTraining": subject("trainings:read"),
-        "ListTrainings": subject("trainings:read", "subjects:export"),
+        # Deleting a photo names the models trained on it (`photos:write`).
+        "ListTrainings": subject("trainings:read", "subjects:export", "photos:write"),
+        "ExportModels": subject("subjects:export"),
     },
 )

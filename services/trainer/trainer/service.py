@@ -14,16 +14,32 @@ from collections.abc import AsyncIterator
 import grpc
 
 from likeness import ids
+from likeness.audit import AuditTrail
 from likeness.bus import job_nats_subject
 from likeness.consent import HEADSHOTS, ConsentReader, require_consent
+from likeness.item_deletion import (
+    NOT_A_CRYPTO_ERASE,
+    ItemNotFound,
+    JobBusy,
+    NotMarked,
+    audited,
+    deletion_once_key,
+    forget_job,
+    is_marked,
+    mark_job,
+    marked_job,
+)
 from likeness.jobs import TERMINAL, JobRecords
-from likeness.method_access import may_touch, require_subject, require_tenant
+from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
+from likeness.store import StoreError
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
+from likeness.vault_transit import KeyDestroyed, KeyError_
 from trainer.config import TrainerSettings
+from trainer.export import exported_models
 from trainer.method_rules import TOKEN_RULES
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -41,6 +57,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.records = records
         self.settings = settings
         self.consent = ConsentReader(platform.bus)
+        self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "trainer")
 
     async def SubmitTraining(
         self, request: trainer_pb2.SubmitTrainingRequest, context: Context
@@ -63,7 +80,15 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                 f"steps must be 0..{self.settings.max_steps}.",
             )
         # A training needs the person's live `headshots` grant (the worker checks it again when it starts).
-        await require_consent(context, self.consent, request.tenant, request.subject_id, HEADSHOTS)
+        await require_consent(
+            context,
+            self.consent,
+            request.tenant,
+            request.subject_id,
+            HEADSHOTS,
+            audit=self.audit,
+            refused_action="training.refused",
+        )
         now = now_timestamp()
         training = trainer_pb2.Training(
             id=ids.new_id("trn"),
@@ -89,9 +114,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         )
         return trainer_pb2.SubmitTrainingResponse(training=training)
 
-    async def _require(self, tenant: str, training_id: str, context: Context) -> trainer_pb2.Training:
+    async def _require(
+        self, tenant: str, training_id: str, context: Context, *, deleting: bool = False
+    ) -> trainer_pb2.Training:
         """The training, if it is of the token's tenant, its record is the one its key names, and the token
-        may see its subject (else NOT_FOUND, as for a training that does not exist)."""
+        may see its subject (else NOT_FOUND, as for a training that does not exist). A training whose
+        per-item deletion has begun is gone for every caller but the deletion itself (`deleting`)."""
         await require_tenant(context, tenant)
         found = None
         if ids.is_valid_tenant(tenant) and ids.is_valid_id(training_id, "trn"):
@@ -100,9 +128,55 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             found is None
             or (found[0].tenant, found[0].id) != (tenant, training_id)
             or not may_touch(tenant, found[0].subject_id)
+            or (is_marked(found[0]) and not deleting)
         ):
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
         return found[0]
+
+    async def DeleteTraining(
+        self, request: trainer_pb2.DeleteTrainingRequest, context: Context
+    ) -> trainer_pb2.DeleteTrainingResponse:
+        """Per-item deletion of a training and its model (`likeness.item_deletion`): marks the record (one
+        still queued or running is refused: cancel it first); with `purged`, audits and forgets it."""
+        training = await self._require(request.tenant, request.training_id, context, deleting=True)
+        principal = await require_tenant(context, request.tenant)
+        try:
+            if not request.purged:
+                marked = await mark_job(self.records, request.tenant, request.training_id)
+                return trainer_pb2.DeleteTrainingResponse(training=marked)
+            training = await marked_job(self.records, request.tenant, request.training_id)
+        except ItemNotFound:
+            await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
+        except JobBusy:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "training_running",
+                "The training is still queued or running: cancel it, then delete it.",
+            )
+        except NotMarked:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "deletion_not_started",
+                "Delete the training first.",
+            )
+        await audited(
+            context,
+            self.audit.record(
+                training.tenant,
+                "model.deleted",
+                training.subject_id,
+                "ok",
+                training.id,
+                principal=self.audit.principal(principal),
+                purpose="deletion",
+                notice=NOT_A_CRYPTO_ERASE,
+                once_key=deletion_once_key(training.id),
+            ),
+        )
+        await forget_job(self.records, request.tenant, request.training_id)
+        return trainer_pb2.DeleteTrainingResponse(training=training)
 
     async def GetTraining(
         self, request: trainer_pb2.GetTrainingRequest, context: Context
@@ -142,6 +216,52 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             )
         except InvalidPage as invalid:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
+
+    async def ExportModels(
+        self, request: trainer_pb2.ExportModelsRequest, context: Context
+    ) -> AsyncIterator[trainer_pb2.ExportModelsResponse]:
+        """The subject's trained models, decrypted, for their data export (see `trainer.export`)."""
+        await require_subject(context, request.tenant, request.subject_id)
+        if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
+            await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
+        trainings = [
+            training
+            for training in await self.records.tenant_records(request.tenant)
+            # A model whose per-item deletion has begun is no longer held for the person: not exported.
+            if training.subject_id == request.subject_id and not is_marked(training)
+        ]
+        principal = self.audit.principal(current_principal())
+
+        async def record_export(training_id: str) -> None:
+            await self.audit.record(
+                request.tenant,
+                "model.exported",
+                request.subject_id,
+                "ok",
+                training_id,
+                principal=principal,
+                purpose="export",
+            )
+
+        try:
+            async for part in exported_models(
+                self.platform.sealed, request.tenant, request.subject_id, trainings, record_export
+            ):
+                yield part
+        except KeyDestroyed:
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "subject_erased",
+                "This subject has been erased.",
+            )
+        except (KeyError_, StoreError):
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "storage_unavailable",
+                "Storage is unavailable; retry later.",
+            )
 
     async def WatchTraining(
         self, request: trainer_pb2.WatchTrainingRequest, context: Context

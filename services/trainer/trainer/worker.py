@@ -28,6 +28,7 @@ import PIL.Image
 from nats.aio.msg import Msg
 
 from likeness import ids
+from likeness.audit import AuditTrail
 from likeness.bus import TRAIN_STREAM, decode
 from likeness.consent import HEADSHOTS, ConsentReader, check_consent_at_start
 from likeness.job_metrics import TRAIN, init_job_metrics, job_ended
@@ -41,6 +42,7 @@ from likeness.jobs import (
     QueueWorker,
 )
 from likeness.object_names import photo_key
+from likeness.provisioning import TRAINER_WORKER
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
@@ -78,6 +80,8 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
     ) -> None:
         super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
         self.consent = ConsentReader(platform.bus)
+        secret = settings.audit_pseudonym_secret.get_secret_value()
+        self.audit = AuditTrail(platform.bus, secret, TRAINER_WORKER)
         self.settings = settings
         self.pipe = load_pipeline(settings.base_model)  # once per worker, shared by every job
         self.family = detect_family(self.pipe)
@@ -144,6 +148,18 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
             await self._complete(job, objects, flag)
             return
         images = await asyncio.to_thread(self._load_photos, job)
+        # One record per attempt that decrypted the photos (a redelivery that decrypts them again is a
+        # second access, recorded as such; one that finds the LoRA stored decrypts nothing and records
+        # nothing); a publish repeated within the attempt is deduplicated.
+        await self.audit.record(
+            job.tenant,
+            "photos.decrypted",
+            job.subject_id,
+            "ok",
+            job.training_id,
+            purpose=HEADSHOTS,
+            once_key=f"{job.training_id}.{self.delivery}",
+        )
         config = self.config_for(job, len(images))
         resume = await asyncio.to_thread(self._newest_checkpoint, objects)
         await self._mark_running(job, config, resume, flag)

@@ -101,6 +101,8 @@ and nothing a process does not use:
   gateway, gRPC   jwt_dev_secret (auth.jwtDevSecretExistingSecret, development only; GPU workers and the
                   bootstrap Job verify no end user's token)
   retention       hmac_secret (hmac: retention alone holds it), receipt_signing_key (retention.receipts)
+  ingest, trainer, renderer, retention (both roles of the GPU services)
+                  audit_pseudonym_secret (auditPseudonym: the person's pseudonym in the audit trail)
   renderer-worker watermark_key, c2pa_cert_chain, c2pa_private_key (renderer.marking)
   renderer        watermark_key only: RendererSettings requires it of both roles in production, though the
                   serve role marks nothing; it never gets the C2PA signing key (LIKENESS_C2PA_SIGN=false)
@@ -123,6 +125,9 @@ not here either: each is a Secret of its own, mounted whole at LIKENESS_TLS_DIR 
 {{- range $file := list "s3_access_key" "s3_secret_key" -}}
 {{- $files = append $files (dict "secret" $secret "key" $file "file" $file) -}}
 {{- end -}}
+{{- end -}}
+{{- if has .service (list "ingest" "trainer" "renderer" "retention") -}}
+{{- $files = append $files (dict "secret" $v.auditPseudonym.existingSecret "key" $v.auditPseudonym.existingSecretKey "file" "audit_pseudonym_secret") -}}
 {{- end -}}
 {{- if eq .service "gateway" -}}
 {{- $idempotency := $v.gateway.idempotency -}}

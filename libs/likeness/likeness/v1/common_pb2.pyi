@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -110,3 +112,35 @@ class Progress(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class FaceEmbedding(_message.Message):
+    """One face template exported to its person (GDPR access): the 128-D identity embedding ingest computed
+    from a photo, or one of the set sealed beside a model. Biometric data: only ever sent in an export.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    PERCEPTUAL_HASH_FIELD_NUMBER: _builtins.int
+    photo_id: _builtins.str
+    """The photo it was computed from; empty in a model's set (which keeps the embeddings only)."""
+    perceptual_hash: _builtins.str
+    """The photo's 64-bit perceptual hash (ingest's duplicate check), hex; empty when not kept."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        photo_id: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        perceptual_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["perceptual_hash", b"perceptual_hash", "photo_id", b"photo_id", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaceEmbedding: _TypeAlias = FaceEmbedding  # noqa: Y015

@@ -350,7 +350,9 @@ Global___RenderFailed: _TypeAlias = RenderFailed  # noqa: Y015
 
 @_typing.final
 class AuditRecord(_message.Message):
-    """Stream LIKENESS_AUDIT, subject audit.<tenant>.<action>: who did what, when, with what outcome."""
+    """Stream LIKENESS_AUDIT, subject audit.<tenant>.<pseudonym or _>.<action with _ for .>: who did what,
+    when, for which purpose, with what outcome (likeness.audit).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -361,13 +363,27 @@ class AuditRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     RESOURCE_ID_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     action: _builtins.str
     subject_hmac: _builtins.str
-    """The subject as a keyed HMAC, never the id in clear."""
+    """The subject as a keyed HMAC under the audit pseudonym secret (its pseudonym), never the id in clear."""
     actor: _builtins.str
+    """The service that wrote the record (the one holding the data)."""
     outcome: _builtins.str
     resource_id: _builtins.str
+    principal: _builtins.str
+    """Who acted, never naming a person: "subject" (the person's own token), "tenant" or "tenant:<client>"
+    (a tenant back end), "service:<identity>" (background work).
+    """
+    purpose: _builtins.str
+    """Why: a consent purpose (headshots, team_look, instant) or export, erasure, retention, review,
+    rectification, deletion, access.
+    """
+    notice: _builtins.str
+    """A short dotted word the person should read with the record (e.g. not_a_crypto_erase)."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -380,10 +396,13 @@ class AuditRecord(_message.Message):
         outcome: _builtins.str = ...,
         resource_id: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        notice: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "outcome", b"outcome", "resource_id", b"resource_id", "subject_hmac", b"subject_hmac", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "notice", b"notice", "outcome", b"outcome", "principal", b"principal", "purpose", b"purpose", "resource_id", b"resource_id", "subject_hmac", b"subject_hmac", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

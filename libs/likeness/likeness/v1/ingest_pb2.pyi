@@ -122,6 +122,7 @@ class Photo(_message.Message):
     HEIGHT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
+    DELETION_REQUESTED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
@@ -137,6 +138,10 @@ class Photo(_message.Message):
     def scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Quality scores so a client can coach the person (never biometric data)."""
 
+    @_builtins.property
+    def deletion_requested_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when a per-item deletion began: the photo is hidden from every read until its record is gone."""
+
     def __init__(
         self,
         *,
@@ -149,10 +154,11 @@ class Photo(_message.Message):
         height: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        deletion_requested_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "height", b"height", "id", b"id", "reasons", b"reasons", "scores", b"scores", "status", b"status", "subject_id", b"subject_id", "tenant", b"tenant", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "height", b"height", "id", b"id", "reasons", b"reasons", "scores", b"scores", "status", b"status", "subject_id", b"subject_id", "tenant", b"tenant", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,3 +295,96 @@ class ExportPhotosResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___ExportPhotosResponse: _TypeAlias = ExportPhotosResponse  # noqa: Y015
+
+@_typing.final
+class ExportFaceTemplatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFaceTemplatesRequest: _TypeAlias = ExportFaceTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class ExportFaceTemplatesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.FaceEmbedding]:
+        """One per photo whose template is still held, by photo id."""
+
+    def __init__(
+        self,
+        *,
+        templates: _abc.Iterable[_common_pb2.FaceEmbedding] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportFaceTemplatesResponse: _TypeAlias = ExportFaceTemplatesResponse  # noqa: Y015
+
+@_typing.final
+class DeletePhotoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    photo_id: _builtins.str
+    purged: _builtins.bool
+    """Retention has purged every version (PurgeItem): forget the record and audit the deletion."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        photo_id: _builtins.str = ...,
+        purged: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo_id", b"photo_id", "purged", b"purged", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePhotoRequest: _TypeAlias = DeletePhotoRequest  # noqa: Y015
+
+@_typing.final
+class DeletePhotoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHOTO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def photo(self) -> Global___Photo: ...
+    def __init__(
+        self,
+        *,
+        photo: Global___Photo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["photo", b"photo"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePhotoResponse: _TypeAlias = DeletePhotoResponse  # noqa: Y015

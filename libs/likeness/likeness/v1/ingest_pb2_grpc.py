@@ -50,6 +50,16 @@ class IngestServiceStub:
                 request_serializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosResponse.FromString,
                 _registered_method=True)
+        self.ExportFaceTemplates = channel.unary_unary(
+                '/likeness.v1.IngestService/ExportFaceTemplates',
+                request_serializer=likeness_dot_v1_dot_ingest__pb2.ExportFaceTemplatesRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_ingest__pb2.ExportFaceTemplatesResponse.FromString,
+                _registered_method=True)
+        self.DeletePhoto = channel.unary_unary(
+                '/likeness.v1.IngestService/DeletePhoto',
+                request_serializer=likeness_dot_v1_dot_ingest__pb2.DeletePhotoRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_ingest__pb2.DeletePhotoResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -77,6 +87,21 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportFaceTemplates(self, request, context):
+        """A data export (GDPR access): the face templates of the subject's photos still held, decrypted here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePhoto(self, request, context):
+        """Per-item deletion of one photo (issue 16): the first call marks the record (hidden from then on), the
+        caller has retention purge every version (PurgeItem), a second call with `purged` forgets the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +119,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.ExportPhotos,
                     request_deserializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_ingest__pb2.ExportPhotosResponse.SerializeToString,
+            ),
+            'ExportFaceTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportFaceTemplates,
+                    request_deserializer=likeness_dot_v1_dot_ingest__pb2.ExportFaceTemplatesRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_ingest__pb2.ExportFaceTemplatesResponse.SerializeToString,
+            ),
+            'DeletePhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePhoto,
+                    request_deserializer=likeness_dot_v1_dot_ingest__pb2.DeletePhotoRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_ingest__pb2.DeletePhotoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +213,60 @@ class IngestService:
             '/likeness.v1.IngestService/ExportPhotos',
             likeness_dot_v1_dot_ingest__pb2.ExportPhotosRequest.SerializeToString,
             likeness_dot_v1_dot_ingest__pb2.ExportPhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFaceTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.IngestService/ExportFaceTemplates',
+            likeness_dot_v1_dot_ingest__pb2.ExportFaceTemplatesRequest.SerializeToString,
+            likeness_dot_v1_dot_ingest__pb2.ExportFaceTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.IngestService/DeletePhoto',
+            likeness_dot_v1_dot_ingest__pb2.DeletePhotoRequest.SerializeToString,
+            likeness_dot_v1_dot_ingest__pb2.DeletePhotoResponse.FromString,
             options,
             channel_credentials,
             insecure,

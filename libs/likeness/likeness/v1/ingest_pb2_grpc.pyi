@@ -40,6 +40,12 @@ class IngestServiceStub:
     """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
     photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
     """
+    ExportFaceTemplates: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ExportFaceTemplatesRequest, _ingest_pb2.ExportFaceTemplatesResponse]
+    """A data export (GDPR access): the face templates of the subject's photos still held, decrypted here."""
+    DeletePhoto: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.DeletePhotoRequest, _ingest_pb2.DeletePhotoResponse]
+    """Per-item deletion of one photo (issue 16): the first call marks the record (hidden from then on), the
+    caller has retention purge every version (PurgeItem), a second call with `purged` forgets the record.
+    """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -52,6 +58,12 @@ class IngestServiceAsyncStub(IngestServiceStub):
     ExportPhotos: _aio.UnaryStreamMultiCallable[_ingest_pb2.ExportPhotosRequest, _ingest_pb2.ExportPhotosResponse]  # type: ignore[assignment]
     """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
     photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
+    """
+    ExportFaceTemplates: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ExportFaceTemplatesRequest, _ingest_pb2.ExportFaceTemplatesResponse]  # type: ignore[assignment]
+    """A data export (GDPR access): the face templates of the subject's photos still held, decrypted here."""
+    DeletePhoto: _aio.UnaryUnaryMultiCallable[_ingest_pb2.DeletePhotoRequest, _ingest_pb2.DeletePhotoResponse]  # type: ignore[assignment]
+    """Per-item deletion of one photo (issue 16): the first call marks the record (hidden from then on), the
+    caller has retention purge every version (PurgeItem), a second call with `purged` forgets the record.
     """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -80,6 +92,24 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_ingest_pb2.ExportPhotosResponse], _abc.AsyncIterator[_ingest_pb2.ExportPhotosResponse]]:
         """A data export (GDPR access): the subject's stored crops, decrypted here, one after the other. For each
         photo whose crop is still held: an `ExportedPhoto`, then its bytes in chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportFaceTemplates(
+        self,
+        request: _ingest_pb2.ExportFaceTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ExportFaceTemplatesResponse, _abc.Awaitable[_ingest_pb2.ExportFaceTemplatesResponse]]:
+        """A data export (GDPR access): the face templates of the subject's photos still held, decrypted here."""
+
+    @_abc_1.abstractmethod
+    def DeletePhoto(
+        self,
+        request: _ingest_pb2.DeletePhotoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.DeletePhotoResponse, _abc.Awaitable[_ingest_pb2.DeletePhotoResponse]]:
+        """Per-item deletion of one photo (issue 16): the first call marks the record (hidden from then on), the
+        caller has retention purge every version (PurgeItem), a second call with `purged` forgets the record.
         """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -277,6 +277,7 @@ class Render(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     TEAM_LOOK_ID_FIELD_NUMBER: _builtins.int
+    DELETION_REQUESTED_AT_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
@@ -300,6 +301,10 @@ class Render(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def quality(self) -> Global___RenderQuality: ...
+    @_builtins.property
+    def deletion_requested_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when a per-item deletion began: the render is hidden from every read until its record is gone."""
+
     def __init__(
         self,
         *,
@@ -318,11 +323,12 @@ class Render(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         quality: Global___RenderQuality | None = ...,
         team_look_id: _builtins.str = ...,
+        deletion_requested_at: _timestamp_pb2.Timestamp | None = ...,
         background: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "progress", b"progress", "quality", b"quality", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "progress", b"progress", "quality", b"quality", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -442,19 +448,23 @@ class FetchImageRequest(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     RENDER_ID_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
+    FOR_EXPORT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     render_id: _builtins.str
     image_id: _builtins.str
+    for_export: _builtins.bool
+    """Fetched for the person's data export: the audit record's purpose is then "export", else "access"."""
     def __init__(
         self,
         *,
         tenant: _builtins.str = ...,
         render_id: _builtins.str = ...,
         image_id: _builtins.str = ...,
+        for_export: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "render_id", b"render_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["for_export", b"for_export", "image_id", b"image_id", "render_id", b"render_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -869,19 +879,25 @@ class RejectImageRequest(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     RENDER_ID_FIELD_NUMBER: _builtins.int
     IMAGE_ID_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     render_id: _builtins.str
     image_id: _builtins.str
+    purged: _builtins.bool
+    """Retention has purged every version (PurgeItem): the image leaves the record and the deletion is
+    audited. Without it, the call only checks that the image is there to delete.
+    """
     def __init__(
         self,
         *,
         tenant: _builtins.str = ...,
         render_id: _builtins.str = ...,
         image_id: _builtins.str = ...,
+        purged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "render_id", b"render_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "purged", b"purged", "render_id", b"render_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -908,3 +924,49 @@ class RejectImageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RejectImageResponse: _TypeAlias = RejectImageResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRenderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    RENDER_ID_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    render_id: _builtins.str
+    purged: _builtins.bool
+    """Retention has purged every version (PurgeItem): forget the record and audit the deletion."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        render_id: _builtins.str = ...,
+        purged: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged", b"purged", "render_id", b"render_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRenderRequest: _TypeAlias = DeleteRenderRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRenderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RENDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def render(self) -> Global___Render: ...
+    def __init__(
+        self,
+        *,
+        render: Global___Render | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["render", b"render"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["render", b"render"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRenderResponse: _TypeAlias = DeleteRenderResponse  # noqa: Y015

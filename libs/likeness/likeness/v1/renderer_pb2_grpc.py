@@ -85,6 +85,11 @@ class RendererServiceStub:
                 request_serializer=likeness_dot_v1_dot_renderer__pb2.RejectImageRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_renderer__pb2.RejectImageResponse.FromString,
                 _registered_method=True)
+        self.DeleteRender = channel.unary_unary(
+                '/likeness.v1.RendererService/DeleteRender',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderResponse.FromString,
+                _registered_method=True)
 
 
 class RendererServiceServicer:
@@ -155,6 +160,15 @@ class RendererServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRender(self, request, context):
+        """Per-item deletion of a render and its images (issue 16): the first call marks the record (hidden from
+        then on; a render still queued or running is refused), the caller has retention purge every version
+        (PurgeItem), a second call with `purged` forgets the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RendererServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +221,11 @@ def add_RendererServiceServicer_to_server(servicer, server):
                     servicer.RejectImage,
                     request_deserializer=likeness_dot_v1_dot_renderer__pb2.RejectImageRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_renderer__pb2.RejectImageResponse.SerializeToString,
+            ),
+            'DeleteRender': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRender,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +499,33 @@ class RendererService:
             '/likeness.v1.RendererService/RejectImage',
             likeness_dot_v1_dot_renderer__pb2.RejectImageRequest.SerializeToString,
             likeness_dot_v1_dot_renderer__pb2.RejectImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRender(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/DeleteRender',
+            likeness_dot_v1_dot_renderer__pb2.DeleteRenderRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.DeleteRenderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class RendererServiceStub:
     """A subject's renders, newest first, a page at a time."""
     RejectImage: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.RejectImageRequest, _renderer_pb2.RejectImageResponse]
     """The person rejects one delivered image: every version of it is deleted and it leaves the render."""
+    DeleteRender: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.DeleteRenderRequest, _renderer_pb2.DeleteRenderResponse]
+    """Per-item deletion of a render and its images (issue 16): the first call marks the record (hidden from
+    then on; a render still queued or running is refused), the caller has retention purge every version
+    (PurgeItem), a second call with `purged` forgets the record.
+    """
 
 @_typing.type_check_only
 class RendererServiceAsyncStub(RendererServiceStub):
@@ -67,6 +72,11 @@ class RendererServiceAsyncStub(RendererServiceStub):
     """A subject's renders, newest first, a page at a time."""
     RejectImage: _aio.UnaryUnaryMultiCallable[_renderer_pb2.RejectImageRequest, _renderer_pb2.RejectImageResponse]  # type: ignore[assignment]
     """The person rejects one delivered image: every version of it is deleted and it leaves the render."""
+    DeleteRender: _aio.UnaryUnaryMultiCallable[_renderer_pb2.DeleteRenderRequest, _renderer_pb2.DeleteRenderResponse]  # type: ignore[assignment]
+    """Per-item deletion of a render and its images (issue 16): the first call marks the record (hidden from
+    then on; a render still queued or running is refused), the caller has retention purge every version
+    (PurgeItem), a second call with `purged` forgets the record.
+    """
 
 class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
     """Renders styled headshots from the base model and one subject's LoRA."""
@@ -144,5 +154,16 @@ class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_renderer_pb2.RejectImageResponse, _abc.Awaitable[_renderer_pb2.RejectImageResponse]]:
         """The person rejects one delivered image: every version of it is deleted and it leaves the render."""
+
+    @_abc_1.abstractmethod
+    def DeleteRender(
+        self,
+        request: _renderer_pb2.DeleteRenderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.DeleteRenderResponse, _abc.Awaitable[_renderer_pb2.DeleteRenderResponse]]:
+        """Per-item deletion of a render and its images (issue 16): the first call marks the record (hidden from
+        then on; a render still queued or running is refused), the caller has retention purge every version
+        (PurgeItem), a second call with `purged` forgets the record.
+        """
 
 def add_RendererServiceServicer_to_server(servicer: RendererServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -58,6 +58,36 @@ ERASURE_STATUS_KEY_DESTROYED: ErasureStatus.ValueType  # 2
 ERASURE_STATUS_COMPLETED: ErasureStatus.ValueType  # 3
 Global___ErasureStatus: _TypeAlias = ErasureStatus  # noqa: Y015
 
+class _ItemKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ItemKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ITEM_KIND_UNSPECIFIED: _ItemKind.ValueType  # 0
+    ITEM_KIND_PHOTO: _ItemKind.ValueType  # 1
+    """photos/<photo> and its face template faces/<photo>."""
+    ITEM_KIND_MODEL: _ItemKind.ValueType  # 2
+    """models/<training>/: the LoRA, the face templates sealed beside it, checkpoints."""
+    ITEM_KIND_RENDER: _ItemKind.ValueType  # 3
+    """renders/<render>/: every image of the render."""
+    ITEM_KIND_IMAGE: _ItemKind.ValueType  # 4
+    """renders/<render>/<image>: one image (`parent_id` is the render)."""
+
+class ItemKind(_ItemKind, metaclass=_ItemKindEnumTypeWrapper):
+    """The kinds of item a person may delete one by one, each named under the subject's prefix."""
+
+ITEM_KIND_UNSPECIFIED: ItemKind.ValueType  # 0
+ITEM_KIND_PHOTO: ItemKind.ValueType  # 1
+"""photos/<photo> and its face template faces/<photo>."""
+ITEM_KIND_MODEL: ItemKind.ValueType  # 2
+"""models/<training>/: the LoRA, the face templates sealed beside it, checkpoints."""
+ITEM_KIND_RENDER: ItemKind.ValueType  # 3
+"""renders/<render>/: every image of the render."""
+ITEM_KIND_IMAGE: ItemKind.ValueType  # 4
+"""renders/<render>/<image>: one image (`parent_id` is the render)."""
+Global___ItemKind: _TypeAlias = ItemKind  # noqa: Y015
+
 @_typing.final
 class Consent(_message.Message):
     """The consent given when a subject is opened: it becomes the subject's first grant."""
@@ -1044,3 +1074,438 @@ class SetConsentPolicyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetConsentPolicyResponse: _TypeAlias = SetConsentPolicyResponse  # noqa: Y015
+
+@_typing.final
+class DescribeHoldingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeHoldingsRequest: _TypeAlias = DescribeHoldingsRequest  # noqa: Y015
+
+@_typing.final
+class HeldItem(_message.Message):
+    """One item held about a subject: an object in storage (every stored version counted), a consent grant or
+    the processing log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    DELETE_BY_FIELD_NUMBER: _builtins.int
+    DELETION_RULE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The photo, training, render, image or grant id ("log" for the processing log)."""
+    parent_id: _builtins.str
+    """What the item belongs to: an image's render, a model's face templates' training; else empty."""
+    bytes: _builtins.int
+    versions: _builtins.int
+    """Stored versions (an object rewritten keeps its old versions until deleted)."""
+    deletion_rule: _builtins.str
+    """The rule that sets `delete_by`: "photos_days", "photos_deleted_after_training", "models_days",
+    "renders_days", "hard_cap", "inactivity" or "audit_retention".
+    """
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def delete_by(self) -> _timestamp_pb2.Timestamp:
+        """When it is deleted at the latest."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        parent_id: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        versions: _builtins.int = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+        delete_by: _timestamp_pb2.Timestamp | None = ...,
+        deletion_rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_by", b"delete_by", "stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "delete_by", b"delete_by", "deletion_rule", b"deletion_rule", "id", b"id", "parent_id", b"parent_id", "stored_at", b"stored_at", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldItem: _TypeAlias = HeldItem  # noqa: Y015
+
+@_typing.final
+class HeldCategory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"photos", "face_templates", "models", "renders", "images", "consents" or "processing_log"."""
+    count: _builtins.int
+    bytes: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldItem]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        count: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        items: _abc.Iterable[Global___HeldItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "count", b"count", "items", b"items", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldCategory: _TypeAlias = HeldCategory  # noqa: Y015
+
+@_typing.final
+class DescribeHoldingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    LIVE_GRANTS_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_AT_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_SOURCE_FIELD_NUMBER: _builtins.int
+    DELETE_BY_FIELD_NUMBER: _builtins.int
+    DELETION_RULE_FIELD_NUMBER: _builtins.int
+    DESCRIBED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    last_access_source: _builtins.str
+    deletion_rule: _builtins.str
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldCategory]: ...
+    @_builtins.property
+    def live_grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentGrant]:
+        """The grants in force now."""
+
+    @_builtins.property
+    def last_access_at(self) -> _timestamp_pb2.Timestamp:
+        """The last access to the person's data; `last_access_source` says where it comes from ("processing_log":
+        the newest record of their processing log; "activity": the subject's last activity).
+        """
+
+    @_builtins.property
+    def delete_by(self) -> _timestamp_pb2.Timestamp:
+        """The whole subject is erased at the latest then, and why ("hard_cap" or "inactivity")."""
+
+    @_builtins.property
+    def described_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        categories: _abc.Iterable[Global___HeldCategory] | None = ...,
+        live_grants: _abc.Iterable[Global___ConsentGrant] | None = ...,
+        last_access_at: _timestamp_pb2.Timestamp | None = ...,
+        last_access_source: _builtins.str = ...,
+        delete_by: _timestamp_pb2.Timestamp | None = ...,
+        deletion_rule: _builtins.str = ...,
+        described_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_by", b"delete_by", "described_at", b"described_at", "last_access_at", b"last_access_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "delete_by", b"delete_by", "deletion_rule", b"deletion_rule", "described_at", b"described_at", "last_access_at", b"last_access_at", "last_access_source", b"last_access_source", "live_grants", b"live_grants", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeHoldingsResponse: _TypeAlias = DescribeHoldingsResponse  # noqa: Y015
+
+@_typing.final
+class PurgeItemRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    kind: Global___ItemKind.ValueType
+    item_id: _builtins.str
+    """The photo, training, render or image id."""
+    parent_id: _builtins.str
+    """An image's render; empty for every other kind."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        kind: Global___ItemKind.ValueType = ...,
+        item_id: _builtins.str = ...,
+        parent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "kind", b"kind", "parent_id", b"parent_id", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeItemRequest: _TypeAlias = PurgeItemRequest  # noqa: Y015
+
+@_typing.final
+class PurgeItemResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_DELETED_FIELD_NUMBER: _builtins.int
+    BACKUPS_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    versions_deleted: _builtins.int
+    """Object versions (and delete markers) removed now; 0 on a retry that found nothing left."""
+    backups_retention_days: _builtins.int
+    """The horizon of backups that may still hold the item (the subject's key opens them until erasure)."""
+    def __init__(
+        self,
+        *,
+        versions_deleted: _builtins.int = ...,
+        backups_retention_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backups_retention_days", b"backups_retention_days", "versions_deleted", b"versions_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeItemResponse: _TypeAlias = PurgeItemResponse  # noqa: Y015
+
+@_typing.final
+class RectifySubjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_REF_FIELD_NUMBER: _builtins.int
+    CLEAR_EXTERNAL_REF_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    external_ref: _builtins.str
+    """The tenant's corrected reference for the person; stored only as its keyed HMAC."""
+    clear_external_ref: _builtins.bool
+    """Forget the reference instead (`external_ref` must then be empty)."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        external_ref: _builtins.str = ...,
+        clear_external_ref: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_external_ref", b"clear_external_ref", "external_ref", b"external_ref", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RectifySubjectRequest: _TypeAlias = RectifySubjectRequest  # noqa: Y015
+
+@_typing.final
+class RectifySubjectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    RECTIFIED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subject(self) -> Global___Subject: ...
+    @_builtins.property
+    def rectified(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What changed: "external_ref" (or nothing, when the record already held it)."""
+
+    def __init__(
+        self,
+        *,
+        subject: Global___Subject | None = ...,
+        rectified: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rectified", b"rectified", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RectifySubjectResponse: _TypeAlias = RectifySubjectResponse  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One audit record as the read API gives it (`likeness.audit`): what was done, when, by which principal,
+    for which purpose, with what outcome. Nothing in it names a person.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    SUBJECT_HMAC_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The audit stream's sequence of the record (pages resume after it)."""
+    action: _builtins.str
+    principal: _builtins.str
+    """"subject", "tenant", "tenant:<client>" or "service:<identity>"."""
+    purpose: _builtins.str
+    """A consent purpose, or export, erasure, retention, review, rectification, deletion, access; may be empty."""
+    outcome: _builtins.str
+    resource_id: _builtins.str
+    """One of our ids (a photo, training, render, image, grant, erasure) or empty."""
+    notice: _builtins.str
+    """A short dotted word to read with the record (e.g. not_a_crypto_erase), or empty."""
+    actor: _builtins.str
+    """The service that wrote the record."""
+    subject_hmac: _builtins.str
+    """The person's pseudonym (only in the tenant's trail; empty for records about no person)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        action: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        notice: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        subject_hmac: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "notice", b"notice", "outcome", b"outcome", "principal", b"principal", "purpose", b"purpose", "resource_id", b"resource_id", "sequence", b"sequence", "subject_hmac", b"subject_hmac"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListProcessingLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    page_size: _builtins.int
+    """At most this many (1..100; 0 means 50)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessingLogRequest: _TypeAlias = ListProcessingLogRequest  # noqa: Y015
+
+@_typing.final
+class ListProcessingLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessingLogResponse: _TypeAlias = ListProcessingLogResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditTrailRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    page_size: _builtins.int
+    """At most this many (1..100; 0 means 50)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditTrailRequest: _TypeAlias = ListAuditTrailRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditTrailResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditTrailResponse: _TypeAlias = ListAuditTrailResponse  # noqa: Y015

@@ -110,6 +110,31 @@ class RetentionServiceStub:
                 request_serializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyResponse.FromString,
                 _registered_method=True)
+        self.PurgeItem = channel.unary_unary(
+                '/likeness.v1.RetentionService/PurgeItem',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.PurgeItemRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.PurgeItemResponse.FromString,
+                _registered_method=True)
+        self.RectifySubject = channel.unary_unary(
+                '/likeness.v1.RetentionService/RectifySubject',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.RectifySubjectRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.RectifySubjectResponse.FromString,
+                _registered_method=True)
+        self.DescribeHoldings = channel.unary_unary(
+                '/likeness.v1.RetentionService/DescribeHoldings',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.DescribeHoldingsRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.DescribeHoldingsResponse.FromString,
+                _registered_method=True)
+        self.ListProcessingLog = channel.unary_unary(
+                '/likeness.v1.RetentionService/ListProcessingLog',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.ListProcessingLogRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.ListProcessingLogResponse.FromString,
+                _registered_method=True)
+        self.ListAuditTrail = channel.unary_unary(
+                '/likeness.v1.RetentionService/ListAuditTrail',
+                request_serializer=likeness_dot_v1_dot_retention__pb2.ListAuditTrailRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_retention__pb2.ListAuditTrailResponse.FromString,
+                _registered_method=True)
 
 
 class RetentionServiceServicer:
@@ -218,6 +243,45 @@ class RetentionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeItem(self, request, context):
+        """Per-item deletion (issue 16): every stored version of one item of a subject, named here from its kind
+        and ids (never from a path), after the service that owns the item's record has marked it. Not a
+        crypto-erase: the subject's key still opens a restored backup until erasure destroys it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RectifySubject(self, request, context):
+        """Rectification of what the subject's record holds that a person may correct (the tenant's reference).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeHoldings(self, request, context):
+        """What is held about a subject, per category (items, counts, bytes, each item's deletion date and the
+        rule that sets it), the live grants and the last access: the summary and the export's deletion dates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcessingLog(self, request, context):
+        """The person's processing log (issue 16): every audit record of their data, oldest first, paged by the
+        audit stream's sequence. Served to the person's own token only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditTrail(self, request, context):
+        """The tenant's whole audit trail, oldest first, paged (a tenant-wide token with the audit:read scope).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetentionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -295,6 +359,31 @@ def add_RetentionServiceServicer_to_server(servicer, server):
                     servicer.SetConsentPolicy,
                     request_deserializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_retention__pb2.SetConsentPolicyResponse.SerializeToString,
+            ),
+            'PurgeItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeItem,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.PurgeItemRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.PurgeItemResponse.SerializeToString,
+            ),
+            'RectifySubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.RectifySubject,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.RectifySubjectRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.RectifySubjectResponse.SerializeToString,
+            ),
+            'DescribeHoldings': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeHoldings,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.DescribeHoldingsRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.DescribeHoldingsResponse.SerializeToString,
+            ),
+            'ListProcessingLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcessingLog,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.ListProcessingLogRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.ListProcessingLogResponse.SerializeToString,
+            ),
+            'ListAuditTrail': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditTrail,
+                    request_deserializer=likeness_dot_v1_dot_retention__pb2.ListAuditTrailRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_retention__pb2.ListAuditTrailResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -703,6 +792,141 @@ class RetentionService:
             '/likeness.v1.RetentionService/SetConsentPolicy',
             likeness_dot_v1_dot_retention__pb2.SetConsentPolicyRequest.SerializeToString,
             likeness_dot_v1_dot_retention__pb2.SetConsentPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/PurgeItem',
+            likeness_dot_v1_dot_retention__pb2.PurgeItemRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.PurgeItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RectifySubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/RectifySubject',
+            likeness_dot_v1_dot_retention__pb2.RectifySubjectRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.RectifySubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeHoldings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/DescribeHoldings',
+            likeness_dot_v1_dot_retention__pb2.DescribeHoldingsRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.DescribeHoldingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcessingLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/ListProcessingLog',
+            likeness_dot_v1_dot_retention__pb2.ListProcessingLogRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.ListProcessingLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditTrail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RetentionService/ListAuditTrail',
+            likeness_dot_v1_dot_retention__pb2.ListAuditTrailRequest.SerializeToString,
+            likeness_dot_v1_dot_retention__pb2.ListAuditTrailResponse.FromString,
             options,
             channel_credentials,
             insecure,

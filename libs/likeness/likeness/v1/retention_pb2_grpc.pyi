@@ -60,6 +60,23 @@ class RetentionServiceStub:
     GetConsentPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.GetConsentPolicyRequest, _retention_pb2.GetConsentPolicyResponse]
     """A tenant's consent policy (who may grant; whether withdrawal erases)."""
     SetConsentPolicy: _grpc.UnaryUnaryMultiCallable[_retention_pb2.SetConsentPolicyRequest, _retention_pb2.SetConsentPolicyResponse]
+    PurgeItem: _grpc.UnaryUnaryMultiCallable[_retention_pb2.PurgeItemRequest, _retention_pb2.PurgeItemResponse]
+    """Per-item deletion (issue 16): every stored version of one item of a subject, named here from its kind
+    and ids (never from a path), after the service that owns the item's record has marked it. Not a
+    crypto-erase: the subject's key still opens a restored backup until erasure destroys it.
+    """
+    RectifySubject: _grpc.UnaryUnaryMultiCallable[_retention_pb2.RectifySubjectRequest, _retention_pb2.RectifySubjectResponse]
+    """Rectification of what the subject's record holds that a person may correct (the tenant's reference)."""
+    DescribeHoldings: _grpc.UnaryUnaryMultiCallable[_retention_pb2.DescribeHoldingsRequest, _retention_pb2.DescribeHoldingsResponse]
+    """What is held about a subject, per category (items, counts, bytes, each item's deletion date and the
+    rule that sets it), the live grants and the last access: the summary and the export's deletion dates.
+    """
+    ListProcessingLog: _grpc.UnaryUnaryMultiCallable[_retention_pb2.ListProcessingLogRequest, _retention_pb2.ListProcessingLogResponse]
+    """The person's processing log (issue 16): every audit record of their data, oldest first, paged by the
+    audit stream's sequence. Served to the person's own token only.
+    """
+    ListAuditTrail: _grpc.UnaryUnaryMultiCallable[_retention_pb2.ListAuditTrailRequest, _retention_pb2.ListAuditTrailResponse]
+    """The tenant's whole audit trail, oldest first, paged (a tenant-wide token with the audit:read scope)."""
 
 @_typing.type_check_only
 class RetentionServiceAsyncStub(RetentionServiceStub):
@@ -93,6 +110,23 @@ class RetentionServiceAsyncStub(RetentionServiceStub):
     GetConsentPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.GetConsentPolicyRequest, _retention_pb2.GetConsentPolicyResponse]  # type: ignore[assignment]
     """A tenant's consent policy (who may grant; whether withdrawal erases)."""
     SetConsentPolicy: _aio.UnaryUnaryMultiCallable[_retention_pb2.SetConsentPolicyRequest, _retention_pb2.SetConsentPolicyResponse]  # type: ignore[assignment]
+    PurgeItem: _aio.UnaryUnaryMultiCallable[_retention_pb2.PurgeItemRequest, _retention_pb2.PurgeItemResponse]  # type: ignore[assignment]
+    """Per-item deletion (issue 16): every stored version of one item of a subject, named here from its kind
+    and ids (never from a path), after the service that owns the item's record has marked it. Not a
+    crypto-erase: the subject's key still opens a restored backup until erasure destroys it.
+    """
+    RectifySubject: _aio.UnaryUnaryMultiCallable[_retention_pb2.RectifySubjectRequest, _retention_pb2.RectifySubjectResponse]  # type: ignore[assignment]
+    """Rectification of what the subject's record holds that a person may correct (the tenant's reference)."""
+    DescribeHoldings: _aio.UnaryUnaryMultiCallable[_retention_pb2.DescribeHoldingsRequest, _retention_pb2.DescribeHoldingsResponse]  # type: ignore[assignment]
+    """What is held about a subject, per category (items, counts, bytes, each item's deletion date and the
+    rule that sets it), the live grants and the last access: the summary and the export's deletion dates.
+    """
+    ListProcessingLog: _aio.UnaryUnaryMultiCallable[_retention_pb2.ListProcessingLogRequest, _retention_pb2.ListProcessingLogResponse]  # type: ignore[assignment]
+    """The person's processing log (issue 16): every audit record of their data, oldest first, paged by the
+    audit stream's sequence. Served to the person's own token only.
+    """
+    ListAuditTrail: _aio.UnaryUnaryMultiCallable[_retention_pb2.ListAuditTrailRequest, _retention_pb2.ListAuditTrailResponse]  # type: ignore[assignment]
+    """The tenant's whole audit trail, oldest first, paged (a tenant-wide token with the audit:read scope)."""
 
 class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns each subject's lifecycle: their Vault key, retention deadlines and erasure."""
@@ -213,5 +247,52 @@ class RetentionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _retention_pb2.SetConsentPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_retention_pb2.SetConsentPolicyResponse, _abc.Awaitable[_retention_pb2.SetConsentPolicyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PurgeItem(
+        self,
+        request: _retention_pb2.PurgeItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.PurgeItemResponse, _abc.Awaitable[_retention_pb2.PurgeItemResponse]]:
+        """Per-item deletion (issue 16): every stored version of one item of a subject, named here from its kind
+        and ids (never from a path), after the service that owns the item's record has marked it. Not a
+        crypto-erase: the subject's key still opens a restored backup until erasure destroys it.
+        """
+
+    @_abc_1.abstractmethod
+    def RectifySubject(
+        self,
+        request: _retention_pb2.RectifySubjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.RectifySubjectResponse, _abc.Awaitable[_retention_pb2.RectifySubjectResponse]]:
+        """Rectification of what the subject's record holds that a person may correct (the tenant's reference)."""
+
+    @_abc_1.abstractmethod
+    def DescribeHoldings(
+        self,
+        request: _retention_pb2.DescribeHoldingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.DescribeHoldingsResponse, _abc.Awaitable[_retention_pb2.DescribeHoldingsResponse]]:
+        """What is held about a subject, per category (items, counts, bytes, each item's deletion date and the
+        rule that sets it), the live grants and the last access: the summary and the export's deletion dates.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProcessingLog(
+        self,
+        request: _retention_pb2.ListProcessingLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.ListProcessingLogResponse, _abc.Awaitable[_retention_pb2.ListProcessingLogResponse]]:
+        """The person's processing log (issue 16): every audit record of their data, oldest first, paged by the
+        audit stream's sequence. Served to the person's own token only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditTrail(
+        self,
+        request: _retention_pb2.ListAuditTrailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retention_pb2.ListAuditTrailResponse, _abc.Awaitable[_retention_pb2.ListAuditTrailResponse]]:
+        """The tenant's whole audit trail, oldest first, paged (a tenant-wide token with the audit:read scope)."""
 
 def add_RetentionServiceServicer_to_server(servicer: RetentionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from likeness.v1 import common_pb2 as likeness_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19likeness/v1/trainer.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"\x8e\x01\n\x0eTrainingReport\x12\x0e\n\x06losses\x18\x01 \x03(\x02\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\r\n\x05\x61lpha\x18\x04 \x01(\x02\x12\x15\n\rlearning_rate\x18\x05 \x01(\x02\x12\x12\n\nresolution\x18\x06 \x01(\x05\x12\x13\n\x0bphoto_count\x18\x07 \x01(\x05\"\xba\x02\n\x08Training\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.likeness.v1.JobStatus\x12\'\n\x08progress\x18\x05 \x01(\x0b\x32\x15.likeness.v1.Progress\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x11\n\tphoto_ids\x18\x07 \x03(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06report\x18\n \x01(\x0b\x32\x1b.likeness.v1.TrainingReport\"]\n\x15SubmitTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tphoto_ids\x18\x03 \x03(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\"A\n\x16SubmitTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\"9\n\x12GetTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\">\n\x13GetTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\"<\n\x15\x43\x61ncelTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\"A\n\x16\x43\x61ncelTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\";\n\x14WatchTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\"@\n\x15WatchTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\"a\n\x14ListTrainingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Z\n\x15ListTrainingsResponse\x12(\n\ttrainings\x18\x01 \x03(\x0b\x32\x15.likeness.v1.Training\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xca\x03\n\x0eTrainerService\x12Y\n\x0eSubmitTraining\x12\".likeness.v1.SubmitTrainingRequest\x1a#.likeness.v1.SubmitTrainingResponse\x12P\n\x0bGetTraining\x12\x1f.likeness.v1.GetTrainingRequest\x1a .likeness.v1.GetTrainingResponse\x12Y\n\x0e\x43\x61ncelTraining\x12\".likeness.v1.CancelTrainingRequest\x1a#.likeness.v1.CancelTrainingResponse\x12X\n\rWatchTraining\x12!.likeness.v1.WatchTrainingRequest\x1a\".likeness.v1.WatchTrainingResponse0\x01\x12V\n\rListTrainings\x12!.likeness.v1.ListTrainingsRequest\x1a\".likeness.v1.ListTrainingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19likeness/v1/trainer.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"\x8e\x01\n\x0eTrainingReport\x12\x0e\n\x06losses\x18\x01 \x03(\x02\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\r\n\x05\x61lpha\x18\x04 \x01(\x02\x12\x15\n\rlearning_rate\x18\x05 \x01(\x02\x12\x12\n\nresolution\x18\x06 \x01(\x05\x12\x13\n\x0bphoto_count\x18\x07 \x01(\x05\"\xf5\x02\n\x08Training\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.likeness.v1.JobStatus\x12\'\n\x08progress\x18\x05 \x01(\x0b\x32\x15.likeness.v1.Progress\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x11\n\tphoto_ids\x18\x07 \x03(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06report\x18\n \x01(\x0b\x32\x1b.likeness.v1.TrainingReport\x12\x39\n\x15\x64\x65letion_requested_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x15SubmitTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tphoto_ids\x18\x03 \x03(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\"A\n\x16SubmitTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\"9\n\x12GetTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\">\n\x13GetTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\"<\n\x15\x43\x61ncelTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\"A\n\x16\x43\x61ncelTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\";\n\x14WatchTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\"@\n\x15WatchTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training\"a\n\x14ListTrainingsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Z\n\x15ListTrainingsResponse\x12(\n\ttrainings\x18\x01 \x03(\x0b\x32\x15.likeness.v1.Training\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x13\x45xportModelsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"v\n\rExportedModel\x12\x13\n\x0btraining_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x32\n\x0e\x66\x61\x63\x65_templates\x18\x04 \x03(\x0b\x32\x1a.likeness.v1.FaceEmbedding\"\\\n\x14\x45xportModelsResponse\x12+\n\x05model\x18\x01 \x01(\x0b\x32\x1a.likeness.v1.ExportedModelH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"L\n\x15\x44\x65leteTrainingRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0btraining_id\x18\x02 \x01(\t\x12\x0e\n\x06purged\x18\x03 \x01(\x08\"A\n\x16\x44\x65leteTrainingResponse\x12\'\n\x08training\x18\x01 \x01(\x0b\x32\x15.likeness.v1.Training2\xfc\x04\n\x0eTrainerService\x12Y\n\x0eSubmitTraining\x12\".likeness.v1.SubmitTrainingRequest\x1a#.likeness.v1.SubmitTrainingResponse\x12P\n\x0bGetTraining\x12\x1f.likeness.v1.GetTrainingRequest\x1a .likeness.v1.GetTrainingResponse\x12Y\n\x0e\x43\x61ncelTraining\x12\".likeness.v1.CancelTrainingRequest\x1a#.likeness.v1.CancelTrainingResponse\x12X\n\rWatchTraining\x12!.likeness.v1.WatchTrainingRequest\x1a\".likeness.v1.WatchTrainingResponse0\x01\x12V\n\rListTrainings\x12!.likeness.v1.ListTrainingsRequest\x1a\".likeness.v1.ListTrainingsResponse\x12Y\n\x0e\x44\x65leteTraining\x12\".likeness.v1.DeleteTrainingRequest\x1a#.likeness.v1.DeleteTrainingResponse\x12U\n\x0c\x45xportModels\x12 .likeness.v1.ExportModelsRequest\x1a!.likeness.v1.ExportModelsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGREPORT']._serialized_start=102
   _globals['_TRAININGREPORT']._serialized_end=244
   _globals['_TRAINING']._serialized_start=247
-  _globals['_TRAINING']._serialized_end=561
-  _globals['_SUBMITTRAININGREQUEST']._serialized_start=563
-  _globals['_SUBMITTRAININGREQUEST']._serialized_end=656
-  _globals['_SUBMITTRAININGRESPONSE']._serialized_start=658
-  _globals['_SUBMITTRAININGRESPONSE']._serialized_end=723
-  _globals['_GETTRAININGREQUEST']._serialized_start=725
-  _globals['_GETTRAININGREQUEST']._serialized_end=782
-  _globals['_GETTRAININGRESPONSE']._serialized_start=784
-  _globals['_GETTRAININGRESPONSE']._serialized_end=846
-  _globals['_CANCELTRAININGREQUEST']._serialized_start=848
-  _globals['_CANCELTRAININGREQUEST']._serialized_end=908
-  _globals['_CANCELTRAININGRESPONSE']._serialized_start=910
-  _globals['_CANCELTRAININGRESPONSE']._serialized_end=975
-  _globals['_WATCHTRAININGREQUEST']._serialized_start=977
-  _globals['_WATCHTRAININGREQUEST']._serialized_end=1036
-  _globals['_WATCHTRAININGRESPONSE']._serialized_start=1038
-  _globals['_WATCHTRAININGRESPONSE']._serialized_end=1102
-  _globals['_LISTTRAININGSREQUEST']._serialized_start=1104
-  _globals['_LISTTRAININGSREQUEST']._serialized_end=1201
-  _globals['_LISTTRAININGSRESPONSE']._serialized_start=1203
-  _globals['_LISTTRAININGSRESPONSE']._serialized_end=1293
-  _globals['_TRAINERSERVICE']._serialized_start=1296
-  _globals['_TRAINERSERVICE']._serialized_end=1754
+  _globals['_TRAINING']._serialized_end=620
+  _globals['_SUBMITTRAININGREQUEST']._serialized_start=622
+  _globals['_SUBMITTRAININGREQUEST']._serialized_end=715
+  _globals['_SUBMITTRAININGRESPONSE']._serialized_start=717
+  _globals['_SUBMITTRAININGRESPONSE']._serialized_end=782
+  _globals['_GETTRAININGREQUEST']._serialized_start=784
+  _globals['_GETTRAININGREQUEST']._serialized_end=841
+  _globals['_GETTRAININGRESPONSE']._serialized_start=843
+  _globals['_GETTRAININGRESPONSE']._serialized_end=905
+  _globals['_CANCELTRAININGREQUEST']._serialized_start=907
+  _globals['_CANCELTRAININGREQUEST']._serialized_end=967
+  _globals['_CANCELTRAININGRESPONSE']._serialized_start=969
+  _globals['_CANCELTRAININGRESPONSE']._serialized_end=1034
+  _globals['_WATCHTRAININGREQUEST']._serialized_start=1036
+  _globals['_WATCHTRAININGREQUEST']._serialized_end=1095
+  _globals['_WATCHTRAININGRESPONSE']._serialized_start=1097
+  _globals['_WATCHTRAININGRESPONSE']._serialized_end=1161
+  _globals['_LISTTRAININGSREQUEST']._serialized_start=1163
+  _globals['_LISTTRAININGSREQUEST']._serialized_end=1260
+  _globals['_LISTTRAININGSRESPONSE']._serialized_start=1262
+  _globals['_LISTTRAININGSRESPONSE']._serialized_end=1352
+  _globals['_EXPORTMODELSREQUEST']._serialized_start=1354
+  _globals['_EXPORTMODELSREQUEST']._serialized_end=1411
+  _globals['_EXPORTEDMODEL']._serialized_start=1413
+  _globals['_EXPORTEDMODEL']._serialized_end=1531
+  _globals['_EXPORTMODELSRESPONSE']._serialized_start=1533
+  _globals['_EXPORTMODELSRESPONSE']._serialized_end=1625
+  _globals['_DELETETRAININGREQUEST']._serialized_start=1627
+  _globals['_DELETETRAININGREQUEST']._serialized_end=1703
+  _globals['_DELETETRAININGRESPONSE']._serialized_start=1705
+  _globals['_DELETETRAININGRESPONSE']._serialized_end=1770
+  _globals['_TRAINERSERVICE']._serialized_start=1773
+  _globals['_TRAINERSERVICE']._serialized_end=2409
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,7 @@ class Training(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
+    DELETION_REQUESTED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
@@ -87,6 +88,10 @@ class Training(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def report(self) -> Global___TrainingReport: ...
+    @_builtins.property
+    def deletion_requested_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when a per-item deletion began: the training is hidden from every read until its record is gone."""
+
     def __init__(
         self,
         *,
@@ -100,10 +105,11 @@ class Training(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         report: Global___TrainingReport | None = ...,
+        deletion_requested_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "progress", b"progress", "report", b"report", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "progress", b"progress", "report", b"report", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "id", b"id", "photo_ids", b"photo_ids", "progress", b"progress", "report", b"report", "status", b"status", "subject_id", b"subject_id", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "error", b"error", "id", b"id", "photo_ids", b"photo_ids", "progress", b"progress", "report", b"report", "status", b"status", "subject_id", b"subject_id", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -340,3 +346,128 @@ class ListTrainingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTrainingsResponse: _TypeAlias = ListTrainingsResponse  # noqa: Y015
+
+@_typing.final
+class ExportModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    subject_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportModelsRequest: _TypeAlias = ExportModelsRequest  # noqa: Y015
+
+@_typing.final
+class ExportedModel(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    FACE_TEMPLATES_FIELD_NUMBER: _builtins.int
+    training_id: _builtins.str
+    format: _builtins.str
+    """The LoRA weights' format: "safetensors"."""
+    size: _builtins.int
+    @_builtins.property
+    def face_templates(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.FaceEmbedding]:
+        """The face templates sealed beside the model (the renderer's identity reference)."""
+
+    def __init__(
+        self,
+        *,
+        training_id: _builtins.str = ...,
+        format: _builtins.str = ...,
+        size: _builtins.int = ...,
+        face_templates: _abc.Iterable[_common_pb2.FaceEmbedding] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["face_templates", b"face_templates", "format", b"format", "size", b"size", "training_id", b"training_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedModel: _TypeAlias = ExportedModel  # noqa: Y015
+
+@_typing.final
+class ExportModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    @_builtins.property
+    def model(self) -> Global___ExportedModel: ...
+    def __init__(
+        self,
+        *,
+        model: Global___ExportedModel | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "model", b"model", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "model", b"model", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["model", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ExportModelsResponse: _TypeAlias = ExportModelsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTrainingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TRAINING_ID_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    training_id: _builtins.str
+    purged: _builtins.bool
+    """Retention has purged every version (PurgeItem): forget the record and audit the deletion."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        training_id: _builtins.str = ...,
+        purged: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged", b"purged", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTrainingRequest: _TypeAlias = DeleteTrainingRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTrainingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def training(self) -> Global___Training: ...
+    def __init__(
+        self,
+        *,
+        training: Global___Training | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["training", b"training"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["training", b"training"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTrainingResponse: _TypeAlias = DeleteTrainingResponse  # noqa: Y015

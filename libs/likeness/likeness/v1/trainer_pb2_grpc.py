@@ -60,6 +60,16 @@ class TrainerServiceStub:
                 request_serializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsResponse.FromString,
                 _registered_method=True)
+        self.DeleteTraining = channel.unary_unary(
+                '/likeness.v1.TrainerService/DeleteTraining',
+                request_serializer=likeness_dot_v1_dot_trainer__pb2.DeleteTrainingRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_trainer__pb2.DeleteTrainingResponse.FromString,
+                _registered_method=True)
+        self.ExportModels = channel.unary_stream(
+                '/likeness.v1.TrainerService/ExportModels',
+                request_serializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -98,6 +108,23 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTraining(self, request, context):
+        """Per-item deletion of a training and its model (issue 16): the first call marks the record (hidden from
+        then on; a training still queued or running is refused), the caller has retention purge every version
+        (PurgeItem), a second call with `purged` forgets the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportModels(self, request, context):
+        """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
+        face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +152,16 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.ListTrainings,
                     request_deserializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_trainer__pb2.ListTrainingsResponse.SerializeToString,
+            ),
+            'DeleteTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTraining,
+                    request_deserializer=likeness_dot_v1_dot_trainer__pb2.DeleteTrainingRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_trainer__pb2.DeleteTrainingResponse.SerializeToString,
+            ),
+            'ExportModels': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportModels,
+                    request_deserializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +300,60 @@ class TrainerService:
             '/likeness.v1.TrainerService/ListTrainings',
             likeness_dot_v1_dot_trainer__pb2.ListTrainingsRequest.SerializeToString,
             likeness_dot_v1_dot_trainer__pb2.ListTrainingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.TrainerService/DeleteTraining',
+            likeness_dot_v1_dot_trainer__pb2.DeleteTrainingRequest.SerializeToString,
+            likeness_dot_v1_dot_trainer__pb2.DeleteTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/likeness.v1.TrainerService/ExportModels',
+            likeness_dot_v1_dot_trainer__pb2.ExportModelsRequest.SerializeToString,
+            likeness_dot_v1_dot_trainer__pb2.ExportModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

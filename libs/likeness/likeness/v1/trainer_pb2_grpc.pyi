@@ -40,6 +40,15 @@ class TrainerServiceStub:
     """Streams the record on every change until it reaches a terminal state."""
     ListTrainings: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.ListTrainingsRequest, _trainer_pb2.ListTrainingsResponse]
     """A subject's trainings, newest first, a page at a time."""
+    DeleteTraining: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.DeleteTrainingRequest, _trainer_pb2.DeleteTrainingResponse]
+    """Per-item deletion of a training and its model (issue 16): the first call marks the record (hidden from
+    then on; a training still queued or running is refused), the caller has retention purge every version
+    (PurgeItem), a second call with `purged` forgets the record.
+    """
+    ExportModels: _grpc.UnaryStreamMultiCallable[_trainer_pb2.ExportModelsRequest, _trainer_pb2.ExportModelsResponse]
+    """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
+    face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
+    """
 
 @_typing.type_check_only
 class TrainerServiceAsyncStub(TrainerServiceStub):
@@ -53,6 +62,15 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     """Streams the record on every change until it reaches a terminal state."""
     ListTrainings: _aio.UnaryUnaryMultiCallable[_trainer_pb2.ListTrainingsRequest, _trainer_pb2.ListTrainingsResponse]  # type: ignore[assignment]
     """A subject's trainings, newest first, a page at a time."""
+    DeleteTraining: _aio.UnaryUnaryMultiCallable[_trainer_pb2.DeleteTrainingRequest, _trainer_pb2.DeleteTrainingResponse]  # type: ignore[assignment]
+    """Per-item deletion of a training and its model (issue 16): the first call marks the record (hidden from
+    then on; a training still queued or running is refused), the caller has retention purge every version
+    (PurgeItem), a second call with `purged` forgets the record.
+    """
+    ExportModels: _aio.UnaryStreamMultiCallable[_trainer_pb2.ExportModelsRequest, _trainer_pb2.ExportModelsResponse]  # type: ignore[assignment]
+    """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
+    face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
+    """
 
 class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains one LoRA per subject from their sanitized photos."""
@@ -93,5 +111,26 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_pb2.ListTrainingsResponse, _abc.Awaitable[_trainer_pb2.ListTrainingsResponse]]:
         """A subject's trainings, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def DeleteTraining(
+        self,
+        request: _trainer_pb2.DeleteTrainingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_pb2.DeleteTrainingResponse, _abc.Awaitable[_trainer_pb2.DeleteTrainingResponse]]:
+        """Per-item deletion of a training and its model (issue 16): the first call marks the record (hidden from
+        then on; a training still queued or running is refused), the caller has retention purge every version
+        (PurgeItem), a second call with `purged` forgets the record.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportModels(
+        self,
+        request: _trainer_pb2.ExportModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_trainer_pb2.ExportModelsResponse], _abc.AsyncIterator[_trainer_pb2.ExportModelsResponse]]:
+        """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
+        face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
+        """
 
 def add_TrainerServiceServicer_to_server(servicer: TrainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

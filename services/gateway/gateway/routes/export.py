@@ -1,8 +1,11 @@
 """Data export (GDPR access and portability): one zip of everything held about a subject, streamed.
 
-The gateway holds no Vault rights, so every byte comes decrypted from the service that owns it: crops
-from ingest (`ExportPhotos`), rendered images from the renderer (`FetchImage`, as for a download). The
-records are gathered before the response starts, so a missing subject or a backend that is down still
+The gateway holds no Vault rights, so every byte comes decrypted from the service that owns it: crops and
+face templates from ingest (`ExportPhotos`, `ExportFaceTemplates`), the LoRA of each trained model with the
+templates sealed beside it from the trainer (`ExportModels`), rendered images from the renderer
+(`FetchImage`, as for a download), the consent history and every item's deletion date from retention
+(`ListConsents`, `DescribeHoldings`: the same holdings the summary shows). The records are gathered before
+the response starts, so a missing subject or a backend that is down still
 gets a proper error; after that the archive is written entry by entry as the bytes arrive (one photo or
 one image in memory at a time, never a temporary file), and a failure cuts the stream before the zip's
 central directory, so a half export is never a readable archive.
@@ -20,7 +23,7 @@ import grpc
 from fastapi import APIRouter, Security
 from fastapi.responses import StreamingResponse
 
-from gateway import access, convert
+from gateway import access, consent_schemas, convert, holdings_schemas
 from gateway.auth import Principal
 from gateway.backends import Backends as BackendClients
 from gateway.contract import answers, header
@@ -28,7 +31,7 @@ from gateway.deps import Backends, authenticate
 from gateway.errors import subject_erased
 from gateway.export_zip import ZipStream
 from likeness.rpc_errors import error_code
-from likeness.v1 import ingest_pb2, renderer_pb2, retention_pb2, trainer_pb2
+from likeness.v1 import common_pb2, ingest_pb2, renderer_pb2, retention_pb2, trainer_pb2
 
 T = TypeVar("T")
 
@@ -40,6 +43,9 @@ SubjectsExport = Annotated[Principal, Security(authenticate, scopes=["subjects:e
 #: File name suffixes of the image types the services store.
 SUFFIXES = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 PAGE_SIZE = 100
+#: Values per face embedding (`likeness_ml.face_templates.EMBEDDING_SIZE`; the gateway does not depend on
+#: the ML library).
+EMBEDDING_SIZE = 128
 
 README = """\
 Likeness: data export
@@ -54,24 +60,42 @@ subject.json    The subject's record: its id, status, when it was opened, the co
                 are kept) with the date by which everything is deleted at the latest. A reference the
                 tenant may have attached ("external_ref") is stored only as a keyed hash and cannot be
                 given back.
+summary.json    Everything held as the export began, per category (photos, face templates, models,
+                renders, images, consents, the processing log), with counts, bytes and each item's
+                deletion date ("delete_by") and the rule that sets it ("deletion_rule"): the retention
+                schedule (photos_days, photos_deleted_after_training, models_days, renders_days), the
+                subject's own deadline (hard_cap, inactivity), or, for the processing log, how long
+                audit records are kept (audit_retention). The same dates are on each item below.
+consents.json   The consent history: every grant (purpose, policy version, who granted, when, until
+                when), withdrawn and expired ones included.
 photos.json     Every uploaded photo's verdict: accepted or rejected, the reasons, the size of the
                 stored crop and the quality scores. "file" names the photo's crop in photos/, or is
                 null when no crop is held (a rejected photo is never stored; an accepted one is
                 deleted after training or on its retention deadline).
 photos/         The stored crops, as Likeness holds them: the face, aligned and cropped, re-encoded as a
                 PNG with no metadata. The original uploads are never stored.
+face_templates.json
+                Biometric data: the face templates (128 numbers each, a face's identity embedding)
+                computed from each photo still held, with the photo's perceptual hash; and the set
+                sealed beside each trained model (the embeddings of the photos it learned from, used
+                to check that a headshot still shows the person).
 trainings.json  The trainings of the person's model: status, progress, errors and the photos each
-                learned from. The model itself (LoRA weights) is not included: it is data derived from
-                the photos, meaningful only to this software together with its base model, and no
-                service offers it for export. It is deleted with the person, or on its deadline.
+                learned from. "model.file" names the model in models/, or is null when it is no
+                longer held.
+models/         Each trained model's LoRA weights, as Likeness holds them (safetensors: readable with the
+                `safetensors` library; meaningful together with the base model it was trained on).
 renders.json    The renders (headshots) made: styles, seeds, status. "file" of each image names it in
                 renders/, or is null when it is no longer held (deleted on its retention deadline).
 renders/        The rendered images, as delivered: each is marked as AI-generated (IPTC
                 DigitalSourceType, an invisible watermark, a signed C2PA manifest).
+processing_log.json
+                Every access to this person's data, oldest first, up to this export: what was done
+                (e.g. "photos.decrypted"), when, by whom ("subject": the person's own token; "tenant":
+                the service's back end; "service:<name>": Likeness's own background work), for which
+                purpose and with what outcome. Status reads are not accesses and are not listed.
 
-Face templates (the biometric numbers ingest computes to tell duplicates and other people apart) are
-used only inside Likeness and are not part of this export. To have everything erased, ask the service
-you used to delete your data: the person's key is destroyed first, then every object and record.
+To have everything erased, ask the service you used to delete your data: the person's key is destroyed
+first, then every object and record.
 """
 
 
@@ -83,6 +107,19 @@ class _Held:
     photos: list[ingest_pb2.Photo]
     trainings: list[trainer_pb2.Training]
     renders: list[renderer_pb2.Render]
+    consents: list[retention_pb2.ConsentGrant]
+    holdings: retention_pb2.DescribeHoldingsResponse
+    templates: list[common_pb2.FaceEmbedding]
+
+    def deletion(self, category: str, item_id: str) -> dict[str, Any]:
+        """`delete_by` and `deletion_rule` of one held item (both null when it is not held any more)."""
+        for held in self.holdings.categories:
+            if held.name == category:
+                for item in held.items:
+                    if item.id == item_id:
+                        found = holdings_schemas.item(item)
+                        return found.model_dump(mode="json", include={"delete_by", "deletion_rule"})
+        return {"delete_by": None, "deletion_rule": None}
 
 
 class ExportAborted(Exception):
@@ -92,8 +129,11 @@ class ExportAborted(Exception):
 @router.get(
     "/v1/subjects/{subject_id}/export",
     summary="Export everything held about a subject as a zip (GDPR access and portability)",
-    description="A zip streamed as it is built: `README.txt`, `subject.json`, `photos.json` and `photos/`, "
-    "`trainings.json`, `renders.json` and `renders/`. An end-user token may export its own subject. "
+    description="A zip streamed as it is built: `README.txt`, `subject.json`, `summary.json` (every category "
+    "held, each item with its deletion date), `consents.json`, `photos.json` and `photos/`, "
+    "`face_templates.json`, `trainings.json` and `models/` (LoRA weights, safetensors), `renders.json` and "
+    "`renders/`, `processing_log.json` (every access to the person's data). An end-user token may export "
+    "its own subject. "
     "If something fails once the download has begun, the connection is cut before the archive is "
     "complete, so an incomplete export never opens as a valid zip.",
     response_class=StreamingResponse,
@@ -159,11 +199,23 @@ async def _gather(backends: BackendClients, tenant: str, subject: retention_pb2.
 
     trainings = await _every_page(training_page)
     renders = await _every_page(render_page)
+    consents = await backends.retention.ListConsents(
+        retention_pb2.ListConsentsRequest(tenant=tenant, subject_id=subject.id), timeout=backends.timeout
+    )
+    holdings = await backends.retention.DescribeHoldings(
+        retention_pb2.DescribeHoldingsRequest(tenant=tenant, subject_id=subject.id), timeout=backends.timeout
+    )
+    templates = await backends.ingest.ExportFaceTemplates(
+        ingest_pb2.ExportFaceTemplatesRequest(tenant=tenant, subject_id=subject.id), timeout=backends.timeout
+    )
     return _Held(
         subject=subject,
         photos=list(photos.photos),
         trainings=sorted(trainings, key=lambda t: t.id),
         renders=sorted(renders, key=lambda r: r.id),
+        consents=list(consents.grants),
+        holdings=holdings,
+        templates=list(templates.templates),
     )
 
 
@@ -179,14 +231,28 @@ async def _archive(
     try:
         yield archive.add("README.txt", README.format(exported_at=_now()).encode())
         yield archive.add_json("subject.json", _subject_document(held.subject))
+        now = datetime.now(UTC)
+        yield archive.add_json(
+            "summary.json", holdings_schemas.summary(held.holdings, now).model_dump(mode="json")
+        )
+        yield archive.add_json(
+            "consents.json",
+            {"grants": [consent_schemas.grant(g, now).model_dump(mode="json") for g in held.consents]},
+        )
 
         photo_files: dict[str, str] = {}
         async for piece in _photo_entries(archive, first, messages, photo_files):
             if piece:
                 yield piece
-        yield archive.add_json("photos.json", {"photos": _photos_document(held.photos, photo_files)})
+        yield archive.add_json("photos.json", {"photos": _photos_document(held, photo_files)})
+
+        models: dict[str, trainer_pb2.ExportedModel] = {}
+        async for piece in _model_entries(archive, backends, tenant, held.subject.id, models):
+            if piece:
+                yield piece
+        yield archive.add_json("face_templates.json", _templates_document(held, models))
         yield archive.add_json(
-            "trainings.json", {"trainings": [_training_document(t) for t in held.trainings]}
+            "trainings.json", {"trainings": [_training_document(held, t, models) for t in held.trainings]}
         )
 
         image_files: dict[str, str] = {}
@@ -195,8 +261,12 @@ async def _archive(
                 async for piece in _image_entry(archive, backends, tenant, render.id, image.id, image_files):
                     if piece:
                         yield piece
-        yield archive.add_json("renders.json", {"renders": _renders_document(held.renders, image_files)})
+        yield archive.add_json("renders.json", {"renders": _renders_document(held, image_files)})
 
+        # Last, so the log holds this export's own records (the crops, models and images it decrypted).
+        yield archive.add_json(
+            "processing_log.json", await _processing_log(backends, tenant, held.subject.id)
+        )
         # An erasure that began during the export must not end in a complete archive of a missing person.
         await _still_live(backends, tenant, held.subject.id)
         yield archive.finish()
@@ -239,6 +309,34 @@ async def _photo_entries(
         yield archive.end()
 
 
+async def _model_entries(
+    archive: ZipStream,
+    backends: BackendClients,
+    tenant: str,
+    subject_id: str,
+    models: dict[str, trainer_pb2.ExportedModel],
+) -> AsyncIterator[bytes]:
+    """`models/<training>.safetensors`, one per model the trainer streams (each header opens an entry, its
+    chunks fill it); each header, with the templates sealed beside the model, is kept in `models`."""
+    request = trainer_pb2.ExportModelsRequest(tenant=tenant, subject_id=subject_id)
+    call = backends.trainer.ExportModels(request, timeout=backends.stream_timeout)
+    open_entry = False
+    try:
+        async for message in call:
+            if message.WhichOneof("part") == "model":
+                if open_entry:
+                    yield archive.end()
+                models[message.model.training_id] = message.model
+                yield archive.begin(f"models/{message.model.training_id}.safetensors")
+                open_entry = True
+            elif open_entry:
+                yield archive.write(message.chunk)
+        if open_entry:
+            yield archive.end()
+    finally:
+        call.cancel()
+
+
 async def _image_entry(
     archive: ZipStream,
     backends: BackendClients,
@@ -248,7 +346,9 @@ async def _image_entry(
     files: dict[str, str],
 ) -> AsyncIterator[bytes]:
     """`renders/<render>/<image>.<ext>`, streamed from the renderer; an image no longer held is skipped."""
-    request = renderer_pb2.FetchImageRequest(tenant=tenant, render_id=render_id, image_id=image_id)
+    request = renderer_pb2.FetchImageRequest(
+        tenant=tenant, render_id=render_id, image_id=image_id, for_export=True
+    )
     call = backends.renderer.FetchImage(request, timeout=backends.stream_timeout)
     try:
         messages = call.__aiter__()
@@ -271,6 +371,20 @@ async def _image_entry(
         call.cancel()
 
 
+async def _processing_log(backends: BackendClients, tenant: str, subject_id: str) -> dict[str, Any]:
+    """The person's whole processing log (`ListProcessingLog`, every page), oldest first."""
+
+    async def log_page(token: str) -> tuple[list[retention_pb2.AuditEntry], str]:
+        request = retention_pb2.ListProcessingLogRequest(
+            tenant=tenant, subject_id=subject_id, page_size=PAGE_SIZE, page_token=token
+        )
+        page = await backends.retention.ListProcessingLog(request, timeout=backends.timeout)
+        return list(page.entries), page.next_page_token
+
+    entries = await _every_page(log_page)
+    return {"entries": [convert.audit_entry(entry).model_dump(mode="json") for entry in entries]}
+
+
 async def _still_live(backends: BackendClients, tenant: str, subject_id: str) -> None:
     request = retention_pb2.GetSubjectRequest(tenant=tenant, subject_id=subject_id)
     subject = (await backends.retention.GetSubject(request, timeout=backends.timeout)).subject
@@ -286,27 +400,61 @@ def _subject_document(subject: retention_pb2.Subject) -> dict[str, Any]:
     return {"exported_at": _now(), "subject": convert.subject(subject).model_dump(mode="json")}
 
 
-def _photos_document(photos: list[ingest_pb2.Photo], files: dict[str, str]) -> list[dict[str, Any]]:
-    return [convert.photo(photo).model_dump(mode="json") | {"file": files.get(photo.id)} for photo in photos]
+def _photos_document(held: _Held, files: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        convert.photo(photo).model_dump(mode="json")
+        | {"file": files.get(photo.id)}
+        | held.deletion("photos", photo.id)
+        for photo in held.photos
+    ]
 
 
-def _training_document(training: trainer_pb2.Training) -> dict[str, Any]:
+def _templates_document(held: _Held, models: dict[str, trainer_pb2.ExportedModel]) -> dict[str, Any]:
+    """Both kinds of face template as numbers (`likeness_ml.face_templates.embeddings_from_json` reads an
+    embedding list back); each with its deletion date."""
+    return {
+        "embedding_size": EMBEDDING_SIZE,
+        "photos": [
+            {
+                "photo_id": template.photo_id,
+                "embedding": list(template.values),
+                "perceptual_hash": template.perceptual_hash or None,
+            }
+            | held.deletion("face_templates", template.photo_id)
+            for template in held.templates
+        ],
+        "models": [
+            {
+                "training_id": training_id,
+                "embeddings": [list(template.values) for template in model.face_templates],
+            }
+            | held.deletion("face_templates", training_id)
+            for training_id, model in sorted(models.items())
+        ],
+    }
+
+
+def _training_document(
+    held: _Held, training: trainer_pb2.Training, models: dict[str, trainer_pb2.ExportedModel]
+) -> dict[str, Any]:
     document = convert.training(training).model_dump(mode="json")
     document["photo_ids"] = list(training.photo_ids)
+    exported = models.get(training.id)
     document["model"] = {
         "kind": "LoRA weights",
-        "included": False,
-        "why": "Derived from the photos and usable only with this software's base model; no service "
-        "exports it. It is deleted with the subject or on its retention deadline.",
-    }
+        "format": "safetensors",
+        "file": f"models/{training.id}.safetensors" if exported is not None else None,
+        "bytes": exported.size if exported is not None else None,
+    } | held.deletion("models", training.id)
     return document
 
 
-def _renders_document(renders: list[renderer_pb2.Render], files: dict[str, str]) -> list[dict[str, Any]]:
+def _renders_document(held: _Held, files: dict[str, str]) -> list[dict[str, Any]]:
     documents = []
-    for render in renders:
-        document = convert.render(render).model_dump(mode="json")
+    for render in held.renders:
+        document = convert.render(render).model_dump(mode="json") | held.deletion("renders", render.id)
         for image in document["images"]:
             image["file"] = files.get(image["id"])
+            image.update(held.deletion("images", image["id"]))
         documents.append(document)
     return documents

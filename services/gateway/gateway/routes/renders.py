@@ -193,26 +193,6 @@ async def get_image(
     return StreamingResponse(_chunks(call, messages), media_type=content_type)
 
 
-@router.delete(
-    "/v1/renders/{render_id}/images/{image_id}",
-    summary="Reject one rendered image: every copy of it is deleted",
-    description="Scope `renders:write`. The image leaves the render and every stored version of it is "
-    "deleted; the render counts it as rejected. Not a crypto-erase: the person's key still opens a "
-    "restored backup of it until the key is destroyed (erasure) or the backup expires.",
-    response_model=schemas.Render,
-    responses=answers("not_found", "subject_erased"),
-)
-async def reject_image(
-    render_id: str, image_id: str, principal: RendersWrite, backends: Backends
-) -> schemas.Render:
-    render = await access.owned_render(backends, principal, render_id)
-    if not is_valid_id(image_id, "img") or image_id not in {image.id for image in render.images}:
-        raise not_found()
-    request = renderer_pb2.RejectImageRequest(tenant=principal.tenant, render_id=render_id, image_id=image_id)
-    response = await access.hide_missing(backends.renderer.RejectImage(request, timeout=backends.timeout))
-    return convert.render(response.render)
-
-
 async def _chunks(
     call: grpc.aio.UnaryStreamCall[renderer_pb2.FetchImageRequest, renderer_pb2.FetchImageResponse],
     messages: AsyncIterator[renderer_pb2.FetchImageResponse],
