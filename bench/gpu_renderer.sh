@@ -3,14 +3,19 @@
 # CLIP ViT-L/14-shaped text encoder, SD VAE), 512 x 512 px, bf16, SDPA attention, 25 sampler steps,
 # rendered through the renderer's own code (renderer.generation.generate, one CPU generator per seed,
 # the LoRA merged from bytes by renderer.lora_swap). Prints images per second at batch 1, 4 and 8, the
-# LoRA switch time against a full pipeline load, and a JSON summary as its last line.
+# LoRA switch time against a full pipeline load, the UNet's steps/s at batch 1 through our generate()
+# next to a vanilla diffusers pipeline call on the same weights and GPU (goal: at least 0.9 of it), the
+# per-image cost after denoising (VAE decode, watermark + IPTC + C2PA marks, AES-GCM sealing; goal: under
+# 50 ms), and a JSON summary as its last line.
 #
 #   bash bench/gpu_renderer.sh            # on the GPU machine (about 2 minutes on an H100)
 #   bash bench/gpu_renderer.sh --dry-run  # anywhere: same code path on the CPU, tiny sizes, seconds
 #
 # Self-contained: it needs python3 with torch (CUDA), transformers, peft, accelerate, safetensors and
-# pyyaml. diffusers and pydantic, when missing, are installed from the wheels in .whl/ into
-# /tmp/likeness-gpu-site (no network). Only libs/likeness_ml and services/renderer are imported.
+# pyyaml, numpy and cryptography. diffusers and pydantic (and c2pa-python, for the manifest's share of the
+# post-denoising cost), when missing, are installed from the wheels in .whl/ into /tmp/likeness-gpu-site
+# (no network). Only libs/likeness_ml, libs/likeness's envelope, libs/likeness_marks and services/renderer
+# are imported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +44,7 @@ else
   fi
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="libs/likeness_ml:services/renderer${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="libs/likeness_ml:libs/likeness:libs/likeness_marks:services/renderer${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_VERBOSITY=error DIFFUSERS_VERBOSITY=error
 export PYTHONWARNINGS=ignore
 # A benchmark, never a deployment: said explicitly, since an unset LIKENESS_ENV means production.
@@ -47,6 +52,7 @@ export LIKENESS_ENV=development
 
 exec "$python" - "$dry_run" <<'PY'
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -85,6 +91,9 @@ STEPS = 2 if DRY_RUN else 25
 BATCHES = (1, 4, 8)
 REPEATS = {1: 1, 4: 1, 8: 1} if DRY_RUN else {1: 3, 4: 2, 8: 2}
 LORA_RANK = 4 if DRY_RUN else 16
+UNET_REPEATS = 1 if DRY_RUN else 3
+GOAL_UNET_OF_VANILLA = 0.9
+GOAL_POST_DENOISE_MS = 50.0
 
 
 def say(message: str) -> None:
@@ -149,6 +158,104 @@ def random_lora(pipe: StableDiffusionPipeline) -> bytes:
     return serialize_lora(state, LoraMetadata(LORA_RANK, float(LORA_RANK), detect_family(pipe), SUBJECT_PHRASE))
 
 
+class UnetClock:
+    """UNet steps per second inside one pipeline call: from the first UNet forward's start to the last
+    one's end (CUDA events on a GPU, so nothing waits in between), whatever else the call does around it."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.marks: list[object] = []
+        self.forwards = 0  # counted, not assumed: PNDM, for one, runs one more UNet step than asked for
+        self.handles = [
+            unet.register_forward_pre_hook(lambda *_: self._mark(first=True)),
+            unet.register_forward_hook(lambda *_: self._mark(first=False)),
+        ]
+
+    def _mark(self, first: bool) -> None:
+        if first:
+            self.forwards += 1
+            if self.marks:
+                return
+        if DEVICE.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def steps_per_s(self) -> float:
+        sync()
+        start, end = self.marks[0], self.marks[-1]
+        seconds = start.elapsed_time(end) / 1000 if DEVICE.type == "cuda" else end - start
+        steps, self.forwards = self.forwards, 0
+        self.marks.clear()
+        return steps / seconds
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def unet_steps_per_s(pipe: StableDiffusionPipeline, lora: bytes) -> dict[str, float]:
+    """Batch 1: ours (renderer.generation.generate, LoRA merged) against a vanilla diffusers call (the
+    pipeline's own scheduler and defaults) on the same modules; best of a few after a warm-up each."""
+    vanilla = StableDiffusionPipeline(**pipe.components)
+    vanilla.set_progress_bar_config(disable=True)
+    clock = UnetClock(pipe.unet)
+    rates: dict[str, list[float]] = {"ours": [], "vanilla": []}
+    try:
+        for attempt in range(1 + UNET_REPEATS):
+            with merged_lora(pipe, lora):
+                generate(pipe, style, [attempt], SUBJECT_PHRASE, STEPS, RESOLUTION)
+            ours = clock.steps_per_s()
+            with torch.inference_mode():
+                vanilla(
+                    "a photo of a person", num_inference_steps=STEPS, height=RESOLUTION, width=RESOLUTION,
+                    generator=torch.Generator("cpu").manual_seed(attempt), output_type="pil",
+                )
+            plain = clock.steps_per_s()
+            if attempt:  # the first of each is the warm-up
+                rates["ours"].append(ours)
+                rates["vanilla"].append(plain)
+    finally:
+        clock.close()
+    return {name: max(values) for name, values in rates.items()}
+
+
+def post_denoise_ms(pipe: StableDiffusionPipeline, images: int = 4) -> dict[str, float | bool]:
+    """Per image after the last sampler step, as the worker does it: VAE decode to a PIL image, then the
+    marks (watermark, IPTC XMP, C2PA manifest) and the AES-GCM envelope."""
+    from likeness.envelope import DataKey, ObjectContext, seal_bytes
+    from renderer.marking import OutputMarker
+    from renderer.provenance import Credentials, ManifestSigner, ProvenanceUnavailable
+
+    try:
+        signer = ManifestSigner(Credentials.ephemeral()[0])
+    except (ProvenanceUnavailable, ImportError) as missing:
+        say(f"C2PA signing unavailable ({missing}): the post-denoising cost is measured without it")
+        signer = None
+    marker = OutputMarker("gpu-check-watermark-key", signer)
+    side = RESOLUTION // 8
+    latents = torch.randn(images + 1, 4, side, side, device=DEVICE, dtype=DTYPE)
+    decode, finish = [], []
+    with torch.inference_mode():
+        for index in range(images + 1):  # the first one warms the kernels up
+            sync()
+            began = time.perf_counter()
+            pixels = pipe.vae.decode(latents[index : index + 1] / pipe.vae.config.scaling_factor).sample
+            image = pipe.image_processor.postprocess(pixels.float(), output_type="pil")[0]
+            decoded = time.perf_counter()
+            png = marker.mark(image)
+            key = DataKey(os.urandom(32), "vault:v1:gpu-check", "gpu-check", 1)
+            seal_bytes(png, key, ObjectContext("gpu", "check", "gpu/check.png", "render"))
+            done = time.perf_counter()
+            if index:
+                decode.append(decoded - began)
+                finish.append(done - decoded)
+    decode_ms, finish_ms = 1000 * statistics.mean(decode), 1000 * statistics.mean(finish)
+    return {"decode_ms": round(decode_ms, 1), "mark_and_seal_ms": round(finish_ms, 1),
+            "ms_per_image": round(decode_ms + finish_ms, 1), "c2pa": signer is not None}
+
+
 started = time.perf_counter()
 device_name = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu (dry run)"
 say(f"device: {device_name}; building the SD 1.5-shaped pipeline ...")
@@ -185,6 +292,8 @@ for _ in range(5):
     sync()
     switches.append(time.perf_counter() - began)
 restored = bool(torch.equal(before, probe))
+unet_rates = unet_steps_per_s(pipe, lora)
+post = post_denoise_ms(pipe)
 with tempfile.TemporaryDirectory(prefix="likeness-gpu-model-") as folder:
     pipe.save_pretrained(folder, safe_serialization=True)
     vocabulary = tiny_vocabulary()
@@ -210,6 +319,11 @@ for batch, rate in rates.items():
     print(f"{batch:>6} {rate:>10.2f} {1 / rate:>9.3f}")
 print(f"LoRA switch {switch_s * 1000:.1f} ms, full pipeline load {load_s * 1000:.0f} ms "
       f"({load_s / switch_s:.0f}x), weights restored exactly: {restored}")
+of_vanilla = unet_rates["ours"] / unet_rates["vanilla"]
+print(f"UNet at batch 1: ours {unet_rates['ours']:.2f} steps/s, vanilla diffusers {unet_rates['vanilla']:.2f} "
+      f"steps/s: {of_vanilla:.2f} of it (goal >= {GOAL_UNET_OF_VANILLA})")
+print(f"after denoising, per image: decode {post['decode_ms']} ms + marks and sealing {post['mark_and_seal_ms']} ms "
+      f"= {post['ms_per_image']} ms (goal < {GOAL_POST_DENOISE_MS:.0f} ms; C2PA {'on' if post['c2pa'] else 'unavailable'})")
 peak = torch.cuda.max_memory_allocated() / 2**30 if DEVICE.type == "cuda" else 0.0
 print(json.dumps({
     "bench": "gpu_renderer",
@@ -225,6 +339,10 @@ print(json.dumps({
     "switch_vs_load": round(load_s / switch_s, 1),
     "restored_exactly": restored,
     "peak_gpu_memory_gib": round(peak, 2),
+    "unet_steps_per_s_batch1": {name: round(rate, 2) for name, rate in unet_rates.items()},
+    "unet_of_vanilla": round(of_vanilla, 3),
+    "post_denoise": post,
+    "goals": {"unet_of_vanilla": GOAL_UNET_OF_VANILLA, "post_denoise_ms": GOAL_POST_DENOISE_MS},
     "seconds": round(time.perf_counter() - started, 1),
 }))
 PY

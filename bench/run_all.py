@@ -76,6 +76,7 @@ GOALS: dict[str, list[Goal]] = {
     ],
     "gateway": [Goal("of_ceiling", ">=", "GOAL_OF_CEILING", 0.6)],
     "grpc_hop": [Goal("added_ms_p50", "<", "GOAL_ADDED_MS", 1.0)],
+    "manifest": [Goal("ratio", ">=", "GOAL", 0.9)],
 }
 
 #: Smaller sizes for --quick, per option; a bench gets only the ones its --help lists.
@@ -87,6 +88,7 @@ QUICK_OPTIONS: dict[str, dict[str, str]] = {
     "erasure": {"--rounds": "5", "--concurrent": "10"},
     "gateway": {"--quick": ""},
     "grpc_hop": {"--calls": "500", "--rounds": "1"},
+    "manifest": {"--mib": "256", "--rounds": "2"},
 }
 _NOT_BENCHES = {"run_all"}
 

@@ -67,6 +67,8 @@ def _run_schemathesis(
         **os.environ,
         **seeded.as_env(),
         "LIKENESS_DEV_TOKEN": token,
+        # The hooks read the catalog a render may choose from (`GET /v1/styles`), as a client does.
+        "LIKENESS_GATEWAY_URL": stack.gateway_url,
         # The processing log answers only the person's own token (`schemathesis.toml`).
         PERSON_TOKEN_VARIABLE: stack.mint_token(tenant=tenant, scopes=ALL_SCOPES, subject=seeded.subject_id),
         "LIKENESS_CONTRACT_ANSWERS": str(out / "answers.json"),

@@ -363,7 +363,9 @@ async def test_on_a_model_200_days_old_the_identity_gate_still_scores_against_th
     )
 
     # The tiny model draws no face: render the person instead, so the identity gate has one to score.
-    def the_person(pipe: Any, style: Any, seeds: Sequence[int], *args: Any) -> list[PIL.Image.Image]:
+    def the_person(
+        pipe: Any, style: Any, seeds: Sequence[int], *args: Any, **kwargs: Any
+    ) -> list[PIL.Image.Image]:
         return [astronaut().resize((448, 448)) for _ in seeds]
 
     monkeypatch.setattr(renderer.worker, "generate", the_person)

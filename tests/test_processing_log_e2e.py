@@ -128,6 +128,7 @@ def test_each_access_is_in_the_persons_log_once_with_its_principal_and_purpose(
     exported = _seen(exported_log)
     assert exported[("photos.exported", None, "subject", "export")] == 1
     assert exported[("image.downloaded", image["id"], "subject", "export")] == 1
+    assert exported[("subject.exported", None, "subject", "export")] == 1, "retention's part of the export"
 
     # A grant and its withdrawal, with the person's own token.
     consents = f"/v1/subjects/{subject_id}/consents"
@@ -171,6 +172,7 @@ def test_each_access_is_in_the_persons_log_once_with_its_principal_and_purpose(
         ("image.downloaded", image["id"], "subject", "access"),
         ("photos.exported", None, "subject", "export"),
         ("image.downloaded", image["id"], "subject", "export"),
+        ("subject.exported", None, "subject", "export"),
         ("consent.granted", grant["id"], "subject", "team_look"),
         ("consent.withdrawn", grant["id"], "subject", "team_look"),
         ("access.denied", None, "subject", None),

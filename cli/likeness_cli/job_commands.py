@@ -6,7 +6,8 @@ likeness trainings get ID
 likeness trainings watch ID [--poll]          # live progress until done; exit 1 unless succeeded
 likeness trainings cancel ID
 likeness trainings delete ID                  # the training and its model, every version
-likeness renders create SUBJECT --training ID (--style S [--style S...] | --team-look LOOK)
+likeness renders create SUBJECT (--training ID | --instant) (--style S [--style S...] | --team-look LOOK)
+                        [--background B] [--outfit O] [--lighting L]  # catalog ids: likeness styles list
                         [--images-per-style N] [--seed N]          # prints the id
 likeness renders list SUBJECT [--limit N] [--cursor C | --all] [--json]
 likeness renders get ID
@@ -15,7 +16,7 @@ likeness renders image ID IMAGE --out FILE    # one image
 likeness renders download ID --out DIR        # every image
 likeness renders reject ID IMAGE              # delete one image for good (every version)
 likeness renders delete ID                    # the render and every image, every version
-likeness styles list [--json]                 # curated styles, and backgrounds for team looks
+likeness styles list [--json]                 # curated styles, backgrounds, outfits, lighting set-ups
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from likeness_cli import api_cli, deletion_commands
 from likeness_cli.api_cli import ApiCommands
 from likeness_cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, say
 from likeness_cli.progress_bar import ProgressBar
-from likeness_client import LikenessClient, Progress, Render, Training
+from likeness_client import LikenessClient, Progress, Render, RenderChoices, Training
 
 # ------------------------------------------------------------------------------------------------ progress
 
@@ -100,13 +101,17 @@ def _cancel(args: argparse.Namespace, client: LikenessClient) -> int:
 def _create_render(args: argparse.Namespace, client: LikenessClient) -> int:
     if not args.styles and not args.team_look_id:
         raise CliError("give at least one --style, or a --team-look", EXIT_USAGE)
+    if not args.training_id and not args.instant:
+        raise CliError("give a --training, or --instant (from the latest accepted photo)", EXIT_USAGE)
     accepted = client.create_render(
         args.subject_id,
+        instant=args.instant,
         training_id=args.training_id,
         styles=args.styles or (),
         images_per_style=args.images_per_style,
         seed=args.seed,
         team_look_id=args.team_look_id,
+        choices=RenderChoices(background=args.background, outfit=args.outfit, lighting=args.lighting),
     )
     print(accepted.id)
     return EXIT_OK
@@ -115,7 +120,14 @@ def _create_render(args: argparse.Namespace, client: LikenessClient) -> int:
 def _render_row(render: Render) -> list[str]:
     styles = ",".join(render.styles) or (f"look {render.team_look_id}" if render.team_look_id else "-")
     images = str(len(render.images))
-    return [render.id, render.status, render.training_id, styles, images, api_cli.when(render.created_at)]
+    return [
+        render.id,
+        render.status,
+        render.training_id or "instant",
+        styles,
+        images,
+        api_cli.when(render.created_at),
+    ]
 
 
 def _list_renders(args: argparse.Namespace, client: LikenessClient) -> int:
@@ -151,7 +163,9 @@ def _styles(args: argparse.Namespace, client: LikenessClient) -> int:
         api_cli.print_json(catalog)
         return EXIT_OK
     rows = [["style", s.id, s.name, s.description] for s in catalog.styles]
-    rows += [["background", b.id, b.name, b.description] for b in catalog.backgrounds]
+    rows += [["background", b.id, b.name, b.preview or b.description] for b in catalog.backgrounds]
+    rows += [["outfit", o.id, o.name, o.preview] for o in catalog.outfits]
+    rows += [["lighting", light.id, light.name, light.preview] for light in catalog.lighting_setups]
     print(api_cli.table(rows, ["KIND", "ID", "NAME", "DESCRIPTION"]))
     return EXIT_OK
 
@@ -189,12 +203,21 @@ def register(api: ApiCommands) -> None:
     cancel.add_argument("training_id", metavar="ID")
     deletion_commands.register_training_delete(api, trainings)
 
-    renders = api.group("renders", "headshots rendered from a trained model")
+    renders = api.group("renders", "headshots rendered from a trained model, or instantly from one photo")
     render = api.command(renders, "create", "render headshots; prints the render id", _create_render)
     render.add_argument("subject_id", metavar="SUBJECT")
-    render.add_argument("--training", dest="training_id", required=True, help="a succeeded training")
+    render.add_argument("--training", dest="training_id", help="a succeeded training")
+    render.add_argument(
+        "--instant",
+        action="store_true",
+        help="from the latest accepted photo, no training needed (with --training: both combine)",
+    )
     render.add_argument("--style", dest="styles", action="append", help="a style id (repeatable)")
     render.add_argument("--team-look", dest="team_look_id", help="a team look (pins style and background)")
+    for kind in ("background", "outfit", "lighting"):
+        render.add_argument(
+            f"--{kind}", help=f"a catalog {kind} id in place of every style's own (styles list)"
+        )
     render.add_argument("--images-per-style", type=int, help="images per style (default: the gateway's)")
     render.add_argument("--seed", type=int, help="base seed (default: random)")
     read_render = api_cli.prints(lambda client, args: client.get_render(args.render_id))
@@ -208,7 +231,7 @@ def register(api: ApiCommands) -> None:
     download.add_argument("render_id", metavar="ID")
     download.add_argument("--out", type=Path, required=True, help="folder to save the images in")
 
-    styles = api.group("styles", "the curated styles and backgrounds")
+    styles = api.group("styles", "the curated styles, backgrounds, outfits and lighting")
     api_cli.add_json_option(
-        api.command(styles, "list", "the styles a render can use, and backgrounds", _styles)
+        api.command(styles, "list", "the styles a render can use, and the choices it can make", _styles)
     )

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from likeness_cli import model_commands
 from likeness_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError, say
-from likeness_cli.models import ModelError, write_tiny_model
+from likeness_cli.models import TINY_FAMILIES, ModelError, write_tiny_model
 
 #: Entry point group of command plugins: `name = "package.module:register"`, register(subparsers).
 PLUGIN_GROUP = "likeness.commands"
@@ -24,8 +25,8 @@ PLUGIN_GROUP = "likeness.commands"
 def _model_tiny(args: argparse.Namespace) -> int:
     out: Path = args.out
     began = time.monotonic()
-    write_tiny_model(out, seed=args.seed)
-    say(f"tiny model written to {out} in {time.monotonic() - began:.1f}s")
+    write_tiny_model(out, seed=args.seed, family=args.family)
+    say(f"tiny {args.family} model written to {out} in {time.monotonic() - began:.1f}s")
     return EXIT_OK
 
 
@@ -38,7 +39,14 @@ def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     tiny.add_argument("--out", type=Path, required=True, help="output folder")
     tiny.add_argument("--seed", type=int, help="seed of the random weights")
+    tiny.add_argument(
+        "--family",
+        choices=TINY_FAMILIES,
+        default="sd15",
+        help="the base model family it is shaped like (sdxl: two text encoders, pooled embeddings)",
+    )
     tiny.set_defaults(handler=_model_tiny)
+    model_commands.register(model)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ through the gateway (a tenant's token; an end user's token is refused).
     likeness team-looks list [--json]
     likeness team-looks get LOOK
     likeness team-looks set LOOK --name N --style S --background B [--seed-policy fixed|per_render] [--seed N]
+                            [--outfit O] [--lighting L]
     likeness team-looks delete LOOK
     likeness retention policy get [--json]        # the tenant's schedule in words
     likeness retention policy set [--photos-days N] [--photos-after-training | --no-photos-after-training]
@@ -99,6 +100,8 @@ def register(api: ApiCommands) -> None:
         "--seed-policy", choices=SEED_POLICIES, default="fixed", help="fixed: one seed for every render"
     )
     put.add_argument("--seed", type=int, help="the fixed seed (default: the gateway picks one)")
+    put.add_argument("--outfit", help="an outfit id every member gets (default: each render chooses)")
+    put.add_argument("--lighting", help="a lighting id every member gets (default: each render chooses)")
     delete = api.command(looks, "delete", "delete a team look (tenant token)", _delete_look)
     delete.add_argument("look_id", metavar="LOOK")
 

@@ -269,3 +269,53 @@ def test_not_ready_exits_1(gateway: Gateway, capsys: pytest.CaptureFixture[str],
     code, out, _ = likeness(capsys, tmp_path, "gateway", "ready", token=False)
     assert code == 0
     assert out.splitlines()[-1] == "ready"
+
+
+def test_a_render_chooses_catalog_background_outfit_and_lighting(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    gateway.on("POST", "/v1/subjects/{subject_id}/renders", reply({"id": "ren_1", "status": "queued"}, 202))
+    choices = ["--background", "brick_wall", "--outfit", "navy_suit", "--lighting", "rembrandt"]
+    code, out, _ = likeness(
+        capsys,
+        tmp_path,
+        "renders",
+        "create",
+        "sub_1",
+        "--training",
+        "trn_1",
+        "--style",
+        "corporate",
+        *choices,
+    )
+    assert (code, out.strip()) == (0, "ren_1")
+    assert json.loads(gateway.requests[-1].content) == {
+        "training_id": "trn_1",
+        "styles": ["corporate"],
+        "background": "brick_wall",
+        "outfit": "navy_suit",
+        "lighting": "rembrandt",
+    }
+
+
+def test_styles_list_shows_every_kind_of_choice_with_its_preview(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    option = {"description": "words", "preview": "Shown to people."}
+    catalog = {
+        "styles": [{"id": "corporate", "name": "Corporate", "description": "Business"}],
+        "backgrounds": [{"id": "brick_wall", "name": "Brick", **option}],
+        "outfits": [{"id": "navy_suit", "name": "Navy", **option}],
+        "lighting_setups": [{"id": "rembrandt", "name": "Rembrandt", **option}],
+    }
+    gateway.on("GET", "/v1/styles", reply(catalog))
+    code, out, _ = likeness(capsys, tmp_path, "styles", "list")
+    assert code == 0
+    rows = [line.split(maxsplit=3) for line in out.splitlines()[1:]]
+    assert [row[:2] for row in rows] == [
+        ["style", "corporate"],
+        ["background", "brick_wall"],
+        ["outfit", "navy_suit"],
+        ["lighting", "rembrandt"],
+    ]
+    assert all(row[3] == "Shown to people." for row in rows[1:])

@@ -45,6 +45,10 @@ SETTINGS: dict[str, type[CommonSettings]] = {
     "renderer": RendererSettings,
 }
 
+#: Digests of the weights' manifests in the production scenario (`likeness model manifest` prints them).
+BASE_MODEL_MANIFEST_SHA256 = "b" * 64
+SAFETY_MANIFEST_SHA256 = "c" * 64
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "workers-disabled": {"trainer": {"work": {"enabled": False}}, "renderer": {"work": {"enabled": False}}},
@@ -152,7 +156,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "renderer": {
             "image": {"repository": "renderer", "digest": "sha256:" + "5" * 64},
             "marking": {"existingSecret": "acme-marking"},
+            "safety": {"manifestSha256": SAFETY_MANIFEST_SHA256},
         },
+        # The reviewed weights' manifests, pinned outside their volume.
+        "baseModel": {"manifestSha256": BASE_MODEL_MANIFEST_SHA256},
     },
 }
 

@@ -236,8 +236,11 @@ def test_every_service_starts_as_python_m_service_role(scenario: Scenario) -> No
         assert container["args"] == [role or "serve"], kind
 
 
-def test_workers_get_a_gpu_and_the_base_model(scenario: Scenario) -> None:
+def test_workers_get_a_gpu_and_the_base_model(
+    scenario: Scenario, scenario_values: dict[str, dict[str, Any]]
+) -> None:
     name, rendered = scenario
+    values = scenario_values[name]
     deployments = {component(doc): doc for doc in rendered.of_kind("Deployment")}
     for kind, doc in deployments.items():
         spec = pod_spec(doc)
@@ -257,7 +260,14 @@ def test_workers_get_a_gpu_and_the_base_model(scenario: Scenario) -> None:
             assert gpu_request is None
             assert "nodeSelector" not in spec
         if kind.startswith(("trainer", "renderer")):
-            assert env_of(container)["LIKENESS_BASE_MODEL"]["value"] == "/models/base"
+            env = env_of(container)
+            assert env["LIKENESS_BASE_MODEL"]["value"] == "/models/base"
+            # The manifest's own digest, from the values (outside the weights' volume), when pinned there.
+            pinned = env.get("LIKENESS_BASE_MODEL_MANIFEST_SHA256", {}).get("value")
+            assert pinned == values.get("baseModel", {}).get("manifestSha256")
+            if kind == "renderer-work":
+                pinned = env.get("LIKENESS_SAFETY_MODEL_MANIFEST_SHA256", {}).get("value")
+                assert pinned == values.get("renderer", {}).get("safety", {}).get("manifestSha256")
         if kind == "renderer-work":
             # The safety classifier, pinned like the base model: from the same claim, read-only.
             env = env_of(container)
@@ -840,3 +850,25 @@ def test_the_health_port_admits_only_the_peers_named_for_probes(render: Any) -> 
         assert admitted["grpc"] != nodes, kind
     for kind in ("gateway", *WORKERS):  # no health port there
         assert "health" not in ingress_ports(policies[kind]), kind
+
+
+def test_the_identity_adapter_reaches_the_renderer_when_enabled(render: Any, process_settings: Any) -> None:
+    """Instant mode: both roles know the adapter is there; only the GPU workers mount, pin and weigh it."""
+    digest = "ab" * 32
+    values = {"identityAdapter": {"enabled": True, "manifestSha256": digest, "scale": 0.6}}
+    rendered = render({"renderer": values})
+    work = process_settings(rendered, "renderer-work")
+    assert (str(work.identity_adapter), work.identity_adapter_manifest_sha256) == (
+        "/models/identity-adapter",
+        digest,
+    )
+    assert work.identity_adapter_scale == 0.6
+    container = rendered.workload("renderer-work")["spec"]["template"]["spec"]["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/models/identity-adapter")
+    assert (mount["name"], mount["subPath"], mount["readOnly"]) == ("base-model", "identity-adapter", True)
+    serve = rendered.workload("renderer-serve")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(serve)["LIKENESS_IDENTITY_ADAPTER"]["value"] == "/models/identity-adapter"
+    assert "LIKENESS_IDENTITY_ADAPTER_MANIFEST_SHA256" not in env_of(serve)
+    # Off by default: no variable, no mount.
+    default = render({}).workload("renderer-work")["spec"]["template"]["spec"]["containers"][0]
+    assert "LIKENESS_IDENTITY_ADAPTER" not in env_of(default)

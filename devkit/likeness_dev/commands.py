@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from likeness_cli.errors import EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, CliError, say
+from likeness_cli.models import TINY_FAMILIES
 from likeness_dev.infra import InfraStartError
 from likeness_dev.stackfile import (
     DEV_ENV_FILENAME,
@@ -46,6 +47,7 @@ def _dev_up(args: argparse.Namespace) -> int:
         die_with_parent=False,  # the stack outlives this command; `likeness dev down` stops it
         reset=args.reset,
         progress=say,
+        base_family=args.base_family,
     )
     say(f"dev stack up in {time.monotonic() - began:.1f}s")
     endpoints = stack.infra.endpoints
@@ -184,6 +186,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     up.add_argument("--services", help="only these services (comma/space separated), e.g. 'retention,ingest'")
     up.add_argument("--timeout", type=float, help="seconds to wait for the services to be healthy")
     up.add_argument("--reset", action="store_true", help="delete the NATS and S3 data of earlier runs first")
+    up.add_argument(
+        "--base-family",
+        choices=TINY_FAMILIES,
+        help="the tiny model trainer and renderer run: shaped like sd15 or sdxl (default: "
+        "$LIKENESS_BASE_FAMILY, else sd15; ignored with $LIKENESS_BASE_MODEL)",
+    )
     up.set_defaults(handler=_as_cli_errors, dev_handler=_dev_up)
 
     down = dev.add_parser("down", parents=[where], help="stop everything `dev up` started")

@@ -30,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import schemathesis
 from schemathesis import Case
 from schemathesis.core.result import Ok
@@ -41,6 +42,9 @@ from likeness_dev.samples import sample_photos
 
 UPLOAD_OPERATION = "POST /v1/subjects/{subject_id}/photos"
 RENDER_OPERATION = "POST /v1/subjects/{subject_id}/renders"
+#: Operations whose bodies name catalog ids, and the `GET /v1/styles` list each request field draws from.
+CATALOG_OPERATIONS = frozenset({RENDER_OPERATION, "PUT /v1/team-looks/{look_id}"})
+CATALOG_FIELDS = {"background": "backgrounds", "outfit": "outfits", "lighting": "lighting_setups"}
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Room left for the request's digest within the key's 255 characters.
 _KEPT_KEY_CHARS = 200
@@ -94,9 +98,37 @@ def before_add_examples(context: HookContext, examples: list[Case[Any]]) -> None
     )
 
 
+@cache
+def _catalog_ids() -> dict[str, tuple[str, ...]]:
+    """The ids a render may choose, per request field, from the catalog the live API serves."""
+    answer = httpx.get(
+        f"{os.environ['LIKENESS_GATEWAY_URL']}/v1/styles",
+        headers={"Authorization": f"Bearer {os.environ['LIKENESS_DEV_TOKEN']}"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    listed = answer.json()
+    ids = {field: sorted(option["id"] for option in listed[kind]) for field, kind in CATALOG_FIELDS.items()}
+    return {field: tuple(found) for field, found in ids.items()}
+
+
+def _choose_from_catalog(case: Case[Any]) -> None:
+    """A schema-valid render or team look names catalog ids: the schema can give their shape only, so a
+    drawn id the catalog lacks is replaced by one it has (as a client picks from `GET /v1/styles`)."""
+    if case.operation.label not in CATALOG_OPERATIONS or not isinstance(case.body, dict):
+        return
+    for field, known in _catalog_ids().items():
+        drawn = case.body.get(field)
+        if isinstance(drawn, str) and drawn not in known:
+            case.body[field] = known[len(drawn) % len(known)]
+
+
 @schemathesis.hook
 def before_call(context: HookContext, case: Case[Any], **kwargs: Any) -> None:
-    """A valid request with an `Idempotency-Key` gets one of its own (see the module's docstring)."""
+    """A valid request names catalog ids the catalog has, and one with an `Idempotency-Key` gets a key of
+    its own (see the module's docstring)."""
+    if case.meta is None or not case.meta.generation.mode.is_negative:
+        _choose_from_catalog(case)
     headers = case.headers
     if headers is None or IDEMPOTENCY_HEADER not in headers:
         return

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from likeness.config import SECRETS_DIR_VARIABLE
+from likeness_cli.models import TinyFamily
 from likeness_dev import health
 from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.health import Probe
@@ -50,7 +51,7 @@ from likeness_dev.stackfile import (
     write_private,
     write_stack_file,
 )
-from likeness_dev.tiny_model_cache import ensure_tiny_model
+from likeness_dev.tiny_model_cache import ensure_tiny_model, tiny_identity_adapter_env, tiny_model_folder
 from likeness_dev.tokens import ALL_SCOPES, DEV_TENANT, mint_dev_token
 from likeness_dev.vault_identities import identity_vault_token
 
@@ -68,6 +69,8 @@ class StackSettings(BaseSettings):
 
     base_model: str | None = None
     """A base model (folder or hub id) for trainer and renderer instead of the tiny one."""
+    base_family: TinyFamily = "sd15"
+    """Without base_model: which tiny model (shaped like SD 1.5 or SDXL) trainer and renderer run."""
     stack_timeout: float = DEFAULT_SERVICE_TIMEOUT
     """Seconds to wait for all services to be healthy."""
 
@@ -263,6 +266,7 @@ class DevStack:
         infra_only: bool = False,
         services: Sequence[str] | None = None,
         base_model: str | Path | None = None,
+        base_family: TinyFamily | None = None,
         timeout: float | None = None,
         die_with_parent: bool = True,
         extra_env: Mapping[str, str] | None = None,
@@ -274,7 +278,8 @@ class DevStack:
         """Start the stack with its state in `project_dir/.likeness/` and wait until all are healthy.
 
         services: names from SERVICE_NAMES to start (default all). base_model: for trainer and renderer
-        (default: $LIKENESS_BASE_MODEL, else the tiny model, written once). extra_env / service_env:
+        (default: $LIKENESS_BASE_MODEL, else the tiny model of base_family, written once). base_family:
+        sd15 or sdxl (default: $LIKENESS_BASE_FAMILY, else sd15). extra_env / service_env:
         added to every / one service's environment, last (they win). infra: use these running servers
         instead of starting new ones (they are then not stopped with the stack). reset: delete the NATS
         and S3 data of earlier runs first. die_with_parent: the kernel kills the processes if this one
@@ -282,6 +287,8 @@ class DevStack:
         """
         say = progress or (lambda message: None)
         settings = StackSettings()
+        if base_family is not None:
+            settings = settings.model_copy(update={"base_family": base_family})
         project_dir = project_dir.resolve()
         state_dir = state_dir_of(project_dir)
         wanted = _choose_services(services)
@@ -386,6 +393,8 @@ class DevStack:
             env["LIKENESS_TLS_DIR"] = str(self._write_tls(service))
         if service.spec.needs_model and self.base_model is not None:
             env["LIKENESS_BASE_MODEL"] = self.base_model
+            if service.spec.module == "renderer":  # instant mode's adapter, on the tiny model
+                env |= tiny_identity_adapter_env(self.base_model)
         if service.spec.kind is ServiceKind.HTTP:
             env |= dict(addresses)
             env["LIKENESS_HTTP_PORT"] = str(service.http_port)
@@ -567,9 +576,10 @@ def _resolve_base_model(
         return str(explicit)
     if settings.base_model:
         return settings.base_model
-    if not (state_dir / "models" / "tiny").is_dir():
-        say(f"writing the tiny base model to {state_dir / 'models' / 'tiny'} (once)")
-    return str(ensure_tiny_model(state_dir / "models"))
+    tiny = state_dir / "models" / tiny_model_folder(settings.base_family)
+    if not tiny.is_dir():
+        say(f"writing the tiny {settings.base_family} base model to {tiny} (once)")
+    return str(ensure_tiny_model(state_dir / "models", settings.base_family))
 
 
 def _recorded_stack_id(state_dir: Path) -> str | None:

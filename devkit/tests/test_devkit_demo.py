@@ -7,7 +7,7 @@ from pathlib import Path
 
 from likeness_dev.demo import BASE_MODEL_VARIABLE, base_model_in_use, write_output
 from likeness_dev.journey import DownloadedImage, JourneyResult
-from likeness_ml.tiny_manifest import TINY_MANIFEST_FORMAT, TINY_MANIFEST_NAME
+from likeness_ml.tiny_manifest import write_tiny_manifest
 
 
 def _result() -> JourneyResult:
@@ -26,7 +26,8 @@ def _result() -> JourneyResult:
 def test_the_tiny_model_is_called_noise_and_real_weights_are_explained(tmp_path: Path) -> None:
     tiny = tmp_path / "tiny"
     tiny.mkdir()
-    (tiny / TINY_MANIFEST_NAME).write_text(f'{{"format": "{TINY_MANIFEST_FORMAT}"}}')
+    (tiny / "weights.safetensors").write_bytes(b"random weights")
+    write_tiny_manifest(tiny, seed=0)
     for env in ({}, {BASE_MODEL_VARIABLE: str(tiny)}):
         model = base_model_in_use(env)
         assert model.tiny

@@ -39,6 +39,7 @@ from likeness_client.models import (
     Readiness,
     ReceiptKeys,
     Render,
+    RenderChoices,
     Retention,
     RetentionPolicy,
     Style,
@@ -342,14 +343,18 @@ class AsyncLikenessClient:
         self,
         subject_id: str,
         *,
-        training_id: str,
+        training_id: str | None = None,
         styles: Sequence[str] = (),
         images_per_style: int | None = None,
         seed: int | None = None,
         team_look_id: str | None = None,
+        instant: bool = False,
+        choices: RenderChoices | None = None,
     ) -> JobAccepted:
         return await self._run(
-            calls.create_render(subject_id, training_id, styles, images_per_style, seed, team_look_id)
+            calls.create_render(
+                subject_id, training_id, styles, images_per_style, seed, team_look_id, instant, choices
+            )
         )
 
     async def get_render(self, render_id: str) -> Render:

@@ -37,6 +37,7 @@ from likeness_client.models import (
     Readiness,
     ReceiptKeys,
     Render,
+    RenderChoices,
     Retention,
     RetentionPolicy,
     Style,
@@ -329,14 +330,25 @@ def delete_training(training_id: str) -> Call[ItemDeletion]:
 
 def create_render(
     subject_id: str,
-    training_id: str,
+    training_id: str | None,
     styles: Sequence[str],
     images_per_style: int | None,
     seed: int | None,
     team_look_id: str | None,
+    instant: bool = False,
+    choices: RenderChoices | None = None,
 ) -> Call[JobAccepted]:
-    body: dict[str, Any] = {"training_id": training_id, "styles": list(styles)}
-    optional = {"images_per_style": images_per_style, "seed": seed, "team_look_id": team_look_id}
+    body: dict[str, Any] = {"styles": list(styles)}
+    if instant:
+        body["instant"] = True
+    optional = {
+        "training_id": training_id,
+        "images_per_style": images_per_style,
+        "seed": seed,
+        "team_look_id": team_look_id,
+    }
+    if choices is not None:
+        optional |= choices.model_dump()
     body |= {name: value for name, value in optional.items() if value is not None}
     return _call(CREATE_RENDER, [subject_id], _model(JobAccepted), json=body)
 

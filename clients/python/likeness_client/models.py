@@ -116,6 +116,8 @@ class RenderedImage(Model):
     seed: int
     url: str
     quality: ImageQuality | None = None
+    #: SHA-256 of the curated prompt it came from (its style and catalog choices; names no one).
+    prompt_sha256: str | None = None
 
 
 class RenderQuality(Model):
@@ -136,7 +138,9 @@ class RenderQuality(Model):
 class Render(Model):
     id: str
     subject_id: str
-    training_id: str
+    #: None for an instant render from a photo alone.
+    training_id: str | None = None
+    instant: bool = False
     status: str
     styles: list[str] = Field(default_factory=list)
     images_per_style: int = 0
@@ -145,9 +149,11 @@ class Render(Model):
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
-    #: The team look the render followed, and the background it put instead of the styles' own.
+    #: The team look the render followed, and the catalog choices it put instead of the styles' own.
     team_look_id: str | None = None
     background: str | None = None
+    outfit: str | None = None
+    lighting: str | None = None
     quality: RenderQuality | None = None
 
     @property
@@ -162,18 +168,40 @@ class Style(Model):
 
 
 class Background(Model):
-    """A backdrop a team look can pin."""
+    """A backdrop a render can choose or a team look can pin."""
+
+    id: str
+    name: str
+    #: The words it puts into the prompt; `preview` is the sentence to show people.
+    description: str = ""
+    preview: str = ""
+
+
+class CatalogOption(Model):
+    """An outfit or a lighting set-up a render can choose."""
 
     id: str
     name: str
     description: str = ""
+    preview: str = ""
 
 
 class Catalog(Model):
-    """The curated styles a render can use, and the backgrounds a team look can pin."""
+    """The curated styles a render can use, and the backgrounds, outfits and lighting it can choose."""
 
     styles: list[Style]
     backgrounds: list[Background] = Field(default_factory=list)
+    outfits: list[CatalogOption] = Field(default_factory=list)
+    lighting_setups: list[CatalogOption] = Field(default_factory=list)
+
+
+class RenderChoices(Model):
+    """Catalog ids (`get_catalog`) a render puts in place of every style's own; None keeps the style's (or
+    its team look's) own."""
+
+    background: str | None = None
+    outfit: str | None = None
+    lighting: str | None = None
 
 
 class TeamLook(Model):
@@ -183,6 +211,9 @@ class TeamLook(Model):
     name: str
     style: str
     background: str
+    #: The outfit and lighting it fixes for everyone (None: each render chooses).
+    outfit: str | None = None
+    lighting: str | None = None
     #: `fixed` (every render of the look uses `seed`) or `per_render`.
     seed_policy: str
     seed: int = 0
@@ -199,6 +230,9 @@ class TeamLookSpec(Model):
     background: str
     seed_policy: str = "fixed"
     seed: int | None = None
+    #: Optional catalog outfit and lighting every member gets.
+    outfit: str | None = None
+    lighting: str | None = None
 
 
 class TeamLookList(Model):

@@ -39,6 +39,7 @@ from likeness_client.models import (
     Readiness,
     ReceiptKeys,
     Render,
+    RenderChoices,
     Retention,
     RetentionPolicy,
     Style,
@@ -367,16 +368,22 @@ class LikenessClient:
         self,
         subject_id: str,
         *,
-        training_id: str,
+        training_id: str | None = None,
         styles: Sequence[str] = (),
         images_per_style: int | None = None,
         seed: int | None = None,
         team_look_id: str | None = None,
+        instant: bool = False,
+        choices: RenderChoices | None = None,
     ) -> JobAccepted:
         """Renders headshots in curated `styles`, or in a team look (which pins style, background and,
-        for a fixed look, the seed); at least one of the two."""
+        for a fixed look, the seed); at least one of the two. From a succeeded training, or `instant`
+        from the subject's latest accepted photo (both: the two combine). `choices` puts a catalog
+        background, outfit or lighting in place of every style's own (a team look's fixed ones stay)."""
         return self._run(
-            calls.create_render(subject_id, training_id, styles, images_per_style, seed, team_look_id)
+            calls.create_render(
+                subject_id, training_id, styles, images_per_style, seed, team_look_id, instant, choices
+            )
         )
 
     def get_render(self, render_id: str) -> Render:

@@ -18,6 +18,7 @@ from likeness_client import (
     LikenessError,
     NotFound,
     RateLimited,
+    RenderChoices,
     Retention,
     RetryPolicy,
     ServerSentEvent,
@@ -485,6 +486,29 @@ def test_a_render_can_follow_a_team_look_and_the_catalog_has_backgrounds() -> No
         "styles": [],
         "team_look_id": "sales",
     }
+
+
+def test_a_render_sends_its_catalog_choices_and_the_catalog_lists_them() -> None:
+    handler = Recorder(httpx.Response(202, json={"id": "ren_1", "status": "queued"}))
+    with client_for(handler, []) as client:
+        choices = RenderChoices(background="brick_wall", lighting="rembrandt")
+        client.create_render("sub_1", training_id="trn_1", styles=["corporate"], choices=choices)
+        option = {"description": "words", "preview": "For people."}
+        catalog = {
+            "styles": [{"id": "corporate", "name": "Corporate", "description": "d"}],
+            "outfits": [{"id": "navy_suit", "name": "Navy suit", **option}],
+            "lighting_setups": [{"id": "rembrandt", "name": "Rembrandt", **option}],
+        }
+        handler.answers = [httpx.Response(200, json=catalog)]
+        listed = client.get_catalog()
+    assert [o.id for o in listed.outfits] == ["navy_suit"]
+    assert [light.preview for light in listed.lighting_setups] == ["For people."]
+    assert json.loads(handler.requests[0].content) == {
+        "training_id": "trn_1",
+        "styles": ["corporate"],
+        "background": "brick_wall",
+        "lighting": "rembrandt",
+    }, "an outfit left out is not sent: the style's own stays"
 
 
 def test_a_receipt_and_the_published_keys_are_read_as_sent() -> None:

@@ -28,6 +28,7 @@ are not accesses to personal data and write nothing):
 | `training.refused` | trainer | a submitted training was refused (no live consent) |
 | `model.exported`, `model.deleted` | trainer | export of a LoRA (and its templates); per-item deletion |
 | `model.decrypted` | renderer-worker | a render attempt decrypted the LoRA (resource: the render) |
+| `photo.decrypted` | renderer-worker | an instant render decrypted its one photo (resource: the render) |
 | `render.refused` | renderer | a submitted render was refused (no live consent) |
 | `image.downloaded` | renderer | one image was fetched (purpose `access`, or `export`) |
 | `image.rejected`, `render.deleted` | renderer | the person rejected an image; per-item deletion |

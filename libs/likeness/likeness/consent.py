@@ -40,8 +40,7 @@ Context = grpc.aio.ServicerContext[object, object]
 HEADSHOTS = "headshots"
 #: Renders in a tenant's team look (the tenant's pinned style, background and seed).
 TEAM_LOOK = "team_look"
-#: One-photo renders without training. The mode itself comes later: no render asks for it yet, so the
-#: purpose can be granted and withdrawn but gates no job today (docs/threat-model.md says so).
+#: Instant renders: the identity adapter conditioned on one accepted photo (alone, or with a trained LoRA).
 INSTANT = "instant"
 PURPOSES = (HEADSHOTS, TEAM_LOOK, INSTANT)
 
@@ -75,8 +74,18 @@ def live_grant(
 
 
 def render_purpose(team_look_id: str) -> str:
-    """The purpose a render needs: a team look's, or headshots (an `instant` render does not exist yet)."""
+    """The purpose a render from a trained model needs: a team look's, or headshots."""
     return TEAM_LOOK if team_look_id else HEADSHOTS
+
+
+def render_purposes(team_look_id: str, *, instant: bool, trained: bool) -> tuple[str, ...]:
+    """Every purpose a render needs: an instant one uses the photo (`instant`), and a trained model too
+    when it names one (its `headshots` or team-look purpose as well)."""
+    if not instant:
+        return (render_purpose(team_look_id),)
+    if not trained and not team_look_id:
+        return (INSTANT,)
+    return (render_purpose(team_look_id), INSTANT)
 
 
 async def read_consents(kv: KeyValue, tenant: str, subject_id: str) -> retention_pb2.SubjectConsents | None:

@@ -95,7 +95,7 @@ AUDIT_ACTIONS: dict[str, tuple[str, ...]] = {
     TRAINER: ("training.refused", "model.exported", "model.deleted"),
     TRAINER_WORKER: ("photos.decrypted",),
     RENDERER: ("render.refused", "image.downloaded", "image.rejected", "render.deleted"),
-    RENDERER_WORKER: ("model.decrypted",),
+    RENDERER_WORKER: ("model.decrypted", "photo.decrypted"),
     RETENTION: (
         "subject.opened",
         "consent.granted",
@@ -533,14 +533,15 @@ IDENTITIES: tuple[Identity, ...] = (
             ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),
             stream_reads=(EVENTS_STREAM,),
         ),
+        # photos/: the one accepted crop an instant render conditions on (decrypted in memory only).
         S3Access(
-            read=(LORAS, MODEL_FACES, FACES),
+            read=(LORAS, MODEL_FACES, FACES, PHOTOS),
             write=(RENDERS,),
             delete=(RENDERS,),
             delete_versions=(RENDERS,),
             list=(FACES, RENDERS),
         ),
-        about="the GPU render worker: a LoRA and face templates in, marked images out",
+        about="the GPU render worker: a LoRA, face templates or a photo (instant mode) in, marked images out",
     ),
     Identity(
         BOOTSTRAP,

@@ -9,6 +9,7 @@ import pytest
 
 from likeness.consent import (
     HEADSHOTS,
+    INSTANT,
     PURPOSES,
     TEAM_LOOK,
     ConsentReader,
@@ -16,6 +17,7 @@ from likeness.consent import (
     is_live,
     live_grant,
     render_purpose,
+    render_purposes,
 )
 from likeness.jobs import CONSENT_WITHDRAWN_REASON, CancelFlag, JobCancelled
 from likeness.timeutil import to_timestamp
@@ -54,6 +56,13 @@ def test_only_a_live_grant_of_the_purpose_counts() -> None:
 def test_a_render_in_a_team_look_needs_the_team_look_grant() -> None:
     assert render_purpose("sales-emea") == TEAM_LOOK
     assert render_purpose("") == HEADSHOTS
+
+
+def test_an_instant_render_needs_the_instant_grant_and_that_of_any_model_it_uses() -> None:
+    assert render_purposes("", instant=False, trained=True) == (HEADSHOTS,)
+    assert render_purposes("", instant=True, trained=False) == (INSTANT,)
+    assert render_purposes("", instant=True, trained=True) == (HEADSHOTS, INSTANT)
+    assert render_purposes("sales-emea", instant=True, trained=False) == (TEAM_LOOK, INSTANT)
 
 
 class _Reader(ConsentReader):

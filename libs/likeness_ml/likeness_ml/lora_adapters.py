@@ -8,11 +8,12 @@ outputs to a pipeline that never saw a LoRA (tests check exactly that).
 from __future__ import annotations
 
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from likeness_ml.base_model import detect_family
-from likeness_ml.lora_format import LoraMetadata, diffusers_adapter_metadata, parse_lora
+from likeness_ml.base_model import BasePipeline, detect_family, text_encoders
+from likeness_ml.lora_format import LoraMetadata, diffusers_adapter_metadata, parse_lora, split_by_component
+from likeness_ml.text_encoder_lora import load_text_encoder_lora, remove_text_encoder_lora
 
 
 def has_lora(model: torch.nn.Module) -> bool:
@@ -29,8 +30,9 @@ def remove_lora(unet: UNet2DConditionModel) -> None:
         raise RuntimeError("LoRA layers survived unloading")
 
 
-def attach_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes, adapter_name: str) -> LoraMetadata:
-    """Load serialized LoRA bytes into pipe's UNet as its active adapter, with the trained rank and alpha."""
+def attach_lora(pipe: BasePipeline, lora_safetensors: bytes, adapter_name: str) -> LoraMetadata:
+    """Load serialized LoRA bytes into pipe's UNet (and the text encoders it adapts, if any) as the active
+    adapter, with the trained rank and alpha."""
     state_dict, metadata = parse_lora(lora_safetensors)
     family = detect_family(pipe)
     if metadata.base_family != family:
@@ -39,9 +41,8 @@ def attach_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes, adapter_
     # diffusers loads LoRAs with assign=True (low_cpu_mem_usage): the tensors become the parameters, so
     # they must already have the UNet's device and dtype.
     state_dict = {key: value.to(device=unet.device, dtype=unet.dtype) for key, value in state_dict.items()}
-    # This is load_lora_weights' UNet half. Calling it directly lets us pass the adapter metadata: from an
-    # in-memory dict load_lora_weights cannot see our header and would assume alpha == rank. (Our LoRAs
-    # have no text-encoder half, so the other half would only log a warning.)
+    # These are load_lora_weights' halves. Calling them directly lets us pass the adapter metadata: from an
+    # in-memory dict load_lora_weights cannot see our header and would assume alpha == rank.
     pipe.load_lora_into_unet(
         state_dict,
         network_alphas=None,
@@ -53,11 +54,24 @@ def attach_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes, adapter_
     loaded = unet.peft_config[adapter_name]
     if loaded.r != metadata.rank or float(loaded.lora_alpha) != metadata.alpha:
         raise RuntimeError("LoRA loaded with a different rank/alpha than it was trained with")
+    parts = split_by_component(state_dict)
+    for component in metadata.text_encoders:
+        load_text_encoder_lora(
+            getattr(pipe, component), parts[component], metadata.rank, metadata.alpha, adapter_name
+        )
     return metadata
 
 
-def detach_lora(pipe: StableDiffusionPipeline) -> None:
-    """Unload every LoRA from every component of pipe (UNet and text encoder)."""
+def detach_lora(pipe: BasePipeline) -> None:
+    """Unload every LoRA from every component of pipe (UNet and text encoders: SDXL has two)."""
     pipe.unload_lora_weights()
-    if has_lora(pipe.unet) or has_lora(pipe.text_encoder):
+    for encoder in text_encoders(pipe):
+        if has_lora(encoder):  # adapters PEFT injected directly (likeness_ml.text_encoder_lora)
+            remove_text_encoder_lora(encoder)
+    if pipe_has_lora(pipe):
         raise RuntimeError("LoRA layers survived unloading")
+
+
+def pipe_has_lora(pipe: BasePipeline) -> bool:
+    """Whether any adapter layer sits in the UNet or any text encoder of pipe."""
+    return any(has_lora(model) for model in (pipe.unet, *text_encoders(pipe)))

@@ -3,25 +3,31 @@
 Real weights cannot be downloaded in development and CI, so tests and the dev stack use this: the same
 classes and directory layout as SD 1.5 (``StableDiffusionPipeline.save_pretrained``), loaded with the same
 ``from_pretrained`` call, but with diffusers-test-sized configs (≈2M parameters, 64x64 images) so CPU
-training and rendering take seconds. The same seed always gives byte-identical files, pinned by a
-``likeness-tiny.json`` manifest of sha256 digests.
+training and rendering take seconds. The same seed always gives byte-identical files, pinned by the
+``likeness-manifest.json`` every pinned weight has (`likeness_ml.model_manifest`), marked ``"tiny": true``
+(which production refuses).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from likeness_ml.digests import directory_digests
 from likeness_ml.tiny_manifest import (
     TINY_MANIFEST_FORMAT,
     TINY_MANIFEST_NAME,
     is_tiny_model,
     read_tiny_manifest,
+    write_tiny_manifest,
 )
 from likeness_ml.tiny_tokenizer import END_OF_TEXT, MODEL_MAX_LENGTH, START_OF_TEXT, tiny_vocabulary
 
@@ -53,19 +59,23 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
 
 def write_tiny_pipeline(out_dir: Path, seed: int = 0) -> Path:
     """Write the tiny pipeline (plus tokenizer vocab/merges and the manifest) to out_dir; returns out_dir."""
+    return save_tiny_pipeline(build_tiny_pipeline(seed), out_dir, seed, ("tokenizer",))
+
+
+def save_tiny_pipeline(
+    pipe: DiffusionPipeline, out_dir: Path, seed: int, tokenizer_folders: tuple[str, ...]
+) -> Path:
+    """save_pretrained plus the classic tokenizer files and the tiny model's manifest (family detected
+    from the configs written: a tiny SD model pins as sd15, a tiny SDXL one as sdxl)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    build_tiny_pipeline(seed).save_pretrained(out_dir, safe_serialization=True)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
     # transformers 5 saves only tokenizer.json; the classic files keep the directory loadable by any
     # CLIPTokenizer (and document the vocabulary in the form CLIP ships it).
     vocabulary = tiny_vocabulary()
-    (out_dir / "tokenizer" / "vocab.json").write_text(vocabulary.vocab_json(), encoding="utf-8")
-    (out_dir / "tokenizer" / "merges.txt").write_text(vocabulary.merges_txt(), encoding="utf-8")
-    manifest = {
-        "format": TINY_MANIFEST_FORMAT,
-        "seed": seed,
-        "files": directory_digests(out_dir, exclude={TINY_MANIFEST_NAME}),
-    }
-    (out_dir / TINY_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for folder in tokenizer_folders:
+        (out_dir / folder / "vocab.json").write_text(vocabulary.vocab_json(), encoding="utf-8")
+        (out_dir / folder / "merges.txt").write_text(vocabulary.merges_txt(), encoding="utf-8")
+    write_tiny_manifest(out_dir, seed)
     return out_dir
 
 
@@ -148,5 +158,6 @@ __all__ = [
     "build_tiny_pipeline",
     "is_tiny_model",
     "read_tiny_manifest",
+    "save_tiny_pipeline",
     "write_tiny_pipeline",
 ]

@@ -30,8 +30,9 @@ def test_same_seed_gives_byte_identical_files_and_a_pinning_manifest(tmp_path: P
     assert directory_digests(first) == directory_digests(again)
     assert directory_digests(other)["model.safetensors"] != directory_digests(first)["model.safetensors"]
     manifest = verify_manifest(first)
-    assert manifest["files"] == directory_digests(first, exclude={MANIFEST_NAME})
-    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= set(manifest["files"])  # type: ignore[arg-type]
+    assert manifest.digests() == directory_digests(first, exclude={MANIFEST_NAME})
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= set(manifest.files)
+    assert manifest.tiny
 
 
 def test_probabilities_per_image_by_label_from_one_batch(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
 from likeness_ml.digests import directory_digests
+from likeness_ml.model_manifest import write_manifest
 from likeness_ml.tiny_model import TINY_MANIFEST_NAME, is_tiny_model, read_tiny_manifest, write_tiny_pipeline
 from likeness_ml.tiny_tokenizer import MODEL_MAX_LENGTH
 
@@ -33,12 +34,13 @@ def test_same_seed_gives_byte_identical_files(tiny_model_dir: Path, tmp_path: Pa
 def test_manifest_lists_the_sha256_of_every_file(tiny_model_dir: Path) -> None:
     manifest = read_tiny_manifest(tiny_model_dir)
     assert manifest is not None
-    assert manifest["files"] == directory_digests(tiny_model_dir, exclude={TINY_MANIFEST_NAME})
+    assert manifest.digests() == directory_digests(tiny_model_dir, exclude={TINY_MANIFEST_NAME})
     assert {
         "unet/diffusion_pytorch_model.safetensors",
         "tokenizer/vocab.json",
         "tokenizer/merges.txt",
-    } <= set(manifest["files"])
+    } <= set(manifest.files)
+    assert (manifest.tiny, manifest.family, manifest.facts["seed"]) == (True, "sd15", 0)
     assert is_tiny_model(tiny_model_dir)
 
 
@@ -47,6 +49,9 @@ def test_is_tiny_model_rejects_other_directories(tmp_path: Path) -> None:
     (tmp_path / TINY_MANIFEST_NAME).write_text(json.dumps({"format": "something-else"}))
     assert not is_tiny_model(tmp_path)
     (tmp_path / TINY_MANIFEST_NAME).write_text("not json")
+    assert not is_tiny_model(tmp_path)
+    (tmp_path / "weights.safetensors").write_bytes(b"real weights")
+    write_manifest(tmp_path, source="https://example.invalid/weights")  # pinned, but not marked tiny
     assert not is_tiny_model(tmp_path)
 
 

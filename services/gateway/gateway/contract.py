@@ -98,7 +98,11 @@ ERRORS: dict[str, tuple[int, str]] = {
     "too_many_files": (413, "more files than `LIKENESS_MAX_FILES_PER_REQUEST`"),
     "unsupported_media_type": (415, "the body is not multipart/form-data"),
     "unsupported_format": (415, "every photo was rejected, the first as not a JPEG, PNG, WebP or HEIC photo"),
-    "no_accepted_photos": (409, "the subject has no accepted photos to train on"),
+    "no_accepted_photos": (
+        409,
+        "the subject has no accepted photos to train on (or, instant, to render from)",
+    ),
+    "instant_unavailable": (409, "this deployment has no identity adapter configured (instant mode is off)"),
     "not_enough_photos": (409, "fewer accepted photos than a training needs"),
     "invalid_steps": (400, "more steps than the trainer allows"),
     "training_not_found": (404, "`training_id` names no training of this subject"),
@@ -107,6 +111,11 @@ ERRORS: dict[str, tuple[int, str]] = {
     "render_running": (409, "the render is still queued or running: cancel it, then delete it"),
     "unknown_style": (400, "a style that is not in the catalog (`GET /v1/styles`)"),
     "unknown_background": (400, "a background that is not in the catalog (`GET /v1/styles`)"),
+    "unknown_catalog_id": (
+        422,
+        "a `background`, `outfit` or `lighting` id that is not in the catalog (`GET /v1/styles`); the "
+        "message names it",
+    ),
     "invalid_images_per_style": (400, "more images per style than the renderer allows"),
     "team_look_not_found": (404, "`team_look_id` names no team look of the tenant"),
     "team_look_conflict": (409, "styles or a seed that contradict the team look as it is now (it pins them)"),

@@ -61,6 +61,8 @@ def team_look(value: renderer_pb2.TeamLook) -> schemas.TeamLook:
         name=value.name,
         style=value.style,
         background=value.background,
+        outfit=value.outfit or None,
+        lighting=value.lighting or None,
         seed_policy=enum_name(renderer_pb2.SeedPolicy, value.seed_policy, "SEED_POLICY_"),
         seed=value.seed,
         created_at=timestamp(value, "created_at"),
@@ -127,7 +129,8 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
     return schemas.Render(
         id=value.id,
         subject_id=value.subject_id,
-        training_id=value.training_id,
+        training_id=value.training_id or None,
+        instant=value.instant,
         status=job_status(value.status),
         styles=list(value.styles),
         images_per_style=value.images_per_style,
@@ -139,6 +142,7 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
                 seed=image.seed,
                 url=f"/v1/renders/{value.id}/images/{image.id}",
                 quality=image_quality(image.quality, identity_scored) if image.HasField("quality") else None,
+                prompt_sha256=image.prompt_sha256 or None,
             )
             for image in value.images
         ],
@@ -147,6 +151,8 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
         updated_at=timestamp(value, "updated_at"),
         team_look_id=value.team_look_id or None,
         background=value.background or None,
+        outfit=value.outfit or None,
+        lighting=value.lighting or None,
         quality=render_quality(value.quality) if value.HasField("quality") else None,
     )
 
@@ -185,6 +191,12 @@ def render_quality(value: renderer_pb2.RenderQuality) -> schemas.RenderQuality:
 
 def style(value: renderer_pb2.Style) -> schemas.Style:
     return schemas.Style(id=value.id, name=value.name, description=value.description)
+
+
+def catalog_option(value: renderer_pb2.CatalogOption) -> schemas.CatalogOption:
+    return schemas.CatalogOption(
+        id=value.id, name=value.name, description=value.description, preview=value.preview
+    )
 
 
 def erasure(value: retention_pb2.Erasure) -> schemas.Erasure:

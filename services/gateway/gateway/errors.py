@@ -72,8 +72,8 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 
 #: Machine codes whose HTTP status is not their gRPC status's: a team look's style or seed that a render
 #: request contradicts is a conflict with the look's current state (a PUT may change it), not a malformed
-#: request.
-_CODE_STATUS = {"team_look_conflict": 409, "subject_erased": 410}
+#: request; an unknown catalog id is the same 422 the gateway answers when it finds it first.
+_CODE_STATUS = {"team_look_conflict": 409, "subject_erased": 410, "unknown_catalog_id": 422}
 
 
 def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:

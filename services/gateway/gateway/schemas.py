@@ -300,14 +300,38 @@ class CreateRenderRequest(BaseModel):
             "examples": [
                 {"training_id": TRAINING_ID, "styles": ["corporate"], "images_per_style": 2, "seed": 7}
             ],
-            # What `_styles_or_look` checks, said in the schema: a team look, or at least one style.
-            "anyOf": [
-                {"required": ["team_look_id"], "properties": {"team_look_id": {"type": "string"}}},
-                {"required": ["styles"], "properties": {"styles": {"minItems": 1}}},
+            # What `_styles_or_look` checks, said in the schema: a team look or at least one style, and a
+            # training or instant mode.
+            "allOf": [
+                {
+                    "anyOf": [
+                        {"required": ["team_look_id"], "properties": {"team_look_id": {"type": "string"}}},
+                        {"required": ["styles"], "properties": {"styles": {"minItems": 1}}},
+                    ]
+                },
+                {
+                    "anyOf": [
+                        {
+                            "required": ["training_id"],
+                            "properties": {"training_id": {"type": "string", "minLength": 1}},
+                        },
+                        {"required": ["instant"], "properties": {"instant": {"const": True}}},
+                    ]
+                },
             ],
         },
     )
-    training_id: str = Field(max_length=64)
+    training_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A succeeded training of the subject; required unless `instant` (then optional: "
+        "given, its model and the photo combine)",
+    )
+    instant: bool = Field(
+        default=False,
+        description="Instant mode: the likeness from the subject's latest accepted photo through the "
+        "identity adapter, no training needed; needs a live `instant` consent grant",
+    )
     styles: list[Annotated[str, Field(pattern=CATALOG_ID_PATTERN)]] = Field(
         default_factory=list,
         max_length=16,
@@ -321,11 +345,29 @@ class CreateRenderRequest(BaseModel):
         description="A team look of the tenant: it pins style, background and (fixed looks) the seed; "
         "`styles` may then be absent or name the look's style only, and a fixed look's seed may not change",
     )
+    background: str | None = Field(
+        default=None,
+        pattern=CATALOG_ID_PATTERN,
+        description="A background id from `GET /v1/styles` (`backgrounds`) in place of every style's own; "
+        "absent: the style's own (or the team look's)",
+    )
+    outfit: str | None = Field(
+        default=None,
+        pattern=CATALOG_ID_PATTERN,
+        description="An outfit id from `GET /v1/styles` (`outfits`) in place of every style's own",
+    )
+    lighting: str | None = Field(
+        default=None,
+        pattern=CATALOG_ID_PATTERN,
+        description="A lighting id from `GET /v1/styles` (`lighting_setups`) in place of every style's own",
+    )
 
     @model_validator(mode="after")
     def _styles_or_look(self) -> CreateRenderRequest:
         if not self.styles and not self.team_look_id:
             raise ValueError("give at least one style, or a team_look_id")
+        if not self.training_id and not self.instant:
+            raise ValueError("give a training_id, or instant: true")
         return self
 
 
@@ -354,6 +396,10 @@ class RenderedImage(BaseModel):
     seed: int
     url: str = Field(examples=[f"/v1/renders/{RENDER_ID}/images/{IMAGE_ID}"])
     quality: ImageQuality | None = Field(default=None, description="The output gates' scores of this image")
+    prompt_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the curated prompt it came from (style and catalog choices; names no one)",
+    )
 
 
 class RenderQuality(BaseModel):
@@ -398,7 +444,8 @@ class Render(BaseModel):
     )
     id: str
     subject_id: str
-    training_id: str
+    training_id: str | None = Field(description="The training whose model it used (none: instant only)")
+    instant: bool = Field(default=False, description="Whether the identity adapter conditioned it on a photo")
     status: JobStatus
     styles: list[str]
     images_per_style: int
@@ -409,6 +456,8 @@ class Render(BaseModel):
     updated_at: datetime | None
     team_look_id: str | None = Field(default=None, description="The team look the render followed")
     background: str | None = Field(default=None, description="A background that replaced the styles' own")
+    outfit: str | None = Field(default=None, description="An outfit that replaced the styles' own")
+    lighting: str | None = Field(default=None, description="A lighting set-up that replaced the styles' own")
     quality: RenderQuality | None = Field(default=None, description="The output gates' account")
 
 
@@ -431,16 +480,55 @@ class Style(BaseModel):
 class Background(BaseModel):
     id: str
     name: str
-    description: str
+    description: str = Field(description="The words it puts into the prompt")
+    preview: str = Field(default="", description="A sentence for the people choosing it")
+
+
+class CatalogOption(BaseModel):
+    """An outfit or a lighting set-up."""
+
+    id: str
+    name: str
+    description: str = Field(description="The words it puts into the prompt")
+    preview: str = Field(description="A sentence for the people choosing it")
 
 
 class StyleList(BaseModel):
     model_config = _example(
         styles=[{"id": "corporate", "name": "Corporate", "description": "Neutral backdrop, business attire"}],
-        backgrounds=[{"id": "light_gray", "name": "Light gray studio", "description": "plain backdrop"}],
+        backgrounds=[
+            {
+                "id": "light_gray",
+                "name": "Light gray studio",
+                "description": "plain light gray studio backdrop",
+                "preview": "A plain, light gray studio wall: clean and neutral.",
+            }
+        ],
+        outfits=[
+            {
+                "id": "navy_suit",
+                "name": "Navy suit",
+                "description": "tailored navy suit jacket and white collared shirt",
+                "preview": "A tailored navy suit jacket over a white collared shirt.",
+            }
+        ],
+        lighting_setups=[
+            {
+                "id": "soft_even",
+                "name": "Soft and even",
+                "description": "soft even key light with gentle fill",
+                "preview": "Soft, even light with few shadows: friendly and clear.",
+            }
+        ],
     )
     styles: list[Style]
-    backgrounds: list[Background] = Field(default_factory=list, description="For team looks")
+    backgrounds: list[Background] = Field(
+        default_factory=list, description="For a render's `background` or a team look's"
+    )
+    outfits: list[CatalogOption] = Field(default_factory=list, description="For a render's `outfit`")
+    lighting_setups: list[CatalogOption] = Field(
+        default_factory=list, description="For a render's `lighting`"
+    )
 
 
 # Erasure
@@ -607,6 +695,16 @@ class TeamLookIn(BaseModel):
     )
     seed_policy: SeedPolicy = "fixed"
     seed: LookSeed | None = Field(default=None, description="Fixed looks: absent picks one")
+    outfit: str | None = Field(
+        default=None,
+        pattern=CATALOG_ID_PATTERN,
+        description="An outfit id every member wears; absent: each render chooses",
+    )
+    lighting: str | None = Field(
+        default=None,
+        pattern=CATALOG_ID_PATTERN,
+        description="A lighting id for every member; absent: each render chooses",
+    )
 
 
 class TeamLook(BaseModel):
@@ -624,6 +722,8 @@ class TeamLook(BaseModel):
     name: str
     style: str
     background: str
+    outfit: str | None = Field(default=None, description="The outfit it fixes, if any")
+    lighting: str | None = Field(default=None, description="The lighting it fixes, if any")
     seed_policy: Literal["unspecified", "fixed", "per_render"]
     seed: int
     created_at: datetime | None

@@ -366,7 +366,14 @@ class FakeRenderer(renderer_pb2_grpc.RendererServiceServicer):
             yield renderer_pb2.FetchImageResponse(chunk=data[start : start + self.IMAGE_CHUNK])
 
     async def ListStyles(self, request: renderer_pb2.ListStylesRequest, context: Context) -> Any:
-        return renderer_pb2.ListStylesResponse(styles=STYLES)
+        return renderer_pb2.ListStylesResponse(
+            styles=STYLES,
+            backgrounds=[renderer_pb2.Background(id="brick_wall", name="Brick", description="brick wall")],
+            outfits=[renderer_pb2.CatalogOption(id="navy_suit", name="Navy suit", preview="A navy suit.")],
+            lighting_setups=[
+                renderer_pb2.CatalogOption(id="rembrandt", name="Rembrandt", preview="Side light.")
+            ],
+        )
 
     async def ListRenders(self, request: renderer_pb2.ListRendersRequest, context: Context) -> Any:
         mine = _page_of(

@@ -156,6 +156,27 @@ async def test_rendering_only_curated_styles(client, auth, world) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "value"), [("background", "moon"), ("outfit", "tuxedo"), ("lighting", "neon")]
+)
+async def test_an_unknown_catalog_choice_is_a_422_naming_it_before_the_renderer_is_asked(
+    client, auth, world, fakes, field, value
+) -> None:
+    submitted = len(fakes.renderer.submitted)
+    body = {"training_id": world.done_training, "styles": ["corporate"], field: value}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 422
+    assert error_code(response) == "unknown_catalog_id"
+    assert f"{field} {value!r}" in response.json()["error"]["message"]
+    assert len(fakes.renderer.submitted) == submitted
+    # Known ones go through to the renderer as given.
+    body |= {"background": "brick_wall", "outfit": "navy_suit", "lighting": "rembrandt"}
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    sent = fakes.renderer.submitted[-1]
+    assert (sent.background, sent.outfit, sent.lighting) == ("brick_wall", "navy_suit", "rembrandt")
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {"styles": ["corporate"]},
@@ -199,6 +220,7 @@ async def test_reading_a_render(client, auth, world) -> None:
             "seed": 7,
             "url": f"/v1/renders/{world.render}/images/{world.image}",
             "quality": None,  # the fake renderer's record has no gate scores
+            "prompt_sha256": None,  # nor a prompt fingerprint
         }
     ]
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from likeness.config import DEVELOPMENT_SECRETS, AuditedSettings
+from likeness_ml.pipeline_layout import SHA256_OR_EMPTY
 
 #: enforce: re-roll outputs without exactly one face or too far from the person, drop those that never
 #: pass; score: record the identity score only; off: no face check. auto: enforce, except on the tiny dev
@@ -21,6 +22,9 @@ QualityGate = Literal["enforce", "score", "off"]
 class RendererSettings(AuditedSettings):
     service_name: str = "renderer"
     base_model: Path = Path(".likeness/models/tiny")
+    #: SHA-256 of the base model's `likeness-manifest.json` (printed by `likeness model manifest`): the
+    #: worker refuses weights whose manifest is not this one. Required in production.
+    base_model_manifest_sha256: str = Field(default="", pattern=SHA256_OR_EMPTY)
     #: Overrides every style's sampler steps when set (the tiny dev model needs only a few).
     inference_steps: int = 0
     ack_wait_seconds: float = 60.0
@@ -48,9 +52,21 @@ class RendererSettings(AuditedSettings):
     #: Directory of the pinned `ViTForImageClassification` (with its `likeness-manifest.json`), provisioned
     #: like the base model. Unset: the gate is off (refused in production unless safety_gate is off).
     safety_model: Path | None = None
+    #: SHA-256 of the classifier's `likeness-manifest.json`, as for the base model (required in production).
+    safety_model_manifest_sha256: str = Field(default="", pattern=SHA256_OR_EMPTY)
     #: Labels of the classifier that flag an image, and the probability at which they do.
     safety_flagged_labels: list[str] = ["nsfw"]
     safety_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+
+    #: Instant mode's identity adapter: a pinned IP-Adapter plus-face directory (`image_encoder/`,
+    #: `ip-adapter-plus-face.safetensors`, `likeness-manifest.json`) of the base model's family, provisioned
+    #: like the base model. Unset: instant renders are refused (`instant_unavailable`).
+    identity_adapter: Path | None = None
+    #: SHA-256 of the adapter's `likeness-manifest.json`, as for the base model (required in production).
+    identity_adapter_manifest_sha256: str = Field(default="", pattern=SHA256_OR_EMPTY)
+    #: How strongly the photo steers the image (IP-Adapter scale): higher keeps more of the face and less
+    #: of the prompt; plus-face is usually run between 0.5 and 0.8.
+    identity_adapter_scale: float = Field(default=0.7, gt=0.0, le=1.5)
 
     #: Key of the invisible watermark; `likeness verify-image` needs the same one.
     watermark_key: SecretStr = SecretStr("likeness-dev")

@@ -19,14 +19,14 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
-    StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
 from diffusers.configuration_utils import FrozenDict
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from likeness_ml.base_model import native_resolution
-from likeness_ml.lora_adapters import detach_lora, has_lora
+from likeness_ml.base_model import BasePipeline, native_resolution
+from likeness_ml.identity_adapter import FaceEmbeds
+from likeness_ml.lora_adapters import detach_lora, pipe_has_lora
 from renderer.lora_swap import merged_lora
 from renderer.styles import SchedulerName, Style
 
@@ -44,13 +44,20 @@ _SCHEDULERS: dict[SchedulerName, Callable[[FrozenDict], SchedulerMixin]] = {
 }
 
 
+def _identity_arguments(identity: FaceEmbeds | None, guidance_scale: float) -> dict[str, object]:
+    if identity is None:
+        return {}
+    # diffusers guides (and then expects the blank image's half) only above a scale of 1.
+    return {"ip_adapter_image_embeds": identity.for_pipeline(guided=guidance_scale > 1)}
+
+
 def make_scheduler(name: SchedulerName, base_config: FrozenDict) -> SchedulerMixin:
     """A fresh sampler of the named kind on the base model's noise schedule (betas, prediction type)."""
     return _SCHEDULERS[name](base_config)
 
 
 def render(
-    pipe: StableDiffusionPipeline,
+    pipe: BasePipeline,
     lora_safetensors: bytes | None,
     style: Style,
     seeds: Sequence[int],
@@ -70,9 +77,9 @@ def render(
 
 
 @contextlib.contextmanager
-def subject_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes | None) -> Iterator[None]:
+def subject_lora(pipe: BasePipeline, lora_safetensors: bytes | None) -> Iterator[None]:
     """The subject's LoRA merged into pipe for the duration of the block, and taken out whatever happens."""
-    if has_lora(pipe.unet) or has_lora(pipe.text_encoder):
+    if pipe_has_lora(pipe):
         detach_lora(pipe)  # never render on top of a leftover PEFT adapter
     if lora_safetensors is None:
         yield
@@ -82,14 +89,18 @@ def subject_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes | None) 
 
 
 def generate(
-    pipe: StableDiffusionPipeline,
+    pipe: BasePipeline,
     style: Style,
     seeds: Sequence[int],
     subject_phrase: str,
     num_inference_steps: int | None = None,
     resolution: int | None = None,
+    identity: FaceEmbeds | None = None,
 ) -> list[PIL.Image.Image]:
-    """One image per seed with whatever adapter pipe carries, from a single batched pipeline call."""
+    """One image per seed with whatever adapter pipe carries, from a single batched pipeline call.
+
+    identity: instant mode's photo embedding, for a pipe with the identity adapter attached
+    (`likeness_ml.identity_adapter.identity_attached`)."""
     if not seeds:
         return []
     count = len(seeds)
@@ -112,6 +123,7 @@ def generate(
                 height=size,
                 width=size,
                 output_type="pil",
+                **_identity_arguments(identity, style.guidance_scale),
             )
         images: list[PIL.Image.Image] = list(output.images)
         return images

@@ -8,7 +8,9 @@ residue of this person in the shared weights. After a job the UNet is bit-identi
 a LoRA (tests compare images bit for bit).
 
 The LoRA comes from bytes in memory (likeness_ml.lora_format), with the rank and alpha from its own
-metadata: delta W = (alpha / rank) * up @ down, which is what PEFT computes at run time.
+metadata: delta W = (alpha / rank) * up @ down, which is what PEFT computes at run time. A LoRA that also
+adapts the text encoders (SD's one, SDXL's two) is merged into their attention projections the same way
+and restored the same way.
 """
 
 from __future__ import annotations
@@ -18,21 +20,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from diffusers import StableDiffusionPipeline
 
-from likeness_ml.base_model import detect_family
+from likeness_ml.base_model import BasePipeline, detect_family
 from likeness_ml.lora_format import LoraMetadata, parse_lora
 
-_PREFIX = "unet."
-_DOWN = ".lora.down.weight"
-_UP = ".lora.up.weight"
+# The UNet's keys end in .lora.down/.lora.up; diffusers' format for text encoders says lora_linear_layer.
+_DOWN = (".lora.down.weight", ".lora_linear_layer.down.weight")
+_UP = (".lora.up.weight", ".lora_linear_layer.up.weight")
 #: Set on a UNet while a LoRA is merged into it (merges never nest).
 _MERGED_FLAG = "_likeness_merged_lora"
 
 
 @dataclass(frozen=True)
 class LoraLayers:
-    """A parsed LoRA: per target layer (module path in the UNet), its (down, up) matrices."""
+    """A parsed LoRA: per target layer (``<component>.<module path>``, e.g. ``unet.down_blocks...`` or
+    ``text_encoder.text_model...``), its (down, up) matrices."""
 
     metadata: LoraMetadata
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -42,12 +44,11 @@ def read_lora(lora_safetensors: bytes) -> LoraLayers:
     """Parses and checks the bytes: every layer has a down and an up matrix of the metadata's rank."""
     state_dict, metadata = parse_lora(lora_safetensors)
     halves: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in state_dict.items():
-        name = key.removeprefix(_PREFIX)
-        if name.endswith(_DOWN):
-            halves.setdefault(name.removesuffix(_DOWN), {})["down"] = tensor
-        elif name.endswith(_UP):
-            halves.setdefault(name.removesuffix(_UP), {})["up"] = tensor
+    for name, tensor in state_dict.items():
+        if down_suffix := next((suffix for suffix in _DOWN if name.endswith(suffix)), None):
+            halves.setdefault(name.removesuffix(down_suffix), {})["down"] = tensor
+        elif up_suffix := next((suffix for suffix in _UP if name.endswith(suffix)), None):
+            halves.setdefault(name.removesuffix(up_suffix), {})["up"] = tensor
         else:
             raise ValueError("unexpected tensor in LoRA (only lora.down/lora.up weights are allowed)")
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -61,12 +62,12 @@ def read_lora(lora_safetensors: bytes) -> LoraLayers:
     return LoraLayers(metadata, layers)
 
 
-def is_merged(pipe: StableDiffusionPipeline) -> bool:
+def is_merged(pipe: BasePipeline) -> bool:
     return bool(getattr(pipe.unet, _MERGED_FLAG, False))
 
 
 @contextlib.contextmanager
-def merged_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes) -> Iterator[LoraMetadata]:
+def merged_lora(pipe: BasePipeline, lora_safetensors: bytes) -> Iterator[LoraMetadata]:
     """The subject's LoRA merged into pipe's UNet for the block; the original weights restored after."""
     if is_merged(pipe):
         raise RuntimeError("a LoRA is already merged into this pipeline")
@@ -74,7 +75,7 @@ def merged_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes) -> Itera
     family = detect_family(pipe)
     if lora.metadata.base_family != family:
         raise ValueError(f"LoRA was trained on {lora.metadata.base_family!r}, this pipeline is {family!r}")
-    targets = _target_layers(pipe.unet, lora)  # every check before the first weight changes
+    targets = _target_layers(pipe, lora)  # every check before the first weight changes
     originals: dict[str, torch.Tensor] = {}
     setattr(pipe.unet, _MERGED_FLAG, True)
     try:
@@ -95,11 +96,15 @@ def merged_lora(pipe: StableDiffusionPipeline, lora_safetensors: bytes) -> Itera
         setattr(pipe.unet, _MERGED_FLAG, False)
 
 
-def _target_layers(unet: torch.nn.Module, lora: LoraLayers) -> dict[str, torch.nn.Linear]:
+def _target_layers(pipe: BasePipeline, lora: LoraLayers) -> dict[str, torch.nn.Linear]:
     targets: dict[str, torch.nn.Linear] = {}
     for path, (down, up) in lora.layers.items():
+        component, _, module_path = path.partition(".")
+        model = getattr(pipe, component, None)
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"LoRA adapts a {component} this pipeline does not have")
         try:
-            layer = unet.get_submodule(path)
+            layer = model.get_submodule(module_path)
         except AttributeError:
             raise ValueError("LoRA targets a layer this UNet does not have") from None
         if not isinstance(layer, torch.nn.Linear):

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import grpc
 
-from likeness.consent import cancel_jobs_on_withdrawal, render_purpose
+from likeness.consent import INSTANT, cancel_jobs_on_withdrawal, render_purpose
 from likeness.job_metrics import RENDER
 from likeness.jobs import JobRecords, QueueWorker
 from likeness.runtime import Platform, serve_job_api, work_job_queue
 from likeness.v1 import jobs_pb2, renderer_pb2, renderer_pb2_grpc
+from likeness_ml.pinned_weights import require_pinned
 from renderer.callers import CALLERS
+from renderer.catalog import load_catalog
 from renderer.config import get_settings
+from renderer.prompt_budget import check_prompt_budget
 from renderer.records import open_renders
 from renderer.service import RendererServicer
 from renderer.styles import load_backgrounds, load_styles
@@ -25,6 +28,9 @@ Renders = JobRecords[renderer_pb2.Render]
 
 async def _add_servicer(platform: Platform, records: Renders, server: grpc.aio.Server) -> None:
     styles = load_styles()
+    # The catalog loads (and is validated) before anything is served; a prompt over CLIP's window is
+    # refused here rather than silently cut by the text encoder later.
+    check_prompt_budget(styles, load_catalog())
     looks = await TeamLooks.open(platform.bus, styles, load_backgrounds())
     servicer = RendererServicer(platform, records, styles, get_settings(), looks)
     renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
@@ -32,7 +38,10 @@ async def _add_servicer(platform: Platform, records: Renders, server: grpc.aio.S
 
 
 def _purpose_of(record: object) -> str:
-    """A render in a team look is of the `team_look` purpose; any other of `headshots`."""
+    """An instant render is of the `instant` purpose (the photo it reads), one in a team look of
+    `team_look`, any other of `headshots`."""
+    if isinstance(record, renderer_pb2.Render) and record.instant:
+        return INSTANT
     team_look_id = record.team_look_id if isinstance(record, renderer_pb2.Render) else ""
     return render_purpose(team_look_id)
 
@@ -48,4 +57,30 @@ def serve() -> None:
 
 
 def work() -> None:
-    work_job_queue(get_settings(), open_renders, _new_worker)
+    settings = get_settings()
+    # Before anything is loaded or connected: the weights must be the pinned ones (and real ones in
+    # production), or the worker does not start.
+    require_pinned(
+        settings.base_model,
+        "base_model",
+        production=settings.is_production,
+        process="renderer-worker",
+        manifest_sha256=settings.base_model_manifest_sha256,
+    )
+    if settings.safety_model is not None:
+        require_pinned(
+            settings.safety_model,
+            "safety_classifier",
+            production=settings.is_production,
+            process="renderer-worker",
+            manifest_sha256=settings.safety_model_manifest_sha256,
+        )
+    if settings.identity_adapter is not None:
+        require_pinned(
+            settings.identity_adapter,
+            "identity_adapter",
+            production=settings.is_production,
+            process="renderer-worker",
+            manifest_sha256=settings.identity_adapter_manifest_sha256,
+        )
+    work_job_queue(settings, open_renders, _new_worker)

@@ -19,7 +19,7 @@ import grpc
 from likeness import ids
 from likeness.audit import AuditTrail
 from likeness.bus import job_nats_subject
-from likeness.consent import ConsentReader, render_purpose, require_consent
+from likeness.consent import ConsentReader, render_purposes, require_consent
 from likeness.item_deletion import (
     NOT_A_CRYPTO_ERASE,
     ItemNotFound,
@@ -43,6 +43,7 @@ from likeness.store import ObjectMissing, StoreError
 from likeness.timeutil import now_timestamp, to_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
 from likeness.vault_transit import KeyDestroyed, VaultUnavailable
+from renderer.catalog import Catalog, CatalogOption, ChoiceIds, UnknownChoice, load_catalog
 from renderer.config import RendererSettings
 from renderer.method_rules import TOKEN_RULES
 from renderer.records import verified_render
@@ -74,21 +75,57 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         self.looks = looks
         self.consent = ConsentReader(platform.bus)
         self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "renderer")
+        self.catalog: Catalog = load_catalog()
 
     async def _plan(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> RenderPlan:
-        """Styles, background and seed: from the request, or pinned by the tenant's team look."""
+        """Styles, catalog choices and seed: from the request, or as far as it fixes them, its team look."""
         requested_seed = request.seed if request.HasField("seed") else None
+        requested = ChoiceIds(request.background, request.outfit, request.lighting)
         look_id = request.team_look_id
         if not look_id:
             seed = requested_seed if requested_seed is not None else secrets.randbelow(2**31)
-            return RenderPlan(styles=list(request.styles), background="", seed=seed)
+            return RenderPlan(styles=list(request.styles), choices=requested, seed=seed)
         if self.looks is None:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "team_looks_unavailable", "No looks.")
         try:
-            return await self.looks.plan(request.tenant, look_id, list(request.styles), requested_seed)
+            return await self.looks.plan(
+                request.tenant, look_id, list(request.styles), requested_seed, requested
+            )
         except TeamLookError as refused:
             code = grpc.StatusCode.NOT_FOUND if refused.code == "team_look_not_found" else None
             await abort(context, code or grpc.StatusCode.INVALID_ARGUMENT, refused.code, str(refused))
+
+    async def _check_choices(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> None:
+        """Catalog ids only, checked here and not only at the gateway: the edge is never trusted alone."""
+        try:
+            self.catalog.choose(request.background, request.outfit, request.lighting)
+        except UnknownChoice as unknown:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "unknown_catalog_id", str(unknown))
+
+    async def _check_material(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> None:
+        """A render names a training, or is instant (one photo, maybe a training too): instant mode needs
+        the identity adapter configured and a photo id of the right form."""
+        if request.instant:
+            if self.settings.identity_adapter is None:
+                await abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "instant_unavailable",
+                    "Instant mode is not configured on this deployment.",
+                )
+            if not ids.is_valid_id(request.photo_id, "pho"):
+                await abort(context, grpc.StatusCode.NOT_FOUND, "photo_not_found", "No such photo.")
+            if not request.training_id:
+                return
+        elif request.photo_id:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "photo_without_instant",
+                "A photo conditions instant renders only.",
+            )
+        if not ids.is_valid_id(request.training_id, "trn"):
+            await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
 
     async def SubmitRender(
         self, request: renderer_pb2.SubmitRenderRequest, context: Context
@@ -96,18 +133,23 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         await require_subject(context, request.tenant, request.subject_id)
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
-        if not ids.is_valid_id(request.training_id, "trn"):
-            await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
-        # The person's live grant for this render's purpose (`headshots`, or `team_look` in a team look).
-        await require_consent(
-            context,
-            self.consent,
-            request.tenant,
-            request.subject_id,
-            render_purpose(request.team_look_id),
-            audit=self.audit,
-            refused_action="render.refused",
+        await self._check_material(request, context)
+        await self._check_choices(request, context)
+        # The person's live grants for this render's purposes (`headshots`, or `team_look` in a team look;
+        # `instant` for one conditioned on their photo).
+        purposes = render_purposes(
+            request.team_look_id, instant=request.instant, trained=bool(request.training_id)
         )
+        for purpose in purposes:
+            await require_consent(
+                context,
+                self.consent,
+                request.tenant,
+                request.subject_id,
+                purpose,
+                audit=self.audit,
+                refused_action="render.refused",
+            )
         plan = await self._plan(request, context)
         unknown = [s for s in plan.styles if s not in self.styles]
         if not plan.styles or unknown or len(plan.styles) > self.settings.max_styles:
@@ -139,7 +181,11 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             created_at=now,
             updated_at=now,
             team_look_id=request.team_look_id,
-            background=plan.background,
+            background=plan.choices.background,
+            outfit=plan.choices.outfit,
+            lighting=plan.choices.lighting,
+            instant=request.instant,
+            photo_id=request.photo_id,
         )
         await self.records.create(render)
         job = jobs_pb2.RenderJob(
@@ -150,7 +196,11 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             styles=render.styles,
             images_per_style=per_style,
             seed=plan.seed,
-            background=plan.background,
+            background=plan.choices.background,
+            outfit=plan.choices.outfit,
+            lighting=plan.choices.lighting,
+            instant=render.instant,
+            photo_id=render.photo_id,
         )
         await self.platform.bus.publish(
             job_nats_subject("render", render.tenant, render.subject_id), job, msg_id=render.id
@@ -293,7 +343,6 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
     async def ListStyles(
         self, request: renderer_pb2.ListStylesRequest, context: Context
     ) -> renderer_pb2.ListStylesResponse:
-        backgrounds = self.looks.backgrounds.values() if self.looks is not None else []
         return renderer_pb2.ListStylesResponse(
             styles=[
                 renderer_pb2.Style(
@@ -308,8 +357,11 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 for s in self.styles.values()
             ],
             backgrounds=[
-                renderer_pb2.Background(id=b.id, name=b.name, description=b.description) for b in backgrounds
+                renderer_pb2.Background(id=b.id, name=b.name, description=b.prompt, preview=b.preview)
+                for b in self.catalog.backgrounds
             ],
+            outfits=[_option_message(option) for option in self.catalog.outfits],
+            lighting_setups=[_option_message(option) for option in self.catalog.lighting_setups],
         )
 
     async def ListRenders(
@@ -346,7 +398,15 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         seed = request.seed if request.HasField("seed") else None
         try:
             look = await looks.put(
-                request.tenant, request.look_id, request.name, request.style, request.background, policy, seed
+                request.tenant,
+                request.look_id,
+                request.name,
+                request.style,
+                request.background,
+                policy,
+                seed,
+                outfit=request.outfit,
+                lighting=request.lighting,
             )
         except TeamLookError as refused:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, refused.code, str(refused))
@@ -391,8 +451,16 @@ def _look_message(look: TeamLook) -> renderer_pb2.TeamLook:
         name=look.name,
         style=look.style,
         background=look.background,
+        outfit=look.outfit,
+        lighting=look.lighting,
         seed_policy=_SEED_POLICY_NUMBERS[look.seed_policy],
         seed=look.seed,
         created_at=to_timestamp(look.created_at),
         updated_at=to_timestamp(look.updated_at),
+    )
+
+
+def _option_message(option: CatalogOption) -> renderer_pb2.CatalogOption:
+    return renderer_pb2.CatalogOption(
+        id=option.id, name=option.name, description=option.prompt, preview=option.preview
     )

@@ -1,5 +1,9 @@
-"""A tenant's team looks: one catalog style, one catalog background and a seed policy, pinned so that
-every member of a team gets a consistent set of headshots.
+"""A tenant's team looks: one catalog style, one catalog background, optionally a catalog outfit and
+lighting set-up, and a seed policy, pinned so that every member of a team gets a consistent set of headshots.
+
+What a look fixes, a render inside it cannot change (the team's pictures would no longer match): a request
+naming another background, outfit or lighting is a `team_look_conflict`, naming the same one is accepted.
+What the look leaves open (an outfit or lighting it does not fix) each member may choose.
 
 Built only from catalog ids (no free-form text reaches a prompt). Stored in the renderer-owned KV bucket
 `team_looks`, keyed `<tenant>.<look_id>`, as JSON. A look names no person, so erasing a subject leaves the
@@ -22,6 +26,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from likeness.bus import Bus, kv_keys
+from renderer.catalog import NO_CHOICES, CatalogKind, ChoiceIds, UnknownChoice, load_catalog
 from renderer.styles import Background, Style
 
 TEAM_LOOKS_BUCKET = "team_looks"
@@ -52,14 +57,20 @@ class TeamLook(BaseModel):
     seed: int = Field(ge=0, le=SEED_MAX)
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    #: Catalog outfit and lighting fixed for every member ("" = each render's choice; older looks lack them).
+    outfit: str = ""
+    lighting: str = ""
+
+    def fixed(self) -> ChoiceIds:
+        return ChoiceIds(self.background, self.outfit, self.lighting)
 
 
 @dataclass(frozen=True)
 class RenderPlan:
-    """What a render request resolves to: styles, the background override ("" = each style's own), seed."""
+    """What a render request resolves to: styles, the catalog choices ("" = each style's own), seed."""
 
     styles: list[str]
-    background: str
+    choices: ChoiceIds
     seed: int
 
 
@@ -86,6 +97,8 @@ class TeamLooks:
         background: str,
         seed_policy: str,
         seed: int | None = None,
+        outfit: str = "",
+        lighting: str = "",
     ) -> TeamLook:
         """Creates or replaces a look (keeping its created_at); a fixed look without a seed gets one."""
         if not LOOK_ID.fullmatch(look_id):
@@ -96,6 +109,10 @@ class TeamLooks:
             raise TeamLookError("unknown_style", "Choose a style from the catalog.")
         if background not in self.backgrounds:
             raise TeamLookError("unknown_background", "Choose a background from the catalog.")
+        try:
+            load_catalog().choose(outfit=outfit, lighting=lighting)
+        except UnknownChoice as unknown:
+            raise TeamLookError("unknown_catalog_id", str(unknown)) from None
         if seed_policy not in ("fixed", "per_render"):
             raise TeamLookError("invalid_seed_policy", "The seed policy is 'fixed' or 'per_render'.")
         if seed is not None and not 0 <= seed <= SEED_MAX:
@@ -115,6 +132,8 @@ class TeamLooks:
                 seed=seed,
                 created_at=existing.created_at if existing is not None else now,
                 updated_at=now,
+                outfit=outfit,
+                lighting=lighting,
             )
         except ValidationError:
             raise TeamLookError("invalid_team_look", "A look needs a name of 1-60 characters.") from None
@@ -147,16 +166,34 @@ class TeamLooks:
         return True
 
     async def plan(
-        self, tenant: str, look_id: str, styles: list[str], requested_seed: int | None
+        self,
+        tenant: str,
+        look_id: str,
+        styles: list[str],
+        requested_seed: int | None,
+        requested: ChoiceIds = NO_CHOICES,
     ) -> RenderPlan:
-        """The styles, background and seed of a render request that names a team look."""
+        """The styles, catalog choices and seed of a render request that names a team look."""
         look = await self.get(tenant, look_id)
         if look is None:
             raise TeamLookError("team_look_not_found", "No such team look.")
-        return plan_for(look, styles, requested_seed)
+        return plan_for(look, styles, requested_seed, requested)
 
 
-def plan_for(look: TeamLook, styles: list[str], requested_seed: int | None) -> RenderPlan:
+def merged_choices(fixed: ChoiceIds, requested: ChoiceIds) -> ChoiceIds:
+    """The look's fixed choices, the request's where the look leaves one open; a request that changes a
+    fixed one is refused."""
+    merged: dict[CatalogKind, str] = {}
+    for (kind, pinned), (_, wanted) in zip(fixed.items(), requested.items(), strict=True):
+        if pinned and wanted and wanted != pinned:
+            raise TeamLookError("team_look_conflict", f"This team look fixes the {kind}; leave it out.")
+        merged[kind] = pinned or wanted
+    return ChoiceIds(merged["background"], merged["outfit"], merged["lighting"])
+
+
+def plan_for(
+    look: TeamLook, styles: list[str], requested_seed: int | None, requested: ChoiceIds = NO_CHOICES
+) -> RenderPlan:
     if styles and list(styles) != [look.style]:
         raise TeamLookError("team_look_conflict", "A render with a team look takes the look's style only.")
     if look.seed_policy == "fixed":
@@ -165,4 +202,5 @@ def plan_for(look: TeamLook, styles: list[str], requested_seed: int | None) -> R
         seed = look.seed
     else:
         seed = requested_seed if requested_seed is not None else secrets.randbelow(SEED_MAX)
-    return RenderPlan(styles=[look.style], background=look.background, seed=seed)
+    choices = merged_choices(look.fixed(), requested)
+    return RenderPlan(styles=[look.style], choices=choices, seed=seed)

@@ -23,14 +23,13 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import PIL.Image
-from diffusers import StableDiffusionPipeline
 from nats.aio.msg import Msg
 from prometheus_client import Counter, Histogram
 
 from likeness import ids
 from likeness.audit import AuditTrail
 from likeness.bus import RENDER_STREAM, decode, event_nats_subject
-from likeness.consent import ConsentReader, check_consent_at_start, render_purpose
+from likeness.consent import INSTANT, ConsentReader, check_consent_at_start, render_purposes
 from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
 from likeness.object_names import lora_key, model_faces_key, render_image_key, subject_prefix
@@ -41,18 +40,22 @@ from likeness.store import ObjectMissing
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
 from likeness.vault_transit import KeyDestroyed
-from likeness_ml.base_model import load_pipeline
+from likeness_ml.base_model import BasePipeline, detect_family, load_pipeline, shaped_like
 from likeness_ml.face_templates import unpack_template_set
+from likeness_ml.identity_adapter import FaceEmbeds, identity_attached
 from likeness_ml.lora_format import read_lora_metadata
 from likeness_ml.tiny_model import is_tiny_model
+from renderer.catalog import Catalog, UnknownChoice, load_catalog
 from renderer.config import RendererSettings
 from renderer.generation import generate, subject_lora
 from renderer.identity import EMBEDDING_SIZE, FaceScore, FaceScorer, FloatArray, parse_templates
+from renderer.instant import INSTANT_PHRASE, InstantMode
 from renderer.marking import OutputMarker
+from renderer.prompt_budget import check_prompt_budget, tokenizer_counter
 from renderer.provenance import Credentials, ManifestSigner, ProvenanceUnavailable
 from renderer.quality import BatchResult, GatePolicy, JobQuality, Output, gated_batch
 from renderer.safety import SafetyGate
-from renderer.styles import Background, Style, load_backgrounds
+from renderer.styles import Style
 from renderer.subject_cache import CacheKey, SubjectCache
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,15 @@ def make_safety_gate(settings: RendererSettings) -> SafetyGate | None:
     return SafetyGate.load(settings.safety_model, settings.safety_flagged_labels, settings.safety_threshold)
 
 
+def _names_its_material(job: jobs_pb2.RenderJob) -> bool:
+    """A trained render names its training; an instant one its photo (and maybe a training too)."""
+    if job.instant and not ids.is_valid_id(job.photo_id, "pho"):
+        return False
+    if job.instant and not job.training_id:
+        return True
+    return ids.is_valid_id(job.training_id, "trn") and not (job.photo_id and not job.instant)
+
+
 class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     job_type = jobs_pb2.RenderJob
     stream = RENDER_STREAM
@@ -111,16 +123,20 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         records: JobRecords[renderer_pb2.Render],
         styles: dict[str, Style],
         settings: RendererSettings,
-        pipe: StableDiffusionPipeline | None = None,
+        pipe: BasePipeline | None = None,
     ) -> None:
         super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
         self.consent = ConsentReader(platform.bus)
         secret = settings.audit_pseudonym_secret.get_secret_value()
         self.audit = AuditTrail(platform.bus, secret, RENDERER_WORKER)
         self.styles = styles
-        self.backgrounds: dict[str, Background] = load_backgrounds()
+        self.catalog: Catalog = load_catalog()
         self.settings = settings
         self.pipe = pipe if pipe is not None else load_pipeline(settings.base_model)
+        # Every style with the longest choices must fit the model's own text window: refuse to start if not.
+        check_prompt_budget(styles, self.catalog, tokenizer_counter(self.pipe))
+        # Styles are tuned per family; a tiny model renders with its lookalike's tuning.
+        self.style_family = shaped_like(detect_family(self.pipe))
         tiny = is_tiny_model(settings.base_model)
         # The tiny dev model draws noise whatever the sampler does: a few steps are enough there.
         self.inference_steps = settings.inference_steps or (TINY_MODEL_STEPS if tiny else None)
@@ -136,6 +152,12 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         self.scorer = FaceScorer(settings.quality_min_face_score) if self.policy.mode != "off" else None
         self.safety = make_safety_gate(settings)
         self.marker = make_marker(settings)
+        # Instant mode's identity adapter, beside the resident pipeline (verified at start like it).
+        self.instant = (
+            InstantMode(self.pipe, settings.identity_adapter, settings.identity_adapter_scale)
+            if settings.identity_adapter is not None
+            else None
+        )
         init_job_metrics(RENDER)
 
     def identify(self, job: jobs_pb2.RenderJob) -> tuple[str, str, str]:
@@ -153,17 +175,28 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
     async def _agrees_with_its_record(self, job: jobs_pb2.RenderJob) -> bool:
         """Whether the job names what its record does (no record: the job is skipped as erased anyway)."""
-        if not ids.is_valid_id(job.subject_id, "sub") or not ids.is_valid_id(job.training_id, "trn"):
+        if not ids.is_valid_id(job.subject_id, "sub") or not _names_its_material(job):
             return False
         found = await self.records.get(job.tenant, job.render_id)
         if found is None:
             return True
         record = found[0]
-        return (record.tenant, record.id, record.subject_id, record.training_id) == (
+        return (
+            record.tenant,
+            record.id,
+            record.subject_id,
+            record.training_id,
+            record.instant,
+            record.photo_id,
+            (record.background, record.outfit, record.lighting),
+        ) == (
             job.tenant,
             job.render_id,
             job.subject_id,
             job.training_id,
+            job.instant,
+            job.photo_id,
+            (job.background, job.outfit, job.lighting),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -190,27 +223,55 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         await super().on_subject_erased(msg)
 
     async def run_job(self, job: jobs_pb2.RenderJob, flag: CancelFlag) -> None:
-        # Before the LoRA is decrypted: the grant of the render's purpose (from its record: a team look's
-        # render needs `team_look`) must still be live.
+        try:
+            # Checked at submission too; a catalog changed since (a rollout dropped an id) fails it clearly.
+            self.catalog.choose(job.background, job.outfit, job.lighting)
+        except UnknownChoice as unknown:
+            raise PermanentJobFailure(str(unknown)) from None
+        # Before the LoRA or photo is decrypted: the grants of the render's purposes (from its record: a
+        # team look's render needs `team_look`, an instant one `instant`) must still be live.
         found = await self.records.get(job.tenant, job.render_id)
-        purpose = render_purpose(found[0].team_look_id if found else "")
-        await check_consent_at_start(self.consent, job.tenant, job.subject_id, purpose, flag)
+        look = found[0].team_look_id if found else ""
+        for purpose in render_purposes(look, instant=job.instant, trained=bool(job.training_id)):
+            await check_consent_at_start(self.consent, job.tenant, job.subject_id, purpose, flag)
         await self._discard_earlier_attempt(job)
         try:
-            lora = await self._lora(job)
-            # One record per attempt that holds the decrypted LoRA (from Vault or the worker's cache of
-            # it), before a step runs; a publish repeated within the attempt is deduplicated.
-            await self.audit.record(
-                job.tenant,
-                "model.decrypted",
-                job.subject_id,
-                "ok",
-                job.render_id,
-                purpose=purpose,
-                once_key=f"{job.render_id}.{self.delivery}",
-            )
-            templates = await self._templates(job) if self.scorer is not None else None
-            await self._render(job, flag, lora, templates)
+            purposes = render_purposes(look, instant=job.instant, trained=bool(job.training_id))
+            # One record per decrypted material per attempt (the LoRA, from Vault or the worker's cache of
+            # it; the instant photo), before a step runs; a publish repeated within the attempt is
+            # deduplicated by its message id.
+            lora = await self._lora(job) if job.training_id else None
+            if lora is not None:
+                await self.audit.record(
+                    job.tenant,
+                    "model.decrypted",
+                    job.subject_id,
+                    "ok",
+                    job.render_id,
+                    purpose=purposes[0],
+                    once_key=f"{job.render_id}.{self.delivery}.model",
+                )
+            identity: FaceEmbeds | None = None
+            templates: FloatArray | None = None
+            if job.instant:
+                if self.instant is None:
+                    raise PermanentJobFailure("instant mode is not configured on this renderer")
+                material = await asyncio.to_thread(self.instant.material, self.platform.sealed, job)
+                await self.audit.record(
+                    job.tenant,
+                    "photo.decrypted",
+                    job.subject_id,
+                    "ok",
+                    job.render_id,
+                    purpose=INSTANT,
+                    once_key=f"{job.render_id}.{self.delivery}.photo",
+                )
+                identity = material.embeds
+                # Without a model the photo's own template is the identity reference.
+                templates = material.templates if lora is None else None
+            if self.scorer is not None and lora is not None:
+                templates = await self._templates(job)
+            await self._render(job, flag, lora, templates if self.scorer is not None else None, identity)
         except KeyDestroyed:
             # The key is gone: so must every copy of this person here, before the erasure event arrives.
             self.cache.purge_subject(job.tenant, job.subject_id)
@@ -302,7 +363,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     # ------------------------------------------------------------------------------ rendering
 
     @contextlib.asynccontextmanager
-    async def _merged(self, lora: bytes) -> AsyncIterator[None]:
+    async def _merged(self, lora: bytes | None, identity: FaceEmbeds | None) -> AsyncIterator[None]:
         """The LoRA merged into the resident pipeline (in a thread: it copies weights), always taken out."""
         stack = contextlib.ExitStack()
         try:
@@ -312,15 +373,17 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
                 "the training's model does not fit this renderer's base model"
             ) from unusable
         try:
+            if identity is not None and self.instant is not None:
+                # Beside the LoRA when there is one: the two combine.
+                stack.enter_context(identity_attached(self.pipe, self.instant.adapter, self.instant.scale))
             yield
         finally:
             await asyncio.to_thread(stack.close)
 
     def style_for(self, job: jobs_pb2.RenderJob, style_id: str) -> Style:
-        style = self.styles[style_id]
-        if job.background:
-            style = style.with_background(self.backgrounds[job.background])
-        return style
+        """The style on this model's family, with the job's catalog choices in place of its own."""
+        choices = self.catalog.choose(job.background, job.outfit, job.lighting)
+        return self.styles[style_id].for_family(self.style_family).with_choices(choices)
 
     def render_batch(
         self,
@@ -329,6 +392,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         phrase: str,
         templates: FloatArray | None,
         flag: CancelFlag,
+        identity: FaceEmbeds | None = None,
     ) -> BatchResult:
         """One style of a job (runs in a worker thread): render in one batch, score, re-roll."""
         style = self.style_for(job, job.styles[style_index])
@@ -342,7 +406,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
 
         return gated_batch(
             seeds,
-            lambda batch: generate(self.pipe, style, batch, phrase, self.inference_steps),
+            lambda batch: generate(self.pipe, style, batch, phrase, self.inference_steps, identity=identity),
             score if scorer is not None and reference is not None else None,
             self.policy,
             have_templates=templates is not None and len(templates) > 0,
@@ -351,9 +415,14 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         )
 
     async def _render(
-        self, job: jobs_pb2.RenderJob, flag: CancelFlag, lora: bytes, templates: FloatArray | None
+        self,
+        job: jobs_pb2.RenderJob,
+        flag: CancelFlag,
+        lora: bytes | None,
+        templates: FloatArray | None,
+        identity: FaceEmbeds | None = None,
     ) -> None:
-        phrase = read_lora_metadata(lora).subject_phrase
+        phrase = read_lora_metadata(lora).subject_phrase if lora is not None else INSTANT_PHRASE
         quality = JobQuality(
             mode=self.policy.mode,
             requested=len(job.styles) * job.images_per_style,
@@ -375,20 +444,21 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             raise JobCancelled
         storing: asyncio.Task[None] | None = None
         try:
-            async with self._merged(lora):
+            async with self._merged(lora, identity):
                 for style_index, style_id in enumerate(job.styles):
                     if flag.is_set():
                         raise JobCancelled
                     result = await asyncio.to_thread(
-                        self.render_batch, job, style_index, phrase, templates, flag
+                        self.render_batch, job, style_index, phrase, templates, flag, identity
                     )
                     quality.add(result)
                     if storing is not None:
                         await storing
                     # Marked, encrypted and stored while the next style renders (CPU work beside the
                     # GPU's); records are written in style order.
+                    fingerprint = self.style_for(job, style_id).prompt_sha256(phrase)
                     storing = asyncio.create_task(
-                        self._store_batch(job, style_id, result.kept, quality.delivered)
+                        self._store_batch(job, style_id, result.kept, quality.delivered, fingerprint)
                     )
             if storing is not None:
                 await storing
@@ -398,20 +468,27 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
                 storing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await storing
-        del lora
+        del lora, identity
         if flag.is_set():
             raise JobCancelled
         self._count(quality)
         await self._succeed(job, quality)
 
     async def _store_batch(
-        self, job: jobs_pb2.RenderJob, style_id: str, outputs: list[Output], delivered: int
+        self,
+        job: jobs_pb2.RenderJob,
+        style_id: str,
+        outputs: list[Output],
+        delivered: int,
+        prompt_sha256: str,
     ) -> None:
-        stored = await asyncio.gather(*(self._store_image(job, style_id, output) for output in outputs))
+        stored = await asyncio.gather(
+            *(self._store_image(job, style_id, output, prompt_sha256) for output in outputs)
+        )
         await self._record_images(job, list(stored), delivered)
 
     async def _store_image(
-        self, job: jobs_pb2.RenderJob, style_id: str, output: Output
+        self, job: jobs_pb2.RenderJob, style_id: str, output: Output, prompt_sha256: str
     ) -> renderer_pb2.RenderedImage:
         """Marks one image and stores it encrypted; the images of a batch go through this in parallel."""
         png = await asyncio.to_thread(self.marker.mark, output.image)
@@ -427,6 +504,7 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
             content_type=self.marker.content_type,
             size_bytes=len(png),
             quality=output.as_image_quality(),
+            prompt_sha256=prompt_sha256,
         )
 
     async def _record_images(

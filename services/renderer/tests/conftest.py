@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
@@ -19,6 +19,7 @@ from likeness_ml.lora_adapters import remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
 from likeness_ml.subject import SUBJECT_PHRASE
 from likeness_ml.tiny_model import write_tiny_pipeline
+from likeness_ml.tiny_sdxl_model import write_tiny_sdxl_pipeline
 from renderer.config import RendererSettings
 
 MakeLora = Callable[[int], bytes]
@@ -34,7 +35,9 @@ def pipe(model_dir: Path) -> StableDiffusionPipeline:
     return load_pipeline(model_dir, torch.device("cpu"))
 
 
-def random_lora(pipe: StableDiffusionPipeline, seed: int, rank: int = 4, alpha: float = 4.0) -> bytes:
+def random_lora(
+    pipe: StableDiffusionPipeline, seed: int, rank: int = 4, alpha: float = 4.0, family: str = "tiny"
+) -> bytes:
     """A subject LoRA as the trainer would hand it over (random non-zero weights, in the wire format)."""
     config = LoraConfig(
         r=rank, lora_alpha=alpha, init_lora_weights=False, target_modules=list(LORA_TARGET_MODULES)
@@ -50,12 +53,28 @@ def random_lora(pipe: StableDiffusionPipeline, seed: int, rank: int = 4, alpha: 
         remove_lora(pipe.unet)
     # Random LoRA weights are huge compared with trained ones; damp them so images stay in range.
     state_dict = {key: value * 0.3 for key, value in state_dict.items()}
-    return serialize_lora(state_dict, LoraMetadata(rank, alpha, "tiny", SUBJECT_PHRASE))
+    return serialize_lora(state_dict, LoraMetadata(rank, alpha, family, SUBJECT_PHRASE))
 
 
 @pytest.fixture(scope="session")
 def make_lora(pipe: StableDiffusionPipeline) -> MakeLora:
     return lambda seed: random_lora(pipe, seed)
+
+
+@pytest.fixture(scope="session")
+def sdxl_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl-model"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipe(sdxl_model_dir: Path) -> StableDiffusionXLPipeline:
+    return load_pipeline(sdxl_model_dir, torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_lora(sdxl_pipe: StableDiffusionXLPipeline) -> bytes:
+    """A subject LoRA trained (as far as its metadata says) on the tiny SDXL model."""
+    return random_lora(sdxl_pipe, seed=1, family="tiny_sdxl")
 
 
 @pytest.fixture(scope="session")

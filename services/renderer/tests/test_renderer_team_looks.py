@@ -13,6 +13,7 @@ from likeness_dev.dev_pki import DevCertificateAuthority
 from likeness_dev.infra import Infra
 from likeness_dev.testing import provisioned_kv
 from likeness_ml.subject import SUBJECT_PHRASE
+from renderer.catalog import Choices
 from renderer.styles import load_backgrounds, load_styles
 from renderer.team_looks import TeamLook, TeamLookError, TeamLooks, plan_for
 
@@ -74,7 +75,7 @@ async def test_a_fixed_look_gives_every_member_the_same_style_background_and_see
     alice = await looks.plan("acme", "marketing", [], None)
     bob = await looks.plan("acme", "marketing", ["creative"], 1234)
     assert alice == bob
-    assert (alice.styles, alice.background, alice.seed) == (["creative"], "warm_beige", 1234)
+    assert (alice.styles, alice.choices.background, alice.seed) == (["creative"], "warm_beige", 1234)
     with pytest.raises(TeamLookError, match="pins the seed"):
         await looks.plan("acme", "marketing", [], 99)
     with pytest.raises(TeamLookError, match="look's style only"):
@@ -104,14 +105,14 @@ def test_a_per_render_look_pins_style_and_background_but_not_the_seed() -> None:
 
 def test_a_looks_background_goes_into_the_styles_prompt() -> None:
     style, background = load_styles()["corporate"], load_backgrounds()["navy_blue"]
-    prompt = style.with_background(background).prompt(SUBJECT_PHRASE)
-    assert background.description in prompt
+    prompt = style.with_choices(Choices(background=background)).prompt(SUBJECT_PHRASE)
+    assert background.prompt in prompt
     assert style.background not in prompt
     assert style.attire in prompt
 
 
 def test_the_catalog_offers_every_styles_own_background() -> None:
-    offered = {background.description for background in load_backgrounds().values()}
+    offered = {background.prompt for background in load_backgrounds().values()}
     assert {style.background for style in load_styles().values()} <= offered
 
 
@@ -189,6 +190,72 @@ async def test_team_looks_over_grpc(looks: TeamLooks, infra: Infra, dev_ca: DevC
             with pytest.raises(grpc.aio.AioRpcError) as gone:
                 await stub.GetTeamLook(renderer_pb2.GetTeamLookRequest(tenant="initech", look_id="sales"))
             assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(0)
+        await platform.close()
+
+
+async def test_a_render_with_an_unknown_choice_is_refused_by_the_renderer_itself(
+    looks: TeamLooks, infra: Infra, dev_ca: DevCertificateAuthority
+) -> None:
+    """Not only the gateway: SubmitRender itself refuses an unknown background, outfit or lighting id,
+    naming it, before anything is recorded or queued."""
+    import socket
+
+    import grpc
+
+    from likeness.grpc_tls import secure_channel, static_server_credentials
+    from likeness.grpc_user_tokens import user_token_interceptor
+    from likeness.v1 import renderer_pb2, renderer_pb2_grpc
+    from likeness_dev.tokens import CallerToken
+    from renderer.config import RendererSettings
+    from renderer.service import RendererServicer
+
+    secret = "catalog-tests-token-secret-0123456789ab"
+    env = infra.endpoints.as_env()
+    settings = RendererSettings.model_validate(
+        {k.removeprefix("LIKENESS_").lower(): v for k, v in env.items()} | {"jwt_dev_secret": secret}
+    )
+    platform = await Platform.connect(settings, "catalog-rpc-test")
+    server = grpc.aio.server(interceptors=[user_token_interceptor(settings)])
+    caller = CallerToken(secret)
+    subject_id = "sub_01jbz3k7q8m2x4v6n9p0r5t7wy"
+    caller.act_as("initech", subject=subject_id, scopes=["renders:write"])  # the person's own token
+    # No records: a refused request must not reach them (None would raise if it did).
+    servicer = RendererServicer(platform, None, load_styles(), settings, looks=looks)  # type: ignore[arg-type]
+    renderer_pb2_grpc.add_RendererServiceServicer_to_server(servicer, server)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server.add_secure_port(f"127.0.0.1:{port}", static_server_credentials(dev_ca.issue("renderer").material))
+    await server.start()
+    try:
+        async with secure_channel(
+            f"127.0.0.1:{port}",
+            dev_ca.issue("gateway").material,
+            "renderer",
+            interceptors=caller.interceptors(),
+        ) as channel:
+            stub = renderer_pb2_grpc.RendererServiceStub(channel)
+            for field, value in (("background", "moon_base"), ("outfit", "tuxedo"), ("lighting", "neon")):
+                request = renderer_pb2.SubmitRenderRequest(
+                    tenant="initech",
+                    subject_id=subject_id,
+                    training_id="trn_01jbz3p5b7d9f1h3k5m7q9s1vw",
+                    styles=["corporate"],
+                )
+                setattr(request, field, value)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.SubmitRender(request)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                trailers: tuple[object, ...] = tuple(refused.value.trailing_metadata() or ())
+                assert ("likeness-error-code", "unknown_catalog_id") in trailers
+                assert f"{field} {value!r}" in (refused.value.details() or "")
+            styles = await stub.ListStyles(renderer_pb2.ListStylesRequest())
+            assert len(styles.outfits) >= 10
+            assert len(styles.lighting_setups) >= 5
+            assert all(option.preview for option in styles.backgrounds)
+            assert all(option.preview for option in styles.outfits)
     finally:
         await server.stop(0)
         await platform.close()

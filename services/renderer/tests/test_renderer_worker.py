@@ -29,6 +29,7 @@ from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
 from likeness_dev.testing import grant_for_test, provisioned_kv
 from likeness_marks import watermark
 from likeness_marks.iptc import is_marked
+from likeness_ml.identity_adapter import FaceEmbeds
 from renderer.config import RendererSettings
 from renderer.identity import FloatArray
 from renderer.quality import BatchResult, GatePolicy
@@ -61,8 +62,9 @@ class ObservedWorker(RenderWorker):
         phrase: str,
         templates: FloatArray | None,
         flag: CancelFlag,
+        identity: FaceEmbeds | None = None,
     ) -> BatchResult:
-        result = super().render_batch(job, style_index, phrase, templates, flag)
+        result = super().render_batch(job, style_index, phrase, templates, flag, identity)
         hold, loop = self.hold_after_first_style, self._loop
         if hold is not None and style_index == 0 and loop is not None:
             loop.call_soon_threadsafe(self.reached_hold.set)

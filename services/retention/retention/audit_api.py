@@ -41,6 +41,17 @@ class AuditMethods:
             )
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             return retention_pb2.ListProcessingLogResponse()
+        if request.for_export and not request.page_token:
+            # Retention's own part of the export (the subject record, the consent history, this log) is
+            # an access like the other services' parts: recorded once, before it is read out.
+            await self.audit.record(
+                request.tenant,
+                "subject.exported",
+                request.subject_id,
+                "ok",
+                principal=self.audit.principal(principal),
+                purpose="export",
+            )
         pseudonym = self.audit.subject_hmac(request.tenant, request.subject_id)
         try:
             entries, token = await self.audit_log.of_person(

@@ -9,7 +9,7 @@ from likeness.v1 import retention_pb2
 from retention.item_purge import InvalidItem, item_prefixes
 
 K = retention_pb2.ItemKind
-SUBJECT = ids.new_id("sub")
+SUBJECT = "sub_01m93b45ex719ydgk2wswt94fq"  # fixed: parametrized test ids include it
 BASE = f"t/t1/s/{SUBJECT}/"
 
 
@@ -28,19 +28,29 @@ def test_each_kind_names_its_objects_under_the_subjects_prefix() -> None:
     )
 
 
+#: Fixed ids for parametrized cases: pytest-xdist requires every worker to collect the same test ids, and
+#: parametrized ids include the values.
+PHOTO_ID, TRAINING_ID, RENDER_ID, IMAGE_ID = (
+    "pho_01m93b45ex719ydgk2wswt94fk",
+    "trn_01m93b45ex719ydgk2wswt94fm",
+    "ren_01m93b45ex719ydgk2wswt94fn",
+    "img_01m93b45ex719ydgk2wswt94fp",
+)
+
+
 @pytest.mark.parametrize(
     ("kind", "item_id", "parent_id"),
     [
-        (K.ITEM_KIND_UNSPECIFIED, ids.new_id("pho"), ""),
-        (K.ITEM_KIND_PHOTO, ids.new_id("trn"), ""),  # an id of another kind
+        (K.ITEM_KIND_UNSPECIFIED, PHOTO_ID, ""),
+        (K.ITEM_KIND_PHOTO, TRAINING_ID, ""),  # an id of another kind
         (K.ITEM_KIND_PHOTO, "", ""),  # nothing: would name every photo
         (K.ITEM_KIND_PHOTO, "pho_", ""),
-        (K.ITEM_KIND_MODEL, ids.new_id("trn") + "\n", ""),
+        (K.ITEM_KIND_MODEL, TRAINING_ID + "\n", ""),
         (K.ITEM_KIND_MODEL, "../../s/other", ""),
-        (K.ITEM_KIND_RENDER, ids.new_id("ren") + "/", ""),
-        (K.ITEM_KIND_IMAGE, ids.new_id("img"), ""),  # an image needs its render
-        (K.ITEM_KIND_IMAGE, ids.new_id("img"), "../x"),
-        (K.ITEM_KIND_RENDER, ids.new_id("ren"), ids.new_id("ren")),  # only an image has a parent
+        (K.ITEM_KIND_RENDER, RENDER_ID + "/", ""),
+        (K.ITEM_KIND_IMAGE, IMAGE_ID, ""),  # an image needs its render
+        (K.ITEM_KIND_IMAGE, IMAGE_ID, "../x"),
+        (K.ITEM_KIND_RENDER, RENDER_ID, RENDER_ID),  # only an image has a parent
     ],
 )
 def test_anything_but_whole_ids_of_the_kind_names_nothing(

@@ -18,10 +18,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.tiny_model import write_tiny_pipeline
+from likeness_ml.tiny_sdxl_model import write_tiny_sdxl_pipeline
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pipe(tiny_model_dir: Path) -> StableDiffusionPipeline:
     return load_pipeline(tiny_model_dir, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def sdxl_pipe(tmp_path_factory: pytest.TempPathFactory) -> StableDiffusionXLPipeline:
+    """The tiny SDXL-shaped pipeline (two text encoders, text_time UNet), loaded like real weights."""
+    model_dir = write_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl-model"))
+    return load_pipeline(model_dir, torch.device("cpu"))
 
 
 def _synthetic_photos(count: int = 3) -> list[PIL.Image.Image]:

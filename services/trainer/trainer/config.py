@@ -8,12 +8,16 @@ from pathlib import Path
 from pydantic import Field
 
 from likeness.config import AuditedSettings
+from likeness_ml.pipeline_layout import SHA256_OR_EMPTY
 
 
 class TrainerSettings(AuditedSettings):
     service_name: str = "trainer"
     #: Directory of the base Stable Diffusion pipeline (diffusers layout), loaded once per worker.
     base_model: Path = Path(".likeness/models/tiny")
+    #: SHA-256 of the base model's `likeness-manifest.json` (printed by `likeness model manifest`): the
+    #: worker refuses weights whose manifest is not this one. Required in production.
+    base_model_manifest_sha256: str = Field(default="", pattern=SHA256_OR_EMPTY)
     #: Seconds JetStream waits for an ack before redelivering; heartbeats go out at a third of it.
     ack_wait_seconds: float = 60.0
     #: Attempts per job (each a delivery); a worker that dies on the last one still gets the job failed.
@@ -30,6 +34,9 @@ class TrainerSettings(AuditedSettings):
     #: DreamBooth prior preservation: class images generated once by the base model at worker start,
     #: trained on next to the subject's photos (doubles the cost of a step).
     prior_preservation: bool = False
+    #: Text-encoder LoRA beside the UNet's (every encoder of the base model: SDXL's two). Off by default:
+    #: the prompt is re-encoded every step, and the LoRA would also bend how the catalog's words are read.
+    train_text_encoder: bool = False
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,10 @@ The method is diffusers' ``examples/dreambooth/train_dreambooth_lora.py`` (UNet-
 projections, epsilon/v-prediction MSE, AdamW on LoRA params, optional prior preservation with class
 images from ``trainer.class_prior``), cut into small typed functions and with what is constant over a job
 hoisted out of the loop: the photos' VAE latent distributions (and their mirror images) and the
-instance-prompt embedding are computed once.
+instance-prompt embedding are computed once. SDXL pipelines train the same way with SDXL's conditioning
+(``train_dreambooth_lora_sdxl.py``): both encoders' hidden states, the pooled embedding and per-view size /
+crop time ids (``likeness_ml.conditioning``), all computed once per job too. With ``train_text_encoder``
+the text encoders get LoRA layers as well and the prompts are re-encoded every step, with gradients.
 
 Runs are resumable: every ``checkpoint_every`` steps the loop hands a snapshot of its whole state
 (``TrainingState``) to ``on_checkpoint``, and ``resume=`` continues from one exactly where it left off, so
@@ -26,16 +29,32 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import cast_training_params
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import ImageOps
 
-from likeness_ml.base_model import native_resolution
+from likeness_ml.base_model import BasePipeline, dtype_for, frozen_models, is_sdxl, native_resolution
+from likeness_ml.conditioning import (
+    PromptConditioning,
+    center_crop_top_left,
+    encode_conditioning,
+    sdxl_time_ids,
+)
 from likeness_ml.lora_adapters import has_lora, remove_lora
-from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
+from likeness_ml.lora_format import (
+    LORA_TARGET_MODULES,
+    TEXT_ENCODER_COMPONENTS,
+    LoraMetadata,
+    serialize_lora,
+)
+from likeness_ml.text_encoder_lora import (
+    add_text_encoder_adapter,
+    remove_text_encoder_lora,
+    text_encoder_lora_state_dict,
+)
 from trainer.checkpoints import CheckpointMismatch, TrainingState
 from trainer.presets import TrainConfig
 
@@ -93,10 +112,12 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class LatentPool:
-    """Per training view (each photo and its mirror image): the VAE posterior's mean and std, fp32."""
+    """Per training view (each photo and its mirror image): the VAE posterior's mean and std, fp32; for
+    SDXL also its (views, 6) time ids (original size, crop top-left, target size)."""
 
     mean: torch.Tensor
     std: torch.Tensor
+    time_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.mean.shape[0])
@@ -109,10 +130,11 @@ class ClassPrior:
 
     pool: LatentPool
     prompt_embeds: torch.Tensor
+    pooled_embeds: torch.Tensor | None = None  # SDXL: the class prompt's pooled embedding
 
 
 def train_lora(
-    pipe: StableDiffusionPipeline,
+    pipe: BasePipeline,
     images: Sequence[PIL.Image.Image],
     config: TrainConfig,
     on_step: Callable[[StepReport], None] | None = None,
@@ -138,29 +160,37 @@ def train_lora(
     unet = pipe.unet
     if has_lora(unet):
         remove_lora(unet)  # a clean base model is the precondition; never train on top of someone else
-    for frozen in (pipe.vae, pipe.text_encoder, unet):
+    for frozen in frozen_models(pipe):
         frozen.requires_grad_(False)
     resolution = config.resolution or native_resolution(pipe)
     pool = encode_latent_pool(pipe, images, resolution)
-    prompt_embeds = encode_prompt(pipe, config.instance_prompt)
+    conditioning = encode_conditioning(pipe, config.instance_prompt)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     fingerprint = run_fingerprint(config, resolution, len(pool), len(prior.pool) if prior else 0)
     if resume is not None:
         resume.check(fingerprint)
         if not 0 < resume.step < config.steps:
             raise CheckpointMismatch(f"checkpoint step {resume.step} is outside 1..{config.steps - 1}")
+    encoders = trained_text_encoders(pipe, config)
     metadata = LoraMetadata(
         rank=config.rank,
         alpha=config.alpha,
         base_family=config.base_family,
         subject_phrase=config.subject_phrase,
+        text_encoders=tuple(encoders),
     )
     cancelled = False
     checkpoints = 0
     snapshot_s = 0.0
     add_training_lora(unet, config)
     try:
-        named = trainable_parameters(unet)
+        for encoder in encoders.values():
+            add_text_encoder_lora(encoder, config)
+        named = trainable_parameters(unet) + [
+            (f"{component}.{name}", parameter)
+            for component, encoder in encoders.items()
+            for name, parameter in trainable_parameters(encoder)
+        ]
         optimizer = make_optimizer([parameter for _, parameter in named], config)
         # One CPU generator draws everything random in the loop, so runs are reproducible from config.seed
         # (and draw the same noise on CPU and GPU), and its state is all a checkpoint needs of randomness.
@@ -175,23 +205,27 @@ def train_lora(
             earlier_train_s = resume.train_seconds
         first_step = len(losses)
         prepared = time.perf_counter()
-        with _training_mode(unet, config.gradient_checkpointing):
+        with _training_mode(unet, config.gradient_checkpointing, list(encoders.values())):
             for step in range(first_step, config.steps):
                 if should_stop is not None and should_stop():
                     cancelled = True
                     break
                 batch = sampler.next()
+                step_conditioning, step_prior = conditioning, prior
+                if encoders:  # the encoders learn: this step's prompts go through them, with gradients
+                    step_conditioning, step_prior = _encode_trainable(pipe, config, prior)
                 loss = training_step(
                     unet,
                     noise_scheduler,
                     pool,
-                    prompt_embeds,
+                    step_conditioning.embeds,
                     batch,
                     generator,
                     optimizer,
                     config,
-                    prior=prior,
+                    prior=step_prior,
                     class_batch=class_sampler.next() if class_sampler is not None else None,
+                    pooled_embeds=step_conditioning.pooled,
                 )
                 losses.append(loss)
                 done = step + 1
@@ -208,9 +242,18 @@ def train_lora(
                     now = time.perf_counter()
                     on_step(StepReport(done, config.steps, loss, now - started, resumed_from=first_step))
         trained = time.perf_counter()
-        lora_safetensors = b"" if cancelled else serialize_lora(unet_lora_state_dict(unet), metadata)
+        lora_safetensors = b""
+        if not cancelled:
+            encoder_loras = {
+                component: text_encoder_lora_state_dict(encoder, TRAINING_ADAPTER)
+                for component, encoder in encoders.items()
+            }
+            lora_safetensors = serialize_lora(unet_lora_state_dict(unet), metadata, encoder_loras)
     finally:
         remove_lora(unet)
+        for encoder in encoders.values():
+            if has_lora(encoder):
+                remove_text_encoder_lora(encoder)
     finished = time.perf_counter()
     return TrainResult(
         lora_safetensors=lora_safetensors,
@@ -251,6 +294,7 @@ def run_fingerprint(
         "instance_prompt": config.instance_prompt,
         "max_grad_norm": config.max_grad_norm,
         "adam_weight_decay": config.adam_weight_decay,
+        "train_text_encoder": config.train_text_encoder,
     }
 
 
@@ -265,9 +309,34 @@ def make_optimizer(parameters: Sequence[torch.nn.Parameter], config: TrainConfig
     )
 
 
-def trainable_parameters(unet: UNet2DConditionModel) -> list[tuple[str, torch.nn.Parameter]]:
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """The LoRA parameters by name, in the order the optimizer indexes them."""
-    return [(name, parameter) for name, parameter in unet.named_parameters() if parameter.requires_grad]
+    return [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+
+def trained_text_encoders(pipe: BasePipeline, config: TrainConfig) -> dict[str, torch.nn.Module]:
+    """The text encoders that get a LoRA, by pipeline component (none unless config.train_text_encoder)."""
+    if not config.train_text_encoder:
+        return {}
+    return {
+        component: encoder
+        for component in TEXT_ENCODER_COMPONENTS
+        if (encoder := getattr(pipe, component, None)) is not None
+    }
+
+
+def _encode_trainable(
+    pipe: BasePipeline, config: TrainConfig, prior: ClassPrior | None
+) -> tuple[PromptConditioning, ClassPrior | None]:
+    """This step's instance (and class) prompt conditioning through the adapted encoders, with gradients."""
+    with _autocast(pipe.unet.device):
+        conditioning = encode_conditioning(pipe, config.instance_prompt, trainable=True)
+        if prior is None:
+            return conditioning, None
+        class_conditioning = encode_conditioning(pipe, config.class_prompt, trainable=True)
+    return conditioning, replace(
+        prior, prompt_embeds=class_conditioning.embeds, pooled_embeds=class_conditioning.pooled
+    )
 
 
 def capture_state(
@@ -342,6 +411,15 @@ def add_training_lora(unet: UNet2DConditionModel, config: TrainConfig) -> None:
     cast_training_params(unet, dtype=torch.float32)
 
 
+def add_text_encoder_lora(text_encoder: torch.nn.Module, config: TrainConfig) -> None:
+    """Inject trainable LoRA layers (fp32, seeded init) into a text encoder's attention projections."""
+    device = next(text_encoder.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        add_text_encoder_adapter(text_encoder, config.rank, config.alpha, TRAINING_ADAPTER)
+    cast_training_params(text_encoder, dtype=torch.float32)
+
+
 def unet_lora_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
     """The trained adapter in diffusers' key format, which ``load_lora_weights`` understands."""
     peft_state_dict = get_peft_model_state_dict(unet, adapter_name=TRAINING_ADAPTER)
@@ -361,17 +439,27 @@ def training_step(
     *,
     prior: ClassPrior | None = None,
     class_batch: torch.Tensor | None = None,
+    pooled_embeds: torch.Tensor | None = None,
 ) -> float:
-    """One optimizer step on a batch of views (plus as many class images with prior preservation)."""
+    """One optimizer step on a batch of views (plus as many class images with prior preservation).
+
+    pooled_embeds: SDXL's pooled prompt embedding; with it the UNet also gets each view's time ids.
+    """
     device = unet.device
     mean, std = pool.mean[batch], pool.std[batch]
     encoder_hidden_states = prompt_embeds.expand(len(batch), -1, -1)
+    added_cond = _sdxl_added_conditioning(pool, batch, pooled_embeds)
     if prior is not None and class_batch is not None:
         # The reference script's collate: instance examples first, then the class examples.
         mean = torch.cat([mean, prior.pool.mean[class_batch]])
         std = torch.cat([std, prior.pool.std[class_batch]])
         class_embeds = prior.prompt_embeds.expand(len(class_batch), -1, -1)
         encoder_hidden_states = torch.cat([encoder_hidden_states, class_embeds])
+        if added_cond is not None:
+            class_cond = _sdxl_added_conditioning(prior.pool, class_batch, prior.pooled_embeds)
+            if class_cond is None:
+                raise ValueError("an SDXL training needs the class prompt's pooled embedding")
+            added_cond = {name: torch.cat([added_cond[name], class_cond[name]]) for name in added_cond}
     # Sample the cached posterior, as the reference script's latent_dist.sample() does every step.
     latents = (mean + std * torch.randn(mean.shape, generator=generator)).to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -384,8 +472,14 @@ def training_step(
     else:
         target = noise
     encoder_hidden_states = encoder_hidden_states.to(device)
+    added_cond_kwargs = {name: value.to(device) for name, value in added_cond.items()} if added_cond else None
     with _autocast(device):
-        prediction = unet(noisy_latents, timesteps, encoder_hidden_states=encoder_hidden_states).sample
+        prediction = unet(
+            noisy_latents,
+            timesteps,
+            encoder_hidden_states=encoder_hidden_states,
+            added_cond_kwargs=added_cond_kwargs,
+        ).sample
     instances = len(batch)
     loss = F.mse_loss(prediction[:instances].float(), target[:instances].float(), reduction="mean")
     if instances < prediction.shape[0]:
@@ -399,16 +493,37 @@ def training_step(
     return float(loss.detach().item())
 
 
-def encode_latent_pool(
-    pipe: StableDiffusionPipeline, images: Sequence[PIL.Image.Image], resolution: int
-) -> LatentPool:
-    """VAE posteriors of every photo and its horizontal flip (the reference script's only augmentation)."""
+def _sdxl_added_conditioning(
+    pool: LatentPool, batch: torch.Tensor, pooled_embeds: torch.Tensor | None
+) -> dict[str, torch.Tensor] | None:
+    """SDXL's added_cond_kwargs for a batch of views (None for SD 1.x/2.x, which has no such inputs)."""
+    if pooled_embeds is None:
+        return None
+    if pool.time_ids is None:
+        raise ValueError("an SDXL training needs every view's time ids")
+    return {"text_embeds": pooled_embeds.expand(len(batch), -1), "time_ids": pool.time_ids[batch]}
+
+
+def encode_latent_pool(pipe: BasePipeline, images: Sequence[PIL.Image.Image], resolution: int) -> LatentPool:
+    """VAE posteriors of every photo and its horizontal flip (the reference script's only augmentation).
+
+    SDXL also gets each view's time ids: the photo's own size and where the square crop was taken from it
+    (a mirror image keeps its photo's ids, as in the reference script's center-crop path).
+    """
     pixels = torch.stack([image_to_tensor(image, resolution) for image in images])
-    return encode_posteriors(pipe, torch.cat([pixels, torch.flip(pixels, dims=[3])]))
+    pool = encode_posteriors(pipe, torch.cat([pixels, torch.flip(pixels, dims=[3])]))
+    if not is_sdxl(pipe):
+        return pool
+    target = (resolution, resolution)
+    ids = [
+        sdxl_time_ids(size, center_crop_top_left(size, resolution), target)
+        for size in ((image.height, image.width) for image in images)
+    ]
+    return replace(pool, time_ids=torch.stack(ids + ids))
 
 
 @torch.no_grad()
-def encode_posteriors(pipe: StableDiffusionPipeline, pixels: torch.Tensor) -> LatentPool:
+def encode_posteriors(pipe: BasePipeline, pixels: torch.Tensor) -> LatentPool:
     """The VAE posterior (scaled into latent space) of each image in a [-1, 1] NCHW batch."""
     vae = pipe.vae
     means: list[torch.Tensor] = []
@@ -423,18 +538,10 @@ def encode_posteriors(pipe: StableDiffusionPipeline, pixels: torch.Tensor) -> La
     return LatentPool(mean=(torch.cat(means) - shift) * scale, std=torch.cat(stds) * scale)
 
 
-@torch.no_grad()
-def encode_prompt(pipe: StableDiffusionPipeline, prompt: str) -> torch.Tensor:
-    """The text encoder's last hidden state for prompt, shape (1, tokens, width)."""
-    tokens = pipe.tokenizer(
-        prompt,
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    hidden: torch.Tensor = pipe.text_encoder(tokens.input_ids.to(pipe.text_encoder.device))[0]
-    return hidden
+def encode_prompt(pipe: BasePipeline, prompt: str) -> torch.Tensor:
+    """The prompt's text embedding as the UNet attends to it, shape (1, tokens, width) (SD: the text
+    encoder's last hidden state; SDXL: both encoders' penultimate ones, concatenated)."""
+    return encode_conditioning(pipe, prompt).embeds
 
 
 def image_to_tensor(image: PIL.Image.Image, resolution: int) -> torch.Tensor:
@@ -475,20 +582,26 @@ class BatchSampler:
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    if device.type == "cuda":
+    # The base model's own compute dtype (dtype_for): bf16 autocast on GPUs that have it, fp32 elsewhere.
+    if device.type == "cuda" and dtype_for(device) is torch.bfloat16:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
-def _training_mode(unet: UNet2DConditionModel, gradient_checkpointing: bool) -> Iterator[None]:
-    """UNet in train mode (and optionally checkpointed) for the loop only; eval mode again afterwards."""
+def _training_mode(
+    unet: UNet2DConditionModel, gradient_checkpointing: bool, encoders: Sequence[torch.nn.Module] = ()
+) -> Iterator[None]:
+    """UNet (and trained encoders) in train mode, the UNet optionally checkpointed, for the loop only; eval
+    mode again afterwards."""
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    unet.train()
+    for model in (unet, *encoders):
+        model.train()
     try:
         yield
     finally:
-        unet.eval()
+        for model in (unet, *encoders):
+            model.eval()
         if gradient_checkpointing:
             unet.disable_gradient_checkpointing()

@@ -32,6 +32,10 @@ class TrainConfig:
     instance_prompt: str = INSTANCE_PROMPT
     batch_size: int = 1
     gradient_checkpointing: bool = False
+    # Text-encoder LoRA (every text encoder of the pipeline: SDXL's two), trained with the UNet's. Off by
+    # default on every family: the prompt is re-encoded every step (slower), and the LoRA then also bends
+    # how the catalog's words are read, not only the person's identifier.
+    train_text_encoder: bool = False
     max_grad_norm: float = 1.0
     adam_weight_decay: float = 1e-2
     # Prior preservation (DreamBooth's class-specific prior loss): each step also trains on as many images
@@ -123,7 +127,8 @@ PRESETS: dict[BaseFamily, Preset] = {
         checkpoint_every=50,
     ),
     # SDXL at 1024 px: a bigger UNet learns faster per step; gradient checkpointing keeps memory in check.
-    # (Preset only: train_lora supports single-text-encoder SD pipelines today.)
+    # UNet-only LoRA by default, as for SD: SDXL's two text encoders already place "ohwx person" well, and
+    # training them too (TrainerSettings.train_text_encoder) widens the LoRA's reach into the prompt.
     "sdxl": Preset(
         config=TrainConfig(
             steps=600,
@@ -154,6 +159,23 @@ PRESETS: dict[BaseFamily, Preset] = {
         min_steps=4,
         max_steps=16,
         checkpoint_every=2,  # exercises checkpointing in every dev-stack training
+        class_inference_steps=2,
+    ),
+    # The tiny random-weight SDXL-shaped pipeline: the same budget as the tiny SD one.
+    "tiny_sdxl": Preset(
+        config=TrainConfig(
+            steps=8,
+            rank=4,
+            alpha=4,
+            learning_rate=1e-3,
+            base_family="tiny_sdxl",
+            batch_size=2,
+            num_class_images=4,
+        ),
+        steps_per_photo=2,
+        min_steps=4,
+        max_steps=16,
+        checkpoint_every=2,
         class_inference_steps=2,
     ),
 }

@@ -11,6 +11,7 @@ from likeness.job_metrics import TRAIN
 from likeness.jobs import JobRecords, QueueWorker
 from likeness.runtime import Platform, serve_job_api, work_job_queue
 from likeness.v1 import jobs_pb2, trainer_pb2, trainer_pb2_grpc
+from likeness_ml.pinned_weights import require_pinned
 from trainer.callers import CALLERS
 from trainer.config import get_settings
 from trainer.records import open_trainings
@@ -44,4 +45,14 @@ def serve() -> None:
 
 
 def work() -> None:
-    work_job_queue(get_settings(), open_trainings, _new_worker)
+    settings = get_settings()
+    # Before anything is loaded or connected: the weights must be the pinned ones (and real ones in
+    # production), or the worker does not start.
+    require_pinned(
+        settings.base_model,
+        "base_model",
+        production=settings.is_production,
+        process="trainer-worker",
+        manifest_sha256=settings.base_model_manifest_sha256,
+    )
+    work_job_queue(settings, open_trainings, _new_worker)

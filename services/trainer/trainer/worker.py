@@ -132,7 +132,9 @@ class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
 
     def config_for(self, job: jobs_pb2.TrainJob, photo_count: int) -> TrainConfig:
         config = replace(
-            self.preset.config_for(photo_count), with_prior_preservation=self.settings.prior_preservation
+            self.preset.config_for(photo_count),
+            with_prior_preservation=self.settings.prior_preservation,
+            train_text_encoder=self.settings.train_text_encoder,
         )
         return replace(config, steps=job.steps) if job.steps else config
 

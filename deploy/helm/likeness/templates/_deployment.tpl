@@ -178,6 +178,11 @@ spec:
             # One settings class per service: both roles carry it, only workers mount the weights.
             - name: LIKENESS_BASE_MODEL
               value: {{ $root.Values.baseModel.mountPath | quote }}
+            {{- with $root.Values.baseModel.manifestSha256 }}
+            # The manifest's own digest: the workers trust only that manifest (and it, every weight file).
+            - name: LIKENESS_BASE_MODEL_MANIFEST_SHA256
+              value: {{ . | quote }}
+            {{- end }}
             {{- if eq $w.kind "grpc" }}
             # The CUDA base image says NVIDIA_VISIBLE_DEVICES=all; on a node whose default runtime is
             # nvidia that would expose every GPU to the serve role, which requests none.

@@ -208,6 +208,10 @@ tokens, and the CA bundle. Values only, never a secretKeyRef: secrets are files 
   value: {{ $safety.gate | quote }}
 - name: LIKENESS_SAFETY_MODEL
   value: {{ $safety.mountPath | quote }}
+{{- with $safety.manifestSha256 }}
+- name: LIKENESS_SAFETY_MODEL_MANIFEST_SHA256
+  value: {{ . | quote }}
+{{- end }}
 - name: LIKENESS_SAFETY_FLAGGED_LABELS
   value: {{ toJson $safety.flaggedLabels | quote }}
 - name: LIKENESS_SAFETY_THRESHOLD
@@ -216,6 +220,20 @@ tokens, and the CA bundle. Values only, never a secretKeyRef: secrets are files 
 # The serve role classifies nothing (and the GPU workers' gate may be off).
 - name: LIKENESS_SAFETY_GATE
   value: "off"
+{{- end }}
+{{- $adapter := $v.renderer.identityAdapter }}
+{{- if $adapter.enabled }}
+# Instant mode: the serve role only needs to know the adapter is there; the GPU workers verify and load it.
+- name: LIKENESS_IDENTITY_ADAPTER
+  value: {{ $adapter.mountPath | quote }}
+{{- if eq (default "" .role) "work" }}
+{{- with $adapter.manifestSha256 }}
+- name: LIKENESS_IDENTITY_ADAPTER_MANIFEST_SHA256
+  value: {{ . | quote }}
+{{- end }}
+- name: LIKENESS_IDENTITY_ADAPTER_SCALE
+  value: {{ $adapter.scale | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if $v.tls.caBundle.existingConfigMap }}
@@ -362,6 +380,12 @@ Input: dict root, service, role, part.
     claimName: {{ $v.renderer.safety.existingClaim }}
     readOnly: true
 {{- end }}
+{{- if and (eq .service "renderer") $v.renderer.identityAdapter.enabled $v.renderer.identityAdapter.existingClaim }}
+- name: identity-adapter
+  persistentVolumeClaim:
+    claimName: {{ $v.renderer.identityAdapter.existingClaim }}
+    readOnly: true
+{{- end }}
 {{- else }}
 # The only writable path: RAM, so no plaintext ever reaches a disk.
 - name: scratch
@@ -377,6 +401,15 @@ Input: dict root, service, role, part.
 - name: {{ ternary "safety-model" "base-model" (not (empty $v.renderer.safety.existingClaim)) }}
   mountPath: {{ $v.renderer.safety.mountPath }}
   {{- with $v.renderer.safety.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+  readOnly: true
+{{- end }}
+{{- if and (eq .service "renderer") $v.renderer.identityAdapter.enabled }}
+# Instant mode's identity adapter: from its own claim, or from the base model's (another path there).
+- name: {{ ternary "identity-adapter" "base-model" (not (empty $v.renderer.identityAdapter.existingClaim)) }}
+  mountPath: {{ $v.renderer.identityAdapter.mountPath }}
+  {{- with $v.renderer.identityAdapter.subPath }}
   subPath: {{ . }}
   {{- end }}
   readOnly: true

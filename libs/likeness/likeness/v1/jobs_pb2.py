@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16likeness/v1/jobs.proto\x12\x0blikeness.v1\"e\n\x08TrainJob\x12\x13\n\x0btraining_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x11\n\tphoto_ids\x18\x04 \x03(\t\x12\r\n\x05steps\x18\x05 \x01(\x05\"\xa3\x01\n\tRenderJob\x12\x11\n\trender_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x13\n\x0btraining_id\x18\x04 \x01(\t\x12\x0e\n\x06styles\x18\x05 \x03(\t\x12\x18\n\x10images_per_style\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x12\n\nbackground\x18\x08 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16likeness/v1/jobs.proto\x12\x0blikeness.v1\"e\n\x08TrainJob\x12\x13\n\x0btraining_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x11\n\tphoto_ids\x18\x04 \x03(\t\x12\r\n\x05steps\x18\x05 \x01(\x05\"\xe8\x01\n\tRenderJob\x12\x11\n\trender_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x13\n\x0btraining_id\x18\x04 \x01(\t\x12\x0e\n\x06styles\x18\x05 \x03(\t\x12\x18\n\x10images_per_style\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x12\n\nbackground\x18\x08 \x01(\t\x12\x0e\n\x06outfit\x18( \x01(\t\x12\x10\n\x08lighting\x18) \x01(\t\x12\x0f\n\x07instant\x18\x14 \x01(\x08\x12\x10\n\x08photo_id\x18\x15 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINJOB']._serialized_start=39
   _globals['_TRAINJOB']._serialized_end=140
   _globals['_RENDERJOB']._serialized_start=143
-  _globals['_RENDERJOB']._serialized_end=306
+  _globals['_RENDERJOB']._serialized_end=375
 # @@protoc_insertion_point(module_scope)

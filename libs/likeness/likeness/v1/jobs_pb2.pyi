@@ -64,6 +64,10 @@ class RenderJob(_message.Message):
     IMAGES_PER_STYLE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
+    OUTFIT_FIELD_NUMBER: _builtins.int
+    LIGHTING_FIELD_NUMBER: _builtins.int
+    INSTANT_FIELD_NUMBER: _builtins.int
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
     render_id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
@@ -71,7 +75,14 @@ class RenderJob(_message.Message):
     images_per_style: _builtins.int
     seed: _builtins.int
     background: _builtins.str
-    """A catalog background id (from a team look); empty means each style's own."""
+    """Catalog background, outfit and lighting ids (the request's or its team look's); empty means each
+    style's own.
+    """
+    outfit: _builtins.str
+    lighting: _builtins.str
+    instant: _builtins.bool
+    """Instant mode: the accepted photo the identity adapter conditions on (decrypted in memory only)."""
+    photo_id: _builtins.str
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -85,10 +96,14 @@ class RenderJob(_message.Message):
         images_per_style: _builtins.int = ...,
         seed: _builtins.int = ...,
         background: _builtins.str = ...,
+        outfit: _builtins.str = ...,
+        lighting: _builtins.str = ...,
+        instant: _builtins.bool = ...,
+        photo_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "images_per_style", b"images_per_style", "render_id", b"render_id", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "render_id", b"render_id", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,11 +69,16 @@ class RenderedImage(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    PROMPT_SHA256_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     style: _builtins.str
     seed: _builtins.int
     content_type: _builtins.str
     size_bytes: _builtins.int
+    prompt_sha256: _builtins.str
+    """SHA-256 (hex) of the positive prompt the image was rendered from: catalog text and the fixed subject
+    phrase only, so it names no one; it shows which style and choices the worker really composed.
+    """
     @_builtins.property
     def quality(self) -> Global___ImageQuality: ...
     def __init__(
@@ -85,10 +90,11 @@ class RenderedImage(_message.Message):
         content_type: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         quality: Global___ImageQuality | None = ...,
+        prompt_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "id", b"id", "quality", b"quality", "seed", b"seed", "size_bytes", b"size_bytes", "style", b"style"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "id", b"id", "prompt_sha256", b"prompt_sha256", "quality", b"quality", "seed", b"seed", "size_bytes", b"size_bytes", "style", b"style"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,6 +285,10 @@ class Render(_message.Message):
     TEAM_LOOK_ID_FIELD_NUMBER: _builtins.int
     DELETION_REQUESTED_AT_FIELD_NUMBER: _builtins.int
     BACKGROUND_FIELD_NUMBER: _builtins.int
+    INSTANT_FIELD_NUMBER: _builtins.int
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    OUTFIT_FIELD_NUMBER: _builtins.int
+    LIGHTING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
@@ -289,6 +299,14 @@ class Render(_message.Message):
     error: _builtins.str
     team_look_id: _builtins.str
     background: _builtins.str
+    instant: _builtins.bool
+    """Instant mode and its photo (see SubmitRenderRequest)."""
+    photo_id: _builtins.str
+    outfit: _builtins.str
+    """The catalog outfit and lighting set-up that replaced the styles' own ("" = each style's own; the
+    background above likewise), chosen by the request or fixed by its team look.
+    """
+    lighting: _builtins.str
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -325,10 +343,14 @@ class Render(_message.Message):
         team_look_id: _builtins.str = ...,
         deletion_requested_at: _timestamp_pb2.Timestamp | None = ...,
         background: _builtins.str = ...,
+        instant: _builtins.bool = ...,
+        photo_id: _builtins.str = ...,
+        outfit: _builtins.str = ...,
+        lighting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "progress", b"progress", "quality", b"quality", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +367,11 @@ class SubmitRenderRequest(_message.Message):
     IMAGES_PER_STYLE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     TEAM_LOOK_ID_FIELD_NUMBER: _builtins.int
+    INSTANT_FIELD_NUMBER: _builtins.int
+    PHOTO_ID_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    OUTFIT_FIELD_NUMBER: _builtins.int
+    LIGHTING_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     subject_id: _builtins.str
     training_id: _builtins.str
@@ -354,6 +381,18 @@ class SubmitRenderRequest(_message.Message):
     """Base seed; absent means random. Each image records its own seed."""
     team_look_id: _builtins.str
     """A team look of the tenant: styles must then be empty or the look's style; a fixed look pins the seed."""
+    instant: _builtins.bool
+    """Instant mode: condition on one accepted photo through the identity adapter (needs the `instant`
+    grant). Without training_id no training is needed; with one, the adapter combines with its LoRA.
+    """
+    photo_id: _builtins.str
+    """The accepted photo instant mode conditions on (the gateway names the subject's latest)."""
+    background: _builtins.str
+    """Catalog ids (ListStyles) replacing every style's own background, outfit and lighting; empty keeps the
+    style's own. A team look's fixed choice cannot be changed by the request.
+    """
+    outfit: _builtins.str
+    lighting: _builtins.str
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Style ids from the curated catalog; free-form prompts do not exist."""
@@ -368,10 +407,15 @@ class SubmitRenderRequest(_message.Message):
         images_per_style: _builtins.int = ...,
         seed: _builtins.int | None = ...,
         team_look_id: _builtins.str = ...,
+        instant: _builtins.bool = ...,
+        photo_id: _builtins.str = ...,
+        background: _builtins.str = ...,
+        outfit: _builtins.str = ...,
+        lighting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "images_per_style", b"images_per_style", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "background", b"background", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -539,23 +583,57 @@ class Background(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     description: _builtins.str
+    preview: _builtins.str
+    """A sentence for people choosing it (description is the prompt fragment)."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         description: _builtins.str = ...,
+        preview: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "name", b"name", "preview", b"preview"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Background: _TypeAlias = Background  # noqa: Y015
+
+@_typing.final
+class CatalogOption(_message.Message):
+    """A catalog outfit or lighting set-up: same shape as Background."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    preview: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        preview: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "name", b"name", "preview", b"preview"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogOption: _TypeAlias = CatalogOption  # noqa: Y015
 
 @_typing.final
 class ListStylesRequest(_message.Message):
@@ -578,19 +656,27 @@ class ListStylesResponse(_message.Message):
 
     STYLES_FIELD_NUMBER: _builtins.int
     BACKGROUNDS_FIELD_NUMBER: _builtins.int
+    OUTFITS_FIELD_NUMBER: _builtins.int
+    LIGHTING_SETUPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def styles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Style]: ...
     @_builtins.property
     def backgrounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Background]: ...
+    @_builtins.property
+    def outfits(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogOption]: ...
+    @_builtins.property
+    def lighting_setups(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogOption]: ...
     def __init__(
         self,
         *,
         styles: _abc.Iterable[Global___Style] | None = ...,
         backgrounds: _abc.Iterable[Global___Background] | None = ...,
+        outfits: _abc.Iterable[Global___CatalogOption] | None = ...,
+        lighting_setups: _abc.Iterable[Global___CatalogOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backgrounds", b"backgrounds", "styles", b"styles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backgrounds", b"backgrounds", "lighting_setups", b"lighting_setups", "outfits", b"outfits", "styles", b"styles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -609,6 +695,8 @@ class TeamLook(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    OUTFIT_FIELD_NUMBER: _builtins.int
+    LIGHTING_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     id: _builtins.str
     name: _builtins.str
@@ -616,6 +704,9 @@ class TeamLook(_message.Message):
     background: _builtins.str
     seed_policy: Global___SeedPolicy.ValueType
     seed: _builtins.int
+    outfit: _builtins.str
+    """Catalog outfit and lighting the look fixes for everyone ("" = each render chooses, or the style's own)."""
+    lighting: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -632,10 +723,12 @@ class TeamLook(_message.Message):
         seed: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        outfit: _builtins.str = ...,
+        lighting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "id", b"id", "name", b"name", "seed", b"seed", "seed_policy", b"seed_policy", "style", b"style", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "id", b"id", "lighting", b"lighting", "name", b"name", "outfit", b"outfit", "seed", b"seed", "seed_policy", b"seed_policy", "style", b"style", "tenant", b"tenant", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -652,6 +745,8 @@ class PutTeamLookRequest(_message.Message):
     BACKGROUND_FIELD_NUMBER: _builtins.int
     SEED_POLICY_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    OUTFIT_FIELD_NUMBER: _builtins.int
+    LIGHTING_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     look_id: _builtins.str
     name: _builtins.str
@@ -659,6 +754,8 @@ class PutTeamLookRequest(_message.Message):
     background: _builtins.str
     seed_policy: Global___SeedPolicy.ValueType
     seed: _builtins.int
+    outfit: _builtins.str
+    lighting: _builtins.str
     def __init__(
         self,
         *,
@@ -669,10 +766,12 @@ class PutTeamLookRequest(_message.Message):
         background: _builtins.str = ...,
         seed_policy: Global___SeedPolicy.ValueType = ...,
         seed: _builtins.int | None = ...,
+        outfit: _builtins.str = ...,
+        lighting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "background", b"background", "look_id", b"look_id", "name", b"name", "seed", b"seed", "seed_policy", b"seed_policy", "style", b"style", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "background", b"background", "lighting", b"lighting", "look_id", b"look_id", "name", b"name", "outfit", b"outfit", "seed", b"seed", "seed_policy", b"seed_policy", "style", b"style", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015

@@ -1413,12 +1413,17 @@ class ListProcessingLogRequest(_message.Message):
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FOR_EXPORT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     subject_id: _builtins.str
     page_size: _builtins.int
     """At most this many (1..100; 0 means 50)."""
     page_token: _builtins.str
     """The next_page_token of the previous page; empty for the first page."""
+    for_export: _builtins.bool
+    """Read for the person's data export: the first page records `subject.exported` (the subject's record,
+    consents and log leave retention), so the log the export holds ends with the export itself.
+    """
     def __init__(
         self,
         *,
@@ -1426,10 +1431,11 @@ class ListProcessingLogRequest(_message.Message):
         subject_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        for_export: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["for_export", b"for_export", "page_size", b"page_size", "page_token", b"page_token", "subject_id", b"subject_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -376,7 +376,7 @@ async def _processing_log(backends: BackendClients, tenant: str, subject_id: str
 
     async def log_page(token: str) -> tuple[list[retention_pb2.AuditEntry], str]:
         request = retention_pb2.ListProcessingLogRequest(
-            tenant=tenant, subject_id=subject_id, page_size=PAGE_SIZE, page_token=token
+            tenant=tenant, subject_id=subject_id, page_size=PAGE_SIZE, page_token=token, for_export=True
         )
         page = await backends.retention.ListProcessingLog(request, timeout=backends.timeout)
         return list(page.entries), page.next_page_token

@@ -59,13 +59,14 @@ async def get_look(look_id: LookId, principal: LooksRead, backends: Backends) ->
 
 @router.put(
     "/{look_id}",
-    summary="Create or replace a team look (catalog style and background only)",
+    summary="Create or replace a team look (catalog style, background, optional outfit and lighting only)",
     description="Scope `looks:write`; not with an end user's token. 400 `unknown_style`, "
     "`unknown_background`, `invalid_look`... when the look cannot be built from the catalog.",
     responses=answers(
         "invalid_team_look_id",
         "unknown_style",
         "unknown_background",
+        "unknown_catalog_id",
         "invalid_team_look",
         "team_looks_unavailable",
     ),
@@ -82,6 +83,8 @@ async def put_look(
         background=body.background,
         seed_policy=_SEED_POLICIES[body.seed_policy],
         seed=body.seed,
+        outfit=body.outfit or "",
+        lighting=body.lighting or "",
     )
     response = await backends.renderer.PutTeamLook(request, timeout=backends.timeout)
     return convert.team_look(response.look)

@@ -13,8 +13,9 @@ from gateway.contract import answers, header
 from gateway.deps import Backends, Idempotent, RendersRead, RendersWrite
 from gateway.errors import ApiError, not_found
 from gateway.paging import Limit, RenderCursor, decode_cursor, next_cursor
+from gateway.render_choices import check_catalog_ids
 from likeness.ids import is_valid_id
-from likeness.v1 import common_pb2, renderer_pb2, trainer_pb2
+from likeness.v1 import common_pb2, ingest_pb2, renderer_pb2, trainer_pb2
 
 router = APIRouter(tags=["renders"])
 
@@ -45,19 +46,25 @@ async def _succeeded_training(
     return training
 
 
-async def _check_styles(backends: Backends, styles: list[str]) -> None:
-    catalog = await backends.renderer.ListStyles(renderer_pb2.ListStylesRequest(), timeout=backends.timeout)
-    unknown = sorted(set(styles) - {style.id for style in catalog.styles})
-    if unknown:
+async def _latest_accepted_photo(backends: Backends, tenant: str, subject_id: str) -> str:
+    """The photo an instant render conditions on: the subject's most recently accepted one."""
+    listing = ingest_pb2.ListPhotosRequest(tenant=tenant, subject_id=subject_id)
+    photos = (await backends.ingest.ListPhotos(listing, timeout=backends.timeout)).photos
+    accepted = [photo for photo in photos if photo.status == ingest_pb2.PHOTO_STATUS_ACCEPTED]
+    if not accepted:
         raise ApiError(
-            400, "unknown_style", f"Unknown styles: {', '.join(unknown)[:200]} (see GET /v1/styles)."
+            409,
+            "no_accepted_photos",
+            "Instant mode needs one accepted photo of the subject; upload one first.",
         )
+    return max(accepted, key=lambda photo: photo.created_at.ToDatetime()).id
 
 
 @router.post(
     "/v1/subjects/{subject_id}/renders",
     status_code=202,
-    summary="Render headshots in curated styles (or a team look) from a succeeded training",
+    summary="Render headshots in curated styles (or a team look) from a succeeded training, or instantly "
+    "from one accepted photo",
     description="Scope `renders:write`. Accepts `Idempotency-Key`. Follow it with "
     "`GET /v1/renders/{id}/events` (Server-Sent Events).",
     responses={
@@ -66,7 +73,10 @@ async def _check_styles(backends: Backends, styles: list[str]) -> None:
             "subject_erased",
             "training_not_found",
             "training_not_ready",
+            "no_accepted_photos",
+            "instant_unavailable",
             "unknown_style",
+            "unknown_catalog_id",
             "invalid_images_per_style",
             "team_look_not_found",
             "team_look_conflict",
@@ -85,18 +95,24 @@ async def create_render(
     response: Response,
 ) -> schemas.JobAccepted:
     await access.live_subject(backends, principal, subject_id)
-    await _succeeded_training(backends, principal.tenant, subject_id, body.training_id)
+    photo_id = await _latest_accepted_photo(backends, principal.tenant, subject_id) if body.instant else ""
+    if body.training_id:
+        await _succeeded_training(backends, principal.tenant, subject_id, body.training_id)
     styles = list(dict.fromkeys(body.styles))
-    if styles:
-        await _check_styles(backends, styles)
+    await check_catalog_ids(backends, styles, body.background, body.outfit, body.lighting)
     request = renderer_pb2.SubmitRenderRequest(
         tenant=principal.tenant,
         subject_id=subject_id,
-        training_id=body.training_id,
+        training_id=body.training_id or "",
         styles=styles,
         images_per_style=body.images_per_style,
         seed=body.seed,
         team_look_id=body.team_look_id or "",
+        background=body.background or "",
+        outfit=body.outfit or "",
+        lighting=body.lighting or "",
+        instant=body.instant,
+        photo_id=photo_id,
     )
     render = (await backends.renderer.SubmitRender(request, timeout=backends.timeout)).render
     response.headers["Location"] = f"/v1/renders/{render.id}"
