@@ -23,6 +23,8 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 #: A page token: the audit stream sequence of the last record of the previous page.
 _SEQUENCE = re.compile(r"^[1-9][0-9]{0,19}$")
+#: The largest sequence a stream can reach (uint64): a page token past it names nothing.
+_LAST_SEQUENCE = 2**64 - 1
 
 
 class InvalidPageToken(ValueError):
@@ -40,7 +42,10 @@ def start_after(page_token: str) -> int:
         return 1
     if not _SEQUENCE.fullmatch(page_token):
         raise InvalidPageToken(page_token)
-    return int(page_token) + 1
+    after = int(page_token)
+    if after >= _LAST_SEQUENCE:  # JetStream's sequences are uint64: a larger one is no page of ours
+        raise InvalidPageToken(page_token)
+    return after + 1
 
 
 def entry_of(sequence: int, record: events_pb2.AuditRecord, with_pseudonym: bool) -> retention_pb2.AuditEntry:
