@@ -8,6 +8,7 @@ lists every verdict. Ingest parses every upload in its decoding sandbox, whose w
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -97,10 +98,20 @@ def test_a_good_upload_is_accepted_with_the_decoding_sandbox_on(
     privileges, no capabilities, as /proc says), one per photo it sanitizes at once, and do the work."""
     ingest = stack.services["ingest"].process.pid
     assert ingest is not None
-    workers = _decoding_workers(ingest)
+    # A worker that served an earlier test's upload may be being replaced: its successor confines itself
+    # before it says it is ready, and the pool hands a job only to a ready worker, so the check waits for the
+    # pair to settle (bounded) rather than judge a process still starting.
+    deadline = time.monotonic() + 60
+    while True:
+        workers = _decoding_workers(ingest)
+        problems = {pid: confinement_problems(pid) for pid in workers}
+        settled = len(workers) == 2 and not any(problems.values())
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(workers) == 2, "LIKENESS_MAX_CONCURRENT (2) workers"
     for pid in workers:
-        assert confinement_problems(pid) == [], pid
+        assert problems[pid] == [], pid
     woken = {pid: _wake_ups(pid) for pid in workers}
 
     subject_id = _open_subject(gateway_module)
