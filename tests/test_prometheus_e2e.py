@@ -16,6 +16,7 @@ into a PrometheusRule (extracted back into a plain rules file).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -27,6 +28,8 @@ from typing import Any
 
 import helm_python as helm
 import httpx
+import nats
+import nats.js.errors
 import pytest
 import yaml
 
@@ -464,3 +467,63 @@ def test_no_label_carries_an_id(after_journey: Prometheus) -> None:
         for sample in after_journey.query(name)["data"]["result"]:
             for label, value in sample["metric"].items():
                 assert not id_like.search(value), f"{name}{{{label}={value!r}}} looks like an id"
+
+
+# --- bounded growth (issue 18) ------------------------------------------------------------------------
+
+#: A bucket no journey step writes, reported by retention (`likeness.stream_usage`), filled for real.
+FILLED_BUCKET = "receipts"
+FILL_PREFIX = "fill-test"
+FULL_ALERT_TIMEOUT = 240.0  # the monitor's 15 s, the alert's `for: 1m`, and a busy machine
+
+
+async def _fill_bucket(nats_url: str) -> tuple[int, str]:
+    """Tightens the bucket's byte bound to what it holds plus 64 KiB, as the admin, and writes until the
+    server refuses (DiscardNew); returns the bound it had and the refusal's words."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        stream = f"KV_{FILLED_BUCKET}"
+        info = await js.stream_info(stream)
+        original = int(info.config.max_bytes or 0)
+        await js.update_stream(info.config.evolve(max_bytes=int(info.state.bytes) + 64 * 1024))
+        kv = await js.key_value(FILLED_BUCKET)
+        for n in range(1000):
+            try:
+                await kv.put(f"{FILL_PREFIX}.{n}", b"x" * 1024)
+            except nats.js.errors.APIError as refused:
+                return original, str(refused.description)
+        raise AssertionError("the bucket never refused a write")
+    finally:
+        await nc.close()
+
+
+async def _empty_bucket(nats_url: str, original_max_bytes: int) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        stream = f"KV_{FILLED_BUCKET}"
+        await js.purge_stream(stream, subject=f"$KV.{FILLED_BUCKET}.{FILL_PREFIX}.>")
+        info = await js.stream_info(stream)
+        await js.update_stream(info.config.evolve(max_bytes=original_max_bytes))
+    finally:
+        await nc.close()
+
+
+def test_a_full_stream_raises_its_alert(stack: DevStack, prometheus: Prometheus) -> None:
+    """A KV bucket filled to its bound refuses the next write and raises LikenessStreamFull (firing, after
+    its `for`), with the stream named and nothing else in its labels."""
+    nats_url = stack.infra.endpoints.nats_url
+    original, refusal = asyncio.run(_fill_bucket(nats_url))
+    try:
+        assert "maximum bytes" in refusal, refusal
+        query = f'ALERTS{{alertname="LikenessStreamFull",alertstate="firing",stream="KV_{FILLED_BUCKET}"}}'
+        deadline = time.monotonic() + FULL_ALERT_TIMEOUT
+        while not prometheus.has_data(query):
+            assert time.monotonic() < deadline, "a full stream raised no LikenessStreamFull alert"
+            time.sleep(2.0)
+        (alert,) = prometheus.query(query)["data"]["result"]
+        assert alert["metric"]["severity"] == "critical"
+        assert not prometheus.has_data('ALERTS{alertname="LikenessStreamFull",stream!~"KV_receipts"}')
+    finally:
+        asyncio.run(_empty_bucket(nats_url, original))

@@ -18,7 +18,9 @@ from likeness.provisioning import (
     BOOTSTRAP,
     BUCKETS,
     CONSUMERS,
+    GIB,
     IDENTITIES,
+    MIB,
     RETENTION,
     SERVICE_IDENTITIES,
     identity,
@@ -75,6 +77,37 @@ def test_every_stream_and_bucket_is_bounded_and_the_audit_stream_fails_closed() 
     assert audit.deny_purge
     assert audit.discard is not None
     assert audit.discard.value == "new"
+
+
+def test_every_stream_has_an_age_bound_and_work_and_evidence_fail_closed() -> None:
+    """Issue 18: streams age out (events, audit, queued jobs); jobs, audit and every KV bucket refuse new
+    writes when full rather than drop old work or evidence."""
+    assert all((config.max_age or 0) > 0 for config in provisioning.STREAMS)
+    fail_closed = {AUDIT_STREAM, provisioning.TRAIN_STREAM, provisioning.RENDER_STREAM}
+    for config in provisioning.STREAMS:
+        if config.name in fail_closed:
+            assert config.discard is not None, config.name
+            assert config.discard.value == "new", config.name
+    assert all(spec.stream_config().discard.value == "new" for spec in BUCKETS)  # type: ignore[union-attr]
+
+
+def test_operator_bounds_replace_the_specs_and_bad_ones_are_named() -> None:
+    bounds = provisioning.Bounds(
+        {"LIKENESS_EVENTS": 4 * GIB, "photos": 256 * MIB}, {"LIKENESS_JOBS_RENDER": 86400}
+    )
+    events = next(config for config in bounds.streams() if config.name == "LIKENESS_EVENTS")
+    render = next(config for config in bounds.streams() if config.name == "LIKENESS_JOBS_RENDER")
+    photos = next(spec for spec in bounds.buckets() if spec.name == "photos")
+    assert (events.max_bytes, render.max_age, photos.max_bytes) == (4 * GIB, 86400, 256 * MIB)
+    assert bounds.problems() == []
+    wrong = provisioning.Bounds(
+        {"LIKENESS_EVENT": GIB, "photos": 10}, {"photos": 86400.0, "LIKENESS_AUDIT": 60}
+    )
+    problems = " | ".join(wrong.problems())
+    assert "no stream or bucket 'LIKENESS_EVENT'" in problems
+    assert "byte bound of 'photos' must be at least 1 MiB" in problems
+    assert "no stream 'photos' takes an age bound" in problems
+    assert "age bound of 'LIKENESS_AUDIT' must be at least one hour" in problems
 
 
 def test_only_retention_may_announce_an_erasure_or_touch_the_audit_trail_records() -> None:

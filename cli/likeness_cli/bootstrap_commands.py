@@ -33,7 +33,7 @@ from pydantic import SecretStr, ValidationError, model_validator
 from likeness import access_policies
 from likeness.config import CommonSettings
 from likeness.provisioner import bootstrap
-from likeness.provisioning import BOOTSTRAP, DEFAULT_S3_BUCKET, IDENTITIES
+from likeness.provisioning import BOOTSTRAP, DEFAULT_S3_BUCKET, IDENTITIES, Bounds
 from likeness_cli.errors import EXIT_FAILED, EXIT_OK, CliError, say
 
 
@@ -41,6 +41,11 @@ class BootstrapSettings(CommonSettings):
     """The bootstrap Job's settings: NATS and S3 as the `bootstrap` identity; no Vault, no user tokens."""
 
     nats_user: str = BOOTSTRAP
+    #: Byte bounds by stream or bucket name (`LIKENESS_STREAM_MAX_BYTES`, JSON: `{"LIKENESS_EVENTS":
+    #: 4294967296}`) and age bounds in seconds by stream name, replacing the spec's (issue 18): JetStream
+    #: reserves each byte bound from its storage, so production sizes them to its disk here.
+    stream_max_bytes: dict[str, int] = {}
+    stream_max_age_seconds: dict[str, float] = {}
     # No Vault: the shared production checks then leave Vault alone; S3's are made below.
     uses_storage: ClassVar[bool] = False
     verifies_user_tokens: ClassVar[bool] = False
@@ -68,8 +73,11 @@ def _apply(args: argparse.Namespace) -> int:
                 s3_side=not args.nats_only,
                 tighten_audit=args.tighten_audit,
                 audit_max_bytes=args.audit_max_bytes,
+                bounds=Bounds(settings.stream_max_bytes, settings.stream_max_age_seconds),
             )
         )
+    except ValueError as error:
+        raise CliError(f"bootstrap bounds refused: {error}") from None
     except (OSError, TimeoutError, nats.errors.Error, S3Error) as error:
         raise CliError(f"could not provision: {type(error).__name__}: {error}") from None
     for change in changes:

@@ -110,3 +110,18 @@ def test_bootstrap_provisions_with_the_bootstrap_identitys_secret_files(
     (directory / "nats_password").write_text("not the password")
     assert likeness("bootstrap", "--nats-only") == EXIT_FAILED
     assert "could not provision" in capsys.readouterr().err
+
+
+def test_bounds_that_name_nothing_or_are_too_small_are_refused_before_anything_is_touched(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No server listens there: a refusal that names the bounds was made before any connection.
+    monkeypatch.setenv("LIKENESS_NATS_URL", "nats://127.0.0.1:9")
+    monkeypatch.setenv("LIKENESS_STREAM_MAX_BYTES", json.dumps({"LIKENESS_EVENT": 2**30, "photos": 10}))
+    monkeypatch.setenv("LIKENESS_STREAM_MAX_AGE_SECONDS", json.dumps({"subjects": 86400}))
+    assert likeness("bootstrap", "--nats-only") == EXIT_FAILED
+    error = capsys.readouterr().err
+    assert "bootstrap bounds refused" in error
+    assert "'LIKENESS_EVENT'" in error
+    assert "'photos' must be at least 1 MiB" in error
+    assert "no stream 'subjects' takes an age bound" in error

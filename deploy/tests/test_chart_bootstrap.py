@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from likeness.provisioning import BOOTSTRAP, identity
+from likeness.provisioning import BOOTSTRAP, Bounds, identity
 from likeness_cli.bootstrap_commands import BootstrapSettings
 from likeness_cli.main import build_parser
 
@@ -103,6 +103,26 @@ def test_its_options_follow_the_values(render: Any) -> None:
     assert container["args"] == ["--strict", "--audit-max-bytes", str(8 * 1024**3)]
     args = build_parser().parse_args([*container["command"][1:], *container["args"]])
     assert (args.strict, args.audit_max_bytes) == (True, 8 * 1024**3)
+
+
+def test_its_stream_bounds_reach_the_bootstrap_settings(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart's bounds arrive as the settings `likeness bootstrap` reads, and name real streams."""
+    bounds = {"maxBytes": {"LIKENESS_EVENTS": 4 * 1024**3, "photos": 256 * 1024**2}}
+    bounds["maxAgeSeconds"] = {"LIKENESS_JOBS_RENDER": 86400}
+    rendered = render({"bootstrap": {"streamBounds": bounds}})
+    (container,) = rendered.job("bootstrap")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    monkeypatch.setenv("LIKENESS_STREAM_MAX_BYTES", env["LIKENESS_STREAM_MAX_BYTES"])
+    monkeypatch.setenv("LIKENESS_STREAM_MAX_AGE_SECONDS", env["LIKENESS_STREAM_MAX_AGE_SECONDS"])
+    settings = BootstrapSettings()
+    assert settings.stream_max_bytes == bounds["maxBytes"]
+    assert settings.stream_max_age_seconds == {"LIKENESS_JOBS_RENDER": 86400.0}
+    assert Bounds(settings.stream_max_bytes, settings.stream_max_age_seconds).problems() == []
+    # Without bounds the Job sets neither, and the code's bounds apply.
+    (plain,) = render({}).job("bootstrap")["spec"]["template"]["spec"]["containers"]
+    assert not {"LIKENESS_STREAM_MAX_BYTES", "LIKENESS_STREAM_MAX_AGE_SECONDS"} & {
+        e["name"] for e in plain["env"]
+    }
 
 
 def test_it_holds_the_bootstrap_identitys_credentials_only(scenario: tuple[str, Rendered]) -> None:

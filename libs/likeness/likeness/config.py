@@ -248,3 +248,15 @@ class AuditedSettings(CommonSettings):
     #: log is one filtered read. Held apart from retention's `hmac_secret` (tombstones, external refs,
     #: erasure records): the services that audit accesses never get that one.
     audit_pseudonym_secret: SecretStr = SecretStr("likeness-dev")
+
+
+class JobQueueSettings(AuditedSettings):
+    """Settings of a job service (trainer, renderer) shared by its roles: how its serve role reconciles job
+    records with the work queue (`likeness.orphan_sweeper`)."""
+
+    #: A `queued` record whose work-queue message is still missing this many seconds after it was written
+    #: is failed (its publish failed). Far above a publish's own timeout, so an in-flight submit is never
+    #: taken for an orphan.
+    job_orphan_grace_seconds: float = Field(default=120.0, gt=0)
+    #: How often each serve replica looks for such records (one listing of the bucket per sweep).
+    job_orphan_sweep_interval_seconds: float = Field(default=60.0, gt=0)

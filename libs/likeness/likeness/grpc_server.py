@@ -35,6 +35,7 @@ from likeness.grpc_callers import (
 from likeness.grpc_telemetry import ServerTelemetryInterceptor
 from likeness.grpc_tls import ReloadingServerCredentials
 from likeness.grpc_user_tokens import UserTokenInterceptor
+from likeness.storage_full import StorageFullInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class GrpcServer:
                 CallerInterceptor(callers, open_methods, on_denied),
                 ServerTelemetryInterceptor(),
                 *([user_tokens] if user_tokens is not None else []),
+                # Innermost: a write refused by a full stream answers `storage_full`, not INTERNAL.
+                StorageFullInterceptor(),
             ],
         )
         # Health only: no interceptor needs to see probes, and no servicer but health is ever added here.

@@ -33,6 +33,7 @@ from likeness.provisioning import (
     FROZEN_STREAMS,
     STREAMS,
     WORKER_TUNED_FIELDS,
+    Bounds,
     BucketSpec,
     ConsumerSpec,
     inbox_prefix,
@@ -239,18 +240,25 @@ async def bootstrap(
     s3_side: bool = True,
     tighten_audit: bool = False,
     audit_max_bytes: int | None = None,
+    bounds: Bounds | None = None,
 ) -> list[Change]:
     """Everything `likeness bootstrap` provisions, with the credentials of `settings` (the `bootstrap`
-    identity's, or an operator's for `tighten_audit`)."""
+    identity's, or an operator's for `tighten_audit`); `bounds`: the operator's stream and bucket bounds
+    (`ValueError` naming each problem before anything is touched)."""
+    bounds = bounds or Bounds()
+    if problems := bounds.problems():
+        raise ValueError("; ".join(problems))
     changes: list[Change] = []
     if nats_side:
         streams = [
             sized_audit_stream(audit_max_bytes) if config.name == AUDIT_STREAM and audit_max_bytes else config
-            for config in STREAMS
+            for config in bounds.streams()
         ]
         nc = await nats.connect(settings.nats_url, name="likeness-bootstrap", **connect_options(settings))
         try:
-            changes += await provision_nats(nc.jetstream(), streams, tighten_frozen=tighten_audit)
+            changes += await provision_nats(
+                nc.jetstream(), streams, bounds.buckets(), tighten_frozen=tighten_audit
+            )
         finally:
             await nc.close()
     if s3_side:

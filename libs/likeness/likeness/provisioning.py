@@ -19,6 +19,7 @@ never dropped silently to make room.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from nats.js.api import (
@@ -154,6 +155,10 @@ def deliver_subject(consumer: str) -> str:
 
 # --------------------------------------------------------------------------------------- streams
 
+#: A job still queued after this long is abandoned: its message expires (the record is failed by the job
+#: sweeper), so a queue nobody drains cannot hold work forever (issue 18).
+JOB_MAX_AGE_SECONDS = 7 * DAY
+
 STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
         name=EVENTS_STREAM,
@@ -185,6 +190,7 @@ STREAMS: tuple[StreamConfig, ...] = (
         subjects=["job.train.>"],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
+        max_age=JOB_MAX_AGE_SECONDS,
         max_bytes=128 * MIB,
         duplicate_window=600.0,
         # A full queue refuses new jobs (the serve role answers "unavailable") rather than losing old ones.
@@ -195,6 +201,7 @@ STREAMS: tuple[StreamConfig, ...] = (
         subjects=["job.render.>"],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
+        max_age=JOB_MAX_AGE_SECONDS,
         max_bytes=128 * MIB,
         duplicate_window=600.0,
         discard=DiscardPolicy.NEW,
@@ -206,6 +213,57 @@ FROZEN_STREAMS = frozenset({AUDIT_STREAM})
 
 def stream(name: str) -> StreamConfig:
     return next(config for config in STREAMS if config.name == name)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """An operator's byte and age bounds by stream or bucket name (`likeness bootstrap`'s settings),
+    replacing the spec's. KV buckets take a byte bound only: an age bound on a bucket of records would drop
+    a live record unseen (their records end with their subject's erasure or retention deadline; transient
+    ones carry their own TTL: idempotency records, rejected photo verdicts)."""
+
+    max_bytes: Mapping[str, int] = field(default_factory=dict)
+    max_age_seconds: Mapping[str, float] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these bounds, in words an operator can act on (empty: nothing)."""
+        streams = {config.name for config in STREAMS}
+        buckets = {spec.name for spec in BUCKETS}
+        found = [
+            f"no stream or bucket {name!r} (streams: {', '.join(sorted(str(s) for s in streams))}; "
+            f"buckets: {', '.join(sorted(buckets))})"
+            for name in self.max_bytes
+            if name not in streams | buckets
+        ]
+        found += [
+            f"no stream {name!r} takes an age bound (streams: {', '.join(sorted(str(s) for s in streams))})"
+            for name in self.max_age_seconds
+            if name not in streams
+        ]
+        found += [
+            f"the byte bound of {name!r} must be at least 1 MiB"
+            for name, size in self.max_bytes.items()
+            if size < MIB
+        ]
+        found += [
+            f"the age bound of {name!r} must be at least one hour"
+            for name, age in self.max_age_seconds.items()
+            if age < 3600
+        ]
+        return found
+
+    def streams(self) -> list[StreamConfig]:
+        return [
+            replace(
+                config,
+                max_bytes=self.max_bytes.get(str(config.name), config.max_bytes),
+                max_age=self.max_age_seconds.get(str(config.name), config.max_age),
+            )
+            for config in STREAMS
+        ]
+
+    def buckets(self) -> list[BucketSpec]:
+        return [replace(spec, max_bytes=self.max_bytes.get(spec.name, spec.max_bytes)) for spec in BUCKETS]
 
 
 def sized_audit_stream(max_bytes: int) -> StreamConfig:
@@ -330,10 +388,10 @@ def deadlines_consumer(name: str = RETENTION_DEADLINES_CONSUMER) -> ConsumerSpec
 
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
-    # Trainer: `max_deliver` 3 attempts plus the final delivery it reserves to fail a job whose every
-    # attempt died; renderer: 3.
+    # Trainer and renderer: `max_deliver` 3 attempts plus the final delivery each worker reserves to fail
+    # a job whose every attempt died.
     work_queue_consumer(TRAIN_STREAM, TRAINER_WORKERS_CONSUMER, max_deliver=4),
-    work_queue_consumer(RENDER_STREAM, RENDERER_WORKERS_CONSUMER, max_deliver=3),
+    work_queue_consumer(RENDER_STREAM, RENDERER_WORKERS_CONSUMER, max_deliver=4),
     deadlines_consumer(),
     *(erasures_consumer(erasures_consumer_name(service)) for service in (INGEST, TRAINER, RENDERER, GATEWAY)),
     *(withdrawals_consumer(withdrawals_consumer_name(service)) for service in (TRAINER, RENDERER)),

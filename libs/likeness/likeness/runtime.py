@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 
 from likeness.audit import CallAudit
 from likeness.bus import Bus, decode, subject_erased_filter
-from likeness.config import CommonSettings
+from likeness.config import CommonSettings, JobQueueSettings
 from likeness.grpc_callers import CallerTable
 from likeness.grpc_server import GrpcServer, install_shutdown_handlers
 from likeness.grpc_tls import ReloadingServerCredentials
@@ -26,6 +26,7 @@ from likeness.grpc_user_tokens import user_token_interceptor
 from likeness.job_metrics import Queue, QueueLagMonitor
 from likeness.sealed import SealedObjects
 from likeness.store import ObjectStore
+from likeness.stream_usage import StreamUsageMonitor, reported_streams
 from likeness.telemetry import MetricsServer, setup_logging, setup_tracing
 from likeness.v1 import events_pb2
 from likeness.vault_transit import SubjectKeys
@@ -92,6 +93,9 @@ async def run_grpc_service(
         user_tokens=user_token_interceptor(settings),
     )
     on_stop = await register(platform, server.server)
+    # The fill of the streams this identity can see, for the alerts that fire well before one is full.
+    usage = StreamUsageMonitor(platform.bus.js, reported_streams(settings.nats_user or name))
+    usage_task = asyncio.create_task(usage.run(), name="stream-usage")
     await server.start()
     metrics = MetricsServer(settings.metrics_port, lambda: server.serving)
     await metrics.start()
@@ -99,6 +103,7 @@ async def run_grpc_service(
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    usage_task.cancel()
     if on_stop is not None:
         await on_stop()
     await metrics.stop()
@@ -166,7 +171,7 @@ RecordsT = TypeVar("RecordsT", bound=SubjectRecords)
 
 
 def serve_job_api(
-    settings: CommonSettings,
+    settings: JobQueueSettings,
     grpc_service: str,
     queue: Queue,
     open_records: Callable[[Bus], Awaitable[RecordsT]],
@@ -174,23 +179,38 @@ def serve_job_api(
     callers: CallerTable,
 ) -> None:
     """The `serve` role of a job service (trainer, renderer): its gRPC API over its job records, which it
-    purges when their subject is erased, and the lag of its work queue, measured here because this role is
-    always up while the GPU workers may be scaled to zero. `callers`: who may call which method."""
+    purges when their subject is erased, the lag of its work queue and the sweep of records whose job was
+    never queued, both here because this role is always up while the GPU workers may be scaled to zero.
+    `callers`: who may call which method."""
 
     async def register(platform: Platform, server: grpc.aio.Server) -> OnStop:
         records = await open_records(platform.bus)
         await add_servicer(platform, records, server)
         await purge_records_on_erasure(platform, settings.service_name, records.purge_subject)
         lag = asyncio.create_task(QueueLagMonitor(platform.bus.js, queue).run())
+        sweeper = asyncio.create_task(_orphan_sweeper(platform, records, queue, settings))
 
         async def on_stop() -> None:
-            lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag
+            for task in (lag, sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
         return on_stop
 
     asyncio.run(run_grpc_service(settings, [grpc_service], register, callers))
+
+
+async def _orphan_sweeper(
+    platform: Platform, records: object, queue: Queue, settings: JobQueueSettings
+) -> None:
+    # Imported here: `likeness.jobs` (under the sweeper) imports this module.
+    from likeness.jobs import JobRecords
+    from likeness.orphan_sweeper import OrphanSweeper
+
+    if isinstance(records, JobRecords):
+        grace, interval = settings.job_orphan_grace_seconds, settings.job_orphan_sweep_interval_seconds
+        await OrphanSweeper(platform.bus, records, queue, grace, interval).run()
 
 
 def work_job_queue(

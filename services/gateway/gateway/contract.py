@@ -52,6 +52,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     ),
     "too_many_exports": (429, "the caller has as many exports running as it may; retry after `Retry-After`"),
     "unavailable": (503, "a backend (or NATS, or the token keys) is unreachable; retry after `Retry-After`"),
+    "storage_full": (
+        503,
+        "a stream or bucket the write needs is at its bound and refused it; the operator is alerted; retry "
+        "after `Retry-After`",
+    ),
+    "audit_trail_full": (503, "the audit trail is at its bound and refused the access's record; retry later"),
     "internal": (500, "an unexpected failure on our side; the message says nothing about it"),
     "timeout": (504, "the request took longer than the gateway's deadline"),
     "invalid_request": (422, "a parameter or the body does not validate; the message says which"),
@@ -343,6 +349,9 @@ def _shared_codes(route: _Operation) -> Iterator[str]:
     if _depends_on(route.dependant, idempotency_claim):
         yield from ("invalid_idempotency_key", "idempotency_in_progress", "idempotency_key_reused")
         yield "unavailable"  # the idempotency records live in NATS
+        # A write fails closed when a stream or bucket it needs is full (DiscardNew), and so does an
+        # access whose audit record the full trail refuses.
+        yield from ("storage_full", "audit_trail_full")
     if any(param.name == "cursor" for param in _all_query_params(route.dependant)):
         yield "invalid_cursor"
     if _validates(route.dependant):

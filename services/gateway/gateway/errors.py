@@ -45,6 +45,11 @@ def subject_erased() -> ApiError:
 
 #: Seconds a client should wait before retrying a request refused with 503 (a backend briefly down).
 RETRY_AFTER_UNAVAILABLE = 2
+#: Backend codes for a write refused because a stream or bucket is at its bound (`likeness.storage_full`,
+#: `likeness.audit.AuditTrailFull`): kept as they are, since an operator must act, not just wait.
+FULL_STORAGE_CODES = frozenset({"storage_full", "audit_trail_full"})
+#: Seconds before retrying such a write: an operator raises the bound, which takes minutes.
+RETRY_AFTER_STORAGE_FULL = 60
 
 
 def unavailable(message: str = "A backend service is unavailable; try again shortly.") -> ApiError:
@@ -87,6 +92,15 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
         log.error("backend call failed", extra={"grpc_status": exc.code().name})
         return ApiError(500, "internal", "Something went wrong on our side.")
     status, default_code = mapped
+    if status == 503 and error_code(exc) in FULL_STORAGE_CODES:
+        # Not a backend that is down: a bound was reached and the write refused (issue 18). Say which.
+        log.error("backend storage full", extra={"code": error_code(exc)})
+        return ApiError(
+            503,
+            str(error_code(exc)),
+            "Storage for this request is full; the operator has been alerted. Retry later.",
+            headers={"Retry-After": str(RETRY_AFTER_STORAGE_FULL)},
+        )
     if status == 503:
         log.warning("backend unavailable", extra={"grpc_status": exc.code().name})
         return unavailable()

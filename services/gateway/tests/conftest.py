@@ -244,7 +244,18 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.SanitizePhotoResponse(photo=photo)
 
     async def ListPhotos(self, request: ingest_pb2.ListPhotosRequest, context: Context) -> Any:
-        return ingest_pb2.ListPhotosResponse(photos=self.photos.get((request.tenant, request.subject_id), []))
+        # Paged as ingest pages (oldest first, the token is the last id of the page).
+        mine = sorted(
+            (
+                p
+                for p in self.photos.get((request.tenant, request.subject_id), [])
+                if p.id > request.page_token
+            ),
+            key=lambda photo: photo.id,
+        )
+        size = request.page_size or 50
+        token = mine[size - 1].id if len(mine) > size else ""
+        return ingest_pb2.ListPhotosResponse(photos=mine[:size], next_page_token=token)
 
 
 class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):

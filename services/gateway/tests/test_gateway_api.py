@@ -89,6 +89,17 @@ def test_unavailable_backends_are_503_without_their_details(status) -> None:
     assert "10.0.0.7" not in mapped.message
 
 
+@pytest.mark.parametrize("code", ["storage_full", "audit_trail_full"])
+def test_a_write_refused_by_a_full_stream_is_503_with_its_own_code(code) -> None:
+    """Issue 18: a full stream or bucket (DiscardNew) is not a backend that is down: the client and the
+    operator read which bound refused the write, and nothing of the backend's words."""
+    mapped = from_grpc(rpc_error(grpc.StatusCode.UNAVAILABLE, code, details="KV_photos at 10.0.0.7"))
+    assert (mapped.status, mapped.code) == (503, code)
+    assert mapped.headers == {"Retry-After": "60"}
+    assert "10.0.0.7" not in mapped.message
+    assert "full" in mapped.message
+
+
 @pytest.mark.parametrize(
     "status",
     [

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 
 from ingest.limits import SanitizeLimits, SubjectRules
+from ingest.records import RejectedBound
 from ingest.sandbox.worker_process import WorkerLimits
 from likeness.config import AuditedSettings
 
@@ -25,6 +26,9 @@ class IngestSettings(AuditedSettings):
 
     #: Accepted photos one subject may have; uploads past it are refused with `too_many_photos`.
     max_photos_per_subject: int = 30
+    #: Rejected verdicts one subject keeps (the oldest go first) and how long each is kept (issue 18).
+    max_rejected_per_subject: int = Field(default=200, gt=0)
+    rejected_verdict_ttl_seconds: float = Field(default=30 * 24 * 3600.0, ge=1)
     #: Perceptual-hash bits (of 64) within which a photo is the same picture as one already accepted.
     max_duplicate_distance: int = 10
     #: dlib distance from the consensus of the subject's accepted faces beyond which it is someone else.
@@ -85,6 +89,9 @@ class IngestSettings(AuditedSettings):
             address_space_bytes=self.decode_memory_limit_mb * 1024 * 1024,
             cpu_seconds_per_job=self.decode_cpu_seconds,
         )
+
+    def rejected_bound(self) -> RejectedBound:
+        return RejectedBound(self.max_rejected_per_subject, self.rejected_verdict_ttl_seconds)
 
     def subject_rules(self) -> SubjectRules:
         return SubjectRules(

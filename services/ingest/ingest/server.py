@@ -29,7 +29,7 @@ def register_with(settings: IngestSettings) -> Callable[[Platform, grpc.aio.Serv
         # The workers start and confine themselves (well under a second) before the service serves.
         decoder, stop_decoding = await asyncio.to_thread(start_decoder, settings)
         try:
-            records = await PhotoRecords.open(platform.bus)
+            records = await PhotoRecords.open(platform.bus, settings.rejected_bound())
             servicer = IngestServicer(platform, records, settings, decoder)
             # The dlib models take about a second to load: load them before serving, not on the first photo.
             await asyncio.to_thread(servicer.analyzer.warm_up)

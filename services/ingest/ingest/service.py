@@ -44,9 +44,11 @@ from likeness.bus import event_nats_subject
 from likeness.item_deletion import NOT_A_CRYPTO_ERASE, ItemNotFound, NotMarked, audited, deletion_once_key
 from likeness.method_access import current_principal, require_subject
 from likeness.object_names import photo_key
+from likeness.record_pages import InvalidPage, page_size
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
+from likeness.storage_full import STORAGE_FULL, STORAGE_FULL_MESSAGE, is_storage_full
 from likeness.store import StoreError
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc
@@ -255,10 +257,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 common_pb2.Reason(code=str(r.code), message=r.message) for r in result.reasons
             )
         try:
-            await self.records.put(photo)
-        except (nats.errors.Error, TimeoutError):
+            await self.records.add_verdict(photo)
+        except (nats.errors.Error, TimeoutError) as error:
             if isinstance(result, Accepted):
                 await self._discard(photo)
+            if is_storage_full(error):  # the photos bucket is at its bound (DiscardNew): say so
+                await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
             await abort(
                 context,
                 grpc.StatusCode.UNAVAILABLE,
@@ -302,11 +306,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self, request: ingest_pb2.ListPhotosRequest, context: Context
     ) -> ingest_pb2.ListPhotosResponse:
         await require_subject(context, request.tenant, request.subject_id)
+        try:
+            size = page_size(request.page_size)
+        except InvalidPage as invalid:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, invalid.code, str(invalid))
+        if request.page_token and not ids.is_valid_id(request.page_token, "pho"):
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid_page_token",
+                "The page token is not valid.",
+            )
         if not ids.is_valid_tenant(request.tenant) or not ids.is_valid_id(request.subject_id, "sub"):
             return ingest_pb2.ListPhotosResponse()
-        return ingest_pb2.ListPhotosResponse(
-            photos=await self.records.list(request.tenant, request.subject_id)
-        )
+        page = await self.records.page(request.tenant, request.subject_id, size, request.page_token)
+        return ingest_pb2.ListPhotosResponse(photos=page.records, next_page_token=page.next_page_token)
 
     async def ExportPhotos(
         self, request: ingest_pb2.ExportPhotosRequest, context: Context

@@ -113,7 +113,7 @@ def start_service(infra: Infra, analyzer: FaceAnalyzer, dev_ca: DevCertificateAu
         if decoder is None:
             decoder, stop_decoding = await asyncio.to_thread(start_decoder, settings)
         platform = await Platform.connect(settings, "ingest-test")
-        records = await PhotoRecords.open(platform.bus)
+        records = await PhotoRecords.open(platform.bus, settings.rejected_bound())
         servicer = IngestServicer(platform, records, settings, decoder, analyzer)
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
@@ -361,6 +361,113 @@ async def test_a_malformed_request_is_refused(service: Service) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await service.upload("not-a-subject", b"\xff\xd8\xff")
     assert _refusal(caught) == (grpc.StatusCode.NOT_FOUND, "subject_not_found")
+
+
+# --- bounded growth (issue 18) ------------------------------------------------------------------------------
+
+#: Thousands of verdicts, as a client looping on bad uploads would leave: far past one 4 MiB gRPC message.
+MANY_VERDICTS = 3000
+
+
+def _rejected_verdict(subject_id: str) -> ingest_pb2.Photo:
+    photo = ingest_pb2.Photo(
+        id=ids.new_id("pho"), tenant=TENANT, subject_id=subject_id, status=PS.PHOTO_STATUS_REJECTED
+    )
+    # A verdict's reasons as sanitization writes them, long enough to make the listing heavy.
+    photo.reasons.add(code="no_face", message="We couldn't find a face in this photo. " * 40)
+    return photo
+
+
+async def _every_page(service: Service, subject_id: str, page_size: int) -> list[list[str]]:
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        request = ingest_pb2.ListPhotosRequest(
+            tenant=TENANT, subject_id=subject_id, page_size=page_size, page_token=token
+        )
+        page = await service.stub.ListPhotos(request, timeout=30)
+        pages.append([photo.id for photo in page.photos])
+        token = page.next_page_token
+        if not token:
+            return pages
+
+
+async def test_list_photos_pages_return_every_photo_exactly_once(start_service: ServiceFactory) -> None:
+    """A subject with thousands of rejected verdicts and an accepted photo: each page is at most the size
+    asked for, and the pages together hold every photo exactly once, oldest first."""
+    async with start_service(max_rejected_per_subject=MANY_VERDICTS + 10) as roomy:
+        subject_id = await roomy.new_subject()
+        accepted = await roomy.upload(subject_id, sample_photos(1)[0][1])
+        assert accepted.status == PS.PHOTO_STATUS_ACCEPTED
+        verdicts = [_rejected_verdict(subject_id) for _ in range(MANY_VERDICTS)]
+        for start in range(0, MANY_VERDICTS, 100):
+            await asyncio.gather(*(roomy.servicer.records.put(v) for v in verdicts[start : start + 100]))
+        expected = sorted([accepted.id, *(v.id for v in verdicts)])
+
+        pages = await _every_page(roomy, subject_id, page_size=100)
+        assert all(len(page) <= 100 for page in pages)
+        listed = [photo_id for page in pages for photo_id in page]
+        assert listed == expected, "every photo exactly once, oldest first"
+        # The default page (50) and a page token the caller made up.
+        assert len((await _every_page(roomy, subject_id, page_size=0))[0]) == 50
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await roomy.stub.ListPhotos(
+                ingest_pb2.ListPhotosRequest(tenant=TENANT, subject_id=subject_id, page_token="nope")
+            )
+        assert _refusal(caught) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_page_token")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await roomy.stub.ListPhotos(
+                ingest_pb2.ListPhotosRequest(tenant=TENANT, subject_id=subject_id, page_size=101)
+            )
+        assert _refusal(caught) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_page_size")
+
+
+async def test_rejected_verdicts_are_bounded_per_subject_oldest_out(start_service: ServiceFactory) -> None:
+    async with start_service(max_rejected_per_subject=3) as bounded:
+        subject_id = await bounded.new_subject()
+        accepted = await bounded.upload(subject_id, sample_photos(1)[0][1])
+        rejected = [await bounded.upload(subject_id, no_face_photo()) for _ in range(5)]
+        assert {photo.status for photo in rejected} == {PS.PHOTO_STATUS_REJECTED}
+        listed = [photo_id for page in await _every_page(bounded, subject_id, 10) for photo_id in page]
+        assert listed == [accepted.id, *(photo.id for photo in rejected[-3:])]
+
+
+async def test_rejected_verdicts_expire_and_accepted_photos_stay(start_service: ServiceFactory) -> None:
+    async with start_service(rejected_verdict_ttl_seconds=1) as short:
+        subject_id = await short.new_subject()
+        accepted = await short.upload(subject_id, sample_photos(1)[0][1])
+        rejected = await short.upload(subject_id, no_face_photo())
+        assert rejected.status == PS.PHOTO_STATUS_REJECTED
+        listed: list[str] = []
+        for _ in range(60):  # the server removes it about a second after; generous on a busy machine
+            listed = [photo_id for page in await _every_page(short, subject_id, 10) for photo_id in page]
+            if rejected.id not in listed:
+                break
+            await asyncio.sleep(0.5)
+        assert listed == [accepted.id]
+
+
+async def test_a_full_photos_bucket_refuses_the_upload_with_storage_full(service: Service) -> None:
+    """DiscardNew: at its byte bound the bucket refuses the verdict; the upload fails closed with
+    `storage_full` (the gateway's 503) and leaves no crop behind, and old verdicts stay."""
+    js = service.platform.bus.js
+    stream = f"KV_{PHOTOS_BUCKET}"
+    subject_id = await service.new_subject()
+    kept = await service.upload(subject_id, no_face_photo())
+    info = await js.stream_info(stream)
+    original = info.config.max_bytes
+    await js.update_stream(info.config.evolve(max_bytes=int(info.state.bytes) + 1))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await service.upload(subject_id, sample_photos(1)[0][1])
+        assert _refusal(caught) == (grpc.StatusCode.UNAVAILABLE, "storage_full")
+        assert "full" in (caught.value.details() or "")
+    finally:
+        info = await js.stream_info(stream)
+        await js.update_stream(info.config.evolve(max_bytes=original))
+    assert service.keys_under(subject_id) == [], "the accepted crop was removed again"
+    listed = [photo_id for page in await _every_page(service, subject_id, 10) for photo_id in page]
+    assert listed == [kept.id]
 
 
 # --- the decoding sandbox ----------------------------------------------------------------------------------

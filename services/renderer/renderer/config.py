@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from likeness.config import DEVELOPMENT_SECRETS, AuditedSettings
+from likeness.config import DEVELOPMENT_SECRETS, JobQueueSettings
 from likeness_ml.pipeline_layout import SHA256_OR_EMPTY
 
 #: enforce: re-roll outputs without exactly one face or too far from the person, drop those that never
@@ -19,7 +19,7 @@ QualityGateSetting = Literal["auto", "enforce", "score", "off"]
 QualityGate = Literal["enforce", "score", "off"]
 
 
-class RendererSettings(AuditedSettings):
+class RendererSettings(JobQueueSettings):
     service_name: str = "renderer"
     base_model: Path = Path(".likeness/models/tiny")
     #: SHA-256 of the base model's `likeness-manifest.json` (printed by `likeness model manifest`): the

@@ -116,6 +116,9 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     job_type = jobs_pb2.RenderJob
     stream = RENDER_STREAM
     durable = "renderer-workers"
+    # A render whose worker dies on every attempt (OOM on a large batch) is failed with a reason by the
+    # delivery kept for that, never left `running`.
+    reserve_final_delivery = True
 
     def __init__(
         self,

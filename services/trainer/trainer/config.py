@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from likeness.config import AuditedSettings
+from likeness.config import JobQueueSettings
 from likeness_ml.pipeline_layout import SHA256_OR_EMPTY
 
 
-class TrainerSettings(AuditedSettings):
+class TrainerSettings(JobQueueSettings):
     service_name: str = "trainer"
     #: Directory of the base Stable Diffusion pipeline (diffusers layout), loaded once per worker.
     base_model: Path = Path(".likeness/models/tiny")

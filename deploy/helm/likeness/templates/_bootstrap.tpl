@@ -130,6 +130,16 @@ spec:
               value: {{ $v.s3.bucket | quote }}
             - name: LIKENESS_S3_REGION
               value: {{ $v.s3.region | quote }}
+            {{- with $b.streamBounds }}
+            {{- with .maxBytes }}
+            - name: LIKENESS_STREAM_MAX_BYTES
+              value: {{ toJson . | quote }}
+            {{- end }}
+            {{- with .maxAgeSeconds }}
+            - name: LIKENESS_STREAM_MAX_AGE_SECONDS
+              value: {{ toJson . | quote }}
+            {{- end }}
+            {{- end }}
             {{- include "likeness.processEnv" $process | trim | nindent 12 }}
           resources:
             {{- toYaml $b.resources | nindent 12 }}

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from likeness.v1 import common_pb2 as likeness_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/ingest.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"M\n\x11PhotoUploadHeader\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"a\n\x14SanitizePhotoRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.likeness.v1.PhotoUploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xf0\x02\n\x05Photo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.likeness.v1.PhotoStatus\x12$\n\x07reasons\x18\x05 \x03(\x0b\x32\x13.likeness.v1.Reason\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06scores\x18\t \x03(\x0b\x32\x1e.likeness.v1.Photo.ScoresEntry\x12\x39\n\x15\x64\x65letion_requested_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\":\n\x15SanitizePhotoResponse\x12!\n\x05photo\x18\x01 \x01(\x0b\x32\x12.likeness.v1.Photo\"7\n\x11ListPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"8\n\x12ListPhotosResponse\x12\"\n\x06photos\x18\x01 \x03(\x0b\x32\x12.likeness.v1.Photo\"9\n\x13\x45xportPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"7\n\rExportedPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"\\\n\x14\x45xportPhotosResponse\x12+\n\x05photo\x18\x01 \x01(\x0b\x32\x1a.likeness.v1.ExportedPhotoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x1a\x45xportFaceTemplatesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"L\n\x1b\x45xportFaceTemplatesResponse\x12-\n\ttemplates\x18\x01 \x03(\x0b\x32\x1a.likeness.v1.FaceEmbedding\"Z\n\x12\x44\x65letePhotoRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12\x0e\n\x06purged\x18\x04 \x01(\x08\"8\n\x13\x44\x65letePhotoResponse\x12!\n\x05photo\x18\x01 \x01(\x0b\x32\x12.likeness.v1.Photo*a\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15PHOTO_STATUS_REJECTED\x10\x02\x32\xcb\x03\n\rIngestService\x12X\n\rSanitizePhoto\x12!.likeness.v1.SanitizePhotoRequest\x1a\".likeness.v1.SanitizePhotoResponse(\x01\x12M\n\nListPhotos\x12\x1e.likeness.v1.ListPhotosRequest\x1a\x1f.likeness.v1.ListPhotosResponse\x12U\n\x0c\x45xportPhotos\x12 .likeness.v1.ExportPhotosRequest\x1a!.likeness.v1.ExportPhotosResponse0\x01\x12h\n\x13\x45xportFaceTemplates\x12\'.likeness.v1.ExportFaceTemplatesRequest\x1a(.likeness.v1.ExportFaceTemplatesResponse\x12P\n\x0b\x44\x65letePhoto\x12\x1f.likeness.v1.DeletePhotoRequest\x1a .likeness.v1.DeletePhotoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/ingest.proto\x12\x0blikeness.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18likeness/v1/common.proto\"M\n\x11PhotoUploadHeader\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"a\n\x14SanitizePhotoRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.likeness.v1.PhotoUploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xf0\x02\n\x05Photo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.likeness.v1.PhotoStatus\x12$\n\x07reasons\x18\x05 \x03(\x0b\x32\x13.likeness.v1.Reason\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06scores\x18\t \x03(\x0b\x32\x1e.likeness.v1.Photo.ScoresEntry\x12\x39\n\x15\x64\x65letion_requested_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\":\n\x15SanitizePhotoResponse\x12!\n\x05photo\x18\x01 \x01(\x0b\x32\x12.likeness.v1.Photo\"^\n\x11ListPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"Q\n\x12ListPhotosResponse\x12\"\n\x06photos\x18\x01 \x03(\x0b\x32\x12.likeness.v1.Photo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x13\x45xportPhotosRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"7\n\rExportedPhoto\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"\\\n\x14\x45xportPhotosResponse\x12+\n\x05photo\x18\x01 \x01(\x0b\x32\x1a.likeness.v1.ExportedPhotoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"@\n\x1a\x45xportFaceTemplatesRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"L\n\x1b\x45xportFaceTemplatesResponse\x12-\n\ttemplates\x18\x01 \x03(\x0b\x32\x1a.likeness.v1.FaceEmbedding\"Z\n\x12\x44\x65letePhotoRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x10\n\x08photo_id\x18\x03 \x01(\t\x12\x0e\n\x06purged\x18\x04 \x01(\x08\"8\n\x13\x44\x65letePhotoResponse\x12!\n\x05photo\x18\x01 \x01(\x0b\x32\x12.likeness.v1.Photo*a\n\x0bPhotoStatus\x12\x1c\n\x18PHOTO_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PHOTO_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15PHOTO_STATUS_REJECTED\x10\x02\x32\xcb\x03\n\rIngestService\x12X\n\rSanitizePhoto\x12!.likeness.v1.SanitizePhotoRequest\x1a\".likeness.v1.SanitizePhotoResponse(\x01\x12M\n\nListPhotos\x12\x1e.likeness.v1.ListPhotosRequest\x1a\x1f.likeness.v1.ListPhotosResponse\x12U\n\x0c\x45xportPhotos\x12 .likeness.v1.ExportPhotosRequest\x1a!.likeness.v1.ExportPhotosResponse0\x01\x12h\n\x13\x45xportFaceTemplates\x12\'.likeness.v1.ExportFaceTemplatesRequest\x1a(.likeness.v1.ExportFaceTemplatesResponse\x12P\n\x0b\x44\x65letePhoto\x12\x1f.likeness.v1.DeletePhotoRequest\x1a .likeness.v1.DeletePhotoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PHOTO_SCORESENTRY']._loaded_options = None
   _globals['_PHOTO_SCORESENTRY']._serialized_options = b'8\001'
-  _globals['_PHOTOSTATUS']._serialized_start=1328
-  _globals['_PHOTOSTATUS']._serialized_end=1425
+  _globals['_PHOTOSTATUS']._serialized_start=1392
+  _globals['_PHOTOSTATUS']._serialized_end=1489
   _globals['_PHOTOUPLOADHEADER']._serialized_start=100
   _globals['_PHOTOUPLOADHEADER']._serialized_end=177
   _globals['_SANITIZEPHOTOREQUEST']._serialized_start=179
@@ -48,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SANITIZEPHOTORESPONSE']._serialized_start=649
   _globals['_SANITIZEPHOTORESPONSE']._serialized_end=707
   _globals['_LISTPHOTOSREQUEST']._serialized_start=709
-  _globals['_LISTPHOTOSREQUEST']._serialized_end=764
-  _globals['_LISTPHOTOSRESPONSE']._serialized_start=766
-  _globals['_LISTPHOTOSRESPONSE']._serialized_end=822
-  _globals['_EXPORTPHOTOSREQUEST']._serialized_start=824
-  _globals['_EXPORTPHOTOSREQUEST']._serialized_end=881
-  _globals['_EXPORTEDPHOTO']._serialized_start=883
-  _globals['_EXPORTEDPHOTO']._serialized_end=938
-  _globals['_EXPORTPHOTOSRESPONSE']._serialized_start=940
-  _globals['_EXPORTPHOTOSRESPONSE']._serialized_end=1032
-  _globals['_EXPORTFACETEMPLATESREQUEST']._serialized_start=1034
-  _globals['_EXPORTFACETEMPLATESREQUEST']._serialized_end=1098
-  _globals['_EXPORTFACETEMPLATESRESPONSE']._serialized_start=1100
-  _globals['_EXPORTFACETEMPLATESRESPONSE']._serialized_end=1176
-  _globals['_DELETEPHOTOREQUEST']._serialized_start=1178
-  _globals['_DELETEPHOTOREQUEST']._serialized_end=1268
-  _globals['_DELETEPHOTORESPONSE']._serialized_start=1270
-  _globals['_DELETEPHOTORESPONSE']._serialized_end=1326
-  _globals['_INGESTSERVICE']._serialized_start=1428
-  _globals['_INGESTSERVICE']._serialized_end=1887
+  _globals['_LISTPHOTOSREQUEST']._serialized_end=803
+  _globals['_LISTPHOTOSRESPONSE']._serialized_start=805
+  _globals['_LISTPHOTOSRESPONSE']._serialized_end=886
+  _globals['_EXPORTPHOTOSREQUEST']._serialized_start=888
+  _globals['_EXPORTPHOTOSREQUEST']._serialized_end=945
+  _globals['_EXPORTEDPHOTO']._serialized_start=947
+  _globals['_EXPORTEDPHOTO']._serialized_end=1002
+  _globals['_EXPORTPHOTOSRESPONSE']._serialized_start=1004
+  _globals['_EXPORTPHOTOSRESPONSE']._serialized_end=1096
+  _globals['_EXPORTFACETEMPLATESREQUEST']._serialized_start=1098
+  _globals['_EXPORTFACETEMPLATESREQUEST']._serialized_end=1162
+  _globals['_EXPORTFACETEMPLATESRESPONSE']._serialized_start=1164
+  _globals['_EXPORTFACETEMPLATESRESPONSE']._serialized_end=1240
+  _globals['_DELETEPHOTOREQUEST']._serialized_start=1242
+  _globals['_DELETEPHOTOREQUEST']._serialized_end=1332
+  _globals['_DELETEPHOTORESPONSE']._serialized_start=1334
+  _globals['_DELETEPHOTORESPONSE']._serialized_end=1390
+  _globals['_INGESTSERVICE']._serialized_start=1492
+  _globals['_INGESTSERVICE']._serialized_end=1951
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,7 @@ from gateway.contract import answers, header
 from gateway.deps import Backends, authenticate
 from gateway.errors import subject_erased
 from gateway.export_zip import ZipStream
+from gateway.photo_listing import every_photo
 from likeness.rpc_errors import error_code
 from likeness.v1 import common_pb2, ingest_pb2, renderer_pb2, retention_pb2, trainer_pb2
 
@@ -179,9 +180,7 @@ async def _every_page(fetch: Callable[[str], Awaitable[tuple[list[T], str]]]) ->
 
 
 async def _gather(backends: BackendClients, tenant: str, subject: retention_pb2.Subject) -> _Held:
-    photos = await backends.ingest.ListPhotos(
-        ingest_pb2.ListPhotosRequest(tenant=tenant, subject_id=subject.id), timeout=backends.timeout
-    )
+    photos = await every_photo(backends, tenant, subject.id)
 
     async def training_page(token: str) -> tuple[list[trainer_pb2.Training], str]:
         request = trainer_pb2.ListTrainingsRequest(
@@ -210,7 +209,7 @@ async def _gather(backends: BackendClients, tenant: str, subject: retention_pb2.
     )
     return _Held(
         subject=subject,
-        photos=list(photos.photos),
+        photos=photos,
         trainings=sorted(trainings, key=lambda t: t.id),
         renders=sorted(renders, key=lambda r: r.id),
         consents=list(consents.grants),

@@ -12,9 +12,9 @@ from gateway.config import GatewaySettings
 from gateway.contract import answers
 from gateway.deps import Backends, Idempotent, PhotosRead, PhotosWrite
 from gateway.paging import Limit, PhotoCursor, decode_cursor, next_cursor
+from gateway.photo_listing import photo_page
 from gateway.request_context import current_request_id
 from gateway.uploads import UploadLimits, deadline_of, receive_photos
-from likeness.v1 import ingest_pb2
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/photos", tags=["photos"])
 
@@ -161,13 +161,8 @@ async def list_photos(
 ) -> schemas.PhotoList:
     after = decode_cursor(cursor, "pho")
     await access.live_subject(backends, principal, subject_id)
-    request = ingest_pb2.ListPhotosRequest(tenant=principal.tenant, subject_id=subject_id)
-    photos = (await backends.ingest.ListPhotos(request, timeout=backends.timeout)).photos
-    # A subject holds few photos (ingest caps them), so the page is cut here; ids sort by upload time.
-    ordered = sorted((photo for photo in photos if photo.id > after), key=lambda photo: photo.id)
-    page = ordered[:limit]
-    more = len(ordered) > limit
+    # Ingest cuts the page (oldest first) and its cursor is ingest's page token: a photo id.
+    page = await photo_page(backends, principal.tenant, subject_id, limit, after)
     return schemas.PhotoList(
-        photos=[convert.photo(photo) for photo in page],
-        next_cursor=next_cursor(page[-1].id) if more and page else None,
+        photos=[convert.photo(photo) for photo in page.photos], next_cursor=next_cursor(page.next_page_token)
     )

@@ -13,6 +13,7 @@ from gateway.contract import answers, header
 from gateway.deps import Backends, Idempotent, RendersRead, RendersWrite
 from gateway.errors import ApiError, not_found
 from gateway.paging import Limit, RenderCursor, decode_cursor, next_cursor
+from gateway.photo_listing import every_photo
 from gateway.render_choices import check_catalog_ids
 from likeness.ids import is_valid_id
 from likeness.v1 import common_pb2, ingest_pb2, renderer_pb2, trainer_pb2
@@ -48,8 +49,7 @@ async def _succeeded_training(
 
 async def _latest_accepted_photo(backends: Backends, tenant: str, subject_id: str) -> str:
     """The photo an instant render conditions on: the subject's most recently accepted one."""
-    listing = ingest_pb2.ListPhotosRequest(tenant=tenant, subject_id=subject_id)
-    photos = (await backends.ingest.ListPhotos(listing, timeout=backends.timeout)).photos
+    photos = await every_photo(backends, tenant, subject_id)
     accepted = [photo for photo in photos if photo.status == ingest_pb2.PHOTO_STATUS_ACCEPTED]
     if not accepted:
         raise ApiError(

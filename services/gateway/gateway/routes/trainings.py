@@ -12,6 +12,7 @@ from gateway.contract import answers, header
 from gateway.deps import Backends, Idempotent, Jobs, TrainingsRead, TrainingsWrite
 from gateway.errors import ApiError
 from gateway.paging import Limit, TrainingCursor, decode_cursor, next_cursor
+from gateway.photo_listing import every_photo
 from likeness.v1 import ingest_pb2, trainer_pb2
 
 router = APIRouter(tags=["trainings"])
@@ -45,8 +46,7 @@ async def create_training(
     body: Annotated[schemas.CreateTrainingRequest | None, Body()] = None,
 ) -> schemas.JobAccepted:
     await access.live_subject(backends, principal, subject_id)
-    listing = ingest_pb2.ListPhotosRequest(tenant=principal.tenant, subject_id=subject_id)
-    photos = (await backends.ingest.ListPhotos(listing, timeout=backends.timeout)).photos
+    photos = await every_photo(backends, principal.tenant, subject_id)
     accepted = [photo.id for photo in photos if photo.status == ingest_pb2.PHOTO_STATUS_ACCEPTED]
     if not accepted:
         raise ApiError(409, "no_accepted_photos", "The subject has no accepted photos to train on.")

@@ -1,0 +1,101 @@
+"""A write refused because its stream or bucket is at its byte bound, turned into an answer that says so.
+
+Jobs, audit records and KV records are kept with `DiscardNew` (`likeness.provisioning`): when one is full,
+nats-server refuses the write ("maximum bytes exceeded") rather than drop old work or evidence. Whatever
+method met it fails closed with gRPC UNAVAILABLE and the machine code `storage_full`, which the gateway
+answers as 503 `storage_full` with `Retry-After`, and the LikenessStreamFull alert has already told an
+operator (issue 18). Without this interceptor it would be an opaque INTERNAL error.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import nats.js.errors
+
+from likeness.rpc_errors import abort
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+log = logging.getLogger(__name__)
+
+STORAGE_FULL = "storage_full"
+STORAGE_FULL_MESSAGE = "Storage for this kind of record is full; the operator has been alerted. Retry later."
+#: nats-server's JSStreamStoreFailedF, the code of "maximum bytes/messages exceeded" under DiscardNew.
+_STORE_FAILED = 10077
+
+
+def is_storage_full(error: BaseException) -> bool:
+    return (
+        isinstance(error, nats.js.errors.APIError)
+        and error.err_code == _STORE_FAILED
+        and "exceeded" in str(error.description or "")
+    )
+
+
+Behavior = Callable[..., Any]
+
+
+def _unary(behavior: Behavior) -> Behavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except nats.js.errors.APIError as error:
+            if not is_storage_full(error):
+                raise
+            log.error("a write was refused: its stream is full")
+            await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+
+    return wrapped
+
+
+def _streaming(behavior: Behavior) -> Behavior:
+    if not inspect.isasyncgenfunction(behavior):
+        return _unary(behavior)
+
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except nats.js.errors.APIError as error:
+            if not is_storage_full(error):
+                raise
+            log.error("a write was refused: its stream is full")
+            await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+
+    return wrapped
+
+
+def _wrap(handler: Handler) -> Handler:
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), **serializers)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream), **serializers)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary), **serializers)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream), **serializers)
+    return handler
+
+
+class StorageFullInterceptor(_ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        return handler if handler is None else _wrap(handler)
