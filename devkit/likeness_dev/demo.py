@@ -26,10 +26,11 @@ from likeness_ml.tiny_manifest import is_tiny_model
 BASE_MODEL_VARIABLE = "LIKENESS_BASE_MODEL"
 REAL_WEIGHTS_HOWTO = (
     f"For real headshots, point the stack at real weights: {BASE_MODEL_VARIABLE} names a diffusers "
-    "directory (a Stable Diffusion 1.5 or 2.x pipeline saved with save_pretrained, safetensors weights), "
-    f"e.g. `likeness dev down && {BASE_MODEL_VARIABLE}=/models/stable-diffusion-v1-5 likeness dev up`, "
-    "then run `likeness demo` again. Trainer and renderer load it at start; on a CPU a render then takes "
-    "minutes, not seconds."
+    "directory (a Stable Diffusion 1.5, 2.x or SDXL pipeline saved with save_pretrained, safetensors "
+    "weights; a single-file checkpoint converts with `likeness model import`), pinned by `likeness model "
+    f"manifest DIR`, e.g. `likeness dev down && {BASE_MODEL_VARIABLE}=/models/stable-diffusion-v1-5 "
+    "likeness dev up`, then run `likeness demo` again. Trainer and renderer verify and load it at start; on "
+    "a CPU a render then takes minutes, not seconds."
 )
 
 
