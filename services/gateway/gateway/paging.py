@@ -9,12 +9,15 @@ kind answers 400 `invalid_cursor`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 
 from gateway.errors import ApiError
 from likeness.ids import is_valid_id
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -80,3 +83,15 @@ def decode_sequence_cursor(cursor: str | None) -> str:
 def next_cursor(after_id: str) -> str | None:
     """The cursor of the page after the one ending with `after_id` ("": the last page)."""
     return after_id or None
+
+
+async def every_page(fetch: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:
+    """Every item of a paged backend list (`fetch(page_token)` gives a page and the next token), following
+    its page tokens to the end: for callers that need the whole list (the export, a job's photo checks)."""
+    items: list[T] = []
+    token = ""
+    while True:
+        page, token = await fetch(token)
+        items.extend(page)
+        if not token:
+            return items

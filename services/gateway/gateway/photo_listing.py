@@ -5,6 +5,7 @@ photo (a training's or render's checks, the data export) follow the pages to the
 from __future__ import annotations
 
 from gateway.backends import Backends
+from gateway.paging import every_page
 from likeness.v1 import ingest_pb2
 
 #: Ingest's largest page (`likeness.record_pages.MAX_PAGE_SIZE`): the fewest calls for a whole listing.
@@ -22,11 +23,9 @@ async def photo_page(
 
 async def every_photo(backends: Backends, tenant: str, subject_id: str) -> list[ingest_pb2.Photo]:
     """All the subject's photos, oldest first, each exactly once."""
-    photos: list[ingest_pb2.Photo] = []
-    token = ""
-    while True:
+
+    async def fetch(token: str) -> tuple[list[ingest_pb2.Photo], str]:
         page = await photo_page(backends, tenant, subject_id, PHOTO_PAGE_SIZE, token)
-        photos.extend(page.photos)
-        token = page.next_page_token
-        if not token:
-            return photos
+        return list(page.photos), page.next_page_token
+
+    return await every_page(fetch)

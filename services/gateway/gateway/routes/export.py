@@ -14,10 +14,10 @@ central directory, so a half export is never a readable archive.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import grpc
 from fastapi import APIRouter, Security
@@ -30,11 +30,10 @@ from gateway.contract import answers, header
 from gateway.deps import Backends, authenticate
 from gateway.errors import subject_erased
 from gateway.export_zip import ZipStream
+from gateway.paging import every_page
 from gateway.photo_listing import every_photo
 from likeness.rpc_errors import error_code
 from likeness.v1 import common_pb2, ingest_pb2, renderer_pb2, retention_pb2, trainer_pb2
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["subjects"])
@@ -168,17 +167,6 @@ async def export_subject(subject_id: str, principal: SubjectsExport, backends: B
     )
 
 
-async def _every_page(fetch: Callable[[str], Awaitable[tuple[list[T], str]]]) -> list[T]:
-    """Every item of a paged backend list, following its page tokens to the end."""
-    items: list[T] = []
-    token = ""
-    while True:
-        page, token = await fetch(token)
-        items.extend(page)
-        if not token:
-            return items
-
-
 async def _gather(backends: BackendClients, tenant: str, subject: retention_pb2.Subject) -> _Held:
     photos = await every_photo(backends, tenant, subject.id)
 
@@ -196,8 +184,8 @@ async def _gather(backends: BackendClients, tenant: str, subject: retention_pb2.
         page = await backends.renderer.ListRenders(request, timeout=backends.timeout)
         return list(page.renders), page.next_page_token
 
-    trainings = await _every_page(training_page)
-    renders = await _every_page(render_page)
+    trainings = await every_page(training_page)
+    renders = await every_page(render_page)
     consents = await backends.retention.ListConsents(
         retention_pb2.ListConsentsRequest(tenant=tenant, subject_id=subject.id), timeout=backends.timeout
     )
@@ -380,7 +368,7 @@ async def _processing_log(backends: BackendClients, tenant: str, subject_id: str
         page = await backends.retention.ListProcessingLog(request, timeout=backends.timeout)
         return list(page.entries), page.next_page_token
 
-    entries = await _every_page(log_page)
+    entries = await every_page(log_page)
     return {"entries": [convert.audit_entry(entry).model_dump(mode="json") for entry in entries]}
 
 
