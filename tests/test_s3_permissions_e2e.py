@@ -170,7 +170,10 @@ NEVER = [
     ("renderer", "delete version", "model faces"),
     ("renderer", "delete version", "photo"),
     ("renderer", "read", "model faces"),
-    # ("renderer-worker", "read", "photo") is granted since instant mode (issue 17): it reads one crop.
+    # ("renderer-worker", "read", "photo") is granted since instant mode (issue 17): it reads one crop,
+    # and nothing more of photos.
+    ("renderer-worker", "write", "photo"),
+    ("renderer-worker", "list", "photo"),
     ("renderer-worker", "write", "lora"),
     ("renderer-worker", "delete version", "lora"),
     ("renderer-worker", "delete version", "photo"),
