@@ -40,6 +40,7 @@ from likeness.provisioning import (
     GATEWAY,
     IDENTITIES,
     PHOTOS_BUCKET,
+    RATE_LIMIT_SYNC,
     RETENTION,
     SUBJECT_ERASED,
     Identity,
@@ -244,6 +245,7 @@ SUBSCRIBE_PROBES = [
     "_deliver.gateway-erasures",
     SUBJECT_ERASED,
     EVENT.format("training.progress"),
+    RATE_LIMIT_SYNC,
 ]
 NAMES = [spec.name for spec in IDENTITIES]
 
@@ -371,6 +373,32 @@ async def test_nobody_may_delete_purge_or_reconfigure_the_audit_stream(connect, 
     connection = await connect(name)
     allowed = [probe for probe in AUDIT_TAMPERING if not await connection.refused_publish(probe)]
     assert allowed == [], f"{name} may {allowed}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_only_the_gateway_may_send_or_hear_rate_limit_reports(
+    connect, private_nats: Infra, name: str
+) -> None:
+    """Stated by hand: a report charges every replica's buckets, so another identity forging one could
+    starve a tenant, and reading them would show who is busy. The admin answers every report, so an
+    allowed publish is seen arriving."""
+    admin = await nats.connect(private_nats.endpoints.nats_url)
+    try:
+
+        async def answer(msg: nats.aio.msg.Msg) -> None:
+            if msg.reply:  # the probes' publishes, not the admin's own
+                await msg.respond(b"heard")
+
+        await admin.subscribe(RATE_LIMIT_SYNC, cb=answer)
+        await admin.flush()
+        connection = await connect(name)
+        refused = (
+            await connection.refused_publish(RATE_LIMIT_SYNC),
+            await connection.refused_subscription(RATE_LIMIT_SYNC, admin),
+        )
+    finally:
+        await admin.close()
+    assert refused == ((False, False) if name == GATEWAY else (True, True)), name
 
 
 async def test_the_audit_stream_itself_refuses_purge_and_delete_even_to_an_unrestricted_user(
@@ -512,6 +540,11 @@ async def _exercise(bus: Bus, spec: Identity) -> None:
         await js.purge_stream(stream_name, subject="evt.nobody.sub_nobody.>")
     for nats_subject in access.subscribe:
         await bus.nc.subscribe(nats_subject)
+    for nats_subject in access.broadcast:
+        # Its own report comes back to it: published and heard.
+        heard = await bus.nc.subscribe(nats_subject, max_msgs=1)
+        await bus.nc.publish(nats_subject, b"report")
+        assert (await heard.next_msg(timeout=ANSWER_DEADLINE)).data == b"report"
     if access.provisions:
         await provision_nats(js)  # everything the spec names, again (idempotent)
     await bus.nc.flush()

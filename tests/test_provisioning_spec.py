@@ -133,9 +133,25 @@ def test_the_gateway_touches_only_its_bucket_its_consumer_and_its_feeds() -> Non
     assert all(
         subject.startswith(("$KV.gateway_idempotency.", "$JS.ACK.LIKENESS_EVENTS.gateway-erasures."))
         or subject.endswith(("KV_gateway_idempotency", "LIKENESS_EVENTS.gateway-erasures"))
+        or subject == "ratelimit.gateway.sync"
         for subject in permissions.publish_allow
     ), permissions.publish_allow
     assert identity("gateway").s3 is None
+
+
+def test_only_the_gateway_speaks_on_the_rate_limit_sync_subject() -> None:
+    """Its replicas' reports are core NATS between them alone: no other identity may forge or read one."""
+    for spec in IDENTITIES:
+        permissions = nats_permissions(spec)
+        speaks = "ratelimit.gateway.sync" in permissions.publish_allow
+        hears = "ratelimit.gateway.sync" in permissions.subscribe_allow
+        assert (speaks, hears) == ((True, True) if spec.name == "gateway" else (False, False)), spec.name
+    # No stream stores the reports (they are worth something for a fraction of a second).
+    assert not any(
+        subject.split(".")[0] in {"ratelimit", ">"}
+        for config in provisioning.STREAMS
+        for subject in config.subjects or ()
+    )
 
 
 def test_versions_are_deleted_by_retention_and_by_gpu_workers_of_their_own_attempts_only() -> None:

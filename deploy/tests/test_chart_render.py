@@ -336,6 +336,8 @@ def test_production_settings_the_services_require_are_all_set(renders: dict[str,
 # float64 values are written as integers, not "1e+06").
 GATEWAY_TUNING = {
     "rateLimit": {
+        "sync": False,
+        "syncSeconds": 0.25,
         "perSecond": 12.5,
         "burst": 40,
         "tenantPerSecond": 30.5,
@@ -361,6 +363,8 @@ GATEWAY_TUNING = {
     "idempotency": {"ttlSeconds": 1_000_000},
 }
 GATEWAY_TUNED_FIELDS = {
+    "rate_limit_sync": False,
+    "rate_limit_sync_seconds": 0.25,
     "rate_limit_per_second": 12.5,
     "rate_limit_burst": 40,
     "tenant_rate_limit_per_second": 30.5,

@@ -82,8 +82,8 @@ def _bucket_subjects(spec: BucketSpec, watch: bool) -> list[str]:
 def nats_permissions(spec: Identity) -> NatsPermissions:
     """The publish/subscribe allow-lists (and the denials every identity gets) of one identity."""
     access = spec.nats
-    publish: list[str] = list(access.publish)
-    subscribe: list[str] = [f"{inbox_prefix(spec.name)}.>", *access.subscribe]
+    publish: list[str] = [*access.publish, *access.broadcast]
+    subscribe: list[str] = [f"{inbox_prefix(spec.name)}.>", *access.subscribe, *access.broadcast]
     for name in access.kv:
         publish += _bucket_subjects(bucket(name), watch=name in access.kv_watch)
     for name in access.kv_read:

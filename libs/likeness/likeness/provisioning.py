@@ -88,6 +88,9 @@ SUBJECT_ERASED = "evt.*.*.subject.erased"
 CONSENT_WITHDRAWN = "evt.*.*.consent.withdrawn"
 #: Where refused gRPC calls are audited (`likeness.audit.CallAudit`): no tenant, so a token of its own.
 CALL_DENIED_AUDIT = "audit._mesh._.call_denied"
+#: The gateway replicas' rate-limit reports to each other (`gateway.ratelimit_sync`): core NATS, in no
+#: stream (a report is worth something for a fraction of a second), the gateway's alone.
+RATE_LIMIT_SYNC = "ratelimit.gateway.sync"
 
 #: The audit actions each identity writes (`likeness.audit`'s table): it may publish those and no other,
 #: so a compromised service cannot write another's records (`audit.<tenant>.<pseudonym>.<action>`).
@@ -473,6 +476,9 @@ class NatsAccess:
     stream_purges: tuple[str, ...] = ()
     #: Plain (core NATS) subscriptions: the gateway's caches and progress feeds.
     subscribe: tuple[str, ...] = ()
+    #: Core NATS subjects, stored by no stream, that it both publishes and subscribes to: replicas of
+    #: the identity telling each other (the gateway's rate-limit sync).
+    broadcast: tuple[str, ...] = ()
     #: Provisioning: creates and updates streams and consumers (never the frozen ones), reads no message.
     provisions: bool = False
 
@@ -494,8 +500,12 @@ IDENTITIES: tuple[Identity, ...] = (
             kv=(GATEWAY_IDEMPOTENCY_BUCKET,),
             consumers=(erasures_consumer_name(GATEWAY),),
             subscribe=(SUBJECT_ERASED, "evt.*.*.training.*", "evt.*.*.render.*"),
+            broadcast=(RATE_LIMIT_SYNC,),
         ),
-        about="the public API: its idempotency records and the progress events it streams, nothing else",
+        about=(
+            "the public API: its idempotency records, the progress events it streams and its replicas' "
+            "rate-limit reports, nothing else"
+        ),
     ),
     Identity(
         RETENTION,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import RequestMiddleware
 from gateway.nats_link import NatsLink
 from gateway.ratelimit import Limits, Rate, RateLimiter
+from gateway.ratelimit_sync import RateLimitSync
 from gateway.routes import (
     audit,
     consents,
@@ -80,7 +82,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Kept on app.state (not lifespan state) so tests that drive the lifespan themselves see it too.
         app.state.backends = Backends.connect(settings)
-        app.state.nats = NatsLink(settings, app.state.live_subjects, app.state.job_cache)
+        rate_sync: RateLimitSync | None = None
+        if settings.rate_limit_sync:
+            rate_sync = RateLimitSync(
+                app.state.rate_limiter, settings.rate_limit_sync_seconds, app.state.metrics
+            )
+            rate_sync.start()
+        app.state.nats = NatsLink(settings, app.state.live_subjects, app.state.job_cache, rate_sync)
         app.state.nats.start()
         # /metrics and /healthz on their own port, like every other service: scraping stays off the API port.
         app.state.metrics_listener = MetricsServer(
@@ -91,6 +99,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.metrics_listener.stop()
+            if rate_sync is not None:  # its last report goes out before the connection closes
+                await rate_sync.close()
             await app.state.nats.close()
             await app.state.backends.close()
 
@@ -173,7 +183,15 @@ def rate_limiter(settings: GatewaySettings) -> RateLimiter:
         },
         max_tenants=settings.rate_limit_tenants,
         max_callers=settings.rate_limit_callers,
+        digest_key=rate_limit_digest_key(settings),
     )
+
+
+def rate_limit_digest_key(settings: GatewaySettings) -> bytes:
+    """The key of the buckets' digests: the replicas' shared idempotency secret, hashed with a purpose
+    of its own (a digest on the wire says nothing about an idempotency record id, nor the reverse)."""
+    secret = settings.idempotency_secret.get_secret_value().encode()
+    return hashlib.sha256(b"likeness.gateway.ratelimit\0" + secret).digest()
 
 
 async def _replay(request: Request, exc: Exception) -> Response:

@@ -45,8 +45,9 @@ class GatewaySettings(CommonSettings):
     max_files_per_request: int = Field(default=20, gt=0)
 
     #: Token buckets per caller (an end user's `sub`, else the token's client, within its tenant), each
-    #: under a tenant-wide total (`gateway.ratelimit`). In-process: each replica keeps its own, so the
-    #: effective ceilings are these times the replica count. Uploads draw from separate, stricter buckets.
+    #: under a tenant-wide total (`gateway.ratelimit`); uploads draw from separate, stricter buckets. They
+    #: hold across replicas while `rate_limit_sync` is on (each replica's buckets are its own, charged
+    #: with what the others report); off, or while NATS is down, the ceilings are these times the replicas.
     rate_limit_per_second: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=100, ge=1)
     tenant_rate_limit_per_second: float = Field(default=200.0, gt=0)
@@ -60,6 +61,10 @@ class GatewaySettings(CommonSettings):
     #: Callers tracked per replica, all tenants together (the same forgetting; the tenant-wide bucket
     #: still holds for a tenant whose callers are forgotten).
     rate_limit_callers: int = Field(default=100_000, ge=1)
+    #: Replicas report what their buckets spent over NATS (`gateway.ratelimit_sync`) this often; together
+    #: they admit at most what the others admitted in one interval (and its transit) beyond a limit.
+    rate_limit_sync: bool = True
+    rate_limit_sync_seconds: float = Field(default=0.1, ge=0.01, le=5.0)
     #: Deadline of a non-streaming request (uploads, downloads and event streams have their own).
     request_timeout_seconds: float = Field(default=30.0, gt=0)
 

@@ -29,6 +29,9 @@ REFUSAL_REASONS = (
     "upload_timeout",
 )
 
+#: Outcomes of `likeness_gateway_ratelimit_sync_messages_total{outcome}`, each created at 0.
+SYNC_OUTCOMES = ("sent", "unsent", "received", "stale", "malformed")
+
 
 class Metrics:
     """One registry per app, so several apps (tests) never collide on the global one."""
@@ -77,6 +80,31 @@ class Metrics:
         self.in_flight = Gauge(
             "likeness_gateway_requests_in_flight",
             "Requests being answered now (probes excluded), against LIKENESS_MAX_CONCURRENT_REQUESTS",
+            registry=self.registry,
+        )
+        # Rate-limit sync between replicas (`gateway.ratelimit_sync`): reports by outcome, and how late.
+        self.ratelimit_sync_messages = Counter(
+            "likeness_gateway_ratelimit_sync_messages",
+            "Rate-limit reports between replicas: sent, received, unsent, or dropped as stale or malformed",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in SYNC_OUTCOMES:
+            self.ratelimit_sync_messages.labels(outcome=outcome)
+        self.ratelimit_sync_lag = Histogram(
+            "likeness_gateway_ratelimit_sync_lag_seconds",
+            "From a replica's report to its arrival here (wall clocks of two pods)",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.ratelimit_sync_peers = Gauge(
+            "likeness_gateway_ratelimit_sync_peers",
+            "Other gateway replicas whose rate-limit reports arrived in the last 10 s",
+            registry=self.registry,
+        )
+        self.ratelimit_sync_unreported = Gauge(
+            "likeness_gateway_ratelimit_sync_unreported",
+            "Spendings never reported because too many buckets were waiting (since start)",
             registry=self.registry,
         )
         self.idempotent_replays = Counter(

@@ -1,8 +1,9 @@
-"""The gateway's NATS connection: its idempotency bucket, erasure purges, and event feeds for SSE.
+"""The gateway's NATS connection: its idempotency bucket, erasure purges, event feeds for SSE, and the
+replicas' rate-limit reports (`gateway.ratelimit_sync`).
 
 It connects as the `gateway` NATS user, which may read and write its own bucket, bind its erasures
-consumer and subscribe to the events it streams, nothing else; the bucket and the consumer are made by
-`likeness bootstrap`, never here.
+consumer, subscribe to the events it streams and speak on the rate-limit sync subject, nothing else;
+the bucket and the consumer are made by `likeness bootstrap`, never here.
 
 The gateway starts without NATS (it connects in the background and keeps retrying), like it starts with
 a backend down: what needs NATS answers 503 `unavailable` meanwhile and `/readyz` says so.
@@ -25,6 +26,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import unavailable
 from gateway.idempotency import IdempotencyStore
 from gateway.job_cache import JobCache
+from gateway.ratelimit_sync import RateLimitSync
 from likeness.bus import (
     Bus,
     NotProvisioned,
@@ -46,11 +48,16 @@ JOB_EVENTS = ("training.*", "render.*")
 
 class NatsLink:
     def __init__(
-        self, settings: GatewaySettings, live: LiveSubjects | None = None, jobs: JobCache | None = None
+        self,
+        settings: GatewaySettings,
+        live: LiveSubjects | None = None,
+        jobs: JobCache | None = None,
+        rate_sync: RateLimitSync | None = None,
     ) -> None:
         self.settings = settings
         self.live = live
         self.jobs = jobs
+        self.rate_sync = rate_sync
         self.bus: Bus | None = None
         self.idempotency: IdempotencyStore | None = None
         self._task: asyncio.Task[None] | None = None
@@ -94,6 +101,9 @@ class NatsLink:
                     for name in JOB_EVENTS:
                         await bus.nc.subscribe(event_nats_subject("*", "*", name), cb=self._job_changed)
                     self.jobs.listening = True
+                if self.rate_sync is not None:
+                    # Before readiness: a replica that serves also hears the others' spending.
+                    await self.rate_sync.attach(bus.nc)
             except NotProvisioned as missing:
                 # The bootstrap Job may still be running: said plainly, and tried again.
                 log.error("NATS setup failed; retrying", extra={"reason": str(missing)})

@@ -120,8 +120,12 @@ spec:
             - name: LIKENESS_{{ upper $name }}_ADDR
               value: {{ include "likeness.grpcAddress" (dict "root" $root "service" $name) | quote }}
             {{- end }}
-            # Token buckets per caller under a tenant's total, kept by each replica on its own (the ceilings
-            # are N times these).
+            # Token buckets per caller under a tenant's total, kept by each replica and charged with what
+            # the others report over NATS (gateway.ratelimit_sync); without the sync, N times these.
+            - name: LIKENESS_RATE_LIMIT_SYNC
+              value: {{ $svc.rateLimit.sync | quote }}
+            - name: LIKENESS_RATE_LIMIT_SYNC_SECONDS
+              value: {{ $svc.rateLimit.syncSeconds | quote }}
             - name: LIKENESS_RATE_LIMIT_PER_SECOND
               value: {{ $svc.rateLimit.perSecond | quote }}
             - name: LIKENESS_RATE_LIMIT_BURST
