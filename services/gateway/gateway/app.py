@@ -39,6 +39,7 @@ from gateway.routes import (
     subjects,
     summary,
     trainings,
+    usage,
 )
 from likeness.http_tracing import TracingMiddleware
 from likeness.telemetry import MetricsServer
@@ -127,6 +128,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         consents,
         summary,
         audit,
+        usage,
         deletions,
         rectification,
         health,
