@@ -21,7 +21,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, infra: Infra) -> Iterator[De
         progress=lambda line: print(f"[stack] {line}", flush=True),
         # The tiny model needs only a few sampler steps; training length comes from the tiny preset.
         # Two photos are enough to exercise a training here (production wants 4: the gateway's default).
-        extra_env={"LIKENESS_INFERENCE_STEPS": "4", "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2"},
+        # The tests share the dev tenant and leave jobs queued or long (10,000 steps, cancelled): room above
+        # the per-tenant quotas, which `tests/test_quotas_e2e.py` tries at their bounds on a stack of its own.
+        extra_env={
+            "LIKENESS_INFERENCE_STEPS": "4",
+            "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2",
+            "LIKENESS_QUOTA_CONCURRENT_TRAININGS": "100",
+            "LIKENESS_QUOTA_CONCURRENT_RENDERS": "100",
+            "LIKENESS_QUOTA_TRAINING_STEPS": "10000",
+        },
     )
     try:
         yield started

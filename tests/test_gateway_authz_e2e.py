@@ -42,6 +42,8 @@ TENANT_ONLY = {
     ("DELETE", "/v1/team-looks/{look_id}"),
     # The tenant's audit trail (`audit:read`): the person reads their own log, not the tenant's trail.
     ("GET", "/v1/audit"),
+    # The tenant's quotas and usage (`usage:read`): an operator's view.
+    ("GET", "/v1/usage"),
 }
 #: Routes that name no subject: a token without `sub` and without `tenant:all` may use them (the gateway's
 #: `deps.TENANT_LEVEL_ROUTES`); every other route answers it 403 `insufficient_scope` (scope tenant:all).

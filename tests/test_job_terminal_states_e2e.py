@@ -183,6 +183,8 @@ def test_a_training_whose_publish_failed_is_failed_by_the_sweeper(
     stack: DevStack, gateway: GatewayClient
 ) -> None:
     subject_id = _subject_with_photo(gateway)
+    # Another person's: a second training of the same person would be refused by its quota first (issue 18).
+    refused_subject = _subject_with_photo(gateway)
     grace = 3.0
     sweeper = {
         "LIKENESS_JOB_ORPHAN_GRACE_SECONDS": str(grace),
@@ -197,17 +199,19 @@ def test_a_training_whose_publish_failed_is_failed_by_the_sweeper(
             with _full_train_stream(stack):
                 refused = gateway.call(
                     "POST",
-                    f"/v1/subjects/{subject_id}/trainings",
+                    f"/v1/subjects/{refused_subject}/trainings",
                     expect=(500, 502, 503),
                     json={"steps": 2},
                 )
             assert refused.status_code >= 500
-            orphans = [tid for tid in _queued_trainings(gateway, subject_id) if tid != waiting]
+            orphans = list(_queued_trainings(gateway, refused_subject))
             assert len(orphans) == 1, "the refused submit left its record (the write before the publish)"
             orphan = orphans[0]
 
             swept = _until(
-                lambda: (t := _queued_trainings(gateway, subject_id)[orphan])["status"] == "failed" and t,
+                lambda: (
+                    (t := _queued_trainings(gateway, refused_subject)[orphan])["status"] == "failed" and t
+                ),
                 30 + grace,
                 "the sweeper's failure of the orphan",
                 every=0.2,

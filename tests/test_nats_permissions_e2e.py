@@ -13,6 +13,7 @@ the operation orders that answer before the flush returns, so no test waits on a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
@@ -232,6 +233,10 @@ PUBLISH_PROBES = [
     f"{API}.CONSUMER.CREATE.{EVENTS_STREAM}.watch.{SUBJECT_ERASED}",
     f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.trainer-workers.job.train.>",
     f"{API}.STREAM.CREATE.PROBE",
+    # GPU-seconds (issue 18): each kind of worker writes its own kind's keys; the serve roles only read.
+    *(f"$KV.gpu_usage.20261205.{TENANT}.{kind}.probe" for kind in ("train", "render")),
+    f"{API}.STREAM.MSG.GET.KV_gpu_usage",
+    f"{API}.STREAM.MSG.DELETE.LIKENESS_JOBS_TRAIN",
 ]
 SUBSCRIBE_PROBES = [
     "evt.>",
@@ -304,6 +309,10 @@ NEVER = {
         f"{API}.STREAM.INFO.{AUDIT_STREAM}",
         f"{API}.STREAM.CREATE.PROBE",
         f"$JS.ACK.{EVENTS_STREAM}.retention-deadlines.1.1.1.1.0",
+        # It reports usage through the trainer's and renderer's API, never writes or reads it itself.
+        f"$KV.gpu_usage.20261205.{TENANT}.train.forged",
+        f"$KV.gpu_usage.20261205.{TENANT}.render.forged",
+        f"{API}.STREAM.MSG.GET.KV_gpu_usage",
     ],
     "ingest": [
         EVENT.format("subject.erased"),
@@ -322,6 +331,10 @@ NEVER = {
         EVENT.format("consent.withdrawn"),
         _audit("image.downloaded"),
         _audit("subject.erased"),
+        # Its own GPU-seconds only: not the renderers', and no one's total read back.
+        f"$KV.gpu_usage.20261205.{TENANT}.render.forged",
+        f"{API}.STREAM.MSG.GET.KV_gpu_usage",
+        f"$KV.gpu_usage.{TENANT}.probe",
     ],
     "renderer": [
         EVENT.format("subject.erased"),
@@ -330,6 +343,8 @@ NEVER = {
         EVENT.format("consent.withdrawn"),
         _audit("model.decrypted"),
         _audit("consent.withdrawn"),
+        # It reads the tenants' GPU-seconds to enforce quotas; it writes none.
+        f"$KV.gpu_usage.20261205.{TENANT}.render.forged",
     ],
     "renderer-worker": [
         EVENT.format("subject.erased"),
@@ -337,6 +352,8 @@ NEVER = {
         f"$KV.consents.{TENANT}.{SUBJECT}",
         _audit("photos.decrypted"),
         _audit("image.downloaded"),
+        f"$KV.gpu_usage.20261205.{TENANT}.train.forged",
+        f"{API}.STREAM.MSG.GET.KV_gpu_usage",
     ],
     RETENTION: [
         f"$KV.renders.{TENANT}.ren_forged",
@@ -508,6 +525,8 @@ async def _exercise(bus: Bus, spec: Identity) -> None:
             await watcher.stop()
     for name in access.kv_read:
         assert await kv_get_bytes(await bus.kv(name), f"{TENANT}.probe") is None
+    for name, key_pattern in access.kv_put:
+        await (await bus.kv(name)).put(_concrete(key_pattern), b"1.0")
     for pattern in access.publish:
         await bus.publish(_concrete(pattern), events_pb2.SubjectOpened(tenant=TENANT))
     for name in access.consumers:
@@ -538,6 +557,11 @@ async def _exercise(bus: Bus, spec: Identity) -> None:
         await bus.holds_message(EVENT.format("training.completed"), "nothing", stream=stream_name)
     for stream_name in access.stream_purges:
         await js.purge_stream(stream_name, subject="evt.nobody.sub_nobody.>")
+    for stream_name in access.stream_deletes:
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # the server answers: allowed
+            await js.get_last_msg(stream_name, "job.train.nobody.sub_nobody")
+        with contextlib.suppress(nats.js.errors.APIError):  # no message 1 (or not deletable): answered
+            await js.delete_msg(stream_name, 10**9)
     for nats_subject in access.subscribe:
         await bus.nc.subscribe(nats_subject)
     for nats_subject in access.broadcast:

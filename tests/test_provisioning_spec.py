@@ -65,8 +65,33 @@ def test_every_consumer_has_exactly_one_owner_and_every_bucket_one_service() -> 
         owners = [found.name for found in IDENTITIES if spec.name in found.nats.consumers]
         assert owners == [owner_of_consumer(spec.name)], spec.name
     for spec in BUCKETS:
+        if spec.name == provisioning.GPU_USAGE_BUCKET:
+            continue  # written key by key (below)
         writers = {found.name.removesuffix("-worker") for found in IDENTITIES if spec.name in found.nats.kv}
         assert len(writers) == 1, f"{spec.name} is written by {writers}: one owner per bucket"
+
+
+def test_gpu_usage_keys_are_written_by_the_gpu_workers_only_each_its_own_kind() -> None:
+    """Each GPU worker writes only its own kind's keys (`<day>.<tenant>.<kind>.<instance>`); the serve roles
+    read them (quotas, the usage report); nobody holds the bucket whole."""
+    puts = {
+        found.name: [pattern for name, pattern in found.nats.kv_put if name == provisioning.GPU_USAGE_BUCKET]
+        for found in IDENTITIES
+    }
+    assert {name: patterns for name, patterns in puts.items() if patterns} == {
+        "trainer-worker": ["*.*.train.*"],
+        "renderer-worker": ["*.*.render.*"],
+    }
+    assert not [found.name for found in IDENTITIES if provisioning.GPU_USAGE_BUCKET in found.nats.kv]
+    readers = {found.name for found in IDENTITIES if provisioning.GPU_USAGE_BUCKET in found.nats.kv_read}
+    assert readers == {"trainer", "renderer"}
+    assert provisioning.bucket(provisioning.GPU_USAGE_BUCKET).ttl == 2 * 24 * 3600.0
+
+
+def test_the_train_stream_holds_one_job_per_subject_and_refuses_a_second() -> None:
+    train = provisioning.stream(provisioning.TRAIN_STREAM)
+    assert (train.max_msgs_per_subject, train.discard_new_per_subject) == (1, True)
+    assert provisioning.stream(provisioning.RENDER_STREAM).max_msgs_per_subject in (None, -1)
 
 
 def test_every_stream_and_bucket_is_bounded_and_the_audit_stream_fails_closed() -> None:

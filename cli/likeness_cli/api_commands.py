@@ -8,6 +8,7 @@
     likeness retention policy get|set                   likeness erasures get|receipt|keys
     likeness consents grant|list|withdraw|policy get|set
     likeness subjects log ID                            likeness audit trail
+    likeness usage
     likeness gateway health|ready
 
 Each module below adds its own group; `api_cli` says where the gateway and token come from and how
@@ -24,6 +25,7 @@ from likeness_cli import (
     job_commands,
     subject_commands,
     tenant_commands,
+    usage_commands,
 )
 from likeness_cli.api_cli import ApiCommands, Commands
 
@@ -37,6 +39,7 @@ def register(commands: Commands) -> None:
         consent_commands,
         erasure_commands,
         audit_commands,
+        usage_commands,
         gateway_commands,
     )
     for module in modules:

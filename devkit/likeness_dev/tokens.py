@@ -44,6 +44,8 @@ ALL_SCOPES: tuple[str, ...] = (
     "consents:write",
     # The tenant's audit trail (`GET /v1/audit`); the person's own processing log needs only their token.
     "audit:read",
+    # The tenant's GPU quotas and what it uses of them (`GET /v1/usage`).
+    "usage:read",
     TENANT_WIDE_SCOPE,
 )
 

@@ -97,7 +97,14 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) 
             root / "project",
             infra=infra,
             progress=lambda line: print(f"[chaos stack] {line}", flush=True),
-            extra_env={"LIKENESS_INFERENCE_STEPS": "4", "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2"},
+            extra_env={
+                "LIKENESS_INFERENCE_STEPS": "4",
+                "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2",
+                # Twenty people of one tenant train and render at once in the load test: room above the
+                # per-tenant quotas (`tests/test_quotas_e2e.py` tries those at their bounds).
+                "LIKENESS_QUOTA_CONCURRENT_TRAININGS": "100",
+                "LIKENESS_QUOTA_CONCURRENT_RENDERS": "100",
+            },
             service_env={
                 # A killed replica's erasure lease runs out in seconds, not the default two minutes.
                 "retention": {"LIKENESS_LEASE_SECONDS": "6"},

@@ -70,6 +70,7 @@ from likeness_client.settings import ClientSettings
 from likeness_client.sse import ServerSentEvent, SSEDecoder
 from likeness_client.summary_models import HeldCategory, HeldItem, SubjectSummary
 from likeness_client.sync_client import LikenessClient
+from likeness_client.usage_models import GpuUsage, JobUsage, Usage
 
 __all__ = [
     "NO_RETRY",
@@ -93,11 +94,13 @@ __all__ = [
     "ErasureReceipt",
     "Forbidden",
     "Gone",
+    "GpuUsage",
     "Health",
     "HeldCategory",
     "HeldItem",
     "ItemDeletion",
     "JobAccepted",
+    "JobUsage",
     "LikenessClient",
     "LikenessError",
     "NotFound",
@@ -134,4 +137,5 @@ __all__ = [
     "UnsupportedMediaType",
     "UploadRejected",
     "UploadResult",
+    "Usage",
 ]

@@ -54,6 +54,7 @@ from likeness_client.settings import ClientSettings, request_headers
 from likeness_client.sse import SSEDecoder
 from likeness_client.summary_models import SubjectSummary
 from likeness_client.sync_client import CHUNK, IDEMPOTENCY_HEADER
+from likeness_client.usage_models import Usage
 
 T = TypeVar("T")
 J = TypeVar("J", Training, Render)
@@ -425,6 +426,10 @@ class AsyncLikenessClient:
 
     async def delete_team_look(self, look_id: str) -> None:
         await self._run(calls.delete_team_look(look_id))
+
+    async def get_usage(self) -> Usage:
+        """The tenant's GPU work against its quotas (a tenant-wide token with `usage:read`)."""
+        return await self._run(calls.get_usage())
 
     async def get_retention_policy(self) -> RetentionPolicy:
         return await self._run(calls.get_retention_policy())

@@ -50,6 +50,7 @@ from likeness_client.models import (
 )
 from likeness_client.photo_prep import prepare_photo
 from likeness_client.summary_models import SubjectSummary
+from likeness_client.usage_models import Usage
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -139,6 +140,7 @@ GET_CONSENT_POLICY = _route("GET", "/v1/consent-policy")
 GET_SUBJECT_SUMMARY = _route("GET", "/v1/subjects/{subject_id}/summary")
 LIST_PROCESSING_LOG = _route("GET", "/v1/subjects/{subject_id}/processing-log")
 LIST_AUDIT_TRAIL = _route("GET", "/v1/audit")
+GET_USAGE = _route("GET", "/v1/usage")
 PUT_CONSENT_POLICY = _route("PUT", "/v1/consent-policy")
 GET_ERASURE = _route("GET", "/v1/erasures/{erasure_id}")
 GET_ERASURE_RECEIPT = _route("GET", "/v1/erasures/{erasure_id}/receipt")
@@ -242,6 +244,10 @@ def list_processing_log(subject_id: str, limit: int | None, cursor: str | None) 
 
 def list_audit_trail(limit: int | None, cursor: str | None) -> Call[Page[AuditEntry]]:
     return _listing(LIST_AUDIT_TRAIL, [], "entries", AuditEntry, limit, cursor)
+
+
+def get_usage() -> Call[Usage]:
+    return _call(GET_USAGE, [], _model(Usage))
 
 
 def list_subjects(limit: int | None, cursor: str | None) -> Call[Page[Subject]]:

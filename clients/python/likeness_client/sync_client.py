@@ -53,6 +53,7 @@ from likeness_client.retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy
 from likeness_client.settings import ClientSettings, request_headers
 from likeness_client.sse import SSEDecoder
 from likeness_client.summary_models import SubjectSummary
+from likeness_client.usage_models import Usage
 
 T = TypeVar("T")
 J = TypeVar("J", Training, Render)
@@ -457,6 +458,10 @@ class LikenessClient:
     def delete_team_look(self, look_id: str) -> None:
         """Deletes a team look; renders made with it keep it on record."""
         self._run(calls.delete_team_look(look_id))
+
+    def get_usage(self) -> Usage:
+        """The tenant's GPU work against its quotas (a tenant-wide token with `usage:read`)."""
+        return self._run(calls.get_usage())
 
     def get_retention_policy(self) -> RetentionPolicy:
         """The tenant's retention schedule (its own, or the service defaults), also in words."""

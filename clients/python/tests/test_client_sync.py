@@ -542,3 +542,24 @@ def test_routes_fill_their_templates_with_quoted_ids_and_match_requests() -> Non
     assert not calls.GET_IMAGE.matches("GET", "/v1/renders/ren_1/images")
     assert not calls.GET_IMAGE.matches("DELETE", "/v1/renders/ren_1/images/img_1")
     assert not calls.LIST_SUBJECTS.matches("GET", "/v1/subjects/sub_1")
+
+
+def test_usage_reads_the_tenants_quotas_and_a_quota_refusal_is_not_waited_out() -> None:
+    usage = {
+        "trainings": {"in_flight": 1, "limit": 4},
+        "renders": {"in_flight": 16, "limit": 16},
+        "gpu_seconds": {"day": "20261205", "seconds": 12.5, "limit": 3600.0, "resets_in_seconds": 600},
+        "max_training_steps": 3000,
+    }
+    handler = Recorder(httpx.Response(200, json=usage))
+    with client_for(handler, []) as client:
+        found = client.get_usage()
+    assert (found.renders.in_flight, found.renders.limit, found.gpu_seconds.seconds) == (16, 16, 12.5)
+    assert handler.requests[0].url.path == "/v1/usage"
+
+    refusal = {"error": {"code": "quota_exceeded", "message": "used up", "quota": "gpu_seconds_per_day"}}
+    refused = Recorder(httpx.Response(429, json=refusal, headers={"Retry-After": "40000"}))
+    with client_for(refused, []) as client, pytest.raises(RateLimited) as raised:
+        client.create_training("sub_1")
+    assert (raised.value.code, raised.value.retry_after) == ("quota_exceeded", 40000)
+    assert len(refused.requests) == 1, "a retry after UTC midnight is the caller's decision"

@@ -90,6 +90,11 @@ def nats_permissions(spec: Identity) -> NatsPermissions:
         # Get by key only: no put, no watch, no listing beyond the stream's info needed to bind it.
         kv_stream = bucket(name).stream_name
         publish += [f"{API}.STREAM.INFO.{kv_stream}", f"{API}.STREAM.MSG.GET.{kv_stream}"]
+    for name, key_pattern in access.kv_put:
+        # Puts on its own keys only (the pattern is in the subject), and the stream's info to bind the
+        # bucket: no get, no other key.
+        found_bucket = bucket(name)
+        publish += [f"$KV.{name}.{key_pattern}", f"{API}.STREAM.INFO.{found_bucket.stream_name}"]
     for name in access.consumers:
         found = consumer(name)
         publish += [f"{API}.CONSUMER.INFO.{found.stream}.{name}", f"$JS.ACK.{found.stream}.{name}.>"]
@@ -116,6 +121,12 @@ def nats_permissions(spec: Identity) -> NatsPermissions:
         publish += [f"{API}.STREAM.INFO.{stream_name}", f"{API}.STREAM.MSG.GET.{stream_name}"]
     for stream_name in access.stream_purges:
         publish += [f"{API}.STREAM.INFO.{stream_name}", f"{API}.STREAM.PURGE.{stream_name}"]
+    for stream_name in access.stream_deletes:
+        publish += [
+            f"{API}.STREAM.INFO.{stream_name}",
+            f"{API}.STREAM.MSG.GET.{stream_name}",
+            f"{API}.STREAM.MSG.DELETE.{stream_name}",
+        ]
     if access.provisions:
         # Only the streams, buckets and consumers of the spec, each consumer with its own filter: the
         # provisioner can make what the spec names and nothing else (no consumer of its own choosing,

@@ -370,26 +370,31 @@ async def kv_keys(kv: KeyValue, prefix: str) -> list[str]:
     erasure's purge, would then miss records. Keys whose last entry is a delete or purge marker are
     included; callers read or purge each key, and both treat a deleted key as absent.
     """
-    js = kv._js
     bucket_prefix = kv._pre
-    filter_subject = f"{bucket_prefix}{prefix}>"
-    keys: list[str] = []
+    subjects = await stream_subject_counts(
+        kv._js, kv._stream, f"{bucket_prefix}{prefix}>", timeout=KV_LIST_TIMEOUT_SECONDS
+    )
+    return [subject[len(bucket_prefix) :] for subject in subjects]
+
+
+async def stream_subject_counts(
+    js: JetStreamContext, stream: str, subject_filter: str, timeout: float = KV_LIST_TIMEOUT_SECONDS
+) -> dict[str, int]:
+    """Messages per NATS subject of `stream` under `subject_filter`, from the stream's per-subject state
+    (`STREAM.INFO` with a subject filter, paged): one consistent snapshot per page, read by no consumer."""
+    counts: dict[str, int] = {}
     offset = 0
     while True:
-        request = json.dumps({"subjects_filter": filter_subject, "offset": offset}).encode()
-        reply = await js._nc.request(
-            f"{js._prefix}.STREAM.INFO.{kv._stream}",
-            request,
-            timeout=KV_LIST_TIMEOUT_SECONDS,
-        )
+        request = json.dumps({"subjects_filter": subject_filter, "offset": offset}).encode()
+        reply = await js._nc.request(f"{js._prefix}.STREAM.INFO.{stream}", request, timeout=timeout)
         response = json.loads(reply.data)
         if "error" in response:
             raise nats.js.errors.APIError.from_error(response["error"])
         subjects = (response.get("state") or {}).get("subjects") or {}
-        keys.extend(subject[len(bucket_prefix) :] for subject in subjects)
+        counts.update((str(subject), int(count)) for subject, count in subjects.items())
         offset += len(subjects)
         if not subjects or offset >= int(response.get("total") or 0):
-            return keys
+            return counts
 
 
 async def kv_forget(kv: KeyValue, key_filter: str) -> None:

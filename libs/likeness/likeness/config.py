@@ -28,6 +28,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from likeness.quota_policy import QuotaSettings
+
 #: Values that only the dev stack may use; production refuses to start with any of them.
 DEVELOPMENT_SECRETS = frozenset(
     {"", "dev", "development", "changeme", "secret", "likeness-dev", "minioadmin"}
@@ -250,9 +252,10 @@ class AuditedSettings(CommonSettings):
     audit_pseudonym_secret: SecretStr = SecretStr("likeness-dev")
 
 
-class JobQueueSettings(AuditedSettings):
+class JobQueueSettings(AuditedSettings, QuotaSettings):
     """Settings of a job service (trainer, renderer) shared by its roles: how its serve role reconciles job
-    records with the work queue (`likeness.orphan_sweeper`)."""
+    records with the work queue (`likeness.orphan_sweeper`), and the tenants' quotas its serve role enforces
+    (`QuotaSettings`: `LIKENESS_QUOTA_*` defaults, `LIKENESS_QUOTAS` per-tenant overrides)."""
 
     #: A `queued` record whose work-queue message is still missing this many seconds after it was written
     #: is failed (its publish failed). Far above a publish's own timeout, so an in-flight submit is never

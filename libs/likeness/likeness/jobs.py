@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 
 from likeness.bus import decode, kv_get, kv_records, subject_erased_filter
+from likeness.gpu_usage import GpuUsage, usage_kind
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2
@@ -293,6 +294,11 @@ class QueueWorker(ABC, Generic[J, R]):
         not (announce a success, remove leftovers); it must be idempotent.
         """
 
+    @functools.cached_property
+    def usage(self) -> GpuUsage:
+        """This process's GPU-seconds per tenant (`likeness.gpu_usage`), written under its queue's kind."""
+        return GpuUsage(self.platform.bus, usage_kind(self.stream))
+
     @property
     def consumer_max_deliver(self) -> int:
         return self.max_deliver + 1 if self.reserve_final_delivery else self.max_deliver
@@ -366,7 +372,9 @@ class QueueWorker(ABC, Generic[J, R]):
         with _tracer.start_as_current_span(f"{self.durable} job", context=parent, attributes=attributes):
             try:
                 poll = functools.partial(self._poll_cancelled, tenant, job_id, flag)
+                # The seconds this worker holds the job count to its tenant's GPU quota (`gpu_usage`).
                 async with (
+                    self.usage.held(tenant),
                     running_heartbeat(msg, self.ack_wait / 3, poll),
                     _running(functools.partial(self.records.watch_cancellation, tenant, job_id, flag)),
                 ):

@@ -52,6 +52,12 @@ TRAININGS_BUCKET = "trainings"
 RENDERS_BUCKET = "renders"
 TEAM_LOOKS_BUCKET = "team_looks"
 GATEWAY_IDEMPOTENCY_BUCKET = "gateway_idempotency"
+#: GPU-seconds per tenant per day (`likeness.gpu_usage`): each GPU worker writes its own keys
+#: (`<day>.<tenant>.<kind>.<instance>`); the serve roles read them to enforce and report quotas.
+GPU_USAGE_BUCKET = "gpu_usage"
+#: The NATS subjects of the keys each kind of GPU worker writes (`<day>.<tenant>.<kind>.<instance>`).
+TRAIN_USAGE_KEYS = "*.*.train.*"
+RENDER_USAGE_KEYS = "*.*.render.*"
 #: Retention's buckets, in the order `RetentionRecords` opens them.
 RETENTION_BUCKETS = (
     SUBJECTS_BUCKET,
@@ -198,6 +204,10 @@ STREAMS: tuple[StreamConfig, ...] = (
         duplicate_window=600.0,
         # A full queue refuses new jobs (the serve role answers "unavailable") rather than losing old ones.
         discard=DiscardPolicy.NEW,
+        # One queued or running training per person (`job.train.<tenant>.<subject>`): the server refuses a
+        # second message on the subject, atomically (`likeness.quotas`, `active_training_per_subject`).
+        max_msgs_per_subject=1,
+        discard_new_per_subject=True,
     ),
     StreamConfig(
         name=RENDER_STREAM,
@@ -313,6 +323,8 @@ class BucketSpec:
 
 #: The gateway's idempotency records live as long as a client may retry (`idempotency_ttl_seconds`).
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
+#: A day's GPU-seconds are read until that UTC day ends; two days keep yesterday's for a late reader.
+GPU_USAGE_TTL_SECONDS = 2 * DAY
 
 BUCKETS: tuple[BucketSpec, ...] = (
     *(BucketSpec(name) for name in RETENTION_BUCKETS),
@@ -321,6 +333,8 @@ BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(RENDERS_BUCKET),
     BucketSpec(TEAM_LOOKS_BUCKET, max_bytes=32 * MIB),
     BucketSpec(GATEWAY_IDEMPOTENCY_BUCKET, ttl=IDEMPOTENCY_TTL_SECONDS, max_bytes=512 * MIB),
+    # One small key per tenant and worker process a day: 16 MiB is some 100k of them.
+    BucketSpec(GPU_USAGE_BUCKET, ttl=GPU_USAGE_TTL_SECONDS, max_bytes=16 * MIB),
 )
 
 
@@ -460,6 +474,8 @@ class NatsAccess:
     kv_watch: tuple[str, ...] = ()
     #: KV buckets of another identity it only reads, key by key (trainer and renderer: consent grants).
     kv_read: tuple[str, ...] = ()
+    #: (bucket, key pattern) of keys it only writes (a GPU worker: its own GPU-seconds), reading none.
+    kv_put: tuple[tuple[str, str], ...] = ()
     #: NATS subjects it publishes on (stream subjects: events, jobs, audit).
     publish: tuple[str, ...] = ()
     #: Durable consumers it binds and acknowledges (pull: fetches; push: subscribes to its deliver subject).
@@ -474,6 +490,8 @@ class NatsAccess:
     stream_reads: tuple[str, ...] = ()
     #: Streams it purges by NATS subject (a subject's history; a training's own late events).
     stream_purges: tuple[str, ...] = ()
+    #: Streams whose messages it deletes one by one (a cancelled training's queued job).
+    stream_deletes: tuple[str, ...] = ()
     #: Plain (core NATS) subscriptions: the gateway's caches and progress feeds.
     subscribe: tuple[str, ...] = ()
     #: Core NATS subjects, stored by no stream, that it both publishes and subscribes to: replicas of
@@ -544,10 +562,14 @@ IDENTITIES: tuple[Identity, ...] = (
         TRAINER,
         NatsAccess(
             kv=(TRAININGS_BUCKET,),
-            kv_read=(CONSENTS_BUCKET,),
+            # Consent grants; the tenants' GPU-seconds (quotas and the usage report).
+            kv_read=(CONSENTS_BUCKET, GPU_USAGE_BUCKET),
             publish=("job.train.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(TRAINER)),
             consumers=(erasures_consumer_name(TRAINER), withdrawals_consumer_name(TRAINER)),
+            # The queue lag, and a tenant's trainings in flight (the stream's per-subject counts).
             lag_of=(TRAINER_WORKERS_CONSUMER,),
+            # A training cancelled while queued frees its subject's place at once (`CancelTraining`).
+            stream_deletes=(TRAIN_STREAM,),
         ),
         # A data export opens the person's models (`ExportModels`): the LoRAs and the templates beside them.
         S3Access(read=(LORAS, MODEL_FACES)),
@@ -559,6 +581,7 @@ IDENTITIES: tuple[Identity, ...] = (
             kv=(TRAININGS_BUCKET,),
             kv_watch=(TRAININGS_BUCKET,),
             kv_read=(CONSENTS_BUCKET,),
+            kv_put=((GPU_USAGE_BUCKET, TRAIN_USAGE_KEYS),),
             publish=("evt.*.*.training.*", *audit_publish_subjects(TRAINER_WORKER)),
             consumers=(TRAINER_WORKERS_CONSUMER,),
             tunes=(TRAINER_WORKERS_CONSUMER,),
@@ -579,7 +602,7 @@ IDENTITIES: tuple[Identity, ...] = (
         RENDERER,
         NatsAccess(
             kv=(RENDERS_BUCKET, TEAM_LOOKS_BUCKET),
-            kv_read=(CONSENTS_BUCKET,),
+            kv_read=(CONSENTS_BUCKET, GPU_USAGE_BUCKET),
             publish=("job.render.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(RENDERER)),
             consumers=(erasures_consumer_name(RENDERER), withdrawals_consumer_name(RENDERER)),
             lag_of=(RENDERER_WORKERS_CONSUMER,),
@@ -595,6 +618,7 @@ IDENTITIES: tuple[Identity, ...] = (
             kv=(RENDERS_BUCKET,),
             kv_watch=(RENDERS_BUCKET,),
             kv_read=(CONSENTS_BUCKET,),
+            kv_put=((GPU_USAGE_BUCKET, RENDER_USAGE_KEYS),),
             publish=("evt.*.*.render.*", *audit_publish_subjects(RENDERER_WORKER)),
             consumers=(RENDERER_WORKERS_CONSUMER,),
             tunes=(RENDERER_WORKERS_CONSUMER,),

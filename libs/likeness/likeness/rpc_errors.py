@@ -6,6 +6,7 @@ gateway reads `error_code(exc)` and turns it into `{"error": {"code", "message"}
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -14,18 +15,29 @@ CODE_METADATA_KEY = "likeness-error-code"
 
 
 async def abort(
-    context: grpc.aio.ServicerContext[object, object], status: grpc.StatusCode, code: str, message: str
+    context: grpc.aio.ServicerContext[object, object],
+    status: grpc.StatusCode,
+    code: str,
+    message: str,
+    extra: Mapping[str, str] | None = None,
 ) -> NoReturn:
-    context.set_trailing_metadata(((CODE_METADATA_KEY, code),))
+    """Ends the call with `status` and the machine `code`; `extra` adds details a client acts on (a quota's
+    name, a retry hint), read back with `error_detail`."""
+    context.set_trailing_metadata(((CODE_METADATA_KEY, code), *(extra or {}).items()))
     await context.abort(status, message)
     raise AssertionError("unreachable: context.abort raises")
 
 
 def error_code(exc: grpc.aio.AioRpcError) -> str | None:
+    return error_detail(exc, CODE_METADATA_KEY)
+
+
+def error_detail(exc: grpc.aio.AioRpcError, key: str) -> str | None:
+    """One trailing metadata value of a failed call (`abort`'s code or one of its `extra`)."""
     metadata: Any = exc.trailing_metadata() or ()  # grpc's stubs type the pairs loosely
-    for key, value in metadata:
-        if key == CODE_METADATA_KEY:
-            return value.decode() if isinstance(value, bytes) else value
+    for found, value in metadata:
+        if found == key:
+            return value.decode() if isinstance(value, bytes) else str(value)
     return None
 
 

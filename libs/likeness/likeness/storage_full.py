@@ -35,10 +35,14 @@ _STORE_FAILED = 10077
 
 
 def is_storage_full(error: BaseException) -> bool:
+    description = str(getattr(error, "description", "") or "")
     return (
         isinstance(error, nats.js.errors.APIError)
         and error.err_code == _STORE_FAILED
-        and "exceeded" in str(error.description or "")
+        and "exceeded" in description
+        # "maximum messages per subject exceeded" is a quota (one active training per subject,
+        # `likeness.quotas`), not a full stream: the submit answers it itself.
+        and "per subject" not in description
     )
 
 

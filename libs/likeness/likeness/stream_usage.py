@@ -19,7 +19,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 
-from likeness.provisioning import BUCKETS, IDENTITIES, STREAMS, bucket
+from likeness.provisioning import BUCKETS, GPU_USAGE_BUCKET, IDENTITIES, STREAMS, bucket
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,16 @@ READ_ERRORS = Counter("likeness_stream_usage_read_errors", "Failed reads of a st
 
 
 def reported_streams(identity_name: str) -> tuple[str, ...]:
-    """The streams an identity reports: its KV buckets' streams, and the streams it reads or purges (it
-    holds `STREAM.INFO` on each already; `likeness.access_policies`)."""
+    """The streams an identity reports: its KV buckets' streams (and the GPU-seconds bucket it reads, which
+    its writers, GPU workers that may be scaled to zero, cannot be relied on to report), and the streams it
+    reads or purges (it holds `STREAM.INFO` on each already; `likeness.access_policies`)."""
     found = [spec for spec in IDENTITIES if spec.name == identity_name]
     if not found:
         return ()
     access = found[0].nats
     known_buckets = {spec.name for spec in BUCKETS}
-    kv_streams = [bucket(name).stream_name for name in access.kv if name in known_buckets]
+    read = [name for name in access.kv_read if name == GPU_USAGE_BUCKET]
+    kv_streams = [bucket(name).stream_name for name in (*access.kv, *read) if name in known_buckets]
     known_streams = {config.name for config in STREAMS}
     others = [name for name in (*access.stream_reads, *access.stream_purges) if name in known_streams]
     return tuple(dict.fromkeys([*kv_streams, *others]))

@@ -41,6 +41,7 @@ from gateway.routes import (
     subjects,
     summary,
     trainings,
+    usage,
 )
 from likeness.http_tracing import TracingMiddleware
 from likeness.telemetry import MetricsServer
@@ -137,6 +138,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         consents,
         summary,
         audit,
+        usage,
         deletions,
         rectification,
         health,

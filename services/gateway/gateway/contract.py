@@ -111,6 +111,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     "instant_unavailable": (409, "this deployment has no identity adapter configured (instant mode is off)"),
     "not_enough_photos": (409, "fewer accepted photos than a training needs"),
     "invalid_steps": (400, "more steps than the trainer allows"),
+    "quota_exceeded": (
+        429,
+        "a quota of the tenant is reached; `error.quota` names it (`concurrent_trainings`, "
+        "`concurrent_renders`, `gpu_seconds_per_day`: until UTC midnight, `training_steps`, "
+        "`active_training_per_subject`); retry after `Retry-After`",
+    ),
     "training_not_found": (404, "`training_id` names no training of this subject"),
     "training_not_ready": (409, "the training has not succeeded (yet)"),
     "training_running": (409, "the training is still queued or running: cancel it, then delete it"),

@@ -254,3 +254,5 @@ ConsentsRead = Annotated[Principal, Security(authenticate, scopes=["consents:rea
 ConsentsWrite = Annotated[Principal, Security(authenticate, scopes=["consents:write"])]
 #: The tenant's audit trail (`GET /v1/audit`): a tenant-wide token with this scope.
 AuditRead = Annotated[Principal, Security(authenticate, scopes=["audit:read"])]
+#: The tenant's GPU quotas and usage (`GET /v1/usage`): a tenant-wide token with this scope.
+UsageRead = Annotated[Principal, Security(authenticate, scopes=["usage:read"])]

@@ -20,18 +20,28 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
 from gateway.request_context import current_request_id
-from likeness.rpc_errors import error_code, status_lost_to_a_late_write
+from likeness.quota_policy import QUOTA_EXCEEDED, QUOTA_METADATA_KEY, RETRY_AFTER_METADATA_KEY
+from likeness.rpc_errors import error_code, error_detail, status_lost_to_a_late_write
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        #: Fields beside `code` and `message` in the error body (a refused quota's name).
+        self.details = details or {}
 
 
 def not_found() -> ApiError:
@@ -56,9 +66,16 @@ def unavailable(message: str = "A backend service is unavailable; try again shor
     return ApiError(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)})
 
 
-def envelope(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def envelope(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, str] | None = None,
+) -> JSONResponse:
     """The error response; it names the request id, so a caller can quote it to support."""
-    body = {"error": {"code": code, "message": message, "request_id": current_request_id()}}
+    error = {"code": code, "message": message, "request_id": current_request_id(), **(details or {})}
+    body = {"error": error}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -104,8 +121,24 @@ def from_grpc(exc: grpc.aio.AioRpcError) -> ApiError:
     if status == 503:
         log.warning("backend unavailable", extra={"grpc_status": exc.code().name})
         return unavailable()
+    if error_code(exc) == QUOTA_EXCEEDED:
+        return quota_exceeded(exc)
     code = error_code(exc) or default_code
     return ApiError(_CODE_STATUS.get(code, status), code, exc.details() or default_code.replace("_", " "))
+
+
+def quota_exceeded(exc: grpc.aio.AioRpcError) -> ApiError:
+    """429 `quota_exceeded` naming the tenant's quota (`likeness.quotas`), with the backend's retry hint."""
+    quota = error_detail(exc, QUOTA_METADATA_KEY)
+    retry_after = error_detail(exc, RETRY_AFTER_METADATA_KEY) or ""
+    headers = {"Retry-After": retry_after if retry_after.isdigit() else str(RETRY_AFTER_UNAVAILABLE)}
+    return ApiError(
+        429,
+        QUOTA_EXCEEDED,
+        exc.details() or "A quota of the tenant is reached.",
+        headers=headers,
+        details={"quota": quota} if quota else None,
+    )
 
 
 #: FastAPI's detail for a body it could not decode at all.
@@ -128,7 +161,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return envelope(exc.status, exc.code, exc.message, exc.headers)
+    return envelope(exc.status, exc.code, exc.message, exc.headers, exc.details)
 
 
 async def _on_grpc_error(request: Request, exc: Exception) -> JSONResponse:

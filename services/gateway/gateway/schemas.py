@@ -33,6 +33,8 @@ def _example(**values: Any) -> ConfigDict:
 
 
 class ErrorBody(BaseModel):
+    """An answer may add fields beside these: `quota_exceeded` names the refusing quota in `quota`."""
+
     code: str = Field(description="Stable machine-readable code", examples=["not_found"])
     message: str = Field(description="A sentence for humans; may change", examples=["No such resource."])
     request_id: str | None = Field(
@@ -257,6 +259,28 @@ class AuditEntry(BaseModel):
 class ProcessingLog(BaseModel):
     entries: list[AuditEntry] = Field(description="Oldest first")
     next_cursor: str | None = Field(default=None, description=NEXT_CURSOR)
+
+
+# Quotas (issue 18)
+
+
+class JobUsage(BaseModel):
+    in_flight: int = Field(description="Jobs of this kind queued or running now")
+    limit: int = Field(description="The most the tenant may have queued or running at once")
+
+
+class GpuUsage(BaseModel):
+    day: str = Field(description="The UTC day, `YYYYMMDD`", examples=["20261205"])
+    seconds: float = Field(description="Seconds GPU workers held the tenant's jobs this UTC day")
+    limit: float = Field(description="GPU-seconds the tenant may use per UTC day")
+    resets_in_seconds: int = Field(description="Seconds until the next UTC day, when `seconds` starts over")
+
+
+class Usage(BaseModel):
+    trainings: JobUsage
+    renders: JobUsage
+    gpu_seconds: GpuUsage
+    max_training_steps: int = Field(description="The most steps a training may ask for")
 
 
 # Trainings and renders

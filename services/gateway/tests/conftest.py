@@ -31,6 +31,8 @@ from likeness.grpc_tls import static_server_credentials
 from likeness.grpc_user_tokens import bearer_token
 from likeness.ids import new_id
 from likeness.provisioning import BucketSpec, erasures_consumer
+from likeness.quota_policy import Refusal
+from likeness.quotas import refuse
 from likeness.rpc_errors import abort
 from likeness.v1 import (
     common_pb2,
@@ -264,9 +266,21 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         self.submitted: list[trainer_pb2.SubmitTrainingRequest] = []
         #: GetTraining calls answered (the job cache's tests count them).
         self.reads = 0
+        #: A quota refusal every submit answers, as the real serve role does (`likeness.quotas`).
+        self.quota_refusal: Refusal | None = None
+        self.usage = common_pb2.QuotaUsage(
+            day="20261205",
+            jobs_in_flight=1,
+            max_jobs_in_flight=4,
+            gpu_seconds_today=12.5,
+            max_gpu_seconds_per_day=3600.0,
+            max_training_steps=3000,
+        )
 
     async def SubmitTraining(self, request: trainer_pb2.SubmitTrainingRequest, context: Context) -> Any:
         self.submitted.append(request)
+        if self.quota_refusal is not None:
+            await refuse(context, request.tenant, self.quota_refusal)
         if not request.photo_ids:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "no_photos", "no photos")
         training = trainer_pb2.Training(
@@ -311,6 +325,9 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         training.status = common_pb2.JOB_STATUS_CANCELLED
         return trainer_pb2.CancelTrainingResponse(training=training)
 
+    async def GetTrainingUsage(self, request: trainer_pb2.GetTrainingUsageRequest, context: Context) -> Any:
+        return trainer_pb2.GetTrainingUsageResponse(usage=self.usage)
+
 
 STYLES = [
     renderer_pb2.Style(id="corporate", name="Corporate", description="Neutral grey backdrop"),
@@ -326,9 +343,18 @@ class FakeRenderer(renderer_pb2_grpc.RendererServiceServicer):
         self.images: dict[str, bytes] = {}
         self.submitted: list[renderer_pb2.SubmitRenderRequest] = []
         self.looks: dict[tuple[str, str], renderer_pb2.TeamLook] = {}
+        self.quota_refusal: Refusal | None = None
+        self.usage = common_pb2.QuotaUsage(
+            day="20261205", jobs_in_flight=3, max_jobs_in_flight=16, gpu_seconds_today=12.5
+        )
+
+    async def GetRenderUsage(self, request: renderer_pb2.GetRenderUsageRequest, context: Context) -> Any:
+        return renderer_pb2.GetRenderUsageResponse(usage=self.usage)
 
     async def SubmitRender(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> Any:
         self.submitted.append(request)
+        if self.quota_refusal is not None:
+            await refuse(context, request.tenant, self.quota_refusal)
         render = renderer_pb2.Render(
             id=new_id("ren"),
             tenant=request.tenant,

@@ -28,5 +28,7 @@ CALLERS = caller_table(
         "RejectImage": {GATEWAY},
         # Per-item deletion: the gateway marks, has retention purge, then confirms (issue 16).
         "DeleteRender": {GATEWAY},
+        # The tenant's quota usage (`GET /v1/usage`).
+        "GetRenderUsage": {GATEWAY},
     },
 )

@@ -8,7 +8,7 @@ token may not see it, as for a render that does not exist).
 
 from __future__ import annotations
 
-from likeness.method_access import public, subject, tenant, token_rules
+from likeness.method_access import public, subject, tenant, tenant_wide, token_rules
 from likeness.v1 import renderer_pb2
 
 SERVICE = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"]
@@ -23,6 +23,8 @@ TOKEN_RULES = token_rules(
         # The person (or their tenant) deletes one delivered image.
         "RejectImage": subject("renders:write"),
         "DeleteRender": subject("renders:write"),
+        # An operator's report of the tenant's quotas (`GET /v1/usage`).
+        "GetRenderUsage": tenant_wide("usage:read"),
         # The curated catalog: the same for everyone, nobody's data.
         "ListStyles": public(),
         # A tenant's looks: the tenant's settings, no person's data.

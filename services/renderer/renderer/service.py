@@ -35,6 +35,7 @@ from likeness.item_deletion import (
 from likeness.jobs import JobRecords
 from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
 from likeness.object_names import render_image_key
+from likeness.quotas import TenantQuotas
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -75,6 +76,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         self.looks = looks
         self.consent = ConsentReader(platform.bus)
         self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "renderer")
+        self.quotas = TenantQuotas(platform.bus, settings, "render")
         self.catalog: Catalog = load_catalog()
 
     async def _plan(self, request: renderer_pb2.SubmitRenderRequest, context: Context) -> RenderPlan:
@@ -167,6 +169,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 "invalid_images_per_style",
                 f"images_per_style must be 1..{self.settings.max_images_per_style}.",
             )
+        await self.quotas.check_render(context, request.tenant)
         now = now_timestamp()
         render = renderer_pb2.Render(
             id=ids.new_id("ren"),
@@ -295,6 +298,14 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         except ImageNotFound:
             await abort(context, grpc.StatusCode.NOT_FOUND, "image_not_found", "No such image.")
         return renderer_pb2.RejectImageResponse(render=render)
+
+    async def GetRenderUsage(
+        self, request: renderer_pb2.GetRenderUsageRequest, context: Context
+    ) -> renderer_pb2.GetRenderUsageResponse:
+        await require_tenant(context, request.tenant)
+        if not ids.is_valid_tenant(request.tenant):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "No such tenant.")
+        return renderer_pb2.GetRenderUsageResponse(usage=await self.quotas.report(request.tenant))
 
     async def DeleteRender(
         self, request: renderer_pb2.DeleteRenderRequest, context: Context

@@ -25,5 +25,7 @@ CALLERS = caller_table(
         "ExportModels": {GATEWAY},
         # Per-item deletion: the gateway marks, has retention purge, then confirms (issue 16).
         "DeleteTraining": {GATEWAY},
+        # The tenant's quota usage (`GET /v1/usage`).
+        "GetTrainingUsage": {GATEWAY},
     },
 )

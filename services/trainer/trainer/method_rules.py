@@ -8,7 +8,7 @@ the token may not see it, as for a training that does not exist).
 
 from __future__ import annotations
 
-from likeness.method_access import subject, token_rules
+from likeness.method_access import subject, tenant_wide, token_rules
 from likeness.v1 import trainer_pb2
 
 SERVICE = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]
@@ -24,5 +24,7 @@ TOKEN_RULES = token_rules(
         # Deleting a photo names the models trained on it (`photos:write`).
         "ListTrainings": subject("trainings:read", "subjects:export", "photos:write"),
         "ExportModels": subject("subjects:export"),
+        # An operator's report of the tenant's quotas (`GET /v1/usage`).
+        "GetTrainingUsage": tenant_wide("usage:read"),
     },
 )

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+import nats.js.errors
 
 from likeness import ids
 from likeness.audit import AuditTrail
@@ -29,8 +30,10 @@ from likeness.item_deletion import (
     mark_job,
     marked_job,
 )
-from likeness.jobs import TERMINAL, JobRecords
+from likeness.jobs import CANCELLED_ON_REQUEST, TERMINAL, JobRecords
 from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
+from likeness.quota_policy import ACTIVE_TRAINING_REFUSAL
+from likeness.quotas import TenantQuotas, is_per_subject_refusal, refuse
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -58,6 +61,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.settings = settings
         self.consent = ConsentReader(platform.bus)
         self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "trainer")
+        self.quotas = TenantQuotas(platform.bus, settings, "train")
 
     async def SubmitTraining(
         self, request: trainer_pb2.SubmitTrainingRequest, context: Context
@@ -89,6 +93,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             audit=self.audit,
             refused_action="training.refused",
         )
+        await self.quotas.check_training(context, request.tenant, request.subject_id, request.steps)
         now = now_timestamp()
         training = trainer_pb2.Training(
             id=ids.new_id("trn"),
@@ -109,9 +114,16 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             steps=request.steps,
         )
         # The job id doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
-        await self.platform.bus.publish(
-            job_nats_subject("train", training.tenant, training.subject_id), job, msg_id=training.id
-        )
+        try:
+            await self.platform.bus.publish(
+                job_nats_subject("train", training.tenant, training.subject_id), job, msg_id=training.id
+            )
+        except nats.js.errors.APIError as error:
+            if not is_per_subject_refusal(error):
+                raise
+            # Another submit for this person won the one place (the stream's per-subject bound).
+            await forget_job(self.records, training.tenant, training.id)
+            await refuse(context, training.tenant, ACTIVE_TRAINING_REFUSAL)
         return trainer_pb2.SubmitTrainingResponse(training=training)
 
     async def _require(
@@ -189,18 +201,25 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self, request: trainer_pb2.CancelTrainingRequest, context: Context
     ) -> trainer_pb2.CancelTrainingResponse:
         await self._require(request.tenant, request.training_id, context)
+        was_queued = False
 
         def cancel(training: trainer_pb2.Training) -> bool:
+            nonlocal was_queued
             if training.status in TERMINAL:
                 return False
+            was_queued = training.status == JS.JOB_STATUS_QUEUED
             # A queued job is skipped when a worker picks it up; a running one stops within one step.
             training.status = JS.JOB_STATUS_CANCELLED
-            training.error = "cancelled on request"
+            training.error = CANCELLED_ON_REQUEST
             return True
 
         updated = await self.records.mutate(request.tenant, request.training_id, cancel)
         if updated is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, "training_not_found", "No such training.")
+        if was_queued:
+            # A queued job would hold its subject's one place until a worker reached it: free it now (a
+            # running one frees it when its worker stops, within a step).
+            await self.quotas.release_queued(updated.tenant, updated.subject_id, updated.id)
         return trainer_pb2.CancelTrainingResponse(training=updated)
 
     async def ListTrainings(
@@ -262,6 +281,14 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                 "storage_unavailable",
                 "Storage is unavailable; retry later.",
             )
+
+    async def GetTrainingUsage(
+        self, request: trainer_pb2.GetTrainingUsageRequest, context: Context
+    ) -> trainer_pb2.GetTrainingUsageResponse:
+        await require_tenant(context, request.tenant)
+        if not ids.is_valid_tenant(request.tenant):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_tenant", "No such tenant.")
+        return trainer_pb2.GetTrainingUsageResponse(usage=await self.quotas.report(request.tenant))
 
     async def WatchTraining(
         self, request: trainer_pb2.WatchTrainingRequest, context: Context

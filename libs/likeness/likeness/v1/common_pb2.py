@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/common.proto\x12\x0blikeness.v1\"0\n\nSubjectRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"\'\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\"J\n\rFaceEmbedding\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x17\n\x0fperceptual_hash\x18\x03 \x01(\t*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18likeness/v1/common.proto\x12\x0blikeness.v1\"0\n\nSubjectRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"\'\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\"J\n\rFaceEmbedding\x12\x10\n\x08photo_id\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x17\n\x0fperceptual_hash\x18\x03 \x01(\t\"\xa5\x01\n\nQuotaUsage\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x16\n\x0ejobs_in_flight\x18\x02 \x01(\r\x12\x1a\n\x12max_jobs_in_flight\x18\x03 \x01(\r\x12\x19\n\x11gpu_seconds_today\x18\x04 \x01(\x01\x12\x1f\n\x17max_gpu_seconds_per_day\x18\x05 \x01(\x01\x12\x1a\n\x12max_training_steps\x18\x06 \x01(\r*\xa1\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'likeness.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=256
-  _globals['_JOBSTATUS']._serialized_end=417
+  _globals['_JOBSTATUS']._serialized_start=424
+  _globals['_JOBSTATUS']._serialized_end=585
   _globals['_SUBJECTREF']._serialized_start=41
   _globals['_SUBJECTREF']._serialized_end=89
   _globals['_REASON']._serialized_start=91
@@ -41,4 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROGRESS']._serialized_end=177
   _globals['_FACEEMBEDDING']._serialized_start=179
   _globals['_FACEEMBEDDING']._serialized_end=253
+  _globals['_QUOTAUSAGE']._serialized_start=256
+  _globals['_QUOTAUSAGE']._serialized_end=421
 # @@protoc_insertion_point(module_scope)

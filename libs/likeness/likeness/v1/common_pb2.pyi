@@ -144,3 +144,44 @@ class FaceEmbedding(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FaceEmbedding: _TypeAlias = FaceEmbedding  # noqa: Y015
+
+@_typing.final
+class QuotaUsage(_message.Message):
+    """A tenant's use of one kind of GPU job against its quotas (issue 18): jobs in flight (queued or running,
+    counted from the work queue) and GPU-seconds of the UTC day (the seconds workers held its jobs, every
+    kind together), with the tenant's limits.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    JOBS_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    MAX_JOBS_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    GPU_SECONDS_TODAY_FIELD_NUMBER: _builtins.int
+    MAX_GPU_SECONDS_PER_DAY_FIELD_NUMBER: _builtins.int
+    MAX_TRAINING_STEPS_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The UTC day the GPU-seconds are of, YYYYMMDD."""
+    jobs_in_flight: _builtins.int
+    max_jobs_in_flight: _builtins.int
+    gpu_seconds_today: _builtins.float
+    max_gpu_seconds_per_day: _builtins.float
+    max_training_steps: _builtins.int
+    """The steps cap of a training (trainer only; 0 from the renderer)."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        jobs_in_flight: _builtins.int = ...,
+        max_jobs_in_flight: _builtins.int = ...,
+        gpu_seconds_today: _builtins.float = ...,
+        max_gpu_seconds_per_day: _builtins.float = ...,
+        max_training_steps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "gpu_seconds_today", b"gpu_seconds_today", "jobs_in_flight", b"jobs_in_flight", "max_gpu_seconds_per_day", b"max_gpu_seconds_per_day", "max_jobs_in_flight", b"max_jobs_in_flight", "max_training_steps", b"max_training_steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaUsage: _TypeAlias = QuotaUsage  # noqa: Y015

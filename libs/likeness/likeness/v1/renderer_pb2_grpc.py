@@ -90,6 +90,11 @@ class RendererServiceStub:
                 request_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderResponse.FromString,
                 _registered_method=True)
+        self.GetRenderUsage = channel.unary_unary(
+                '/likeness.v1.RendererService/GetRenderUsage',
+                request_serializer=likeness_dot_v1_dot_renderer__pb2.GetRenderUsageRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_renderer__pb2.GetRenderUsageResponse.FromString,
+                _registered_method=True)
 
 
 class RendererServiceServicer:
@@ -169,6 +174,13 @@ class RendererServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRenderUsage(self, request, context):
+        """The tenant's renders in flight and GPU-seconds today against its quotas (a tenant-wide token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RendererServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +238,11 @@ def add_RendererServiceServicer_to_server(servicer, server):
                     servicer.DeleteRender,
                     request_deserializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_renderer__pb2.DeleteRenderResponse.SerializeToString,
+            ),
+            'GetRenderUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRenderUsage,
+                    request_deserializer=likeness_dot_v1_dot_renderer__pb2.GetRenderUsageRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_renderer__pb2.GetRenderUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -526,6 +543,33 @@ class RendererService:
             '/likeness.v1.RendererService/DeleteRender',
             likeness_dot_v1_dot_renderer__pb2.DeleteRenderRequest.SerializeToString,
             likeness_dot_v1_dot_renderer__pb2.DeleteRenderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRenderUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.RendererService/GetRenderUsage',
+            likeness_dot_v1_dot_renderer__pb2.GetRenderUsageRequest.SerializeToString,
+            likeness_dot_v1_dot_renderer__pb2.GetRenderUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,8 @@ class RendererServiceStub:
     then on; a render still queued or running is refused), the caller has retention purge every version
     (PurgeItem), a second call with `purged` forgets the record.
     """
+    GetRenderUsage: _grpc.UnaryUnaryMultiCallable[_renderer_pb2.GetRenderUsageRequest, _renderer_pb2.GetRenderUsageResponse]
+    """The tenant's renders in flight and GPU-seconds today against its quotas (a tenant-wide token)."""
 
 @_typing.type_check_only
 class RendererServiceAsyncStub(RendererServiceStub):
@@ -77,6 +79,8 @@ class RendererServiceAsyncStub(RendererServiceStub):
     then on; a render still queued or running is refused), the caller has retention purge every version
     (PurgeItem), a second call with `purged` forgets the record.
     """
+    GetRenderUsage: _aio.UnaryUnaryMultiCallable[_renderer_pb2.GetRenderUsageRequest, _renderer_pb2.GetRenderUsageResponse]  # type: ignore[assignment]
+    """The tenant's renders in flight and GPU-seconds today against its quotas (a tenant-wide token)."""
 
 class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
     """Renders styled headshots from the base model and one subject's LoRA."""
@@ -165,5 +169,13 @@ class RendererServiceServicer(metaclass=_abc_1.ABCMeta):
         then on; a render still queued or running is refused), the caller has retention purge every version
         (PurgeItem), a second call with `purged` forgets the record.
         """
+
+    @_abc_1.abstractmethod
+    def GetRenderUsage(
+        self,
+        request: _renderer_pb2.GetRenderUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_renderer_pb2.GetRenderUsageResponse, _abc.Awaitable[_renderer_pb2.GetRenderUsageResponse]]:
+        """The tenant's renders in flight and GPU-seconds today against its quotas (a tenant-wide token)."""
 
 def add_RendererServiceServicer_to_server(servicer: RendererServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

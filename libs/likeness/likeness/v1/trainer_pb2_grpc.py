@@ -70,6 +70,11 @@ class TrainerServiceStub:
                 request_serializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsRequest.SerializeToString,
                 response_deserializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsResponse.FromString,
                 _registered_method=True)
+        self.GetTrainingUsage = channel.unary_unary(
+                '/likeness.v1.TrainerService/GetTrainingUsage',
+                request_serializer=likeness_dot_v1_dot_trainer__pb2.GetTrainingUsageRequest.SerializeToString,
+                response_deserializer=likeness_dot_v1_dot_trainer__pb2.GetTrainingUsageResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -125,6 +130,13 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrainingUsage(self, request, context):
+        """The tenant's trainings in flight and GPU-seconds today against its quotas (a tenant-wide token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +174,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.ExportModels,
                     request_deserializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsRequest.FromString,
                     response_serializer=likeness_dot_v1_dot_trainer__pb2.ExportModelsResponse.SerializeToString,
+            ),
+            'GetTrainingUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingUsage,
+                    request_deserializer=likeness_dot_v1_dot_trainer__pb2.GetTrainingUsageRequest.FromString,
+                    response_serializer=likeness_dot_v1_dot_trainer__pb2.GetTrainingUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +371,33 @@ class TrainerService:
             '/likeness.v1.TrainerService/ExportModels',
             likeness_dot_v1_dot_trainer__pb2.ExportModelsRequest.SerializeToString,
             likeness_dot_v1_dot_trainer__pb2.ExportModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/likeness.v1.TrainerService/GetTrainingUsage',
+            likeness_dot_v1_dot_trainer__pb2.GetTrainingUsageRequest.SerializeToString,
+            likeness_dot_v1_dot_trainer__pb2.GetTrainingUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,8 @@ class TrainerServiceStub:
     """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
     face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
     """
+    GetTrainingUsage: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.GetTrainingUsageRequest, _trainer_pb2.GetTrainingUsageResponse]
+    """The tenant's trainings in flight and GPU-seconds today against its quotas (a tenant-wide token)."""
 
 @_typing.type_check_only
 class TrainerServiceAsyncStub(TrainerServiceStub):
@@ -71,6 +73,8 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
     face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
     """
+    GetTrainingUsage: _aio.UnaryUnaryMultiCallable[_trainer_pb2.GetTrainingUsageRequest, _trainer_pb2.GetTrainingUsageResponse]  # type: ignore[assignment]
+    """The tenant's trainings in flight and GPU-seconds today against its quotas (a tenant-wide token)."""
 
 class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains one LoRA per subject from their sanitized photos."""
@@ -132,5 +136,13 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         """A data export (GDPR access): the LoRA of each succeeded training still held, decrypted here, with the
         face templates sealed beside it. For each model: an `ExportedModel`, then its safetensors in chunks.
         """
+
+    @_abc_1.abstractmethod
+    def GetTrainingUsage(
+        self,
+        request: _trainer_pb2.GetTrainingUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_pb2.GetTrainingUsageResponse, _abc.Awaitable[_trainer_pb2.GetTrainingUsageResponse]]:
+        """The tenant's trainings in flight and GPU-seconds today against its quotas (a tenant-wide token)."""
 
 def add_TrainerServiceServicer_to_server(servicer: TrainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

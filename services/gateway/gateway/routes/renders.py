@@ -82,6 +82,7 @@ async def _latest_accepted_photo(backends: Backends, tenant: str, subject_id: st
             "team_look_conflict",
             "team_looks_unavailable",
             "consent_required",
+            "quota_exceeded",
         ),
         202: {"headers": header("Location")},
     },

@@ -32,6 +32,7 @@ router = APIRouter(tags=["trainings"])
             "not_enough_photos",
             "invalid_steps",
             "consent_required",
+            "quota_exceeded",
         ),
         202: {"headers": header("Location")},
     },
