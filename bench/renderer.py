@@ -63,7 +63,7 @@ from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2
 from likeness_dev.infra import Infra
-from likeness_dev.testing import provisioned_kv
+from likeness_dev.testing import private_tenant_queues, provisioned_kv
 from likeness_ml.base_model import detect_family, load_pipeline
 from likeness_ml.lora_adapters import remove_lora
 from likeness_ml.lora_format import LORA_TARGET_MODULES, LoraMetadata, serialize_lora
@@ -218,7 +218,7 @@ class Bench:
         )
         pipe = load_pipeline(model_dir, torch.device("cpu"))
         worker = RenderWorker(platform, records, load_styles(), settings, pipe=pipe)
-        worker.stream, worker.durable = stream, f"{stream}-workers"
+        await private_tenant_queues(platform.bus.js, stream, worker, [TENANT])
         subjects = [await self._subject(platform, lora) for lora in loras]
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))

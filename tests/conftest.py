@@ -22,12 +22,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, infra: Infra) -> Iterator[De
         # The tiny model needs only a few sampler steps; training length comes from the tiny preset.
         # Two photos are enough to exercise a training here (production wants 4: the gateway's default).
         # The tests share the dev tenant and leave jobs queued or long (10,000 steps, cancelled): room above
-        # the per-tenant quotas, which `tests/test_quotas_e2e.py` tries at their bounds on a stack of its own.
+        # the per-tenant quotas, which `tests/test_quotas_e2e.py` tries at their bounds on a stack of its own;
+        # `tests/test_fair_scheduling_e2e.py` queues 200 renders for one tenant.
         extra_env={
             "LIKENESS_INFERENCE_STEPS": "4",
             "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2",
             "LIKENESS_QUOTA_CONCURRENT_TRAININGS": "100",
-            "LIKENESS_QUOTA_CONCURRENT_RENDERS": "100",
+            "LIKENESS_QUOTA_CONCURRENT_RENDERS": "400",
             "LIKENESS_QUOTA_TRAINING_STEPS": "10000",
         },
     )

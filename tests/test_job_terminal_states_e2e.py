@@ -104,10 +104,12 @@ def _subject_with_photo(gateway: GatewayClient, *purposes: str) -> str:
 
 
 def _deliveries(stack: DevStack) -> int:
-    """How many deliveries the render workers' consumer has made so far (redeliveries included)."""
+    """How many deliveries the render queue's consumers (one per tenant and priority) have made so far,
+    redeliveries included."""
 
     async def read(bus: Bus) -> int:
-        return int((await bus.js.consumer_info(RENDER_STREAM, "renderer-workers")).delivered.consumer_seq)
+        consumers = await bus.js.consumers_info(RENDER_STREAM)
+        return sum(int(info.delivered.consumer_seq or 0) for info in consumers)
 
     return int(_with_bus(stack, read))
 
@@ -122,8 +124,10 @@ def test_a_render_whose_worker_dies_on_every_delivery_ends_failed_with_a_reason(
     subject_id = _subject_with_photo(gateway, "instant")
     attempts = 2
     # AckWait 2 s: a killed delivery comes back 2 s after it was made; 2 attempts, then the kept delivery.
+    # The serve role gives the tenant's queue these settings when it queues the job (the worker follows its
+    # consumer's); the chart sets them on both roles alike.
     settings = {"LIKENESS_ACK_WAIT_SECONDS": "2", "LIKENESS_MAX_DELIVER": str(attempts)}
-    with _service_with(stack, "renderer-worker", settings):
+    with _service_with(stack, "renderer", settings), _service_with(stack, "renderer-worker", settings):
         before = _deliveries(stack)
         render_id = gateway.json(
             "POST", f"/v1/subjects/{subject_id}/renders", expect=(202,), json=INSTANT_RENDER

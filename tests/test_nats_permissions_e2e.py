@@ -26,12 +26,15 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig
 
+from likeness import provisioning
 from likeness.access_policies import NatsPermissions, nats_permissions
 from likeness.audit import AuditTrail, AuditTrailFull
 from likeness.bus import Bus, event_nats_subject, kv_get_bytes
 from likeness.config import NatsCredentials
 from likeness.ids import new_id
+from likeness.job_metrics import RENDER, TRAIN, QueueLagMonitor
 from likeness.provisioner import provision_nats
 from likeness.provisioning import (
     AUDIT_ACTIONS,
@@ -50,11 +53,14 @@ from likeness.provisioning import (
     erasures_consumer_name,
     identity,
     inbox_prefix,
+    tenant_queues,
 )
+from likeness.tenant_queues import QueueScheduler, TenantQueuePicker
 from likeness.v1 import events_pb2
 from likeness_dev.infra import Infra
 
 TENANT, SUBJECT = "t1", new_id("sub")
+TRAIN_CONSUMER, RENDER_CONSUMER = f"train-{TENANT}", f"render-{TENANT}-interactive"
 #: A person's pseudonym in the audit trail (`audit.<tenant>.<pseudonym>.<action>`).
 PSEUDONYM = "0f" * 32
 
@@ -210,12 +216,24 @@ def _subscribe_allowed(permissions: NatsPermissions, nats_subject: str) -> bool:
 
 API = "$JS.API"
 EVENT = event_nats_subject(TENANT, SUBJECT, "{}")
+#: Creating a work-queue consumer: a tenant's (allowed to its serve role only) and others no one may make.
+CREATE_PROBES = [
+    f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}.job.train.{TENANT}.*",
+    f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}.job.render.{TENANT}.interactive.*",
+    f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.spy",  # no filter: the whole stream
+    f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.spy.job.train.>",
+    f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.spy.job.render.>",
+    f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.spy.job.train.{TENANT}.*",
+    f"{API}.CONSUMER.DURABLE.CREATE.LIKENESS_JOBS_TRAIN.spy",
+    f"{API}.CONSUMER.DURABLE.CREATE.LIKENESS_JOBS_RENDER.spy",
+]
 #: What an attacker holding one identity's credentials would try; every identity tries every one.
 PUBLISH_PROBES = [
     *(EVENT.format(name) for name in ("subject.erased", "subject.opened", "photo.accepted")),
     *(EVENT.format(name) for name in ("training.completed", "render.completed")),
     f"job.train.{TENANT}.{SUBJECT}",
     f"job.render.{TENANT}.{SUBJECT}",
+    f"job.render.{TENANT}.interactive.{SUBJECT}",
     # Every audit action of every writer: each identity may publish its own actions only.
     *(_audit(action) for actions in AUDIT_ACTIONS.values() for action in actions),
     "audit._mesh._.call_denied",
@@ -228,6 +246,13 @@ PUBLISH_PROBES = [
     f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_TRAIN.trainer-workers",
     f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_RENDER.renderer-workers",
     f"{API}.CONSUMER.DELETE.LIKENESS_JOBS_TRAIN.trainer-workers",
+    # The per-tenant queues (`likeness.tenant_queues`): workers list and fetch, serve roles create.
+    f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}",
+    f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}",
+    f"{API}.CONSUMER.LIST.LIKENESS_JOBS_TRAIN",
+    f"{API}.CONSUMER.LIST.LIKENESS_JOBS_RENDER",
+    f"{API}.CONSUMER.DELETE.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}",
+    *CREATE_PROBES,
     f"{API}.CONSUMER.CREATE.{EVENTS_STREAM}",  # an ephemeral consumer of any filter
     f"{API}.CONSUMER.CREATE.{EVENTS_STREAM}.spy.evt.>",
     f"{API}.CONSUMER.CREATE.{EVENTS_STREAM}.watch.{SUBJECT_ERASED}",
@@ -324,7 +349,25 @@ NEVER = {
         _audit("consent.granted"),
     ],
     # Trainer and renderer read consent grants; none of them can write one or announce a withdrawal.
+    # A serve role creates its own stream's tenant consumers only, with a filter under its own jobs'
+    # subjects; it never reads a job, deletes a consumer or makes one of the other stream's.
+    "trainer": [
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}.job.render.{TENANT}.interactive.*",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.spy",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.spy.job.train.>",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.spy.job.render.{TENANT}.*",
+        f"{API}.CONSUMER.DURABLE.CREATE.LIKENESS_JOBS_TRAIN.spy",
+        f"{API}.CONSUMER.CREATE.{EVENTS_STREAM}.spy.evt.>",
+        f"{API}.CONSUMER.DELETE.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}",
+        f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}",
+    ],
     "trainer-worker": [
+        # A worker makes no consumer (not even its tenants'), deletes none, and reads no other queue.
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}.job.train.{TENANT}.*",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.spy",
+        f"{API}.CONSUMER.DURABLE.CREATE.LIKENESS_JOBS_TRAIN.spy",
+        f"{API}.CONSUMER.DELETE.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}",
+        f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}",
         EVENT.format("subject.erased"),
         f"$KV.renders.{TENANT}.ren_forged",
         f"$KV.consents.{TENANT}.{SUBJECT}",
@@ -337,6 +380,11 @@ NEVER = {
         f"$KV.gpu_usage.{TENANT}.probe",
     ],
     "renderer": [
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}.job.train.{TENANT}.*",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.spy",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.spy.job.render.>",
+        f"{API}.CONSUMER.DELETE.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}",
+        f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}",
         EVENT.format("subject.erased"),
         f"job.train.{TENANT}.{SUBJECT}",
         f"$KV.consents.{TENANT}.{SUBJECT}",
@@ -347,6 +395,10 @@ NEVER = {
         f"$KV.gpu_usage.20261205.{TENANT}.render.forged",
     ],
     "renderer-worker": [
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}.job.render.{TENANT}.interactive.*",
+        f"{API}.CONSUMER.CREATE.LIKENESS_JOBS_RENDER.spy",
+        f"{API}.CONSUMER.DELETE.LIKENESS_JOBS_RENDER.{RENDER_CONSUMER}",
+        f"{API}.CONSUMER.MSG.NEXT.LIKENESS_JOBS_TRAIN.{TRAIN_CONSUMER}",
         EVENT.format("subject.erased"),
         f"job.render.{TENANT}.{SUBJECT}",
         f"$KV.consents.{TENANT}.{SUBJECT}",
@@ -542,8 +594,21 @@ async def _exercise(bus: Bus, spec: Identity) -> None:
                 return None
 
             await bus.watch_events(found.filter_subject, ignore, durable=name)
-    for name in access.tunes:
-        await js.add_consumer(consumer(name).stream, consumer(name).config())
+    for stream_name in access.schedules:
+        queues = tenant_queues(stream_name)
+        scheduler = QueueScheduler(js, queues, ack_wait=60.0, attempts=3)
+        for priority in queues.priorities():
+            await scheduler.ensure(TENANT, priority)
+    for stream_name in access.works:
+        picker = TenantQueuePicker(bus.nc, js, tenant_queues(stream_name))
+        await js.stream_info(stream_name)
+        for backlog in await picker.backlogs():
+            await js.consumer_info(stream_name, backlog.consumer)
+        found = await picker.next()
+        if found is not None:
+            await found[0].ack()
+    for stream_name in access.queue_lag_of:
+        await QueueLagMonitor(js, TRAIN if stream_name == TRAIN.stream else RENDER).measure()
     for name in access.lag_of:
         await js.stream_info(consumer(name).stream)
         await js.consumer_info(consumer(name).stream, name)
@@ -628,3 +693,47 @@ async def test_a_full_audit_stream_refuses_the_record_and_the_writer_says_so(
             await bus.close()
     finally:
         small.stop_nats()
+
+
+# ------------------------------------------------------------------- upgrading to per-tenant queues
+
+
+async def test_bootstrap_retires_the_shared_consumer_that_would_block_every_tenants_queue(
+    tmp_path: Path, server_process: None
+) -> None:
+    """A deployment from before per-tenant queues still has `trainer-workers` (filter `job.train.>`): a
+    work-queue stream refuses any tenant's consumer beside it, so the serve role could queue nothing until
+    bootstrap, with its own rights, deletes it; a queued job stays in the stream for the tenant's consumer."""
+    upgraded = _private_nats(tmp_path / "nats")
+    try:
+        admin = await nats.connect(upgraded.endpoints.nats_url)
+        js = admin.jetstream()
+        (_, retired), *_ = provisioning.RETIRED_CONSUMERS
+        await js.add_consumer(
+            provisioning.TRAIN_STREAM,
+            ConsumerConfig(durable_name=retired, filter_subject="job.train.>", ack_policy=AckPolicy.EXPLICIT),
+        )
+        await js.publish(f"job.train.{TENANT}.{SUBJECT}", b"queued before the upgrade")
+        trainer = await Bus.connect(
+            upgraded.endpoints.nats_address, "trainer", _credentials(upgraded, "trainer")
+        )
+        bootstrap = await Bus.connect(
+            upgraded.endpoints.nats_address, BOOTSTRAP, _credentials(upgraded, BOOTSTRAP)
+        )
+        try:
+            scheduler = QueueScheduler(trainer.js, provisioning.TRAIN_QUEUES, ack_wait=60.0, attempts=3)
+            with pytest.raises(nats.js.errors.APIError, match="not unique on workqueue stream"):
+                await scheduler.ensure(TENANT)
+            changes = await provision_nats(bootstrap.js)
+            assert [(c.name, c.action) for c in changes if c.action == "deleted"] == [
+                (f"{provisioning.TRAIN_STREAM}/{retired}", "deleted")
+            ]
+            name = await scheduler.ensure(TENANT)
+            info = await js.consumer_info(provisioning.TRAIN_STREAM, name)
+            assert info.num_pending == 1, "the job queued before the upgrade waits in the tenant's queue"
+        finally:
+            await trainer.close()
+            await bootstrap.close()
+            await admin.close()
+    finally:
+        upgraded.stop_nats()

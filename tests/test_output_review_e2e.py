@@ -57,7 +57,7 @@ from likeness_dev.infra import Infra
 from likeness_dev.journey import GatewayClient
 from likeness_dev.samples import astronaut
 from likeness_dev.stack import DevStack
-from likeness_dev.testing import provision_for_test, provisioned_kv
+from likeness_dev.testing import private_tenant_queues, provision_for_test, provisioned_kv
 from likeness_dev.tokens import ALL_SCOPES, DEV_TENANT
 from likeness_ml.base_model import load_pipeline
 from likeness_ml.face_templates import parse_photo_templates
@@ -196,8 +196,8 @@ async def harness(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Asy
     records = JobRecords(await provisioned_kv(platform.bus, f"{name.lower()}-renders"), renderer_pb2.Render)
     pipe = await asyncio.to_thread(load_pipeline, model_dir, torch.device("cpu"))
     worker = await asyncio.to_thread(RenderWorker, platform, records, load_styles(), settings, pipe)
-    worker.stream, worker.durable = name, f"{name}-workers"
     made = Harness(platform, worker, records, name.lower(), f"t{secrets.token_hex(5)}", _lora(pipe))
+    await private_tenant_queues(platform.bus.js, name, worker, [made.tenant])
     task = asyncio.create_task(worker.run(made.stop))
     yield made
     made.stop.set()

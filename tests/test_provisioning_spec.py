@@ -54,8 +54,8 @@ def test_the_services_bind_to_the_names_bootstrap_provisions() -> None:
     bucket = provisioning.bucket(gateway.idempotency_bucket)
     assert bucket.ttl == gateway.idempotency_ttl_seconds, "records expire when the gateway expects"
     assert gateway.erasures_durable == provisioning.erasures_consumer_name("gateway")
-    assert TrainingWorker.durable == TRAIN.durable == provisioning.TRAINER_WORKERS_CONSUMER
-    assert RenderWorker.durable == RENDER.durable == provisioning.RENDERER_WORKERS_CONSUMER
+    assert TrainingWorker.queues == TRAIN.queues == provisioning.TRAIN_QUEUES
+    assert RenderWorker.queues == RENDER.queues == provisioning.RENDER_QUEUES
     assert TRAIN.stream == provisioning.TRAIN_STREAM
     assert RENDER.stream == provisioning.RENDER_STREAM
 

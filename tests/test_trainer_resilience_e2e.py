@@ -112,8 +112,8 @@ def _queue_idle(stack: DevStack) -> bool:
     """No train job waiting or held by a worker (a cancelled job is terminated, a finished one acked)."""
 
     async def read(bus: Bus) -> bool:
-        consumer = await bus.js.consumer_info(TRAIN_STREAM, "trainer-workers")
-        return not consumer.num_pending and not consumer.num_ack_pending
+        # A work queue keeps a job's message until it is acknowledged or terminated, whatever its tenant.
+        return not (await bus.js.stream_info(TRAIN_STREAM)).state.messages
 
     return bool(asyncio.run(_with_bus(stack, read)))
 

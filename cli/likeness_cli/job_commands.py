@@ -8,7 +8,7 @@ likeness trainings cancel ID
 likeness trainings delete ID                  # the training and its model, every version
 likeness renders create SUBJECT (--training ID | --instant) (--style S [--style S...] | --team-look LOOK)
                         [--background B] [--outfit O] [--lighting L]  # catalog ids: likeness styles list
-                        [--images-per-style N] [--seed N]          # prints the id
+                        [--images-per-style N] [--seed N] [--priority interactive|bulk]  # prints the id
 likeness renders list SUBJECT [--limit N] [--cursor C | --all] [--json]
 likeness renders get ID
 likeness renders watch ID [--poll]
@@ -112,6 +112,7 @@ def _create_render(args: argparse.Namespace, client: LikenessClient) -> int:
         seed=args.seed,
         team_look_id=args.team_look_id,
         choices=RenderChoices(background=args.background, outfit=args.outfit, lighting=args.lighting),
+        priority=args.priority,
     )
     print(accepted.id)
     return EXIT_OK
@@ -220,6 +221,11 @@ def register(api: ApiCommands) -> None:
         )
     render.add_argument("--images-per-style", type=int, help="images per style (default: the gateway's)")
     render.add_argument("--seed", type=int, help="base seed (default: random)")
+    render.add_argument(
+        "--priority",
+        choices=("interactive", "bulk"),
+        help="the tenant's queue it waits in (default: bulk in a team look, else interactive)",
+    )
     read_render = api_cli.prints(lambda client, args: client.get_render(args.render_id))
     _add_reads(api, renders, "render", _list_renders, read_render, _watch_render)
     image = api.command(renders, "image", "save one image of a render", _image)

@@ -76,7 +76,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "commonLabels": {"team": "likeness"},
     },
     "keda-hpa": {
-        "keda": {"enabled": True, "natsMonitoringEndpoint": "nats-mon.nats:8222"},
+        "keda": {"enabled": True, "prometheusServerAddress": "http://prometheus.monitoring:9090"},
         "gateway": {
             "autoscaling": {
                 "enabled": True,

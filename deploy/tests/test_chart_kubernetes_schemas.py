@@ -119,7 +119,7 @@ def test_the_validation_can_fail(renders: dict[str, Any]) -> None:
     service["spec"]["ports"][0]["port"] = "eighty"
     assert problems_of(service, "1.29")
     scaled = json.loads(json.dumps(renders["keda-hpa"].of_kind("ScaledObject")[0]))
-    scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 5  # KEDA wants strings
+    scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 5  # KEDA wants strings
     assert problems_of(scaled, "1.30")
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     assert problems_of(unknown, "1.31")

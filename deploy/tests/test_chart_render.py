@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config import GatewaySettings
 from ingest.config import IngestSettings
-from likeness import provisioning
+from likeness.job_metrics import BACKLOG, RENDER, TRAIN
 
 RELEASE = "demo"
 PREFIX = f"{RELEASE}-likeness"
@@ -779,34 +779,31 @@ def test_horizontal_pod_autoscalers_follow_the_values(renders: dict[str, Rendere
     assert "behavior" not in ingest
 
 
-def test_keda_scales_workers_on_their_own_work_queue(renders: dict[str, Rendered]) -> None:
+def test_keda_scales_workers_on_the_whole_backlog_of_their_work_queue(renders: dict[str, Rendered]) -> None:
+    """One consumer per tenant: KEDA reads the backlog metric of every tenant's jobs, under the queue label
+    the serve role exports it with (`likeness.job_metrics`)."""
     scaled = {component(doc): doc["spec"] for doc in renders["keda-hpa"].of_kind("ScaledObject")}
-    # The work queues as provisioning declares them (the one description bootstrap and workers share).
-    queues = {
-        "trainer-work": (provisioning.TRAIN_STREAM, provisioning.TRAINER_WORKERS_CONSUMER),
-        "renderer-work": (provisioning.RENDER_STREAM, provisioning.RENDERER_WORKERS_CONSUMER),
-    }
-    assert queues == {
-        "trainer-work": ("LIKENESS_JOBS_TRAIN", "trainer-workers"),
-        "renderer-work": ("LIKENESS_JOBS_RENDER", "renderer-workers"),
-    }
+    queues = {"trainer-work": TRAIN.label, "renderer-work": RENDER.label}
+    assert queues == {"trainer-work": "train", "renderer-work": "render"}
+    assert BACKLOG._name == "likeness_queue_backlog_messages"
     for kind, spec in scaled.items():
         (trigger,) = spec["triggers"]
-        assert trigger["type"] == "nats-jetstream"
+        assert trigger["type"] == "prometheus"
         metadata = trigger["metadata"]
         assert all(isinstance(value, str) for value in metadata.values()), "KEDA trigger metadata are strings"
-        assert (metadata["stream"], metadata["consumer"]) == queues[kind]
-        assert metadata["natsServerMonitoringEndpoint"] == "nats-mon.nats:8222"
-        assert metadata["account"] == "$G"
-        assert metadata["useHttps"] == "false"
+        namespace = renders["keda-hpa"].deployment(kind)["metadata"]["namespace"]
+        assert metadata["query"] == (
+            f'max(likeness_queue_backlog_messages{{queue="{queues[kind]}",namespace="{namespace}"}})'
+        )
+        assert metadata["serverAddress"] == "http://prometheus.monitoring:9090"
     assert scaled["trainer-work"]["minReplicaCount"] == 0, "idle GPUs are released"
     assert (
         scaled["trainer-work"]["maxReplicaCount"],
-        scaled["trainer-work"]["triggers"][0]["metadata"]["lagThreshold"],
+        scaled["trainer-work"]["triggers"][0]["metadata"]["threshold"],
     ) == (4, "1")
     assert scaled["renderer-work"]["minReplicaCount"] == 1
     assert scaled["renderer-work"]["maxReplicaCount"] == 6
-    assert scaled["renderer-work"]["triggers"][0]["metadata"]["lagThreshold"] == "2"
+    assert scaled["renderer-work"]["triggers"][0]["metadata"]["threshold"] == "2"
 
 
 def test_keda_without_workers_renders_no_scaled_object(render: Any) -> None:

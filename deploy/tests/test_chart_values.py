@@ -110,7 +110,7 @@ def test_schema_rejects_a_typo_in_every_object_the_chart_owns(
         {"ingest": {"resources": {"limit": {"memory": "1Gi"}}}},
         {"retention": {"autoscaling": {"enabled": True}}},
         {"gateway": {"vaultRole": "likeness-gateway"}},
-        {"keda": {"natsMonitoringEndpoint": "http://nats:8222"}},
+        {"keda": {"prometheusServerAddress": "prometheus:9090"}},
         {"networkPolicy": {"egress": {"s3": {"to": [{"cidr": "10.0.0.0/8"}], "ports": []}}}},
         {"networkPolicy": {"egress": {"vault": {"to": [], "ports": [0]}}}},
         {"trainer": {"work": {"autoscaling": {"lagThreshold": 0}}}},

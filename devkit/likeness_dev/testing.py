@@ -42,8 +42,9 @@ from nats.js.kv import KeyValue
 from likeness import ids
 from likeness.bus import Bus
 from likeness.consent import BY_SUBJECT, HEADSHOTS, consent_key
+from likeness.jobs import QueueWorker
 from likeness.provisioner import provision_nats
-from likeness.provisioning import CONSENTS_BUCKET, BucketSpec, ConsumerSpec
+from likeness.provisioning import CONSENTS_BUCKET, BucketSpec, ConsumerSpec, TenantQueues
 from likeness.timeutil import now_timestamp
 from likeness.v1 import retention_pb2
 from likeness_dev.dev_pki import DevCertificateAuthority
@@ -157,6 +158,22 @@ async def provision_for_test(
     """Private buckets and durable consumers for a test (a prefixed retention, a gateway app of its own)."""
     small = [replace(spec, max_bytes=TEST_BUCKET_BYTES) for spec in buckets]
     await provision_nats(js, streams=(), buckets=small, consumers=consumers)
+
+
+async def private_tenant_queues(
+    js: JetStreamContext, stream: str, worker: QueueWorker[Any, Any], tenants: Iterable[str]
+) -> TenantQueues:
+    """A test's own work queue (subjects `<stream, lower case>.<tenant>.<subject>`) split into tenant
+    consumers like the real ones, given to `worker`, with the tenants' consumers made as the serve role makes
+    them (`likeness.tenant_queues`), with the worker's AckWait and MaxDeliver."""
+    queues = TenantQueues("test", stream, prioritized=False, prefix=stream.lower())
+    worker.queues = queues
+    for tenant in tenants:
+        spec = queues.consumer(
+            tenant, None, ack_wait=worker.ack_wait, max_deliver=worker.consumer_max_deliver
+        )
+        await js.add_consumer(stream, spec.config())
+    return queues
 
 
 # ------------------------------------------------------------------------------------------------ options

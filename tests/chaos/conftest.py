@@ -244,12 +244,12 @@ class Kit:
 
         return self.with_bus(read)
 
-    def consumer_idle(self, stream: str, durable: str) -> bool:
-        """No job of the work queue is waiting or held by a worker."""
+    def queue_idle(self, stream: str) -> bool:
+        """No job of the work queue (any tenant's) is waiting or held by a worker: a work-queue stream keeps
+        a job's message until it is acknowledged or terminated."""
 
         async def read(bus: Bus) -> bool:
-            info = await bus.js.consumer_info(stream, durable)
-            return not info.num_pending and not info.num_ack_pending
+            return not (await bus.js.stream_info(stream)).state.messages
 
         return self.with_bus(read)
 

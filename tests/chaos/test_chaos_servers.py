@@ -53,8 +53,8 @@ def test_a_nats_restart_mid_journey_loses_no_job_and_no_event(kit: Any, wait_unt
     render = kit.ended(f"/v1/renders/{render_id}")
     assert render["status"] == "succeeded", render
     assert len(kit.download(render)) == 2
-    wait_until(lambda: kit.consumer_idle(TRAIN_STREAM, "trainer-workers"), 60, "the trainer's ack")
-    wait_until(lambda: kit.consumer_idle(RENDER_STREAM, "renderer-workers"), 60, "the renderer's ack")
+    wait_until(lambda: kit.queue_idle(TRAIN_STREAM), 60, "the trainer's ack")
+    wait_until(lambda: kit.queue_idle(RENDER_STREAM), 60, "the renderer's ack")
 
     names = _names(kit, subject_id)
     assert names[: len(before)] == before, "the events from before the restart are still there"

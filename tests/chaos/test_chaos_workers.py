@@ -59,7 +59,7 @@ def test_a_killed_trainer_worker_ends_with_one_lora_and_one_completion(kit: Any,
 
     kit.stack.start_service("trainer-worker")
     training = kit.ended(f"/v1/trainings/{training_id}")
-    wait_until(lambda: kit.consumer_idle(TRAIN_STREAM, "trainer-workers"), 60, "the worker's ack")
+    wait_until(lambda: kit.queue_idle(TRAIN_STREAM), 60, "the worker's ack")
 
     assert training["status"] == "succeeded", training
     assert [found.key.rsplit("/", 1)[1] for found in kit.versions(subject_id, models)] == ["faces", "lora"], (
@@ -87,7 +87,7 @@ def test_a_killed_renderer_worker_ends_with_one_set_of_images_and_one_completion
 
     kit.stack.start_service("renderer-worker")
     render = kit.ended(f"/v1/renders/{render_id}")
-    wait_until(lambda: kit.consumer_idle(RENDER_STREAM, "renderer-workers"), 60, "the worker's ack")
+    wait_until(lambda: kit.queue_idle(RENDER_STREAM), 60, "the worker's ack")
 
     assert render["status"] == "succeeded", render
     recorded = sorted(image["id"] for image in render["images"])

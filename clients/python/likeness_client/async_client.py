@@ -351,10 +351,19 @@ class AsyncLikenessClient:
         team_look_id: str | None = None,
         instant: bool = False,
         choices: RenderChoices | None = None,
+        priority: str | None = None,
     ) -> JobAccepted:
         return await self._run(
             calls.create_render(
-                subject_id, training_id, styles, images_per_style, seed, team_look_id, instant, choices
+                subject_id,
+                training_id,
+                styles,
+                images_per_style,
+                seed,
+                team_look_id,
+                instant,
+                choices,
+                priority,
             )
         )
 

@@ -343,6 +343,7 @@ def create_render(
     team_look_id: str | None,
     instant: bool = False,
     choices: RenderChoices | None = None,
+    priority: str | None = None,
 ) -> Call[JobAccepted]:
     body: dict[str, Any] = {"styles": list(styles)}
     if instant:
@@ -352,6 +353,7 @@ def create_render(
         "images_per_style": images_per_style,
         "seed": seed,
         "team_look_id": team_look_id,
+        "priority": priority,
     }
     if choices is not None:
         optional |= choices.model_dump()

@@ -155,6 +155,8 @@ class Render(Model):
     outfit: str | None = None
     lighting: str | None = None
     quality: RenderQuality | None = None
+    #: The queue it waited in: "interactive" or "bulk".
+    priority: str = "interactive"
 
     @property
     def done(self) -> bool:

@@ -376,14 +376,25 @@ class LikenessClient:
         team_look_id: str | None = None,
         instant: bool = False,
         choices: RenderChoices | None = None,
+        priority: str | None = None,
     ) -> JobAccepted:
         """Renders headshots in curated `styles`, or in a team look (which pins style, background and,
         for a fixed look, the seed); at least one of the two. From a succeeded training, or `instant`
         from the subject's latest accepted photo (both: the two combine). `choices` puts a catalog
-        background, outfit or lighting in place of every style's own (a team look's fixed ones stay)."""
+        background, outfit or lighting in place of every style's own (a team look's fixed ones stay).
+        `priority`: "interactive" or "bulk" (absent: bulk in a team look, else interactive); within the
+        tenant, workers take interactive renders first."""
         return self._run(
             calls.create_render(
-                subject_id, training_id, styles, images_per_style, seed, team_look_id, instant, choices
+                subject_id,
+                training_id,
+                styles,
+                images_per_style,
+                seed,
+                team_look_id,
+                instant,
+                choices,
+                priority,
             )
         )
 

@@ -488,6 +488,16 @@ def test_a_render_can_follow_a_team_look_and_the_catalog_has_backgrounds() -> No
     }
 
 
+def test_a_render_sends_its_priority_only_when_given() -> None:
+    handler = Recorder(httpx.Response(202, json={"id": "ren_1", "status": "queued"}))
+    with client_for(handler, []) as client:
+        client.create_render("sub_1", training_id="trn_1", styles=["corporate"], priority="bulk")
+        handler.answers = [httpx.Response(202, json={"id": "ren_2", "status": "queued"})]
+        client.create_render("sub_1", training_id="trn_1", styles=["corporate"])
+    assert json.loads(handler.requests[0].content)["priority"] == "bulk"
+    assert "priority" not in json.loads(handler.requests[1].content), "absent: the service's default"
+
+
 def test_a_render_sends_its_catalog_choices_and_the_catalog_lists_them() -> None:
     handler = Recorder(httpx.Response(202, json={"id": "ren_1", "status": "queued"}))
     with client_for(handler, []) as client:

@@ -23,6 +23,7 @@ from likeness.provisioning import (
     CONSUMERS,
     IDENTITIES,
     RETENTION,
+    RETIRED_CONSUMERS,
     STREAMS,
     SUBJECT_ERASED,
     SUBJECT_KEYED_BUCKETS,
@@ -32,6 +33,7 @@ from likeness.provisioning import (
     bucket,
     consumer,
     inbox_prefix,
+    tenant_queues,
 )
 
 API = "$JS.API"
@@ -102,11 +104,26 @@ def nats_permissions(spec: Identity) -> NatsPermissions:
             publish += [f"{API}.STREAM.INFO.{found.stream}", f"{API}.CONSUMER.MSG.NEXT.{found.stream}.{name}"]
         elif found.deliver_subject is not None:
             subscribe.append(found.deliver_subject)
-    for name in access.tunes:
-        found = consumer(name)
-        # The filter is part of the subject (nats-server checks it against the request): the workers may
-        # change their consumer's settings, never what it selects.
-        publish.append(f"{API}.CONSUMER.CREATE.{found.stream}.{name}.{found.filter_subject}")
+    for stream_name in access.schedules:
+        # The filter is part of the subject (nats-server checks it against the request): the serve role may
+        # create a consumer of its own stream over its own jobs' subjects, and nothing else (no delete).
+        pattern = tenant_queues(stream_name).create_filter_pattern
+        publish.append(f"{API}.CONSUMER.CREATE.{stream_name}.*.{pattern}")
+    for stream_name in access.works:
+        # Every tenant's consumer of the stream: listed (who has work), fetched from, acknowledged.
+        publish += [
+            f"{API}.STREAM.INFO.{stream_name}",
+            f"{API}.CONSUMER.LIST.{stream_name}",
+            f"{API}.CONSUMER.INFO.{stream_name}.*",
+            f"{API}.CONSUMER.MSG.NEXT.{stream_name}.*",
+            f"$JS.ACK.{stream_name}.*.>",
+        ]
+    for stream_name in access.queue_lag_of:
+        publish += [
+            f"{API}.STREAM.INFO.{stream_name}",
+            f"{API}.STREAM.MSG.GET.{stream_name}",
+            f"{API}.CONSUMER.LIST.{stream_name}",
+        ]
     for name in access.lag_of:
         found = consumer(name)
         publish += [
@@ -144,6 +161,11 @@ def nats_permissions(spec: Identity) -> NatsPermissions:
             publish += [
                 f"{API}.CONSUMER.CREATE.{found.stream}.{found.name}.{found.filter_subject}",
                 f"{API}.CONSUMER.INFO.{found.stream}.{found.name}",
+            ]
+        for stream_name, retired in RETIRED_CONSUMERS:
+            publish += [
+                f"{API}.CONSUMER.INFO.{stream_name}.{retired}",
+                f"{API}.CONSUMER.DELETE.{stream_name}.{retired}",
             ]
     deny = list(AUDIT_DENIED)
     if spec.name != RETENTION:

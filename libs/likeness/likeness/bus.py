@@ -7,7 +7,8 @@ only what that user's permissions allow (`likeness.access_policies`).
 
 Words: a *subject* is a person (the domain's word); what NATS routes on is a *NATS subject*, and every name
 here that means the latter says so (`event_nats_subject`, `nats_subject=`). NATS subjects carry ids only
-(`evt.<tenant>.<subject_id>.<name>`, `job.<kind>.<tenant>.<subject_id>`); payloads are protobuf messages
+(`evt.<tenant>.<subject_id>.<name>`, `job.train.<tenant>.<subject_id>`,
+`job.render.<tenant>.<priority>.<subject_id>`); payloads are protobuf messages
 whose type is named in the `Likeness-Type` header.
 """
 
@@ -56,7 +57,11 @@ def subject_events_filter(tenant: str, subject_id: str) -> str:
     return f"evt.{tenant}.{subject_id}.>"
 
 
-def job_nats_subject(kind: str, tenant: str, subject_id: str) -> str:
+def job_nats_subject(kind: str, tenant: str, subject_id: str, priority: str | None = None) -> str:
+    """`job.train.<tenant>.<subject_id>`; renders carry their priority: `job.render.<tenant>.<priority>.<id>`
+    (the tenant's queues, `likeness.provisioning.TenantQueues`). `priority="*"` is a filter of every one."""
+    if priority is not None:
+        return f"job.{kind}.{tenant}.{priority}.{subject_id}"
     return f"job.{kind}.{tenant}.{subject_id}"
 
 

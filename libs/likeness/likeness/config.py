@@ -253,9 +253,19 @@ class AuditedSettings(CommonSettings):
 
 
 class JobQueueSettings(AuditedSettings, QuotaSettings):
-    """Settings of a job service (trainer, renderer) shared by its roles: how its serve role reconciles job
-    records with the work queue (`likeness.orphan_sweeper`), and the tenants' quotas its serve role enforces
-    (`QuotaSettings`: `LIKENESS_QUOTA_*` defaults, `LIKENESS_QUOTAS` per-tenant overrides)."""
+    """Settings of a job service (trainer, renderer) shared by its roles: the timing of its per-tenant work
+    queues (the serve role creates their consumers with it, the workers heartbeat by it:
+    `likeness.tenant_queues`) and how its serve role reconciles job records with the work queue
+    (`likeness.orphan_sweeper`), and the tenants' quotas its serve role enforces (`QuotaSettings`:
+    `LIKENESS_QUOTA_*` defaults, `LIKENESS_QUOTAS` per-tenant overrides)."""
+
+    #: Seconds JetStream waits for an ack before redelivering; heartbeats go out at a third of it.
+    ack_wait_seconds: float = Field(default=60.0, gt=0)
+    #: Attempts per job (each a delivery); a worker that dies on the last one still gets the job failed
+    #: (the consumers allow one delivery more, which only fails the job).
+    max_deliver: int = Field(default=3, ge=1)
+    #: An idle worker looks for work again after at most this many seconds (sooner right after a job).
+    job_idle_poll_max_seconds: float = Field(default=2.0, gt=0)
 
     #: A `queued` record whose work-queue message is still missing this many seconds after it was written
     #: is failed (its publish failed). Far above a publish's own timeout, so an in-flight submit is never

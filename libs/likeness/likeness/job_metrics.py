@@ -4,11 +4,14 @@
   (`likeness_jobs_dead_lettered_total{queue}`: failed on their last allowed delivery, or left behind by
   workers that died on every delivery) are counted by the workers; `init_job_metrics` creates every series
   at zero when a worker starts, so rates and alerts see a 0 rather than nothing.
-- Queue lag (`likeness_queue_*{queue}`) is read from JetStream (`consumer_info` of the workers' durable
-  consumer, the stream's oldest message) by `QueueLagMonitor`, which runs in the always-up `serve` role of
-  trainer and renderer: the GPU workers themselves may be scaled to zero exactly when the lag matters.
+- Queue lag (`likeness_queue_*{queue}`) is read from JetStream (one listing of the queue's per-tenant
+  consumers, summed; the stream's message count and oldest message) by `QueueLagMonitor`, which runs in the
+  always-up `serve` role of trainer and renderer: the GPU workers themselves may be scaled to zero exactly
+  when the lag matters. `likeness_queue_backlog_messages` (every job not yet finished, all tenants) is what
+  KEDA scales the workers on.
 
-Labels are the queue ("train", "render") and a job status: fixed sets, never ids or tenants.
+Labels are the queue ("train", "render") and a job status: fixed sets, never ids or tenants (so no
+per-tenant series: their number would grow with the tenants).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 
-from likeness.bus import RENDER_STREAM, TRAIN_STREAM
+from likeness.provisioning import RENDER_QUEUES, TRAIN_QUEUES, TenantQueues
+from likeness.tenant_queues import list_backlogs
 from likeness.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -34,13 +38,16 @@ STATUSES = ("succeeded", "failed", "cancelled")
 @dataclass(frozen=True)
 class Queue:
     label: str
-    stream: str
-    durable: str
+    queues: TenantQueues
+
+    @property
+    def stream(self) -> str:
+        return self.queues.stream
 
 
-#: The work queues and the durable consumer their GPU workers share (see the workers' `durable`).
-TRAIN = Queue("train", TRAIN_STREAM, "trainer-workers")
-RENDER = Queue("render", RENDER_STREAM, "renderer-workers")
+#: The work queues (the label is the job kind), split into per-tenant consumers (`likeness.tenant_queues`).
+TRAIN = Queue("train", TRAIN_QUEUES)
+RENDER = Queue("render", RENDER_QUEUES)
 
 JOBS_FINISHED = Counter(
     "likeness_jobs_finished", "Jobs that reached an end, by queue and status", ["queue", "status"]
@@ -53,6 +60,11 @@ JOBS_DEAD_LETTERED = Counter(
 PENDING = Gauge(
     "likeness_queue_pending_messages", "Jobs waiting in the queue, not yet delivered to a worker", ["queue"]
 )
+BACKLOG = Gauge(
+    "likeness_queue_backlog_messages",
+    "Jobs in the queue not yet finished, all tenants (waiting, running or due again): what KEDA scales on",
+    ["queue"],
+)
 ACK_PENDING = Gauge(
     "likeness_queue_ack_pending_messages", "Jobs delivered to a worker and not yet finished", ["queue"]
 )
@@ -61,7 +73,7 @@ REDELIVERED = Gauge(
 )
 WAITING_PULLS = Gauge(
     "likeness_queue_waiting_pulls",
-    "Pull requests of idle workers waiting for a job (0: no idle worker)",
+    "Pull requests waiting for a job (workers fetch without waiting, `likeness.tenant_queues`: normally 0)",
     ["queue"],
 )
 OLDEST_AGE = Gauge(
@@ -108,7 +120,7 @@ class QueueLagMonitor:
         self.js = js
         self.queue = queue
         self.interval = interval
-        for gauge in (PENDING, ACK_PENDING, REDELIVERED, WAITING_PULLS, OLDEST_AGE):
+        for gauge in (PENDING, BACKLOG, ACK_PENDING, REDELIVERED, WAITING_PULLS, OLDEST_AGE):
             gauge.labels(queue.label).set(0)
         MONITOR_ERRORS.labels(queue.label)
 
@@ -125,18 +137,14 @@ class QueueLagMonitor:
     async def measure(self) -> None:
         label = self.queue.label
         stream = await self.js.stream_info(self.queue.stream)
-        try:
-            consumer = await self.js.consumer_info(self.queue.stream, self.queue.durable)
-        except nats.js.errors.NotFoundError:
-            # No worker has ever started: everything in the stream is waiting.
-            PENDING.labels(label).set(stream.state.messages)
-            for gauge in (ACK_PENDING, REDELIVERED, WAITING_PULLS):
-                gauge.labels(label).set(0)
-        else:
-            PENDING.labels(label).set(consumer.num_pending or 0)
-            ACK_PENDING.labels(label).set(consumer.num_ack_pending or 0)
-            REDELIVERED.labels(label).set(consumer.num_redelivered or 0)
-            WAITING_PULLS.labels(label).set(consumer.num_waiting or 0)
+        backlogs = await list_backlogs(self.js, self.queue.queues)
+        # A work queue holds a job until it is acknowledged: the stream's count is the whole backlog, also
+        # any message no tenant consumer selects yet.
+        BACKLOG.labels(label).set(stream.state.messages)
+        PENDING.labels(label).set(sum(backlog.pending for backlog in backlogs))
+        ACK_PENDING.labels(label).set(sum(backlog.unacked for backlog in backlogs))
+        REDELIVERED.labels(label).set(sum(backlog.redelivered for backlog in backlogs))
+        WAITING_PULLS.labels(label).set(sum(backlog.waiting for backlog in backlogs))
         OLDEST_AGE.labels(label).set(await self._oldest_age(stream.state.messages, stream.state.first_seq))
 
     async def _oldest_age(self, messages: int, first_seq: int) -> float:

@@ -20,13 +20,14 @@ import nats.errors
 import nats.js.errors
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 
 from likeness.bus import decode, kv_get, kv_records, subject_erased_filter
 from likeness.gpu_usage import GpuUsage, usage_kind
+from likeness.provisioning import TenantQueues
 from likeness.runtime import Platform
+from likeness.tenant_queues import Backlog, TenantQueuePicker, consumer_max_deliver
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2
 from likeness.vault_transit import KeyDestroyed
@@ -261,15 +262,23 @@ class QueueWorker(ABC, Generic[J, R]):
     """
 
     job_type: type[J]
-    stream: str
-    durable: str
+    #: The work queue and its per-tenant consumers (made by the serve role, `likeness.tenant_queues`).
+    queues: TenantQueues
     reserve_final_delivery: bool = False
 
-    def __init__(self, platform: Platform, records: JobRecords[R], ack_wait: float, max_deliver: int) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        records: JobRecords[R],
+        ack_wait: float,
+        max_deliver: int,
+        idle_poll_max: float = 2.0,
+    ) -> None:
         self.platform = platform
         self.records = records
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
+        self.idle_poll_max = idle_poll_max
         #: Which delivery of its message the job being handled is (1 for the first): `finish` counts a
         #: failure on the last one as dead-lettered.
         self.delivery = 1
@@ -300,40 +309,35 @@ class QueueWorker(ABC, Generic[J, R]):
         return GpuUsage(self.platform.bus, usage_kind(self.stream))
 
     @property
+    def stream(self) -> str:
+        return self.queues.stream
+
+    @property
     def consumer_max_deliver(self) -> int:
-        return self.max_deliver + 1 if self.reserve_final_delivery else self.max_deliver
+        """The MaxDeliver the serve role gives the tenants' consumers (`QueueScheduler`): with the reserved
+        final delivery, one more than the attempts."""
+        return consumer_max_deliver(self.max_deliver) if self.reserve_final_delivery else self.max_deliver
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._apply_consumer_settings()
-        queue = await self.platform.bus.work_queue(
-            self.stream, self.durable, ack_wait=self.ack_wait, max_deliver=self.consumer_max_deliver
-        )
-        await self.platform.bus.watch_events(subject_erased_filter(), self.on_subject_erased)
-        async for msg in queue.messages(stop):
+        """Jobs one at a time, the tenants' queues taken round-robin (`likeness.tenant_queues`). The worker
+        binds no consumer of its own and creates none: the serve role made them."""
+        bus = self.platform.bus
+        picker = TenantQueuePicker(bus.nc, bus.js, self.queues, idle_max=self.idle_poll_max)
+        await bus.watch_events(subject_erased_filter(), self.on_subject_erased)
+        async for msg, queue in picker.messages(stop):
+            self._adopt_consumer_settings(queue)
             await self.handle(msg)
 
-    async def _apply_consumer_settings(self) -> None:
-        """Creates the durable consumer, or updates AckWait and MaxDeliver of an existing one.
-
-        Binding to an existing durable keeps whatever configuration it was created with, so without this
-        a changed `ack_wait`/`max_deliver` setting would never reach the server. The configuration is the
-        one `Bus.work_queue` creates.
-        """
-        js = self.platform.bus.js
-        subjects = (await js.stream_info(self.stream)).config.subjects or [">"]
-        config = ConsumerConfig(
-            name=self.durable,
-            durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self.ack_wait,
-            max_deliver=self.consumer_max_deliver,
-            max_ack_pending=64,
-            filter_subject=subjects[0],
-        )
-        try:
-            await js.add_consumer(self.stream, config)
-        except nats.js.errors.Error:
-            log.warning("could not update the work queue consumer; keeping its settings")
+    def _adopt_consumer_settings(self, queue: Backlog) -> None:
+        """The job's consumer's AckWait and MaxDeliver rule it (heartbeats, the last attempt, the kept final
+        delivery): the serve role made the consumer with its `ack_wait_seconds` and `max_deliver`, and a
+        worker whose own settings differ (a rollout half done) must still count deliveries as the server
+        does."""
+        if queue.ack_wait > 0:
+            self.ack_wait = queue.ack_wait
+        if queue.max_deliver > 0:
+            reserved = 1 if self.reserve_final_delivery else 0
+            self.max_deliver = max(1, queue.max_deliver - reserved)
 
     async def on_subject_erased(self, msg: Msg) -> None:
         event = decode(msg, events_pb2.SubjectErased)
@@ -369,7 +373,8 @@ class QueueWorker(ABC, Generic[J, R]):
         # The job continues the trace of the request that queued it (traceparent in the message headers).
         parent = propagate.extract(dict(msg.headers or {}))
         attributes = {"likeness.job_id": job_id}
-        with _tracer.start_as_current_span(f"{self.durable} job", context=parent, attributes=attributes):
+        span = f"{self.queues.kind} job"
+        with _tracer.start_as_current_span(span, context=parent, attributes=attributes):
             try:
                 poll = functools.partial(self._poll_cancelled, tenant, job_id, flag)
                 # The seconds this worker holds the job count to its tenant's GPU quota (`gpu_usage`).

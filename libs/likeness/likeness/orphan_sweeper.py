@@ -5,7 +5,7 @@ work queue. The two writes cannot be one transaction: a publish that fails (the 
 unreachable, the serve replica dies in between) leaves a record that no worker will ever see. The serve
 role reconciles: every `interval` seconds it lists the `queued` records older than `grace` seconds and
 looks in the work-queue stream for each one's message (`Nats-Msg-Id` = job id, under the job's own NATS
-subject). A record whose message is not there is failed with `NEVER_QUEUED_REASON`.
+subject, any priority). A record whose message is not there is failed with `NEVER_QUEUED_REASON`.
 
 Why this is safe without a lease between serve replicas:
 - A message stays in the work-queue stream until a worker acknowledges or terminates it, and a worker
@@ -98,8 +98,12 @@ class OrphanSweeper(Generic[R]):
             created = getattr(record, "created_at").ToDatetime(tzinfo=UTC)  # noqa: B009 - a job record
             if getattr(record, "status") != JS.JOB_STATUS_QUEUED or created > cutoff:  # noqa: B009
                 continue
-            # The job's message, one get per message of its person's job subject (a handful at most).
-            nats_subject = job_nats_subject(self.queue.label, tenant, subject_id)  # label = job kind
+            # The job's message, one get per message of its person's job subjects (a handful at most; a
+            # render's subject holds its priority, matched by a wildcard).
+            priority = "*" if self.queue.queues.prioritized else None
+            nats_subject = job_nats_subject(
+                self.queue.label, tenant, subject_id, priority
+            )  # label = job kind
             if await self.bus.holds_message(nats_subject, job_id, self.queue.stream):
                 continue
             if await self._fail_if_still_queued(tenant, job_id):

@@ -22,7 +22,7 @@ from minio.commonconfig import ENABLED
 from minio.error import S3Error
 from minio.versioningconfig import VersioningConfig
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, StreamConfig, StreamInfo
+from nats.js.api import StreamConfig, StreamInfo
 
 from likeness.access_policies import bucket_policy
 from likeness.config import CommonSettings
@@ -31,8 +31,8 @@ from likeness.provisioning import (
     BUCKETS,
     CONSUMERS,
     FROZEN_STREAMS,
+    RETIRED_CONSUMERS,
     STREAMS,
-    WORKER_TUNED_FIELDS,
     Bounds,
     BucketSpec,
     ConsumerSpec,
@@ -71,7 +71,8 @@ _CONSUMER_FIELDS = (
 
 @dataclass(frozen=True)
 class Change:
-    """One thing provisioning did or found: `action` is created, updated, unchanged or drift."""
+    """One thing provisioning did or found: `action` is created, updated, unchanged, drift or
+    deleted (a retired consumer)."""
 
     kind: str
     name: str
@@ -162,9 +163,6 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> Change:
         await js.add_consumer(spec.stream, desired)
         return Change("consumer", f"{spec.stream}/{spec.name}", "created")
     current = info.config
-    if spec.pull:
-        # The workers tune these themselves at start (their settings win): keep what they chose.
-        desired = _with_fields(desired, current, WORKER_TUNED_FIELDS)
     differences = _differences(current, desired, _CONSUMER_FIELDS)
     name = f"{spec.stream}/{spec.name}"
     if not differences:
@@ -176,9 +174,16 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> Change:
     return Change("consumer", name, "updated", "; ".join(differences))
 
 
-def _with_fields(desired: ConsumerConfig, current: ConsumerConfig, fields: Iterable[str]) -> ConsumerConfig:
-    kept = {name: getattr(current, name) for name in fields if getattr(current, name, None) is not None}
-    return desired.evolve(**kept)
+async def retire_consumer(js: JetStreamContext, stream_name: str, name: str) -> Change | None:
+    """Deletes a consumer the spec no longer has (the shared work-queue consumers, `RETIRED_CONSUMERS`):
+    its whole-stream filter would overlap every tenant's. Its queued messages stay in the stream for the
+    tenants' consumers. None when it is not there."""
+    try:
+        await js.consumer_info(stream_name, name)
+    except nats.js.errors.NotFoundError:
+        return None
+    await js.delete_consumer(stream_name, name)
+    return Change("consumer", f"{stream_name}/{name}", "deleted", "retired: per-tenant queues replace it")
 
 
 async def provision_nats(
@@ -189,12 +194,17 @@ async def provision_nats(
     *,
     tighten_frozen: bool = False,
 ) -> list[Change]:
-    """Streams first (consumers need them), then buckets, then consumers."""
+    """Streams first (consumers need them), then buckets, then consumers (after retiring the old ones)."""
+    streams = list(streams)
     changes = [
         await ensure_stream(js, config, frozen=config.name in FROZEN_STREAMS, tighten_frozen=tighten_frozen)
         for config in streams
     ]
     changes += [await ensure_bucket(js, spec) for spec in buckets]
+    provisioned = {config.name for config in streams}
+    for stream_name, name in RETIRED_CONSUMERS:
+        if stream_name in provisioned and (retired := await retire_consumer(js, stream_name, name)):
+            changes.append(retired)
     changes += [await ensure_consumer(js, spec) for spec in consumers]
     return changes
 

@@ -69,8 +69,9 @@ RETENTION_BUCKETS = (
     CONSENTS_BUCKET,
 )
 
-TRAINER_WORKERS_CONSUMER = "trainer-workers"
-RENDERER_WORKERS_CONSUMER = "renderer-workers"
+#: The one consumer each work queue had before per-tenant queues (issue 18): its filter (the whole stream)
+#: overlaps every tenant's, which a work-queue stream refuses, so bootstrap deletes it where it remains.
+RETIRED_CONSUMERS = ((TRAIN_STREAM, "trainer-workers"), (RENDER_STREAM, "renderer-workers"))
 RETENTION_DEADLINES_CONSUMER = "retention-deadlines"
 
 GATEWAY = "gateway"
@@ -377,17 +378,91 @@ class ConsumerSpec:
         )
 
 
-#: Fields of a work queue's consumer its workers may tune themselves (`QueueWorker` applies its
-#: `ack_wait`/`max_deliver` settings at start): bootstrap creates them with these defaults, then leaves them.
-WORKER_TUNED_FIELDS = ("ack_wait", "max_deliver")
+#: Render priorities, in the order a worker serves them within a tenant (`job.render.<tenant>.<priority>.*`).
+INTERACTIVE = "interactive"
+BULK = "bulk"
+PRIORITIES = (INTERACTIVE, BULK)
 
 
-def work_queue_consumer(stream_name: str, name: str, max_deliver: int) -> ConsumerSpec:
-    """A work queue's pull consumer, with its workers' default AckWait (`ack_wait_seconds`)."""
-    subjects = stream(stream_name).subjects or [">"]
-    return ConsumerSpec(
-        stream_name, name, subjects[0], pull=True, ack_wait=60.0, max_deliver=max_deliver, max_ack_pending=64
-    )
+@dataclass(frozen=True)
+class TenantQueues:
+    """A work queue split into per-tenant (for renders also per-priority) pull consumers, so that workers
+    can share themselves fairly between tenants (`likeness.tenant_queues`).
+
+    Tenants are not known in advance (their names come from tokens), so bootstrap creates none of these:
+    the job service's serve role creates a tenant's consumer before publishing its first job, and may create
+    only consumers of its own stream whose filter lies under `job.<kind>.` (`create_filter_pattern`). The
+    filters of two tenants (or priorities) never overlap, as a work-queue stream requires.
+    """
+
+    kind: str
+    stream: str
+    prioritized: bool
+    #: The NATS subjects' first tokens, before the tenant (`job.<kind>`; tests use private streams).
+    prefix: str = ""
+
+    @property
+    def root(self) -> str:
+        return self.prefix or f"job.{self.kind}"
+
+    @property
+    def create_filter_pattern(self) -> str:
+        """The filters the serve role may create consumers with, as a NATS permission pattern."""
+        return f"{self.root}.*.*.*" if self.prioritized else f"{self.root}.*.*"
+
+    def priorities(self) -> tuple[str | None, ...]:
+        return PRIORITIES if self.prioritized else (None,)
+
+    def filter_subject(self, tenant: str, priority: str | None = None) -> str:
+        if self.prioritized:
+            return f"{self.root}.{tenant}.{self._priority(priority)}.*"
+        return f"{self.root}.{tenant}.*"
+
+    def consumer_name(self, tenant: str, priority: str | None = None) -> str:
+        """`train-<tenant>`, `render-<tenant>-<priority>`: a tenant name is one NATS token of lower-case
+        letters, digits and dashes (`likeness.ids`), and the fixed suffix keeps two tenants' names apart."""
+        if self.prioritized:
+            return f"{self.kind}-{tenant}-{self._priority(priority)}"
+        return f"{self.kind}-{tenant}"
+
+    def consumer(
+        self, tenant: str, priority: str | None, *, ack_wait: float, max_deliver: int
+    ) -> ConsumerSpec:
+        return ConsumerSpec(
+            self.stream,
+            self.consumer_name(tenant, priority),
+            self.filter_subject(tenant, priority),
+            pull=True,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=64,
+        )
+
+    def parse_filter(self, filter_subject: str) -> tuple[str, str | None] | None:
+        """(tenant, priority) of one of this queue's tenant consumers, from its filter; None for another."""
+        root = f"{self.root}."
+        if not filter_subject.startswith(root) or not filter_subject.endswith(".*"):
+            return None
+        tokens = filter_subject[len(root) : -len(".*")].split(".")
+        if self.prioritized and len(tokens) == 2 and tokens[1] in PRIORITIES:
+            return tokens[0], tokens[1]
+        if not self.prioritized and len(tokens) == 1:
+            return tokens[0], None
+        return None
+
+    def _priority(self, priority: str | None) -> str:
+        if priority not in PRIORITIES:
+            raise ValueError(f"a render priority is one of {', '.join(PRIORITIES)}, not {priority!r}")
+        return priority
+
+
+TRAIN_QUEUES = TenantQueues("train", TRAIN_STREAM, prioritized=False)
+RENDER_QUEUES = TenantQueues("render", RENDER_STREAM, prioritized=True)
+TENANT_QUEUES = (TRAIN_QUEUES, RENDER_QUEUES)
+
+
+def tenant_queues(stream_name: str) -> TenantQueues:
+    return next(queues for queues in TENANT_QUEUES if queues.stream == stream_name)
 
 
 def erasures_consumer(name: str) -> ConsumerSpec:
@@ -404,11 +479,8 @@ def deadlines_consumer(name: str = RETENTION_DEADLINES_CONSUMER) -> ConsumerSpec
     return ConsumerSpec(EVENTS_STREAM, name, "evt.>", pull=False)
 
 
+#: Bootstrap's consumers. The work queues' per-tenant consumers are not among them (see `TenantQueues`).
 CONSUMERS: tuple[ConsumerSpec, ...] = (
-    # Trainer and renderer: `max_deliver` 3 attempts plus the final delivery each worker reserves to fail
-    # a job whose every attempt died.
-    work_queue_consumer(TRAIN_STREAM, TRAINER_WORKERS_CONSUMER, max_deliver=4),
-    work_queue_consumer(RENDER_STREAM, RENDERER_WORKERS_CONSUMER, max_deliver=4),
     deadlines_consumer(),
     *(erasures_consumer(erasures_consumer_name(service)) for service in (INGEST, TRAINER, RENDERER, GATEWAY)),
     *(withdrawals_consumer(withdrawals_consumer_name(service)) for service in (TRAINER, RENDERER)),
@@ -480,8 +552,14 @@ class NatsAccess:
     publish: tuple[str, ...] = ()
     #: Durable consumers it binds and acknowledges (pull: fetches; push: subscribes to its deliver subject).
     consumers: tuple[str, ...] = ()
-    #: Of those, work-queue consumers whose `WORKER_TUNED_FIELDS` it updates.
-    tunes: tuple[str, ...] = ()
+    #: Work queues (streams) whose per-tenant consumers it creates, each with a filter under its own
+    #: `job.<kind>.` (`TenantQueues`): the serve role, scheduling a tenant's first job.
+    schedules: tuple[str, ...] = ()
+    #: Work queues (streams) whose per-tenant consumers it lists, fetches from and acknowledges: the GPU
+    #: workers. Listing and fetching only: a worker never creates or changes a consumer.
+    works: tuple[str, ...] = ()
+    #: Work queues (streams) whose lag it reads (the stream's info and oldest message, its consumers' list).
+    queue_lag_of: tuple[str, ...] = ()
     #: Work-queue consumers whose lag it reads (info of the consumer and stream, the oldest message).
     lag_of: tuple[str, ...] = ()
     #: (stream, filter) of short-lived consumers it creates, without acks (new events only).
@@ -566,10 +644,11 @@ IDENTITIES: tuple[Identity, ...] = (
             kv_read=(CONSENTS_BUCKET, GPU_USAGE_BUCKET),
             publish=("job.train.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(TRAINER)),
             consumers=(erasures_consumer_name(TRAINER), withdrawals_consumer_name(TRAINER)),
-            # The queue lag, and a tenant's trainings in flight (the stream's per-subject counts).
-            lag_of=(TRAINER_WORKERS_CONSUMER,),
             # A training cancelled while queued frees its subject's place at once (`CancelTraining`).
             stream_deletes=(TRAIN_STREAM,),
+            schedules=(TRAIN_STREAM,),
+            # The queue lag, and a tenant's trainings in flight (the stream's per-subject counts).
+            queue_lag_of=(TRAIN_STREAM,),
         ),
         # A data export opens the person's models (`ExportModels`): the LoRAs and the templates beside them.
         S3Access(read=(LORAS, MODEL_FACES)),
@@ -583,8 +662,7 @@ IDENTITIES: tuple[Identity, ...] = (
             kv_read=(CONSENTS_BUCKET,),
             kv_put=((GPU_USAGE_BUCKET, TRAIN_USAGE_KEYS),),
             publish=("evt.*.*.training.*", *audit_publish_subjects(TRAINER_WORKER)),
-            consumers=(TRAINER_WORKERS_CONSUMER,),
-            tunes=(TRAINER_WORKERS_CONSUMER,),
+            works=(TRAIN_STREAM,),
             ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),
             stream_reads=(EVENTS_STREAM,),
             stream_purges=(EVENTS_STREAM,),
@@ -603,9 +681,10 @@ IDENTITIES: tuple[Identity, ...] = (
         NatsAccess(
             kv=(RENDERS_BUCKET, TEAM_LOOKS_BUCKET),
             kv_read=(CONSENTS_BUCKET, GPU_USAGE_BUCKET),
-            publish=("job.render.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(RENDERER)),
+            publish=("job.render.*.*.*", CALL_DENIED_AUDIT, *audit_publish_subjects(RENDERER)),
             consumers=(erasures_consumer_name(RENDERER), withdrawals_consumer_name(RENDERER)),
-            lag_of=(RENDERER_WORKERS_CONSUMER,),
+            schedules=(RENDER_STREAM,),
+            queue_lag_of=(RENDER_STREAM,),
         ),
         # Reads images to stream them; removes none: a rejected image's or deleted render's versions are
         # retention's to remove (PurgeItem, issue 16), so a compromised render API can delete nothing.
@@ -620,8 +699,7 @@ IDENTITIES: tuple[Identity, ...] = (
             kv_read=(CONSENTS_BUCKET,),
             kv_put=((GPU_USAGE_BUCKET, RENDER_USAGE_KEYS),),
             publish=("evt.*.*.render.*", *audit_publish_subjects(RENDERER_WORKER)),
-            consumers=(RENDERER_WORKERS_CONSUMER,),
-            tunes=(RENDERER_WORKERS_CONSUMER,),
+            works=(RENDER_STREAM,),
             ephemeral=((EVENTS_STREAM, SUBJECT_ERASED),),
             stream_reads=(EVENTS_STREAM,),
         ),
@@ -641,7 +719,8 @@ IDENTITIES: tuple[Identity, ...] = (
         S3Access(configure_bucket=True),
         about=(
             "provisioning (`likeness bootstrap`): creates the streams, buckets and consumers the spec "
-            "names, and no consumer of its own: reads no record"
+            "names (and deletes the retired shared work-queue consumers), and no consumer of its own: "
+            "reads no record"
         ),
     ),
 )

@@ -16,7 +16,7 @@ from likeness.jobs import CancelFlag, JobCancelled, JobRecords, PermanentJobFail
 from likeness.runtime import Platform
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
-from likeness_dev.testing import provisioned_kv
+from likeness_dev.testing import private_tenant_queues, provisioned_kv
 
 JS = common_pb2.JobStatus
 
@@ -28,8 +28,6 @@ class ScriptedWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
 
     def __init__(self, platform: Platform, records: JobRecords[trainer_pb2.Training], stream: str) -> None:
         super().__init__(platform, records, ack_wait=5.0, max_deliver=2)
-        self.stream = stream
-        self.durable = f"{stream}-workers"
         self.runs: list[str] = []
         self.finished: dict[str, tuple[int, str]] = {}
         self.finished_on_delivery: dict[str, int] = {}
@@ -73,6 +71,7 @@ async def harness(settings: CommonSettings) -> AsyncIterator[tuple[ScriptedWorke
         await provisioned_kv(platform.bus, f"{stream.lower()}-records"), trainer_pb2.Training
     )
     worker = ScriptedWorker(platform, records, stream)
+    await private_tenant_queues(platform.bus.js, stream, worker, ["t"])
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     yield worker, platform.bus, stream

@@ -16,6 +16,7 @@ from likeness.config import CommonSettings
 from likeness.job_metrics import Queue
 from likeness.jobs import JobRecords
 from likeness.orphan_sweeper import NEVER_QUEUED_REASON, OrphanSweeper
+from likeness.provisioning import TenantQueues
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
 from likeness_dev.testing import provisioned_kv
 
@@ -24,8 +25,10 @@ TENANT = "t1"
 GRACE = 60.0
 
 
-@pytest.fixture
-async def sweeper(settings: CommonSettings) -> AsyncIterator[OrphanSweeper[trainer_pb2.Training]]:
+@pytest.fixture(params=[False, True], ids=["train-like", "render-like-with-priorities"])
+async def sweeper(
+    settings: CommonSettings, request: pytest.FixtureRequest
+) -> AsyncIterator[OrphanSweeper[trainer_pb2.Training]]:
     bus = await Bus.connect(settings.nats_url, "orphan-sweeper-test")
     kind = f"orphans{uuid.uuid4().hex[:8]}"
     stream = kind.upper()
@@ -33,7 +36,9 @@ async def sweeper(settings: CommonSettings) -> AsyncIterator[OrphanSweeper[train
         StreamConfig(name=stream, subjects=[f"job.{kind}.>"], retention=RetentionPolicy.WORK_QUEUE)
     )
     records = JobRecords(await provisioned_kv(bus, f"{kind}-records"), trainer_pb2.Training)
-    yield OrphanSweeper(bus, records, Queue(kind, stream, f"{kind}-workers"), GRACE, interval=1.0)
+    # Render-like: job subjects carry a priority token, which the sweeper matches with a wildcard.
+    queue = Queue(kind, TenantQueues(kind, stream, prioritized=request.param))
+    yield OrphanSweeper(bus, records, queue, GRACE, interval=1.0)
     await bus.js.delete_stream(stream)
     await bus.close()
 
@@ -60,7 +65,8 @@ async def _record(
     await sweeper.records.create(record)
     if published:
         job = jobs_pb2.TrainJob(training_id=training_id, tenant=TENANT, subject_id=subject_id)
-        nats_subject = job_nats_subject(sweeper.queue.label, TENANT, subject_id)
+        priority = "bulk" if sweeper.queue.queues.prioritized else None
+        nats_subject = job_nats_subject(sweeper.queue.label, TENANT, subject_id, priority)
         await sweeper.bus.publish(nats_subject, job, msg_id=training_id)
     return training_id
 

@@ -154,6 +154,7 @@ def render(value: renderer_pb2.Render) -> schemas.Render:
         outfit=value.outfit or None,
         lighting=value.lighting or None,
         quality=render_quality(value.quality) if value.HasField("quality") else None,
+        priority="bulk" if value.priority == renderer_pb2.RENDER_PRIORITY_BULK else "interactive",
     )
 
 
@@ -233,3 +234,11 @@ def audit_entry(entry: retention_pb2.AuditEntry) -> schemas.AuditEntry:
         actor=entry.actor,
         subject_pseudonym=entry.subject_hmac or None,
     )
+
+
+#: A render submission's priority, in the renderer's words (absent: the renderer's default).
+RENDER_PRIORITIES: dict[str | None, renderer_pb2.RenderPriority.ValueType] = {
+    None: renderer_pb2.RENDER_PRIORITY_UNSPECIFIED,
+    "interactive": renderer_pb2.RENDER_PRIORITY_INTERACTIVE,
+    "bulk": renderer_pb2.RENDER_PRIORITY_BULK,
+}

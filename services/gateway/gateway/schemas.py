@@ -13,6 +13,8 @@ PhotoStatus = Literal["unspecified", "accepted", "rejected"]
 ErasureStatus = Literal["unspecified", "pending", "key_destroyed", "completed"]
 #: The consent purposes (`likeness.consent.PURPOSES`).
 Purpose = Literal["headshots", "team_look", "instant"]
+#: Which of the tenant's queues a render waits in: workers take a tenant's interactive renders first.
+RenderPriority = Literal["interactive", "bulk"]
 
 SUBJECT_ID = "sub_01jbz3k7q8m2x4v6n9p0r5t7wy"
 PHOTO_ID = "pho_01jbz3m2a4c6e8g0j2k4m6p8rt"
@@ -385,6 +387,12 @@ class CreateRenderRequest(BaseModel):
         pattern=CATALOG_ID_PATTERN,
         description="A lighting id from `GET /v1/styles` (`lighting_setups`) in place of every style's own",
     )
+    priority: RenderPriority | None = Field(
+        default=None,
+        description="`interactive` (someone is waiting) or `bulk` (a batch): within the tenant, workers take "
+        "interactive renders first; tenants share the workers in turn. Absent: `bulk` in a team look, else "
+        "`interactive`",
+    )
 
     @model_validator(mode="after")
     def _styles_or_look(self) -> CreateRenderRequest:
@@ -483,6 +491,7 @@ class Render(BaseModel):
     outfit: str | None = Field(default=None, description="An outfit that replaced the styles' own")
     lighting: str | None = Field(default=None, description="A lighting set-up that replaced the styles' own")
     quality: RenderQuality | None = Field(default=None, description="The output gates' account")
+    priority: RenderPriority = Field(default="interactive", description="The queue it waited in")
 
 
 class TrainingList(BaseModel):

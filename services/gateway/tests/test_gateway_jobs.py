@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from likeness.v1 import common_pb2, ingest_pb2
+from likeness.v1 import common_pb2, ingest_pb2, renderer_pb2
 from likeness_dev.tokens import ALL_SCOPES, mint_dev_token
 
 BOUNDARY = "likeness-test-boundary"
@@ -184,8 +184,16 @@ async def test_an_unknown_catalog_choice_is_a_422_naming_it_before_the_renderer_
         {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"] * 17},
         {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"], "images_per_style": 9},
         {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"], "prompt": "anything"},
+        {"training_id": "trn_01jbz3p5b7d9f1h3k5m7q9s1vw", "styles": ["corporate"], "priority": "urgent"},
     ],
-    ids=["no-training", "no-styles", "too-many-styles", "too-many-images", "free-form-prompt"],
+    ids=[
+        "no-training",
+        "no-styles",
+        "too-many-styles",
+        "too-many-images",
+        "free-form-prompt",
+        "bad-priority",
+    ],
 )
 async def test_render_requests_are_validated(client, auth, world, body) -> None:
     response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
@@ -206,6 +214,24 @@ async def test_submitting_a_render(client, auth, world, fakes) -> None:
     response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
     assert response.status_code == 202
     assert (fakes.renderer.submitted[-1].images_per_style, fakes.renderer.submitted[-1].seed) == (3, 42)
+
+
+@pytest.mark.parametrize(
+    ("priority", "sent"),
+    [
+        (None, renderer_pb2.RENDER_PRIORITY_UNSPECIFIED),
+        ("interactive", renderer_pb2.RENDER_PRIORITY_INTERACTIVE),
+        ("bulk", renderer_pb2.RENDER_PRIORITY_BULK),
+    ],
+    ids=["absent-the-renderer-decides", "interactive", "bulk"],
+)
+async def test_a_renders_priority_reaches_the_renderer(client, auth, world, fakes, priority, sent) -> None:
+    body = {"training_id": world.done_training, "styles": ["studio"]} | (
+        {"priority": priority} if priority else {}
+    )
+    response = await client.post(f"/v1/subjects/{world.subject}/renders", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    assert fakes.renderer.submitted[-1].priority == sent
 
 
 async def test_reading_a_render(client, auth, world) -> None:

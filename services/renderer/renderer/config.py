@@ -27,8 +27,6 @@ class RendererSettings(JobQueueSettings):
     base_model_manifest_sha256: str = Field(default="", pattern=SHA256_OR_EMPTY)
     #: Overrides every style's sampler steps when set (the tiny dev model needs only a few).
     inference_steps: int = 0
-    ack_wait_seconds: float = 60.0
-    max_deliver: int = 3
     max_images_per_style: int = 8
     max_styles: int = 16
 

@@ -35,18 +35,21 @@ from likeness.item_deletion import (
 from likeness.jobs import JobRecords
 from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
 from likeness.object_names import render_image_key
+from likeness.provisioning import RENDER_QUEUES
 from likeness.quotas import TenantQuotas
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing, StoreError
+from likeness.tenant_queues import QueueScheduler
 from likeness.timeutil import now_timestamp, to_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, renderer_pb2, renderer_pb2_grpc
 from likeness.vault_transit import KeyDestroyed, VaultUnavailable
 from renderer.catalog import Catalog, CatalogOption, ChoiceIds, UnknownChoice, load_catalog
 from renderer.config import RendererSettings
 from renderer.method_rules import TOKEN_RULES
+from renderer.priorities import queue_token, resolve_priority
 from renderer.records import verified_render
 from renderer.rejection import ImageNotFound, image_to_reject, settle_rejection
 from renderer.styles import Style
@@ -74,6 +77,9 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         self.styles = styles
         self.settings = settings
         self.looks = looks
+        self.scheduler = QueueScheduler(
+            platform.bus.js, RENDER_QUEUES, ack_wait=settings.ack_wait_seconds, attempts=settings.max_deliver
+        )
         self.consent = ConsentReader(platform.bus)
         self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "renderer")
         self.quotas = TenantQuotas(platform.bus, settings, "render")
@@ -137,6 +143,14 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             await abort(context, grpc.StatusCode.NOT_FOUND, "subject_not_found", "No such subject.")
         await self._check_material(request, context)
         await self._check_choices(request, context)
+        priority = resolve_priority(request.priority, request.team_look_id)
+        if priority is None:
+            await abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid_priority",
+                "A priority is interactive or bulk.",
+            )
         # The person's live grants for this render's purposes (`headshots`, or `team_look` in a team look;
         # `instant` for one conditioned on their photo).
         purposes = render_purposes(
@@ -189,6 +203,7 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             lighting=plan.choices.lighting,
             instant=request.instant,
             photo_id=request.photo_id,
+            priority=priority,
         )
         await self.records.create(render)
         job = jobs_pb2.RenderJob(
@@ -205,8 +220,11 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
             instant=render.instant,
             photo_id=render.photo_id,
         )
+        # The tenant's queue of this priority exists before its first job (`likeness.tenant_queues`).
+        token = queue_token(render.priority)
+        await self.scheduler.ensure(render.tenant, token)
         await self.platform.bus.publish(
-            job_nats_subject("render", render.tenant, render.subject_id), job, msg_id=render.id
+            job_nats_subject("render", render.tenant, render.subject_id, token), job, msg_id=render.id
         )
         return renderer_pb2.SubmitRenderResponse(render=render)
 

@@ -28,12 +28,12 @@ from prometheus_client import Counter, Histogram
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.bus import RENDER_STREAM, decode, event_nats_subject
+from likeness.bus import decode, event_nats_subject
 from likeness.consent import INSTANT, ConsentReader, check_consent_at_start, render_purposes
 from likeness.job_metrics import RENDER, init_job_metrics, job_ended
 from likeness.jobs import TERMINAL, CancelFlag, JobCancelled, JobRecords, PermanentJobFailure, QueueWorker
 from likeness.object_names import lora_key, model_faces_key, render_image_key, subject_prefix
-from likeness.provisioning import RENDERER_WORKER
+from likeness.provisioning import RENDER_QUEUES, RENDERER_WORKER
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.store import ObjectMissing
@@ -114,8 +114,7 @@ def _names_its_material(job: jobs_pb2.RenderJob) -> bool:
 
 class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
     job_type = jobs_pb2.RenderJob
-    stream = RENDER_STREAM
-    durable = "renderer-workers"
+    queues = RENDER_QUEUES
     # A render whose worker dies on every attempt (OOM on a large batch) is failed with a reason by the
     # delivery kept for that, never left `running`.
     reserve_final_delivery = True
@@ -128,7 +127,13 @@ class RenderWorker(QueueWorker[jobs_pb2.RenderJob, renderer_pb2.Render]):
         settings: RendererSettings,
         pipe: BasePipeline | None = None,
     ) -> None:
-        super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
+        super().__init__(
+            platform,
+            records,
+            settings.ack_wait_seconds,
+            settings.max_deliver,
+            settings.job_idle_poll_max_seconds,
+        )
         self.consent = ConsentReader(platform.bus)
         secret = settings.audit_pseudonym_secret.get_secret_value()
         self.audit = AuditTrail(platform.bus, secret, RENDERER_WORKER)

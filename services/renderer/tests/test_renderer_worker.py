@@ -26,7 +26,7 @@ from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, renderer_pb2
-from likeness_dev.testing import grant_for_test, provisioned_kv
+from likeness_dev.testing import grant_for_test, private_tenant_queues, provisioned_kv
 from likeness_marks import watermark
 from likeness_marks.iptc import is_marked
 from likeness_ml.identity_adapter import FaceEmbeds
@@ -190,8 +190,7 @@ async def harness(
     )
     records = JobRecords(await provisioned_kv(platform.bus, f"{name.lower()}-renders"), renderer_pb2.Render)
     worker = await asyncio.to_thread(ObservedWorker, platform, records, load_styles(), settings, pipe)
-    worker.stream = name
-    worker.durable = f"{name}-workers"
+    await private_tenant_queues(platform.bus.js, name, worker, [TENANT])
     harness = Harness(platform, worker, records, name.lower())
     harness.start()
     yield harness

@@ -64,11 +64,12 @@ async def purge_one_subject(js: JetStreamContext, nats_subject: str) -> None:
 
 
 async def purge_queued_jobs(js: JetStreamContext, tenant: str, subject_id: str) -> None:
-    """Removes the subject's jobs still queued (`job.<kind>.<tenant>.<subject>`): with the workers scaled to
-    zero nobody would take them, and their NATS subject names the person. A worker already running one is
-    cancelled by the erasure notice; its late ack of a purged message changes nothing."""
-    for stream, kind in ((TRAIN_STREAM, "train"), (RENDER_STREAM, "render")):
-        await js.purge_stream(stream, subject=job_nats_subject(kind, tenant, subject_id))
+    """Removes the subject's jobs still queued (`job.train.<tenant>.<subject>`,
+    `job.render.<tenant>.<priority>.<subject>`): with the workers scaled to zero nobody would take them,
+    and their NATS subject names the person. A worker already running one is cancelled by the erasure
+    notice; its late ack of a purged message changes nothing."""
+    await js.purge_stream(TRAIN_STREAM, subject=job_nats_subject("train", tenant, subject_id))
+    await js.purge_stream(RENDER_STREAM, subject=job_nats_subject("render", tenant, subject_id, "*"))
 
 
 async def acknowledged_by_all(js: JetStreamContext, sequence: int, consumers: Sequence[str]) -> bool:

@@ -10,18 +10,19 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
-import nats.js.errors
 import pytest
 from nats.js.api import RetentionPolicy, StreamConfig
 
 from likeness import ids
 from likeness.config import CommonSettings
 from likeness.jobs import CANCELLED_ON_REQUEST, CancelFlag, JobCancelled, JobRecords, QueueWorker, stop_task
+from likeness.provisioning import TenantQueues
 from likeness.runtime import Platform
+from likeness.tenant_queues import QueueScheduler
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
 from likeness_dev.infra import Infra
-from likeness_dev.testing import provisioned_kv
+from likeness_dev.testing import private_tenant_queues, provisioned_kv
 
 JS = common_pb2.JobStatus
 
@@ -36,8 +37,7 @@ class HangingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
         self, platform: Platform, records: JobRecords[trainer_pb2.Training], stream: str, ack_wait: float
     ) -> None:
         super().__init__(platform, records, ack_wait=ack_wait, max_deliver=1)
-        self.stream = stream
-        self.durable = f"{stream}-workers"
+        self.queues = TenantQueues("test", stream, prioritized=False, prefix=stream.lower())
         self.started: list[str] = []
         self.finished: dict[str, tuple[int, str]] = {}
 
@@ -74,6 +74,8 @@ async def queue(infra: Infra) -> AsyncIterator[tuple[Platform, str, JobRecords[t
 
 @contextlib.asynccontextmanager
 async def _running(worker: HangingWorker) -> AsyncIterator[asyncio.Task[None]]:
+    # Tenant "t"'s consumer, made (or updated) as the serve role would, with this worker's settings.
+    await private_tenant_queues(worker.platform.bus.js, worker.stream, worker, ["t"])
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -126,7 +128,7 @@ async def test_a_job_whose_attempts_all_died_is_failed_with_a_reason(
     status, reason = survivor.finished[training_id]
     assert status == JS.JOB_STATUS_FAILED
     assert reason == "failed after 1 attempts (the worker stopped responding)"
-    consumer = await platform.bus.js.consumer_info(stream, survivor.durable)
+    consumer = await platform.bus.js.consumer_info(stream, survivor.queues.consumer_name("t"))
     assert consumer.config.max_deliver == 2
     assert not consumer.num_ack_pending
 
@@ -134,22 +136,19 @@ async def test_a_job_whose_attempts_all_died_is_failed_with_a_reason(
 async def test_changed_ack_wait_reaches_an_existing_consumer(
     queue: tuple[Platform, str, JobRecords[trainer_pb2.Training]],
 ) -> None:
-    platform, stream, records = queue
-    js = platform.bus.js
+    """The serve role makes a tenant's consumer with its settings; after a restart with another AckWait
+    (and attempts), its next job's consumer has them: the settings are never stuck at the first ones."""
+    platform, stream, _ = queue
+    queues = TenantQueues("test", stream, prioritized=False, prefix=stream.lower())
 
-    async def ack_wait_once_running(ack_wait: float) -> float:
-        async with _running(HangingWorker(platform, records, stream, ack_wait=ack_wait)):
-            deadline = asyncio.get_running_loop().time() + 10
-            while True:
-                with contextlib.suppress(nats.js.errors.NotFoundError):
-                    consumer = await js.consumer_info(stream, f"{stream}-workers")
-                    if consumer.config.ack_wait == pytest.approx(ack_wait):
-                        return float(consumer.config.ack_wait)
-                assert asyncio.get_running_loop().time() < deadline, "the consumer kept its old AckWait"
-                await asyncio.sleep(0.05)
+    async def after_a_submit(ack_wait: float, attempts: int) -> tuple[float, int]:
+        scheduler = QueueScheduler(platform.bus.js, queues, ack_wait=ack_wait, attempts=attempts)
+        name = await scheduler.ensure("t")
+        consumer = await platform.bus.js.consumer_info(stream, name)
+        return float(consumer.config.ack_wait or 0), int(consumer.config.max_deliver or 0)
 
-    assert await ack_wait_once_running(30.0) == pytest.approx(30.0)
-    assert await ack_wait_once_running(4.0) == pytest.approx(4.0), "a restarted worker's setting applies"
+    assert await after_a_submit(30.0, 3) == (pytest.approx(30.0), 4), "3 attempts and the final delivery"
+    assert await after_a_submit(4.0, 5) == (pytest.approx(4.0), 6), "a restarted serve role's settings apply"
 
 
 async def test_a_cancelled_record_reaches_the_running_job_without_waiting_for_a_heartbeat(

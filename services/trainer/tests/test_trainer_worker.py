@@ -38,7 +38,7 @@ from likeness.sealed import ObjectRef
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, events_pb2, jobs_pb2, retention_pb2, trainer_pb2
 from likeness_dev.infra import Infra
-from likeness_dev.testing import grant_for_test, provisioned_kv
+from likeness_dev.testing import grant_for_test, private_tenant_queues, provisioned_kv
 from likeness_ml.face_templates import unpack_template_set
 from likeness_ml.lora_format import read_lora_metadata
 from trainer.config import TrainerSettings
@@ -118,7 +118,7 @@ class Harness:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             record = await self.record(training_id)
-            consumer = await js.consumer_info(self.stream, self.worker.durable)
+            consumer = await js.consumer_info(self.stream, self.worker.queues.consumer_name(TENANT))
             idle = not consumer.num_ack_pending and not consumer.num_pending
             if record is not None and record.status in TERMINAL and idle:
                 return record
@@ -171,8 +171,7 @@ async def harness(
     bucket = f"{stream.lower()}-trainings"
     records = JobRecords(await provisioned_kv(platform.bus, bucket), trainer_pb2.Training)
     worker = await asyncio.to_thread(TrainingWorker, platform, records, settings)
-    worker.stream = stream
-    worker.durable = f"{stream}-workers"
+    await private_tenant_queues(platform.bus.js, stream, worker, [TENANT])
 
     subject_id = ids.new_id("sub")
     await asyncio.to_thread(platform.keys.create, subject_id)

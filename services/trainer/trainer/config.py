@@ -18,10 +18,6 @@ class TrainerSettings(JobQueueSettings):
     #: SHA-256 of the base model's `likeness-manifest.json` (printed by `likeness model manifest`): the
     #: worker refuses weights whose manifest is not this one. Required in production.
     base_model_manifest_sha256: str = Field(default="", pattern=SHA256_OR_EMPTY)
-    #: Seconds JetStream waits for an ack before redelivering; heartbeats go out at a third of it.
-    ack_wait_seconds: float = 60.0
-    #: Attempts per job (each a delivery); a worker that dies on the last one still gets the job failed.
-    max_deliver: int = 3
     #: Progress events at most this often (every step would flood the bus on a fast GPU).
     progress_interval_seconds: float = 1.0
     max_steps: int = 10_000

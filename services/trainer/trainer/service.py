@@ -32,12 +32,14 @@ from likeness.item_deletion import (
 )
 from likeness.jobs import CANCELLED_ON_REQUEST, TERMINAL, JobRecords
 from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
+from likeness.provisioning import TRAIN_QUEUES
 from likeness.quota_policy import ACTIVE_TRAINING_REFUSAL
 from likeness.quotas import TenantQuotas, is_per_subject_refusal, refuse
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
 from likeness.store import StoreError
+from likeness.tenant_queues import QueueScheduler
 from likeness.timeutil import now_timestamp
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2, trainer_pb2_grpc
 from likeness.vault_transit import KeyDestroyed, KeyError_
@@ -59,6 +61,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.platform = platform
         self.records = records
         self.settings = settings
+        self.scheduler = QueueScheduler(
+            platform.bus.js, TRAIN_QUEUES, ack_wait=settings.ack_wait_seconds, attempts=settings.max_deliver
+        )
         self.consent = ConsentReader(platform.bus)
         self.audit = AuditTrail(platform.bus, settings.audit_pseudonym_secret.get_secret_value(), "trainer")
         self.quotas = TenantQuotas(platform.bus, settings, "train")
@@ -113,7 +118,9 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             photo_ids=training.photo_ids,
             steps=request.steps,
         )
-        # The job id doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
+        # The tenant's queue exists before its first job (`likeness.tenant_queues`); then the job id
+        # doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
+        await self.scheduler.ensure(training.tenant)
         try:
             await self.platform.bus.publish(
                 job_nats_subject("train", training.tenant, training.subject_id), job, msg_id=training.id

@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 
 from likeness import ids
 from likeness.audit import AuditTrail
-from likeness.bus import TRAIN_STREAM, decode
+from likeness.bus import decode
 from likeness.consent import HEADSHOTS, ConsentReader, check_consent_at_start
 from likeness.job_metrics import TRAIN, init_job_metrics, job_ended
 from likeness.jobs import (
@@ -42,7 +42,7 @@ from likeness.jobs import (
     QueueWorker,
 )
 from likeness.object_names import photo_key
-from likeness.provisioning import TRAINER_WORKER
+from likeness.provisioning import TRAIN_QUEUES, TRAINER_WORKER
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.v1 import common_pb2, jobs_pb2, trainer_pb2
@@ -71,14 +71,19 @@ _CLEANUP_ATTEMPTS = 3
 
 class TrainingWorker(QueueWorker[jobs_pb2.TrainJob, trainer_pb2.Training]):
     job_type = jobs_pb2.TrainJob
-    stream = TRAIN_STREAM
-    durable = "trainer-workers"
+    queues = TRAIN_QUEUES
     reserve_final_delivery = True
 
     def __init__(
         self, platform: Platform, records: JobRecords[trainer_pb2.Training], settings: TrainerSettings
     ) -> None:
-        super().__init__(platform, records, settings.ack_wait_seconds, settings.max_deliver)
+        super().__init__(
+            platform,
+            records,
+            settings.ack_wait_seconds,
+            settings.max_deliver,
+            settings.job_idle_poll_max_seconds,
+        )
         self.consent = ConsentReader(platform.bus)
         secret = settings.audit_pseudonym_secret.get_secret_value()
         self.audit = AuditTrail(platform.bus, secret, TRAINER_WORKER)

@@ -51,11 +51,12 @@ spec:
 {{- end -}}
 
 {{/*
-The KEDA ScaledObject of a GPU worker: scales on the backlog of its JetStream work queue (messages waiting
-plus delivered but not yet acked, KEDA's nats-jetstream scaler), down to zero. The stream and durable
-consumer names are the code's: likeness.bus TRAIN_STREAM / RENDER_STREAM and the workers' `durable`
-(trainer-workers, renderer-workers); a test checks they agree. Until a worker has created its consumer, KEDA
-counts the whole stream as backlog, so the first job still wakes a worker from zero.
+The KEDA ScaledObject of a GPU worker: scales on the whole backlog of its JetStream work queue, every tenant's
+(jobs waiting, running or due again), down to zero. A work queue has one consumer per tenant (and priority),
+so KEDA's nats-jetstream scaler, which reads one consumer, would see one tenant only: the trigger is
+Prometheus, on `likeness_queue_backlog_messages{queue}` that the always-up serve role exports (the stream's
+message count; likeness.job_metrics). The queue labels are the code's (train, render); a test checks they
+agree. max(): every serve replica reports the same count.
 Input: dict root, service.
 */}}
 {{- define "likeness.scaledObject" -}}
@@ -63,7 +64,7 @@ Input: dict root, service.
 {{- $work := (index $v .service).work -}}
 {{- $a := $work.autoscaling -}}
 {{- $ctx := dict "root" .root "component" (printf "%s-work" .service) -}}
-{{- $queue := get (dict "trainer" (list "LIKENESS_JOBS_TRAIN" "trainer-workers") "renderer" (list "LIKENESS_JOBS_RENDER" "renderer-workers")) .service -}}
+{{- $queue := get (dict "trainer" "train" "renderer" "render") .service -}}
 {{- if and $v.keda.enabled $work.enabled }}
 {{- if gt (int $a.minReplicaCount) (int $a.maxReplicaCount) }}
 {{- fail (printf "%s.work.autoscaling.minReplicaCount must not exceed maxReplicaCount" .service) }}
@@ -85,14 +86,11 @@ spec:
   pollingInterval: {{ $a.pollingInterval }}
   cooldownPeriod: {{ $a.cooldownPeriod }}
   triggers:
-    - type: nats-jetstream
+    - type: prometheus
       metadata:
-        natsServerMonitoringEndpoint: {{ $v.keda.natsMonitoringEndpoint | quote }}
-        useHttps: {{ $v.keda.useHttps | quote }}
-        account: {{ $v.keda.account | quote }}
-        stream: {{ index $queue 0 | quote }}
-        consumer: {{ index $queue 1 | quote }}
-        lagThreshold: {{ $a.lagThreshold | quote }}
-        activationLagThreshold: {{ $a.activationLagThreshold | quote }}
+        serverAddress: {{ $v.keda.prometheusServerAddress | quote }}
+        query: {{ printf "max(likeness_queue_backlog_messages{queue=%q,namespace=%q})" $queue .root.Release.Namespace | quote }}
+        threshold: {{ $a.lagThreshold | quote }}
+        activationThreshold: {{ $a.activationLagThreshold | quote }}
 {{- end }}
 {{- end -}}

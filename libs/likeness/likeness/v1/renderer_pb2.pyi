@@ -40,6 +40,26 @@ QUALITY_GATE_SCORE: QualityGate.ValueType  # 2
 QUALITY_GATE_ENFORCE: QualityGate.ValueType  # 3
 Global___QualityGate: _TypeAlias = QualityGate  # noqa: Y015
 
+class _RenderPriority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RenderPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RenderPriority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RENDER_PRIORITY_UNSPECIFIED: _RenderPriority.ValueType  # 0
+    """Interactive, or bulk for a render in a team look (a run over many people)."""
+    RENDER_PRIORITY_INTERACTIVE: _RenderPriority.ValueType  # 1
+    RENDER_PRIORITY_BULK: _RenderPriority.ValueType  # 2
+
+class RenderPriority(_RenderPriority, metaclass=_RenderPriorityEnumTypeWrapper):
+    """Within a tenant, workers take interactive renders before bulk ones (tenants share workers round-robin)."""
+
+RENDER_PRIORITY_UNSPECIFIED: RenderPriority.ValueType  # 0
+"""Interactive, or bulk for a render in a team look (a run over many people)."""
+RENDER_PRIORITY_INTERACTIVE: RenderPriority.ValueType  # 1
+RENDER_PRIORITY_BULK: RenderPriority.ValueType  # 2
+Global___RenderPriority: _TypeAlias = RenderPriority  # noqa: Y015
+
 class _SeedPolicy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -289,6 +309,7 @@ class Render(_message.Message):
     PHOTO_ID_FIELD_NUMBER: _builtins.int
     OUTFIT_FIELD_NUMBER: _builtins.int
     LIGHTING_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     subject_id: _builtins.str
@@ -307,6 +328,8 @@ class Render(_message.Message):
     background above likewise), chosen by the request or fixed by its team look.
     """
     lighting: _builtins.str
+    priority: Global___RenderPriority.ValueType
+    """The queue it waits in (see SubmitRenderRequest.priority), resolved: never UNSPECIFIED once stored."""
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -347,10 +370,11 @@ class Render(_message.Message):
         photo_id: _builtins.str = ...,
         outfit: _builtins.str = ...,
         lighting: _builtins.str = ...,
+        priority: Global___RenderPriority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "progress", b"progress", "quality", b"quality", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["background", b"background", "created_at", b"created_at", "deletion_requested_at", b"deletion_requested_at", "error", b"error", "id", b"id", "images", b"images", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "priority", b"priority", "progress", b"progress", "quality", b"quality", "seed", b"seed", "status", b"status", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,6 +396,7 @@ class SubmitRenderRequest(_message.Message):
     BACKGROUND_FIELD_NUMBER: _builtins.int
     OUTFIT_FIELD_NUMBER: _builtins.int
     LIGHTING_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     subject_id: _builtins.str
     training_id: _builtins.str
@@ -393,6 +418,8 @@ class SubmitRenderRequest(_message.Message):
     """
     outfit: _builtins.str
     lighting: _builtins.str
+    priority: Global___RenderPriority.ValueType
+    """Which of the tenant's queues the job waits in; UNSPECIFIED: bulk in a team look, else interactive."""
     @_builtins.property
     def styles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Style ids from the curated catalog; free-form prompts do not exist."""
@@ -412,10 +439,11 @@ class SubmitRenderRequest(_message.Message):
         background: _builtins.str = ...,
         outfit: _builtins.str = ...,
         lighting: _builtins.str = ...,
+        priority: Global___RenderPriority.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "background", b"background", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "background", b"background", "images_per_style", b"images_per_style", "instant", b"instant", "lighting", b"lighting", "outfit", b"outfit", "photo_id", b"photo_id", "priority", b"priority", "seed", b"seed", "styles", b"styles", "subject_id", b"subject_id", "team_look_id", b"team_look_id", "tenant", b"tenant", "training_id", b"training_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015

@@ -114,6 +114,7 @@ async def create_render(
         lighting=body.lighting or "",
         instant=body.instant,
         photo_id=photo_id,
+        priority=convert.RENDER_PRIORITIES[body.priority],
     )
     render = (await backends.renderer.SubmitRender(request, timeout=backends.timeout)).render
     response.headers["Location"] = f"/v1/renders/{render.id}"
