@@ -124,7 +124,8 @@ test-integration: system-packages venv tools kube-apiserver
 test-vault-k8s: venv kube-apiserver
 	$(BIN)/pytest --tier integration tests/k8s tests/test_vault_policies_e2e.py $(PYTEST_ARGS)
 
-# Every fault and load test, then the leak scans (about 7 min on 2 cores). `make test` runs the chaos_ci subset.
+# Every fault and load test (the bigger stack too: clustered NATS, a persistent OpenBao, two replicas of each
+# service), then the leak scans (10 to 25 min on 2 cores). `make test` runs the chaos_ci subset.
 test-chaos: venv
 	$(BIN)/pytest -m chaos tests/chaos $(PYTEST_ARGS)
 

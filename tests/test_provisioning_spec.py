@@ -135,6 +135,18 @@ def test_operator_bounds_replace_the_specs_and_bad_ones_are_named() -> None:
     assert "age bound of 'LIKENESS_AUDIT' must be at least one hour" in problems
 
 
+def test_a_cluster_keeps_every_stream_and_bucket_at_the_replicas_asked_for() -> None:
+    single = provisioning.Bounds()
+    assert {config.num_replicas for config in single.streams()} == {1}
+    assert {spec.stream_config().num_replicas for spec in single.buckets()} == {1}
+    clustered = provisioning.Bounds(replicas=3)
+    assert {config.num_replicas for config in clustered.streams()} == {3}
+    assert {spec.stream_config().num_replicas for spec in clustered.buckets()} == {3}
+    assert clustered.problems() == []
+    assert "replicas must be 1 to 5" in " | ".join(provisioning.Bounds(replicas=7).problems())
+    assert "replicas must be 1 to 5" in " | ".join(provisioning.Bounds(replicas=0).problems())
+
+
 def test_only_retention_may_announce_an_erasure_or_touch_the_audit_trail_records() -> None:
     for spec in IDENTITIES:
         permissions = nats_permissions(spec)

@@ -11,9 +11,10 @@ Provisioning runs with the `bootstrap` identity's credentials, read as every ser
 `LIKENESS_NATS_URL`, `LIKENESS_NATS_USER` (default `bootstrap`), `LIKENESS_S3_ENDPOINT`,
 `LIKENESS_S3_BUCKET`, and the secret files `nats_password`, `s3_access_key`, `s3_secret_key` in
 `LIKENESS_SECRETS_DIR`. Everything comes from `likeness.provisioning`, so the chart, the dev stack and an
-operator render the same tables. The audit stream is only ever created: its drift is reported, and
-`--tighten-audit` (with an operator's credentials: the bootstrap user may not touch it) changes it only
-where every record it holds stays.
+operator render the same tables. On a JetStream cluster, `LIKENESS_STREAM_REPLICAS=3` keeps every stream and
+bucket on three servers (`LIKENESS_NATS_URL` may list them all, comma-separated). The audit stream is only
+ever created: its drift is reported, and `--tighten-audit` (with an operator's credentials: the bootstrap
+user may not touch it) changes it only where every record it holds stays.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class BootstrapSettings(CommonSettings):
     #: reserves each byte bound from its storage, so production sizes them to its disk here.
     stream_max_bytes: dict[str, int] = {}
     stream_max_age_seconds: dict[str, float] = {}
+    #: Copies of every stream and bucket (`LIKENESS_STREAM_REPLICAS`): 3 on a JetStream cluster of three or
+    #: more servers, so losing one loses nothing; 1 (the default) on a single server.
+    stream_replicas: int = 1
     # No Vault: the shared production checks then leave Vault alone; S3's are made below.
     uses_storage: ClassVar[bool] = False
     verifies_user_tokens: ClassVar[bool] = False
@@ -73,7 +77,9 @@ def _apply(args: argparse.Namespace) -> int:
                 s3_side=not args.nats_only,
                 tighten_audit=args.tighten_audit,
                 audit_max_bytes=args.audit_max_bytes,
-                bounds=Bounds(settings.stream_max_bytes, settings.stream_max_age_seconds),
+                bounds=Bounds(
+                    settings.stream_max_bytes, settings.stream_max_age_seconds, settings.stream_replicas
+                ),
             )
         )
     except ValueError as error:

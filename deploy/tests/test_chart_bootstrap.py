@@ -125,6 +125,17 @@ def test_its_stream_bounds_reach_the_bootstrap_settings(render: Any, monkeypatch
     }
 
 
+def test_its_stream_replicas_reach_the_bootstrap_settings(
+    render: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NATS cluster's 3 copies arrive as `LIKENESS_STREAM_REPLICAS`; the default is one server's 1."""
+    for values, replicas in (({}, 1), ({"bootstrap": {"streamReplicas": 3}}, 3)):
+        (container,) = render(values).job("bootstrap")["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        monkeypatch.setenv("LIKENESS_STREAM_REPLICAS", env["LIKENESS_STREAM_REPLICAS"])
+        assert BootstrapSettings().stream_replicas == replicas
+
+
 def test_it_holds_the_bootstrap_identitys_credentials_only(scenario: tuple[str, Rendered]) -> None:
     name, rendered = scenario
     secret = "acme-bootstrap" if name == "production" else "likeness-bootstrap"

@@ -37,9 +37,10 @@ from pydantic import SecretStr
 from likeness.access_policies import nats_authorization, seaweedfs_identities
 from likeness.config import CommonSettings
 from likeness.provisioner import Change, bootstrap
-from likeness.provisioning import BOOTSTRAP, IDENTITIES
+from likeness.provisioning import BOOTSTRAP, IDENTITIES, Bounds
 from likeness_dev.ports import LOOPBACK, free_port, wait_until_closed
 from likeness_dev.procs import DEFAULT_GRACE_SECONDS, ManagedProcess, find_binary, signal_group
+from likeness_dev.vault_seal import INIT_FILE, VaultKeys, config_text, initialise, read_keys, unseal
 
 S3_BUCKET = "likeness-data"
 S3_REGION = "us-east-1"
@@ -49,8 +50,11 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 # SeaweedFS derives some gRPC ports as HTTP port + 10000 no matter what it is told (the embedded
 # maintenance worker dials the admin server that way), so every gRPC port is pinned at that offset.
 _WEED_GRPC_OFFSET = 10000
-# OpenBao's dev listener also opens a cluster port at API port + 1.
+# OpenBao's dev listener also opens a cluster port at API port + 1 (a persistent one is told the same).
 _BAO_CLUSTER_OFFSET = 1
+# What /v1/sys/health answers a persistent OpenBao's first start, and every start after it, with.
+_NOT_INITIALISED = 501
+_SEALED = 503
 # Unix socket paths must stay below ~108 bytes.
 _MAX_SOCKET_PATH = 100
 
@@ -122,6 +126,17 @@ INFRA_SECRET_VARIABLES = ("LIKENESS_S3_ACCESS_KEY", "LIKENESS_S3_SECRET_KEY", "L
 class _NatsPorts:
     client: int
     monitor: int
+    #: The route port of a clustered node (0: a single server, no cluster).
+    cluster: int = 0
+
+
+#: The JetStream cluster's name when `Infra(nats_cluster_size=3)` runs one.
+NATS_CLUSTER_NAME = "likeness"
+
+
+def nats_node_name(number: int) -> str:
+    """A clustered node's process and server name (`nats-1`, ...); its stream leadership names it so."""
+    return f"{NATS}-{number}"
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,12 @@ class Infra:
     with everything they stored. OpenBao runs in dev mode and keeps everything in memory: after
     `start_vault()` transit is mounted again but all earlier keys are gone; `pause_server(VAULT)` and
     `resume_server(VAULT)` stage an outage that keeps them.
+
+    The bigger stack of the fault suite (opt-in; the dev stack and `make demo` keep the defaults):
+    `nats_cluster_size=3` runs NATS as a JetStream cluster of three processes (`nats-1`..`nats-3`, routes on
+    loopback, a store dir each under `nats/`) whose streams and buckets bootstrap makes with 3 replicas, and
+    clients get all three URLs; `persistent_vault=True` runs OpenBao on raft storage under `vault/`,
+    initialised once and unsealed by every `start_vault()` (`vault_seal`), so a real restart keeps every key.
     """
 
     def __init__(
@@ -166,7 +187,11 @@ class Infra:
         *,
         die_with_parent: bool = True,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        nats_cluster_size: int = 1,
+        persistent_vault: bool = False,
     ) -> None:
+        if nats_cluster_size not in (1, 3, 5):
+            raise ValueError("a JetStream cluster has 1 (no cluster), 3 or 5 servers")
         self.state_dir = state_dir.resolve()
         self.log_dir = self.state_dir / "logs"
         self.startup_timeout = startup_timeout
@@ -178,7 +203,15 @@ class Infra:
         self._weed_config_dir = self.state_dir / "s3-config"
         self._socket_dir = self._choose_socket_dir()
 
-        self._nats_ports = _NatsPorts(client=free_port(), monitor=free_port())
+        self.nats_cluster_size = nats_cluster_size
+        self.persistent_vault = persistent_vault
+        clustered = nats_cluster_size > 1
+        self._nats_nodes = {
+            (nats_node_name(number) if clustered else NATS): _NatsPorts(
+                client=free_port(), monitor=free_port(), cluster=free_port() if clustered else 0
+            )
+            for number in range(1, nats_cluster_size + 1)
+        }
         self._weed_ports = _WeedPorts(
             master=free_port(also_free=[_WEED_GRPC_OFFSET]),
             volume=free_port(also_free=[_WEED_GRPC_OFFSET]),
@@ -191,6 +224,8 @@ class Infra:
         self._s3_access_key = "likeness-" + secrets.token_hex(6)
         self._s3_secret_key = secrets.token_urlsafe(30)
         self._vault_token = "dev-" + secrets.token_urlsafe(24)
+        self._vault_dir = self.state_dir / "vault"
+        self._vault_init_file = self.state_dir / INIT_FILE
         self._nats_admin_password = secrets.token_urlsafe(24)
         self._nats_config = self.state_dir / "nats-users.conf"
         self._credentials = {
@@ -203,7 +238,9 @@ class Infra:
             for spec in IDENTITIES
         }
 
-        self.nats = self._nats_process()
+        self.nats_nodes = {name: self._nats_process(name, ports) for name, ports in self._nats_nodes.items()}
+        #: The first NATS server (the only one unless clustered).
+        self.nats = next(iter(self.nats_nodes.values()))
         self.s3 = self._weed_process()
         self.vault = self._bao_process()
 
@@ -211,17 +248,19 @@ class Infra:
 
     @property
     def endpoints(self) -> InfraEndpoints:
-        nats_address = f"nats://{LOOPBACK}:{self._nats_ports.client}"
+        clients = [ports.client for ports in self._nats_nodes.values()]
+        admin = f"{ADMIN}:{self._nats_admin_password}@"
         return InfraEndpoints(
-            nats_url=f"nats://{ADMIN}:{self._nats_admin_password}@{LOOPBACK}:{self._nats_ports.client}",
-            nats_address=nats_address,
+            # Every server of a cluster, comma-separated (`likeness.bus.nats_servers`).
+            nats_url=",".join(f"nats://{admin}{LOOPBACK}:{port}" for port in clients),
+            nats_address=",".join(f"nats://{LOOPBACK}:{port}" for port in clients),
             s3_endpoint=f"http://{LOOPBACK}:{self._weed_ports.s3}",
             s3_access_key=self._s3_access_key,
             s3_secret_key=self._s3_secret_key,
             s3_bucket=S3_BUCKET,
             s3_region=S3_REGION,
             vault_addr=f"http://{LOOPBACK}:{self._vault_port}",
-            vault_token=self._vault_token,
+            vault_token=self.vault_token,
             nats_store_dir=self.nats_store_dir,
             s3_data_dir=self.s3_data_dir,
         )
@@ -252,7 +291,11 @@ class Infra:
         """What `likeness bootstrap` does, with the `bootstrap` identity (idempotent); one side only, or
         another audit bound, for tests that start one server of their own."""
         coroutine = bootstrap(
-            self.settings_of(BOOTSTRAP), nats_side=nats_side, s3_side=s3_side, audit_max_bytes=audit_max_bytes
+            self.settings_of(BOOTSTRAP),
+            nats_side=nats_side,
+            s3_side=s3_side,
+            audit_max_bytes=audit_max_bytes,
+            bounds=Bounds(replicas=self.nats_cluster_size),
         )
         # In a thread of its own: callers may be inside an event loop (async fixtures) or not.
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -260,23 +303,43 @@ class Infra:
 
     @property
     def processes(self) -> dict[str, ManagedProcess]:
-        return {NATS: self.nats, S3: self.s3, VAULT: self.vault}
+        """Every server process by name: `nats` (or `nats-1`.. in a cluster), `s3`, `vault`."""
+        return {**self.nats_nodes, S3: self.s3, VAULT: self.vault}
+
+    @property
+    def vault_token(self) -> str:
+        """The root token: made up for the dev server, handed out by initialisation for a persistent one."""
+        keys = read_keys(self._vault_init_file) if self.persistent_vault else None
+        return keys.root_token if keys is not None else self._vault_token
+
+    @property
+    def vault_unseal_key(self) -> str:
+        """A persistent OpenBao's unseal key, once initialised ("" for the dev server: it has none)."""
+        keys = read_keys(self._vault_init_file) if self.persistent_vault else None
+        return keys.unseal_key if keys is not None else ""
 
     @property
     def nats_monitor_url(self) -> str:
-        return f"http://{LOOPBACK}:{self._nats_ports.monitor}"
+        return self.nats_monitor_url_of(next(iter(self._nats_nodes)))
+
+    def nats_monitor_url_of(self, node: str) -> str:
+        return f"http://{LOOPBACK}:{self._nats_nodes[node].monitor}"
 
     def ports(self) -> dict[str, list[int]]:
         """Every port each server listens on (for checks that they are released after a stop)."""
         return {
-            NATS: [self._nats_ports.client, self._nats_ports.monitor],
+            **{
+                name: [port for port in (ports.client, ports.monitor, ports.cluster) if port]
+                for name, ports in self._nats_nodes.items()
+            },
             S3: self._weed_ports.all(),
             VAULT: [self._vault_port, self._vault_port + _BAO_CLUSTER_OFFSET],
         }
 
     def main_ports(self) -> dict[str, int]:
         """The port clients use, per server."""
-        return {NATS: self._nats_ports.client, S3: self._weed_ports.s3, VAULT: self._vault_port}
+        nats = {name: ports.client for name, ports in self._nats_nodes.items()}
+        return {**nats, S3: self._weed_ports.s3, VAULT: self._vault_port}
 
     def leftover_files(self) -> list[Path]:
         """Files and folders outside `state_dir` the servers may leave behind (delete after stopping)."""
@@ -300,18 +363,24 @@ class Infra:
 
     def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """Stop every server (SIGTERM, SIGKILL after `grace`). Idempotent."""
-        for process in (self.vault, self.s3, self.nats):
+        for process in (self.vault, self.s3, *self.nats_nodes.values()):
             process.stop(grace)
         self._remove_weed_grpc_sockets()
         if self._socket_dir.parent != self.state_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def stop_nats(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
-        self.nats.stop(grace)
+        """Stop every NATS server (all nodes of a cluster)."""
+        for process in self.nats_nodes.values():
+            process.terminate()
+        for process in self.nats_nodes.values():
+            process.stop(grace)
 
     def start_nats(self) -> None:
-        self._spawn_nats()
-        self._wait_nats()
+        """Start every NATS server that is not running and wait until all work."""
+        stopped = [name for name, process in self.nats_nodes.items() if not process.running]
+        self._spawn_nats(stopped)
+        self._wait_nats(stopped)
 
     def stop_s3(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         self.s3.stop(grace)
@@ -325,17 +394,34 @@ class Infra:
         self.vault.stop(grace)
 
     def start_vault(self) -> None:
-        """Bring OpenBao back on the same address with the same root token; its old keys are gone."""
+        """Bring OpenBao back on the same address with the same root token: a dev server without its old
+        keys; a persistent one with all of them, once unsealed (which this does)."""
         self._spawn_vault()
         self._wait_vault()
 
     def stop_server(self, name: str, grace: float = DEFAULT_GRACE_SECONDS) -> None:
-        """Stop one server by name ("nats", "s3" or "vault")."""
+        """Stop one server by name ("nats", "s3" or "vault"; "nats" stops every node of a cluster, a node's
+        own name, e.g. "nats-2", that node alone)."""
+        if name in self.nats_nodes and name != NATS:
+            self.nats_nodes[name].stop(grace)
+            return
         {NATS: self.stop_nats, S3: self.stop_s3, VAULT: self.stop_vault}[name](grace)
 
     def start_server(self, name: str) -> None:
-        """Start one stopped server again by name ("nats", "s3" or "vault")."""
+        """Start one stopped server again by name (as `stop_server` takes them) and wait until it works."""
+        if name in self.nats_nodes and name != NATS:
+            self._spawn_nats([name])
+            self._wait_nats([name])
+            return
         {NATS: self.start_nats, S3: self.start_s3, VAULT: self.start_vault}[name]()
+
+    def kill_server(self, name: str) -> None:
+        """SIGKILL one server process at once (a lost node: no shutdown, nothing flushed) and reap it;
+        `start_server(name)` brings it back on the same ports with whatever its data dir kept."""
+        process = self.processes[name]
+        if process.pid is not None and process.running:
+            signal_group(process.pid, signal.SIGKILL)
+        process.stop(grace=0)
 
     def pause_server(self, name: str) -> None:
         """Freeze one server (SIGSTOP): its ports stay open, connections are accepted by the kernel, but
@@ -382,7 +468,7 @@ class Infra:
         """An authenticated `hvac.Client` for our OpenBao."""
         import hvac
 
-        return hvac.Client(url=self.endpoints.vault_addr, token=self._vault_token, timeout=5)
+        return hvac.Client(url=self.endpoints.vault_addr, token=self.vault_token, timeout=5)
 
     def __enter__(self) -> Infra:
         return self
@@ -400,19 +486,39 @@ class Infra:
             return preferred
         return Path(tempfile.mkdtemp(prefix="likeness-"))
 
-    def _nats_process(self) -> ManagedProcess:
+    def _nats_store_dir_of(self, name: str) -> Path:
+        # A cluster's nodes each keep their own store, all under `nats_store_dir` (which the leak scans read).
+        return self.nats_store_dir if name == NATS else self.nats_store_dir / name
+
+    def _nats_process(self, name: str, ports: _NatsPorts) -> ManagedProcess:
         argv = [
             find_binary("nats-server"),
             # The users and their permissions (written before each start; flags below win for the rest).
             "-c", str(self._nats_config),
             "-js",
             "-a", LOOPBACK,
-            "-p", str(self._nats_ports.client),
-            "-m", str(self._nats_ports.monitor),
-            "-sd", str(self.nats_store_dir),
+            "-p", str(ports.client),
+            "-m", str(ports.monitor),
+            "-sd", str(self._nats_store_dir_of(name)),
         ]  # fmt: skip
+        if ports.cluster:
+            # Routes to every other node on loopback (plaintext, as the dev servers' client ports are);
+            # the server name is what stream info reports as a stream's leader.
+            routes = [
+                f"nats://{LOOPBACK}:{other.cluster}" for other in self._nats_nodes.values() if other != ports
+            ]
+            argv += [
+                "-n", name,
+                "--cluster_name", NATS_CLUSTER_NAME,
+                "--cluster", f"nats://{LOOPBACK}:{ports.cluster}",
+                "--routes", ",".join(routes),
+            ]  # fmt: skip
         return ManagedProcess(
-            NATS, argv, self.log_dir / "nats.log", cwd=self.state_dir, die_with_parent=self._die_with_parent
+            name,
+            argv,
+            self.log_dir / f"{name}.log",
+            cwd=self.state_dir,
+            die_with_parent=self._die_with_parent,
         )
 
     def _weed_process(self) -> ManagedProcess:
@@ -461,6 +567,16 @@ class Infra:
         )
 
     def _bao_process(self) -> ManagedProcess:
+        if self.persistent_vault:
+            argv = [find_binary("bao"), "server", f"-config={self._vault_dir / 'config.hcl'}"]
+            return ManagedProcess(
+                VAULT,
+                argv,
+                self.log_dir / "vault.log",
+                env=_env_without("BAO_", "VAULT_"),
+                cwd=self.state_dir,
+                die_with_parent=self._die_with_parent,
+            )
         argv = [
             find_binary("bao"),
             "server",
@@ -479,12 +595,13 @@ class Infra:
             die_with_parent=self._die_with_parent,
         )
 
-    def _spawn_nats(self) -> None:
-        self.nats_store_dir.mkdir(parents=True, exist_ok=True)
+    def _spawn_nats(self, names: list[str] | None = None) -> None:
         passwords = {name: found.nats_password for name, found in self._credentials.items()}
         admin = {"user": ADMIN, "password": self._nats_admin_password}
         _private_file(self._nats_config, nats_authorization(passwords, extra_users=[admin]))
-        self.nats.start()
+        for name in self.nats_nodes if names is None else names:
+            self._nats_store_dir_of(name).mkdir(parents=True, exist_ok=True)
+            self.nats_nodes[name].start()
 
     def _spawn_s3(self) -> None:
         for path in (self.s3_data_dir, self._weed_config_dir, self._socket_dir):
@@ -525,9 +642,28 @@ class Infra:
             path.unlink(missing_ok=True)
 
     def _spawn_vault(self) -> None:
+        if self.persistent_vault:
+            (self._vault_dir / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
+            config = config_text(
+                self._vault_port, self._vault_port + _BAO_CLUSTER_OFFSET, self._vault_dir / "data"
+            )
+            (self._vault_dir / "config.hcl").write_text(config)
         self.vault.start()
 
     # ----------------------------------------------------------------------------------------- readiness
+
+    def _unseal_vault(self, health: int) -> str:
+        """Initialise a persistent OpenBao once, unseal it after every start; says what it did (the probe
+        then checks again)."""
+        addr = self.endpoints.vault_addr
+        keys: VaultKeys | None = read_keys(self._vault_init_file)
+        if health == _NOT_INITIALISED:
+            if keys is not None:
+                raise InfraStartError(f"OpenBao at {addr} lost its storage: {self._vault_init_file} is stale")
+            keys = initialise(addr, self._vault_init_file)
+        if keys is None:
+            raise InfraStartError(f"OpenBao at {addr} is sealed and {self._vault_init_file} is missing")
+        return "unsealed, checking again" if unseal(addr, keys) else "unseal key given, still sealed"
 
     def _wait(self, process: ManagedProcess, what: str, probe: Callable[[], str | None]) -> None:
         """Call `probe` until it returns None (ready) or the timeout passes; it returns why not yet."""
@@ -553,13 +689,20 @@ class Infra:
                 )
             time.sleep(0.1)
 
-    def _wait_nats(self) -> None:
+    def _wait_nats(self, names: list[str] | None = None) -> None:
+        for name in self.nats_nodes if names is None else names:
+            self._wait_nats_node(name)
+
+    def _wait_nats_node(self, name: str) -> None:
+        ports = self._nats_nodes[name]
+
         def probe() -> str | None:
-            health = httpx.get(f"{self.nats_monitor_url}/healthz", timeout=2.0)
+            # In a cluster /healthz answers 200 only once the node has caught up with the meta leader.
+            health = httpx.get(f"{self.nats_monitor_url_of(name)}/healthz", timeout=2.0)
             if health.status_code != 200:
                 return f"/healthz answered {health.status_code}: {health.text.strip()}"
             # The INFO line every client gets first tells whether JetStream is on for clients.
-            with socket.create_connection((LOOPBACK, self._nats_ports.client), timeout=2.0) as conn:
+            with socket.create_connection((LOOPBACK, ports.client), timeout=2.0) as conn:
                 first_line = conn.makefile("rb").readline().decode()
             if not first_line.startswith("INFO "):
                 return f"unexpected greeting {first_line[:80]!r}"
@@ -567,7 +710,7 @@ class Infra:
                 return "JetStream is not enabled"
             return None
 
-        self._wait(self.nats, f"nats://{LOOPBACK}:{self._nats_ports.client}", probe)
+        self._wait(self.nats_nodes[name], f"nats://{LOOPBACK}:{ports.client}", probe)
 
     def _wait_s3(self) -> None:
         def probe() -> str | None:
@@ -580,6 +723,8 @@ class Infra:
     def _wait_vault(self) -> None:
         def probe() -> str | None:
             health = httpx.get(f"{self.endpoints.vault_addr}/v1/sys/health", timeout=2.0)
+            if self.persistent_vault and health.status_code in (_NOT_INITIALISED, _SEALED):
+                return self._unseal_vault(health.status_code)
             if health.status_code != 200:
                 return f"/v1/sys/health answered {health.status_code}"
             client = self.vault_client()
@@ -597,12 +742,20 @@ def start_infra(
     *,
     die_with_parent: bool = True,
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    nats_cluster_size: int = 1,
+    persistent_vault: bool = False,
 ) -> Infra:
     """Start NATS JetStream, SeaweedFS S3 and OpenBao under `state_dir` and wait until all work.
 
     With `die_with_parent` (the default, for tests) the servers are killed by the kernel if this
     process dies without stopping them; `likeness dev up` turns it off so the servers outlive it.
     """
-    infra = Infra(state_dir, die_with_parent=die_with_parent, startup_timeout=startup_timeout)
+    infra = Infra(
+        state_dir,
+        die_with_parent=die_with_parent,
+        startup_timeout=startup_timeout,
+        nats_cluster_size=nats_cluster_size,
+        persistent_vault=persistent_vault,
+    )
     infra.start()
     return infra

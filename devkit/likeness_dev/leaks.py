@@ -251,6 +251,8 @@ def stack_secrets(stack: DevStack) -> dict[str, str]:
         "the Vault token": endpoints.vault_token,
         "the admin NATS URL (with its password)": endpoints.nats_url,
     }
+    if stack.infra.vault_unseal_key:
+        found["the Vault unseal key"] = stack.infra.vault_unseal_key
     for identity in SERVICE_IDENTITIES:
         credentials = stack.infra.credentials(identity)
         found[f"the NATS password of {identity}"] = credentials.nats_password
@@ -270,8 +272,7 @@ def scan_stack(
     everything = dict(needles) | stack_secrets(stack)
     logs = [service.process.log_path for service in stack.services.values()]
     urls = [f"{service.metrics_url}/metrics" for service in stack.services.values()]
-    if "gateway" in stack.services:
-        urls.append(f"{stack.gateway_url}/metrics")
+    urls += [f"{url}/metrics" for url in stack.gateway_urls]
     labels, _ = scan_metric_labels(urls, everything)
     return plaintext.findings + scan_text(logs, everything) + labels, plaintext
 

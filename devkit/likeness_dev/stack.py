@@ -152,9 +152,17 @@ class ServiceProcess:
     #: Plaintext gRPC health only (gRPC services): what the stack probes, as Kubernetes does.
     health_port: int | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Which copy of the process this is (`DevStack.start(replicas=2)`): 1, the only one by default.
+    replica: int = 1
 
     @property
     def name(self) -> str:
+        """The process name: the spec's (`gateway`), `<spec>-<n>` for a further replica (`gateway-2`)."""
+        return self.spec.name if self.replica == 1 else f"{self.spec.name}-{self.replica}"
+
+    @property
+    def identity(self) -> str:
+        """Who the process is to NATS, S3, Vault and its peers: every replica of a spec is the same one."""
         return self.spec.name
 
     @property
@@ -274,6 +282,7 @@ class DevStack:
         infra: Infra | None = None,
         reset: bool = False,
         progress: Callable[[str], None] | None = None,
+        replicas: int = 1,
     ) -> DevStack:
         """Start the stack with its state in `project_dir/.likeness/` and wait until all are healthy.
 
@@ -284,6 +293,8 @@ class DevStack:
         instead of starting new ones (they are then not stopped with the stack). reset: delete the NATS
         and S3 data of earlier runs first. die_with_parent: the kernel kills the processes if this one
         dies (tests); `likeness dev up` turns it off so they outlive it. progress: told what happens.
+        replicas: processes per service (the fault suite runs 2): replica n is named `<name>-n` beyond the
+        first, has the same identity, and its gateway calls replica n of each gRPC service.
         """
         say = progress or (lambda message: None)
         settings = StackSettings()
@@ -317,8 +328,9 @@ class DevStack:
                 if any(spec.needs_model for spec in wanted):
                     stack.base_model = _resolve_base_model(base_model, settings, state_dir, say)
                 stack.tmp_dir.mkdir(mode=0o700, exist_ok=True)
-                say(f"starting {', '.join(spec.name for spec in wanted)}")
-                stack._spawn_services(wanted, die_with_parent, extra_env or {}, service_env or {})
+                copies = f" ({replicas} of each)" if replicas > 1 else ""
+                say(f"starting {', '.join(spec.name for spec in wanted)}{copies}")
+                stack._spawn_services(wanted, die_with_parent, extra_env or {}, service_env or {}, replicas)
                 stack._write_records()
                 say("waiting until every service is healthy")
                 _wait_healthy(list(stack.services.values()), timeout or settings.stack_timeout)
@@ -338,22 +350,31 @@ class DevStack:
         die_with_parent: bool,
         extra_env: Mapping[str, str],
         service_env: Mapping[str, Mapping[str, str]],
+        replicas: int = 1,
     ) -> None:
         planned: list[ServiceProcess] = []
-        for spec in wanted:
-            service = ServiceProcess(
-                spec=spec,
-                process=ManagedProcess(spec.name, [], self.log_dir / f"{spec.name}.log"),
-                metrics_port=free_port(),
-                grpc_port=free_port() if spec.kind is ServiceKind.GRPC else None,
-                http_port=free_port() if spec.kind is ServiceKind.HTTP else None,
-                health_port=free_port() if spec.kind is ServiceKind.GRPC else None,
-            )
-            planned.append(service)
-        addresses = {service.spec.address_env: service.address for service in planned if service.grpc_port}
+        for replica in range(1, replicas + 1):
+            for spec in wanted:
+                service = ServiceProcess(
+                    spec=spec,
+                    process=ManagedProcess(spec.name, [], self.log_dir / f"{spec.name}.log"),
+                    metrics_port=free_port(),
+                    grpc_port=free_port() if spec.kind is ServiceKind.GRPC else None,
+                    http_port=free_port() if spec.kind is ServiceKind.HTTP else None,
+                    health_port=free_port() if spec.kind is ServiceKind.GRPC else None,
+                    replica=replica,
+                )
+                planned.append(service)
         for service in planned:
+            # Each gateway calls the gRPC services of its own replica number (in a cluster, a Service).
+            addresses = {
+                peer.spec.address_env: peer.address
+                for peer in planned
+                if peer.grpc_port and peer.replica == service.replica
+            }
             service.env = self._service_env(service, addresses) | dict(extra_env)
-            service.env |= dict(service_env.get(service.name, {}))
+            # service_env by spec name holds for every replica of it.
+            service.env |= dict(service_env.get(service.spec.name, {}))
             service.process = ManagedProcess(
                 service.name,
                 service.spec.command,
@@ -372,7 +393,10 @@ class DevStack:
         infra_env = self.infra.endpoints.as_env()
         env |= {key: value for key, value in infra_env.items() if key not in INFRA_SECRET_VARIABLES}
         # Its own NATS user (part P: process names are identities): never the admin in the infra's URL.
-        env |= {"LIKENESS_NATS_URL": self.infra.endpoints.nats_address, "LIKENESS_NATS_USER": service.name}
+        env |= {
+            "LIKENESS_NATS_URL": self.infra.endpoints.nats_address,
+            "LIKENESS_NATS_USER": service.identity,
+        }
         env |= {
             # Every process of a dev stack runs as development, said explicitly (the default is production,
             # which refuses the dev servers' plaintext endpoints and development secrets).
@@ -411,12 +435,12 @@ class DevStack:
                 for variable in INFRA_SECRET_VARIABLES
             }
         # Part P: its own NATS password and S3 identity, not the infra's admin keys.
-        own = self.infra.credentials(service.name)
+        own = self.infra.credentials(service.identity)
         values["nats_password"] = own.nats_password
         if service.spec.kind is not ServiceKind.HTTP:
             values |= {"s3_access_key": own.s3_access_key, "s3_secret_key": own.s3_secret_key}
             # Part K: a Vault token with only this identity's policy (deploy/vault/policies), not root.
-            values["vault_token"] = identity_vault_token(self.infra, service.name)
+            values["vault_token"] = identity_vault_token(self.infra, service.identity)
         if service.spec.module == "retention":
             values["hmac_secret"] = self.hmac_secret
         if service.spec.kind is not ServiceKind.HTTP:  # every service that holds personal data audits it
@@ -438,9 +462,18 @@ class DevStack:
     def _write_tls(self, service: ServiceProcess) -> Path:
         """The process's certificate of its identity (its process name) from this stack's CA; workers
         have no gRPC hop and get none."""
-        return self.pki.issue(service.name).write(self.tls_dir(service.name))
+        return self.pki.issue(service.identity).write(self.tls_dir(service.name))
 
     # ------------------------------------------------------------------------------------------ use
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        """Every gateway replica's URL (`gateway_url` is the first's)."""
+        return [
+            f"http://{LOOPBACK}:{service.http_port}"
+            for service in self.services.values()
+            if service.spec.kind is ServiceKind.HTTP and service.http_port is not None
+        ]
 
     @property
     def gateway_url(self) -> str:

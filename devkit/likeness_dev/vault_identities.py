@@ -7,7 +7,8 @@ policy (no default policy) from the root token, which no service then holds. A p
 beyond what its policy names fails in the dev stack and the tests as it would in production.
 
 The dev OpenBao keeps everything in memory: after a restart of it (not a pause) these tokens are gone, and
-the stack must be started again.
+the stack must be started again. A persistent one (`Infra(persistent_vault=True)`) keeps them, with the
+policies and every transit key, across restarts.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import uuid
@@ -10,7 +11,9 @@ from pathlib import Path
 import nats
 import pytest
 from minio.error import S3Error
+from nats.js.api import StreamInfo
 
+from likeness.bus import TRAIN_STREAM, nats_servers
 from likeness_dev.infra import S3_BUCKET, Infra, InfraStartError
 from likeness_dev.ports import is_listening, wait_until_listening
 from likeness_dev.procs import is_alive
@@ -142,3 +145,44 @@ def test_a_server_that_cannot_start_is_named_with_its_log(tmp_path: Path, server
     assert message.startswith("nats ")
     assert "address already in use" in message.lower()
     assert not any(process.running for process in infra.processes.values())
+
+
+async def _train_stream(infra: Infra) -> StreamInfo:
+    client = await nats.connect(nats_servers(infra.endpoints.nats_url), connect_timeout=5)
+    try:
+        return await client.jetstream().stream_info(TRAIN_STREAM)
+    finally:
+        await client.close()
+
+
+def test_the_bigger_stacks_servers_survive_a_lost_leader_and_a_real_vault_restart(
+    tmp_path: Path, server_process: None
+) -> None:
+    """Three JetStream servers holding every stream at 3 replicas, and an OpenBao on persistent storage that
+    `Infra` initialises once (its keys in a 0600 file) and unseals after every start."""
+    infra = Infra(tmp_path / "state", nats_cluster_size=3, persistent_vault=True, startup_timeout=90.0)
+    try:
+        infra.start()
+        assert len(infra.endpoints.nats_address.split(",")) == 3
+        info = asyncio.run(_train_stream(infra))
+        assert info.config.num_replicas == 3
+        assert info.cluster is not None
+        leader = str(info.cluster.leader)
+        assert leader in infra.nats_nodes
+        infra.kill_server(leader)
+        assert not infra.nats_nodes[leader].running
+        infra.start_server(leader)
+        assert infra.nats_nodes[leader].running
+
+        keys = tmp_path / "state" / "vault-init.json"
+        assert keys.stat().st_mode & 0o777 == 0o600
+        client = infra.vault_client()
+        client.secrets.transit.create_key(name="survives", mount_point="transit")
+        infra.kill_server("vault")
+        infra.start_server("vault")  # a new process, sealed until Infra unseals it
+        found = infra.vault_client().secrets.transit.read_key(name="survives", mount_point="transit")
+        assert found["data"]["name"] == "survives"
+        assert infra.vault_unseal_key
+    finally:
+        infra.stop()
+    assert infra.wait_released() == []

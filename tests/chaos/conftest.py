@@ -7,17 +7,23 @@ bounded); `pytest -m chaos tests/chaos` (`make test-chaos`) runs them all. The l
 
 The stack is private to these tests (its own NATS, S3 and OpenBao): they stop and restart its servers,
 which must not disturb the session's shared `infra`. Every test leaves it whole for the next one.
+
+The bigger stack (`cluster_stack`, `replicated_stack`; one test module each, stopped after it): NATS as a
+3-node JetStream cluster with every stream and bucket at 3 replicas, OpenBao on persistent storage that
+the stack initialised and unseals, and (replicated_stack) two processes of every service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import nats.errors
 import nats.js.errors
 import pytest
 
@@ -27,6 +33,7 @@ from likeness.object_names import subject_prefix
 from likeness.store import ObjectStore, StoredObject
 from likeness_dev.infra import Infra
 from likeness_dev.journey import GatewayClient
+from likeness_dev.load import LoadOutcome
 from likeness_dev.samples import sample_photos
 from likeness_dev.stack import DevStack
 from likeness_dev.tokens import DEV_TENANT
@@ -81,12 +88,18 @@ def ledger() -> Ledger:
     return Ledger()
 
 
-@pytest.fixture(scope="session")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) -> Iterator[DevStack]:
-    """All servers and services, private to the chaos tests; stopped (and its files left to pytest's
-    tmp cleanup) at the end."""
-    root = Path(tmp_path_factory.mktemp("chaos"))
-    infra = Infra(root / "infra")
+@contextmanager
+def _private_stack(
+    root: Path, *, nats_cluster_size: int = 1, persistent_vault: bool = False, replicas: int = 1
+) -> Iterator[DevStack]:
+    """All servers and services under `root`, stopped (and its files left to pytest's tmp cleanup) after."""
+    infra = Infra(
+        root / "infra",
+        nats_cluster_size=nats_cluster_size,
+        persistent_vault=persistent_vault,
+        # Three JetStream servers electing their meta leader, on 2 busy cores, take longer than one.
+        startup_timeout=90.0 if nats_cluster_size > 1 else 30.0,
+    )
     infra.start()
     worker_env = {
         "LIKENESS_ACK_WAIT_SECONDS": WORKER_ACK_WAIT_SECONDS,
@@ -96,7 +109,8 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) 
         stack = DevStack.start(
             root / "project",
             infra=infra,
-            progress=lambda line: print(f"[chaos stack] {line}", flush=True),
+            progress=lambda line: print(f"[chaos stack {root.name}] {line}", flush=True),
+            replicas=replicas,
             extra_env={
                 "LIKENESS_INFERENCE_STEPS": "4",
                 "LIKENESS_MIN_PHOTOS_FOR_TRAINING": "2",
@@ -129,18 +143,47 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) 
         infra.stop()
 
 
-@pytest.fixture
-def whole_stack(chaos_stack: DevStack) -> Iterator[DevStack]:
-    """The chaos stack, put back together after the test whatever it broke (servers, then services)."""
-    yield chaos_stack
-    infra = chaos_stack.infra
+@pytest.fixture(scope="session")
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) -> Iterator[DevStack]:
+    """All servers and services, private to the chaos tests (one of each, the dev stack's servers)."""
+    with _private_stack(Path(tmp_path_factory.mktemp("chaos"))) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) -> Iterator[DevStack]:
+    """Clustered NATS (3 nodes, streams and buckets at 3 replicas) and a persistent, unsealed OpenBao,
+    one process per service; for one module, so that it never runs beside another big stack."""
+    root = Path(tmp_path_factory.mktemp("cluster"))
+    with _private_stack(root, nats_cluster_size=3, persistent_vault=True) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def replicated_stack(tmp_path_factory: pytest.TempPathFactory, server_process: None) -> Iterator[DevStack]:
+    """The cluster stack with two processes of every service (two gateways, two of each worker...)."""
+    root = Path(tmp_path_factory.mktemp("replicated"))
+    with _private_stack(root, nats_cluster_size=3, persistent_vault=True, replicas=2) as stack:
+        yield stack
+
+
+def _put_back_together(stack: DevStack) -> None:
+    """Whatever a test broke: servers first (paused ones resumed, stopped ones started), then services."""
+    infra = stack.infra
     for name, process in infra.processes.items():
         infra.resume_server(name)
         if not process.running:
             infra.start_server(name)
-    for name, service in chaos_stack.services.items():
+    for name, service in stack.services.items():
         if not service.process.running:
-            chaos_stack.start_service(name)
+            stack.start_service(name)
+
+
+@pytest.fixture
+def whole_stack(chaos_stack: DevStack) -> Iterator[DevStack]:
+    """The chaos stack, put back together after the test whatever it broke (servers, then services)."""
+    yield chaos_stack
+    _put_back_together(chaos_stack)
 
 
 class Kit:
@@ -194,11 +237,19 @@ class Kit:
         path = f"/v1/subjects/{subject_id}/renders"
         return str(self.gateway.json("POST", path, expect=(202,), json=body)["id"])
 
-    def ended(self, path: str, timeout: float = 240.0) -> dict[str, Any]:
-        """The job at `path` once it has ended (any end), polled through the gateway."""
+    def ended(self, path: str, timeout: float = 240.0, *, through_failover: bool = False) -> dict[str, Any]:
+        """The job at `path` once it has ended (any end), polled through the gateway. `through_failover`:
+        a 503 `unavailable` with `Retry-After` (a JetStream leader being elected) is waited out as a client
+        would; any other error still fails."""
 
         def finished() -> dict[str, Any] | None:
-            record = self.gateway.json("GET", path)
+            response = self.gateway.http.get(path)
+            if through_failover and response.status_code == 503:
+                assert response.headers.get("retry-after", "").isdigit(), dict(response.headers)
+                assert response.json()["error"]["code"] == "unavailable", response.text
+                return None
+            assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:300]}"
+            record: dict[str, Any] = response.json()
             return record if record["status"] in {"succeeded", "failed", "cancelled"} else None
 
         return until(finished, timeout, f"the end of {path}", every=0.25)
@@ -244,6 +295,34 @@ class Kit:
 
         return self.with_bus(read)
 
+    def stream_leader(self, stream: str) -> str:
+        """The server name of the stream's leader in a JetStream cluster ("" while there is none)."""
+
+        async def read(bus: Bus) -> str:
+            try:
+                info = await bus.js.stream_info(stream)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                return ""  # no leader answers while the servers elect one
+            return str(info.cluster.leader or "") if info.cluster else ""
+
+        return str(self.with_bus(read))
+
+    def stream_whole(self, stream: str, replicas: int) -> bool:
+        """The stream has a leader and `replicas - 1` followers, every one current (caught up)."""
+
+        async def read(bus: Bus) -> bool:
+            try:
+                info = await bus.js.stream_info(stream)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                return False
+            cluster = info.cluster
+            if cluster is None or not cluster.leader:
+                return False
+            followers = cluster.replicas or []
+            return len(followers) == replicas - 1 and all(p.current and not p.offline for p in followers)
+
+        return bool(self.with_bus(read))
+
     def queue_idle(self, stream: str) -> bool:
         """No job of the work queue (any tenant's) is waiting or held by a worker: a work-queue stream keeps
         a job's message until it is acknowledged or terminated."""
@@ -271,6 +350,52 @@ def kit(whole_stack: DevStack, ledger: Ledger) -> Iterator[Kit]:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def cluster_kit(cluster_stack: DevStack, ledger: Ledger) -> Iterator[Kit]:
+    """A kit on the cluster stack, put back together after each test."""
+    made = Kit(cluster_stack, ledger)
+    try:
+        yield made
+    finally:
+        made.close()
+        _put_back_together(cluster_stack)
+
+
+@pytest.fixture
+def replicated_kit(replicated_stack: DevStack, ledger: Ledger) -> Iterator[Kit]:
+    made = Kit(replicated_stack, ledger)
+    try:
+        yield made
+    finally:
+        made.close()
+        _put_back_together(replicated_stack)
+
+
+def _check_load(
+    kit: Kit, photos: Sequence[tuple[str, bytes]], outcome: LoadOutcome, people: int, images: int
+) -> None:
+    """Every journey of a load ended as it should: each person's photos accepted, their images out, their
+    erasure completed, every read of them 404/410 after, and nothing of them left in the bucket."""
+    kit.ledger.add_photos(list(photos))
+    kit.ledger.add_external_ref("demo-person-1")  # what run_journey sends
+    for result in outcome.results:
+        kit.ledger.add_subject(result.subject_id)
+        for image in result.images:
+            kit.ledger.images[image.image_id] = image.data
+        assert all(photo["status"] == "accepted" for photo in result.photos), result.photos
+        assert len(result.images) == images
+        assert result.erasure["status"] == "completed"
+        assert all(status in (404, 410) for status in result.after_erasure.values()), result.after_erasure
+        assert kit.versions(result.subject_id) == [], "nothing of the person is left"
+    assert len({result.subject_id for result in outcome.results}) == people
+
+
+@pytest.fixture
+def check_load() -> Callable[..., None]:
+    """`check_load(kit, photos, outcome, people, images_per_journey)` for the load tests."""
+    return _check_load
 
 
 def until(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:

@@ -125,6 +125,12 @@ async def report_nats_error(error: Exception) -> None:
     log.warning("NATS connection problem", extra={"error": type(error).__name__})
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers of `LIKENESS_NATS_URL`: one URL, or a JetStream cluster's as a comma-separated list
+    (`nats://a:4222,nats://b:4222,...`), so a process still connects when the first one is down."""
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
 def connect_options(credentials: NatsCredentials | None = None) -> dict[str, Any]:
     """nats-py connect options every process uses (reconnecting forever), with its user when given."""
     options: dict[str, Any] = {
@@ -156,7 +162,7 @@ class Bus:
     @classmethod
     async def connect(cls, url: str, name: str, credentials: NatsCredentials | None = None) -> Bus:
         """Connects as `credentials.user` when given (else as the URL says: tests use an admin URL)."""
-        nc = await nats.connect(url, name=name, **connect_options(credentials))
+        nc = await nats.connect(nats_servers(url), name=name, **connect_options(credentials))
         return cls(nc, nc.jetstream())
 
     async def kv(self, bucket: str) -> KeyValue:
@@ -295,6 +301,10 @@ class Bus:
             await self.nc.drain()
 
 
+#: How long a worker waits before fetching again from a work queue that had no leader.
+UNAVAILABLE_PAUSE_SECONDS = 0.5
+
+
 class WorkQueue:
     def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
         self._subscription = subscription
@@ -303,6 +313,12 @@ class WorkQueue:
         try:
             messages = await self._subscription.fetch(1, timeout=timeout)
         except (TimeoutError, nats.errors.TimeoutError):
+            return None
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+            # No leader for the stream or its consumer yet: on a JetStream cluster, for the seconds after
+            # the leader's server died. The worker waits and asks again instead of dying with the error.
+            log.warning("work queue without a leader; asking again")
+            await asyncio.sleep(min(timeout, UNAVAILABLE_PAUSE_SECONDS))
             return None
         return messages[0] if messages else None
 

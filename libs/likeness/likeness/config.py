@@ -193,8 +193,9 @@ class CommonSettings(BaseSettings):
         for name, schemes in SECURE_SCHEMES.items():
             if name != "nats_url" and not self.uses_storage:
                 continue
-            url = urlparse(getattr(self, name))
-            if url.scheme not in schemes:
+            # LIKENESS_NATS_URL may list a cluster's servers, comma-separated: each one must be secure.
+            urls = [urlparse(part.strip()) for part in str(getattr(self, name)).split(",")]
+            if any(url.scheme not in schemes for url in urls):
                 problems.append(
                     f"LIKENESS_{name.upper()} must use {'/'.join(sorted(schemes))}:// in production"
                 )

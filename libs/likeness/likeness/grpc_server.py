@@ -71,7 +71,8 @@ class GrpcServer:
                 CallerInterceptor(callers, open_methods, on_denied),
                 ServerTelemetryInterceptor(),
                 *([user_tokens] if user_tokens is not None else []),
-                # Innermost: a write refused by a full stream answers `storage_full`, not INTERNAL.
+                # Innermost: a write refused by a full stream answers `storage_full`, and a JetStream request
+                # unanswered (a leader failing over) `unavailable`, not INTERNAL.
                 StorageFullInterceptor(),
             ],
         )

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nats
@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
 
 from likeness.access_policies import bucket_policy
+from likeness.bus import nats_servers
 from likeness.config import CommonSettings
 from likeness.provisioning import (
     AUDIT_STREAM,
@@ -37,7 +38,6 @@ from likeness.provisioning import (
     BucketSpec,
     ConsumerSpec,
     inbox_prefix,
-    sized_audit_stream,
 )
 from likeness.store import s3_client
 
@@ -57,6 +57,8 @@ _STREAM_FIELDS = (
     "deny_delete",
     "deny_purge",
     "allow_rollup_hdrs",
+    # Raised on a cluster by an update (JetStream copies the stream to the new peers).
+    "num_replicas",
 )
 _CONSUMER_FIELDS = (
     "filter_subject",
@@ -261,10 +263,14 @@ async def bootstrap(
     changes: list[Change] = []
     if nats_side:
         streams = [
-            sized_audit_stream(audit_max_bytes) if config.name == AUDIT_STREAM and audit_max_bytes else config
+            replace(config, max_bytes=audit_max_bytes)
+            if config.name == AUDIT_STREAM and audit_max_bytes
+            else config
             for config in bounds.streams()
         ]
-        nc = await nats.connect(settings.nats_url, name="likeness-bootstrap", **connect_options(settings))
+        nc = await nats.connect(
+            nats_servers(settings.nats_url), name="likeness-bootstrap", **connect_options(settings)
+        )
         try:
             changes += await provision_nats(
                 nc.jetstream(), streams, bounds.buckets(), tighten_frozen=tighten_audit

@@ -229,15 +229,23 @@ def stream(name: str) -> StreamConfig:
     return next(config for config in STREAMS if config.name == name)
 
 
+#: JetStream keeps at most five copies of a stream.
+MAX_REPLICAS = 5
+
+
 @dataclass(frozen=True)
 class Bounds:
     """An operator's byte and age bounds by stream or bucket name (`likeness bootstrap`'s settings),
-    replacing the spec's. KV buckets take a byte bound only: an age bound on a bucket of records would drop
-    a live record unseen (their records end with their subject's erasure or retention deadline; transient
-    ones carry their own TTL: idempotency records, rejected photo verdicts)."""
+    replacing the spec's, and how many copies a JetStream cluster keeps of each. KV buckets take a byte
+    bound only: an age bound on a bucket of records would drop a live record unseen (their records end
+    with their subject's erasure or retention deadline; transient ones carry their own TTL: idempotency
+    records, rejected photo verdicts)."""
 
     max_bytes: Mapping[str, int] = field(default_factory=dict)
     max_age_seconds: Mapping[str, float] = field(default_factory=dict)
+    #: Copies of every stream and bucket a JetStream cluster keeps (3 survives the loss of any one
+    #: server); 1, the default, is all a single server can hold.
+    replicas: int = 1
 
     def problems(self) -> list[str]:
         """What is wrong with these bounds, in words an operator can act on (empty: nothing)."""
@@ -264,6 +272,8 @@ class Bounds:
             for name, age in self.max_age_seconds.items()
             if age < 3600
         ]
+        if not 1 <= self.replicas <= MAX_REPLICAS:
+            found.append(f"the replicas must be 1 to {MAX_REPLICAS} (JetStream's limit), not {self.replicas}")
         return found
 
     def streams(self) -> list[StreamConfig]:
@@ -272,17 +282,16 @@ class Bounds:
                 config,
                 max_bytes=self.max_bytes.get(str(config.name), config.max_bytes),
                 max_age=self.max_age_seconds.get(str(config.name), config.max_age),
+                num_replicas=self.replicas,
             )
             for config in STREAMS
         ]
 
     def buckets(self) -> list[BucketSpec]:
-        return [replace(spec, max_bytes=self.max_bytes.get(spec.name, spec.max_bytes)) for spec in BUCKETS]
-
-
-def sized_audit_stream(max_bytes: int) -> StreamConfig:
-    """The audit stream with another byte bound (an operator's choice at the first bootstrap)."""
-    return replace(stream(AUDIT_STREAM), max_bytes=max_bytes)
+        return [
+            replace(spec, max_bytes=self.max_bytes.get(spec.name, spec.max_bytes), replicas=self.replicas)
+            for spec in BUCKETS
+        ]
 
 
 # ------------------------------------------------------------------------------------ KV buckets
@@ -296,6 +305,8 @@ class BucketSpec:
     history: int = 1
     ttl: float | None = None
     max_bytes: int = 128 * MIB
+    #: Copies of the bucket's stream in a JetStream cluster (`Bounds.replicas`): 1 on a single server.
+    replicas: int = 1
 
     @property
     def stream_name(self) -> str:
@@ -317,7 +328,7 @@ class BucketSpec:
             max_consumers=-1,
             max_msgs=-1,
             max_msgs_per_subject=self.history,
-            num_replicas=1,
+            num_replicas=self.replicas,
             storage=StorageType.FILE,
         )
 

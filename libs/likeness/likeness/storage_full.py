@@ -5,6 +5,11 @@ nats-server refuses the write ("maximum bytes exceeded") rather than drop old wo
 method met it fails closed with gRPC UNAVAILABLE and the machine code `storage_full`, which the gateway
 answers as 503 `storage_full` with `Retry-After`, and the LikenessStreamFull alert has already told an
 operator (issue 18). Without this interceptor it would be an opaque INTERNAL error.
+
+The same interceptor answers a JetStream request that got no answer in time (`nats.errors.TimeoutError`,
+`NoRespondersError`) with UNAVAILABLE `unavailable`: on a JetStream cluster that is a stream or bucket
+electing a new leader after its server died, for a few seconds; the gateway answers 503 with `Retry-After`,
+and the retry succeeds, where an INTERNAL would have been a 500 (`tests/chaos/test_chaos_cluster.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import nats.errors
 import nats.js.errors
 
 from likeness.rpc_errors import abort
@@ -32,6 +38,15 @@ STORAGE_FULL = "storage_full"
 STORAGE_FULL_MESSAGE = "Storage for this kind of record is full; the operator has been alerted. Retry later."
 #: nats-server's JSStreamStoreFailedF, the code of "maximum bytes/messages exceeded" under DiscardNew.
 _STORE_FAILED = 10077
+
+
+#: The code of a call the bus did not answer in time (the gateway's 503 `unavailable`).
+BUS_UNAVAILABLE = "unavailable"
+BUS_UNAVAILABLE_MESSAGE = (
+    "The message bus did not answer in time (a server may be failing over). Retry shortly."
+)
+#: What nats-py raises when a JetStream request gets no answer: no leader yet, or none in time.
+_NO_ANSWER = (nats.errors.TimeoutError, nats.errors.NoRespondersError)
 
 
 def is_storage_full(error: BaseException) -> bool:
@@ -58,8 +73,15 @@ def _unary(behavior: Behavior) -> Behavior:
                 raise
             log.error("a write was refused: its stream is full")
             await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+        except _NO_ANSWER as error:
+            await _bus_unavailable(context, error)
 
     return wrapped
+
+
+async def _bus_unavailable(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
+    log.warning("the message bus did not answer in time", extra={"error": type(error).__name__})
+    await abort(context, grpc.StatusCode.UNAVAILABLE, BUS_UNAVAILABLE, BUS_UNAVAILABLE_MESSAGE)
 
 
 def _streaming(behavior: Behavior) -> Behavior:
@@ -75,6 +97,8 @@ def _streaming(behavior: Behavior) -> Behavior:
                 raise
             log.error("a write was refused: its stream is full")
             await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+        except _NO_ANSWER as error:
+            await _bus_unavailable(context, error)
 
     return wrapped
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.js.api import RetentionPolicy, StreamConfig
@@ -15,17 +17,57 @@ from opentelemetry.sdk.trace import TracerProvider
 from likeness.bus import (
     EVENTS_STREAM,
     Bus,
+    WorkQueue,
     decode,
     event_nats_subject,
     kv_entries,
     kv_forget,
     kv_get,
     kv_keys,
+    nats_servers,
 )
 from likeness.config import CommonSettings
 from likeness.provisioning import ConsumerSpec
 from likeness.v1 import events_pb2, jobs_pb2
 from likeness_dev.testing import provision_for_test, provisioned_kv
+
+
+@pytest.mark.parametrize(
+    ("url", "servers"),
+    [
+        ("nats://a:4222", ["nats://a:4222"]),
+        ("nats://a:1,nats://b:2, nats://c:3", ["nats://a:1", "nats://b:2", "nats://c:3"]),
+        ("tls://u:p@a:1,tls://u:p@b:2,", ["tls://u:p@a:1", "tls://u:p@b:2"]),
+    ],
+    ids=["one", "a-cluster", "credentials-trailing-comma"],
+)
+def test_a_cluster_url_lists_every_server(url: str, servers: list[str]) -> None:
+    assert nats_servers(url) == servers
+
+
+class _LeaderlessSubscription:
+    """A pull subscription whose stream has no leader (a JetStream cluster electing one)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.fetches = 0
+
+    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+        self.fetches += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [nats.js.errors.ServiceUnavailableError(), nats.errors.NoRespondersError()],
+    ids=["service-unavailable", "no-responders"],
+)
+async def test_a_worker_waits_out_a_queue_without_a_leader(error: Exception) -> None:
+    subscription = _LeaderlessSubscription(error)
+    queue = WorkQueue(subscription)  # type: ignore[arg-type]
+    assert await queue.next(timeout=0.01) is None
+    assert await queue.next(timeout=0.01) is None
+    assert subscription.fetches == 2
 
 
 @pytest.fixture

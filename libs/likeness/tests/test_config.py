@@ -66,6 +66,13 @@ def test_production_refuses_plaintext_otlp(endpoint: str, complaint: str) -> Non
         CommonSettings.model_validate(PRODUCTION | {"otlp_endpoint": endpoint})
 
 
+def test_production_wants_every_server_of_a_nats_cluster_over_tls() -> None:
+    cluster = "tls://nats-0.example:4222,tls://nats-1.example:4222,tls://nats-2.example:4222"
+    assert CommonSettings.model_validate(PRODUCTION | {"nats_url": cluster}).nats_url == cluster
+    with pytest.raises(ValidationError, match="LIKENESS_NATS_URL must use tls://"):
+        CommonSettings.model_validate(PRODUCTION | {"nats_url": "tls://a:4222,nats://b:4222"})
+
+
 def test_development_may_export_plaintext_otlp_but_not_without_a_scheme() -> None:
     """Without a scheme the exporter would pick TLS or not from OTEL_EXPORTER_OTLP_INSECURE: refused."""
     assert CommonSettings(env="development", otlp_endpoint="http://127.0.0.1:4317").otlp_endpoint

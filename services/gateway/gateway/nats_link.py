@@ -33,6 +33,7 @@ from likeness.bus import (
     connect_options,
     decode,
     event_nats_subject,
+    nats_servers,
     report_nats_error,
     subject_erased_filter,
 )
@@ -71,7 +72,7 @@ class NatsLink:
             # nats-py keeps trying the first connect too (max_reconnect_attempts=-1); its errors are
             # reported once per kind rather than with a traceback each time.
             nc = await nats.connect(
-                self.settings.nats_url,
+                nats_servers(self.settings.nats_url),
                 name="gateway",
                 **(
                     connect_options(self.settings.nats_credentials())

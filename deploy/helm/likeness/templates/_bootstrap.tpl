@@ -140,6 +140,8 @@ spec:
               value: {{ toJson . | quote }}
             {{- end }}
             {{- end }}
+            - name: LIKENESS_STREAM_REPLICAS
+              value: {{ $b.streamReplicas | default 1 | quote }}
             {{- include "likeness.processEnv" $process | trim | nindent 12 }}
           resources:
             {{- toYaml $b.resources | nindent 12 }}
