@@ -45,11 +45,13 @@ BENCH_ENVIRONMENT = {"LIKENESS_ENV": "development"}
 @dataclass(frozen=True)
 class Goal:
     figure: str
-    op: str  # ">=" or "<"
+    op: str  # ">=", "<" or "<="
     constant: str | None  # the bench's module-level constant holding the value
     default: float  # used when the constant cannot be read
 
     def met(self, value: float, target: float) -> bool:
+        if self.op == "<=":
+            return value <= target
         return value >= target if self.op == ">=" else value < target
 
 
@@ -77,6 +79,17 @@ GOALS: dict[str, list[Goal]] = {
     "gateway": [Goal("of_ceiling", ">=", "GOAL_OF_CEILING", 0.6)],
     "grpc_hop": [Goal("added_ms_p50", "<", "GOAL_ADDED_MS", 1.0)],
     "manifest": [Goal("ratio", ">=", "GOAL", 0.9)],
+    # Cost curves: each figure at the largest size over the smallest (100k / 1k), flat or better.
+    "scale": [
+        Goal(f"{figure}_ratio", "<=", "GOAL_RATIO", 1.5)
+        for figure in (
+            "sweep_s_per_1k",
+            "kv_list_s_per_1k",
+            "list_page_ms",
+            "list_next_page_ms",
+            "erase_1000_objects_s",
+        )
+    ],
 }
 
 #: Smaller sizes for --quick, per option; a bench gets only the ones its --help lists.
@@ -89,6 +102,7 @@ QUICK_OPTIONS: dict[str, dict[str, str]] = {
     "gateway": {"--quick": ""},
     "grpc_hop": {"--calls": "500", "--rounds": "1"},
     "manifest": {"--mib": "256", "--rounds": "2"},
+    "scale": {"--quick": ""},
 }
 _NOT_BENCHES = {"run_all"}
 

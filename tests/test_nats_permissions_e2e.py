@@ -33,6 +33,7 @@ from likeness.access_policies import NatsPermissions, nats_permissions
 from likeness.audit import AuditTrail, AuditTrailFull
 from likeness.bus import Bus, event_nats_subject, kv_get_bytes
 from likeness.config import NatsCredentials
+from likeness.creation_order import CreationOrder
 from likeness.ids import new_id
 from likeness.job_metrics import RENDER, TRAIN, QueueLagMonitor
 from likeness.provisioner import provision_nats
@@ -572,6 +573,8 @@ async def _exercise(bus: Bus, spec: Identity) -> None:
         revision = await kv.put(f"{TENANT}.probe", b"x")
         assert await kv_get_bytes(kv, f"{TENANT}.probe") == (b"x", revision)
         await kv.purge(f"{TENANT}.probe")
+        if bucket(name).allow_direct:  # pages read by batched direct gets
+            assert [ids async for ids in CreationOrder(kv).newest_first(TENANT)] == []
         if name in access.kv_watch:
             watcher = await kv.watch(f"{TENANT}.probe")
             await watcher.stop()

@@ -45,6 +45,7 @@ def test_the_services_bind_to_the_names_bootstrap_provisions() -> None:
         retention_records.LEASES_BUCKET,
         retention_records.RECEIPTS_BUCKET,
         retention_records.CONSENTS_BUCKET,
+        retention_records.SUBJECT_ORDER_BUCKET,
     )
     assert retention == provisioning.RETENTION_BUCKETS
     # Trainer and renderer read retention's grants under the name retention writes them.

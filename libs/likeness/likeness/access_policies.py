@@ -68,6 +68,10 @@ def _bucket_subjects(spec: BucketSpec, watch: bool) -> list[str]:
         f"{API}.STREAM.INFO.{kv_stream}",  # binding, and listing keys (`likeness.bus.kv_keys`)
         f"{API}.STREAM.MSG.GET.{kv_stream}",  # get
     ]
+    if spec.allow_direct:
+        # Batched reads of a stretch of the stream (`likeness.creation_order`); and nats-py's get by key,
+        # which is a direct get by subject on such a stream.
+        subjects += [f"{API}.DIRECT.GET.{kv_stream}", f"{API}.DIRECT.GET.{kv_stream}.>"]
     if spec.name in SUBJECT_KEYED_BUCKETS:
         # Forgetting keys without a marker that names the subject (`likeness.bus.kv_forget`), on erasure.
         subjects.append(f"{API}.STREAM.PURGE.{kv_stream}")

@@ -47,6 +47,9 @@ LEASES_BUCKET = "leases"
 RECEIPTS_BUCKET = "receipts"
 #: Consent grants (`<tenant>.<subject>`): retention writes them; trainer and renderer only read them.
 CONSENTS_BUCKET = "consents"
+#: Subject ids per tenant in the order they were opened (`<tenant>.<subject>`, written once): what
+#: `ListSubjects` pages through (`likeness.creation_order`).
+SUBJECT_ORDER_BUCKET = "subject_order"
 PHOTOS_BUCKET = "photos"
 TRAININGS_BUCKET = "trainings"
 RENDERS_BUCKET = "renders"
@@ -67,6 +70,7 @@ RETENTION_BUCKETS = (
     LEASES_BUCKET,
     RECEIPTS_BUCKET,
     CONSENTS_BUCKET,
+    SUBJECT_ORDER_BUCKET,
 )
 
 #: The one consumer each work queue had before per-tenant queues (issue 18): its filter (the whole stream)
@@ -140,7 +144,14 @@ def erasures_consumer_name(service: str) -> str:
 #: Buckets whose keys name a subject (`<tenant>.<subject>...`): on erasure their owners forget those keys
 #: with a stream purge (`likeness.bus.kv_forget`), which leaves no marker naming the person.
 SUBJECT_KEYED_BUCKETS = frozenset(
-    {SUBJECTS_BUCKET, DEADLINES_BUCKET, CONSENTS_BUCKET, PHOTOS_BUCKET, GATEWAY_IDEMPOTENCY_BUCKET}
+    {
+        SUBJECTS_BUCKET,
+        DEADLINES_BUCKET,
+        CONSENTS_BUCKET,
+        SUBJECT_ORDER_BUCKET,
+        PHOTOS_BUCKET,
+        GATEWAY_IDEMPOTENCY_BUCKET,
+    }
 )
 
 #: Services that purge their own records of an erased subject, each through its durable consumer of
@@ -307,6 +318,8 @@ class BucketSpec:
     max_bytes: int = 128 * MIB
     #: Copies of the bucket's stream in a JetStream cluster (`Bounds.replicas`): 1 on a single server.
     replicas: int = 1
+    #: Batched direct gets (`likeness.creation_order` pages through the stream with them).
+    allow_direct: bool = False
 
     @property
     def stream_name(self) -> str:
@@ -320,6 +333,7 @@ class BucketSpec:
             subjects=[f"$KV.{self.name}.>"],
             allow_rollup_hdrs=True,
             allow_msg_ttl=True,
+            allow_direct=self.allow_direct,
             deny_delete=True,
             discard=DiscardPolicy.NEW,
             duplicate_window=duplicate_window,
@@ -339,7 +353,8 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
 GPU_USAGE_TTL_SECONDS = 2 * DAY
 
 BUCKETS: tuple[BucketSpec, ...] = (
-    *(BucketSpec(name) for name in RETENTION_BUCKETS),
+    *(BucketSpec(name) for name in RETENTION_BUCKETS if name != SUBJECT_ORDER_BUCKET),
+    BucketSpec(SUBJECT_ORDER_BUCKET, max_bytes=64 * MIB, allow_direct=True),
     BucketSpec(PHOTOS_BUCKET),
     BucketSpec(TRAININGS_BUCKET),
     BucketSpec(RENDERS_BUCKET),

@@ -3,6 +3,7 @@ whose work-queue message is not in the stream, and counts each once."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -116,3 +117,40 @@ async def test_another_jobs_message_of_the_same_person_does_not_hide_an_orphan(
     assert await sweeper.sweep() == 1
     assert (await _status(sweeper, orphan))[0] == JS.JOB_STATUS_FAILED
     assert (await _status(sweeper, waiting))[0] == JS.JOB_STATUS_QUEUED
+
+
+async def test_after_a_full_pass_a_pass_reads_only_the_records_written_since(
+    settings: CommonSettings,
+) -> None:
+    """The cost of a pass follows the jobs submitted lately, not the bucket: 40 old finished records are
+    read by the first (full) pass only; a later orphan is still found, by a pass that read it alone."""
+    bus = await Bus.connect(settings.nats_url, "orphan-sweeper-incremental-test")
+    kind = f"orphans{uuid.uuid4().hex[:8]}"
+    stream = kind.upper()
+    await bus.js.add_stream(
+        StreamConfig(name=stream, subjects=[f"job.{kind}.>"], retention=RetentionPolicy.WORK_QUEUE)
+    )
+    try:
+        records = JobRecords(await provisioned_kv(bus, f"{kind}-records"), trainer_pb2.Training)
+        # A grace of a second: the later orphan's revision must be older than the cutoff to be looked at;
+        # no slack for NATS's clock (the same machine's), so that the old records are behind the cutoff.
+        queue = Queue(kind, stream, f"{kind}-workers")
+        sweeper = OrphanSweeper(bus, records, queue, 1.0, interval=1.0, clock_slack=0.0)
+        for _ in range(40):
+            await _record(sweeper, age=2 * GRACE, status=JS.JOB_STATUS_SUCCEEDED)
+        await asyncio.sleep(1.5)  # setup: their revisions are now older than the first pass's cutoff
+        assert await sweeper.sweep() == 0
+        assert sweeper.last_examined == 40, "the first pass reads every record"
+
+        orphan = await _record(sweeper, age=0.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (await _status(sweeper, orphan))[0] != JS.JOB_STATUS_FAILED:
+            assert loop.time() < deadline, "the orphan written after the full pass was never failed"
+            await sweeper.sweep()
+            assert sweeper.last_examined <= 1, "a later pass reads only what was written since"
+            await asyncio.sleep(0.2)
+        assert await _status(sweeper, orphan) == (JS.JOB_STATUS_FAILED, NEVER_QUEUED_REASON)
+    finally:
+        await bus.js.delete_stream(stream)
+        await bus.close()

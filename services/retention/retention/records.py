@@ -10,6 +10,10 @@
 | `leases` | `<name>` | who works on an erasure or a sweep right now (JSON, see leases.py) |
 | `receipts` | `<tenant>.<erasure>` | the signed erasure receipt (JSON) |
 | `consents` | `<tenant>.<subject>` | SubjectConsents: every grant of the subject (`retention.consents`) |
+| `subject_order` | `<tenant>.<subject>` | nothing: written once, when the subject is opened (below) |
+
+`subject_order`'s stream thus holds each tenant's subjects in the order they were opened: `ListSubjects`
+reads a page from it (`likeness.creation_order`) instead of every record of the tenant.
 
 `tenants` also holds each tenant's ConsentPolicy, under `<tenant>.consent_policy` (a tenant id has no dot).
 Trainer and renderer read `consents` (key by key, never writing): the grant checks of `likeness.consent`.
@@ -30,6 +34,7 @@ from nats.js.kv import KeyValue
 
 from likeness import ids
 from likeness.bus import Bus, kv_forget, kv_get, kv_keys, kv_records
+from likeness.creation_order import CreationOrder
 from likeness.v1 import retention_pb2
 from likeness.vault_transit import KEY_PREFIX
 
@@ -42,6 +47,7 @@ DEADLINES_BUCKET = "deadlines"
 LEASES_BUCKET = "leases"
 RECEIPTS_BUCKET = "receipts"
 CONSENTS_BUCKET = "consents"
+SUBJECT_ORDER_BUCKET = "subject_order"
 
 
 def record_key(tenant: str, record_id: str) -> str:
@@ -63,6 +69,7 @@ class RetentionRecords:
         leases: KeyValue,
         receipts: KeyValue,
         consents: KeyValue,
+        subject_order: KeyValue,
     ) -> None:
         self.subjects = subjects
         self.erasures = erasures
@@ -74,6 +81,8 @@ class RetentionRecords:
         #: (the audit trail's); without it, erased subjects read as absent.
         self.subject_hmac: Callable[[str, str], str] | None = None
         self.consents = consents
+        #: Each tenant's subject ids in the order they were opened (pages of `ListSubjects`).
+        self.subject_order = CreationOrder(subject_order)
 
     @classmethod
     async def open(cls, bus: Bus, prefix: str = "") -> RetentionRecords:
@@ -85,6 +94,7 @@ class RetentionRecords:
             LEASES_BUCKET,
             RECEIPTS_BUCKET,
             CONSENTS_BUCKET,
+            SUBJECT_ORDER_BUCKET,
         )
         buckets = [await bus.kv(f"{prefix}{name}") for name in names]
         return cls(*buckets)
@@ -122,9 +132,26 @@ class RetentionRecords:
     async def forget_subject(self, tenant: str, subject_id: str) -> None:
         """Removes the subject's live record and every revision of it, leaving no key that names them."""
         await kv_forget(self.subjects, record_key(tenant, subject_id))
+        await self.subject_order.forget(tenant, subject_id)
 
     async def create_subject(self, subject: retention_pb2.Subject) -> None:
+        # The order first: a record is never left unlisted (an entry whose record never came is skipped).
+        await self.subject_order.add(subject.tenant, subject.id)
         await self.subjects.create(record_key(subject.tenant, subject.id), subject.SerializeToString())
+
+    async def order_existing_subjects(self) -> int:
+        """Fills an empty `subject_order` from the subject records, oldest first (the first start after
+        an upgrade that brought it); returns how many subjects it ordered. Replicas starting together add each
+        id once (`CreationOrder.add` creates, never rewrites)."""
+        if not await self.subject_order.is_empty():
+            return 0
+        keys = sorted(key.partition(".")[::2] for key in await kv_keys(self.subjects, ""))
+        ordered = 0
+        for tenant, subject_id in keys:
+            if ids.is_valid_id(subject_id, "sub") and await self.get_subject(tenant, subject_id) is not None:
+                await self.subject_order.add(tenant, subject_id)
+                ordered += 1
+        return ordered
 
     async def update_subject(self, subject: retention_pb2.Subject, revision: int) -> int:
         """Compare-and-set: KeyWrongLastSequenceError if another writer changed it since `revision`."""

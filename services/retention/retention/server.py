@@ -26,6 +26,7 @@ def register_with(
 ) -> Callable[[Platform, grpc.aio.Server], Awaitable[Callable[[], Awaitable[None]]]]:
     async def register(platform: Platform, server: grpc.aio.Server) -> Callable[[], Awaitable[None]]:
         records = await RetentionRecords.open(platform.bus, settings.kv_bucket_prefix)
+        await records.order_existing_subjects()
         servicer = RetentionServicer(platform, records, settings)
         retention_pb2_grpc.add_RetentionServiceServicer_to_server(servicer, server)
         # Another person's token refused on a subject: recorded on that subject's log (`access.denied`).

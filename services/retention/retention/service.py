@@ -18,7 +18,7 @@ import grpc
 
 from likeness import ids
 from likeness.audit import PURPOSES, AuditTrail, AuditTrailFull
-from likeness.bus import event_nats_subject, kv_records
+from likeness.bus import event_nats_subject
 from likeness.hashing import keyed_hmac
 from likeness.method_access import (
     current_principal,
@@ -327,25 +327,31 @@ class RetentionServicer(
             )
         if not ids.is_valid_tenant(request.tenant):
             return retention_pb2.ListSubjectsResponse()
-        # Newest first (ids sort by creation time); erased subjects are tombstones, not subjects.
-        listed = sorted(
-            (
-                subject
-                for subject, _ in await kv_records(
-                    self.records.subjects, retention_pb2.Subject, f"{request.tenant}."
-                )
-                if subject.status != SS.SUBJECT_STATUS_ERASED
-                and (not request.page_token or subject.id < request.page_token)
-            ),
-            key=lambda subject: subject.id,
-            reverse=True,
-        )
+        listed = await self.subject_page(request.tenant, size, request.page_token)
         page = listed[:size]
-        more = len(listed) > size
         return retention_pb2.ListSubjectsResponse(
             subjects=[_public(subject) for subject in page],
-            next_page_token=page[-1].id if more and page else "",
+            next_page_token=page[-1].id if len(listed) > size else "",
         )
+
+    async def subject_page(self, tenant: str, size: int, after: str) -> list[retention_pb2.Subject]:
+        """Up to `size` + 1 subjects of the tenant, newest first, opened before `after` (one more tells
+        whether another page follows). Read in the order they were opened (`records.subject_order`),
+        record by record for the page only: a page costs the same whatever the tenant's size. An id
+        whose record is gone or erased (an erasure finishing) is skipped."""
+        listed: list[retention_pb2.Subject] = []
+        async for batch in self.records.subject_order.newest_first(tenant, after):
+            position = 0
+            while position < len(batch):
+                wanted = batch[position : position + size + 1 - len(listed)]
+                position += len(wanted)
+                found = await asyncio.gather(*(self.records.get_subject(tenant, s) for s in wanted))
+                listed += [
+                    record for record, _ in filter(None, found) if record.status != SS.SUBJECT_STATUS_ERASED
+                ]
+                if len(listed) > size:
+                    return listed
+        return listed
 
     async def sweep(self) -> SweepResult:
         """One full pass of the reaper now: due deadlines, due subjects, erasures left unfinished."""

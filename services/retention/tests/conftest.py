@@ -20,7 +20,7 @@ import pytest
 
 from likeness.method_access import acting_as
 from likeness.object_names import subject_prefix
-from likeness.provisioning import retention_resources
+from likeness.provisioning import RETENTION_BUCKETS, retention_resources
 from likeness.runtime import Platform
 from likeness.sealed import ObjectRef
 from likeness.timeutil import SYSTEM_CLOCK, Clock
@@ -88,7 +88,7 @@ class Instances:
             await servicer.eraser.stop()
         if self.platforms:
             js = self.platforms[0].bus.js
-            for name in ("subjects", "erasures", "tenants", "deadlines", "leases", "receipts", "consents"):
+            for name in RETENTION_BUCKETS:
                 # Best-effort cleanup of this test's private buckets and consumer.
                 with contextlib.suppress(Exception):
                     await js.delete_key_value(f"{self.prefix}{name}")
