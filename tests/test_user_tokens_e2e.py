@@ -260,6 +260,9 @@ REQUESTS: dict[tuple[str, str], Callable[[World], Any]] = {
     ("trainer", "ExportModels"): lambda w: trainer_pb2.ExportModelsRequest(
         tenant=w.tenant, subject_id=w.subject
     ),
+    # The tenant's usage against its quotas (issue 18, item 1): tenant-wide tokens with `usage:read` only.
+    ("trainer", "GetTrainingUsage"): lambda w: trainer_pb2.GetTrainingUsageRequest(tenant=w.tenant),
+    ("renderer", "GetRenderUsage"): lambda w: renderer_pb2.GetRenderUsageRequest(tenant=w.tenant),
 }
 METHODS = sorted(REQUESTS)
 #: Who may call what, by certificate (part 2 of the issue): a method the gateway may not call at all is

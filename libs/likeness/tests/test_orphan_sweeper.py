@@ -134,7 +134,7 @@ async def test_after_a_full_pass_a_pass_reads_only_the_records_written_since(
         records = JobRecords(await provisioned_kv(bus, f"{kind}-records"), trainer_pb2.Training)
         # A grace of a second: the later orphan's revision must be older than the cutoff to be looked at;
         # no slack for NATS's clock (the same machine's), so that the old records are behind the cutoff.
-        queue = Queue(kind, stream, f"{kind}-workers")
+        queue = Queue(kind, TenantQueues(kind, stream, prioritized=False))
         sweeper = OrphanSweeper(bus, records, queue, 1.0, interval=1.0, clock_slack=0.0)
         for _ in range(40):
             await _record(sweeper, age=2 * GRACE, status=JS.JOB_STATUS_SUCCEEDED)

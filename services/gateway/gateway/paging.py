@@ -46,8 +46,9 @@ SubjectCursor = _cursor("sub", "sub_01jbz3k7q8m2x4v6n9p0r5t7wy")
 PhotoCursor = _cursor("pho", "pho_01jbz3m2a4c6e8g0j2k4m6p8rt")
 TrainingCursor = _cursor("trn", "trn_01jbz3p5b7d9f1h3k5m7q9s1vw")
 RenderCursor = _cursor("ren", "ren_01jbz3r8c0e2g4j6m8p0s2v4xy")
-#: Audit pages resume after a record's sequence in the trail (`sequence` of the last entry).
-AUDIT_CURSOR_PATTERN = "^[1-9][0-9]{0,19}$"
+#: Audit pages resume after a record's sequence in the trail (`sequence` of the last entry): at most 19
+#: digits, so that every cursor the schema admits is a JetStream sequence (uint64), none refused past it.
+AUDIT_CURSOR_PATTERN = "^[1-9][0-9]{0,18}$"
 AuditCursor = Annotated[
     str | None,
     Query(
