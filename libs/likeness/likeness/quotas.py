@@ -7,8 +7,8 @@ with `Retry-After`.
 
 - `concurrent_trainings` / `concurrent_renders`: the tenant's messages still in the work-queue stream
   (a work queue keeps a job's message until its worker acks or terminates it, i.e. until it is terminal),
-  counted by the server per NATS subject (`queued_jobs`). Two submits racing may both pass: the bound
-  holds within the submits in flight at one moment.
+  counted by the server per NATS subject (`bus.stream_subject_counts`). Two submits racing may both
+  pass: the bound holds within the submits in flight at one moment.
 - `gpu_seconds_per_day`: the seconds workers held the tenant's jobs today (UTC), from `likeness.gpu_usage`;
   refused until UTC midnight once reached (a job that runs over finishes: it is not cut short).
 - `training_steps`: a training asking for more steps than the tenant's cap (0, the preset, is always
@@ -28,7 +28,6 @@ from typing import NoReturn
 
 import grpc
 import nats.js.errors
-from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from likeness.bus import MSG_ID_HEADER, Bus, job_nats_subject, stream_subject_counts
@@ -71,12 +70,6 @@ async def refuse(context: Context, tenant: str, refusal: Refusal) -> NoReturn:
     )
 
 
-async def queued_jobs(js: JetStreamContext, stream: str, subject_filter: str) -> int:
-    """Messages still in a work-queue stream under `subject_filter` (`job.render.<tenant>.>`): the jobs
-    queued or running, counted by the server from its per-subject state."""
-    return sum((await stream_subject_counts(js, stream, subject_filter)).values())
-
-
 #: nats-server's JSStreamStoreFailedF, also the code of a refusal by a per-subject message bound.
 _STORE_FAILED = 10077
 
@@ -97,9 +90,14 @@ class TenantUsage:
 
     tenant: str
     day: str
-    in_flight: int
+    #: The tenant's jobs queued or running, per NATS subject (`job.<kind>.<tenant>...`).
+    in_flight_by_subject: dict[str, int]
     gpu_seconds_today: float
     limits: Limits
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.in_flight_by_subject.values())
 
 
 class TenantQuotas:
@@ -116,7 +114,8 @@ class TenantQuotas:
         moment = now or datetime.now(UTC)
         day = utc_day(moment)
         # `>`: whatever tokens follow the tenant (the subject, a priority), every job of the tenant counts.
-        in_flight = await queued_jobs(self.bus.js, self.stream, f"job.{self.kind}.{tenant}.>")
+        # Messages still in the work-queue stream: a work queue keeps a job's until it is terminal.
+        in_flight = await stream_subject_counts(self.bus.js, self.stream, f"job.{self.kind}.{tenant}.>")
         spent = await tenant_gpu_seconds(await self.bus.kv(GPU_USAGE_BUCKET), tenant, day)
         return TenantUsage(tenant, day, in_flight, spent, self.settings.limits(tenant))
 
@@ -145,11 +144,10 @@ class TenantQuotas:
             gpu_seconds_today=usage.gpu_seconds_today,
             now=now,
         )
-        if refusal is None and await queued_jobs(
-            self.bus.js, self.stream, job_nats_subject("train", tenant, subject_id)
-        ):
-            # Answered here for a clear refusal before any record is written; the stream's per-subject
-            # bound is what makes it hold against two submits at once (`is_per_subject_refusal`).
+        if refusal is None and usage.in_flight_by_subject.get(job_nats_subject("train", tenant, subject_id)):
+            # Answered here (from the same snapshot of the tenant's subjects) for a clear refusal before any
+            # record is written; the stream's per-subject bound is what makes it hold against two submits
+            # at once (`is_per_subject_refusal`).
             refusal = ACTIVE_TRAINING_REFUSAL
         if refusal is not None:
             await refuse(context, tenant, refusal)
