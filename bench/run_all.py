@@ -87,6 +87,7 @@ GOALS: dict[str, list[Goal]] = {
             "kv_list_s_per_1k",
             "list_page_ms",
             "list_next_page_ms",
+            "list_page_cold_ms",
             "erase_1000_objects_s",
         )
     ],

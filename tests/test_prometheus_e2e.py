@@ -301,6 +301,110 @@ def test_promtool_accepts_the_rendered_prometheus_rule(tmp_path: Path) -> None:
     assert rendered["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
 
 
+# --- alerts that must fire, and must not (promtool's rule unit tests) ------------------------------------
+
+
+def _alerts_without_annotations(names: set[str]) -> dict[str, Any]:
+    """The named alerts of the rules file, annotations dropped (promtool compares them whole; what is
+    tested here is when each expression fires)."""
+    rules = [
+        {key: value for key, value in rule.items() if key != "annotations"}
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if rule.get("alert") in names
+    ]
+    assert {rule["alert"] for rule in rules} == names
+    return {"groups": [{"name": "under-test", "rules": rules}]}
+
+
+def _sync_series(replicas: int, sent_per_minute: int, received_per_minute: int) -> list[dict[str, str]]:
+    series = []
+    for replica in range(replicas):
+        labels = f'namespace="prod",pod="gateway-{replica}"'
+        series += [
+            {
+                "series": f'likeness_gateway_ratelimit_sync_messages_total{{outcome="sent",{labels}}}',
+                "values": f"0+{sent_per_minute}x40",
+            },
+            {
+                "series": f'likeness_gateway_ratelimit_sync_messages_total{{outcome="received",{labels}}}',
+                "values": f"0+{received_per_minute}x40",
+            },
+            {"series": f"likeness_gateway_ratelimit_sync_peers{{{labels}}}", "values": "0x40"},
+        ]
+    return series
+
+
+def _refusal_series(per_hour: int) -> list[dict[str, str]]:
+    labels = 'namespace="prod",pod="renderer-serve-0",tenant="acme",quota="concurrent_renders"'
+    return [{"series": f"likeness_quota_refusals_total{{{labels}}}", "values": f"0+{per_hour / 60:g}x90"}]
+
+
+SYNC_BROKEN = [{"exp_labels": {"severity": "warning", "namespace": "prod"}}]
+QUOTA_HIT = [
+    {
+        "exp_labels": {
+            "severity": "warning",
+            "namespace": "prod",
+            "tenant": "acme",
+            "quota": "concurrent_renders",
+        }
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("alert", "series", "expected"),
+    [
+        # Three replicas each sending 60 reports a minute should each receive 120: none arrive.
+        ("LikenessRateLimitSyncBroken", _sync_series(3, 60, 0), SYNC_BROKEN),
+        # ... a quarter of them arrive: still broken (under half).
+        ("LikenessRateLimitSyncBroken", _sync_series(3, 60, 30), SYNC_BROKEN),
+        # Every report reaches both other replicas: healthy.
+        ("LikenessRateLimitSyncBroken", _sync_series(3, 60, 120), []),
+        # One replica has no one to tell; idle replicas send nothing: neither is broken.
+        ("LikenessRateLimitSyncBroken", _sync_series(1, 60, 0), []),
+        ("LikenessRateLimitSyncBroken", _sync_series(3, 0, 0), []),
+        ("LikenessQuotaRefusals", _refusal_series(120), QUOTA_HIT),
+        ("LikenessQuotaRefusals", _refusal_series(30), []),
+    ],
+    ids=[
+        "sync-none-received",
+        "sync-quarter-received",
+        "sync-healthy",
+        "sync-one-replica",
+        "sync-idle",
+        "quota-120-an-hour",
+        "quota-30-an-hour",
+    ],
+)
+def test_an_alert_fires_when_it_should_and_only_then(
+    tmp_path: Path, alert: str, series: list[dict[str, str]], expected: list[dict[str, Any]]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(_alerts_without_annotations({alert})))
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": series,
+                        "alert_rule_test": [{"eval_time": "35m", "alertname": alert, "exp_alerts": expected}],
+                    }
+                ],
+            }
+        )
+    )
+    done = subprocess.run(
+        [_binary("promtool"), "test", "rules", str(tests)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"promtool test rules:\n{done.stdout}\n{done.stderr}"
+
+
 # --- a real Prometheus over the dev stack --------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import pytest
 from gateway.config import GatewaySettings
 from ingest.config import IngestSettings
 from likeness.job_metrics import BACKLOG, RENDER, TRAIN
+from likeness.quota_policy import Limits, QuotaSettings
 
 RELEASE = "demo"
 PREFIX = f"{RELEASE}-likeness"
@@ -417,6 +418,52 @@ def test_ingest_receive_deadline_reaches_its_settings(
     settings = process_settings(render({"ingest": values}), "ingest")
     assert isinstance(settings, IngestSettings)
     assert settings.upload_receive_seconds == seconds
+
+
+QUOTA_TUNING = {
+    "concurrentTrainings": 2,
+    "concurrentRenders": 5,
+    "gpuSecondsPerDay": 3600,
+    "trainingSteps": 1200,
+    "perTenant": {"acme": {"concurrent_renders": 64, "gpu_seconds_per_day": 86400}},
+}
+
+
+@pytest.mark.parametrize("component", ["trainer-serve", "renderer-serve"])
+def test_quotas_reach_both_serve_roles(render: Any, process_settings: Any, component: str) -> None:
+    settings = process_settings(render({"quotas": QUOTA_TUNING}), component)
+    assert isinstance(settings, QuotaSettings)
+    assert settings.limits("globex") == Limits(
+        concurrent_trainings=2, concurrent_renders=5, gpu_seconds_per_day=3600.0, training_steps=1200
+    )
+    assert settings.limits("acme") == Limits(
+        concurrent_trainings=2, concurrent_renders=64, gpu_seconds_per_day=86400.0, training_steps=1200
+    )
+
+
+@pytest.mark.parametrize("component", ["trainer-serve", "renderer-serve"])
+def test_quota_defaults_match_the_code(
+    renders: dict[str, Rendered], process_settings: Any, component: str
+) -> None:
+    settings = process_settings(renders["defaults"], component)
+    assert isinstance(settings, QuotaSettings)
+    assert settings.limits("globex") == QuotaSettings().limits("globex")
+    assert settings.quotas == {}
+
+
+def test_only_the_serve_roles_get_quotas(scenario: Scenario) -> None:
+    """Quotas are checked where a job is accepted; the GPU workers never refuse work by quota (the serve
+    role accepted it), and no other service has any: only the two serve roles are given them."""
+    _, rendered = scenario
+    given = {
+        deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        for deployment in rendered.of_kind("Deployment")
+        if any(
+            name.startswith("LIKENESS_QUOTA")
+            for name in env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        )
+    }
+    assert given == {"trainer-serve", "renderer-serve"}
 
 
 def test_every_process_gets_the_shared_configuration(scenario: Scenario) -> None:

@@ -27,6 +27,7 @@ PASS_THROUGH = {
     "requests",
     "limits",
     "behavior",  # an autoscaling/v2 HorizontalPodAutoscalerBehavior
+    "perTenant",  # quotas per tenant: keyed by tenant id, each checked against the quota names
 }
 
 
@@ -143,6 +144,13 @@ def test_schema_rejects_a_typo_in_every_object_the_chart_owns(
         {"bootstrap": {"image": {"repository": "elsewhere"}}},
         {"trainer": {"work": {"vaultRole": 5}}},
         {"renderer": {"work": {"serviceAccount": {"create": "yes"}}}},
+        {"quotas": {"concurrentRenders": -1}},
+        {"quotas": {"trainingSteps": 1.5}},
+        {"quotas": {"gpuSecondsPerDay": "8h"}},
+        {"quotas": {"perTenant": {"Acme": {"concurrent_renders": 1}}}},
+        {"quotas": {"perTenant": {"acme": {"concurrent_render": 1}}}},
+        {"quotas": {"perTenant": {"acme": {"gpu_seconds_per_day": -1}}}},
+        {"quotas": {"perTenant": {"acme": 64}}},
     ],
     ids=lambda values: "/".join(str(part) for part in _first_path(values)),
 )

@@ -34,10 +34,15 @@ from likeness.bus import MSG_ID_HEADER, Bus, job_nats_subject, stream_subject_co
 from likeness.gpu_usage import tenant_gpu_seconds
 from likeness.provisioning import GPU_USAGE_BUCKET, RENDER_STREAM, TRAIN_STREAM
 from likeness.quota_policy import (
+    ACTIVE_TRAINING_PER_SUBJECT,
     ACTIVE_TRAINING_REFUSAL,
+    CONCURRENT_RENDERS,
+    CONCURRENT_TRAININGS,
+    GPU_SECONDS_PER_DAY,
     QUOTA_EXCEEDED,
     QUOTA_METADATA_KEY,
     RETRY_AFTER_METADATA_KEY,
+    TRAINING_STEPS,
     Limits,
     QuotaSettings,
     Refusal,
@@ -53,6 +58,13 @@ QUOTA_REFUSALS = Counter(
     "Submissions refused by a tenant quota, by tenant and quota (never a subject)",
     ["tenant", "quota"],
 )
+
+
+#: The quotas a submission of each kind can be refused by (their refusal series start at 0, below).
+KIND_QUOTAS = {
+    "train": (CONCURRENT_TRAININGS, GPU_SECONDS_PER_DAY, TRAINING_STEPS, ACTIVE_TRAINING_PER_SUBJECT),
+    "render": (CONCURRENT_RENDERS, GPU_SECONDS_PER_DAY),
+}
 
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -133,8 +145,16 @@ class TenantQuotas:
             max_training_steps=limits.training_steps if training else 0,
         )
 
+    def _count_from_zero(self, tenant: str) -> None:
+        """Creates the tenant's refusal series of this kind at 0 when it first submits: a rate or increase
+        over them (the refusal alert) then sees the first refusal, and a tenant never refused shows 0, not
+        nothing. Bounded by tenants times quotas, as the series themselves are."""
+        for quota in KIND_QUOTAS[self.kind]:
+            QUOTA_REFUSALS.labels(tenant=tenant, quota=quota)
+
     async def check_training(self, context: Context, tenant: str, subject_id: str, steps: int) -> None:
         """Refuses (aborting the call) a training that a quota does not allow now."""
+        self._count_from_zero(tenant)
         now = datetime.now(UTC)
         usage = await self.usage(tenant, now)
         refusal = training_refusal(
@@ -153,6 +173,7 @@ class TenantQuotas:
             await refuse(context, tenant, refusal)
 
     async def check_render(self, context: Context, tenant: str) -> None:
+        self._count_from_zero(tenant)
         now = datetime.now(UTC)
         usage = await self.usage(tenant, now)
         refusal = render_refusal(

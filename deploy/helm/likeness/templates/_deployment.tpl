@@ -188,6 +188,18 @@ spec:
               value: {{ . | quote }}
             {{- end }}
             {{- if eq $w.kind "grpc" }}
+            # Tenant quotas, checked where a job is accepted (the serve role; workers never refuse work).
+            {{- $quotas := $root.Values.quotas }}
+            - name: LIKENESS_QUOTA_CONCURRENT_TRAININGS
+              value: {{ int64 $quotas.concurrentTrainings | quote }}
+            - name: LIKENESS_QUOTA_CONCURRENT_RENDERS
+              value: {{ int64 $quotas.concurrentRenders | quote }}
+            - name: LIKENESS_QUOTA_GPU_SECONDS_PER_DAY
+              value: {{ $quotas.gpuSecondsPerDay | quote }}
+            - name: LIKENESS_QUOTA_TRAINING_STEPS
+              value: {{ int64 $quotas.trainingSteps | quote }}
+            - name: LIKENESS_QUOTAS
+              value: {{ toJson $quotas.perTenant | quote }}
             # The CUDA base image says NVIDIA_VISIBLE_DEVICES=all; on a node whose default runtime is
             # nvidia that would expose every GPU to the serve role, which requests none.
             - name: NVIDIA_VISIBLE_DEVICES
