@@ -168,8 +168,11 @@ async def test_a_tenants_first_render_waits_for_at_most_one_job_of_a_tenant_with
         # The worker is well into A's queue (it served A last) when B submits.
         await _until(lambda: len(record_log.started(tenant_a)) >= 2, 300, "two of A's renders starting")
         render_b = await asyncio.to_thread(_submit, gateway_b, subject_b)
+        # Where B's first write lies in the server's order of writes (the log hears it a moment after the
+        # submit answers: it is a subscription, read here, not the server's own state).
+        await _until(lambda: record_log.index(render_b) is not None, 30, "B's record in the log")
         submitted = record_log.index(render_b)
-        assert submitted is not None, "B's record was written before its submit answered"
+        assert submitted is not None
         began = await _until(lambda: record_log.index(render_b, RUNNING), 300, "B's render starting")
 
         a_meanwhile = record_log.started(tenant_a, submitted, began)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import nats.errors
 import nats.js.errors
 import pytest
@@ -232,10 +234,32 @@ class Kit:
         path = f"/v1/subjects/{subject_id}/trainings"
         return str(self.gateway.json("POST", path, expect=(202,), json={"steps": steps})["id"])
 
-    def render(self, subject_id: str, training_id: str, styles: list[str], per_style: int) -> str:
+    def render(
+        self,
+        subject_id: str,
+        training_id: str,
+        styles: list[str],
+        per_style: int,
+        *,
+        through_failover: bool = False,
+    ) -> str:
+        """Submits a render; its id. `through_failover`: a 503 `unavailable` (a JetStream leader being
+        elected) is retried as a client would, under one `Idempotency-Key`, so the retries make at most
+        one render."""
         body = {"training_id": training_id, "styles": styles, "images_per_style": per_style, "seed": 7}
         path = f"/v1/subjects/{subject_id}/renders"
-        return str(self.gateway.json("POST", path, expect=(202,), json=body)["id"])
+        if not through_failover:
+            return str(self.gateway.json("POST", path, expect=(202,), json=body)["id"])
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+
+        def submitted() -> str | None:
+            response = self.gateway.http.post(path, json=body, headers=headers)
+            if _is_failover_refusal(response):
+                return None
+            assert response.status_code == 202, f"POST {path}: {response.status_code} {response.text[:300]}"
+            return str(response.json()["id"])
+
+        return until(submitted, 120.0, f"the submit to {path}", every=0.25)
 
     def ended(self, path: str, timeout: float = 240.0, *, through_failover: bool = False) -> dict[str, Any]:
         """The job at `path` once it has ended (any end), polled through the gateway. `through_failover`:
@@ -244,9 +268,7 @@ class Kit:
 
         def finished() -> dict[str, Any] | None:
             response = self.gateway.http.get(path)
-            if through_failover and response.status_code == 503:
-                assert response.headers.get("retry-after", "").isdigit(), dict(response.headers)
-                assert response.json()["error"]["code"] == "unavailable", response.text
+            if through_failover and _is_failover_refusal(response):
                 return None
             assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:300]}"
             record: dict[str, Any] = response.json()
@@ -396,6 +418,18 @@ def _check_load(
 def check_load() -> Callable[..., None]:
     """`check_load(kit, photos, outcome, people, images_per_journey)` for the load tests."""
     return _check_load
+
+
+def _is_failover_refusal(response: httpx.Response) -> bool:
+    """Whether the gateway answered what a JetStream leader election looks like to a client: 503
+    `unavailable` with `Retry-After` (never a 500), or 409 `idempotency_in_progress` for the retry of a
+    request whose first try is still being answered."""
+    if response.status_code not in (503, 409):
+        return False
+    assert response.headers.get("retry-after", "").isdigit(), dict(response.headers)
+    expected = "unavailable" if response.status_code == 503 else "idempotency_in_progress"
+    assert response.json()["error"]["code"] == expected, response.text
+    return True
 
 
 def until(condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
