@@ -244,8 +244,9 @@ class Kit:
         through_failover: bool = False,
     ) -> str:
         """Submits a render; its id. `through_failover`: a 503 `unavailable` (a JetStream leader being
-        elected) is retried as a client would, under one `Idempotency-Key`, so the retries make at most
-        one render."""
+        elected) is retried as a client would, under one `Idempotency-Key`: a try that completed answers
+        every later one; a try cut off midway leaves at most a record the orphan sweeper fails (the test
+        still counts one `render.completed`)."""
         body = {"training_id": training_id, "styles": styles, "images_per_style": per_style, "seed": 7}
         path = f"/v1/subjects/{subject_id}/renders"
         if not through_failover:
