@@ -40,12 +40,44 @@ class JourneyResult:
     after_erasure: dict[str, int]
 
 
-class GatewayClient:
-    """A thin client of the v1 API (the full typed client arrives with the gateway issue)."""
+class WaitOutRateLimits(httpx.HTTPTransport):
+    """Sends a request again after the wait a `429 rate_limited` names, as a patient client would.
 
-    def __init__(self, base_url: str, token: str, timeout: float = 60.0) -> None:
+    The gateway weighs the rate before a route sees the request, so a refused request did nothing and
+    sending it again is safe for every method. Other 429s (a quota, too many exports) are answers, not
+    waits, and are returned as they are.
+    """
+
+    def __init__(self, max_waits: int = 120) -> None:
+        super().__init__()
+        self.max_waits = max_waits
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(self.max_waits):
+            response = super().handle_request(request)
+            if response.status_code != 429:
+                return response
+            response.read()
+            if b'"rate_limited"' not in response.content:
+                return response
+            response.close()
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+        return super().handle_request(request)
+
+
+class GatewayClient:
+    """A thin client of the v1 API (the full typed client arrives with the gateway issue).
+
+    `patient` clients wait out rate limits (`WaitOutRateLimits`): for tests that spend a caller's bucket
+    on purpose and go on with the same caller.
+    """
+
+    def __init__(self, base_url: str, token: str, timeout: float = 60.0, patient: bool = False) -> None:
         self.http = httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=WaitOutRateLimits() if patient else None,
         )
 
     def close(self) -> None:
