@@ -110,7 +110,7 @@ def trained(quota_stack: DevStack) -> dict[str, str]:
         for who, training in ((client, submitted.json()["id"]), (gpu, gpu_submitted.json()["id"])):
             ended = _wait(who, f"/v1/trainings/{training}", lambda r: r["status"] in TERMINAL, "training")
             assert ended["status"] == "succeeded", ended
-        # The worker writes the seconds it held a job when the job ends: the usage report shows them.
+        # The worker writes the seconds it held a job (while it runs and when it ends): the report shows them.
         _wait(gpu, "/v1/usage", lambda u: u["gpu_seconds"]["seconds"] > 0.001, "the GPU tenant's seconds")
     worker_metrics = _metrics(quota_stack, "trainer-worker")
     quota_stack.stop_service("trainer-worker")
@@ -142,6 +142,33 @@ def test_one_active_training_per_subject_and_cancelling_frees_the_place(
         assert cancelled.status_code == 202, cancelled.text
         # The cancelled job's queued message is removed at once: no worker has to reach it first.
         again = _train(client, subject)
+        assert again.status_code == 202, again.text
+        client.post(f"/v1/trainings/{again.json()['id']}/cancel").raise_for_status()
+
+
+def test_a_withdrawal_frees_the_place_of_a_queued_training(
+    quota_stack: DevStack, trained: dict[str, str]
+) -> None:
+    """A withdrawn `headshots` grant cancels the person's queued training and frees their one place at
+    once: granted again, they may train again, though no worker (they are stopped) ever reached the job."""
+    with _client(quota_stack, trained["tenant"]) as client:
+        subject = _subject_with_photos(client)
+        first = _train(client, subject)
+        assert first.status_code == 202, first.text
+        consents = f"/v1/subjects/{subject}/consents"
+        client.delete(consents, params={"purpose": "headshots"}).raise_for_status()
+        ended = _wait(
+            client, f"/v1/trainings/{first.json()['id']}", lambda r: r["status"] in TERMINAL, "cancel"
+        )
+        assert (ended["status"], ended["error"]) == ("cancelled", "consent withdrawn"), ended
+        grant = client.post(consents, json={"purpose": "headshots", "policy_version": "2026-01"})
+        assert grant.status_code == 201, grant.text
+        # The release follows the record's cancellation in the same handler: a short wait, not a worker's.
+        deadline = time.monotonic() + 30
+        while (again := _train(client, subject)).status_code == 429:
+            assert _refused_by(again) == "active_training_per_subject"
+            assert time.monotonic() < deadline, "the withdrawn training still holds the person's place"
+            time.sleep(0.2)
         assert again.status_code == 202, again.text
         client.post(f"/v1/trainings/{again.json()['id']}/cancel").raise_for_status()
 

@@ -16,7 +16,7 @@ always up, cancels that purpose's queued and running jobs through a durable cons
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -157,18 +157,28 @@ class CancellableJobs(Protocol):
     """A job service's records, as the withdrawal consumer needs them (`likeness.jobs.JobRecords`)."""
 
     async def cancel_open(
-        self, tenant: str, subject_id: str, matches: Callable[[object], bool], reason: str
+        self,
+        tenant: str,
+        subject_id: str,
+        matches: Callable[[object], bool],
+        reason: str,
+        release_queued: Callable[[object], Awaitable[object]] | None = None,
     ) -> int: ...
 
 
 async def cancel_jobs_on_withdrawal(
-    bus: Bus, service: str, jobs: CancellableJobs, purpose_of: Callable[[object], str]
+    bus: Bus,
+    service: str,
+    jobs: CancellableJobs,
+    purpose_of: Callable[[object], str],
+    release_queued: Callable[[object], Awaitable[object]] | None = None,
 ) -> None:
     """Cancels a service's queued and running jobs of a purpose when its grant is withdrawn.
 
     A durable consumer shared by the serve role's replicas (always up, unlike the GPU workers): each
     withdrawal is handled once, also one announced while the service was down. A running job's worker
-    watches its record and stops within a step.
+    watches its record and stops within a step. `release_queued` (see `JobRecords.cancel_open`) frees the
+    place a cancelled queued job held at once (the trainer's: the person's one active training).
     """
 
     async def on_withdrawn(msg: Msg) -> None:
@@ -178,6 +188,7 @@ async def cancel_jobs_on_withdrawal(
             event.subject_id,
             lambda record: purpose_of(record) == event.purpose,
             CONSENT_WITHDRAWN_REASON,
+            release_queued,
         )
         log.info("jobs cancelled on a withdrawal", extra={"purpose": event.purpose, "jobs": cancelled})
 

@@ -113,14 +113,25 @@ class JobRecords(Generic[R]):
         return [record for record, _ in await kv_records(self.kv, self.cls, f"{tenant}.")]
 
     async def cancel_open(
-        self, tenant: str, subject_id: str, matches: Callable[[object], bool], reason: str
+        self,
+        tenant: str,
+        subject_id: str,
+        matches: Callable[[object], bool],
+        reason: str,
+        release_queued: Callable[[object], Awaitable[object]] | None = None,
     ) -> int:
         """Cancels the subject's queued and running jobs that `matches` selects (a withdrawn consent's
-        purpose); a running job's worker sees its record change and stops. Returns how many."""
+        purpose); a running job's worker sees its record change and stops. Each job cancelled while still
+        queued is handed to `release_queued` (which removes its queue message, so the place it holds is
+        free at once rather than when a worker reaches and skips it). Returns how many were cancelled."""
+        was_queued = False
 
         def cancel(record: R) -> bool:
-            if getattr(record, "status") in TERMINAL:  # noqa: B009 - R is a job record
+            nonlocal was_queued
+            status = getattr(record, "status")  # noqa: B009 - R is a job record
+            if status in TERMINAL:
                 return False
+            was_queued = status == JS.JOB_STATUS_QUEUED
             setattr(record, "status", JS.JOB_STATUS_CANCELLED)  # noqa: B010
             setattr(record, "error", reason)  # noqa: B010
             return True
@@ -130,8 +141,13 @@ class JobRecords(Generic[R]):
             _, job_id, owner = _identity(record)
             if owner != subject_id or getattr(record, "status") in TERMINAL or not matches(record):  # noqa: B009
                 continue
+            was_queued = False
             updated = await self.mutate(tenant, job_id, cancel)
-            cancelled += updated is not None and getattr(updated, "error") == reason  # noqa: B009
+            if updated is None or getattr(updated, "error") != reason:  # noqa: B009
+                continue
+            cancelled += 1
+            if was_queued and release_queued is not None:
+                await release_queued(updated)
         return cancelled
 
     async def purge_subject(self, tenant: str, subject_id: str) -> int:

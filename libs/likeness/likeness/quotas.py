@@ -184,7 +184,8 @@ class TenantQuotas:
 
     async def release_queued(self, tenant: str, subject_id: str, job_id: str) -> bool:
         """Removes a cancelled training's message if it is still the subject's queued one, so the subject's
-        one place is free at once instead of when a worker reaches and skips it. True if removed."""
+        one place is free at once instead of when a worker reaches and skips it (a cancel on request, or a
+        withdrawn grant: `trainer.server`). True if removed."""
         nats_subject = job_nats_subject(self.kind, tenant, subject_id)
         try:
             message = await self.bus.js.get_last_msg(self.stream, nats_subject)

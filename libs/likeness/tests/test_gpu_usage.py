@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,3 +92,55 @@ async def test_an_unwritable_bucket_loses_no_total_and_stops_no_job() -> None:
     async with usage.held("acme"):
         clock.now += 1.0
     assert bus.bucket.values == {"20261205.acme.train.w1": b"6.000"}, "the next write carries the whole total"
+
+
+def _charging(bus: FakeBus, kind: str, clock: Clock, today: Callable[[], datetime]) -> GpuUsage:
+    """A worker's usage that charges running jobs every 10 ms (15 s in production)."""
+    return GpuUsage(bus, kind, instance="w1", clock=clock, today=today, charge_interval_seconds=0.01)  # type: ignore[arg-type]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
+
+
+async def test_a_running_job_is_charged_while_it_runs_not_only_when_it_ends() -> None:
+    """A long training spends its tenant's day while it runs: the serve roles see it within the interval."""
+    bus, clock = FakeBus(), Clock()
+    usage = _charging(bus, "train", clock, lambda: DAY_ONE)
+    key = "20261205.acme.train.w1"
+    async with usage.held("acme"):
+        clock.now += 30.0
+        await _until(lambda: bus.bucket.values.get(key) == b"30.000")
+        clock.now += 12.0
+        await _until(lambda: bus.bucket.values.get(key) == b"42.000")
+        clock.now += 0.5
+    assert bus.bucket.values == {key: b"42.500"}, "the rest is charged when the job ends, nothing twice"
+
+
+async def test_a_job_across_midnight_splits_its_seconds_between_the_days() -> None:
+    bus, clock = FakeBus(), Clock()
+    today = [DAY_ONE]
+    usage = _charging(bus, "render", clock, lambda: today[0])
+    async with usage.held("acme"):
+        clock.now += 10.0
+        await _until(lambda: bus.bucket.values.get("20261205.acme.render.w1") == b"10.000")
+        today[0] = DAY_TWO
+        clock.now += 4.0
+    assert bus.bucket.values == {"20261205.acme.render.w1": b"10.000", "20261206.acme.render.w1": b"4.000"}
+
+
+async def test_a_charge_that_cannot_be_written_is_carried_by_the_next() -> None:
+    bus, clock = FakeBus(), Clock()
+    usage = _charging(bus, "train", clock, lambda: DAY_ONE)
+    async with usage.held("acme"):
+        bus.bucket.failing = True
+        clock.now += 20.0
+        await asyncio.sleep(0.05)  # charges try to write and fail
+        assert bus.bucket.values == {}
+        bus.bucket.failing = False
+        clock.now += 1.0
+    assert bus.bucket.values == {"20261205.acme.train.w1": b"21.000"}

@@ -24,7 +24,16 @@ Trainings = JobRecords[trainer_pb2.Training]
 async def _add_servicer(platform: Platform, records: Trainings, server: grpc.aio.Server) -> None:
     servicer = TrainerServicer(platform, records, get_settings())
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, server)
-    await cancel_jobs_on_withdrawal(platform.bus, "trainer", records, _purpose_of)
+
+    async def release_queued(record: object) -> bool:
+        # A training cancelled by a withdrawal while queued frees the person's one place at once, as a
+        # cancelled one does (`CancelTraining`): the person may grant again and train without waiting for a
+        # worker to reach and skip the old job.
+        if not isinstance(record, trainer_pb2.Training):
+            return False
+        return await servicer.quotas.release_queued(record.tenant, record.subject_id, record.id)
+
+    await cancel_jobs_on_withdrawal(platform.bus, "trainer", records, _purpose_of, release_queued)
 
 
 def _purpose_of(record: object) -> str:
