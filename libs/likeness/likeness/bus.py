@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import nats
@@ -181,8 +181,16 @@ class Bus:
         except nats.js.errors.NotFoundError:
             raise NotProvisioned("consumer", f"{stream}/{durable}") from None
 
-    async def publish(self, nats_subject: str, message: Message, msg_id: str | None = None) -> None:
-        headers = {TYPE_HEADER: message_type(message), **trace_headers()}
+    async def publish(
+        self,
+        nats_subject: str,
+        message: Message,
+        msg_id: str | None = None,
+        expect: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publishes to the stream that stores `nats_subject`; `expect`: JetStream's expectation headers
+        (such as a quota `Fence`), which the server checks before it stores the message."""
+        headers = {TYPE_HEADER: message_type(message), **trace_headers(), **(expect or {})}
         if msg_id is not None:
             headers[MSG_ID_HEADER] = msg_id
         await self.js.publish(nats_subject, message.SerializeToString(), headers=headers)

@@ -7,8 +7,11 @@ with `Retry-After`.
 
 - `concurrent_trainings` / `concurrent_renders`: the tenant's messages still in the work-queue stream
   (a work queue keeps a job's message until its worker acks or terminates it, i.e. until it is terminal),
-  counted by the server per NATS subject (`bus.stream_subject_counts`). Two submits racing may both
-  pass: the bound holds within the submits in flight at one moment.
+  counted by the server per NATS subject (`bus.stream_subject_counts`). The bound is exact across serve
+  replicas: a check also reads the `Fence` (the sequence of the tenant's newest job message), and the
+  job is published only if that is still the newest (`Nats-Expected-Last-Subject-Sequence` over the
+  tenant's subjects, checked by the server when it stores the message). Of two submits racing, the
+  second's publish is refused; it checks again against what the first queued (`publish_admitted`).
 - `gpu_seconds_per_day`: the seconds workers held the tenant's jobs today (UTC), from `likeness.gpu_usage`;
   refused until UTC midnight once reached (a job that runs over finishes: it is not cut short).
 - `training_steps`: a training asking for more steps than the tenant's cap (0, the preset, is always
@@ -22,6 +25,10 @@ Limits come from settings (`QuotaSettings`): defaults for every tenant, and per-
 
 from __future__ import annotations
 
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -96,6 +103,48 @@ def is_per_subject_refusal(error: BaseException) -> bool:
     )
 
 
+#: nats-server's JSStreamWrongLastSequenceErrF: an expected last sequence did not hold.
+_WRONG_LAST_SEQUENCE = 10071
+#: nats-server's JSNoMessageFoundErr: no message matches a get.
+_NO_MESSAGE_FOUND = 10037
+#: How often a submit checks again after another of its tenant's submits moved the fence.
+FENCE_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The tenant's jobs of one kind as a quota check saw them: the sequence of the newest message on the
+    tenant's subjects (0: none). A publish carrying it (`headers`) is stored only if no job of the tenant
+    was queued, nor its newest removed, since: what the check counted is still what is queued."""
+
+    subject_filter: str
+    last_sequence: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Nats-Expected-Last-Subject-Sequence": str(self.last_sequence),
+            "Nats-Expected-Last-Subject-Sequence-Subject": self.subject_filter,
+        }
+
+
+def is_fence_moved(error: BaseException) -> bool:
+    """Whether a publish was refused because its `Fence` no longer holds."""
+    return isinstance(error, nats.js.errors.APIError) and error.err_code == _WRONG_LAST_SEQUENCE
+
+
+async def newest_sequence(bus: Bus, stream: str, subject_filter: str) -> int:
+    """The sequence of the newest message of `stream` on `subject_filter` (wildcards allowed), 0 if none."""
+    request = json.dumps({"last_by_subj": subject_filter}).encode()
+    reply = await bus.js._nc.request(f"{bus.js._prefix}.STREAM.MSG.GET.{stream}", request, timeout=5)
+    response = json.loads(reply.data)
+    error = response.get("error")
+    if error:
+        if error.get("err_code") == _NO_MESSAGE_FOUND:
+            return 0
+        raise nats.js.errors.APIError.from_error(error)
+    return int(response["message"]["seq"])
+
+
 @dataclass(frozen=True)
 class TenantUsage:
     """What a tenant has of one kind of job in flight and spent today, beside its limits."""
@@ -106,6 +155,8 @@ class TenantUsage:
     in_flight_by_subject: dict[str, int]
     gpu_seconds_today: float
     limits: Limits
+    #: Read before the counts, so a job queued in between moves it and the publish is checked again.
+    fence: Fence
 
     @property
     def in_flight(self) -> int:
@@ -127,9 +178,11 @@ class TenantQuotas:
         day = utc_day(moment)
         # `>`: whatever tokens follow the tenant (the subject, a priority), every job of the tenant counts.
         # Messages still in the work-queue stream: a work queue keeps a job's until it is terminal.
-        in_flight = await stream_subject_counts(self.bus.js, self.stream, f"job.{self.kind}.{tenant}.>")
+        tenant_jobs = f"job.{self.kind}.{tenant}.>"
+        fence = Fence(tenant_jobs, await newest_sequence(self.bus, self.stream, tenant_jobs))
+        in_flight = await stream_subject_counts(self.bus.js, self.stream, tenant_jobs)
         spent = await tenant_gpu_seconds(await self.bus.kv(GPU_USAGE_BUCKET), tenant, day)
-        return TenantUsage(tenant, day, in_flight, spent, self.settings.limits(tenant))
+        return TenantUsage(tenant, day, in_flight, spent, self.settings.limits(tenant), fence)
 
     async def report(self, tenant: str) -> common_pb2.QuotaUsage:
         """The tenant's usage of this kind of job, as the usage API reports it."""
@@ -152,9 +205,10 @@ class TenantQuotas:
         for quota in KIND_QUOTAS[self.kind]:
             QUOTA_REFUSALS.labels(tenant=tenant, quota=quota)
 
-    async def check_training(self, context: Context, tenant: str, subject_id: str, steps: int) -> None:
-        """Refuses (aborting the call) a training that a quota does not allow now."""
-        self._count_from_zero(tenant)
+    async def training_refusal(
+        self, tenant: str, subject_id: str, steps: int
+    ) -> tuple[Refusal | None, Fence]:
+        """Why a quota does not allow this training now (None: it does), and the fence to publish it with."""
         now = datetime.now(UTC)
         usage = await self.usage(tenant, now)
         refusal = training_refusal(
@@ -169,18 +223,58 @@ class TenantQuotas:
             # record is written; the stream's per-subject bound is what makes it hold against two submits
             # at once (`is_per_subject_refusal`).
             refusal = ACTIVE_TRAINING_REFUSAL
-        if refusal is not None:
-            await refuse(context, tenant, refusal)
+        return refusal, usage.fence
 
-    async def check_render(self, context: Context, tenant: str) -> None:
-        self._count_from_zero(tenant)
+    async def render_refusal(self, tenant: str) -> tuple[Refusal | None, Fence]:
+        """Why a quota does not allow a render now (None: it does), and the fence to publish it with."""
         now = datetime.now(UTC)
         usage = await self.usage(tenant, now)
         refusal = render_refusal(
             usage.limits, in_flight=usage.in_flight, gpu_seconds_today=usage.gpu_seconds_today, now=now
         )
+        return refusal, usage.fence
+
+    async def check(
+        self, context: Context, tenant: str, judge: Callable[[], Awaitable[tuple[Refusal | None, Fence]]]
+    ) -> Fence:
+        """Refuses (aborting the call) what `judge` refuses; else the fence to publish the job with."""
+        self._count_from_zero(tenant)
+        refusal, fence = await judge()
         if refusal is not None:
             await refuse(context, tenant, refusal)
+        return fence
+
+    async def publish_admitted(
+        self,
+        context: Context,
+        tenant: str,
+        fence: Fence,
+        publish: Callable[[Fence], Awaitable[None]],
+        judge: Callable[[], Awaitable[tuple[Refusal | None, Fence]]],
+        withdraw: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Publishes the job under `fence`; while another submit of the tenant moves it first, checks the
+        quotas again (`judge`) and publishes under the new fence, or withdraws the job's record (`withdraw`)
+        and refuses. A tenant whose submits keep racing past `FENCE_ATTEMPTS` is asked to retry (429)."""
+        for _ in range(FENCE_ATTEMPTS):
+            try:
+                await publish(fence)
+                return
+            except nats.js.errors.APIError as error:
+                if not is_fence_moved(error):
+                    raise
+            refusal, fence = await judge()
+            if refusal is not None:
+                await withdraw()
+                await refuse(context, tenant, refusal)
+            await asyncio.sleep(random.uniform(0.0, 0.02))  # noqa: S311 - spreads racing retries, not a secret
+        await withdraw()
+        await refuse(context, tenant, self._racing_refusal())
+
+    def _racing_refusal(self) -> Refusal:
+        """Charged to the kind's concurrency quota: the tenant's own submits at once kept moving the fence."""
+        quota = CONCURRENT_TRAININGS if self.kind == "train" else CONCURRENT_RENDERS
+        return Refusal(quota, "Too many of the tenant's submissions at once; retry in a moment.", 1)
 
     async def release_queued(self, tenant: str, subject_id: str, job_id: str) -> bool:
         """Removes a cancelled training's message if it is still the subject's queued one, so the subject's

@@ -11,6 +11,7 @@ tenant and render id, never from free fields of the record.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import AsyncIterator
 
@@ -36,7 +37,7 @@ from likeness.jobs import JobRecords
 from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
 from likeness.object_names import render_image_key
 from likeness.provisioning import RENDER_QUEUES
-from likeness.quotas import TenantQuotas
+from likeness.quotas import Fence, TenantQuotas
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -183,7 +184,8 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 "invalid_images_per_style",
                 f"images_per_style must be 1..{self.settings.max_images_per_style}.",
             )
-        await self.quotas.check_render(context, request.tenant)
+        judge = functools.partial(self.quotas.render_refusal, request.tenant)
+        fence = await self.quotas.check(context, request.tenant, judge)
         now = now_timestamp()
         render = renderer_pb2.Render(
             id=ids.new_id("ren"),
@@ -223,9 +225,14 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
         # The tenant's queue of this priority exists before its first job (`likeness.tenant_queues`).
         token = queue_token(render.priority)
         await self.scheduler.ensure(render.tenant, token)
-        await self.platform.bus.publish(
-            job_nats_subject("render", render.tenant, render.subject_id, token), job, msg_id=render.id
-        )
+        nats_subject = job_nats_subject("render", render.tenant, render.subject_id, token)
+
+        async def publish(under: Fence) -> None:
+            await self.platform.bus.publish(nats_subject, job, msg_id=render.id, expect=under.headers())
+
+        withdraw = functools.partial(forget_job, self.records, render.tenant, render.id)
+        # Published only if the tenant's queue is still what the quota check saw (`Fence`).
+        await self.quotas.publish_admitted(context, render.tenant, fence, publish, judge, withdraw)
         return renderer_pb2.SubmitRenderResponse(render=render)
 
     async def _require(

@@ -9,6 +9,7 @@ another subject answers NOT_FOUND, exactly like one that does not exist. A train
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 import grpc
@@ -34,7 +35,7 @@ from likeness.jobs import CANCELLED_ON_REQUEST, TERMINAL, JobRecords
 from likeness.method_access import current_principal, may_touch, require_subject, require_tenant
 from likeness.provisioning import TRAIN_QUEUES
 from likeness.quota_policy import ACTIVE_TRAINING_REFUSAL
-from likeness.quotas import TenantQuotas, is_per_subject_refusal, refuse
+from likeness.quotas import Fence, TenantQuotas, is_per_subject_refusal, refuse
 from likeness.record_pages import InvalidPage, subject_page
 from likeness.rpc_errors import abort
 from likeness.runtime import Platform
@@ -98,7 +99,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             audit=self.audit,
             refused_action="training.refused",
         )
-        await self.quotas.check_training(context, request.tenant, request.subject_id, request.steps)
+        judge = functools.partial(
+            self.quotas.training_refusal, request.tenant, request.subject_id, request.steps
+        )
+        fence = await self.quotas.check(context, request.tenant, judge)
         now = now_timestamp()
         training = trainer_pb2.Training(
             id=ids.new_id("trn"),
@@ -121,10 +125,15 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         # The tenant's queue exists before its first job (`likeness.tenant_queues`); then the job id
         # doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
         await self.scheduler.ensure(training.tenant)
+        nats_subject = job_nats_subject("train", training.tenant, training.subject_id)
+
+        async def publish(under: Fence) -> None:
+            await self.platform.bus.publish(nats_subject, job, msg_id=training.id, expect=under.headers())
+
+        withdraw = functools.partial(forget_job, self.records, training.tenant, training.id)
         try:
-            await self.platform.bus.publish(
-                job_nats_subject("train", training.tenant, training.subject_id), job, msg_id=training.id
-            )
+            # Published only if the tenant's queue is still what the quota check saw (`Fence`).
+            await self.quotas.publish_admitted(context, training.tenant, fence, publish, judge, withdraw)
         except nats.js.errors.APIError as error:
             if not is_per_subject_refusal(error):
                 raise
