@@ -11,7 +11,8 @@ with `Retry-After`.
   replicas: a check also reads the `Fence` (the sequence of the tenant's newest job message), and the
   job is published only if that is still the newest (`Nats-Expected-Last-Subject-Sequence` over the
   tenant's subjects, checked by the server when it stores the message). Of two submits racing, the
-  second's publish is refused; it checks again against what the first queued (`publish_admitted`).
+  second's publish is refused; it checks again against what the first queued (`publish_admitted`). In
+  one replica a tenant's submits take turns (`admitting`), so only replicas race for the fence.
 - `gpu_seconds_per_day`: the seconds workers held the tenant's jobs today (UTC), from `likeness.gpu_usage`;
   refused until UTC midnight once reached (a job that runs over finishes: it is not cut short).
 - `training_steps`: a training asking for more steps than the tenant's cap (0, the preset, is always
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,8 +109,11 @@ def is_per_subject_refusal(error: BaseException) -> bool:
 _WRONG_LAST_SEQUENCE = 10071
 #: nats-server's JSNoMessageFoundErr: no message matches a get.
 _NO_MESSAGE_FOUND = 10037
-#: How often a submit checks again after another of its tenant's submits moved the fence.
-FENCE_ATTEMPTS = 20
+#: How often a submit checks again after another of its tenant's submits moved the fence (in one replica
+#: a tenant's submits take turns, `TenantQuotas.admitting`: the fence is raced by the replicas only).
+FENCE_ATTEMPTS = 32
+#: Locks a replica's submits take turns on, by tenant (striped: bounded, whatever the number of tenants).
+ADMISSION_LOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,13 @@ class TenantQuotas:
         self.settings = settings
         self.kind = kind
         self.stream = TRAIN_STREAM if kind == "train" else RENDER_STREAM
+        self._admission_locks = [asyncio.Lock() for _ in range(ADMISSION_LOCKS)]
+
+    def admitting(self, tenant: str) -> asyncio.Lock:
+        """Held by a submit from its quota check to its job's publish: a burst of one tenant's submits to
+        this replica takes turns here instead of racing each other for the fence, which then orders only
+        the replicas' submits. Two tenants may share a lock (striped), never a tenant two."""
+        return self._admission_locks[zlib.crc32(tenant.encode()) % ADMISSION_LOCKS]
 
     async def usage(self, tenant: str, now: datetime | None = None) -> TenantUsage:
         moment = now or datetime.now(UTC)
@@ -256,7 +268,7 @@ class TenantQuotas:
         """Publishes the job under `fence`; while another submit of the tenant moves it first, checks the
         quotas again (`judge`) and publishes under the new fence, or withdraws the job's record (`withdraw`)
         and refuses. A tenant whose submits keep racing past `FENCE_ATTEMPTS` is asked to retry (429)."""
-        for _ in range(FENCE_ATTEMPTS):
+        for attempt in range(1, FENCE_ATTEMPTS + 1):
             try:
                 await publish(fence)
                 return
@@ -267,7 +279,8 @@ class TenantQuotas:
             if refusal is not None:
                 await withdraw()
                 await refuse(context, tenant, refusal)
-            await asyncio.sleep(random.uniform(0.0, 0.02))  # noqa: S311 - spreads racing retries, not a secret
+            # A growing, random pause spreads the racing replicas apart (not a secret: `random` will do).
+            await asyncio.sleep(random.uniform(0.0, 0.005 * attempt))  # noqa: S311
         await withdraw()
         await refuse(context, tenant, self._racing_refusal())
 

@@ -66,8 +66,15 @@ async def _queued(quotas: TenantQuotas, tenant: str) -> int:
     return sum((await stream_subject_counts(quotas.bus.js, RENDER_STREAM, f"job.render.{tenant}.>")).values())
 
 
-async def _submit(quotas: TenantQuotas, tenant: str, records: set[str], fenced: bool = True) -> str | None:
-    """One submit as `SubmitRender` makes it: the quota's name if refused, else None."""
+async def _submit(
+    quotas: TenantQuotas,
+    tenant: str,
+    records: set[str],
+    fenced: bool = True,
+    publishes: list[str] | None = None,
+) -> str | None:
+    """One submit as `SubmitRender` makes it, without the replica's turns (`_submit_in_turn`): the quota's
+    name if refused, else None. Each try to publish is added to `publishes`."""
     context: Any = CallContext()
     job_id = f"ren_{uuid.uuid4().hex[:26]}"
     judge: Callable[[], Awaitable[tuple[Refusal | None, Fence]]] = lambda: quotas.render_refusal(tenant)  # noqa: E731
@@ -76,6 +83,8 @@ async def _submit(quotas: TenantQuotas, tenant: str, records: set[str], fenced: 
 
     async def publish(under: Fence) -> None:
         expect = under.headers() if fenced else None
+        if publishes is not None:
+            publishes.append(job_id)
         await quotas.bus.publish(nats_subject, job, msg_id=job_id, expect=expect)
 
     async def withdraw() -> None:
@@ -89,6 +98,14 @@ async def _submit(quotas: TenantQuotas, tenant: str, records: set[str], fenced: 
     except Refused as refused:
         return refused.quota
     return None
+
+
+async def _submit_in_turn(
+    quotas: TenantQuotas, tenant: str, records: set[str], publishes: list[str]
+) -> str | None:
+    """A submit as `SubmitRender` makes it: from its check to its publish, in its turn in the replica."""
+    async with quotas.admitting(tenant):
+        return await _submit(quotas, tenant, records, publishes=publishes)
 
 
 async def test_racing_submits_through_two_replicas_queue_no_more_than_the_limit(
@@ -125,4 +142,19 @@ async def test_a_job_that_ends_frees_its_place_for_the_next_submit(
     newest = await replicas[0].bus.js.get_last_msg(RENDER_STREAM, f"job.render.{tenant}.>")
     await replicas[0].bus.js.delete_msg(RENDER_STREAM, int(newest.seq or 0))
     assert await _submit(replicas[1], tenant, records) is None
+    assert await _queued(replicas[0], tenant) == LIMIT
+
+
+async def test_a_replicas_submits_of_one_tenant_take_turns_and_none_publishes_in_vain(
+    replicas: tuple[TenantQuotas, TenantQuotas], tenant: str
+) -> None:
+    """A burst to one replica queues for its turn instead of racing for the fence: the submits past the
+    limit are refused at their check, before writing a record, and no publish is retried."""
+    records: set[str] = set()
+    publishes: list[str] = []
+    outcomes = await asyncio.gather(
+        *(_submit_in_turn(replicas[0], tenant, records, publishes) for _ in range(SUBMITS))
+    )
+    assert outcomes.count(None) == LIMIT, outcomes
+    assert len(publishes) == LIMIT, "each admitted job published once, the refused ones never"
     assert await _queued(replicas[0], tenant) == LIMIT

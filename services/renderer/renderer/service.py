@@ -185,54 +185,55 @@ class RendererServicer(renderer_pb2_grpc.RendererServiceServicer):
                 f"images_per_style must be 1..{self.settings.max_images_per_style}.",
             )
         judge = functools.partial(self.quotas.render_refusal, request.tenant)
-        fence = await self.quotas.check(context, request.tenant, judge)
-        now = now_timestamp()
-        render = renderer_pb2.Render(
-            id=ids.new_id("ren"),
-            tenant=request.tenant,
-            subject_id=request.subject_id,
-            training_id=request.training_id,
-            status=JS.JOB_STATUS_QUEUED,
-            styles=plan.styles,
-            images_per_style=per_style,
-            seed=plan.seed,
-            progress=common_pb2.Progress(step=0, total_steps=per_style * len(plan.styles)),
-            created_at=now,
-            updated_at=now,
-            team_look_id=request.team_look_id,
-            background=plan.choices.background,
-            outfit=plan.choices.outfit,
-            lighting=plan.choices.lighting,
-            instant=request.instant,
-            photo_id=request.photo_id,
-            priority=priority,
-        )
-        await self.records.create(render)
-        job = jobs_pb2.RenderJob(
-            render_id=render.id,
-            tenant=render.tenant,
-            subject_id=render.subject_id,
-            training_id=render.training_id,
-            styles=render.styles,
-            images_per_style=per_style,
-            seed=plan.seed,
-            background=plan.choices.background,
-            outfit=plan.choices.outfit,
-            lighting=plan.choices.lighting,
-            instant=render.instant,
-            photo_id=render.photo_id,
-        )
-        # The tenant's queue of this priority exists before its first job (`likeness.tenant_queues`).
-        token = queue_token(render.priority)
-        await self.scheduler.ensure(render.tenant, token)
-        nats_subject = job_nats_subject("render", render.tenant, render.subject_id, token)
+        async with self.quotas.admitting(request.tenant):  # see `TenantQuotas.admitting`
+            fence = await self.quotas.check(context, request.tenant, judge)
+            now = now_timestamp()
+            render = renderer_pb2.Render(
+                id=ids.new_id("ren"),
+                tenant=request.tenant,
+                subject_id=request.subject_id,
+                training_id=request.training_id,
+                status=JS.JOB_STATUS_QUEUED,
+                styles=plan.styles,
+                images_per_style=per_style,
+                seed=plan.seed,
+                progress=common_pb2.Progress(step=0, total_steps=per_style * len(plan.styles)),
+                created_at=now,
+                updated_at=now,
+                team_look_id=request.team_look_id,
+                background=plan.choices.background,
+                outfit=plan.choices.outfit,
+                lighting=plan.choices.lighting,
+                instant=request.instant,
+                photo_id=request.photo_id,
+                priority=priority,
+            )
+            await self.records.create(render)
+            job = jobs_pb2.RenderJob(
+                render_id=render.id,
+                tenant=render.tenant,
+                subject_id=render.subject_id,
+                training_id=render.training_id,
+                styles=render.styles,
+                images_per_style=per_style,
+                seed=plan.seed,
+                background=plan.choices.background,
+                outfit=plan.choices.outfit,
+                lighting=plan.choices.lighting,
+                instant=render.instant,
+                photo_id=render.photo_id,
+            )
+            # The tenant's queue of this priority exists before its first job (`likeness.tenant_queues`).
+            token = queue_token(render.priority)
+            await self.scheduler.ensure(render.tenant, token)
+            nats_subject = job_nats_subject("render", render.tenant, render.subject_id, token)
 
-        async def publish(under: Fence) -> None:
-            await self.platform.bus.publish(nats_subject, job, msg_id=render.id, expect=under.headers())
+            async def publish(under: Fence) -> None:
+                await self.platform.bus.publish(nats_subject, job, msg_id=render.id, expect=under.headers())
 
-        withdraw = functools.partial(forget_job, self.records, render.tenant, render.id)
-        # Published only if the tenant's queue is still what the quota check saw (`Fence`).
-        await self.quotas.publish_admitted(context, render.tenant, fence, publish, judge, withdraw)
+            withdraw = functools.partial(forget_job, self.records, render.tenant, render.id)
+            # Published only if the tenant's queue is still what the quota check saw (`Fence`).
+            await self.quotas.publish_admitted(context, render.tenant, fence, publish, judge, withdraw)
         return renderer_pb2.SubmitRenderResponse(render=render)
 
     async def _require(

@@ -102,44 +102,45 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         judge = functools.partial(
             self.quotas.training_refusal, request.tenant, request.subject_id, request.steps
         )
-        fence = await self.quotas.check(context, request.tenant, judge)
-        now = now_timestamp()
-        training = trainer_pb2.Training(
-            id=ids.new_id("trn"),
-            tenant=request.tenant,
-            subject_id=request.subject_id,
-            status=JS.JOB_STATUS_QUEUED,
-            photo_ids=list(request.photo_ids),
-            created_at=now,
-            updated_at=now,
-            progress=common_pb2.Progress(step=0, total_steps=request.steps),
-        )
-        await self.records.create(training)
-        job = jobs_pb2.TrainJob(
-            training_id=training.id,
-            tenant=training.tenant,
-            subject_id=training.subject_id,
-            photo_ids=training.photo_ids,
-            steps=request.steps,
-        )
-        # The tenant's queue exists before its first job (`likeness.tenant_queues`); then the job id
-        # doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
-        await self.scheduler.ensure(training.tenant)
-        nats_subject = job_nats_subject("train", training.tenant, training.subject_id)
+        async with self.quotas.admitting(request.tenant):  # see `TenantQuotas.admitting`
+            fence = await self.quotas.check(context, request.tenant, judge)
+            now = now_timestamp()
+            training = trainer_pb2.Training(
+                id=ids.new_id("trn"),
+                tenant=request.tenant,
+                subject_id=request.subject_id,
+                status=JS.JOB_STATUS_QUEUED,
+                photo_ids=list(request.photo_ids),
+                created_at=now,
+                updated_at=now,
+                progress=common_pb2.Progress(step=0, total_steps=request.steps),
+            )
+            await self.records.create(training)
+            job = jobs_pb2.TrainJob(
+                training_id=training.id,
+                tenant=training.tenant,
+                subject_id=training.subject_id,
+                photo_ids=training.photo_ids,
+                steps=request.steps,
+            )
+            # The tenant's queue exists before its first job (`likeness.tenant_queues`); then the job id
+            # doubles as Nats-Msg-Id: a retried submit inside the dedup window is one job.
+            await self.scheduler.ensure(training.tenant)
+            nats_subject = job_nats_subject("train", training.tenant, training.subject_id)
 
-        async def publish(under: Fence) -> None:
-            await self.platform.bus.publish(nats_subject, job, msg_id=training.id, expect=under.headers())
+            async def publish(under: Fence) -> None:
+                await self.platform.bus.publish(nats_subject, job, msg_id=training.id, expect=under.headers())
 
-        withdraw = functools.partial(forget_job, self.records, training.tenant, training.id)
-        try:
-            # Published only if the tenant's queue is still what the quota check saw (`Fence`).
-            await self.quotas.publish_admitted(context, training.tenant, fence, publish, judge, withdraw)
-        except nats.js.errors.APIError as error:
-            if not is_per_subject_refusal(error):
-                raise
-            # Another submit for this person won the one place (the stream's per-subject bound).
-            await forget_job(self.records, training.tenant, training.id)
-            await refuse(context, training.tenant, ACTIVE_TRAINING_REFUSAL)
+            withdraw = functools.partial(forget_job, self.records, training.tenant, training.id)
+            try:
+                # Published only if the tenant's queue is still what the quota check saw (`Fence`).
+                await self.quotas.publish_admitted(context, training.tenant, fence, publish, judge, withdraw)
+            except nats.js.errors.APIError as error:
+                if not is_per_subject_refusal(error):
+                    raise
+                # Another submit for this person won the one place (the stream's per-subject bound).
+                await forget_job(self.records, training.tenant, training.id)
+                await refuse(context, training.tenant, ACTIVE_TRAINING_REFUSAL)
         return trainer_pb2.SubmitTrainingResponse(training=training)
 
     async def _require(
