@@ -79,6 +79,10 @@ GOALS: dict[str, list[Goal]] = {
     "gateway": [Goal("of_ceiling", ">=", "GOAL_OF_CEILING", 0.6)],
     "grpc_hop": [Goal("added_ms_p50", "<", "GOAL_ADDED_MS", 1.0)],
     "manifest": [Goal("ratio", ">=", "GOAL", 0.9)],
+    "quota_admission": [
+        Goal("of_tenant_rate", ">=", "GOAL_OF_TENANT_RATE", 1.0),
+        Goal("overshoot", "<=", "GOAL_OVERSHOOT", 0.0),
+    ],
 }
 
 #: Benches whose JSON line states each goal (`"goals": {figure: target}`), with the comparison they all
@@ -97,6 +101,7 @@ QUICK_OPTIONS: dict[str, dict[str, str]] = {
     "grpc_hop": {"--calls": "500", "--rounds": "1"},
     "manifest": {"--mib": "256", "--rounds": "2"},
     "scale": {"--quick": ""},
+    "quota_admission": {"--rounds": "2", "--burst": "100"},
 }
 _NOT_BENCHES = {"run_all"}
 
