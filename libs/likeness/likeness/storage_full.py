@@ -7,9 +7,11 @@ answers as 503 `storage_full` with `Retry-After`, and the LikenessStreamFull ale
 operator (issue 18). Without this interceptor it would be an opaque INTERNAL error.
 
 The same interceptor answers a JetStream request that got no answer in time (`nats.errors.TimeoutError`,
-`NoRespondersError`) with UNAVAILABLE `unavailable`: on a JetStream cluster that is a stream or bucket
-electing a new leader after its server died, for a few seconds; the gateway answers 503 with `Retry-After`,
-and the retry succeeds, where an INTERNAL would have been a 500 (`tests/chaos/test_chaos_cluster.py`).
+`NoRespondersError`), or that JetStream answered 503 (`ServiceUnavailableError`: "JetStream system
+temporarily unavailable", what every server answers while the cluster's meta leader is being elected), with
+UNAVAILABLE `unavailable`: on a JetStream cluster that is a stream, bucket or the cluster itself electing a
+new leader after a server died, for a few seconds; the gateway answers 503 with `Retry-After`, and the retry
+succeeds, where an INTERNAL would have been a 500 (`tests/chaos/test_chaos_cluster.py`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ BUS_UNAVAILABLE_MESSAGE = (
 _NO_ANSWER = (nats.errors.TimeoutError, nats.errors.NoRespondersError)
 
 
+def is_temporarily_unavailable(error: BaseException) -> bool:
+    """A JetStream API answer of 503: the cluster or the stream has no leader yet."""
+    return isinstance(error, nats.js.errors.APIError) and (
+        isinstance(error, nats.js.errors.ServiceUnavailableError) or error.code == 503
+    )
+
+
 def is_storage_full(error: BaseException) -> bool:
     description = str(getattr(error, "description", "") or "")
     return (
@@ -69,14 +78,21 @@ def _unary(behavior: Behavior) -> Behavior:
         try:
             return await behavior(request, context)
         except nats.js.errors.APIError as error:
-            if not is_storage_full(error):
-                raise
-            log.error("a write was refused: its stream is full")
-            await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+            await _api_error(context, error)
         except _NO_ANSWER as error:
             await _bus_unavailable(context, error)
 
     return wrapped
+
+
+async def _api_error(context: grpc.aio.ServicerContext[Any, Any], error: nats.js.errors.APIError) -> None:
+    """A full stream or a JetStream without a leader answers UNAVAILABLE; any other API error goes on."""
+    if is_storage_full(error):
+        log.error("a write was refused: its stream is full")
+        await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+    if is_temporarily_unavailable(error):
+        await _bus_unavailable(context, error)
+    raise error
 
 
 async def _bus_unavailable(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
@@ -93,10 +109,7 @@ def _streaming(behavior: Behavior) -> Behavior:
             async for item in behavior(request, context):
                 yield item
         except nats.js.errors.APIError as error:
-            if not is_storage_full(error):
-                raise
-            log.error("a write was refused: its stream is full")
-            await abort(context, grpc.StatusCode.UNAVAILABLE, STORAGE_FULL, STORAGE_FULL_MESSAGE)
+            await _api_error(context, error)
         except _NO_ANSWER as error:
             await _bus_unavailable(context, error)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 import nats.errors
+import nats.js.errors
 import pytest
 
 from likeness.rpc_errors import CODE_METADATA_KEY
@@ -29,8 +30,15 @@ class _Context:
 
 @pytest.mark.parametrize(
     "error",
-    [nats.errors.TimeoutError(), nats.errors.NoRespondersError()],
-    ids=["timeout", "no-responders"],
+    [
+        nats.errors.TimeoutError(),
+        nats.errors.NoRespondersError(),
+        # What every server answers while a JetStream cluster elects its meta leader.
+        nats.js.errors.ServiceUnavailableError(
+            code=503, err_code=10008, description="JetStream system temporarily unavailable"
+        ),
+    ],
+    ids=["timeout", "no-responders", "jetstream-503"],
 )
 async def test_a_bus_that_did_not_answer_is_unavailable(error: Exception) -> None:
     async def behavior(request: Any, context: Any) -> Any:
@@ -50,5 +58,17 @@ async def test_any_other_error_goes_on_as_it_was() -> None:
 
     context = _Context()
     with pytest.raises(ValueError, match="a bug"):
+        await _unary(behavior)(None, context)
+    assert context.aborted is None
+
+
+async def test_another_jetstream_error_goes_on_as_it_was() -> None:
+    error = nats.js.errors.NotFoundError(code=404, err_code=10059, description="stream not found")
+
+    async def behavior(request: Any, context: Any) -> Any:
+        raise error
+
+    context = _Context()
+    with pytest.raises(nats.js.errors.APIError):
         await _unary(behavior)(None, context)
     assert context.aborted is None
